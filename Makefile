@@ -1,0 +1,38 @@
+# ferry: the two commands of the README, and a few more.
+#   make demo    install what is missing, build, convert sample images
+#   make check   install what is missing, build twice (plain, and with
+#                ASan+UBSan+libFuzzer under clang), run every test and
+#                fuzzer, and end with "N passed, N failed"
+#   make bench   the benchmarks against qemu-img and cp
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+
+.PHONY: all deps build build-asan demo check bench clean
+
+all: build
+
+deps:
+	scripts/install-deps
+
+build: deps
+	@[ -f $(BUILD)/build.ninja ] || meson setup $(BUILD)
+	ninja -C $(BUILD)
+
+build-asan: deps
+	@[ -f $(ASAN_BUILD)/build.ninja ] || CC=clang meson setup $(ASAN_BUILD) \
+	  -Db_sanitize=address,undefined -Db_lundef=false -Dfuzz=true \
+	  -Dbuildtype=debug
+	ninja -C $(ASAN_BUILD)
+
+demo: build
+	scripts/demo $(BUILD)
+
+check: build build-asan
+	scripts/run-checks $(BUILD) $(ASAN_BUILD)
+
+bench: build
+	bench/convert.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,0 +1,2 @@
+#include "ferry.h"
+int cmd_compare (int argc, char **argv) { print_message ("compare", "not yet"); return 1; }

@@ -1,0 +1,104 @@
+/* ferry: the command-line entry point and subcommand dispatch. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ferry.h"
+
+static const struct {
+  const char *name;
+  int (*run) (int argc, char **argv);
+  const char *synopsis;
+} commands[] = {
+  { "info", cmd_info, "info [--json] [-f FMT] [--backing-chain] IMAGE" },
+  { "convert", cmd_convert,
+    "convert [-f FMT] [-O FMT] [-o key=val,...] [-c] [-p | --progress=json]\n"
+    "                [-m THREADS] [-n] SRC DST" },
+  { "compare", cmd_compare, "compare [-f FMT] [-F FMT] [-p] A B" },
+  { "check", cmd_check, "check [-f FMT] [--json] IMAGE" },
+};
+
+static void
+usage (FILE *fp)
+{
+  size_t i;
+  const char *const *fmt;
+
+  fprintf (fp, "usage:\n");
+  for (i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    fprintf (fp, "  ferry %s\n", commands[i].synopsis);
+  fprintf (fp, "\nformats:");
+  for (fmt = ferry_image_formats (); *fmt; fmt++)
+    fprintf (fp, " %s", *fmt);
+  fprintf (fp, "\n");
+}
+
+void
+print_error (const char *cmd)
+{
+  fprintf (stderr, "ferry %s: %s\n", cmd, ferry_get_error ());
+}
+
+void
+print_message (const char *cmd, const char *fmt, ...)
+{
+  va_list ap;
+
+  fprintf (stderr, "ferry %s: ", cmd);
+  va_start (ap, fmt);
+  vfprintf (stderr, fmt, ap);
+  va_end (ap);
+  fputc ('\n', stderr);
+}
+
+const char *
+human_size (uint64_t bytes, char *buf, size_t len)
+{
+  static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB",
+                                       "PiB", "EiB" };
+  double v = bytes;
+  size_t u = 0;
+
+  while (v >= 1024 && u < sizeof units / sizeof units[0] - 1) {
+    v /= 1024;
+    u++;
+  }
+  if (u == 0)
+    snprintf (buf, len, "%llu B", (unsigned long long) bytes);
+  else
+    snprintf (buf, len, "%.3g %s", v, units[u]);
+  return buf;
+}
+
+/* Warnings from the library go to stderr, prefixed with "ferry: ". */
+static void
+log_to_stderr (enum ferry_log_level level, const char *msg, void *opaque)
+{
+  if (level >= FERRY_LOG_WARNING)
+    fprintf (stderr, "ferry: warning: %s\n", msg);
+  else if (getenv ("FERRY_DEBUG"))
+    fprintf (stderr, "ferry: debug: %s\n", msg);
+}
+
+int
+main (int argc, char **argv)
+{
+  size_t i;
+
+  if (argc < 2 || !strcmp (argv[1], "--help") || !strcmp (argv[1], "-h")) {
+    usage (argc < 2 ? stderr : stdout);
+    return argc < 2 ? 1 : 0;
+  }
+  if (!strcmp (argv[1], "--version")) {
+    printf ("ferry 0.1.0\n");
+    return 0;
+  }
+  ferry_set_log_callback (log_to_stderr, NULL);
+  for (i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    if (!strcmp (argv[1], commands[i].name))
+      return commands[i].run (argc - 1, argv + 1);
+  fprintf (stderr, "ferry: unknown command '%s'\n", argv[1]);
+  usage (stderr);
+  return 1;
+}

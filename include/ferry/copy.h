@@ -1,0 +1,68 @@
+/* ferry: the copy engine.
+ *
+ * One engine moves bytes for convert, network copies, warm syncs and P2V:
+ * it walks the source's extents and never reads a hole, reads and writes
+ * on several threads, turns zero runs inside data into holes, and, for
+ * compressed targets, compresses on every core while the writer keeps
+ * the file's order.
+ */
+#ifndef FERRY_COPY_H
+#define FERRY_COPY_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <ferry/image.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct ferry_progress {
+  uint64_t done;             /* bytes of the source handled so far */
+  uint64_t total;            /* bytes to handle: the allocated ones */
+  uint64_t virtual_size;
+  double elapsed;            /* seconds since the copy started */
+  double bytes_per_sec;      /* recent speed */
+  double eta;                /* seconds left, < 0 when unknown */
+  bool finished;
+};
+
+typedef void (*ferry_progress_fn) (const struct ferry_progress *p,
+                                   void *opaque);
+
+struct ferry_copy_options {
+  unsigned threads;          /* workers; 0 means one per core */
+  bool compress;             /* write compressed blocks (-c) */
+  size_t request_size;       /* bytes per request; 0 means the default */
+  /* Called at most a few times a second from one thread, and once with
+   * finished set at the end. */
+  ferry_progress_fn progress;
+  void *progress_opaque;
+  /* When it becomes non-zero (a signal handler sets it) the copy stops
+   * and returns -1 with errno EINTR. */
+  volatile sig_atomic_t *cancel;
+};
+
+/* Copy the guest-visible contents of SRC into DST, which must be at least
+ * as large.  Where DST has a backing file, only what differs from it is
+ * written.  Returns 0, or -1 with the error set; DST is flushed on
+ * success. */
+int ferry_copy (struct ferry_image *src, struct ferry_image *dst,
+                const struct ferry_copy_options *opts);
+
+/* Compare the guest-visible contents of A and B.  Returns 0 when equal,
+ * 1 when not (*FIRST_DIFF is then the first differing byte offset), -1 on
+ * error.  Images of different sizes are equal only if the longer one
+ * reads as zeroes past the end of the shorter one; *SIZE_DIFFERS tells
+ * when they differed in size. */
+int ferry_compare (struct ferry_image *a, struct ferry_image *b,
+                   unsigned threads, uint64_t *first_diff /* OUT */,
+                   bool *size_differs /* OUT */);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FERRY_COPY_H */

@@ -1,0 +1,43 @@
+/* ferry: errors and the log callback.
+ *
+ * Every library call that can fail returns -1 or NULL and leaves a
+ * thread-local error behind: an errno value and a message that names the
+ * file, the structure and what was wrong.  The caller reads them back with
+ * ferry_get_error() and ferry_get_errno() before its next library call.
+ *
+ * The library never prints.  Warnings and debug messages go through the
+ * log callback the program installs; without one they are dropped.
+ */
+#ifndef FERRY_ERROR_H
+#define FERRY_ERROR_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The message of the last error on this thread, never NULL.  The string
+ * belongs to the library and stays valid until this thread's next call. */
+const char *ferry_get_error (void);
+
+/* The errno value of the last error on this thread (EINVAL for bad
+ * input, EIO for a failed read or write, ENOSPC for a full target, ...). */
+int ferry_get_errno (void);
+
+enum ferry_log_level {
+  FERRY_LOG_DEBUG = 0,
+  FERRY_LOG_INFO = 1,
+  FERRY_LOG_WARNING = 2,
+};
+
+typedef void (*ferry_log_fn) (enum ferry_log_level level, const char *msg,
+                              void *opaque);
+
+/* Install the callback that receives warnings and debug messages.  It may
+ * be called from any thread; NULL removes it. */
+void ferry_set_log_callback (ferry_log_fn fn, void *opaque);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FERRY_ERROR_H */

@@ -1,0 +1,207 @@
+/* ferry: the one image interface.
+ *
+ * Every disk format ferry reads or writes, and later an NBD connection, is
+ * a driver behind struct ferry_image.  The copy engine, the CLI and the
+ * nbdkit plugin see only the calls below.
+ *
+ * Thread safety: ferry_image_pread and ferry_image_extents may be called
+ * from many threads at once.  Writes (pwrite, zero, write_compressed) may
+ * be issued from many threads too, as long as two threads never write into
+ * the same cluster at the same time (the copy engine aligns its requests to
+ * ferry_image_info.cluster_size for that reason).  flush, describe and
+ * close must not race with anything else.
+ *
+ * Errors: calls return -1 (or NULL) and set the thread-local error of
+ * <ferry/error.h>; the message starts with the image's file name.
+ */
+#ifndef FERRY_IMAGE_H
+#define FERRY_IMAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct ferry_image;
+
+/* Flags for ferry_image_open. */
+#define FERRY_OPEN_WRITE       0x1 /* open read-write (default: read-only) */
+#define FERRY_OPEN_NO_BACKING  0x2 /* do not open the backing chain */
+#define FERRY_OPEN_STRICT      0x4 /* refuse what would only be a warning */
+
+/* Open an existing image.  FORMAT is a driver name ("raw", "qcow2", ...)
+ * or NULL to probe it from the content (never from the file name).  The
+ * backing chain is opened too, each layer read-only, unless
+ * FERRY_OPEN_NO_BACKING.  The caller frees it with ferry_image_close(). */
+struct ferry_image *ferry_image_open (const char *path, const char *format,
+                                      unsigned flags);
+
+/* Create a new image of FORMAT at PATH and return it open for writing.
+ * SIZE is the virtual size in bytes (0: take it from the backing file).
+ * OPTIONS is a qemu-img style "key=val,key=val" string or NULL; a key the
+ * driver does not know is an error.  The file must not exist already.
+ * The caller frees it with ferry_image_close(). */
+struct ferry_image *ferry_image_create (const char *path, const char *format,
+                                        uint64_t size, const char *options);
+
+/* Probe PATH and return the driver name of its format (a static string),
+ * or NULL with the error set. */
+const char *ferry_image_probe (const char *path);
+
+/* Guest-visible reads and writes.  Reads past the virtual size fail. */
+int ferry_image_pread (struct ferry_image *img, void *buf, size_t count,
+                       uint64_t offset);
+int ferry_image_pwrite (struct ferry_image *img, const void *buf,
+                        size_t count, uint64_t offset);
+
+/* Make a range read as zeroes.  With FERRY_ZERO_MAY_TRIM the driver may
+ * deallocate it (punch a hole, drop the clusters); without it the range
+ * stays allocated where it was. */
+#define FERRY_ZERO_MAY_TRIM 0x1
+int ferry_image_zero (struct ferry_image *img, size_t count, uint64_t offset,
+                      unsigned flags);
+
+/* Extents, with the meaning of NBD's base:allocation context. */
+#define FERRY_EXTENT_HOLE 0x1 /* not allocated in this image or its chain */
+#define FERRY_EXTENT_ZERO 0x2 /* reads as zeroes */
+
+struct ferry_extent {
+  uint64_t offset;
+  uint64_t length;
+  uint32_t flags;
+};
+
+struct ferry_extent_list {
+  struct ferry_extent *ptr;
+  size_t len;
+  size_t cap;
+};
+
+/* Append to LIST the extents that describe [OFFSET, OFFSET+LENGTH) as the
+ * guest sees it through the whole backing chain.  At least one extent
+ * starting at OFFSET is appended; the driver may stop short of LENGTH, and
+ * the caller asks again from where the list ends.  Adjacent extents with
+ * the same flags are merged. */
+int ferry_image_extents (struct ferry_image *img, uint64_t offset,
+                         uint64_t length, struct ferry_extent_list *list);
+void ferry_extent_list_free (struct ferry_extent_list *list);
+
+/* Compressed writes, for formats that store compressed blocks (qcow2 -c,
+ * streamOptimized VMDK).  ferry_image_compress_unit returns the block
+ * size such writes use, or 0 when the format cannot compress.
+ *
+ * ferry_image_compress is pure and thread-safe: it encodes one block of
+ * guest data (COUNT == unit, or less for the last block of the disk) into
+ * OUT and returns the encoded length, or 0 when compressing does not pay
+ * (then write the block with ferry_image_pwrite), or -1 on error.  OUT must
+ * hold ferry_image_compress_bound(img) bytes.
+ *
+ * ferry_image_write_compressed stores one encoded block at guest OFFSET
+ * (a multiple of the unit).  Formats that append (streamOptimized) need
+ * these calls in ascending OFFSET order; the copy engine keeps that order
+ * while it compresses on every core. */
+uint32_t ferry_image_compress_unit (struct ferry_image *img);
+size_t ferry_image_compress_bound (struct ferry_image *img);
+ssize_t ferry_image_compress (struct ferry_image *img, const void *in,
+                              size_t count, void *out);
+int ferry_image_write_compressed (struct ferry_image *img, uint64_t offset,
+                                  const void *data, size_t len,
+                                  size_t count);
+
+int ferry_image_flush (struct ferry_image *img);
+
+/* Close the image and its backing chain and free them.  Writes that were
+ * held back (tables, refcounts, footers) happen here, so a writable image
+ * can fail to close: -1 then means the file is not complete.  IMG may be
+ * NULL. */
+int ferry_image_close (struct ferry_image *img);
+
+/* What describe tells.  Strings and arrays belong to the image and stay
+ * valid until the next describe or close. */
+enum ferry_fact_kind {
+  FERRY_FACT_STRING,
+  FERRY_FACT_NUMBER,
+  FERRY_FACT_BOOL,
+};
+
+struct ferry_fact {
+  const char *key;           /* "compat", "refcount-bits", ... */
+  enum ferry_fact_kind kind;
+  const char *string;        /* for FERRY_FACT_STRING */
+  uint64_t number;           /* for FERRY_FACT_NUMBER, and 0/1 for BOOL */
+};
+
+struct ferry_snapshot {
+  const char *id;
+  const char *name;
+  uint64_t vm_state_size;
+  uint64_t disk_size;        /* virtual size when taken */
+  uint64_t date_sec;
+  uint32_t date_nsec;
+  uint64_t vm_clock_nsec;
+};
+
+struct ferry_image_info {
+  const char *format;        /* driver name */
+  const char *path;          /* as opened */
+  uint64_t virtual_size;
+  uint64_t allocated;        /* bytes the file(s) of this layer use on disk */
+  uint32_t cluster_size;     /* 0 when the format has none */
+  const char *backing_file;  /* as recorded in the image, or NULL */
+  const char *backing_format;/* as recorded, or NULL */
+  const char *data_file;     /* external data file, or NULL */
+  const struct ferry_fact *facts;
+  size_t nr_facts;
+  const struct ferry_snapshot *snapshots;
+  size_t nr_snapshots;
+};
+
+/* Fill INFO for this layer only; walk the chain with ferry_image_backing. */
+int ferry_image_describe (struct ferry_image *img,
+                          struct ferry_image_info *info /* OUT */);
+
+/* The image this one reads through for unallocated ranges, or NULL.  It
+ * belongs to IMG. */
+struct ferry_image *ferry_image_backing (struct ferry_image *img);
+
+uint64_t ferry_image_size (struct ferry_image *img);
+const char *ferry_image_format (struct ferry_image *img);
+const char *ferry_image_path (struct ferry_image *img);
+
+/* True when a freshly created image reads as zeroes everywhere (no backing
+ * file, no preallocation with garbage): the copy engine then skips holes
+ * and zero ranges instead of writing them. */
+bool ferry_image_is_zero_initialized (struct ferry_image *img);
+
+/* Check an image's metadata without trusting it (ferry check). */
+struct ferry_check_result {
+  uint64_t corruptions;      /* errors: overlaps, out of bounds, bad refcounts */
+  uint64_t leaks;            /* clusters with a refcount but no user */
+  uint64_t allocated_clusters;
+  uint64_t total_clusters;
+  char **messages;           /* one line per problem, NULL-terminated */
+  size_t nr_messages;
+};
+
+/* Returns 0 when the check ran (look at RESULT), -1 when it could not
+ * (unreadable file, format without checks). */
+int ferry_image_check (const char *path, const char *format,
+                       struct ferry_check_result *result /* OUT */);
+void ferry_check_result_free (struct ferry_check_result *result);
+
+/* Parse a size with an optional k, M, G, T, P or E suffix (powers of
+ * 1024), as qemu-img takes them.  0, or -1 with the error set. */
+int ferry_parse_size (const char *s, uint64_t *value /* OUT */);
+
+/* Driver names, NULL-terminated, for --help and error messages. */
+const char *const *ferry_image_formats (void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FERRY_IMAGE_H */

@@ -1,0 +1,79 @@
+/* Helpers declared in util.h. */
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "util.h"
+
+bool
+is_zero (const void *buf, size_t len)
+{
+  const unsigned char *p = buf;
+  size_t i, head = len < 16 ? len : 16;
+
+  for (i = 0; i < head; i++)
+    if (p[i])
+      return false;
+  /* The first 16 bytes are zero, so the buffer is all zero exactly when
+   * it equals itself shifted by 16: memcmp runs at memory speed. */
+  return len <= 16 || memcmp (p, p + 16, len - 16) == 0;
+}
+
+int
+full_pread (int fd, void *buf, size_t count, uint64_t offset)
+{
+  char *p = buf;
+
+  while (count > 0) {
+    ssize_t r = pread (fd, p, count, offset);
+    if (r == -1) {
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    if (r == 0) {
+      memset (p, 0, count);
+      return 0;
+    }
+    p += r;
+    count -= r;
+    offset += r;
+  }
+  return 0;
+}
+
+int
+full_pwrite (int fd, const void *buf, size_t count, uint64_t offset)
+{
+  const char *p = buf;
+
+  while (count > 0) {
+    ssize_t r = pwrite (fd, p, count, offset);
+    if (r == -1) {
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    p += r;
+    count -= r;
+    offset += r;
+  }
+  return 0;
+}
+
+double
+now_seconds (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+unsigned
+online_cpus (void)
+{
+  long n = sysconf (_SC_NPROCESSORS_ONLN);
+  return n < 1 ? 1 : (unsigned) n;
+}

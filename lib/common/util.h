@@ -1,0 +1,56 @@
+/* Small helpers every layer uses: byte order, rounding, zero tests. */
+#ifndef FERRY_UTIL_H
+#define FERRY_UTIL_H
+
+#include <endian.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* Round X up or down to a multiple of the power of two N. */
+#define ROUND_UP(x, n) (((x) + (n) - 1) & ~((__typeof__ (x)) (n) - 1))
+#define ROUND_DOWN(x, n) ((x) & ~((__typeof__ (x)) (n) - 1))
+#define IS_ALIGNED(x, n) (((x) & ((n) - 1)) == 0)
+#define DIV_ROUND_UP(x, n) (((x) + (n) - 1) / (n))
+
+static inline bool
+is_power_of_2 (uint64_t v)
+{
+  return v != 0 && (v & (v - 1)) == 0;
+}
+
+/* Read and write big- and little-endian integers at unaligned P. */
+static inline uint16_t get_be16 (const void *p) { uint16_t v; memcpy (&v, p, 2); return be16toh (v); }
+static inline uint32_t get_be32 (const void *p) { uint32_t v; memcpy (&v, p, 4); return be32toh (v); }
+static inline uint64_t get_be64 (const void *p) { uint64_t v; memcpy (&v, p, 8); return be64toh (v); }
+static inline uint16_t get_le16 (const void *p) { uint16_t v; memcpy (&v, p, 2); return le16toh (v); }
+static inline uint32_t get_le32 (const void *p) { uint32_t v; memcpy (&v, p, 4); return le32toh (v); }
+static inline uint64_t get_le64 (const void *p) { uint64_t v; memcpy (&v, p, 8); return le64toh (v); }
+static inline void put_be16 (void *p, uint16_t v) { v = htobe16 (v); memcpy (p, &v, 2); }
+static inline void put_be32 (void *p, uint32_t v) { v = htobe32 (v); memcpy (p, &v, 4); }
+static inline void put_be64 (void *p, uint64_t v) { v = htobe64 (v); memcpy (p, &v, 8); }
+static inline void put_le16 (void *p, uint16_t v) { v = htole16 (v); memcpy (p, &v, 2); }
+static inline void put_le32 (void *p, uint32_t v) { v = htole32 (v); memcpy (p, &v, 4); }
+static inline void put_le64 (void *p, uint64_t v) { v = htole64 (v); memcpy (p, &v, 8); }
+
+/* True when the LEN bytes at BUF are all zero.  Fast: it compares the
+ * buffer with itself shifted by 16 bytes after checking the head. */
+bool is_zero (const void *buf, size_t len);
+
+/* Full-length pread and pwrite: retry short transfers and EINTR.  A read
+ * that hits end of file fills the rest with zeroes and succeeds.
+ * Return 0, or -1 with errno set (nothing else). */
+int full_pread (int fd, void *buf, size_t count, uint64_t offset);
+int full_pwrite (int fd, const void *buf, size_t count, uint64_t offset);
+
+/* A monotonic clock in seconds. */
+double now_seconds (void);
+
+/* Number of online CPUs, at least 1. */
+unsigned online_cpus (void);
+
+#endif /* FERRY_UTIL_H */

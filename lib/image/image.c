@@ -1,0 +1,869 @@
+/* The one image interface: driver table, probing, open and create, and
+ * the checks every request passes before it reaches a driver.
+ *
+ * NOTES ON THE DESIGN
+ *
+ * 1. Requests are checked here (bounds, read-only) so that drivers can
+ *    trust offset + count <= size.  Drivers still check everything they
+ *    read from the file, which no caller can vouch for.
+ *
+ * 2. Probing reads the first PROBE_HEAD_SIZE and last PROBE_TAIL_SIZE
+ *    bytes and asks each driver for a score; the highest wins and raw,
+ *    which scores 1 for anything, is the fallback.  The file name is
+ *    never looked at.
+ *
+ * 3. A backing chain is followed with the (device, inode) of every image
+ *    above, so a chain that loops back is refused at the first repeat
+ *    instead of being opened forever (qemu-img 7.2 never returns on one).
+ */
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "../common/cleanup.h"
+#include "../common/util.h"
+
+static const struct image_driver *const drivers[] = {
+  &qcow2_driver,
+  &raw_driver,       /* last: the fallback of the probe */
+};
+#define NR_DRIVERS (sizeof drivers / sizeof drivers[0])
+
+/* The driver called NAME (or one of its aliases), or NULL. */
+static const struct image_driver *
+find_driver (const char *name)
+{
+  size_t i, j;
+
+  for (i = 0; i < NR_DRIVERS; i++) {
+    if (strcmp (drivers[i]->name, name) == 0)
+      return drivers[i];
+    for (j = 0; drivers[i]->aliases && drivers[i]->aliases[j]; j++)
+      if (strcmp (drivers[i]->aliases[j], name) == 0)
+        return drivers[i];
+  }
+  return NULL;
+}
+
+/* Set the error for an unknown format NAME, listing the known ones. */
+static void
+unknown_format_error (const char *name)
+{
+  char list[256] = "";
+  size_t i;
+
+  for (i = 0; i < NR_DRIVERS; i++) {
+    if (i > 0)
+      strncat (list, ", ", sizeof list - strlen (list) - 1);
+    strncat (list, drivers[i]->name, sizeof list - strlen (list) - 1);
+  }
+  ferry_error (EINVAL, "unknown format '%s' (ferry knows: %s)", name, list);
+}
+
+const char *const *
+ferry_image_formats (void)
+{
+  static const char *names[NR_DRIVERS + 1];
+  size_t i;
+
+  for (i = 0; i < NR_DRIVERS; i++)
+    names[i] = drivers[i]->name;
+  names[NR_DRIVERS] = NULL;
+  return names;
+}
+
+/* Pick the driver for the content of FD (PATH for messages). */
+static const struct image_driver *
+probe_fd (const char *path, int fd)
+{
+  uint8_t head[PROBE_HEAD_SIZE], tail[PROBE_TAIL_SIZE];
+  size_t head_len, tail_len;
+  uint64_t size;
+  struct stat st;
+  const struct image_driver *best = NULL;
+  int best_score = 0;
+  size_t i;
+
+  if (fstat (fd, &st) == -1) {
+    ferry_error_errno (errno, "%s: stat", path);
+    return NULL;
+  }
+  if (S_ISBLK (st.st_mode)) {
+    off_t end = lseek (fd, 0, SEEK_END);
+    if (end == -1) {
+      ferry_error_errno (errno, "%s: finding the size of the device", path);
+      return NULL;
+    }
+    size = end;
+  }
+  else if (S_ISREG (st.st_mode))
+    size = st.st_size;
+  else {
+    ferry_error (EINVAL, "%s: not a regular file or block device", path);
+    return NULL;
+  }
+
+  head_len = MIN (size, sizeof head);
+  tail_len = MIN (size, sizeof tail);
+  if (full_pread (fd, head, head_len, 0) == -1 ||
+      full_pread (fd, tail, tail_len, size - tail_len) == -1) {
+    ferry_error_errno (errno, "%s: reading the header", path);
+    return NULL;
+  }
+
+  for (i = 0; i < NR_DRIVERS; i++) {
+    int score = drivers[i]->probe ?
+      drivers[i]->probe (head, head_len, tail, tail_len, size) : 0;
+    if (score > best_score) {
+      best_score = score;
+      best = drivers[i];
+    }
+  }
+  if (best == NULL)
+    ferry_error (EINVAL, "%s: unknown image format", path);
+  return best;
+}
+
+const char *
+ferry_image_probe (const char *path)
+{
+  CLEANUP_CLOSE int fd = open (path, O_RDONLY | O_CLOEXEC);
+  const struct image_driver *drv;
+
+  if (fd == -1) {
+    ferry_error_errno (errno, "%s", path);
+    return NULL;
+  }
+  drv = probe_fd (path, fd);
+  return drv ? drv->name : NULL;
+}
+
+/* Open PATH with ARGS; the common body of ferry_image_open and
+ * image_open_backing. */
+static struct ferry_image *
+open_with_args (const char *path, const char *format,
+                const struct open_args *args)
+{
+  const struct image_driver *drv = NULL;
+  int oflags = (args->flags & FERRY_OPEN_WRITE) ? O_RDWR : O_RDONLY;
+  struct stat st;
+  size_t i;
+  int fd;
+
+  if (format) {
+    drv = find_driver (format);
+    if (drv == NULL) {
+      unknown_format_error (format);
+      return NULL;
+    }
+  }
+
+  fd = open (path, oflags | O_CLOEXEC);
+  if (fd == -1) {
+    ferry_error_errno (errno, "%s", path);
+    return NULL;
+  }
+  if (fstat (fd, &st) == -1) {
+    ferry_error_errno (errno, "%s: stat", path);
+    close (fd);
+    return NULL;
+  }
+  for (i = 0; i < args->chain_len; i++) {
+    if (args->chain[i].dev == st.st_dev && args->chain[i].ino == st.st_ino) {
+      ferry_error (ELOOP, "%s: the backing chain loops back to this file",
+                   path);
+      close (fd);
+      return NULL;
+    }
+  }
+  if (args->chain_len >= MAX_BACKING_DEPTH) {
+    ferry_error (ELOOP, "%s: backing chain deeper than %d images",
+                 path, MAX_BACKING_DEPTH);
+    close (fd);
+    return NULL;
+  }
+
+  if (drv == NULL) {
+    drv = probe_fd (path, fd);
+    if (drv == NULL) {
+      close (fd);
+      return NULL;
+    }
+  }
+  if (drv->open == NULL) {
+    ferry_error (ENOTSUP, "%s: ferry cannot open %s images", path, drv->name);
+    close (fd);
+    return NULL;
+  }
+  return drv->open (path, fd, args);   /* owns fd from here */
+}
+
+struct ferry_image *
+ferry_image_open (const char *path, const char *format, unsigned flags)
+{
+  struct open_args args = { .flags = flags, .chain = NULL, .chain_len = 0 };
+
+  return open_with_args (path, format, &args);
+}
+
+char *
+image_resolve_relative (const char *img_path, const char *name)
+{
+  CLEANUP_FREE char *copy = NULL;
+  char *dir, *ret;
+
+  if (name[0] == '/')
+    return strdup (name);
+  copy = strdup (img_path);
+  if (copy == NULL)
+    return NULL;
+  dir = dirname (copy);
+  if (asprintf (&ret, "%s/%s", dir, name) == -1)
+    return NULL;
+  return ret;
+}
+
+int
+image_open_backing (struct ferry_image *img, const char *name,
+                    const char *format, const struct open_args *args)
+{
+  CLEANUP_FREE char *path = NULL;
+  CLEANUP_FREE struct chain_link *chain = NULL;
+  struct open_args bargs;
+
+  if (args->flags & FERRY_OPEN_NO_BACKING)
+    return 0;
+
+  path = image_resolve_relative (img->path, name);
+  chain = calloc (args->chain_len + 1, sizeof *chain);
+  if (path == NULL || chain == NULL)
+    return ferry_error (ENOMEM, "%s: out of memory", img->path);
+  if (args->chain_len)
+    memcpy (chain, args->chain, args->chain_len * sizeof *chain);
+  chain[args->chain_len].dev = img->dev;
+  chain[args->chain_len].ino = img->ino;
+  bargs.flags = args->flags & ~FERRY_OPEN_WRITE;
+  bargs.chain = chain;
+  bargs.chain_len = args->chain_len + 1;
+
+  img->backing = open_with_args (path, format, &bargs);
+  if (img->backing == NULL) {
+    ferry_error_prefix ("%s: backing file '%s'", img->path, name);
+    return -1;
+  }
+  return 0;
+}
+
+/* Split "key=val,key=val" into OPTS.  ",," stands for a comma inside a
+ * value, as in qemu-img. */
+static int
+parse_options (const char *s, struct option_list *opts)
+{
+  while (s && *s) {
+    struct option_pair pair = { 0 };
+    char *buf = malloc (strlen (s) + 1), *out = buf;
+    char *eq;
+
+    if (buf == NULL)
+      return ferry_error (ENOMEM, "out of memory");
+    while (*s) {
+      if (*s == ',') {
+        if (s[1] == ',') {
+          *out++ = ',';
+          s += 2;
+          continue;
+        }
+        s++;
+        break;
+      }
+      *out++ = *s++;
+    }
+    *out = '\0';
+    if (buf[0] == '\0') {
+      free (buf);
+      continue;
+    }
+    eq = strchr (buf, '=');
+    if (eq == NULL || eq == buf) {
+      ferry_error (EINVAL, "option '%s' is not of the form key=value", buf);
+      free (buf);
+      return -1;
+    }
+    *eq = '\0';
+    pair.key = buf;
+    pair.value = strdup (eq + 1);
+    if (pair.value == NULL || option_list_append (opts, pair) == -1) {
+      free (pair.value);
+      free (buf);
+      return ferry_error (ENOMEM, "out of memory");
+    }
+  }
+  return 0;
+}
+
+static void
+free_options (struct option_list *opts)
+{
+  size_t i;
+
+  for (i = 0; i < opts->len; i++) {
+    free (opts->ptr[i].key);
+    free (opts->ptr[i].value);
+  }
+  option_list_reset (opts);
+}
+
+const char *
+options_get (struct option_list *opts, const char *key)
+{
+  const char *ret = NULL;
+  size_t i;
+
+  /* The last one given wins, as on a command line. */
+  for (i = 0; i < opts->len; i++) {
+    if (strcmp (opts->ptr[i].key, key) == 0) {
+      opts->ptr[i].used = true;
+      ret = opts->ptr[i].value;
+    }
+  }
+  return ret;
+}
+
+/* Parse a size with an optional k/M/G/T/P/E suffix (powers of 1024). */
+static int
+parse_size (const char *s, uint64_t *value)
+{
+  char *end;
+  unsigned long long v;
+  unsigned shift = 0;
+
+  if (*s == '\0' || *s == '-')
+    return -1;
+  errno = 0;
+  v = strtoull (s, &end, 10);
+  if (errno || end == s)
+    return -1;
+  switch (*end) {
+  case '\0': break;
+  case 'b': case 'B': end++; break;
+  case 'k': case 'K': shift = 10; end++; break;
+  case 'm': case 'M': shift = 20; end++; break;
+  case 'g': case 'G': shift = 30; end++; break;
+  case 't': case 'T': shift = 40; end++; break;
+  case 'p': case 'P': shift = 50; end++; break;
+  case 'e': case 'E': shift = 60; end++; break;
+  default: return -1;
+  }
+  if (*end != '\0')
+    return -1;
+  if (shift && v > (UINT64_MAX >> shift))
+    return -1;
+  *value = (uint64_t) v << shift;
+  return 0;
+}
+
+int
+ferry_parse_size (const char *s, uint64_t *value)
+{
+  if (parse_size (s, value) == -1)
+    return ferry_error (EINVAL, "'%s' is not a size (a number with an "
+                        "optional k, M, G or T suffix)", s);
+  return 0;
+}
+
+int
+options_get_size (struct option_list *opts, const char *key, uint64_t *value)
+{
+  const char *s = options_get (opts, key);
+
+  if (s == NULL)
+    return 0;
+  if (parse_size (s, value) == -1)
+    return ferry_error (EINVAL, "option %s=%s: not a size", key, s);
+  return 1;
+}
+
+int
+options_get_bool (struct option_list *opts, const char *key, bool *value)
+{
+  const char *s = options_get (opts, key);
+
+  if (s == NULL)
+    return 0;
+  if (!strcmp (s, "on") || !strcmp (s, "true") || !strcmp (s, "yes") ||
+      !strcmp (s, "1"))
+    *value = true;
+  else if (!strcmp (s, "off") || !strcmp (s, "false") || !strcmp (s, "no") ||
+           !strcmp (s, "0"))
+    *value = false;
+  else
+    return ferry_error (EINVAL, "option %s=%s: expected on or off", key, s);
+  return 1;
+}
+
+struct ferry_image *
+ferry_image_create (const char *path, const char *format, uint64_t size,
+                    const char *options)
+{
+  struct option_list opts = empty_vector;
+  const struct image_driver *drv;
+  struct ferry_image *img;
+  struct stat st;
+  size_t i;
+  int fd;
+
+  drv = find_driver (format ? format : "raw");
+  if (drv == NULL) {
+    unknown_format_error (format);
+    return NULL;
+  }
+  if (drv->create == NULL) {
+    ferry_error (ENOTSUP, "%s: ferry cannot write %s images", path, drv->name);
+    return NULL;
+  }
+  if (parse_options (options, &opts) == -1) {
+    ferry_error_prefix ("%s", path);
+    free_options (&opts);
+    return NULL;
+  }
+
+  /* A block device is written in place; anything else must be new. */
+  if (stat (path, &st) == 0 && S_ISBLK (st.st_mode))
+    fd = open (path, O_RDWR | O_CLOEXEC);
+  else
+    fd = open (path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd == -1) {
+    ferry_error_errno (errno, "%s", path);
+    free_options (&opts);
+    return NULL;
+  }
+
+  img = drv->create (path, fd, size, &opts);   /* owns fd from here */
+  if (img == NULL) {
+    free_options (&opts);
+    return NULL;
+  }
+  for (i = 0; i < opts.len; i++) {
+    if (!opts.ptr[i].used) {
+      ferry_error (EINVAL, "%s: %s does not take the option '%s'",
+                   path, drv->name, opts.ptr[i].key);
+      free_options (&opts);
+      ferry_image_close (img);
+      unlink (path);
+      return NULL;
+    }
+  }
+  free_options (&opts);
+  return img;
+}
+
+int
+image_init_base (struct ferry_image *base, const struct image_driver *driver,
+                 const char *path, int fd, bool readonly)
+{
+  struct stat st;
+
+  base->driver = driver;
+  base->readonly = readonly;
+  base->path = strdup (path);
+  if (base->path == NULL)
+    return ferry_error (ENOMEM, "%s: out of memory", path);
+  if (fstat (fd, &st) == -1)
+    return ferry_error_errno (errno, "%s: stat", path);
+  base->dev = st.st_dev;
+  base->ino = st.st_ino;
+  return 0;
+}
+
+/* Check a request of COUNT bytes at OFFSET against the image; WRITE says
+ * whether it changes the image. */
+static int
+check_request (struct ferry_image *img, const char *what, size_t count,
+               uint64_t offset, bool write)
+{
+  uint64_t end;
+
+  if (write && img->readonly)
+    return ferry_error (EROFS, "%s: %s: the image is open read-only",
+                        img->path, what);
+  if (__builtin_add_overflow (offset, (uint64_t) count, &end) ||
+      end > img->size)
+    return ferry_error (EINVAL, "%s: %s of %zu bytes at offset %" PRIu64
+                        " is past the end of the disk (%" PRIu64 " bytes)",
+                        img->path, what, count, offset, img->size);
+  return 0;
+}
+
+int
+ferry_image_pread (struct ferry_image *img, void *buf, size_t count,
+                   uint64_t offset)
+{
+  if (check_request (img, "read", count, offset, false) == -1)
+    return -1;
+  if (count == 0)
+    return 0;
+  return img->driver->pread (img, buf, count, offset);
+}
+
+int
+ferry_image_pwrite (struct ferry_image *img, const void *buf, size_t count,
+                    uint64_t offset)
+{
+  if (check_request (img, "write", count, offset, true) == -1)
+    return -1;
+  if (count == 0)
+    return 0;
+  if (img->driver->pwrite == NULL)
+    return ferry_error (ENOTSUP, "%s: ferry cannot write %s images",
+                        img->path, img->driver->name);
+  return img->driver->pwrite (img, buf, count, offset);
+}
+
+/* The zero fallback: write buffers of zeroes. */
+static int
+zero_by_writing (struct ferry_image *img, size_t count, uint64_t offset)
+{
+  static const char zeroes[1 << 16];
+
+  while (count > 0) {
+    size_t n = MIN (count, sizeof zeroes);
+    if (img->driver->pwrite (img, zeroes, n, offset) == -1)
+      return -1;
+    count -= n;
+    offset += n;
+  }
+  return 0;
+}
+
+int
+ferry_image_zero (struct ferry_image *img, size_t count, uint64_t offset,
+                  unsigned flags)
+{
+  if (check_request (img, "zero", count, offset, true) == -1)
+    return -1;
+  if (count == 0)
+    return 0;
+  if (img->driver->zero)
+    return img->driver->zero (img, count, offset, flags);
+  if (img->driver->pwrite == NULL)
+    return ferry_error (ENOTSUP, "%s: ferry cannot write %s images",
+                        img->path, img->driver->name);
+  return zero_by_writing (img, count, offset);
+}
+
+int
+extent_list_append (struct ferry_extent_list *list, uint64_t offset,
+                    uint64_t length, uint32_t flags)
+{
+  struct ferry_extent *last;
+
+  if (length == 0)
+    return 0;
+  last = list->len ? &list->ptr[list->len - 1] : NULL;
+  if (last && last->offset + last->length == offset && last->flags == flags) {
+    last->length += length;
+    return 0;
+  }
+  if (list->len >= list->cap &&
+      generic_vector_reserve (list, 1, sizeof (struct ferry_extent)) == -1)
+    return -1;
+  list->ptr[list->len++] = (struct ferry_extent) {
+    .offset = offset, .length = length, .flags = flags,
+  };
+  return 0;
+}
+
+void
+ferry_extent_list_free (struct ferry_extent_list *list)
+{
+  free (list->ptr);
+  list->ptr = NULL;
+  list->len = list->cap = 0;
+}
+
+int
+ferry_image_extents (struct ferry_image *img, uint64_t offset,
+                     uint64_t length, struct ferry_extent_list *list)
+{
+  size_t before = list->len;
+
+  if (length > img->size || offset > img->size - length)
+    return ferry_error (EINVAL, "%s: extents of %" PRIu64 " bytes at offset %"
+                        PRIu64 " are past the end of the disk (%" PRIu64
+                        " bytes)", img->path, length, offset, img->size);
+  if (length == 0)
+    return 0;
+  if (img->driver->extents == NULL)
+    return extent_list_append (list, offset, length, 0);
+  if (img->driver->extents (img, offset, length, list) == -1)
+    return -1;
+  /* The contract: at least one extent, starting at OFFSET, within range. */
+  assert (list->len > before || (before > 0 &&
+          list->ptr[before - 1].offset + list->ptr[before - 1].length >
+          offset));
+  return 0;
+}
+
+uint32_t
+ferry_image_compress_unit (struct ferry_image *img)
+{
+  if (img->driver->compress_unit == NULL || img->driver->compress == NULL)
+    return 0;
+  return img->driver->compress_unit (img);
+}
+
+size_t
+ferry_image_compress_bound (struct ferry_image *img)
+{
+  return img->driver->compress_bound ? img->driver->compress_bound (img) : 0;
+}
+
+ssize_t
+ferry_image_compress (struct ferry_image *img, const void *in, size_t count,
+                      void *out)
+{
+  if (img->driver->compress == NULL)
+    return ferry_error (ENOTSUP, "%s: %s images cannot hold compressed data",
+                        img->path, img->driver->name);
+  return img->driver->compress (img, in, count, out);
+}
+
+int
+ferry_image_write_compressed (struct ferry_image *img, uint64_t offset,
+                              const void *data, size_t len, size_t count)
+{
+  if (check_request (img, "compressed write", count, offset, true) == -1)
+    return -1;
+  if (img->driver->write_compressed == NULL)
+    return ferry_error (ENOTSUP, "%s: %s images cannot hold compressed data",
+                        img->path, img->driver->name);
+  return img->driver->write_compressed (img, offset, data, len, count);
+}
+
+int
+ferry_image_flush (struct ferry_image *img)
+{
+  if (img->readonly || img->driver->flush == NULL)
+    return 0;
+  return img->driver->flush (img);
+}
+
+/* Free what describe left in the base. */
+static void
+free_facts (struct ferry_image *img)
+{
+  size_t i;
+
+  for (i = 0; i < img->fact_strings.len; i++)
+    free (img->fact_strings.ptr[i]);
+  free (img->fact_strings.ptr);
+  free (img->facts.ptr);
+  memset (&img->facts, 0, sizeof img->facts);
+  memset (&img->fact_strings, 0, sizeof img->fact_strings);
+}
+
+int
+ferry_image_close (struct ferry_image *img)
+{
+  struct ferry_image *backing;
+  char *path;
+  int r;
+
+  if (img == NULL)
+    return 0;
+  backing = img->backing;
+  path = img->path;
+  free_facts (img);
+  r = img->driver->close (img);   /* frees img itself */
+  free (path);
+  if (ferry_image_close (backing) == -1)
+    r = -1;
+  return r;
+}
+
+/* Keep S alive until the facts are freed; return the copy. */
+static const char *
+keep_string (struct ferry_image *img, const char *s)
+{
+  char *copy = strdup (s);
+
+  if (copy == NULL ||
+      generic_vector_reserve (&img->fact_strings, 1, sizeof (char *)) == -1) {
+    free (copy);
+    return NULL;
+  }
+  img->fact_strings.ptr[img->fact_strings.len++] = copy;
+  return copy;
+}
+
+static int
+add_fact (struct ferry_image *img, struct ferry_fact fact)
+{
+  fact.key = keep_string (img, fact.key);
+  if (fact.key == NULL)
+    return ferry_error (ENOMEM, "out of memory");
+  if (generic_vector_reserve (&img->facts, 1, sizeof fact) == -1)
+    return -1;
+  img->facts.ptr[img->facts.len++] = fact;
+  return 0;
+}
+
+int
+image_fact_string (struct ferry_image *img, const char *key,
+                   const char *value)
+{
+  const char *copy = keep_string (img, value);
+
+  if (copy == NULL)
+    return ferry_error (ENOMEM, "out of memory");
+  return add_fact (img, (struct ferry_fact) {
+    .key = key, .kind = FERRY_FACT_STRING, .string = copy });
+}
+
+int
+image_fact_number (struct ferry_image *img, const char *key, uint64_t value)
+{
+  return add_fact (img, (struct ferry_fact) {
+    .key = key, .kind = FERRY_FACT_NUMBER, .number = value });
+}
+
+int
+image_fact_bool (struct ferry_image *img, const char *key, bool value)
+{
+  return add_fact (img, (struct ferry_fact) {
+    .key = key, .kind = FERRY_FACT_BOOL, .number = value });
+}
+
+int
+ferry_image_describe (struct ferry_image *img, struct ferry_image_info *info)
+{
+  memset (info, 0, sizeof *info);
+  free_facts (img);
+  info->format = img->driver->name;
+  info->path = img->path;
+  info->virtual_size = img->size;
+  if (img->driver->describe && img->driver->describe (img, info) == -1)
+    return -1;
+  info->facts = img->facts.ptr;
+  info->nr_facts = img->facts.len;
+  return 0;
+}
+
+struct ferry_image *
+ferry_image_backing (struct ferry_image *img)
+{
+  return img->backing;
+}
+
+uint64_t
+ferry_image_size (struct ferry_image *img)
+{
+  return img->size;
+}
+
+const char *
+ferry_image_format (struct ferry_image *img)
+{
+  return img->driver->name;
+}
+
+const char *
+ferry_image_path (struct ferry_image *img)
+{
+  return img->path;
+}
+
+bool
+ferry_image_is_zero_initialized (struct ferry_image *img)
+{
+  return img->zero_initialized;
+}
+
+uint64_t
+file_allocated_bytes (int fd)
+{
+  struct stat st;
+
+  if (fstat (fd, &st) == -1)
+    return 0;
+  return (uint64_t) st.st_blocks * 512;
+}
+
+int
+check_report (struct ferry_check_result *r, bool corruption,
+              const char *fmt, ...)
+{
+  char *line, **p;
+  va_list ap;
+  int n;
+
+  if (corruption)
+    r->corruptions++;
+  else
+    r->leaks++;
+  /* A badly broken image can have millions of problems; keep the first
+   * thousand lines and count the rest. */
+  if (r->nr_messages >= 1000)
+    return 0;
+  va_start (ap, fmt);
+  n = vasprintf (&line, fmt, ap);
+  va_end (ap);
+  if (n == -1)
+    return ferry_error (ENOMEM, "out of memory");
+  p = realloc (r->messages, (r->nr_messages + 2) * sizeof *p);
+  if (p == NULL) {
+    free (line);
+    return ferry_error (ENOMEM, "out of memory");
+  }
+  r->messages = p;
+  r->messages[r->nr_messages++] = line;
+  r->messages[r->nr_messages] = NULL;
+  return 0;
+}
+
+int
+ferry_image_check (const char *path, const char *format,
+                   struct ferry_check_result *result)
+{
+  const struct image_driver *drv;
+  CLEANUP_CLOSE int fd = open (path, O_RDONLY | O_CLOEXEC);
+
+  memset (result, 0, sizeof *result);
+  if (fd == -1)
+    return ferry_error_errno (errno, "%s", path);
+  if (format) {
+    drv = find_driver (format);
+    if (drv == NULL) {
+      unknown_format_error (format);
+      return -1;
+    }
+  }
+  else {
+    drv = probe_fd (path, fd);
+    if (drv == NULL)
+      return -1;
+  }
+  if (drv->check == NULL)
+    return 0;   /* no metadata, nothing that can be inconsistent */
+  return drv->check (path, fd, result);
+}
+
+void
+ferry_check_result_free (struct ferry_check_result *result)
+{
+  size_t i;
+
+  for (i = 0; i < result->nr_messages; i++)
+    free (result->messages[i]);
+  free (result->messages);
+  memset (result, 0, sizeof *result);
+}

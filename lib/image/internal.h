@@ -1,0 +1,193 @@
+/* lib/image private interface: what a driver implements and the helpers
+ * it may use.  Nothing outside lib/image includes this file.
+ *
+ * A driver is a `static const struct image_driver` filled with designated
+ * initialisers and listed in drivers[] in image.c.  Its private state
+ * embeds struct ferry_image as the first member:
+ *
+ *   struct qcow2_image {
+ *     struct ferry_image base;   // must be first
+ *     ...
+ *   };
+ *
+ * Optional callbacks may be NULL; image.c then falls back:
+ *   - zero NULL: writes of zeroes;
+ *   - extents NULL: everything is data;
+ *   - compress / write_compressed NULL: the format cannot compress;
+ *   - flush NULL: nothing to flush;
+ *   - check NULL: "FORMAT images have no metadata to check" (clean).
+ * image.c validates every request against the virtual size and the
+ * read-only flag before it reaches a driver, so drivers need not.
+ */
+#ifndef FERRY_IMAGE_INTERNAL_H
+#define FERRY_IMAGE_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <ferry/image.h>
+
+#include "../common/error.h"
+#include "../common/vector.h"
+
+/* How much of the start of a file the probe reads, and of its end. */
+#define PROBE_HEAD_SIZE 4096
+#define PROBE_TAIL_SIZE 512
+
+/* The longest backing chain we follow; a loop is caught sooner by the
+ * (device, inode) list of struct open_args. */
+#define MAX_BACKING_DEPTH 64
+
+/* Options given with -o, parsed into key=value pairs.  A driver takes the
+ * keys it knows with options_get*; image.c fails on any left unused. */
+struct option_pair {
+  char *key;
+  char *value;
+  bool used;
+};
+DEFINE_VECTOR_TYPE (option_list, struct option_pair);
+
+/* Where an open comes from: the chain of images that led to it, so a
+ * backing chain that loops is refused instead of followed forever. */
+struct chain_link {
+  dev_t dev;
+  ino_t ino;
+};
+struct open_args {
+  unsigned flags;                       /* FERRY_OPEN_* */
+  const struct chain_link *chain;       /* images above this one */
+  size_t chain_len;
+};
+
+/* Every image starts with this. */
+struct ferry_image {
+  const struct image_driver *driver;
+  char *path;                  /* as the user gave it, for messages */
+  uint64_t size;               /* virtual size in bytes */
+  bool readonly;
+  bool zero_initialized;       /* see ferry_image_is_zero_initialized */
+  struct ferry_image *backing; /* owned, closed with this one; or NULL */
+  dev_t dev;                   /* of the file, for loop detection */
+  ino_t ino;
+
+  /* Filled by describe; freed by image.c at close. */
+  struct fact_list {
+    struct ferry_fact *ptr;
+    size_t len, cap;
+  } facts;
+  struct fact_strings {
+    char **ptr;
+    size_t len, cap;
+  } fact_strings;
+};
+
+struct image_driver {
+  const char *name;              /* "raw", "qcow2", ... */
+  const char *const *aliases;    /* other names it answers to, or NULL */
+
+  /* How sure the driver is that the file is in its format: 0 (no) to
+   * 100 (magic and header sane).  HEAD holds the first HEAD_LEN bytes
+   * (at most PROBE_HEAD_SIZE), TAIL the last TAIL_LEN (at most
+   * PROBE_TAIL_SIZE).  raw answers 1 to anything. */
+  int (*probe) (const uint8_t *head, size_t head_len,
+                const uint8_t *tail, size_t tail_len, uint64_t file_size);
+
+  /* Open PATH.  FD is already open (O_RDONLY, or O_RDWR with
+   * FERRY_OPEN_WRITE); the driver owns it from here, even on failure.
+   * It fills base (size, ...), opens its backing file with
+   * image_open_backing, and returns the base pointer. */
+  struct ferry_image *(*open) (const char *path, int fd,
+                               const struct open_args *args);
+
+  /* Create a new image at PATH (FD is open O_RDWR on a new empty file,
+   * or on a block device) with virtual SIZE and OPTS; the driver owns FD
+   * from here.  NULL if the format cannot be written. */
+  struct ferry_image *(*create) (const char *path, int fd, uint64_t size,
+                                 struct option_list *opts);
+
+  int (*pread) (struct ferry_image *img, void *buf, size_t count,
+                uint64_t offset);
+  int (*pwrite) (struct ferry_image *img, const void *buf, size_t count,
+                 uint64_t offset);
+  int (*zero) (struct ferry_image *img, size_t count, uint64_t offset,
+               unsigned flags);
+  int (*extents) (struct ferry_image *img, uint64_t offset, uint64_t length,
+                  struct ferry_extent_list *list);
+
+  /* See ferry_image_compress in <ferry/image.h>. */
+  uint32_t (*compress_unit) (struct ferry_image *img);
+  size_t (*compress_bound) (struct ferry_image *img);
+  ssize_t (*compress) (struct ferry_image *img, const void *in, size_t count,
+                       void *out);
+  int (*write_compressed) (struct ferry_image *img, uint64_t offset,
+                           const void *data, size_t len, size_t count);
+
+  int (*flush) (struct ferry_image *img);
+
+  /* Finish writing (tables, refcounts), close files, free everything
+   * except base's members, which image.c frees.  Returns -1 if the image
+   * could not be completed; it is freed all the same. */
+  int (*close) (struct ferry_image *img);
+
+  /* Fill what the base does not know: allocated, cluster_size,
+   * backing_file, ...; add format facts with image_fact_*. */
+  int (*describe) (struct ferry_image *img, struct ferry_image_info *info);
+
+  /* Check the file at PATH (open read-only as FD, still owned by the
+   * caller) without trusting its metadata.  0 when the check ran. */
+  int (*check) (const char *path, int fd, struct ferry_check_result *result);
+};
+
+extern const struct image_driver raw_driver;
+extern const struct image_driver qcow2_driver;
+
+/* Set up BASE for DRIVER and PATH (duplicated); fills dev and ino from FD.
+ * Returns 0 or -1. */
+int image_init_base (struct ferry_image *base,
+                     const struct image_driver *driver, const char *path,
+                     int fd, bool readonly);
+
+/* Open the backing file NAME of IMG as recorded in the image: a relative
+ * NAME is relative to IMG's directory.  FORMAT may be NULL (probe).  It is
+ * opened read-only, with IMG added to the loop check of ARGS.  Sets
+ * IMG->backing on success; returns 0 or -1 with a message naming both
+ * files. */
+int image_open_backing (struct ferry_image *img, const char *name,
+                        const char *format, const struct open_args *args);
+
+/* The path of NAME resolved against the directory of IMG_PATH, as
+ * image_open_backing resolves it.  The caller frees it. */
+char *image_resolve_relative (const char *img_path, const char *name);
+
+/* Options lookup; each marks the key used.  *_u64 accepts sizes with
+ * k/M/G/T suffixes (powers of 1024) and fails with a message naming the
+ * option on a bad value.  Return 1 found, 0 absent, -1 bad value. */
+const char *options_get (struct option_list *opts, const char *key);
+int options_get_size (struct option_list *opts, const char *key,
+                      uint64_t *value);
+int options_get_bool (struct option_list *opts, const char *key,
+                      bool *value);
+
+/* Facts for describe.  The strings are copied. */
+int image_fact_string (struct ferry_image *img, const char *key,
+                       const char *value);
+int image_fact_number (struct ferry_image *img, const char *key,
+                       uint64_t value);
+int image_fact_bool (struct ferry_image *img, const char *key, bool value);
+
+/* Append one extent to LIST, merging it with the last one when they
+ * touch and have the same flags.  0 or -1 (ENOMEM). */
+int extent_list_append (struct ferry_extent_list *list, uint64_t offset,
+                        uint64_t length, uint32_t flags);
+
+/* Bytes the file FD takes on disk (st_blocks * 512). */
+uint64_t file_allocated_bytes (int fd);
+
+/* The check result helpers: add a message line and count it. */
+int check_report (struct ferry_check_result *r, bool corruption,
+                  const char *fmt, ...)
+  __attribute__ ((format (printf, 3, 4)));
+
+#endif /* FERRY_IMAGE_INTERNAL_H */

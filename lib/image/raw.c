@@ -1,0 +1,310 @@
+/* raw: the disk byte for byte, in a regular file or on a block device.
+ *
+ * Holes are found with SEEK_DATA / SEEK_HOLE.  Zeroing tries, in order,
+ * punching a hole (when trimming is allowed), FALLOC_FL_ZERO_RANGE, the
+ * BLKZEROOUT ioctl on devices, and plain writes of zeroes; whatever the
+ * file system refuses with EOPNOTSUPP is remembered in the handle so it is
+ * not tried again.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "../common/util.h"
+
+struct raw_image {
+  struct ferry_image base;     /* must be first */
+  int fd;
+  bool is_block;
+  bool can_punch_hole;         /* cleared when the kernel says EOPNOTSUPP */
+  bool can_zero_range;
+  bool can_zeroout;            /* BLKZEROOUT, devices only */
+  bool can_seek_data;
+};
+
+/* raw claims anything, with the lowest score, so it is the fallback. */
+static int
+raw_probe (const uint8_t *head, size_t head_len, const uint8_t *tail,
+           size_t tail_len, uint64_t file_size)
+{
+  return 1;
+}
+
+/* Fill the handle for FD; shared by open and create. */
+static struct ferry_image *
+raw_setup (const char *path, int fd, bool readonly)
+{
+  struct raw_image *h = calloc (1, sizeof *h);
+  struct stat st;
+
+  if (h == NULL) {
+    ferry_error (ENOMEM, "%s: out of memory", path);
+    close (fd);
+    return NULL;
+  }
+  h->fd = fd;
+  if (image_init_base (&h->base, &raw_driver, path, fd, readonly) == -1 ||
+      fstat (fd, &st) == -1)
+    goto err;
+  h->is_block = S_ISBLK (st.st_mode);
+  if (h->is_block) {
+    uint64_t size;
+    if (ioctl (fd, BLKGETSIZE64, &size) == -1) {
+      ferry_error_errno (errno, "%s: BLKGETSIZE64", path);
+      goto err;
+    }
+    h->base.size = size;
+  }
+  else
+    h->base.size = st.st_size;
+  h->can_punch_hole = !h->is_block;
+  h->can_zero_range = true;
+  h->can_zeroout = h->is_block;
+  h->can_seek_data = !h->is_block;
+  return &h->base;
+
+ err:
+  free (h->base.path);
+  free (h);
+  close (fd);
+  return NULL;
+}
+
+static struct ferry_image *
+raw_open (const char *path, int fd, const struct open_args *args)
+{
+  return raw_setup (path, fd, !(args->flags & FERRY_OPEN_WRITE));
+}
+
+static struct ferry_image *
+raw_create (const char *path, int fd, uint64_t size, struct option_list *opts)
+{
+  struct ferry_image *img;
+  const char *prealloc = options_get (opts, "preallocation");
+  struct raw_image *h;
+
+  if (prealloc && strcmp (prealloc, "off") && strcmp (prealloc, "falloc") &&
+      strcmp (prealloc, "full")) {
+    ferry_error (EINVAL, "%s: preallocation=%s: expected off, falloc or full",
+                 path, prealloc);
+    close (fd);
+    return NULL;
+  }
+  img = raw_setup (path, fd, false);
+  if (img == NULL)
+    return NULL;
+  h = (struct raw_image *) img;
+  if (h->is_block) {
+    if (size > img->size) {
+      ferry_error (ENOSPC, "%s: the device holds %" PRIu64 " bytes, "
+                   "%" PRIu64 " are needed", path, img->size, size);
+      goto err;
+    }
+    /* A device keeps whatever it held: nothing is known to be zero. */
+    img->size = size ? size : img->size;
+    return img;
+  }
+  if (ftruncate (fd, size) == -1) {
+    ferry_error_errno (errno, "%s: setting the size to %" PRIu64, path, size);
+    goto err;
+  }
+  if (prealloc && strcmp (prealloc, "off") != 0) {
+    int r = posix_fallocate (fd, 0, size);
+    if (r != 0) {
+      ferry_error_errno (r, "%s: preallocating %" PRIu64 " bytes", path, size);
+      goto err;
+    }
+  }
+  img->size = size;
+  img->zero_initialized = true;
+  return img;
+
+ err:
+  ferry_image_close (img);
+  return NULL;
+}
+
+static int
+raw_pread (struct ferry_image *img, void *buf, size_t count, uint64_t offset)
+{
+  struct raw_image *h = (struct raw_image *) img;
+
+  if (full_pread (h->fd, buf, count, offset) == -1)
+    return ferry_error_errno (errno, "%s: read of %zu bytes at offset %"
+                              PRIu64, img->path, count, offset);
+  return 0;
+}
+
+static int
+raw_pwrite (struct ferry_image *img, const void *buf, size_t count,
+            uint64_t offset)
+{
+  struct raw_image *h = (struct raw_image *) img;
+
+  if (full_pwrite (h->fd, buf, count, offset) == -1)
+    return ferry_error_errno (errno, "%s: write of %zu bytes at offset %"
+                              PRIu64, img->path, count, offset);
+  return 0;
+}
+
+/* True when ERR means "this file system or device cannot do that". */
+static bool
+is_not_supported (int err)
+{
+  return err == EOPNOTSUPP || err == ENOTSUP || err == ENOSYS ||
+         err == ENOTTY || err == EINVAL;
+}
+
+static int
+raw_zero (struct ferry_image *img, size_t count, uint64_t offset,
+          unsigned flags)
+{
+  struct raw_image *h = (struct raw_image *) img;
+  static const char zeroes[1 << 16];
+
+  if ((flags & FERRY_ZERO_MAY_TRIM) &&
+      __atomic_load_n (&h->can_punch_hole, __ATOMIC_RELAXED)) {
+    if (fallocate (h->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                   offset, count) == 0)
+      return 0;
+    if (!is_not_supported (errno))
+      return ferry_error_errno (errno, "%s: punching a hole of %zu bytes at "
+                                "offset %" PRIu64, img->path, count, offset);
+    __atomic_store_n (&h->can_punch_hole, false, __ATOMIC_RELAXED);
+  }
+
+  if (__atomic_load_n (&h->can_zero_range, __ATOMIC_RELAXED)) {
+    if (fallocate (h->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+                   offset, count) == 0)
+      return 0;
+    if (!is_not_supported (errno))
+      return ferry_error_errno (errno, "%s: zeroing %zu bytes at offset %"
+                                PRIu64, img->path, count, offset);
+    __atomic_store_n (&h->can_zero_range, false, __ATOMIC_RELAXED);
+  }
+
+  if (__atomic_load_n (&h->can_zeroout, __ATOMIC_RELAXED)) {
+    uint64_t range[2] = { offset, count };
+    if (IS_ALIGNED (offset | count, 512)) {
+      if (ioctl (h->fd, BLKZEROOUT, range) == 0)
+        return 0;
+      if (!is_not_supported (errno))
+        return ferry_error_errno (errno, "%s: BLKZEROOUT of %zu bytes at "
+                                  "offset %" PRIu64, img->path, count, offset);
+      __atomic_store_n (&h->can_zeroout, false, __ATOMIC_RELAXED);
+    }
+  }
+
+  while (count > 0) {
+    size_t n = MIN (count, sizeof zeroes);
+    if (raw_pwrite (img, zeroes, n, offset) == -1)
+      return -1;
+    count -= n;
+    offset += n;
+  }
+  return 0;
+}
+
+static int
+raw_extents (struct ferry_image *img, uint64_t offset, uint64_t length,
+             struct ferry_extent_list *list)
+{
+  struct raw_image *h = (struct raw_image *) img;
+  uint64_t end = offset + length;
+  off_t data, hole;
+
+  if (!__atomic_load_n (&h->can_seek_data, __ATOMIC_RELAXED))
+    return extent_list_append (list, offset, length, 0);
+
+  while (offset < end) {
+    data = lseek (h->fd, offset, SEEK_DATA);
+    if (data == -1) {
+      if (errno == ENXIO)     /* no data after OFFSET: a hole to the end */
+        return extent_list_append (list, offset, end - offset,
+                                   FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO);
+      if (is_not_supported (errno)) {
+        __atomic_store_n (&h->can_seek_data, false, __ATOMIC_RELAXED);
+        return extent_list_append (list, offset, end - offset, 0);
+      }
+      return ferry_error_errno (errno, "%s: SEEK_DATA at offset %" PRIu64,
+                                img->path, offset);
+    }
+    if ((uint64_t) data > offset) {
+      uint64_t n = MIN ((uint64_t) data, end) - offset;
+      if (extent_list_append (list, offset, n,
+                              FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO) == -1)
+        return -1;
+      offset += n;
+      if (offset >= end)
+        break;
+    }
+    hole = lseek (h->fd, offset, SEEK_HOLE);
+    if (hole == -1)
+      return ferry_error_errno (errno, "%s: SEEK_HOLE at offset %" PRIu64,
+                                img->path, offset);
+    if ((uint64_t) hole <= offset)   /* cannot happen; do not loop */
+      hole = end;
+    {
+      uint64_t n = MIN ((uint64_t) hole, end) - offset;
+      if (extent_list_append (list, offset, n, 0) == -1)
+        return -1;
+      offset += n;
+    }
+  }
+  return 0;
+}
+
+static int
+raw_flush (struct ferry_image *img)
+{
+  struct raw_image *h = (struct raw_image *) img;
+
+  if (fdatasync (h->fd) == -1)
+    return ferry_error_errno (errno, "%s: flush", img->path);
+  return 0;
+}
+
+static int
+raw_close (struct ferry_image *img)
+{
+  struct raw_image *h = (struct raw_image *) img;
+  int r = 0;
+
+  if (close (h->fd) == -1 && !img->readonly)
+    r = ferry_error_errno (errno, "%s: close", img->path);
+  free (h);
+  return r;
+}
+
+static int
+raw_describe (struct ferry_image *img, struct ferry_image_info *info)
+{
+  struct raw_image *h = (struct raw_image *) img;
+
+  info->allocated = h->is_block ? img->size : file_allocated_bytes (h->fd);
+  if (h->is_block)
+    return image_fact_bool (img, "block-device", true);
+  return 0;
+}
+
+const struct image_driver raw_driver = {
+  .name = "raw",
+  .probe = raw_probe,
+  .open = raw_open,
+  .create = raw_create,
+  .pread = raw_pread,
+  .pwrite = raw_pwrite,
+  .zero = raw_zero,
+  .extents = raw_extents,
+  .flush = raw_flush,
+  .close = raw_close,
+  .describe = raw_describe,
+};
