@@ -147,4 +147,9 @@ qcow2_compressed_length (const struct qcow2_header *h, uint64_t l2e)
   return nb_sectors * QCOW2_COMPRESSED_SECTOR_SIZE - (off & 511);
 }
 
+struct ferry_check_result;
+
+/* Check the qcow2 file FD (PATH for messages) without trusting it; see the .check contract in internal.h. */
+int qcow2_check (const char *path, int fd, struct ferry_check_result *result);
+
 #endif /* FERRY_QCOW2_FORMAT_H */

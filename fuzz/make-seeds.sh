@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# make-seeds.sh DIR: write the fuzzers' seed corpus into DIR.  Small qcow2
+# images of several shapes, made with qemu-img and qemu-io at run time (no
+# binary files are kept in the repository), plus a raw file, and the
+# corpus's qcow v1 image and fuzzer-made VHD when ../shared is there.
+# Each image has small clusters so that it stays under 128 KiB.
+set -euo pipefail
+
+dir=${1:?usage: make-seeds.sh DIR}
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+corpus=${CORPUS:-$here/../../shared/corpus}
+mkdir -p "$dir"
+cd "$dir"
+
+if ! command -v qemu-img >/dev/null || ! command -v qemu-io >/dev/null; then
+  echo "make-seeds: no qemu-img/qemu-io; seeding with a bare qcow2 header" >&2
+  printf 'QFI\xfb\0\0\0\3' >min.qcow2
+  exit 0
+fi
+
+# seed NAME SIZE CREATE-OPTIONS QEMU-IO-COMMAND...
+seed () {
+  local name=$1 size=$2 opts=$3 c args=()
+  shift 3
+  qemu-img create -q -f qcow2 ${opts:+-o "$opts"} "$name" "$size"
+  for c in "$@"; do args+=(-c "$c"); done
+  [ ${#args[@]} -eq 0 ] || qemu-io -f qcow2 "${args[@]}" "$name" >/dev/null
+}
+
+seed v3-512.qcow2 64k cluster_size=512 \
+  "write -P 0x11 0 1536" "write -z 4096 1024" "write -c -P 0x22 8192 512" "discard 512 512"
+seed v2-512.qcow2 64k cluster_size=512,compat=0.10 \
+  "write -P 0x11 0 1024" "write -c -P 0x33 2048 512"
+seed v3-1k.qcow2 1m cluster_size=1024 \
+  "write -P 0x44 1000 3000" "write -z 65536 2048" "write -P 0x45 $((1024 * 1024 - 512)) 512"
+seed v3-4k-zstd.qcow2 256k cluster_size=4096,compression_type=zstd \
+  "write -c -P 0x55 0 4096" "write -P 0x56 8192 100"
+seed v3-4k-zlib.qcow2 256k cluster_size=4096 \
+  "write -c -P 0x57 4096 4096" "write -z 8192 4096"
+seed rc1.qcow2 32k cluster_size=512,refcount_bits=1 "write -P 0x66 0 512"
+seed rc64.qcow2 32k cluster_size=512,refcount_bits=64 "write -P 0x67 512 512"
+qemu-img create -q -f qcow2 -u -b base.qcow2 -F qcow2 -o cluster_size=512 backing.qcow2 64k
+seed lazy.qcow2 64k cluster_size=512,lazy_refcounts=on "write -P 0x78 0 512"
+seed datafile.qcow2 64k cluster_size=512,data_file=seed.data "write -P 0x79 0 512"
+rm -f seed.data
+seed extl2.qcow2 64k cluster_size=16384,extended_l2=on \
+  "write -P 0x88 512 512" "write -z 2048 512"
+seed snap.qcow2 16k cluster_size=512 "write -P 0x99 0 512"
+qemu-img snapshot -c s1 snap.qcow2
+qemu-io -f qcow2 -c "write -P 0x9a 0 512" snap.qcow2 >/dev/null
+seed big.qcow2 64G cluster_size=16384 "write -P 0xaa $((63 << 30)) 512"
+rm -f base.qcow2
+head -c 4096 /dev/urandom >random.raw
+if [ -d "$corpus" ]; then
+  cp "$corpus/qemu/qcow1-image.qcow" . 2>/dev/null || true
+  bzip2 -dc "$corpus/broken/afl5.img.bz2" >afl5.img 2>/dev/null || rm -f afl5.img
+fi
+# The fuzzers take inputs up to 128 KiB; a larger seed would only be cut.
+for f in *; do
+  [ "$(stat -c %s "$f")" -le 131072 ] || rm -f "$f"
+done

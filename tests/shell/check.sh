@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# check: ferry check classifies an image the way qemu-img check does: exit
+# 0 clean, 2 corruption, 3 leaks only, 1 when it could not check.  Clean
+# images of every shape; copies damaged by qcow2-edit.py in one known way
+# each (a refcount zeroed, an L2 entry past the end of the file, two L2
+# entries sharing a cluster, an L2 table shared by two L1 entries, a
+# refcount too high, a cluster with a refcount and no user).  For each
+# damaged copy the test first makes sure qemu-img check sees what was
+# planted, then asks ferry.
+. "$(dirname "$0")/lib.sh"
+require qemu-img qemu-io python3
+
+cd "$WORK" || die "cd $WORK"
+edit () { "${QCOW2_EDIT[@]}" "$@" || die "qcow2-edit.py $*"; }
+
+# qemu_check_rc IMG: qemu-img check's exit status.
+qemu_check_rc () {
+  local rc=0
+  qemu-img check -f qcow2 "$1" >"$WORK/.qcheck" 2>&1 || rc=$?
+  echo $rc
+}
+
+# expect_check WHAT IMG WANT: qemu-img check exits WANT (else the planted
+# damage is not what the test thinks, and the test stops), then ferry
+# check must exit WANT too; --json must give one JSON object.
+expect_check () {
+  local what=$1 img=$2 want=$3 q
+  q=$(qemu_check_rc "$img")
+  [ "$q" = "$want" ] || die "$what: qemu-img check exits $q, the test planted $want: $(cat "$WORK/.qcheck")"
+  fy check "$img"
+  if [ -n "$CRASH" ] || [ "$RC" != "$want" ]; then
+    expect_exit "$want" "$what: ferry check"
+    echo "#   qemu-img check says:"; sed 's/^/#   /' "$WORK/.qcheck"
+  else
+    ok "$what: ferry check exits $want like qemu-img check"
+    if [ "$want" != 0 ]; then
+      check_true "$what: ferry check says what it found" test -s "$OUT" -o -s "$ERR"
+    fi
+  fi
+  fy check --json "$img"
+  if [ -z "$CRASH" ] && [ "$RC" = "$want" ] &&
+     python3 -c 'import json, sys; assert isinstance(json.load(open(sys.argv[1])), dict)' "$OUT" 2>/dev/null; then
+    ok "$what: ferry check --json exits $want with one JSON object"
+  else
+    not_ok "$what: ferry check --json" "$(last_run)"
+  fi
+}
+
+# --- clean images ----------------------------------------------------------
+n=0
+for opts in "compat=0.10" "cluster_size=512" "cluster_size=2M" "compression_type=zstd" \
+    "extended_l2=on" "refcount_bits=1" "refcount_bits=64" "lazy_refcounts=on" \
+    "data_file=clean.data"; do
+  n=$((n + 1))
+  case $opts in
+    cluster_size=512) cs=512 size=$((4 << 20)) ;;
+    cluster_size=2M) cs=$((2 << 20)) size=$((17 << 20)) ;;
+    *) cs=65536 size=$((6 << 20)) ;;
+  esac
+  compress=compress
+  case $opts in refcount_bits=1 | data_file=*) compress="" ;; esac
+  mkimg qcow2 clean$n.qcow2 $size "$opts"
+  fill_pattern qcow2 clean$n.qcow2 $cs $size $compress
+  expect_check "clean, $opts" clean$n.qcow2 0
+  rm -f clean$n.qcow2 clean.data
+done
+mkimg qcow2 snap.qcow2 4M
+qio qcow2 snap.qcow2 "write -P 1 0 1m"
+qemu-img snapshot -c s1 snap.qcow2 || die "snapshot"
+qio qcow2 snap.qcow2 "write -P 2 512k 1m"
+expect_check "clean, with a snapshot sharing clusters" snap.qcow2 0
+mkimg qcow2 empty.qcow2 1T
+expect_check "clean, empty 1 TiB" empty.qcow2 0
+mkimg qcow2 over.qcow2 4M "backing_file=snap.qcow2,backing_fmt=qcow2"
+qio qcow2 over.qcow2 "write -P 3 0 64k"
+expect_check "clean, an overlay" over.qcow2 0
+
+# --- damaged copies ----------------------------------------------------------------
+mkimg qcow2 good.qcow2 4M
+qio qcow2 good.qcow2 "write -P 0x11 0 128k" "write -P 0x22 1m 64k" "write -P 0x33 2m 64k"
+host=$(edit good.qcow2 host 0)
+[ "$host" -gt 0 ] || die "no host cluster for guest 0"
+
+cp good.qcow2 d1.qcow2
+edit d1.qcow2 refcount "$host" 0
+expect_check "refcount of a data cluster zeroed" d1.qcow2 2
+
+cp good.qcow2 d2.qcow2
+edit d2.qcow2 l2 0 $(((1 << 63) | (1 << 30)))
+expect_check "L2 entry past the end of the file" d2.qcow2 2
+
+cp good.qcow2 d3.qcow2
+edit d3.qcow2 l2 65536 "$(edit d3.qcow2 l2 $((1 << 20)))"
+expect_check "two L2 entries share a data cluster" d3.qcow2 2
+
+cp good.qcow2 d4.qcow2
+l1=$(edit d4.qcow2 header | python3 -c 'import json,sys; print(json.load(sys.stdin)["l1_table_offset"])')
+edit d4.qcow2 l2 0 $(((1 << 63) | l1))
+expect_check "an L2 entry points at the L1 table" d4.qcow2 2
+
+mkimg qcow2 big.qcow2 2G
+qio qcow2 big.qcow2 "write -P 1 0 64k" "write -P 2 1g 64k"
+cp big.qcow2 d5.qcow2
+edit d5.qcow2 l1 1 "$(edit d5.qcow2 l1 0)"
+expect_check "two L1 entries share an L2 table" d5.qcow2 2
+
+cp good.qcow2 d6.qcow2
+edit d6.qcow2 refcount 0 0
+expect_check "refcount of the header cluster zeroed" d6.qcow2 2
+
+cp good.qcow2 d7.qcow2
+rt=$(edit d7.qcow2 header | python3 -c 'import json,sys; print(json.load(sys.stdin)["refcount_table_offset"])')
+python3 -c '
+import struct, sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(int(sys.argv[2])); f.write(struct.pack(">Q", 1 << 40))' d7.qcow2 "$rt"
+expect_check "refcount block past the end of the file" d7.qcow2 2
+
+cp good.qcow2 l1.qcow2
+new=$(edit l1.qcow2 append-cluster)
+edit l1.qcow2 refcount "$new" 1
+expect_check "a cluster with a refcount and no user (leak)" l1.qcow2 3
+
+cp good.qcow2 l2.qcow2
+for i in 1 2 3; do
+  new=$(edit l2.qcow2 append-cluster)
+  edit l2.qcow2 refcount "$new" 1
+done
+expect_check "three leaked clusters" l2.qcow2 3
+
+# --- could not check ---------------------------------------------------------------
+fy check nosuch.qcow2
+expect_failure "ferry check on a missing file" nosuch.qcow2
+head -c 40 good.qcow2 >trunc.qcow2
+fy check -f qcow2 trunc.qcow2
+if [ -z "$CRASH" ] && { [ "$RC" = 1 ] || [ "$RC" = 2 ]; }; then
+  ok "ferry check on a truncated header: exit $RC"
+else
+  not_ok "ferry check on a truncated header: exit $RC, expected 1 or 2" "$(last_run)"
+fi
+
+done_testing

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# convert-safety: nothing that looks like a finished target is left behind
+# when a convert does not finish.  An existing target is refused unless -n;
+# wrong options are refused before anything is created; a full target disk
+# (a 2 MiB tmpfs) fails with a message and leaves no target; Ctrl-C (SIGINT)
+# in the middle of a convert leaves neither the target nor a temporary file.
+. "$(dirname "$0")/lib.sh"
+require qemu-img qemu-io python3
+
+cd "$WORK" || die "cd $WORK"
+mb=$((1 << 20))
+mkimg raw src.raw $((8 * mb))
+qio raw src.raw "write -s $RAND 0 6m" "write -P 0x5 7m 512"
+mkimg qcow2 src.qcow2 $((8 * mb))
+qio qcow2 src.qcow2 "write -s $RAND 0 6m"
+
+# only_files WHAT DIR NAME...: DIR holds exactly the files NAME... .
+only_files () {
+  local what=$1 dir=$2 got want
+  shift 2
+  got=$(ls -A "$dir" | sort | tr '\n' ' ')
+  want=$(printf '%s\n' "$@" | sed '/^$/d' | sort | tr '\n' ' ')
+  if [ "$got" = "$want" ]; then ok "$what"; else not_ok "$what: $dir holds [$got], expected [$want]"; fi
+}
+
+# --- an existing target ----------------------------------------------------------
+mkdir -p t
+echo "precious data" >t/dst.raw
+fy convert -O raw src.raw t/dst.raw
+expect_failure "existing target refused" t/dst.raw
+check_true "existing target untouched" grep -q -x "precious data" t/dst.raw
+only_files "existing target refused: no temporary file" t dst.raw
+
+# -n writes into it: a raw file of the right size, a qcow2 made by qemu-img.
+truncate -s $((8 * mb)) t/n.raw
+fy convert -n -O raw src.raw t/n.raw
+expect_exit 0 "-n into an existing raw file" &&
+  same_content "-n raw: qemu-img compare" src.raw raw t/n.raw raw
+mkimg qcow2 t/n.qcow2 $((8 * mb))
+fy convert -n -O qcow2 src.raw t/n.qcow2
+if expect_exit 0 "-n into an existing qcow2 image"; then
+  same_content "-n qcow2: qemu-img compare" src.raw raw t/n.qcow2 qcow2
+  qemu_clean "-n qcow2: qemu-img check" t/n.qcow2
+fi
+rm -rf t/*
+# A target that is the source.
+cp src.raw t/same.raw
+fy convert -n -O raw t/same.raw t/same.raw
+check_true "source as its own -n target: no crash (exit $RC)" test -z "$CRASH"
+rm -rf t/*
+
+# --- wrong options ---------------------------------------------------------------------
+bad_option () {
+  local what=$1
+  shift
+  rm -rf t/*
+  fy convert "$@" src.raw t/out.img
+  if [ -z "$CRASH" ] && [ "$RC" = 1 ] && [ -s "$ERR" ]; then
+    ok "$what refused"
+  else
+    not_ok "$what: expected exit 1 with a message" "$(last_run)"
+  fi
+  only_files "$what: nothing created" t
+}
+bad_option "-O nosuch" -O nosuch
+bad_option "-f nosuch" -f nosuch -O raw
+bad_option "-o cluster_size=3" -O qcow2 -o cluster_size=3
+bad_option "-o cluster_size=4M" -O qcow2 -o cluster_size=4M
+bad_option "-o cluster_size=256" -O qcow2 -o cluster_size=256
+bad_option "-o bogus=1" -O qcow2 -o bogus=1
+bad_option "-o compat=9" -O qcow2 -o compat=9
+bad_option "-o compression_type=lzma" -O qcow2 -o compression_type=lzma
+bad_option "-o preallocation=maybe" -O qcow2 -o preallocation=maybe
+bad_option "-o refcount_bits=3" -O qcow2 -o refcount_bits=3
+bad_option "-o backing_file=nosuch.qcow2" -O qcow2 -o backing_file=nosuch.qcow2,backing_fmt=qcow2
+bad_option "-o for raw" -O raw -o cluster_size=65536
+bad_option "-m x" -O raw -m x
+rm -rf t/*
+fy convert -O raw nosuch.raw t/out.raw
+expect_failure "missing source" nosuch.raw
+only_files "missing source: nothing created" t
+fy convert -O raw src.raw
+check_true "convert without a target fails without a crash (exit $RC)" test "$RC" != 0 -a -z "$CRASH"
+fy convert -O raw src.raw nosuchdir/out.raw
+expect_failure "target in a missing directory" nosuchdir/out.raw
+
+# --- a full target disk -------------------------------------------------------------------
+mkdir -p full
+if mount -t tmpfs -o size=2m ferry-test-full full 2>/dev/null; then
+  at_exit umount "$WORK/full"
+  for fmt in raw qcow2; do
+    for c in "" -c; do
+      [ "$fmt" = raw ] && [ -n "$c" ] && continue
+      fy convert $c -O $fmt src.raw full/out.$fmt
+      expect_failure "full disk, -O $fmt $c" full/out.$fmt
+      expect_stderr_re 'space|full' "full disk, -O $fmt $c: says the disk is full"
+      only_files "full disk, -O $fmt $c: no target, no temporary file" full
+    done
+  done
+  # -n into an existing file on a full disk still fails cleanly.
+  truncate -s $((8 * mb)) full/n.raw
+  fy convert -n -O raw src.raw full/n.raw
+  expect_failure "full disk, -n -O raw" full/n.raw
+  umount "$WORK/full"
+else
+  echo "# cannot mount a tmpfs here; the full-disk checks are skipped"
+fi
+
+# --- Ctrl-C -------------------------------------------------------------------------------------
+# A source big enough that the convert is still running when the signal
+# comes: 768 MiB of incompressible data (one random 8 MiB block repeated).
+mkdir -p big
+for i in $(seq 96); do cat "$RAND"; done >big/src.raw
+interrupt () {
+  local what=$1 pid waited=0
+  shift
+  rm -f big/dst
+  # With job control on, the background ferry does not start with SIGINT
+  # ignored, as it would in a plain script: it sees what a terminal's
+  # Ctrl-C would give it.
+  set -m
+  "$FERRY" convert "$@" --progress=json big/src.raw big/dst >"$OUT" 2>"$ERR" </dev/null &
+  pid=$!
+  set +m
+  # Wait until the target (or its temporary file) appears or the first
+  # progress line does, freeze ferry there so that it cannot finish first,
+  # then deliver SIGINT.
+  while kill -0 $pid 2>/dev/null && [ ! -s "$OUT" ] && [ "$(ls -A big | wc -l)" -lt 2 ] &&
+        [ $waited -lt 3000 ]; do
+    sleep 0.005
+    waited=$((waited + 1))
+  done
+  kill -STOP $pid 2>/dev/null
+  if [ "$(cut -d' ' -f3 /proc/$pid/stat 2>/dev/null)" = Z ] || ! kill -INT $pid 2>/dev/null; then
+    wait $pid
+    RC=$?
+    LAST_CMD="ferry convert $* --progress=json big/src.raw big/dst"
+    crash_reason
+    not_ok "$what: ferry ended before the signal came (exit $RC); the test needs a slower case" "$(last_run)"
+    return
+  fi
+  kill -CONT $pid
+  RC=0
+  wait $pid || RC=$?
+  LAST_CMD="ferry convert $* --progress=json big/src.raw big/dst, then SIGINT"
+  crash_reason
+  if [ "$RC" = 0 ]; then
+    not_ok "$what: exit status 0 after SIGINT" "$(last_run)"
+  elif [ -n "$CRASH" ] && [ "$RC" != 130 ]; then
+    not_ok "$what: crashed on SIGINT" "$(last_run)"
+  else
+    ok "$what: stopped (exit $RC)"
+  fi
+  only_files "$what: no target, no temporary file" big src.raw
+}
+interrupt "SIGINT during raw -> qcow2" -O qcow2
+interrupt "SIGINT during raw -> raw" -O raw
+interrupt "SIGINT during raw -> qcow2 -c" -O qcow2 -c
+
+done_testing

@@ -1,0 +1,352 @@
+# lib.sh: what every tests/shell/*.sh shares.  Source it first.
+#
+# A test is a list of checks; each prints "ok N - what" or "not ok N - what"
+# with the evidence under it, and the test goes on after a failure so one
+# run shows everything that is wrong.  done_testing ends the script: exit 0
+# when every check passed, 1 otherwise.  Exit 77 means skipped (a peer tool
+# is missing), 99 means the test could not set itself up (Bail out!).
+#
+# The judge is always a real peer: qemu-img compare for contents, qemu-img
+# check for what ferry writes, qemu-img info and map for what it reports.
+#
+# Environment (set by tests/meson.build):
+#   FERRY    the ferry binary under test (required)
+#   SRCDIR   the project's source root
+#   CORPUS   ../shared/corpus
+#   TMPDIR   where the per-test work directory goes (default /tmp)
+#   FERRY_VMEM_LIMIT_KB  address-space limit for ferry in builds without
+#            sanitizers (default 4 GiB): an allocation that the input does
+#            not justify then fails instead of quietly succeeding.
+
+set -u
+set -o pipefail
+
+: "${FERRY:?FERRY must name the ferry binary under test}"
+TESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SRCDIR=${SRCDIR:-$(cd "$TESTS_DIR/../.." && pwd)}
+CORPUS=${CORPUS:-$SRCDIR/../shared/corpus}
+TEST_NAME=$(basename "$0" .sh)
+# The system's python3 starts ten times faster than a pyenv shim.
+if [ -x /usr/bin/python3 ]; then PYTHON=/usr/bin/python3; else PYTHON=python3; fi
+python3 () { "$PYTHON" "$@"; }
+QCOW2_EDIT=("$PYTHON" "$TESTS_DIR/qcow2-edit.py")
+
+# A build with AddressSanitizer cannot run under an address-space limit
+# (its shadow memory alone is terabytes of reservations).
+if grep -q -F __asan_init "$FERRY" 2>/dev/null; then
+  FERRY_SANITIZED=1
+else
+  FERRY_SANITIZED=0
+fi
+FERRY_VMEM_LIMIT_KB=${FERRY_VMEM_LIMIT_KB:-4194304}
+
+# Skip the whole test (exit 77) unless every TOOL is on the PATH.
+require () {
+  local t
+  for t in "$@"; do
+    if ! command -v "$t" >/dev/null 2>&1; then
+      echo "1..0 # SKIP $TEST_NAME needs $t"
+      exit 77
+    fi
+  done
+}
+
+# Stop the test: it could not set itself up, so it proves nothing.
+die () {
+  echo "Bail out! $TEST_NAME: $*"
+  exit 99
+}
+
+[ -x "$FERRY" ] || die "FERRY=$FERRY is not an executable"
+
+# --- the work directory, removed on any exit ----------------------------
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/ferry-$TEST_NAME.XXXXXX") || die "mktemp"
+CLEANUP_HOOKS=()
+# Run COMMAND... when the test ends (before the work directory goes).
+at_exit () {
+  CLEANUP_HOOKS+=("$*")
+}
+_cleanup () {
+  local h
+  for h in "${CLEANUP_HOOKS[@]+"${CLEANUP_HOOKS[@]}"}"; do
+    eval "$h" >/dev/null 2>&1 || true
+  done
+  if [ -n "${KEEP_WORK:-}" ]; then
+    echo "# work directory kept: $WORK"
+  else
+    rm -rf "$WORK"
+  fi
+}
+trap _cleanup EXIT
+trap 'exit 130' INT TERM
+OUT=$WORK/.stdout
+ERR=$WORK/.stderr
+
+# --- results --------------------------------------------------------------
+NR_CHECKS=0
+NR_FAILED=0
+ok () {
+  NR_CHECKS=$((NR_CHECKS + 1))
+  echo "ok $NR_CHECKS - $*"
+}
+# not_ok WHAT [EVIDENCE...]: a failed check; each EVIDENCE line is shown.
+not_ok () {
+  NR_CHECKS=$((NR_CHECKS + 1))
+  NR_FAILED=$((NR_FAILED + 1))
+  echo "not ok $NR_CHECKS - $1"
+  shift
+  local line
+  for line in "$@"; do
+    printf '%s\n' "$line" | sed 's/^/#   /'
+  done
+  return 1
+}
+# check_true WHAT CONDITION-COMMAND...: ok when the command succeeds.
+check_true () {
+  local what=$1
+  shift
+  if "$@"; then ok "$what"; else not_ok "$what" "false: $*"; fi
+}
+# not COMMAND...: succeeds when COMMAND fails (for check_true).
+not () {
+  ! "$@"
+}
+done_testing () {
+  echo "1..$NR_CHECKS"
+  if [ "$NR_FAILED" -gt 0 ]; then
+    echo "# $TEST_NAME: $NR_FAILED of $NR_CHECKS checks failed"
+    exit 1
+  fi
+  [ "$NR_CHECKS" -gt 0 ] || die "no checks ran"
+  exit 0
+}
+
+# --- running ferry --------------------------------------------------------
+# fy ARGS...: run ferry.  Afterwards RC is its exit status, $OUT and $ERR
+# hold its stdout and stderr, LAST_CMD the command line, and CRASH says why
+# the run counts as a crash ("" when it does not): killed by a signal, or a
+# sanitizer report on stderr (UBSan goes on after its report by default).
+# PEAK_KB is ferry's peak resident memory in KiB where /usr/bin/time can
+# tell (not under sanitizers, whose shadow memory would swamp it).
+fy () {
+  LAST_CMD="ferry $*"
+  RC=0
+  PEAK_KB=""
+  local pre=()
+  # FY_TIMEOUT=SECONDS: give up on a run that does not end (exit 124).
+  [ -n "${FY_TIMEOUT:-}" ] && pre=(timeout "$FY_TIMEOUT")
+  if [ "$FERRY_SANITIZED" = 1 ]; then
+    "${pre[@]}" "$FERRY" "$@" >"$OUT" 2>"$ERR" </dev/null || RC=$?
+  elif [ -x /usr/bin/time ]; then
+    (ulimit -v "$FERRY_VMEM_LIMIT_KB" &&
+      exec "${pre[@]}" /usr/bin/time -f %M -o "$WORK/.peak" "$FERRY" "$@") \
+      >"$OUT" 2>"$ERR" </dev/null || RC=$?
+    PEAK_KB=$(tail -n 1 "$WORK/.peak" 2>/dev/null | grep -E "^[0-9]+$")
+  else
+    (ulimit -v "$FERRY_VMEM_LIMIT_KB" && exec "${pre[@]}" "$FERRY" "$@") \
+      >"$OUT" 2>"$ERR" </dev/null || RC=$?
+  fi
+  crash_reason
+}
+# Set CRASH from RC and $ERR.
+crash_reason () {
+  CRASH=""
+  if [ "$RC" -ge 128 ]; then
+    CRASH="killed by signal $((RC - 128))"
+  fi
+  if grep -q -E 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|Sanitizer:DEADLYSIGNAL|SUMMARY: [A-Za-z]*Sanitizer' "$ERR"; then
+    CRASH="${CRASH:+$CRASH, }sanitizer report"
+  fi
+}
+# The evidence about the last ferry run, as lines for not_ok.
+last_run () {
+  echo "command: $LAST_CMD"
+  echo "exit status: $RC${CRASH:+ ($CRASH)}"
+  if [ -s "$ERR" ]; then
+    echo "stderr:"
+    head -c 4000 "$ERR"
+  fi
+  if [ -s "$OUT" ]; then
+    echo "stdout:"
+    head -c 2000 "$OUT"
+  fi
+}
+# expect_exit WANT WHAT: the last ferry run exited WANT without crashing.
+expect_exit () {
+  local want=$1 what=$2
+  if [ -n "$CRASH" ]; then
+    not_ok "$what: crashed" "$(last_run)"
+  elif [ "$RC" != "$want" ]; then
+    not_ok "$what: exit status $RC, expected $want" "$(last_run)"
+  else
+    ok "$what"
+  fi
+}
+# expect_stderr TEXT WHAT: the last run's stderr contains TEXT (fixed string).
+expect_stderr () {
+  local text=$1 what=$2
+  if grep -q -F -- "$text" "$ERR"; then
+    ok "$what"
+  else
+    not_ok "$what: stderr lacks '$text'" "$(last_run)"
+  fi
+}
+# expect_stderr_re REGEX WHAT: the last run's stderr matches the ERE.
+expect_stderr_re () {
+  local re=$1 what=$2
+  if grep -q -i -E -- "$re" "$ERR"; then
+    ok "$what"
+  else
+    not_ok "$what: stderr does not match /$re/" "$(last_run)"
+  fi
+}
+# expect_failure WHAT FILE: the last run failed the way bad input must:
+# exit status 1, no crash, a message that names FILE (its base name), and
+# no sign of an allocation the input does not justify.
+expect_failure () {
+  local what=$1 file
+  file=$(basename "$2")
+  if [ -n "$CRASH" ]; then
+    not_ok "$what: crashed" "$(last_run)"
+  elif [ "$RC" != 1 ]; then
+    not_ok "$what: exit status $RC, expected 1" "$(last_run)"
+  elif ! grep -q -F -- "$file" "$ERR"; then
+    not_ok "$what: the message does not name $file" "$(last_run)"
+  elif grep -q -i -E 'out of memory|cannot allocate memory' "$ERR"; then
+    not_ok "$what: ran out of memory (an allocation the input does not justify)" "$(last_run)"
+  elif [ -n "$PEAK_KB" ] && [ "$PEAK_KB" -gt 204800 ]; then
+    not_ok "$what: peak memory $PEAK_KB KiB for a tiny bad image" "$(last_run)"
+  else
+    ok "$what"
+  fi
+}
+
+# --- making images with the peers -----------------------------------------
+# mkimg FMT PATH SIZE [OPTIONS]: qemu-img create.
+mkimg () {
+  local fmt=$1 path=$2 size=$3 opts=${4:-}
+  qemu-img create -q -f "$fmt" ${opts:+-o "$opts"} "$path" "$size" \
+    >"$WORK/.mkimg" 2>&1 || die "qemu-img create -f $fmt ${opts:+-o $opts} $path $size: $(cat "$WORK/.mkimg")"
+}
+# qio FMT IMG CMD...: run each qemu-io command on IMG; any failure stops
+# the test (the image would not be what the test thinks it is).
+qio () {
+  local fmt=$1 img=$2 c args=()
+  shift 2
+  for c in "$@"; do args+=(-c "$c"); done
+  qemu-io -f "$fmt" "${args[@]}" "$img" >"$WORK/.qio" 2>&1 ||
+    die "qemu-io -f $fmt $* $img: $(cat "$WORK/.qio")"
+  if grep -q -i -E 'failed|error|not supported' "$WORK/.qio"; then
+    die "qemu-io -f $fmt $* $img: $(cat "$WORK/.qio")"
+  fi
+}
+# A file of random bytes for qemu-io's write -s (path in $RAND).
+RAND=$WORK/.random
+head -c $((8 << 20)) /dev/urandom >"$RAND" || die "no /dev/urandom"
+
+# fill_pattern FMT IMG CLUSTER SIZE [compress]: write the standard mix into
+# IMG (virtual SIZE >= 8*CLUSTER + 1536): random data across a cluster
+# boundary, a pattern straddling another, a zeroed data cluster, a
+# discarded one, a compressed one (qcow2 only, with "compress"), a data
+# cluster that is mostly zero bytes, a partly zeroed cluster, and data in
+# the last partial cluster.
+fill_pattern () {
+  local fmt=$1 img=$2 cs=$3 size=$4 compress=${5:-}
+  local cmds=(
+    "write -s $RAND 0 $((cs + 512))"
+    "write -P 0xb2 $((2 * cs - 1024)) 2048"
+    "write -P 0xc3 $((3 * cs)) $cs"
+    "write -z $((3 * cs)) $cs"
+    "write -P 0xd4 $((4 * cs)) $cs"
+    "discard $((4 * cs)) $cs"
+    "write -P 0 $((6 * cs)) $cs"
+    "write -P 0x5a $((6 * cs + cs / 2)) 512"
+    "write -s $RAND $((7 * cs)) $cs"
+    "write -z $((7 * cs)) 512"
+    "write -s $RAND $((size - 1536)) 1536"
+  )
+  [ "$compress" = compress ] && cmds+=("write -c -P 0xe5 $((5 * cs)) $cs")
+  qio "$fmt" "$img" "${cmds[@]}"
+}
+
+# --- judging with the peers ------------------------------------------------
+# qinfo IMG [FMT] KEY: one field of qemu-img info --output=json ("a.b" for
+# nested keys); empty when absent.
+qinfo () {
+  local img=$1 fmt=$2 key=$3
+  qemu-img info ${fmt:+-f "$fmt"} --output=json "$img" 2>/dev/null |
+    python3 -c '
+import json, sys
+v = json.load(sys.stdin)
+for k in sys.argv[1].split("."):
+    v = v.get(k) if isinstance(v, dict) else None
+print("" if v is None else (json.dumps(v) if not isinstance(v, str) else v))
+' "$key"
+}
+# same_content WHAT A FMT_A B FMT_B: qemu-img compare finds A and B equal.
+same_content () {
+  local what=$1 a=$2 fa=$3 b=$4 fb=$5 out rc=0
+  out=$(qemu-img compare -f "$fa" -F "$fb" "$a" "$b" 2>&1) || rc=$?
+  if [ "$rc" = 0 ]; then
+    ok "$what"
+  else
+    not_ok "$what: qemu-img compare exit $rc" "qemu-img compare -f $fa -F $fb $a $b" "$out"
+  fi
+}
+# qemu_clean WHAT IMG: qemu-img check finds no errors and no leaks.
+qemu_clean () {
+  local what=$1 img=$2 out rc=0
+  out=$(qemu-img check -f qcow2 "$img" 2>&1) || rc=$?
+  if [ "$rc" = 0 ]; then
+    ok "$what"
+  else
+    not_ok "$what: qemu-img check exit $rc" "$out"
+  fi
+}
+# expect_format WHAT IMG FMT: qemu-img probes IMG as FMT.
+expect_format () {
+  local what=$1 img=$2 want=$3 got
+  got=$(qinfo "$img" "" format)
+  if [ "$got" = "$want" ]; then
+    ok "$what"
+  else
+    not_ok "$what: qemu-img sees format '$got', expected '$want'"
+  fi
+}
+
+# convert_and_judge WHAT SRC SRC_FMT DST DST_FMT [FERRY OPTIONS...]: ferry
+# converts SRC to DST; qemu-img must find the same contents and the same
+# virtual size (rounded up to 512 for qcow2 output), and, for qcow2 output,
+# a clean image.  Returns non-zero when any of that fails.
+convert_and_judge () {
+  local what=$1 src=$2 sf=$3 dst=$4 df=$5 ssize dsize
+  shift 5
+  rm -f "$dst"
+  fy convert -f "$sf" -O "$df" "$@" "$src" "$dst"
+  if [ -n "$CRASH" ] || [ "$RC" != 0 ]; then
+    expect_exit 0 "$what: ferry convert"
+    return 1
+  fi
+  if [ ! -f "$dst" ]; then
+    not_ok "$what: ferry convert exited 0 but $dst does not exist" "$(last_run)"
+    return 1
+  fi
+  expect_format "$what: output probes as $df" "$dst" "$df" || return 1
+  same_content "$what: qemu-img compare" "$src" "$sf" "$dst" "$df" || return 1
+  ssize=$(qinfo "$src" "$sf" virtual-size)
+  dsize=$(qinfo "$dst" "$df" virtual-size)
+  if [ "$ssize" != "$dsize" ] &&
+     ! { [ "$df" = qcow2 ] && [ "$dsize" = $(((ssize + 511) / 512 * 512)) ]; }; then
+    not_ok "$what: virtual size $dsize, source has $ssize"
+    return 1
+  fi
+  if [ "$df" = qcow2 ]; then
+    qemu_clean "$what: qemu-img check" "$dst" || return 1
+  fi
+  return 0
+}
+
+# allocated_bytes FILE: bytes the file takes on disk.
+allocated_bytes () {
+  echo $(($(stat -c %b "$1") * $(stat -c %B "$1")))
+}
