@@ -1,5 +1,6 @@
 /* Helpers declared in util.h. */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,6 +61,18 @@ full_pwrite (int fd, const void *buf, size_t count, uint64_t offset)
     offset += r;
   }
   return 0;
+}
+
+char *
+strdup_counted (const void *p, size_t len)
+{
+  char *s = malloc (len + 1);
+
+  if (s == NULL)
+    return NULL;
+  memcpy (s, p, len);
+  s[len] = '\0';
+  return s;
 }
 
 double

@@ -47,6 +47,11 @@ bool is_zero (const void *buf, size_t len);
 int full_pread (int fd, void *buf, size_t count, uint64_t offset);
 int full_pwrite (int fd, const void *buf, size_t count, uint64_t offset);
 
+/* A NUL-terminated copy of the LEN bytes at P, which need not be
+ * terminated themselves (names in image headers are counted, not
+ * terminated).  NULL when out of memory; the caller frees it. */
+char *strdup_counted (const void *p, size_t len);
+
 /* A monotonic clock in seconds. */
 double now_seconds (void);
 

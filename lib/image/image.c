@@ -418,6 +418,7 @@ ferry_image_create (const char *path, const char *format, uint64_t size,
   const struct image_driver *drv;
   struct ferry_image *img;
   struct stat st;
+  bool is_block;
   size_t i;
   int fd;
 
@@ -436,8 +437,10 @@ ferry_image_create (const char *path, const char *format, uint64_t size,
     return NULL;
   }
 
-  /* A block device is written in place; anything else must be new. */
-  if (stat (path, &st) == 0 && S_ISBLK (st.st_mode))
+  /* A block device is written in place; anything else must be new, and
+   * is removed again if the driver refuses to make an image of it. */
+  is_block = stat (path, &st) == 0 && S_ISBLK (st.st_mode);
+  if (is_block)
     fd = open (path, O_RDWR | O_CLOEXEC);
   else
     fd = open (path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
@@ -449,6 +452,8 @@ ferry_image_create (const char *path, const char *format, uint64_t size,
 
   img = drv->create (path, fd, size, &opts);   /* owns fd from here */
   if (img == NULL) {
+    if (!is_block)
+      unlink (path);
     free_options (&opts);
     return NULL;
   }
@@ -458,7 +463,8 @@ ferry_image_create (const char *path, const char *format, uint64_t size,
                    path, drv->name, opts.ptr[i].key);
       free_options (&opts);
       ferry_image_close (img);
-      unlink (path);
+      if (!is_block)
+        unlink (path);
       return NULL;
     }
   }

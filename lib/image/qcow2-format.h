@@ -122,9 +122,10 @@ struct qcow2_header {
  * (PATH names it in messages).  Refuses: a bad magic, versions other than
  * 2 and 3, cluster sizes outside 512 B..2 MiB, encryption, unknown
  * incompatible features, tables outside the file or of absurd size, and a
- * backing name or extension that runs past the header cluster.  STRICT
- * additionally refuses the corrupt bit.  Returns 0 or -1 with the error
- * set. */
+ * backing name or extension that runs past the header cluster.  The
+ * corrupt and dirty bits are left to the caller (qcow2_open refuses the
+ * corrupt bit for writing or under FERRY_OPEN_STRICT).  Returns 0 or -1
+ * with the error set. */
 int qcow2_read_header (const char *path, int fd, uint64_t file_size,
                        struct qcow2_header *h /* OUT */);
 void qcow2_header_free (struct qcow2_header *h);

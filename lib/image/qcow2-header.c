@@ -62,7 +62,7 @@ extension_string (const char *path, const uint8_t *p, uint32_t len,
     return ferry_error (EINVAL, "%s: qcow2 %s header extension at offset "
                         "0x%" PRIx64 " contains a NUL byte", path, what,
                         offset);
-  *out = strndup ((const char *) p, len);
+  *out = strdup_counted ((const char *) p, len);
   if (*out == NULL)
     return ferry_error (ENOMEM, "%s: out of memory", path);
   return 0;
@@ -391,7 +391,7 @@ qcow2_read_header (const char *path, int fd, uint64_t file_size,
                    " contains a NUL byte", path, backing_offset);
       goto err;
     }
-    h->backing_file = strndup ((const char *) buf + backing_offset,
+    h->backing_file = strdup_counted ((const char *) buf + backing_offset,
                                backing_size);
     if (h->backing_file == NULL) {
       ferry_error (ENOMEM, "%s: out of memory", path);

@@ -858,8 +858,8 @@ load_snapshots (struct qcow2_image *q)
     if (extra >= 8)
       sn->vm_state_size = get_be64 (rest);
     sn->disk_size = extra >= 16 ? get_be64 (rest + 8) : q->h.size;
-    sn->id = strndup ((char *) rest + extra, id_len);
-    sn->name = strndup ((char *) rest + extra + id_len, name_len);
+    sn->id = strdup_counted ((char *) rest + extra, id_len);
+    sn->name = strdup_counted ((char *) rest + extra + id_len, name_len);
     q->nr_snapshots++;
     if (sn->id == NULL || sn->name == NULL)
       return ferry_error (ENOMEM, "%s: out of memory", q->base.path);
