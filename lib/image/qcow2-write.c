@@ -50,8 +50,9 @@
 /* Bytes written or zeroed per batch of metadata. */
 #define BATCH_BYTES (1u << 20)
 
-/* Default compression levels: libdeflate 6 is as small as zlib's
- * default and much faster; zstd 3 is its own default. */
+/* Default compression levels.  libdeflate 3 was measured 2.5 to 4 times
+ * faster than its level 6 on a tar of /usr and still writes smaller
+ * output than qemu-img's zlib default; zstd 3 is zstd's own default. */
 #define DEFAULT_DEFLATE_LEVEL 3
 #define DEFAULT_ZSTD_LEVEL 3
 
