@@ -49,7 +49,17 @@
  *
  * 5. Only the calling thread reads *opts->cancel (a signal handler may set
  *    it) and calls opts->progress, so neither needs to be thread-safe.
- *    Workers see a cancel through C->stop.
+ *    Workers see a cancel through C->stop.  Workers block SIGINT, SIGTERM,
+ *    SIGHUP and SIGQUIT so the handler runs on the calling thread.
+ *
+ * 6. Over a backing file, zeroes are written without FERRY_ZERO_MAY_TRIM:
+ *    a trimmed cluster would read the backing file's data again.  Blocks
+ *    equal to the backing file's are not written at all, so the target
+ *    holds only what differs.
+ *
+ * 7. Memory is bounded by the workers' buffers (one item each, all of
+ *    them under BUFFER_BUDGET) and the extent lists, whose queries cover
+ *    at most EXTENT_QUERY bytes: nothing grows with the image's size.
  */
 #include <errno.h>
 #include <inttypes.h>
