@@ -16,6 +16,11 @@
  *
  * 3. With -n the copy goes into the existing DST in place; there is no
  *    atomicity to offer then, which is what -n asks for.
+ *
+ * 4. -t unsafe (qemu-img's default cache mode) skips the flush and the
+ *    fsync of note 1: the rename still comes last, but after a power cut
+ *    DST may exist with data that never reached the disk.  Every other
+ *    -t value keeps ferry's default, which flushes before the rename.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -133,7 +138,10 @@ usage (FILE *fp)
     "  -c           compress (qcow2)\n"
     "  -p           show progress; --progress=json prints JSON lines on stdout\n"
     "  -m THREADS   parallel workers (default: one per core)\n"
-    "  -n           write into an existing DST instead of creating it\n");
+    "  -n           write into an existing DST instead of creating it\n"
+    "  -t CACHE     unsafe: do not flush DST before renaming it into place\n"
+    "               (qemu-img's default); writeback, none, writethrough and\n"
+    "               directsync flush it (ferry's default)\n");
 }
 
 int
@@ -150,12 +158,12 @@ cmd_convert (int argc, char **argv)
   enum progress_mode mode = PROGRESS_NONE;
   struct ferry_copy_options copts = { 0 };
   struct ferry_image *src = NULL, *dst = NULL;
-  bool compress = false, no_create = false;
+  bool compress = false, no_create = false, unsafe = false;
   unsigned long threads = 0;
   struct stat st;
   int c, ret = 1;
 
-  while ((c = getopt_long (argc, argv, "f:O:o:B:F:cpm:nh", long_options,
+  while ((c = getopt_long (argc, argv, "f:O:o:B:F:cpm:nt:h", long_options,
                            NULL)) != -1) {
     switch (c) {
     case 'f': src_fmt = optarg; break;
@@ -193,6 +201,19 @@ cmd_convert (int argc, char **argv)
       break;
     }
     case 'n': no_create = true; break;
+    case 't':
+      if (!strcmp (optarg, "unsafe"))
+        unsafe = true;
+      else if (!strcmp (optarg, "writeback") || !strcmp (optarg, "none") ||
+               !strcmp (optarg, "writethrough") ||
+               !strcmp (optarg, "directsync"))
+        unsafe = false;
+      else {
+        print_message ("convert", "-t %s: expected unsafe, writeback, none, "
+                       "writethrough or directsync", optarg);
+        goto out;
+      }
+      break;
     case 'h': usage (stdout); ret = 0; goto out;
     default: usage (stderr); goto out;
     }
@@ -257,6 +278,7 @@ cmd_convert (int argc, char **argv)
   copts.threads = threads;
   copts.compress = compress;
   copts.cancel = &interrupted;
+  copts.no_flush = unsafe;
   copts.progress = mode != PROGRESS_NONE ? progress_print : NULL;
   copts.progress_opaque = &mode;
   if (ferry_copy (src, dst, &copts) == -1) {
@@ -276,7 +298,7 @@ cmd_convert (int argc, char **argv)
   }
   dst = NULL;
   if (tmp) {
-    if (sync_path (tmp) == -1) {
+    if (!unsafe && sync_path (tmp) == -1) {
       print_message ("convert", "%s: fsync: %s", dst_path, strerror (errno));
       goto out;
     }
@@ -293,7 +315,7 @@ cmd_convert (int argc, char **argv)
     free (tmp);
     tmp = NULL;
     {
-      char *d = strdup (dst_path);
+      char *d = unsafe ? NULL : strdup (dst_path);
       if (d) {
         sync_path (dirname (d));
         free (d);

@@ -14,7 +14,7 @@ static const struct {
   { "info", cmd_info, "info [--json] [-f FMT] [--backing-chain] IMAGE" },
   { "convert", cmd_convert,
     "convert [-f FMT] [-O FMT] [-o key=val,...] [-c] [-p | --progress=json]\n"
-    "                [-m THREADS] [-n] SRC DST" },
+    "                [-m THREADS] [-n] [-t CACHE] SRC DST" },
   { "compare", cmd_compare, "compare [-f FMT] [-F FMT] [-p] A B" },
   { "check", cmd_check, "check [-f FMT] [--json] IMAGE" },
 };

@@ -43,12 +43,15 @@ struct ferry_copy_options {
   /* When it becomes non-zero (a signal handler sets it) the copy stops
    * and returns -1 with errno EINTR. */
   volatile sig_atomic_t *cancel;
+  /* Leave DST unflushed at the end (qemu-img's -t unsafe): faster, but
+   * the data may still be only in the page cache when ferry_copy returns. */
+  bool no_flush;
 };
 
 /* Copy the guest-visible contents of SRC into DST, which must be at least
  * as large.  Where DST has a backing file, only what differs from it is
  * written.  Returns 0, or -1 with the error set; DST is flushed on
- * success. */
+ * success unless opts->no_flush. */
 int ferry_copy (struct ferry_image *src, struct ferry_image *dst,
                 const struct ferry_copy_options *opts);
 

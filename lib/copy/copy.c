@@ -1071,7 +1071,7 @@ ferry_copy (struct ferry_image *src, struct ferry_image *dst,
     ferry_error (c.err, "%s", c.msg);
     goto out;
   }
-  if (ferry_image_flush (dst) == -1)
+  if (!opts->no_flush && ferry_image_flush (dst) == -1)
     goto out;
   if (opts->progress)
     report_progress (&c, &pr, c.done, true);
