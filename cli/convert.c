@@ -9,10 +9,15 @@
  *    tables and footers on close) and fsync'd, and only then renamed to
  *    DST with RENAME_NOREPLACE, so nothing that looks like a finished DST
  *    exists before the copy is complete, and an existing file is never
- *    clobbered by a race.
+ *    clobbered by a race.  Where the file system cannot rename without
+ *    replacing, link + unlink does the same (link fails on an existing
+ *    DST).  The temporary name carries 48 random bits and is created with
+ *    O_EXCL, and ferry removes it only once it has created it itself.
  *
- * 2. SIGINT, SIGTERM and SIGHUP only set a flag; the copy engine sees it,
- *    stops, and the temporary file is removed like on any failure.
+ * 2. SIGINT, SIGTERM, SIGHUP and SIGQUIT only set a flag; the copy engine
+ *    sees it, stops, and the temporary file is removed like on any
+ *    failure.  SIGPIPE is ignored, so a closed progress pipe does not kill
+ *    ferry half way.
  *
  * 3. With -n the copy goes into the existing DST in place; there is no
  *    atomicity to offer then, which is what -n asks for.
@@ -31,7 +36,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ferry.h"
@@ -56,6 +63,8 @@ install_signal_handlers (void)
   sigaction (SIGINT, &sa, NULL);
   sigaction (SIGTERM, &sa, NULL);
   sigaction (SIGHUP, &sa, NULL);
+  sigaction (SIGQUIT, &sa, NULL);
+  signal (SIGPIPE, SIG_IGN);
 }
 
 /* Print the library's error, naming DST where the message names the
@@ -76,18 +85,32 @@ print_convert_error (const char *tmp, const char *dst)
   fprintf (stderr, "%s\n", msg);
 }
 
-/* Append "KEY=VALUE" to the option string *OPTS (growing it). */
+/* Append "KEY=VALUE" to the option string *OPTS (growing it).  Commas in
+ * VALUE are doubled, as the option syntax wants for a literal comma. */
 static int
 append_option (char **opts, const char *key, const char *value)
 {
-  char *s;
+  char *escaped = NULL, *s, *p;
   int r;
 
+  if (value) {
+    escaped = malloc (2 * strlen (value) + 1);
+    if (escaped == NULL)
+      return -1;
+    for (p = escaped; *value; value++) {
+      if (*value == ',')
+        *p++ = ',';
+      *p++ = *value;
+    }
+    *p = '\0';
+  }
   if (*opts && **opts)
-    r = asprintf (&s, "%s,%s%s%s", *opts, key, value ? "=" : "",
-                  value ? value : "");
+    r = asprintf (&s, "%s,%s%s%s", *opts, key, escaped ? "=" : "",
+                  escaped ? escaped : "");
   else
-    r = asprintf (&s, "%s%s%s", key, value ? "=" : "", value ? value : "");
+    r = asprintf (&s, "%s%s%s", key, escaped ? "=" : "",
+                  escaped ? escaped : "");
+  free (escaped);
   if (r == -1)
     return -1;
   free (*opts);
@@ -95,19 +118,38 @@ append_option (char **opts, const char *key, const char *value)
   return 0;
 }
 
-/* A temporary name in DST's directory: ".NAME.ferry-tmp-PID". */
+/* A fresh temporary name in DST's directory: ".NAME.ferry-XXXXXXXX" with
+ * 48 random bits, so nobody can plant a file or link there in advance. */
 static char *
 temp_name (const char *dst)
 {
   char *d1 = strdup (dst), *d2 = strdup (dst), *ret = NULL;
+  uint64_t r = 0;
 
+  if (getrandom (&r, sizeof r, 0) != sizeof r)
+    r = (uint64_t) getpid () << 32 ^ (uint64_t) time (NULL);
   if (d1 && d2 &&
-      asprintf (&ret, "%s/.%s.ferry-tmp-%ld", dirname (d1), basename (d2),
-                (long) getpid ()) == -1)
+      asprintf (&ret, "%s/.%s.ferry-%012" PRIx64, dirname (d1), basename (d2),
+                r & UINT64_C (0xffffffffffff)) == -1)
     ret = NULL;
   free (d1);
   free (d2);
   return ret;
+}
+
+/* Move the finished TMP to DST without ever replacing an existing DST. */
+static int
+rename_into_place (const char *tmp, const char *dst)
+{
+  if (renameat2 (AT_FDCWD, tmp, AT_FDCWD, dst, RENAME_NOREPLACE) == 0)
+    return 0;
+  if (errno != EINVAL && errno != ENOSYS && errno != EPERM)
+    return -1;
+  /* No RENAME_NOREPLACE here (NFS, some FUSE, old kernels): a hard link
+   * fails on an existing DST just the same. */
+  if (link (tmp, dst) == 0)
+    return unlink (tmp) == -1 && errno != ENOENT ? -1 : 0;
+  return -1;
 }
 
 /* fsync PATH, then its directory after the rename. */
@@ -155,6 +197,7 @@ cmd_convert (int argc, char **argv)
   const char *src_fmt = NULL, *dst_fmt = NULL, *backing = NULL;
   const char *backing_fmt = NULL, *src_path, *dst_path;
   char *options = NULL, *tmp = NULL;
+  bool tmp_created = false;            /* note 1: ours to remove */
   enum progress_mode mode = PROGRESS_NONE;
   struct ferry_copy_options copts = { 0 };
   struct ferry_image *src = NULL, *dst = NULL;
@@ -246,7 +289,11 @@ cmd_convert (int argc, char **argv)
                      "target exists already");
       goto out;
     }
-    dst = ferry_image_open (dst_path, dst_fmt, FERRY_OPEN_WRITE);
+    /* Never probe a target about to be written: a raw disk whose guest
+     * data starts with an image header would be written through it.  As
+     * in qemu-img, -n without -O means raw. */
+    dst = ferry_image_open (dst_path, dst_fmt ? dst_fmt : "raw",
+                            FERRY_OPEN_WRITE);
     if (dst == NULL) {
       print_error ("convert");
       goto out;
@@ -264,15 +311,22 @@ cmd_convert (int argc, char **argv)
                      "to write into it", dst_path);
       goto out;
     }
-    tmp = temp_name (dst_path);
-    if (tmp == NULL)
-      goto nomem;
-    dst = ferry_image_create (tmp, dst_fmt, ferry_image_size (src), options);
+    /* ferry_image_create removes what it made when it fails, and never
+     * touches a name that existed (O_EXCL): retry on a clash. */
+    for (int tries = 0; ; tries++) {
+      free (tmp);
+      tmp = temp_name (dst_path);
+      if (tmp == NULL)
+        goto nomem;
+      dst = ferry_image_create (tmp, dst_fmt, ferry_image_size (src), options);
+      if (dst || ferry_get_errno () != EEXIST || tries >= 8)
+        break;
+    }
     if (dst == NULL) {
       print_convert_error (tmp, dst_path);
-      unlink (tmp);
       goto out;
     }
+    tmp_created = true;
   }
 
   copts.threads = threads;
@@ -306,14 +360,12 @@ cmd_convert (int argc, char **argv)
       print_message ("convert", "interrupted; %s was not written", dst_path);
       goto out;
     }
-    if (renameat2 (AT_FDCWD, tmp, AT_FDCWD, dst_path, RENAME_NOREPLACE) == -1 &&
-        (errno != EINVAL || rename (tmp, dst_path) == -1)) {
+    if (rename_into_place (tmp, dst_path) == -1) {
       print_message ("convert", "%s: renaming the finished image into place: "
                      "%s", dst_path, strerror (errno));
       goto out;
     }
-    free (tmp);
-    tmp = NULL;
+    tmp_created = false;
     {
       char *d = unsafe ? NULL : strdup (dst_path);
       if (d) {
@@ -331,10 +383,9 @@ cmd_convert (int argc, char **argv)
   if (dst && ferry_image_close (dst) == -1 && ret == 0)
     ret = 1;
   ferry_image_close (src);
-  if (tmp) {
+  if (tmp_created)
     unlink (tmp);
-    free (tmp);
-  }
+  free (tmp);
   free (options);
   return ret;
 }

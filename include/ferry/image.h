@@ -177,6 +177,12 @@ const char *ferry_image_path (struct ferry_image *img);
  * and zero ranges instead of writing them. */
 bool ferry_image_is_zero_initialized (struct ferry_image *img);
 
+/* True when an image was just created with a backing file and reads as
+ * that backing file everywhere: the copy engine may then leave out what
+ * equals the backing file.  An existing overlay (ferry convert -n) holds
+ * clusters of its own, and this is false for it. */
+bool ferry_image_reads_as_backing (struct ferry_image *img);
+
 /* Check an image's metadata without trusting it (ferry check). */
 struct ferry_check_result {
   uint64_t corruptions;      /* errors: overlaps, out of bounds, bad refcounts */

@@ -53,9 +53,11 @@
  *    SIGHUP and SIGQUIT so the handler runs on the calling thread.
  *
  * 6. Over a backing file, zeroes are written without FERRY_ZERO_MAY_TRIM:
- *    a trimmed cluster would read the backing file's data again.  Blocks
- *    equal to the backing file's are not written at all, so the target
- *    holds only what differs.
+ *    a trimmed cluster would read the backing file's data again.  Only a
+ *    new overlay (ferry_image_reads_as_backing) is compared with its
+ *    backing file: blocks equal to the backing file's are not written at
+ *    all, so it holds only what differs.  An existing overlay (-n) holds
+ *    clusters of its own, so it gets every block.
  *
  * 7. Memory is bounded by the workers' buffers (one item each, all of
  *    them under BUFFER_BUDGET) and the extent lists, whose queries cover
@@ -149,7 +151,8 @@ struct worker {
 /* The state every thread of one copy shares. */
 struct copy {
   struct ferry_image *src, *dst;
-  struct ferry_image *backing;     /* the target's backing file, or NULL */
+  struct ferry_image *backing;     /* compare with this backing file, or NULL */
+  bool no_trim;                    /* the target has a backing file */
   const struct ferry_copy_options *opts;
   uint64_t size;                   /* bytes to copy: the source's size */
   uint64_t align;                  /* item boundaries (note 1) */
@@ -469,7 +472,7 @@ flush_run (struct copy *c, enum action act, uint64_t start, uint64_t end,
   case ACT_ZERO:
     /* Over a backing file, trimming would show the backing's data. */
     return ferry_image_zero (c->dst, end - start, start,
-                             c->backing ? 0 : FERRY_ZERO_MAY_TRIM);
+                             c->no_trim ? 0 : FERRY_ZERO_MAY_TRIM);
   case ACT_DATA:
     return ferry_image_pwrite (c->dst, buf + (start - buf_start),
                                end - start, start);
@@ -527,7 +530,7 @@ write_zero_item (struct copy *c, struct worker *w, const struct item *it)
 
   if (c->backing == NULL)
     return ferry_image_zero (c->dst, it->end - it->start, it->start,
-                             FERRY_ZERO_MAY_TRIM);
+                             c->no_trim ? 0 : FERRY_ZERO_MAY_TRIM);
 
   /* Over a backing file: zero only the blocks where the backing file
    * does not read as zeroes already. */
@@ -921,8 +924,10 @@ plan_copy (struct copy *c, const struct ferry_copy_options *opts,
     return -1;
   cluster = info.cluster_size;
 
-  c->backing = ferry_image_backing (c->dst);
-  c->skip_zero = ferry_image_is_zero_initialized (c->dst) && !c->backing;
+  c->no_trim = ferry_image_backing (c->dst) != NULL;
+  c->backing = ferry_image_reads_as_backing (c->dst) ?
+    ferry_image_backing (c->dst) : NULL;
+  c->skip_zero = ferry_image_is_zero_initialized (c->dst) && !c->no_trim;
   c->compress = opts->compress;
   if (c->compress) {
     c->unit = ferry_image_compress_unit (c->dst);

@@ -469,6 +469,8 @@ ferry_image_create (const char *path, const char *format, uint64_t size,
     }
   }
   free_options (&opts);
+  /* A new overlay shows its backing file through every cluster. */
+  img->reads_as_backing = img->backing != NULL;
   return img;
 }
 
@@ -792,6 +794,12 @@ bool
 ferry_image_is_zero_initialized (struct ferry_image *img)
 {
   return img->zero_initialized;
+}
+
+bool
+ferry_image_reads_as_backing (struct ferry_image *img)
+{
+  return img->reads_as_backing;
 }
 
 uint64_t

@@ -68,6 +68,7 @@ struct ferry_image {
   uint64_t size;               /* virtual size in bytes */
   bool readonly;
   bool zero_initialized;       /* see ferry_image_is_zero_initialized */
+  bool reads_as_backing;       /* see ferry_image_reads_as_backing */
   struct ferry_image *backing; /* owned, closed with this one; or NULL */
   dev_t dev;                   /* of the file, for loop detection */
   ino_t ino;

@@ -155,12 +155,21 @@ raw_pwrite (struct ferry_image *img, const void *buf, size_t count,
   return 0;
 }
 
-/* True when ERR means "this file system or device cannot do that". */
+/* True when ERR means "this file system or device cannot do that", for
+ * good: the handle remembers it.  EINVAL is not such an answer (a range
+ * not aligned to a 4Kn device's blocks gets it); see is_refused. */
 static bool
 is_not_supported (int err)
 {
   return err == EOPNOTSUPP || err == ENOTSUP || err == ENOSYS ||
-         err == ENOTTY || err == EINVAL;
+         err == ENOTTY;
+}
+
+/* True when ERR means "not this request": fall back for it alone. */
+static bool
+is_refused (int err)
+{
+  return err == EINVAL;
 }
 
 static int
@@ -175,20 +184,22 @@ raw_zero (struct ferry_image *img, size_t count, uint64_t offset,
     if (fallocate (h->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                    offset, count) == 0)
       return 0;
-    if (!is_not_supported (errno))
+    if (is_not_supported (errno))
+      __atomic_store_n (&h->can_punch_hole, false, __ATOMIC_RELAXED);
+    else if (!is_refused (errno))
       return ferry_error_errno (errno, "%s: punching a hole of %zu bytes at "
                                 "offset %" PRIu64, img->path, count, offset);
-    __atomic_store_n (&h->can_punch_hole, false, __ATOMIC_RELAXED);
   }
 
   if (__atomic_load_n (&h->can_zero_range, __ATOMIC_RELAXED)) {
     if (fallocate (h->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
                    offset, count) == 0)
       return 0;
-    if (!is_not_supported (errno))
+    if (is_not_supported (errno))
+      __atomic_store_n (&h->can_zero_range, false, __ATOMIC_RELAXED);
+    else if (!is_refused (errno))
       return ferry_error_errno (errno, "%s: zeroing %zu bytes at offset %"
                                 PRIu64, img->path, count, offset);
-    __atomic_store_n (&h->can_zero_range, false, __ATOMIC_RELAXED);
   }
 
   if (__atomic_load_n (&h->can_zeroout, __ATOMIC_RELAXED)) {
@@ -196,10 +207,11 @@ raw_zero (struct ferry_image *img, size_t count, uint64_t offset,
     if (IS_ALIGNED (offset | count, 512)) {
       if (ioctl (h->fd, BLKZEROOUT, range) == 0)
         return 0;
-      if (!is_not_supported (errno))
+      if (is_not_supported (errno))
+        __atomic_store_n (&h->can_zeroout, false, __ATOMIC_RELAXED);
+      else if (!is_refused (errno))
         return ferry_error_errno (errno, "%s: BLKZEROOUT of %zu bytes at "
                                   "offset %" PRIu64, img->path, count, offset);
-      __atomic_store_n (&h->can_zeroout, false, __ATOMIC_RELAXED);
     }
   }
 
@@ -230,7 +242,7 @@ raw_extents (struct ferry_image *img, uint64_t offset, uint64_t length,
       if (errno == ENXIO)     /* no data after OFFSET: a hole to the end */
         return extent_list_append (list, offset, end - offset,
                                    FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO);
-      if (is_not_supported (errno)) {
+      if (is_not_supported (errno) || is_refused (errno)) {
         __atomic_store_n (&h->can_seek_data, false, __ATOMIC_RELAXED);
         return extent_list_append (list, offset, end - offset, 0);
       }

@@ -83,4 +83,20 @@ for i in 1 2 3 4 5 6 7 8 9 10; do
 done
 flatten "chain of 10 layers" deep10.qcow2
 
+# --- -n into an existing overlay: its own clusters must be overwritten ----
+# (the overlay holds 0xbb where the backing file holds what the source has;
+# leaving out what equals the backing file would keep the 0xbb).
+mkdir -p nov
+mkimg qcow2 nov/base.qcow2 $((4 << 20))
+qio qcow2 nov/base.qcow2 "write -P 0xaa 0 1m"
+qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 nov/ov.qcow2
+qio qcow2 nov/ov.qcow2 "write -P 0xbb 0 64k" "write -P 0xcc 2m 64k"
+mkimg raw nov/src.raw $((4 << 20))
+qio raw nov/src.raw "write -P 0xaa 0 1m"
+fy convert -n -O qcow2 nov/src.raw nov/ov.qcow2
+if expect_exit 0 "-n into an existing overlay"; then
+  same_content "-n into an existing overlay: qemu-img compare" nov/src.raw raw nov/ov.qcow2 qcow2
+  qemu_clean "-n into an existing overlay: qemu-img check" nov/ov.qcow2
+fi
+
 done_testing

@@ -75,6 +75,52 @@ bad_option "-o refcount_bits=3" -O qcow2 -o refcount_bits=3
 bad_option "-o backing_file=nosuch.qcow2" -O qcow2 -o backing_file=nosuch.qcow2,backing_fmt=qcow2
 bad_option "-o for raw" -O raw -o cluster_size=65536
 bad_option "-m x" -O raw -m x
+bad_option "-t bogus" -O raw -t bogus
+
+# --- -n without -O writes raw, never through a header found in the target ----
+rm -rf t/*
+truncate -s $((8 * mb)) t/disk.raw
+qemu-img create -q -f qcow2 t/hdr.qcow2 1M
+dd if=t/hdr.qcow2 of=t/disk.raw conv=notrunc status=none
+rm t/hdr.qcow2
+fy convert -n src.raw t/disk.raw
+if expect_exit 0 "-n without -O into a raw disk that holds a qcow2 header"; then
+  same_content "-n without -O: written as raw" src.raw raw t/disk.raw raw
+  check_true "-n without -O: the disk kept its size" test "$(stat -c %s t/disk.raw)" = $((8 * mb))
+fi
+
+# --- -B with a comma in the backing file's name -------------------------------
+rm -rf t/*
+cp src.qcow2 "t/ba,se.qcow2"
+fy convert -O qcow2 -B "ba,se.qcow2" -F qcow2 src.raw t/over.qcow2
+if expect_exit 0 "-B with a comma in the name"; then
+  same_content "-B with a comma: qemu-img compare" src.raw raw t/over.qcow2 qcow2
+  check_true "-B with a comma: backing name kept" \
+    sh -c "qemu-img info t/over.qcow2 | grep -q 'backing file: ba,se.qcow2'"
+fi
+
+# --- a closed progress pipe does not kill ferry half way ----------------------
+rm -rf t/*
+"$FERRY" convert --progress=json -O qcow2 src.raw t/pipe.qcow2 | head -c 1 >/dev/null
+rc=${PIPESTATUS[0]}
+if [ "$rc" = 0 ]; then
+  ok "closed progress pipe: exit 0"
+  same_content "closed progress pipe: target complete" src.raw raw t/pipe.qcow2 qcow2
+else
+  not_ok "closed progress pipe: exit $rc"
+fi
+only_files "closed progress pipe: no temporary file left" t pipe.qcow2
+
+# --- -t unsafe: no flush, but the same complete image, renamed into place ------
+rm -rf t/*
+for fmt in raw qcow2; do
+  fy convert -t unsafe -O $fmt src.raw t/unsafe.$fmt
+  if expect_exit 0 "-t unsafe -O $fmt"; then
+    same_content "-t unsafe -O $fmt: qemu-img compare" src.raw raw t/unsafe.$fmt $fmt
+    [ $fmt = qcow2 ] && qemu_clean "-t unsafe -O qcow2: qemu-img check" t/unsafe.qcow2
+  fi
+done
+only_files "-t unsafe: no temporary file left" t unsafe.raw unsafe.qcow2
 rm -rf t/*
 fy convert -O raw nosuch.raw t/out.raw
 expect_failure "missing source" nosuch.raw

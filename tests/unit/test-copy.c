@@ -912,6 +912,7 @@ test_backing (void **state)
 
     dst->base.backing = &back->base;
     dst->base.zero_initialized = false;
+    dst->base.reads_as_backing = true;            /* a new overlay */
     mem_fill (back, 0, 4 * MiB, 7);
     mem_fill (src, 0, 1 * MiB, 7);                /* equal */
     mem_fill (src, 1 * MiB, 1 * MiB, 8);          /* different */
@@ -947,6 +948,35 @@ test_backing (void **state)
     ferry_image_close (&src->base);
     ferry_image_close (&dst->base);     /* closes BACK too */
   }
+}
+
+/* An existing overlay (convert -n) holds clusters of its own, so blocks
+ * equal to the backing file are written all the same, and zeroes are
+ * never trimmed (trimming would show the backing file again). */
+static void
+test_existing_overlay (void **state)
+{
+  struct mem_image *src = mem_new ("src", 4 * MiB, 0);
+  struct mem_image *back = mem_new ("back", 4 * MiB, 0);
+  struct mem_image *dst = mem_new ("dst", 4 * MiB, 64 * KiB);
+  struct ferry_copy_options opts = { .threads = 2 };
+
+  dst->base.backing = &back->base;
+  dst->base.zero_initialized = false;
+  dst->base.reads_as_backing = false;
+  mem_fill (back, 0, 2 * MiB, 7);
+  mem_fill (src, 0, 1 * MiB, 7);                  /* equal to the backing */
+  /* [1M, 4M): a hole in the source, over backing data and beyond it */
+
+  assert_int_equal (ferry_copy (&src->base, &dst->base, &opts), 0);
+  assert_false (mem_untouched (dst, 0, 1 * MiB));
+  assert_memory_equal (dst->data, src->data, 1 * MiB);
+  assert_int_equal (dst->map[(1 * MiB) / MEM_BLOCK], MAP_ZERO);
+  assert_int_equal (dst->map[(4 * MiB - 1) / MEM_BLOCK], MAP_ZERO);
+  assert_int_equal (dst->nr_zero_trim, 0);
+  assert_int_equal (back->hole_reads, 0);
+  ferry_image_close (&src->base);
+  ferry_image_close (&dst->base);
 }
 
 /* raw -> qcow2 (plain and compressed) -> raw gives back the same bytes,
@@ -1058,6 +1088,7 @@ main (void)
     cmocka_unit_test (test_compress_refused),
     cmocka_unit_test (test_target_too_small),
     cmocka_unit_test (test_backing),
+    cmocka_unit_test (test_existing_overlay),
     cmocka_unit_test (test_qcow2_round_trip),
     cmocka_unit_test (test_empty),
   };
