@@ -30,12 +30,8 @@ cmd_check (int argc, char **argv)
     switch (c) {
     case 'j': json = true; break;
     case 'o':
-      if (strcmp (optarg, "json") == 0)
-        json = true;
-      else if (strcmp (optarg, "human") != 0) {
-        print_message ("check", "--output=%s: expected json or human", optarg);
+      if (parse_output_option ("check", optarg, &json) == -1)
         return 1;
-      }
       break;
     case 'f': format = optarg; break;
     case 'h':

@@ -52,6 +52,20 @@ print_message (const char *cmd, const char *fmt, ...)
   fputc ('\n', stderr);
 }
 
+int
+parse_output_option (const char *cmd, const char *arg, bool *json)
+{
+  if (strcmp (arg, "json") == 0)
+    *json = true;
+  else if (strcmp (arg, "human") == 0)
+    *json = false;
+  else {
+    print_message (cmd, "--output=%s: expected json or human", arg);
+    return -1;
+  }
+  return 0;
+}
+
 const char *
 human_size (uint64_t bytes, char *buf, size_t len)
 {

@@ -23,6 +23,9 @@ void print_error (const char *cmd);
 void print_message (const char *cmd, const char *fmt, ...)
   __attribute__ ((format (printf, 2, 3)));
 
+/* --output=json|human: set *JSON; -1 after a message on anything else. */
+int parse_output_option (const char *cmd, const char *arg, bool *json);
+
 /* Human-readable size: "1.5 GiB", "512 B". */
 const char *human_size (uint64_t bytes, char *buf, size_t len);
 
