@@ -90,6 +90,12 @@ int ferry_image_extents (struct ferry_image *img, uint64_t offset,
                          uint64_t length, struct ferry_extent_list *list);
 void ferry_extent_list_free (struct ferry_extent_list *list);
 
+/* Append one extent to LIST, merging it with the last one when they touch
+ * and have the same flags.  0, or -1 (ENOMEM) with LIST unchanged. */
+int ferry_extent_list_append (struct ferry_extent_list *list,
+                              uint64_t offset, uint64_t length,
+                              uint32_t flags);
+
 /* Compressed writes, for formats that store compressed blocks (qcow2 -c,
  * streamOptimized VMDK).  ferry_image_compress_unit returns the block
  * size such writes use, or 0 when the format cannot compress.

@@ -246,20 +246,6 @@ record_thread_error (struct copy *c)
   record_error (c, ferry_get_errno (), ferry_get_error ());
 }
 
-/* Append [OFFSET, OFFSET+LENGTH) with FLAGS to LIST, unmerged. */
-static int
-list_append (struct ferry_extent_list *list, uint64_t offset,
-             uint64_t length, uint32_t flags)
-{
-  if (list->len >= list->cap &&
-      generic_vector_reserve (list, 1, sizeof (struct ferry_extent)) == -1)
-    return -1;
-  list->ptr[list->len++] = (struct ferry_extent) {
-    .offset = offset, .length = length, .flags = flags,
-  };
-  return 0;
-}
-
 /* True when an extent's flags say it reads as zeroes. */
 static bool
 extent_is_zero (uint32_t flags)
@@ -362,7 +348,7 @@ next_item (struct copy *c, struct item *it)
         : align_down (e.offset + e.length, c->align);
       if (zend > b) {
         if (b > c->pos) {
-          if (list_append (&it->ext, c->pos, b - c->pos, e.flags) == -1)
+          if (ferry_extent_list_append (&it->ext, c->pos, b - c->pos, e.flags) == -1)
             return -1;
           c->pos = b;
         }
@@ -370,7 +356,7 @@ next_item (struct copy *c, struct item *it)
       }
     }
     n = MIN (e.length, limit - c->pos);
-    if (list_append (&it->ext, c->pos, n, e.flags) == -1)
+    if (ferry_extent_list_append (&it->ext, c->pos, n, e.flags) == -1)
       return -1;
     if (!extent_is_zero (e.flags))
       it->data_bytes += n;

@@ -569,7 +569,7 @@ ferry_image_zero (struct ferry_image *img, size_t count, uint64_t offset,
 }
 
 int
-extent_list_append (struct ferry_extent_list *list, uint64_t offset,
+ferry_extent_list_append (struct ferry_extent_list *list, uint64_t offset,
                     uint64_t length, uint32_t flags)
 {
   struct ferry_extent *last;
@@ -611,7 +611,7 @@ ferry_image_extents (struct ferry_image *img, uint64_t offset,
   if (length == 0)
     return 0;
   if (img->driver->extents == NULL)
-    return extent_list_append (list, offset, length, 0);
+    return ferry_extent_list_append (list, offset, length, 0);
   if (img->driver->extents (img, offset, length, list) == -1)
     return -1;
   /* The contract: at least one extent, starting at OFFSET, within range. */

@@ -178,11 +178,6 @@ int image_fact_number (struct ferry_image *img, const char *key,
                        uint64_t value);
 int image_fact_bool (struct ferry_image *img, const char *key, bool value);
 
-/* Append one extent to LIST, merging it with the last one when they
- * touch and have the same flags.  0 or -1 (ENOMEM). */
-int extent_list_append (struct ferry_extent_list *list, uint64_t offset,
-                        uint64_t length, uint32_t flags);
-
 /* Bytes the file FD takes on disk (st_blocks * 512). */
 uint64_t file_allocated_bytes (int fd);
 

@@ -719,7 +719,7 @@ backing_extents (struct qcow2_image *q, uint64_t offset, uint64_t count,
 
   if (b == NULL || offset >= b->size) {
     *end = offset + count;
-    return extent_list_append (list, offset, count,
+    return ferry_extent_list_append (list, offset, count,
                                FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO);
   }
   n = MIN (count, b->size - offset);
@@ -733,7 +733,7 @@ backing_extents (struct qcow2_image *q, uint64_t offset, uint64_t count,
     uint64_t e = MIN (tmp.ptr[i].offset + tmp.ptr[i].length, offset + n);
     if (s != reached || e <= s)
       break;
-    if (extent_list_append (list, s, e - s, tmp.ptr[i].flags) == -1) {
+    if (ferry_extent_list_append (list, s, e - s, tmp.ptr[i].flags) == -1) {
       ferry_extent_list_free (&tmp);
       return -1;
     }
@@ -744,7 +744,7 @@ backing_extents (struct qcow2_image *q, uint64_t offset, uint64_t count,
     return ferry_error (EIO, "%s: the backing file reported no extent at "
                         "offset %" PRIu64, q->base.path, offset);
   if (reached == offset + n && n < count) {
-    if (extent_list_append (list, reached, count - n,
+    if (ferry_extent_list_append (list, reached, count - n,
                             FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO) == -1)
       return -1;
     reached = offset + count;
@@ -785,7 +785,7 @@ qcow2_extents (struct ferry_image *img, uint64_t offset, uint64_t length,
         FERRY_EXTENT_ZERO | FERRY_EXTENT_HOLE;
     else
       flags = 0;
-    if (extent_list_append (list, offset, run.length, flags) == -1)
+    if (ferry_extent_list_append (list, offset, run.length, flags) == -1)
       return -1;
     offset += run.length;
   }

@@ -234,24 +234,24 @@ raw_extents (struct ferry_image *img, uint64_t offset, uint64_t length,
   off_t data, hole;
 
   if (!__atomic_load_n (&h->can_seek_data, __ATOMIC_RELAXED))
-    return extent_list_append (list, offset, length, 0);
+    return ferry_extent_list_append (list, offset, length, 0);
 
   while (offset < end) {
     data = lseek (h->fd, offset, SEEK_DATA);
     if (data == -1) {
       if (errno == ENXIO)     /* no data after OFFSET: a hole to the end */
-        return extent_list_append (list, offset, end - offset,
+        return ferry_extent_list_append (list, offset, end - offset,
                                    FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO);
       if (is_not_supported (errno) || is_refused (errno)) {
         __atomic_store_n (&h->can_seek_data, false, __ATOMIC_RELAXED);
-        return extent_list_append (list, offset, end - offset, 0);
+        return ferry_extent_list_append (list, offset, end - offset, 0);
       }
       return ferry_error_errno (errno, "%s: SEEK_DATA at offset %" PRIu64,
                                 img->path, offset);
     }
     if ((uint64_t) data > offset) {
       uint64_t n = MIN ((uint64_t) data, end) - offset;
-      if (extent_list_append (list, offset, n,
+      if (ferry_extent_list_append (list, offset, n,
                               FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO) == -1)
         return -1;
       offset += n;
@@ -266,7 +266,7 @@ raw_extents (struct ferry_image *img, uint64_t offset, uint64_t length,
       hole = end;
     {
       uint64_t n = MIN ((uint64_t) hole, end) - offset;
-      if (extent_list_append (list, offset, n, 0) == -1)
+      if (ferry_extent_list_append (list, offset, n, 0) == -1)
         return -1;
       offset += n;
     }

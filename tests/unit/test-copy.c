@@ -339,7 +339,7 @@ mem_extents (struct ferry_image *img, uint64_t offset, uint64_t length,
 
     while (next < end && h->map[next / MEM_BLOCK] == h->map[b])
       next = MIN (next + MEM_BLOCK, end);
-    if (extent_list_append (list, offset, next - offset, flags) == -1)
+    if (ferry_extent_list_append (list, offset, next - offset, flags) == -1)
       return -1;
     offset = next;
     n++;
