@@ -12,7 +12,9 @@
 # Environment (set by tests/meson.build):
 #   FERRY    the ferry binary under test (required)
 #   SRCDIR   the project's source root
-#   CORPUS   ../shared/corpus
+#   CORPUS   ../shared/corpus; FERRY_CORPUS, when set, overrides it, and
+#            scripts/corpus-dir also looks beside the repository a clone
+#            came from (a test that needs the corpus skips without one)
 #   TMPDIR   where the per-test work directory goes (default /tmp)
 #   FERRY_VMEM_LIMIT_KB  address-space limit for ferry in builds without
 #            sanitizers (default 4 GiB): an allocation that the input does
@@ -24,7 +26,8 @@ set -o pipefail
 : "${FERRY:?FERRY must name the ferry binary under test}"
 TESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SRCDIR=${SRCDIR:-$(cd "$TESTS_DIR/../.." && pwd)}
-CORPUS=${CORPUS:-$SRCDIR/../shared/corpus}
+CORPUS=$("$SRCDIR/scripts/corpus-dir" "$SRCDIR") ||
+  CORPUS=${FERRY_CORPUS:-${CORPUS:-$SRCDIR/../shared/corpus}}
 TEST_NAME=$(basename "$0" .sh)
 # The system's python3 starts ten times faster than a pyenv shim.
 if [ -x /usr/bin/python3 ]; then PYTHON=/usr/bin/python3; else PYTHON=python3; fi
