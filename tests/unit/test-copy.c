@@ -10,7 +10,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -24,6 +23,9 @@
 
 #include <cmocka.h>
 
+#define SCRATCH_PREFIX "ferry-test-copy"
+#include "scratch-dir.h"
+
 #include <ferry/copy.h>
 
 #include "common/error.h"
@@ -32,8 +34,6 @@
 
 #define KiB 1024ull
 #define MiB (1024ull * 1024)
-
-static char tmpdir[256];
 
 /* ----- helpers ----- */
 
@@ -53,16 +53,6 @@ fill_pattern (unsigned char *buf, size_t len, uint64_t offset, unsigned seed)
 
   for (i = 0; i < len; i++)
     buf[i] = pattern_byte (offset + i, seed);
-}
-
-/* Put the path of NAME inside the test directory into BUF, removing
- * any file of that name a previous test left. */
-static const char *
-tmp_path (char *buf, size_t len, const char *name)
-{
-  snprintf (buf, len, "%s/%s", tmpdir, name);
-  unlink (buf);
-  return buf;
 }
 
 /* Write the pattern over [OFFSET, OFFSET+LEN) of IMG. */
@@ -120,19 +110,6 @@ assert_same_files (const char *a, const char *b)
   assert_true (is_zero (bb + la, lb - la));
   free (ba);
   free (bb);
-}
-
-/* True when [OFFSET, OFFSET+LEN) of file PATH is one hole. */
-static bool
-is_hole (const char *path, uint64_t offset, uint64_t len)
-{
-  int fd = open (path, O_RDONLY);
-  off_t data;
-
-  assert_true (fd >= 0);
-  data = lseek (fd, offset, SEEK_DATA);
-  close (fd);
-  return data == -1 || (uint64_t) data >= offset + len;
 }
 
 /* True when [OFFSET, OFFSET+LEN) of file PATH is all allocated. */
@@ -1124,32 +1101,6 @@ test_empty (void **state)
   ferry_image_close (&dst->base);
 }
 
-/* Remove one entry of the test directory. */
-static int
-remove_entry (const char *path, const struct stat *st, int flag,
-              struct FTW *ftw)
-{
-  return remove (path);
-}
-
-/* Make the directory the raw files of the tests go into. */
-static int
-make_tmpdir (void **state)
-{
-  const char *base = getenv ("TMPDIR");
-
-  snprintf (tmpdir, sizeof tmpdir, "%s/ferry-test-copy-XXXXXX",
-            base ? base : "/tmp");
-  return mkdtemp (tmpdir) ? 0 : -1;
-}
-
-/* Remove that directory and everything in it. */
-static int
-remove_tmpdir (void **state)
-{
-  return nftw (tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 /* Run every test, with the temporary directory around them. */
 int
 main (void)
@@ -1173,5 +1124,5 @@ main (void)
     cmocka_unit_test (test_qcow2_round_trip),
     cmocka_unit_test (test_empty),
   };
-  return cmocka_run_group_tests (tests, make_tmpdir, remove_tmpdir);
+  return cmocka_run_group_tests (tests, make_scratch_dir, remove_scratch_dir);
 }

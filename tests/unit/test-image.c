@@ -13,7 +13,6 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <linux/falloc.h>
 #include <setjmp.h>
@@ -28,6 +27,9 @@
 
 #include <cmocka.h>
 
+#define SCRATCH_PREFIX "ferry-test-image"
+#include "scratch-dir.h"
+
 #include <ferry/image.h>
 #include <ferry/error.h>
 
@@ -35,8 +37,6 @@
 
 #define KiB 1024ull
 #define MiB (1024ull * 1024)
-
-static char tmpdir[256];
 
 /* ----- the fallocate() the raw driver calls here ----- */
 
@@ -78,15 +78,6 @@ reset_fallocate (void)
 
 /* ----- helpers ----- */
 
-/* The path of NAME in the test directory, with no file of that name. */
-static const char *
-tmp_path (char *buf, size_t len, const char *name)
-{
-  snprintf (buf, len, "%s/%s", tmpdir, name);
-  unlink (buf);
-  return buf;
-}
-
 /* A new raw image of 1 MiB at PATH, every byte 0xff and allocated. */
 static struct ferry_image *
 dirty_raw (const char *path)
@@ -115,19 +106,6 @@ assert_zeroed (struct ferry_image *img, uint64_t offset, size_t len)
   assert_true (is_zero (buf + 1, len));
   assert_int_equal (buf[len + 1], 0xff);
   free (buf);
-}
-
-/* True when [OFFSET, OFFSET+LEN) of file PATH is one hole. */
-static bool
-is_hole (const char *path, uint64_t offset, uint64_t len)
-{
-  int fd = open (path, O_RDONLY);
-  off_t data;
-
-  assert_true (fd >= 0);
-  data = lseek (fd, offset, SEEK_DATA);
-  close (fd);
-  return data == -1 || (uint64_t) data >= offset + len;
 }
 
 /* ----- raw zeroing ----- */
@@ -309,34 +287,6 @@ test_qcow2_bad_table_same_error (void **state)
   free (buf);
 }
 
-/* ----- the test directory ----- */
-
-/* Remove one entry of the test directory. */
-static int
-remove_entry (const char *path, const struct stat *st, int flag,
-              struct FTW *ftw)
-{
-  return remove (path);
-}
-
-/* Make the directory the test files go into. */
-static int
-make_tmpdir (void **state)
-{
-  const char *base = getenv ("TMPDIR");
-
-  snprintf (tmpdir, sizeof tmpdir, "%s/ferry-test-image-XXXXXX",
-            base ? base : "/tmp");
-  return mkdtemp (tmpdir) ? 0 : -1;
-}
-
-/* Remove that directory and everything in it. */
-static int
-remove_tmpdir (void **state)
-{
-  return nftw (tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 /* Run every test, with the temporary directory around them. */
 int
 main (void)
@@ -349,5 +299,5 @@ main (void)
     cmocka_unit_test (test_raw_zero_error),
     cmocka_unit_test (test_qcow2_bad_table_same_error),
   };
-  return cmocka_run_group_tests (tests, make_tmpdir, remove_tmpdir);
+  return cmocka_run_group_tests (tests, make_scratch_dir, remove_scratch_dir);
 }
