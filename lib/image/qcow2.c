@@ -24,6 +24,13 @@
  * 3. Nothing read from the file is trusted: an L2 table or data cluster
  *    that is unaligned or lies past the end of the file is reported when
  *    it is reached, with its L1 and L2 index.
+ *
+ * 4. Each host cluster is claimed by the first structure that uses it
+ *    (metadata, one data cluster, or compressed data), as tables are
+ *    read, so a cluster claimed twice is refused.  A table that fails
+ *    leaves no claims behind.  A read-only image validates each table
+ *    when a read first reaches it; a writable one validates them all at
+ *    open, before the dirty bit is set, since writes go in place.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -335,6 +342,18 @@ claim_table (struct qcow2_image *q, uint32_t l1i, uint64_t l2_off,
     if (word & QCOW2_L2E_COMPRESSED) {
       host = qcow2_compressed_offset (&q->h, word);
       end = host + qcow2_compressed_length (&q->h, word);
+      /* As for data clusters below: refused now when writable. */
+      if (!q->base.readonly && q->has_data_file)
+        return ferry_error (EINVAL, "%s: L2 entry %" PRIu32 " of the L2 "
+                            "table of L1 entry %" PRIu32 " is compressed, "
+                            "which images with an external data file cannot "
+                            "hold", q->base.path, i, l1i);
+      if (!q->base.readonly && (host < cs || host >= q->file_size))
+        return ferry_error (EINVAL, "%s: L2 entry %" PRIu32 " of the L2 "
+                            "table of L1 entry %" PRIu32 " points to "
+                            "compressed data at offset 0x%" PRIx64 " outside "
+                            "the file (size 0x%" PRIx64 ")", q->base.path, i,
+                            l1i, host, q->file_size);
       for (pos = ROUND_DOWN (host & ~511ull, (uint64_t) cs); pos < end;
            pos += cs)
         if ((old = claim_logged (q, pos, CLAIM_COMPRESSED, log)) !=
@@ -347,9 +366,35 @@ claim_table (struct qcow2_image *q, uint32_t l1i, uint64_t l2_off,
       continue;
     }
     host = word & QCOW2_L2E_OFFSET_MASK;
-    /* Unaligned offsets are reported when they are read. */
-    if (host == 0 || q->has_data_file || !IS_ALIGNED (host, cs))
+    if (!q->base.readonly && q->h.extended_l2) {
+      /* Writing trusts the allocation bits to tell what a partial
+       * write must keep; reading checks them as it goes. */
+      uint64_t bitmap = e[(size_t) i * 2 + 1];
+      if ((bitmap & (bitmap >> 32) & 0xffffffff) ||
+          ((bitmap & 0xffffffff) && host == 0 && !q->has_data_file))
+        return ferry_error (EINVAL, "%s: L2 entry %" PRIu32 " of the L2 "
+                            "table of L1 entry %" PRIu32 " has the "
+                            "subcluster bitmap 0x%016" PRIx64 ", which marks "
+                            "subclusters %s", q->base.path, i, l1i, bitmap,
+                            host == 0 ? "allocated without a host cluster" :
+                            "both allocated and zero");
+    }
+    if (host == 0 || q->has_data_file)
       continue;
+    /* Reading reports these when it reaches them; writing in place
+     * (qcow2-write.c) trusts the table, so a writable image refuses
+     * them now, before anything is written where they point. */
+    if (!IS_ALIGNED (host, cs) || host >= q->file_size) {
+      if (q->base.readonly)
+        continue;
+      return ferry_error (EINVAL, "%s: L2 entry %" PRIu32 " of the L2 table "
+                          "of L1 entry %" PRIu32 " points to a data cluster "
+                          "at offset 0x%" PRIx64 " that %s; ferry does not "
+                          "write through it", q->base.path, i, l1i, host,
+                          IS_ALIGNED (host, cs) ?
+                          "is past the end of the file" :
+                          "is not aligned to a cluster");
+    }
     if ((old = claim_logged (q, host, CLAIM_DATA, log)) != CLAIM_FREE)
       return ferry_error (EINVAL, "%s: L2 entry %" PRIu32 " of the L2 table "
                           "of L1 entry %" PRIu32 " points to the host cluster "
@@ -388,6 +433,62 @@ validate_table (struct qcow2_image *q, uint32_t l1i, uint64_t l2_off,
   return 0;
 }
 
+/* Check that L1 entry L1_INDEX's L2 table, at L2_OFF, is a whole cluster
+ * of the file after the header. */
+static int
+check_l2_offset (struct qcow2_image *q, uint32_t l1_index, uint64_t l2_off)
+{
+  uint32_t cs = q->h.cluster_size;
+
+  if (!IS_ALIGNED (l2_off, cs) || l2_off < cs)
+    return ferry_error (EINVAL, "%s: L1 entry %" PRIu32 " (L1 table at "
+                        "offset 0x%" PRIx64 ") points to an L2 table at "
+                        "offset 0x%" PRIx64 " that is not aligned to a "
+                        "cluster or overlaps the header", q->base.path,
+                        l1_index, q->h.l1_table_offset, l2_off);
+  if (l2_off > q->file_size || cs > q->file_size - l2_off)
+    return ferry_error (EINVAL, "%s: L1 entry %" PRIu32 " (L1 table at "
+                        "offset 0x%" PRIx64 ") points to an L2 table at "
+                        "offset 0x%" PRIx64 " past the end of the file "
+                        "(size 0x%" PRIx64 ")", q->base.path, l1_index,
+                        q->h.l1_table_offset, l2_off, q->file_size);
+  return 0;
+}
+
+/* Validate every L2 table of the file (note 4), for an image about to
+ * be written: writes go in place where the tables say, so they must all
+ * be known sound first, not only those the writes reach (two L1 entries
+ * sharing a table, or an L2 entry sharing a data cluster with one in a
+ * table never read, would otherwise carry a write to a second place).
+ * Reads each table once and keeps none of them. */
+int
+qcow2_validate_all_tables (struct qcow2_image *q)
+{
+  uint32_t cs = q->h.cluster_size, i;
+  size_t j, nwords = (size_t) q->h.l2_entries * qcow2_entry_words (q);
+  CLEANUP_FREE uint64_t *buf = malloc (cs);
+
+  if (buf == NULL)
+    return ferry_error (ENOMEM, "%s: out of memory", q->base.path);
+  for (i = 0; i < q->h.l1_size; i++) {
+    uint64_t l2_off = q->l1[i] & QCOW2_L1E_OFFSET_MASK;
+
+    if (l2_off == 0)
+      continue;
+    if (check_l2_offset (q, i, l2_off) == -1)
+      return -1;
+    if (full_pread (q->fd, buf, cs, l2_off) == -1)
+      return ferry_error_errno (errno, "%s: reading the L2 table at offset "
+                                "0x%" PRIx64 " (L1 entry %" PRIu32 ")",
+                                q->base.path, l2_off, i);
+    for (j = 0; j < nwords; j++)
+      buf[j] = be64toh (buf[j]);
+    if (validate_table (q, i, l2_off, buf) == -1)
+      return -1;
+  }
+  return 0;
+}
+
 /* The slot holding the L2 table of L1 entry L1_INDEX, read from the file
  * or (CREATE) made empty; NO_TABLE when there is none.  Lock held; it is
  * dropped while the table is read. */
@@ -414,18 +515,8 @@ qcow2_get_slot (struct qcow2_image *q, uint32_t l1_index, bool create)
       return ferry_error (ENOMEM, "%s: out of memory", q->base.path);
   }
   else {
-    if (!IS_ALIGNED (l2_off, cs) || l2_off < cs)
-      return ferry_error (EINVAL, "%s: L1 entry %" PRIu32 " (L1 table at "
-                          "offset 0x%" PRIx64 ") points to an L2 table at "
-                          "offset 0x%" PRIx64 " that is not aligned to a "
-                          "cluster or overlaps the header", q->base.path,
-                          l1_index, q->h.l1_table_offset, l2_off);
-    if (l2_off > q->file_size || cs > q->file_size - l2_off)
-      return ferry_error (EINVAL, "%s: L1 entry %" PRIu32 " (L1 table at "
-                          "offset 0x%" PRIx64 ") points to an L2 table at "
-                          "offset 0x%" PRIx64 " past the end of the file "
-                          "(size 0x%" PRIx64 ")", q->base.path, l1_index,
-                          q->h.l1_table_offset, l2_off, q->file_size);
+    if (check_l2_offset (q, l1_index, l2_off) == -1)
+      return -1;
     entries = malloc (cs);
     if (entries == NULL)
       return ferry_error (ENOMEM, "%s: out of memory", q->base.path);

@@ -193,6 +193,65 @@ for img in loop-a.qcow2 self.qcow2; do
   done
 done
 
+# --- damaged images as the target of convert -n ----------------------------------
+# ferry writes into an existing image in place, where its tables point, so
+# it must refuse one whose tables point somewhere wrong before it writes a
+# byte, even where the copy would not reach (two-l2: the second L1 entry),
+# and leave the file exactly as it was.
+mkimg raw src4.raw 4M
+qio raw src4.raw "write -P 0x66 0 4m"
+# Extended L2 entries whose subcluster bitmaps lie: subcluster 0 both
+# allocated and zero; subclusters allocated in an entry with no cluster.
+# put_bitmap IMG INDEX VALUE: write the bitmap word of L2 entry INDEX of
+# the first L2 table.
+put_bitmap () {
+  local l2
+  l2=$(($(edit "$1" l1 0) & 0x00fffffffffffe00))
+  python3 -c '
+import struct, sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(int(sys.argv[2])); f.write(struct.pack(">Q", int(sys.argv[3], 0)))' \
+    "$1" $((l2 + 16 * $2 + 8)) "$3" || die "put_bitmap $*"
+}
+mkimg qcow2 extl2.qcow2 4M extended_l2=on
+qio qcow2 extl2.qcow2 "write -P 0x11 0 64k" "write -P 0x12 128k 4k"
+cp extl2.qcow2 extl2-both.qcow2
+put_bitmap extl2-both.qcow2 0 0x00000001ffffffff
+cp extl2.qcow2 extl2-nohost.qcow2
+put_bitmap extl2-nohost.qcow2 1 0x0000000000000003
+# The undamaged one takes the copy (so the checks below do not refuse
+# everything).
+cp extl2.qcow2 out/target.qcow2
+fy convert -n -O qcow2 src4.raw out/target.qcow2
+if expect_exit 0 "an undamaged extended L2 image as the target of convert -n"; then
+  same_content "an undamaged extended L2 target: qemu-img compare" src4.raw raw out/target.qcow2 qcow2
+  qemu_clean "an undamaged extended L2 target: qemu-img check" out/target.qcow2
+fi
+for t in "l2-unaligned:not aligned to a cluster" \
+    "data-past-eof:points to a data cluster at offset 0x10000000000 that is past the end of the file" \
+    "comp-past-eof:points to compressed data at offset 0x10000000000 outside the file" \
+    "l2-past-eof:points to an L2 table at offset 0x10000000000 past the end of the file" \
+    "twice-data:which is also a data cluster of another L2 entry" \
+    "twice-meta:which is also metadata" \
+    "two-l2:the L2 table of L1 entry 1 at offset 0x[0-9a-f]+ is also metadata" \
+    "l1-on-rt:refcount table at offset 0x[0-9a-f]+ overlaps metadata" \
+    "extl2-both:L2 entry 0 of the L2 table of L1 entry 0 has the subcluster bitmap 0x00000001ffffffff, which marks subclusters both allocated and zero" \
+    "extl2-nohost:L2 entry 1 of the L2 table of L1 entry 0 has the subcluster bitmap 0x0000000000000003, which marks subclusters allocated without a host cluster"; do
+  name=${t%%:*}
+  ere=${t#*:}
+  cp "$name.qcow2" out/target.qcow2
+  fy convert -n -O qcow2 src4.raw out/target.qcow2
+  expect_failure "$name as the target of convert -n" out/target.qcow2
+  expect_stderr_re "$ere" "$name as the target of convert -n: the message says what is wrong"
+  if cmp -s "$name.qcow2" out/target.qcow2; then
+    ok "$name as the target of convert -n: the file is untouched"
+  else
+    not_ok "$name as the target of convert -n: the file was changed" \
+      "$(cmp "$name.qcow2" out/target.qcow2 2>&1 | head -n 3)"
+  fi
+done
+rm -rf out/*
+
 # --- feature bits ---------------------------------------------------------------------
 for bit in 5 9 40 63; do
   damage incompat-$bit.qcow2 good.qcow2 set incompatible_features $((1 << bit))
