@@ -2,13 +2,13 @@
 # make-seeds.sh DIR: write the fuzzers' seed corpus into DIR.  Small qcow2
 # images of several shapes, made with qemu-img and qemu-io at run time (no
 # binary files are kept in the repository), plus a raw file, and the
-# corpus's qcow v1 image and fuzzer-made VHD when scripts/corpus-dir finds it.
+# corpus's qcow v1 image and fuzzer-made VHD when ../shared is there.
 # Each image has small clusters so that it stays under 128 KiB.
 set -euo pipefail
 
 dir=${1:?usage: make-seeds.sh DIR}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-corpus=$("$here/../scripts/corpus-dir") || corpus=""
+corpus=$("$here/../scripts/corpus-dir") || corpus=""   # ../shared/corpus
 mkdir -p "$dir"
 cd "$dir"
 
@@ -51,7 +51,7 @@ qemu-io -f qcow2 -c "write -P 0x9a 0 512" snap.qcow2 >/dev/null
 seed big.qcow2 64G cluster_size=16384 "write -P 0xaa $((63 << 30)) 512"
 rm -f base.qcow2
 head -c 4096 /dev/urandom >random.raw
-if [ -n "$corpus" ]; then
+if [ -d "$corpus" ]; then
   cp "$corpus/qemu/qcow1-image.qcow" . 2>/dev/null || true
   bzip2 -dc "$corpus/broken/afl5.img.bz2" >afl5.img 2>/dev/null || rm -f afl5.img
 fi
