@@ -40,6 +40,18 @@ struct ferry_image;
 struct ferry_image *ferry_image_open (const char *path, const char *format,
                                       unsigned flags);
 
+/* Open, read-only, the image held in the bytes [OFFSET, OFFSET+LENGTH) of
+ * the file PATH: a member of an uncompressed tar, such as a disk inside an
+ * OVA, read in place with no copy.  FORMAT and FLAGS as for
+ * ferry_image_open (FERRY_OPEN_WRITE is refused); the image may have no
+ * backing file.  Formats whose driver cannot read from a window (all but
+ * raw and those that say so) are refused with ENOTSUP.  Messages name
+ * PATH.  The caller frees it with ferry_image_close(). */
+struct ferry_image *ferry_image_open_window (const char *path,
+                                             const char *format,
+                                             uint64_t offset, uint64_t length,
+                                             unsigned flags);
+
 /* Create a new image of FORMAT at PATH and return it open for writing.
  * SIZE is the virtual size in bytes (0: take it from the backing file).
  * OPTIONS is a qemu-img style "key=val,key=val" string or NULL; a key the

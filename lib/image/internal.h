@@ -59,6 +59,12 @@ struct open_args {
   unsigned flags;                       /* FERRY_OPEN_* */
   const struct chain_link *chain;       /* images above this one */
   size_t chain_len;
+  /* ferry_image_open_window: the image is the bytes [window_start,
+   * window_start + window_length) of the file, which lie inside it.  A
+   * driver sees a window only if it sets .windows; it then reads nothing
+   * outside those bytes and takes window_length as the file's size. */
+  bool windowed;
+  uint64_t window_start, window_length;
 };
 
 /* Every image starts with this. */
@@ -94,6 +100,9 @@ struct image_driver {
    * PROBE_TAIL_SIZE).  raw answers 1 to anything. */
   int (*probe) (const uint8_t *head, size_t head_len,
                 const uint8_t *tail, size_t tail_len, uint64_t file_size);
+
+  /* True when open honours open_args' window (see there). */
+  bool windows;
 
   /* Open PATH.  FD is already open (O_RDONLY, or O_RDWR with
    * FERRY_OPEN_WRITE); the driver owns it from here, even on failure.

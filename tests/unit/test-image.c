@@ -287,6 +287,95 @@ test_qcow2_bad_table_same_error (void **state)
   free (buf);
 }
 
+/* A raw disk read in place as bytes [64 KiB, 64 KiB + 1 MiB) of a larger
+ * file, as a disk inside an OVA is: reads, extents and the size stay
+ * inside the window, and writes, windows past the end and formats that
+ * cannot be read in place are refused. */
+static void
+test_raw_window (void **state)
+{
+  char path[300];
+  const uint64_t start = 64 * KiB, len = 1 * MiB;
+  unsigned char *buf = malloc (len);
+  struct ferry_extent_list list = { 0 };
+  struct ferry_image *img;
+  uint64_t pos;
+  size_t i;
+  int fd;
+
+  /* 0x11 before the window, 0x22 over its first 64 KiB, a hole, 0x33
+   * over its last 64 KiB, and 0x44 after it. */
+  assert_non_null (buf);
+  fd = open (tmp_path (path, sizeof path, "archive"),
+             O_RDWR | O_CREAT | O_EXCL, 0644);
+  assert_true (fd >= 0);
+  memset (buf, 0x11, start);
+  assert_int_equal (pwrite (fd, buf, start, 0), (ssize_t) start);
+  memset (buf, 0x22, 64 * KiB);
+  assert_int_equal (pwrite (fd, buf, 64 * KiB, start), 64 * KiB);
+  memset (buf, 0x33, 64 * KiB);
+  assert_int_equal (pwrite (fd, buf, 64 * KiB, start + len - 64 * KiB),
+                    64 * KiB);
+  memset (buf, 0x44, 4096);
+  assert_int_equal (pwrite (fd, buf, 4096, start + len), 4096);
+  close (fd);
+
+  img = ferry_image_open_window (path, NULL, start, len, 0);
+  assert_non_null (img);
+  assert_string_equal (ferry_image_format (img), "raw");
+  assert_int_equal (ferry_image_size (img), len);
+  assert_int_equal (ferry_image_pread (img, buf, len, 0), 0);
+  for (i = 0; i < len; i++) {
+    unsigned char want = i < 64 * KiB ? 0x22 : i >= len - 64 * KiB ? 0x33 : 0;
+    if (buf[i] != want)
+      fail_msg ("byte %zu of the window is 0x%02x, not 0x%02x", i, buf[i],
+                want);
+  }
+  assert_int_equal (ferry_image_pread (img, buf, 512, len - 256), -1);
+  assert_int_equal (ferry_get_errno (), EINVAL);
+  assert_int_equal (ferry_image_pwrite (img, buf, 512, 0), -1);
+  assert_int_equal (ferry_get_errno (), EROFS);
+
+  /* Extents cover the window exactly, data where it was written. */
+  for (pos = 0; pos < len; ) {
+    list.len = 0;
+    assert_int_equal (ferry_image_extents (img, pos, len - pos, &list), 0);
+    for (i = 0; i < list.len; i++) {
+      const struct ferry_extent *e = &list.ptr[i];
+      assert_int_equal (e->offset, pos);
+      assert_true (e->offset + e->length <= len);
+      if (!(e->flags & FERRY_EXTENT_ZERO)) {
+        /* Data only where 0x22 or 0x33 was written (the file system may
+         * round to its blocks, never past the window). */
+        assert_true (e->offset < 64 * KiB + 4096 ||
+                     e->offset + e->length > len - 64 * KiB - 4096);
+      }
+      pos += e->length;
+    }
+  }
+  assert_int_equal (pos, len);
+  ferry_extent_list_free (&list);
+  assert_int_equal (ferry_image_close (img), 0);
+
+  /* Read-write, past the end of the file, and a qcow2 in a window. */
+  assert_null (ferry_image_open_window (path, "raw", start, len,
+                                        FERRY_OPEN_WRITE));
+  assert_int_equal (ferry_get_errno (), EINVAL);
+  assert_null (ferry_image_open_window (path, "raw", start, 2 * MiB, 0));
+  assert_int_equal (ferry_get_errno (), EINVAL);
+  assert_non_null (strstr (ferry_get_error (), "lies past the end of the "
+                           "file"));
+  img = ferry_image_create (tmp_path (path, sizeof path, "inner.qcow2"),
+                            "qcow2", 1 * MiB, NULL);
+  assert_non_null (img);
+  assert_int_equal (ferry_image_close (img), 0);
+  assert_null (ferry_image_open_window (path, NULL, 0, 196 * KiB, 0));
+  assert_int_equal (ferry_get_errno (), ENOTSUP);
+  assert_non_null (strstr (ferry_get_error (), "cannot read a qcow2 image "
+                           "in place"));
+  free (buf);
+}
+
 /* Run every test, with the temporary directory around them. */
 int
 main (void)
@@ -298,6 +387,7 @@ main (void)
     cmocka_unit_test (test_raw_zero_einval_not_remembered),
     cmocka_unit_test (test_raw_zero_error),
     cmocka_unit_test (test_qcow2_bad_table_same_error),
+    cmocka_unit_test (test_raw_window),
   };
   return cmocka_run_group_tests (tests, make_scratch_dir, remove_scratch_dir);
 }
