@@ -17,6 +17,9 @@ static const struct {
     "                [-m THREADS] [-n] [-t CACHE] SRC DST" },
   { "compare", cmd_compare, "compare [-f FMT] [-F FMT] [-p] A B" },
   { "check", cmd_check, "check [-f FMT] [--json] IMAGE" },
+  { "v2v", cmd_v2v,
+    "v2v SOURCE --to libvirt|qemu|ova|local --out DIR [-O FMT]\n"
+    "                [--network-map SRC=DST] [--name NAME] [--dry-run] ..." },
 };
 
 static void

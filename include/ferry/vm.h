@@ -150,6 +150,10 @@ struct ferry_vm *ferry_vm_read_vbox (const char *name, const char *dir,
 
 void ferry_vm_free (struct ferry_vm *vm);
 
+/* Replace the model's string *FIELD (&vm->name, &nic->network ...) by a
+ * copy of VALUE.  0, or -1 (ENOMEM) with *FIELD as it was. */
+int ferry_vm_set_string (char **field, const char *value);
+
 /* Names for messages and plans: "scsi", "uefi", ... */
 const char *ferry_vm_bus_name (enum ferry_vm_bus bus);
 const char *ferry_vm_firmware_name (enum ferry_vm_firmware fw);

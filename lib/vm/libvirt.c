@@ -44,8 +44,7 @@ write_os (struct vm_xw *x, const struct ferry_vm *vm, bool i440fx)
     if (secure)
       vm_xw_empty (x, "loader", "secure", "yes", NULL);
   }
-  vm_xw_empty (x, "boot", "dev", "hd", NULL);
-  vm_xw_end (x);
+  vm_xw_end (x);   /* the first disk boots: <boot order> on it */
 
   vm_xw_start (x, "features");
   vm_xw_empty (x, "acpi", NULL);

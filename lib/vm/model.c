@@ -42,6 +42,12 @@ vm_set (char **field, const char *value)
 }
 
 int
+ferry_vm_set_string (char **field, const char *value)
+{
+  return vm_set (field, value);
+}
+
+int
 vm_setf (char **field, const char *fmt, ...)
 {
   va_list ap;
