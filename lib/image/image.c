@@ -15,6 +15,10 @@
  * 3. A backing chain is followed with the (device, inode) of every image
  *    above, so a chain that loops back is refused at the first repeat
  *    instead of being opened forever (qemu-img 7.2 never returns on one).
+ *
+ * 4. A path whose scheme a driver claims (nbd://, nbds+unix://, ...) is a
+ *    URI, not a file: it goes to that driver's open_uri whole, and is
+ *    never opened, probed, created or resolved against a directory here.
  */
 #include <assert.h>
 #include <errno.h>
@@ -51,6 +55,25 @@ find_driver (const char *name)
       if (strcmp (drivers[i]->aliases[j], name) == 0)
         return drivers[i];
   }
+  return NULL;
+}
+
+/* The driver that takes PATH as a URI ("SCHEME://..." with a scheme it
+ * claims), or NULL when PATH is a file name. */
+static const struct image_driver *
+uri_driver (const char *path)
+{
+  const char *sep = strstr (path, "://");
+  size_t i, j, len;
+
+  if (sep == NULL)
+    return NULL;
+  len = sep - path;
+  for (i = 0; i < NR_DRIVERS; i++)
+    for (j = 0; drivers[i]->uri_schemes && drivers[i]->uri_schemes[j]; j++)
+      if (strlen (drivers[i]->uri_schemes[j]) == len &&
+          strncasecmp (drivers[i]->uri_schemes[j], path, len) == 0)
+        return drivers[i];
   return NULL;
 }
 
@@ -136,15 +159,46 @@ probe_fd (const char *path, int fd)
 const char *
 ferry_image_probe (const char *path)
 {
-  CLEANUP_CLOSE int fd = open (path, O_RDONLY | O_CLOEXEC);
-  const struct image_driver *drv;
+  const struct image_driver *drv = uri_driver (path);
+  CLEANUP_CLOSE int fd = -1;
 
+  if (drv)
+    return drv->name;
+  fd = open (path, O_RDONLY | O_CLOEXEC);
   if (fd == -1) {
     ferry_error_errno (errno, "%s", path);
     return NULL;
   }
   drv = probe_fd (path, fd);
   return drv ? drv->name : NULL;
+}
+
+/* Open the URI PATH with the driver that claims its scheme (note 4).
+ * FORMAT_DRV, the driver the caller asked for, may be that driver, raw
+ * (the bytes of the export, which is what the URI driver gives), or NULL;
+ * a format inside the export is not read through a URI. */
+static struct ferry_image *
+open_uri (const char *path, const struct image_driver *format_drv,
+          const struct open_args *args)
+{
+  const struct image_driver *drv = uri_driver (path);
+
+  if (format_drv && format_drv != drv && format_drv != &raw_driver) {
+    ferry_error (ENOTSUP, "%s: ferry reads a URI with its %s driver, as the "
+                 "raw bytes of the export; %s images inside it are not "
+                 "supported", path, drv->name, format_drv->name);
+    return NULL;
+  }
+  if (args->chain_len >= MAX_BACKING_DEPTH) {
+    ferry_error (ELOOP, "%s: backing chain deeper than %d images",
+                 path, MAX_BACKING_DEPTH);
+    return NULL;
+  }
+  if (drv->open_uri == NULL) {
+    ferry_error (ENOTSUP, "%s: ferry cannot open %s URIs", path, drv->name);
+    return NULL;
+  }
+  return drv->open_uri (path, args);
 }
 
 /* Open PATH with ARGS; the common body of ferry_image_open and
@@ -166,6 +220,9 @@ open_with_args (const char *path, const char *format,
       return NULL;
     }
   }
+
+  if (uri_driver (path))
+    return open_uri (path, drv, args);
 
   fd = open (path, oflags | O_CLOEXEC);
   if (fd == -1) {
@@ -221,7 +278,7 @@ image_resolve_relative (const char *img_path, const char *name)
   CLEANUP_FREE char *copy = NULL;
   char *dir, *ret;
 
-  if (name[0] == '/')
+  if (name[0] == '/' || uri_driver (name))
     return strdup (name);
   copy = strdup (img_path);
   if (copy == NULL)
@@ -427,6 +484,12 @@ ferry_image_create (const char *path, const char *format, uint64_t size,
     unknown_format_error (format);
     return NULL;
   }
+  if (uri_driver (path)) {
+    ferry_error (ENOTSUP, "%s: a %s export exists already and cannot be "
+                 "created; write into it instead (ferry convert does)",
+                 path, uri_driver (path)->name);
+    return NULL;
+  }
   if (drv->create == NULL) {
     ferry_error (ENOTSUP, "%s: ferry cannot write %s images", path, drv->name);
     return NULL;
@@ -485,6 +548,8 @@ image_init_base (struct ferry_image *base, const struct image_driver *driver,
   base->path = strdup (path);
   if (base->path == NULL)
     return ferry_error (ENOMEM, "%s: out of memory", path);
+  if (fd == -1)                 /* a URI: no file */
+    return 0;
   if (fstat (fd, &st) == -1)
     return ferry_error_errno (errno, "%s: stat", path);
   base->dev = st.st_dev;
@@ -849,9 +914,18 @@ ferry_image_check (const char *path, const char *format,
                    struct ferry_check_result *result)
 {
   const struct image_driver *drv;
-  CLEANUP_CLOSE int fd = open (path, O_RDONLY | O_CLOEXEC);
+  CLEANUP_CLOSE int fd = -1;
 
   memset (result, 0, sizeof *result);
+  if (uri_driver (path)) {
+    /* An export has no metadata of its own to check: that it answers is
+     * all there is to know. */
+    struct ferry_image *img = ferry_image_open (path, format, 0);
+    if (img == NULL)
+      return -1;
+    return ferry_image_close (img);
+  }
+  fd = open (path, O_RDONLY | O_CLOEXEC);
   if (fd == -1)
     return ferry_error_errno (errno, "%s", path);
   if (format) {

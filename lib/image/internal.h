@@ -108,6 +108,14 @@ struct image_driver {
   struct ferry_image *(*create) (const char *path, int fd, uint64_t size,
                                  struct option_list *opts);
 
+  /* Images named by URI instead of by file (NBD exports).  A path that
+   * starts with one of URI_SCHEMES (NULL-terminated) and "://" is never
+   * opened, probed or created as a file: image.c hands it to open_uri
+   * whole, and the loop check of the backing chain skips it. */
+  const char *const *uri_schemes;
+  struct ferry_image *(*open_uri) (const char *uri,
+                                   const struct open_args *args);
+
   int (*pread) (struct ferry_image *img, void *buf, size_t count,
                 uint64_t offset);
   int (*pwrite) (struct ferry_image *img, const void *buf, size_t count,
@@ -144,8 +152,9 @@ struct image_driver {
 extern const struct image_driver raw_driver;
 extern const struct image_driver qcow2_driver;
 
-/* Set up BASE for DRIVER and PATH (duplicated); fills dev and ino from FD.
- * Returns 0 or -1. */
+/* Set up BASE for DRIVER and PATH (duplicated); fills dev and ino from FD,
+ * or leaves them 0 when FD is -1 (an image named by URI).  Returns 0 or
+ * -1. */
 int image_init_base (struct ferry_image *base,
                      const struct image_driver *driver, const char *path,
                      int fd, bool readonly);
