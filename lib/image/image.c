@@ -663,26 +663,89 @@ ferry_extent_list_free (struct ferry_extent_list *list)
   list->len = list->cap = 0;
 }
 
+/* Check an extents query of LENGTH bytes at OFFSET against the image. */
+static int
+check_extents_request (struct ferry_image *img, uint64_t offset,
+                       uint64_t length)
+{
+  if (length > img->size || offset > img->size - length)
+    return ferry_error (EINVAL, "%s: extents of %" PRIu64 " bytes at offset %"
+                        PRIu64 " are past the end of the disk (%" PRIu64
+                        " bytes)", img->path, length, offset, img->size);
+  return 0;
+}
+
+/* The extents contract: at least one extent appended since the list held
+ * BEFORE entries, or the last one before already covering OFFSET. */
+static void
+assert_extents_contract (const struct ferry_extent_list *list, size_t before,
+                         uint64_t offset)
+{
+  assert (list->len > before || (before > 0 &&
+          list->ptr[before - 1].offset + list->ptr[before - 1].length >
+          offset));
+}
+
 int
 ferry_image_extents (struct ferry_image *img, uint64_t offset,
                      uint64_t length, struct ferry_extent_list *list)
 {
   size_t before = list->len;
 
-  if (length > img->size || offset > img->size - length)
-    return ferry_error (EINVAL, "%s: extents of %" PRIu64 " bytes at offset %"
-                        PRIu64 " are past the end of the disk (%" PRIu64
-                        " bytes)", img->path, length, offset, img->size);
+  if (check_extents_request (img, offset, length) == -1)
+    return -1;
   if (length == 0)
     return 0;
   if (img->driver->extents == NULL)
     return ferry_extent_list_append (list, offset, length, 0);
   if (img->driver->extents (img, offset, length, list) == -1)
     return -1;
-  /* The contract: at least one extent, starting at OFFSET, within range. */
-  assert (list->len > before || (before > 0 &&
-          list->ptr[before - 1].offset + list->ptr[before - 1].length >
-          offset));
+  assert_extents_contract (list, before, offset);
+  return 0;
+}
+
+const char *const *
+ferry_image_contexts (struct ferry_image *img)
+{
+  static const char *const base_only[] = {
+    FERRY_CONTEXT_BASE_ALLOCATION, NULL,
+  };
+
+  if (img->driver->contexts)
+    return img->driver->contexts (img);
+  return base_only;
+}
+
+int
+ferry_image_context_extents (struct ferry_image *img, const char *name,
+                             uint64_t offset, uint64_t length,
+                             struct ferry_extent_list *list)
+{
+  const char *const *names = ferry_image_contexts (img);
+  size_t before = list->len, i;
+  char offered[512] = "";
+
+  if (strcmp (name, FERRY_CONTEXT_BASE_ALLOCATION) == 0)
+    return ferry_image_extents (img, offset, length, list);
+  for (i = 0; names[i]; i++)
+    if (strcmp (names[i], name) == 0)
+      break;
+  if (names[i] == NULL || img->driver->context_extents == NULL) {
+    for (i = 0; names[i]; i++) {
+      if (i > 0)
+        strncat (offered, ", ", sizeof offered - strlen (offered) - 1);
+      strncat (offered, names[i], sizeof offered - strlen (offered) - 1);
+    }
+    return ferry_error (ENOENT, "%s: no metadata context '%s' (this image "
+                        "offers: %s)", img->path, name, offered);
+  }
+  if (check_extents_request (img, offset, length) == -1)
+    return -1;
+  if (length == 0)
+    return 0;
+  if (img->driver->context_extents (img, name, offset, length, list) == -1)
+    return -1;
+  assert_extents_contract (list, before, offset);
   return 0;
 }
 
@@ -853,6 +916,31 @@ const char *
 ferry_image_path (struct ferry_image *img)
 {
   return img->path;
+}
+
+bool
+ferry_image_is_uri (const char *path)
+{
+  return uri_driver (path) != NULL;
+}
+
+unsigned
+ferry_image_capabilities (struct ferry_image *img)
+{
+  const struct image_driver *drv = img->driver;
+  unsigned caps = 0;
+
+  if (!img->readonly && drv->pwrite)
+    caps |= FERRY_CAN_WRITE;
+  if (drv->zero)
+    caps |= FERRY_CAN_ZERO | FERRY_CAN_TRIM;
+  if (drv->extents)
+    caps |= FERRY_CAN_EXTENTS;
+  if (drv->capabilities)
+    caps &= drv->capabilities (img);
+  if (!(caps & FERRY_CAN_WRITE))
+    caps &= ~(FERRY_CAN_ZERO | FERRY_CAN_TRIM);
+  return caps;
 }
 
 bool

@@ -15,7 +15,9 @@
  *   - extents NULL: everything is data;
  *   - compress / write_compressed NULL: the format cannot compress;
  *   - flush NULL: nothing to flush;
- *   - check NULL: "FORMAT images have no metadata to check" (clean).
+ *   - check NULL: "FORMAT images have no metadata to check" (clean);
+ *   - contexts / context_extents NULL: base:allocation only;
+ *   - capabilities NULL: the callbacks present tell what it can do.
  * image.c validates every request against the virtual size and the
  * read-only flag before it reaches a driver, so drivers need not.
  */
@@ -124,6 +126,20 @@ struct image_driver {
                unsigned flags);
   int (*extents) (struct ferry_image *img, uint64_t offset, uint64_t length,
                   struct ferry_extent_list *list);
+
+  /* Metadata contexts besides base:allocation (ferry_image_contexts):
+   * the names, NULL-terminated, owned by the image (base:allocation among
+   * them), and the extents of one of them other than base:allocation.
+   * NULL: base:allocation only. */
+  const char *const *(*contexts) (struct ferry_image *img);
+  int (*context_extents) (struct ferry_image *img, const char *name,
+                          uint64_t offset, uint64_t length,
+                          struct ferry_extent_list *list);
+
+  /* FERRY_CAN_* bits this image lacks although its callbacks exist (an
+   * NBD server without WRITE_ZEROES): image.c ANDs this with what the
+   * callbacks tell.  NULL: the callbacks tell all. */
+  unsigned (*capabilities) (struct ferry_image *img);
 
   /* See ferry_image_compress in <ferry/image.h>. */
   uint32_t (*compress_unit) (struct ferry_image *img);
