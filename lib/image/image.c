@@ -38,6 +38,7 @@
 
 static const struct image_driver *const drivers[] = {
   &qcow2_driver,
+  &nbd_driver,       /* URIs only: no probe */
   &raw_driver,       /* last: the fallback of the probe */
 };
 #define NR_DRIVERS (sizeof drivers / sizeof drivers[0])

@@ -167,6 +167,7 @@ struct image_driver {
 
 extern const struct image_driver raw_driver;
 extern const struct image_driver qcow2_driver;
+extern const struct image_driver nbd_driver;
 
 /* Set up BASE for DRIVER and PATH (duplicated); fills dev and ino from FD,
  * or leaves them 0 when FD is -1 (an image named by URI).  Returns 0 or
