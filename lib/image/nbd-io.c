@@ -275,7 +275,7 @@ request_error (struct nbd_image *n, const char *what, uint64_t count,
     return ferry_error (ENOTCONN, "%s: %s of %" PRIu64 " bytes at offset %"
                         PRIu64 ": the connection to the server was lost (%s)",
                         n->base.path, what, count, offset,
-                        lost ? lost : "closed");
+                        lost ? lost : "the server closed it");
   if (err)
     return ferry_error_errno (err, "%s: %s of %" PRIu64 " bytes at offset %"
                               PRIu64 ": the server answered", n->base.path,
@@ -330,6 +330,8 @@ run_range (struct nbd_image *n, enum op op, void *buf, uint64_t count,
     if (issue (h, op, buf ? (char *) buf + done : NULL, len, offset + done,
                flags, &b) == -1) {
       msg = strdup (nbd_get_error () ? nbd_get_error () : "failed");
+      if (is_gone (h))
+        note_lost (n, msg);
       batch_add (&b, -1);
       break;
     }

@@ -58,6 +58,13 @@ new_handle (const char *uri)
   return h;
 }
 
+/* Read a flag of the export: 1, 0, or -1 treated as "no". */
+static bool
+flag (int r)
+{
+  return r == 1;
+}
+
 /* Handshake predicates for nbd_run_handshake. */
 static bool
 reached_options (struct nbd_handle *h)
@@ -129,8 +136,8 @@ explain_connect_error (void)
 
   if (msg && (strstr (msg, "gnutls") || strstr (msg, "TLS") ||
               strstr (msg, "tls")))
-    ferry_error (EACCES, "%s (TLS failed: a wrong key or certificate, or "
-                 "TLS on one side only)", msg);
+    ferry_error (EACCES, "%s (the TLS handshake failed: a wrong key or "
+                 "certificate, or a server without TLS)", msg);
 }
 
 /* Connect the first handle in option mode, learn the contexts, ask for
@@ -171,9 +178,15 @@ connect_first (struct nbd_image *n, const char *uri)
     for (i = 0; n->contexts && n->contexts[i]; i++)
       if (nbd_add_meta_context (h, n->contexts[i]) == -1)
         return ferry_error (EINVAL, "%s: %s", uri, nbd_get_error ());
-    if (nbd_opt_go (h) == -1)
-      return ferry_error (nbd_get_errno () ? nbd_get_errno () : ENOENT,
-                          "%s: %s", uri, nbd_get_error ());
+    if (nbd_opt_go (h) == -1) {
+      int err = nbd_get_errno () ? nbd_get_errno () : ENOENT;
+      /* A server that wants TLS answers a plain client this way. */
+      bool hint = !flag (nbd_get_tls_negotiated (h)) &&
+        (err == ENOTSUP || err == EPERM);
+      return ferry_error (err, "%s: %s%s", uri, nbd_get_error (),
+                          hint ? " (does the server require TLS? then "
+                          "use an nbds:// URI)" : "");
+    }
   }
   if (!nbd_aio_is_ready (h))
     return ferry_error (EPROTO, "%s: the server did not open the export",
@@ -185,13 +198,6 @@ connect_first (struct nbd_image *n, const char *uri)
     add_context_name (n, LIBNBD_CONTEXT_BASE_ALLOCATION);
   keep_negotiated_contexts (n);
   return 0;
-}
-
-/* Read a flag of the export: 1, 0, or -1 treated as "no". */
-static bool
-flag (int r)
-{
-  return r == 1;
 }
 
 /* Learn what the server said about the export (connection 0). */
