@@ -130,14 +130,20 @@ keep_negotiated_contexts (struct nbd_image *n)
 /* Explain a failed handshake: libnbd's words, with what usually causes
  * them.  The error is set already; this adds a hint. */
 static void
-explain_connect_error (void)
+explain_connect_error (const char *uri)
 {
   CLEANUP_FREE char *msg = strdup (ferry_get_error ());
+  const char *why;
+  size_t len = strlen (uri);
 
-  if (msg && (strstr (msg, "gnutls") || strstr (msg, "TLS") ||
-              strstr (msg, "tls")))
-    ferry_error (EACCES, "%s (the TLS handshake failed: a wrong key or "
-                 "certificate, or a server without TLS)", msg);
+  if (msg == NULL ||
+      (!strstr (msg, "gnutls") && !strstr (msg, "TLS") && !strstr (msg, "tls")))
+    return;
+  /* libnbd's words come after "URI: ". */
+  why = strncmp (msg, uri, len) == 0 && strncmp (msg + len, ": ", 2) == 0
+    ? msg + len + 2 : msg;
+  ferry_error (EACCES, "%s: the TLS handshake failed (a wrong key or "
+               "certificate, or a server without TLS): %s", uri, why);
 }
 
 /* Connect the first handle in option mode, learn the contexts, ask for
@@ -160,7 +166,7 @@ connect_first (struct nbd_image *n, const char *uri)
                         "%s: %s", uri, nbd_get_error ());
   if (nbd_run_handshake (uri, &h, 1, reached_options,
                          NBD_HANDSHAKE_TIMEOUT_MS, &failed) == -1) {
-    explain_connect_error ();
+    explain_connect_error (uri);
     return -1;
   }
 
