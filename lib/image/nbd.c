@@ -161,9 +161,13 @@ connect_first (struct nbd_image *n, const char *uri)
   n->nr_conns = 1;
   if (nbd_set_opt_mode (h, true) == -1 || nbd_set_full_info (h, true) == -1)
     return ferry_error (EINVAL, "%s: %s", uri, nbd_get_error ());
-  if (nbd_aio_connect_uri (h, uri) == -1)
-    return ferry_error (nbd_get_errno () ? nbd_get_errno () : EINVAL,
-                        "%s: %s", uri, nbd_get_error ());
+  if (nbd_aio_connect_uri (h, uri) == -1) {
+    /* Over TCP the TLS handshake may happen in here already. */
+    ferry_error (nbd_get_errno () ? nbd_get_errno () : EINVAL, "%s: %s", uri,
+                 nbd_get_error ());
+    explain_connect_error (uri);
+    return -1;
+  }
   if (nbd_run_handshake (uri, &h, 1, reached_options,
                          NBD_HANDSHAKE_TIMEOUT_MS, &failed) == -1) {
     explain_connect_error (uri);
