@@ -375,6 +375,7 @@ nbd_image_open_uri (const char *uri, const struct open_args *args)
   return &n->base;
 
  err:
+  n->base.readonly = true;      /* nothing was written: keep the error */
   disconnect_all (n);
   free (n->base.path);
   free_image (n);
