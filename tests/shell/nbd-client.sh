@@ -110,6 +110,43 @@ fy info --json "$QURI"
 check_true "qemu-nbd (no multi-conn): one connection" \
   grep -q '"connections":1' "$OUT"
 
+# --- what goes over the wire: nbdkit's log filter tells ---------------------------
+mkimg qcow2 sparse-src.qcow2 $((32 * mb))
+qio qcow2 sparse-src.qcow2 "write -s $RAND 0 8m" "write -s $RAND 12m 8m" "write -z 24m 2m"
+start_nbdkit logged --filter=log memory $((32 * mb)) logfile="$WORK/wire.log"
+fy convert sparse-src.qcow2 "$URI"
+expect_exit 0 "into nbdkit memory, logged" &&
+  same_content "logged: qemu-img compare" sparse-src.qcow2 qcow2 "$URI" raw
+stop_server
+wire=$(python3 - "$WORK/wire.log" <<'EOF'
+import re, sys
+inflight = peak = 0
+conns, zeroes, fast, writes = set(), 0, 0, 0
+for line in open(sys.argv[1]):
+    m = re.search(r"connection=(\d+) (\.\.\.)?(Read|Write|Zero|Trim|Flush|Extents|Cache) id=", line)
+    if not m:
+        continue
+    if m.group(2):
+        inflight -= 1
+        continue
+    inflight += 1
+    peak = max(peak, inflight)
+    if m.group(3) == "Write":
+        writes += 1
+        conns.add(m.group(1))
+    if m.group(3) == "Zero":
+        zeroes += 1
+        fast += "fast=1" in line
+print(len(conns), zeroes, fast, writes, peak)
+EOF
+)
+read -r nconns nzero nfast nwrites peak <<<"$wire"
+check_true "writes spread over the 4 multi-conn connections ($nconns)" test "$nconns" = 4
+check_true "holes go as WRITE_ZEROES ($nzero requests), not as writes" test "$nzero" -ge 2
+check_true "fast zero where the server offers it ($nfast of $nzero)" test "$nfast" -ge 1
+check_true "64 data writes of 256 KiB for 16 MiB of data ($nwrites)" test "$nwrites" = 64
+check_true "many requests in flight at once (peak $peak)" test "$peak" -ge 4
+
 # --- block size limits: nbdkit refuses what breaks them ----------------------------
 start_nbdkit limits --filter=blocksize-policy memory $((4 * mb)) \
   blocksize-minimum=4096 blocksize-preferred=65536 blocksize-maximum=65536 \

@@ -77,10 +77,38 @@ qemu-io -f raw -c "write -P 0x42 1m 4k" -c "write -z 2m 64k" -c "discard 3m 64k"
 # The same writes on the raw copy, for the judge.
 qio raw src.raw "write -P 0x42 1m 4k" "write -z 2m 64k" "write -z 3m 64k" \
   "write -P 0x43 $((5 * mb + 512)) 1024"
+# Sixteen writes in flight at once into one fresh 64 KiB cluster, and
+# into two that straddle: the plugin's range lock keeps them apart.
+aio=()
+for i in $(seq 0 15); do
+  aio+=(-c "aio_write -P $((0x60 + i)) $((7 * mb + i * 4096)) 4096")
+  aio+=(-c "aio_write -P $((0x70 + i)) $((7 * mb + 65536 - 2048 + i * 8192)) 4096")
+done
+qemu-io -f raw "${aio[@]}" -c "aio_flush" "$URI" >aio.log 2>&1 ||
+  not_ok "concurrent qemu-io writes into ferry serve" "$(cat aio.log)"
+raw=()
+for i in $(seq 0 15); do
+  raw+=("write -P $((0x60 + i)) $((7 * mb + i * 4096)) 4096")
+  raw+=("write -P $((0x70 + i)) $((7 * mb + 65536 - 2048 + i * 8192)) 4096")
+done
+qio raw src.raw "${raw[@]}"
 same_content "the served image reads back what was written" "$URI" raw src.raw raw
 stop_serve "read-write server" INT
 qemu_clean "after writes through ferry serve: qemu-img check" dst.qcow2
 same_content "after writes through ferry serve: qemu-img compare" dst.qcow2 qcow2 src.raw raw
+
+# A raw file, served read-write: trim punches holes.
+cp src.raw served.raw
+start_serve rawsrv --socket "$WORK/rawsrv.sock" served.raw || die "ferry serve of raw: $(cat rawsrv.log)"
+qemu-io -f raw -c "write -P 0x61 0 64k" -c "write -P 0x62 1m 1m" -c "discard 1m 1m" \
+  -c "flush" "$URI" >rawqio.log 2>&1 ||
+  not_ok "qemu-io writes into a served raw file" "$(cat rawqio.log)"
+stop_serve "raw server"
+qio raw src.raw "write -P 0x61 0 64k" "write -z 1m 1m"
+check_true "a served raw file: written and trimmed as asked" cmp -s served.raw src.raw
+next_data=$(python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); print(os.lseek(fd, 1 << 20, os.SEEK_DATA))' served.raw)
+check_true "a served raw file: the trimmed range is a hole (data again at $next_data)" \
+  test "$next_data" -ge $((2 * mb))
 
 # qemu-img convert -n into a served image, over TCP on 127.0.0.1.
 mkimg qcow2 tcp.qcow2 $size
