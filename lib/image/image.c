@@ -602,9 +602,8 @@ ferry_image_pwrite (struct ferry_image *img, const void *buf, size_t count,
   return img->driver->pwrite (img, buf, count, offset);
 }
 
-/* The zero fallback: write buffers of zeroes. */
-static int
-zero_by_writing (struct ferry_image *img, size_t count, uint64_t offset)
+int
+image_zero_by_writing (struct ferry_image *img, size_t count, uint64_t offset)
 {
   static const char zeroes[1 << 16];
 
@@ -631,7 +630,7 @@ ferry_image_zero (struct ferry_image *img, size_t count, uint64_t offset,
   if (img->driver->pwrite == NULL)
     return ferry_error (ENOTSUP, "%s: ferry cannot write %s images",
                         img->path, img->driver->name);
-  return zero_by_writing (img, count, offset);
+  return image_zero_by_writing (img, count, offset);
 }
 
 int

@@ -204,6 +204,11 @@ int image_fact_number (struct ferry_image *img, const char *key,
                        uint64_t value);
 int image_fact_bool (struct ferry_image *img, const char *key, bool value);
 
+/* The zero fallback: write buffers of zeroes with the driver's pwrite
+ * (for a driver whose zero cannot do it another way). */
+int image_zero_by_writing (struct ferry_image *img, size_t count,
+                           uint64_t offset);
+
 /* Bytes the file FD takes on disk (st_blocks * 512). */
 uint64_t file_allocated_bytes (int fd);
 

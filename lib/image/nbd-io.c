@@ -470,26 +470,6 @@ zero_aligned (struct nbd_image *n, uint64_t count, uint64_t offset,
                     piece_size (n, OP_ZERO));
 }
 
-/* Zero by writing buffers of zeroes, for a server without WRITE_ZEROES. */
-static int
-zero_by_writing (struct nbd_image *n, uint64_t count, uint64_t offset)
-{
-  CLEANUP_FREE char *zeroes = NULL;
-  uint64_t chunk = MIN (count, (uint64_t) n->request_size * 16);
-
-  zeroes = calloc (1, chunk);
-  if (zeroes == NULL)
-    return ferry_error (ENOMEM, "%s: out of memory", n->base.path);
-  while (count > 0) {
-    uint64_t len = MIN (count, chunk);
-    if (nbd_io_pwrite (n, zeroes, len, offset) == -1)
-      return -1;
-    count -= len;
-    offset += len;
-  }
-  return 0;
-}
-
 int
 nbd_io_zero (struct nbd_image *n, size_t count, uint64_t offset,
              unsigned flags)
@@ -497,8 +477,8 @@ nbd_io_zero (struct nbd_image *n, size_t count, uint64_t offset,
   uint32_t nflags = (flags & FERRY_ZERO_MAY_TRIM) ? 0 : LIBNBD_CMD_FLAG_NO_HOLE;
   uint64_t mb = n->min_block, head, end, tail;
 
-  if (!n->can_zero)
-    return zero_by_writing (n, count, offset);
+  if (!n->can_zero)             /* a server without WRITE_ZEROES */
+    return image_zero_by_writing (&n->base, count, offset);
   if (is_aligned_range (n, count, offset))
     return zero_aligned (n, count, offset, nflags);
 

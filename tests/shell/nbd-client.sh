@@ -147,6 +147,15 @@ check_true "fast zero where the server offers it ($nfast of $nzero)" test "$nfas
 check_true "64 data writes of 256 KiB for 16 MiB of data ($nwrites)" test "$nwrites" = 64
 check_true "many requests in flight at once (peak $peak)" test "$peak" -ge 4
 
+# A server without WRITE_ZEROES: zeroes are written as data.
+start_nbdkit nozero --filter=nozero --filter=log memory $((32 * mb)) logfile="$WORK/nozero.log"
+qemu-io -f raw -c "write -P 0x33 20m 4m" "$URI" >/dev/null 2>&1 || die "qemu-io into nozero"
+fy convert sparse-src.qcow2 "$URI"
+expect_exit 0 "into a server without WRITE_ZEROES" &&
+  same_content "no WRITE_ZEROES: the old data under the holes is gone" sparse-src.qcow2 qcow2 "$URI" raw
+check_true "no WRITE_ZEROES: none were sent" not grep -q ' Zero id=' nozero.log
+stop_server
+
 # --- block size limits: nbdkit refuses what breaks them ----------------------------
 start_nbdkit limits --filter=blocksize-policy memory $((4 * mb)) \
   blocksize-minimum=4096 blocksize-preferred=65536 blocksize-maximum=65536 \
