@@ -27,6 +27,12 @@
  *    eventfd, so it polls for POLLOUT too.  Otherwise the request went out
  *    whole and its reply wakes the poller by itself.
  *
+ *    A reply may also be read by a thread that is issuing (libnbd runs
+ *    its state machine there too, e.g. on data TLS had buffered): a
+ *    completion that runs outside the poller's round wakes the poller
+ *    through the eventfd as well, and poll() has a timeout besides, so no
+ *    wake-up is ever lost for long.
+ *
  * 4. A batch always waits for all of its requests, even after a failure:
  *    libnbd holds pointers into the caller's buffer until the reply or
  *    the death of the connection, and it completes every request of a
@@ -72,6 +78,12 @@ struct status_request {
 };
 
 enum op { OP_READ, OP_WRITE, OP_ZERO };
+
+/* Longest poll() of one round (note 3): a safety net only. */
+#define POLL_TIMEOUT_MS 1000
+
+/* True on the thread that is in the poller's round (note 3). */
+static __thread bool in_poll_round;
 
 int
 nbd_io_init (struct nbd_image *n)
@@ -149,12 +161,14 @@ poll_once (struct nbd_image *n)
   fds[nr].fd = n->wake_fd;
   fds[nr].events = POLLIN;
   fds[nr].revents = 0;
-  if (poll (fds, nr + 1, -1) == -1)
+  if (poll (fds, nr + 1, POLL_TIMEOUT_MS) == -1)
     return;                     /* EINTR: the caller goes round again */
+  in_poll_round = true;
   for (i = 0; i < nr; i++)
     if (fds[i].fd >= 0 && fds[i].revents &&
         notify_handle (n->conns[i], fds[i].revents) == -1)
       note_lost (n, nbd_get_error ());
+  in_poll_round = false;
   if (fds[nr].revents & POLLIN) {
     uint64_t v;
     if (read (n->wake_fd, &v, sizeof v) == -1) {
@@ -209,20 +223,36 @@ batch_wait (struct batch *b, unsigned limit)
   return err;
 }
 
-/* Completion callback of every request: count the batch down. */
+/* Interrupt the poller's poll(). */
+static void
+wake_poller (struct nbd_image *n)
+{
+  uint64_t one = 1;
+
+  if (write (n->wake_fd, &one, sizeof one) == -1) {
+    /* EAGAIN: the counter is full, so the poller is awake already. */
+  }
+}
+
+/* Completion callback of every request: count the batch down, and wake
+ * its owner (note 3 when it may be the poller itself). */
 static int
 request_done (void *user_data, int *error)
 {
   struct batch *b = user_data;
   struct nbd_image *n = b->n;
+  bool wake;
 
   pthread_mutex_lock (&n->lock);
   if (*error && b->err == 0)
     b->err = *error;
   b->pending--;
-  if (b->pending <= b->wake_at)
+  wake = b->pending <= b->wake_at;
+  if (wake)
     pthread_cond_broadcast (&n->cond);
   pthread_mutex_unlock (&n->lock);
+  if (wake && !in_poll_round)
+    wake_poller (n);
   return 1;                     /* retire the command */
 }
 
@@ -240,12 +270,8 @@ batch_add (struct batch *b, int delta)
 static void
 after_issue (struct nbd_image *n, struct nbd_handle *h)
 {
-  if (nbd_aio_get_direction (h) & LIBNBD_AIO_DIRECTION_WRITE) {
-    uint64_t one = 1;
-    if (write (n->wake_fd, &one, sizeof one) == -1) {
-      /* EAGAIN: the counter is full, so the poller is awake already. */
-    }
-  }
+  if (nbd_aio_get_direction (h) & LIBNBD_AIO_DIRECTION_WRITE)
+    wake_poller (n);
 }
 
 /* The next connection, round robin. */

@@ -136,12 +136,13 @@ explain_connect_error (const char *uri)
   const char *why;
   size_t len = strlen (uri);
 
-  if (msg == NULL ||
-      (!strstr (msg, "gnutls") && !strstr (msg, "TLS") && !strstr (msg, "tls")))
+  if (msg == NULL)
     return;
-  /* libnbd's words come after "URI: ". */
+  /* libnbd's words come after "URI: " (and the URI may say tls too). */
   why = strncmp (msg, uri, len) == 0 && strncmp (msg + len, ": ", 2) == 0
     ? msg + len + 2 : msg;
+  if (!strstr (why, "gnutls") && !strstr (why, "TLS") && !strstr (why, "tls"))
+    return;
   ferry_error (EACCES, "%s: the TLS handshake failed (a wrong key or "
                "certificate, or a server without TLS): %s", uri, why);
 }
@@ -190,10 +191,11 @@ connect_first (struct nbd_image *n, const char *uri)
         return ferry_error (EINVAL, "%s: %s", uri, nbd_get_error ());
     if (nbd_opt_go (h) == -1) {
       int err = nbd_get_errno () ? nbd_get_errno () : ENOENT;
+      CLEANUP_FREE char *msg = strdup (nbd_get_error ());
       /* A server that wants TLS answers a plain client this way. */
       bool hint = !flag (nbd_get_tls_negotiated (h)) &&
         (err == ENOTSUP || err == EPERM);
-      return ferry_error (err, "%s: %s%s", uri, nbd_get_error (),
+      return ferry_error (err, "%s: %s%s", uri, msg ? msg : "opt_go failed",
                           hint ? " (does the server require TLS? then "
                           "use an nbds:// URI)" : "");
     }

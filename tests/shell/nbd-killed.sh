@@ -32,7 +32,7 @@ kill_mid_copy () {
 }
 
 # --- a killed nbdkit as the source ---------------------------------------------------
-start_nbdkit src --filter=delay pattern 1G delay-read=20ms
+start_nbdkit src --filter=delay pattern 1G delay-read=100ms
 kill_mid_copy 'kill -KILL "$SERVER_PID"' "$URI" out/dst.raw
 expect_exit 1 "source killed mid-copy: exit 1"
 expect_stderr "the connection to the server was lost" "source killed: the message says the connection was lost"
@@ -60,7 +60,7 @@ check_true "ferry serve exits 1 when its nbdkit is killed (exit $rc)" test "$rc"
 check_true "ferry serve says nbdkit was killed" grep -q "nbdkit was killed by signal 9" served.log
 
 # --- a killed nbdkit as the target ------------------------------------------------------
-start_nbdkit dst --filter=delay memory 1G delay-write=20ms delay-zero=20ms
+start_nbdkit dst --filter=delay memory 1G delay-write=200ms delay-zero=200ms
 qemu-img create -q -f raw src.raw 256M || die "qemu-img create"
 head -c $((128 << 20)) /dev/urandom | dd of=src.raw conv=notrunc status=none
 kill_mid_copy 'kill -KILL "$SERVER_PID"' -f raw src.raw "$URI"
