@@ -55,6 +55,22 @@ if [ -d "$corpus" ]; then
   cp "$corpus/qemu/qcow1-image.qcow" . 2>/dev/null || true
   bzip2 -dc "$corpus/broken/afl5.img.bz2" >afl5.img 2>/dev/null || rm -f afl5.img
 fi
+# VM descriptions (fuzz-ovf, fuzz-vmx, fuzz-tar): the corpus's OVF, VMX
+# and OVA files, and a small OVA made here with tar.
+if [ -d "$corpus" ]; then
+  for f in "$corpus"/ovf/*.ovf "$corpus"/ovf/*.mf "$corpus"/vmx/*.vmx \
+           "$corpus"/virtualbox/*.ovf "$corpus"/broken/*.ova; do
+    [ -f "$f" ] && cp "$f" "vm-$(basename "$f")"
+  done
+  if [ -f "$corpus/virtualbox/ubuntu.2.0.ovf" ] && command -v tar >/dev/null; then
+    mkdir -p ova.d
+    cp "$corpus/virtualbox/ubuntu.2.0.ovf" "$corpus/virtualbox/ubuntu.2.0.mf" ova.d/
+    head -c 1024 "$corpus/virtualbox/ubuntu.2.0-disk1.vmdk" >ova.d/ubuntu.2.0-disk1.vmdk
+    tar -C ova.d -cf vm-made.ova ubuntu.2.0.ovf ubuntu.2.0.mf ubuntu.2.0-disk1.vmdk
+    tar -C ova.d --format=gnu -cf vm-made-gnu.ova ubuntu.2.0.ovf
+    rm -rf ova.d
+  fi
+fi
 # The fuzzers take inputs up to 128 KiB; a larger seed would only be cut.
 for f in *; do
   [ "$(stat -c %s "$f")" -le 131072 ] || rm -f "$f"

@@ -297,7 +297,8 @@ read_devices (struct ferry_vm *vm, const struct vmx *x, const char *dir)
       break;
     }
   }
-  qsort (devs, nr, sizeof *devs, device_order);
+  if (nr > 1)
+    qsort (devs, nr, sizeof *devs, device_order);
 
   for (i = 0; i < nr; i++) {
     const char *prefix = buses[devs[i].bus].prefix;
