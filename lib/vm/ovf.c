@@ -836,10 +836,6 @@ read_envelope (struct ovf *o, xmlNodePtr env)
   }
 
   name = vm_xml_child_text (vs, "Name");
-  if ((name == NULL || *name == '\0') && sys) {
-    free (name);
-    name = vm_xml_child_text (sys, "VirtualSystemIdentifier");
-  }
   if (vm_set (&vm->name, name && *name ? name : vm_xml_attr (vs, "id")) == -1)
     return -1;
   os = find_section (vs, "OperatingSystemSection");
