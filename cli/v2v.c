@@ -503,6 +503,13 @@ cmd_v2v (int argc, char **argv)
   else if (cp.mode != PROGRESS_JSON)
     print_plan (plan, &opts);
   if (plan->nr_errors) {
+    size_t i;
+    /* The errors again on stderr, naming the source, for whoever reads
+     * only that. */
+    for (i = 0; i < plan->nr_checks; i++)
+      if (plan->checks[i].severity == FERRY_V2V_ERROR)
+        print_message ("v2v", "%s: %s (%s)", vm->source,
+                       plan->checks[i].message, plan->checks[i].remedy);
     print_message ("v2v", "%zu check%s failed: nothing was done",
                    plan->nr_errors, plan->nr_errors == 1 ? "" : "s");
     goto out;
