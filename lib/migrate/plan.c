@@ -162,8 +162,8 @@ v2v_extension (const char *format)
 }
 
 /* Apply --network-map to the NICs of VM.  KEEP_NAMES: a network no rule
- * maps keeps its name (OVA, local); otherwise it becomes "default", the
- * network every libvirt host has. */
+ * maps keeps its name (OVA, local, QEMU's comments); otherwise (libvirt)
+ * it becomes "default", the network every libvirt host has. */
 static int
 map_networks (struct ferry_vm *vm, const char *const *map, bool keep_names)
 {
@@ -629,8 +629,7 @@ ferry_v2v_plan (struct ferry_vm *vm, const struct ferry_v2v_options *opts)
       goto err;
   }
   if (map_networks (vm, opts->network_map,
-                    opts->target == FERRY_V2V_OVA ||
-                    opts->target == FERRY_V2V_LOCAL) == -1)
+                    opts->target != FERRY_V2V_LIBVIRT) == -1)
     goto err;
 
   if ((vm->name == NULL || *vm->name == '\0') &&
