@@ -131,14 +131,18 @@ fd_size (const char *path, int fd, uint64_t *size)
 
 /* Pick the driver for the SIZE bytes of FD that start at START (PATH for
  * messages). */
+static const struct image_driver *probe_head (const char *path,
+                                              const uint8_t *head,
+                                              size_t head_len,
+                                              const uint8_t *tail,
+                                              size_t tail_len,
+                                              uint64_t size);
+
 static const struct image_driver *
 probe_bytes (const char *path, int fd, uint64_t start, uint64_t size)
 {
   uint8_t head[PROBE_HEAD_SIZE], tail[PROBE_TAIL_SIZE];
   size_t head_len, tail_len;
-  const struct image_driver *best = NULL;
-  int best_score = 0;
-  size_t i;
 
   head_len = MIN (size, sizeof head);
   tail_len = MIN (size, sizeof tail);
@@ -147,6 +151,18 @@ probe_bytes (const char *path, int fd, uint64_t start, uint64_t size)
     ferry_error_errno (errno, "%s: reading the header", path);
     return NULL;
   }
+  return probe_head (path, head, head_len, tail, tail_len, size);
+}
+
+/* Pick the driver for an image whose first HEAD_LEN bytes are HEAD and
+ * last TAIL_LEN bytes TAIL, SIZE bytes in all. */
+static const struct image_driver *
+probe_head (const char *path, const uint8_t *head, size_t head_len,
+            const uint8_t *tail, size_t tail_len, uint64_t size)
+{
+  const struct image_driver *best = NULL;
+  int best_score = 0;
+  size_t i;
 
   for (i = 0; i < NR_DRIVERS; i++) {
     int score = drivers[i]->probe ?
@@ -327,6 +343,73 @@ ferry_image_open_window (const char *path, const char *format,
     return NULL;
   }
   return open_with_args (path, format, &args);
+}
+
+struct ferry_image *
+ferry_image_open_stream (const char *path, const char *format,
+                         uint64_t offset, uint64_t length,
+                         uint64_t size_hint, unsigned flags)
+{
+  struct open_args args = {
+    .flags = flags, .windowed = true,
+    .window_start = offset, .window_length = length,
+  };
+  const struct image_driver *drv = NULL;
+  const unsigned char *head;
+  struct image_stream *s;
+  struct stat st;
+  uint64_t end;
+  size_t head_len;
+  int fd;
+
+  if (flags & FERRY_OPEN_WRITE) {
+    ferry_error (EINVAL, "%s: a compressed image is opened read-only", path);
+    return NULL;
+  }
+  if (format && (drv = find_driver (format)) == NULL) {
+    unknown_format_error (format);
+    return NULL;
+  }
+  fd = open (path, O_RDONLY | O_CLOEXEC);
+  if (fd == -1) {
+    ferry_error_errno (errno, "%s", path);
+    return NULL;
+  }
+  if (fstat (fd, &st) == -1 || !S_ISREG (st.st_mode) ||
+      __builtin_add_overflow (offset, length, &end) ||
+      end > (uint64_t) st.st_size) {
+    ferry_error (EINVAL, "%s: the compressed image at offset %" PRIu64
+                 " (%" PRIu64 " bytes) lies past the end of the file", path,
+                 offset, length);
+    close (fd);
+    return NULL;
+  }
+  s = image_stream_open (path, fd, offset, length);   /* owns fd */
+  if (s == NULL)
+    return NULL;
+  if (drv == NULL) {
+    /* Only the head is known: its size and end come when it is read. */
+    head = image_stream_head (s, &head_len);
+    drv = probe_head (path, head, head_len, NULL, 0, UINT64_MAX);
+    if (drv == NULL) {
+      image_stream_free (s);
+      return NULL;
+    }
+  }
+  if (drv->open_stream == NULL) {
+    ferry_error (ENOTSUP, "%s: ferry cannot read a %s image from a gzip "
+                 "stream (at offset %" PRIu64 "); unpack it first", path,
+                 drv->name, offset);
+    image_stream_free (s);
+    return NULL;
+  }
+  return drv->open_stream (path, s, size_hint, &args);   /* owns s */
+}
+
+bool
+ferry_image_is_sequential (struct ferry_image *img)
+{
+  return img->sequential;
 }
 
 char *

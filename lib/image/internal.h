@@ -77,6 +77,7 @@ struct ferry_image {
   bool readonly;
   bool zero_initialized;       /* see ferry_image_is_zero_initialized */
   bool reads_as_backing;       /* see ferry_image_reads_as_backing */
+  bool sequential;             /* see ferry_image_is_sequential */
   struct ferry_image *backing; /* owned, closed with this one; or NULL */
   dev_t dev;                   /* of the file, for loop detection */
   ino_t ino;
@@ -91,6 +92,8 @@ struct ferry_image {
     size_t len, cap;
   } fact_strings;
 };
+
+struct image_stream;
 
 struct image_driver {
   const char *name;              /* "raw", "qcow2", ... */
@@ -112,6 +115,16 @@ struct image_driver {
    * image_open_backing, and returns the base pointer. */
   struct ferry_image *(*open) (const char *path, int fd,
                                const struct open_args *args);
+
+  /* Open an image from the gzip stream S (ferry_image_open_stream), which
+   * the driver owns from here, even on failure, and reads in order with
+   * image_stream_read.  SIZE_HINT is the size the description declares
+   * (0: none).  The image must be sequential.  NULL: the format cannot be
+   * read that way. */
+  struct ferry_image *(*open_stream) (const char *path,
+                                      struct image_stream *s,
+                                      uint64_t size_hint,
+                                      const struct open_args *args);
 
   /* Create a new image at PATH (FD is open O_RDWR on a new empty file,
    * or on a block device) with virtual SIZE and OPTS; the driver owns FD
@@ -177,6 +190,30 @@ struct image_driver {
 extern const struct image_driver raw_driver;
 extern const struct image_driver qcow2_driver;
 extern const struct image_driver nbd_driver;
+
+/* stream.c: the gzip stream of ferry_image_open_stream.  open takes FD
+ * (owned from here, even on failure) and the compressed bytes [START,
+ * START+LENGTH) of it, and reads the first PROBE_HEAD_SIZE bytes, which
+ * image_stream_head shows and the first reads give again. */
+struct image_stream *image_stream_open (const char *path, int fd,
+                                        uint64_t start, uint64_t length);
+const unsigned char *image_stream_head (const struct image_stream *s,
+                                        size_t *len /* OUT */);
+/* Read the next COUNT bytes into BUF (NULL: skip them); the stream ending
+ * first is an error naming the offset. */
+int image_stream_read (struct image_stream *s, void *buf, size_t count);
+/* Read at most COUNT bytes; *GOT is 0 only at the end of the stream. */
+int image_stream_read_some (struct image_stream *s, void *buf, size_t count,
+                            size_t *got /* OUT */);
+/* Uncompressed bytes read so far. */
+uint64_t image_stream_position (const struct image_stream *s);
+const char *image_stream_path (const struct image_stream *s);
+void image_stream_free (struct image_stream *s);
+/* raw's open_stream: the disk is the stream's bytes. */
+struct ferry_image *raw_open_stream (const char *path,
+                                     struct image_stream *s,
+                                     uint64_t size_hint,
+                                     const struct open_args *args);
 
 /* Set up BASE for DRIVER and PATH (duplicated); fills dev and ino from FD,
  * or leaves them 0 when FD is -1 (an image named by URI).  Returns 0 or

@@ -347,6 +347,7 @@ const struct image_driver raw_driver = {
   .name = "raw",
   .probe = raw_probe,
   .windows = true,
+  .open_stream = raw_open_stream,
   .open = raw_open,
   .create = raw_create,
   .pread = raw_pread,

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <zlib.h>
 
 #define SCRATCH_PREFIX "ferry-test-image"
 #include "scratch-dir.h"
@@ -376,6 +377,78 @@ test_raw_window (void **state)
   free (buf);
 }
 
+/* A raw disk gzip-compressed inside a larger file, read as a stream:
+ * forward reads give its bytes (the declared size past the stream's end
+ * reads as zeroes), a read behind the stream fails with ESPIPE, and the
+ * image says it is sequential. */
+static void
+test_raw_gzip_stream (void **state)
+{
+  char path[300];
+  const size_t len = 256 * KiB;
+  unsigned char *data = malloc (len), *buf = malloc (len), *z;
+  uLongf zlen = compressBound (len) + 64;
+  struct ferry_image *img;
+  z_stream zs = { 0 };
+  size_t i;
+  int fd;
+
+  assert_non_null (data);
+  assert_non_null (buf);
+  for (i = 0; i < len; i++)
+    data[i] = (i * 7 + i / 4096) & 0xff;
+  /* gzip framing (windowBits 16 + 15), 4 KiB of junk before it. */
+  z = malloc (zlen);
+  assert_non_null (z);
+  assert_int_equal (deflateInit2 (&zs, 6, Z_DEFLATED, 16 + 15, 8,
+                                  Z_DEFAULT_STRATEGY), Z_OK);
+  zs.next_in = data;
+  zs.avail_in = len;
+  zs.next_out = z;
+  zs.avail_out = zlen;
+  assert_int_equal (deflate (&zs, Z_FINISH), Z_STREAM_END);
+  zlen = zs.total_out;
+  deflateEnd (&zs);
+  fd = open (tmp_path (path, sizeof path, "gz-archive"),
+             O_RDWR | O_CREAT | O_EXCL, 0644);
+  assert_true (fd >= 0);
+  memset (buf, 0x77, 4096);
+  assert_int_equal (pwrite (fd, buf, 4096, 0), 4096);
+  assert_int_equal (pwrite (fd, z, zlen, 4096), (ssize_t) zlen);
+  assert_int_equal (pwrite (fd, buf, 512, 4096 + zlen), 512);
+  close (fd);
+
+  img = ferry_image_open_stream (path, NULL, 4096, zlen, len + 8192, 0);
+  assert_non_null (img);
+  assert_string_equal (ferry_image_format (img), "raw");
+  assert_true (ferry_image_is_sequential (img));
+  assert_int_equal (ferry_image_size (img), len + 8192);
+  assert_int_equal (ferry_image_pread (img, buf, 1000, 0), 0);
+  assert_memory_equal (buf, data, 1000);
+  /* Skipping forward, across the probed head. */
+  assert_int_equal (ferry_image_pread (img, buf, 50000, 100000), 0);
+  assert_memory_equal (buf, data + 100000, 50000);
+  assert_int_equal (ferry_image_pread (img, buf, 100, 5000), -1);
+  assert_int_equal (ferry_get_errno (), ESPIPE);
+  assert_non_null (strstr (ferry_get_error (), "behind the gzip stream"));
+  /* The end of the data, then the declared size past it: zeroes. */
+  assert_int_equal (ferry_image_pread (img, buf, 8192 + 4096, len - 4096), 0);
+  assert_memory_equal (buf, data + len - 4096, 4096);
+  for (i = 4096; i < 8192 + 4096; i++)
+    assert_int_equal (buf[i], 0);
+  assert_int_equal (ferry_image_close (img), 0);
+
+  /* The size comes from the description: none, no raw image. */
+  assert_null (ferry_image_open_stream (path, "raw", 4096, zlen, 0, 0));
+  assert_int_equal (ferry_get_errno (), EINVAL);
+  /* Bytes that are no gzip stream. */
+  assert_null (ferry_image_open_stream (path, NULL, 0, 4096, len, 0));
+  assert_non_null (strstr (ferry_get_error (), "gzip stream at offset 0"));
+  free (z);
+  free (data);
+  free (buf);
+}
+
 /* Run every test, with the temporary directory around them. */
 int
 main (void)
@@ -388,6 +461,7 @@ main (void)
     cmocka_unit_test (test_raw_zero_error),
     cmocka_unit_test (test_qcow2_bad_table_same_error),
     cmocka_unit_test (test_raw_window),
+    cmocka_unit_test (test_raw_gzip_stream),
   };
   return cmocka_run_group_tests (tests, make_scratch_dir, remove_scratch_dir);
 }
