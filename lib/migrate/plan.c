@@ -107,11 +107,22 @@ v2v_open_source (const struct ferry_vm_disk *d, const char *label)
   struct ferry_image *img;
 
   if (d->compression == FERRY_VM_COMPRESSION_GZIP) {
-    ferry_error (ENOTSUP, "%s: gzip-compressed disks are not read yet",
-                 label);
-    return NULL;
+    /* Inflated as it is read, never to a file. */
+    uint64_t offset = d->member ? d->member_offset : 0;
+    uint64_t length = d->member_length;
+    struct stat st;
+
+    if (!d->member) {
+      if (stat (d->path, &st) == -1) {
+        ferry_error_errno (errno, "%s", label);
+        return NULL;
+      }
+      length = st.st_size;
+    }
+    img = ferry_image_open_stream (d->path, NULL, offset, length,
+                                   d->capacity, 0);
   }
-  if (d->member)
+  else if (d->member)
     img = ferry_image_open_window (d->path, NULL, d->member_offset,
                                    d->member_length, 0);
   else
@@ -306,10 +317,6 @@ plan_disk (struct ferry_v2v_plan *plan, size_t i, const char *base,
                       !strcmp (vm->source_type, "ova") ?
                       " from the archive" : "");
 
-  if (d->compression == FERRY_VM_COMPRESSION_GZIP) {
-    pd->file_bytes = d->member ? d->member_length : (uint64_t) st.st_size;
-    pd->data_bytes = d->populated ? d->populated : d->capacity;
-  }
   img = v2v_open_source (d, pd->source);
   if (img == NULL)
     return add_check (plan, FERRY_V2V_ERROR, "repair or replace the disk "
@@ -318,7 +325,12 @@ plan_disk (struct ferry_v2v_plan *plan, size_t i, const char *base,
   pd->source_format = strdup (ferry_image_format (img));
   pd->virtual_size = ferry_image_size (img);
   pd->file_bytes = d->member ? d->member_length : (uint64_t) st.st_size;
-  pd->data_bytes = v2v_data_bytes (img);
+  /* A stream cannot be looked ahead in: what the description says. */
+  if (ferry_image_is_sequential (img))
+    pd->data_bytes = d->populated ? MIN (d->populated, pd->virtual_size)
+      : pd->virtual_size;
+  else
+    pd->data_bytes = v2v_data_bytes (img);
   ferry_image_close (img);
   if (pd->source_format == NULL)
     return ferry_error (ENOMEM, "out of memory");

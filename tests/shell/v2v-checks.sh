@@ -153,7 +153,7 @@ gzip -c s/tiny.img >s/tiny.img.gz
   sed 's/ovf:diskId="vmdisk1"/ovf:diskId="vmdisk1" ovf:populatedSize="1125899906842624"/' >s/big.ovf
 fy v2v s/big.ovf --to libvirt --out out
 expect_failure "too little space: refused" s/big.ovf
-expect_check "too little space" error "the output needs about 1073" \
+expect_check "too little space" error "the output needs about 10905" \
   "free some space there, or choose another --out"
 check_true "too little space: says how much is free where" \
   grep -q "MiB (the disks' data), and $WORK has [0-9]* MiB free" "$OUT"

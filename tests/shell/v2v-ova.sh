@@ -104,6 +104,42 @@ for format in gnu pax; do
       "out-long-$format/long-disk1.qcow2" qcow2
 done
 
+# A disk gzip-compressed inside the OVA (ovf:compression="gzip"): inflated
+# as it is copied.  Two gzip members back to back, as pigz or cat make.
+mkdir -p pkg-gz
+qemu-img create -q -f raw pkg-gz/disk.img 8M || die "qemu-img create"
+qio raw pkg-gz/disk.img "write -s $RAND 0 1M" "write -P 0x66 5M 4096" \
+  "write -s $RAND $((8 * 1024 * 1024 - 8192)) 8192"
+{ head -c 3M pkg-gz/disk.img | gzip -c; tail -c +$((3 * 1024 * 1024 + 1)) pkg-gz/disk.img | gzip -c; } \
+  >pkg-gz/disk.img.gz
+"${TAR_PY[@]}" ovf gz disk.img.gz raw $((8 << 20)) gzip >pkg-gz/gz.ovf
+tar -C pkg-gz -cf gz.ova gz.ovf disk.img.gz || die "tar cf"
+fy v2v gz.ova --to libvirt --out out-gz
+expect_exit 0 "OVA with a gzip-compressed raw disk migrated"
+[ -f out-gz/gz-disk1.qcow2 ] &&
+  same_content "gzip OVA: the disk equals the original" pkg-gz/disk.img raw \
+    out-gz/gz-disk1.qcow2 qcow2
+# The same from the folder, not packed.
+fy v2v pkg-gz/gz.ovf --to local --out out-gz-dir
+expect_exit 0 "OVF folder with a gzip-compressed raw disk migrated"
+[ -f out-gz-dir/gz-disk1.qcow2 ] &&
+  same_content "gzip folder: the disk equals the original" pkg-gz/disk.img raw \
+    out-gz-dir/gz-disk1.qcow2 qcow2
+# A damaged gzip stream fails the copy, naming it; nothing is left.
+cp pkg-gz/disk.img.gz pkg-gz/good.gz
+"$PYTHON" -c '
+import sys
+b = bytearray(open(sys.argv[1], "rb").read())
+for i in range(2000, 2100):
+    b[i] ^= 0x55
+open(sys.argv[1], "wb").write(b)' pkg-gz/disk.img.gz
+fy v2v pkg-gz/gz.ovf --to local --out out-gz-bad
+expect_failure "damaged gzip stream refused" disk.img.gz
+expect_stderr_re "disk.img.gz: the gzip stream at offset 0 is damaged after [0-9]+ bytes of data" \
+  "damaged gzip stream: the message says where"
+check_true "damaged gzip stream: no output folder" test ! -e out-gz-bad
+mv pkg-gz/good.gz pkg-gz/disk.img.gz
+
 # A manifest that does not match: one byte of the disk changed inside the
 # archive after the manifest was made.
 cp sub.ova damaged.ova
