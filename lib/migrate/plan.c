@@ -127,8 +127,9 @@ v2v_open_source (const struct ferry_vm_disk *d, const char *label)
                                    d->member_length, 0);
   else
     img = ferry_image_open (d->path, NULL, 0);
+  /* The image's messages name the archive; add the member. */
   if (img == NULL && d->member)
-    ferry_error_prefix ("%s", label);
+    ferry_error_prefix ("%s", d->member);
   return img;
 }
 

@@ -14,6 +14,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,14 +123,71 @@ take_unit (struct ctl *c, int unit)
   return -1;
 }
 
-/* Start an <Item> with its InstanceID, ResourceType and name. */
+/* The rasd: fields of one Item, gathered first: CIM's schema wants them
+ * in alphabetical order, whatever order they come in here. */
+struct item {
+  struct { const char *name; char *value; } f[16];
+  int n;
+  bool failed;
+};
+
+/* Add the field NAME (without "rasd:") with a printf'd value. */
 static void
-start_item (struct writer *w, unsigned id, int type, const char *name)
+item_add (struct item *it, const char *name, const char *fmt, ...)
+  __attribute__ ((format (printf, 3, 4)));
+static void
+item_add (struct item *it, const char *name, const char *fmt, ...)
 {
+  va_list ap;
+  int r;
+
+  if (it->n == (int) (sizeof it->f / sizeof it->f[0])) {
+    it->failed = true;
+    return;
+  }
+  va_start (ap, fmt);
+  r = vasprintf (&it->f[it->n].value, fmt, ap);
+  va_end (ap);
+  if (r == -1) {
+    it->failed = true;
+    return;
+  }
+  it->f[it->n++].name = name;
+}
+
+/* An item's name, InstanceID and ResourceType. */
+static void
+item_begin (struct item *it, unsigned id, int type, const char *name)
+{
+  memset (it, 0, sizeof *it);
+  item_add (it, "ElementName", "%s", name);
+  item_add (it, "InstanceID", "%u", id);
+  item_add (it, "ResourceType", "%d", type);
+}
+
+static int
+field_order (const void *a, const void *b)
+{
+  return strcmp (*(const char *const *) a, *(const char *const *) b);
+}
+
+/* Start the <Item> and write its fields in order; the caller may add
+ * vmw: children, then ends it with vm_xw_end. */
+static void
+item_emit (struct writer *w, struct item *it)
+{
+  int i;
+
+  qsort (it->f, it->n, sizeof it->f[0], field_order);
   vm_xw_start (&w->x, "Item");
-  vm_xw_elem (&w->x, "rasd:ElementName", name);
-  vm_xw_elemf (&w->x, "rasd:InstanceID", "%u", id);
-  vm_xw_elemf (&w->x, "rasd:ResourceType", "%d", type);
+  for (i = 0; i < it->n; i++) {
+    char name[64];
+    snprintf (name, sizeof name, "rasd:%s", it->f[i].name);
+    vm_xw_elem (&w->x, name, it->f[i].value);
+    free (it->f[i].value);
+  }
+  if (it->failed)
+    w->x.failed = true;
 }
 
 /* The CIM operating system id for the source's OS name (coarse). */
@@ -258,6 +316,7 @@ write_device (struct writer *w, int type, const char *name,
               const char *model, const char *disk_id)
 {
   struct ctl *c = controller_for (w, bus, controller, model);
+  struct item it;
   int u;
 
   if (c == NULL)
@@ -266,13 +325,14 @@ write_device (struct writer *w, int type, const char *name,
   if (u < 0)
     return ferry_error (E2BIG, "no free unit on the %s controller %d for %s",
                         ferry_vm_bus_name (c->bus), c->index, name);
-  start_item (w, w->next_id++, type, name);
-  vm_xw_elemf (&w->x, "rasd:AddressOnParent", "%d", u);
+  item_begin (&it, w->next_id++, type, name);
+  item_add (&it, "AddressOnParent", "%d", u);
   if (disk_id)
-    vm_xw_elemf (&w->x, "rasd:HostResource", "ovf:/disk/%s", disk_id);
+    item_add (&it, "HostResource", "ovf:/disk/%s", disk_id);
   else
-    vm_xw_elem (&w->x, "rasd:AutomaticAllocation", "false");
-  vm_xw_elemf (&w->x, "rasd:Parent", "%u", c->id);
+    item_add (&it, "AutomaticAllocation", "false");
+  item_add (&it, "Parent", "%u", c->id);
+  item_emit (w, &it);
   vm_xw_end (&w->x);
   return 0;
 }
@@ -285,6 +345,7 @@ write_controllers (struct writer *w)
 
   for (i = 0; i < w->nr_ctls; i++) {
     const struct ctl *c = &w->ctls[i];
+    struct item it;
     char name[64];
     int type = c->bus == FERRY_VM_BUS_IDE ? 5 : c->bus == FERRY_VM_BUS_SCSI ?
       6 : 20;
@@ -293,9 +354,11 @@ write_controllers (struct writer *w)
               c->bus == FERRY_VM_BUS_IDE ? "IDE" :
               c->bus == FERRY_VM_BUS_SCSI ? "SCSI" :
               c->bus == FERRY_VM_BUS_SATA ? "SATA" : "NVMe", c->index);
-    start_item (w, c->id, type, name);
-    vm_xw_elemf (&w->x, "rasd:Address", "%d", c->index);
-    vm_xw_elem (&w->x, "rasd:ResourceSubType", c->subtype);
+    item_begin (&it, c->id, type, name);
+    item_add (&it, "Address", "%d", c->index);
+    if (c->subtype)
+      item_add (&it, "ResourceSubType", "%s", c->subtype);
+    item_emit (w, &it);
     vm_xw_end (&w->x);
   }
 }
@@ -307,6 +370,7 @@ write_hardware (struct writer *w)
   const struct ferry_vm *vm = w->vm;
   unsigned vcpus = vm->vcpus ? vm->vcpus : 1;
   uint64_t mib = (vm->memory ? vm->memory : VM_DEFAULT_MEMORY) >> 20;
+  struct item it;
   size_t i;
 
   vm_xw_start (&w->x, "VirtualHardwareSection");
@@ -319,8 +383,10 @@ write_hardware (struct writer *w)
               w->vbox ? "virtualbox-2.2" : "vmx-13");
   vm_xw_end (&w->x);
 
-  start_item (w, 1, 3, "virtual CPUs");
-  vm_xw_elemf (&w->x, "rasd:VirtualQuantity", "%u", vcpus);
+  item_begin (&it, 1, 3, "virtual CPUs");
+  item_add (&it, "AllocationUnits", "hertz * 10^6");
+  item_add (&it, "VirtualQuantity", "%u", vcpus);
+  item_emit (w, &it);
   if (!w->vbox && vm->cores) {
     char cores[16];
     vm_xw_start (&w->x, "vmw:CoresPerSocket");
@@ -330,9 +396,10 @@ write_hardware (struct writer *w)
     vm_xw_end (&w->x);
   }
   vm_xw_end (&w->x);
-  start_item (w, 2, 4, "memory");
-  vm_xw_elem (&w->x, "rasd:AllocationUnits", "byte * 2^20");
-  vm_xw_elemf (&w->x, "rasd:VirtualQuantity", "%" PRIu64, mib);
+  item_begin (&it, 2, 4, "memory");
+  item_add (&it, "AllocationUnits", "byte * 2^20");
+  item_add (&it, "VirtualQuantity", "%" PRIu64, mib);
+  item_emit (w, &it);
   vm_xw_end (&w->x);
 
   /* Devices first (their controllers are numbered as they come), the
@@ -373,17 +440,21 @@ write_hardware (struct writer *w)
     const struct ferry_vm_nic *n = &vm->nics[i];
     char name[48];
     snprintf (name, sizeof name, "Network adapter %zu", i + 1);
-    start_item (w, w->next_id++, 10, n->id ? n->id : name);
+    item_begin (&it, w->next_id++, 10, n->id ? n->id : name);
     if (n->mac)
-      vm_xw_elem (&w->x, "rasd:Address", n->mac);
-    vm_xw_elemf (&w->x, "rasd:AddressOnParent", "%zu", 7 + i);
-    vm_xw_elem (&w->x, "rasd:AutomaticAllocation", "true");
-    vm_xw_elem (&w->x, "rasd:Connection", n->network);
-    vm_xw_elem (&w->x, "rasd:ResourceSubType", nic_subtype (w, n->model));
+      item_add (&it, "Address", "%s", n->mac);
+    item_add (&it, "AddressOnParent", "%zu", 7 + i);
+    item_add (&it, "AutomaticAllocation", "true");
+    if (n->network)
+      item_add (&it, "Connection", "%s", n->network);
+    item_add (&it, "ResourceSubType", "%s", nic_subtype (w, n->model));
+    item_emit (w, &it);
     vm_xw_end (&w->x);
   }
   if (!w->vbox) {
-    start_item (w, w->next_id++, 24, "Video card");
+    item_begin (&it, w->next_id++, 24, "Video card");
+    item_add (&it, "AutomaticAllocation", "false");
+    item_emit (w, &it);
     if (vm->video_ram) {
       char kb[32];
       snprintf (kb, sizeof kb, "%" PRIu64, vm->video_ram >> 10);
