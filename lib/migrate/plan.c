@@ -526,6 +526,17 @@ check_vm (struct ferry_v2v_plan *plan, const struct ferry_v2v_options *opts)
                  "the target boots OVMF with secure boot and Microsoft's "
                  "keys, not the source's own enrolled keys") == -1)
     return -1;
+  /* VirtualBox reads firmware only from its own vbox:Machine section,
+   * which ferry does not write (VirtualBox takes it as the whole
+   * machine). */
+  if (vm->firmware == FERRY_VM_FIRMWARE_UEFI &&
+      opts->target == FERRY_V2V_OVA && opts->flavor &&
+      strcasecmp (opts->flavor, "virtualbox") == 0 &&
+      add_check (plan, FERRY_V2V_WARNING, "enable EFI in the imported VM's "
+                 "settings (System, Enable EFI)", "the VM boots with UEFI, "
+                 "which VirtualBox's OVF cannot say outside its own "
+                 "vbox:Machine section: the import boots BIOS") == -1)
+    return -1;
   if (vm->firmware == FERRY_VM_FIRMWARE_UEFI &&
       (opts->target == FERRY_V2V_QEMU || opts->target == FERRY_V2V_LIBVIRT) &&
       add_check (plan, FERRY_V2V_WARNING, "install Debian's ovmf package "
