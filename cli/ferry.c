@@ -1,4 +1,5 @@
 /* ferry: the command-line entry point and subcommand dispatch. */
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +42,29 @@ usage (FILE *fp)
   for (fmt = ferry_image_formats (); *fmt; fmt++)
     fprintf (fp, " %s", *fmt);
   fprintf (fp, "\n");
+}
+
+volatile sig_atomic_t cli_stop;
+
+static void
+on_stop_signal (int sig)
+{
+  cli_stop = sig;
+}
+
+void
+install_stop_signals (void)
+{
+  struct sigaction sa;
+
+  memset (&sa, 0, sizeof sa);
+  sa.sa_handler = on_stop_signal;
+  sigemptyset (&sa.sa_mask);
+  sigaction (SIGINT, &sa, NULL);
+  sigaction (SIGTERM, &sa, NULL);
+  sigaction (SIGHUP, &sa, NULL);
+  sigaction (SIGQUIT, &sa, NULL);
+  signal (SIGPIPE, SIG_IGN);
 }
 
 void

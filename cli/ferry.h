@@ -19,6 +19,14 @@ int cmd_map (int argc, char **argv);
 int cmd_serve (int argc, char **argv);
 int cmd_v2v (int argc, char **argv);
 
+/* Set by SIGINT, SIGTERM, SIGHUP and SIGQUIT once install_stop_signals
+ * has run (the signal's number); long jobs poll it, or hand it to the copy
+ * engine as its cancel flag.  SIGPIPE is ignored, so that a closed
+ * progress pipe does not kill a job half way. */
+#include <signal.h>
+extern volatile sig_atomic_t cli_stop;
+void install_stop_signals (void);
+
 /* Print "ferry CMD: " and the library's last error to stderr. */
 void print_error (const char *cmd);
 

@@ -24,29 +24,6 @@
 
 #include "ferry.h"
 
-static volatile sig_atomic_t interrupted;
-
-static void
-on_signal (int sig)
-{
-  interrupted = sig;
-}
-
-static void
-install_signal_handlers (void)
-{
-  struct sigaction sa;
-
-  memset (&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
-  sigemptyset (&sa.sa_mask);
-  sigaction (SIGINT, &sa, NULL);
-  sigaction (SIGTERM, &sa, NULL);
-  sigaction (SIGHUP, &sa, NULL);
-  sigaction (SIGQUIT, &sa, NULL);
-  signal (SIGPIPE, SIG_IGN);
-}
-
 static void
 usage (FILE *fp)
 {
@@ -477,20 +454,20 @@ cmd_v2v (int argc, char **argv)
   }
   opts.progress = cp.mode != PROGRESS_NONE ? v2v_progress : NULL;
   opts.progress_opaque = &cp;
-  opts.cancel = &interrupted;
+  opts.cancel = &cli_stop;
 
   vm = ferry_vm_read (argv[optind]);
   if (vm == NULL) {
     print_error ("v2v");
     goto out;
   }
-  install_signal_handlers ();
+  install_stop_signals ();
   plan = ferry_v2v_plan (vm, &opts);
   if (plan == NULL) {
     print_error ("v2v");
     goto out;
   }
-  if (interrupted) {
+  if (cli_stop) {
     print_message ("v2v", "interrupted; nothing was written");
     goto out;
   }
@@ -520,7 +497,7 @@ cmd_v2v (int argc, char **argv)
   }
 
   if (ferry_v2v_run (plan, &opts, &summary) == -1) {
-    if (interrupted)
+    if (cli_stop)
       print_message ("v2v", "interrupted; %s was not written",
                      plan->out_dir);
     else

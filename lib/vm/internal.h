@@ -56,6 +56,9 @@ int vm_read_file (const char *path, size_t max, const char *what,
 /* Read LEN bytes at OFFSET of PATH, NUL-terminated, into *TEXT. */
 int vm_read_range (const char *path, uint64_t offset, size_t len,
                    char **text /* OUT */);
+/* Narrow [*P, *END) to the value inside: blanks (and a '\r') cut at both
+ * ends, then one pair of double quotes around it. */
+void vm_trim_value (const char **p, const char **end);
 /* Case-insensitive: does S end with SUFFIX? */
 bool vm_has_suffix (const char *s, const char *suffix);
 

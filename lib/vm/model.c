@@ -315,6 +315,20 @@ vm_dirname (const char *path)
   return strndup (path, slash - path);
 }
 
+void
+vm_trim_value (const char **p, const char **end)
+{
+  while (*p < *end && (**p == ' ' || **p == '\t'))
+    (*p)++;
+  while (*end > *p && ((*end)[-1] == ' ' || (*end)[-1] == '\t' ||
+                       (*end)[-1] == '\r'))
+    (*end)--;
+  if (*end - *p >= 2 && **p == '"' && (*end)[-1] == '"') {
+    (*p)++;
+    (*end)--;
+  }
+}
+
 bool
 vm_has_suffix (const char *s, const char *suffix)
 {

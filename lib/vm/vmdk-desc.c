@@ -47,14 +47,7 @@ vm_vmdk_info_free (struct vm_vmdk_info *info)
 static char *
 value_of (const char *p, const char *end)
 {
-  while (p < end && (*p == ' ' || *p == '\t'))
-    p++;
-  while (end > p && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r'))
-    end--;
-  if (end - p >= 2 && *p == '"' && end[-1] == '"') {
-    p++;
-    end--;
-  }
+  vm_trim_value (&p, &end);
   return strndup (p, end - p);
 }
 

@@ -94,14 +94,7 @@ decode_value (const char *p, const char *end)
 {
   char *s, *q;
 
-  while (p < end && (*p == ' ' || *p == '\t'))
-    p++;
-  while (end > p && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r'))
-    end--;
-  if (end - p >= 2 && *p == '"' && end[-1] == '"') {
-    p++;
-    end--;
-  }
+  vm_trim_value (&p, &end);
   s = malloc (end - p + 1);
   if (s == NULL)
     return NULL;

@@ -228,21 +228,30 @@ vm_xw_attr (struct vm_xw *x, const char *name, const char *value)
     x->failed = true;
 }
 
+/* FMT and AP printed into a new string, or NULL (X then failed). */
+static char *
+xw_format (struct vm_xw *x, const char *fmt, va_list ap)
+{
+  char *s;
+
+  if (vasprintf (&s, fmt, ap) == -1) {
+    x->failed = true;
+    return NULL;
+  }
+  return s;
+}
+
 void
 vm_xw_attrf (struct vm_xw *x, const char *name, const char *fmt, ...)
 {
-  char *s;
   va_list ap;
-  int r;
+  char *s;
 
   va_start (ap, fmt);
-  r = vasprintf (&s, fmt, ap);
+  s = xw_format (x, fmt, ap);
   va_end (ap);
-  if (r == -1) {
-    x->failed = true;
-    return;
-  }
-  vm_xw_attr (x, name, s);
+  if (s)
+    vm_xw_attr (x, name, s);
   free (s);
 }
 
@@ -266,18 +275,14 @@ vm_xw_elem (struct vm_xw *x, const char *element, const char *text)
 void
 vm_xw_elemf (struct vm_xw *x, const char *element, const char *fmt, ...)
 {
-  char *s;
   va_list ap;
-  int r;
+  char *s;
 
   va_start (ap, fmt);
-  r = vasprintf (&s, fmt, ap);
+  s = xw_format (x, fmt, ap);
   va_end (ap);
-  if (r == -1) {
-    x->failed = true;
-    return;
-  }
-  vm_xw_elem (x, element, s);
+  if (s)
+    vm_xw_elem (x, element, s);
   free (s);
 }
 

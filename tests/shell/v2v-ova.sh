@@ -10,6 +10,7 @@
 # duplicates, a cut archive) are refused quickly and in little memory,
 # with nothing written anywhere.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/v2v-lib.sh"
 require qemu-img qemu-io python3 tar sha1sum sha256sum virt-xml-validate
 
 [ -d "$CORPUS/broken" ] || { echo "1..0 # SKIP no corpus at $CORPUS (set FERRY_CORPUS)"; exit 77; }
@@ -22,15 +23,6 @@ listing () {
      -path ./.peak -prune -o -print | sort)
 }
 
-# validate WHAT XML: virt-xml-validate accepts the domain.
-validate () {
-  local out
-  if out=$(virt-xml-validate "$2" domain 2>&1); then
-    ok "$1: virt-xml-validate accepts the domain"
-  else
-    not_ok "$1: virt-xml-validate accepts the domain" "$out" "$(cat "$2")"
-  fi
-}
 
 # --- the corpus's broken OVAs --------------------------------------------
 b=$CORPUS/broken

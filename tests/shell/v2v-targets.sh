@@ -8,6 +8,7 @@
 # output folder is complete or absent: an existing one is refused, a full
 # disk half way and a SIGINT leave nothing behind.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/v2v-lib.sh"
 require qemu-img qemu-io python3 virt-xml-validate
 
 cd "$WORK" || die "cd $WORK"
@@ -49,15 +50,6 @@ ethernet1.addressType = "generated"
 ethernet1.generatedAddress = "00:0c:29:aa:bb:cc"
 EOF
 
-# validate WHAT XML: virt-xml-validate accepts the domain.
-validate () {
-  local out
-  if out=$(virt-xml-validate "$2" domain 2>&1); then
-    ok "$1: virt-xml-validate accepts the domain"
-  else
-    not_ok "$1: virt-xml-validate accepts the domain" "$out" "$(cat "$2")"
-  fi
-}
 # domain_is WHAT XML EXPR: the Python expression EXPR, over the parsed
 # domain d (ElementTree), is true.
 domain_is () {

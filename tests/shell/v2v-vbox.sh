@@ -9,6 +9,7 @@
 # VMDK) migrated to libvirt: the domain validates, the disk equals the
 # source VMDK as qemu-img reads it.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/v2v-lib.sh"
 require qemu-img qemu-io python3 virt-xml-validate
 
 cd "$WORK" || die "cd $WORK"
@@ -119,9 +120,7 @@ fi
 fy v2v vb/vbvm.vbox --to libvirt --out out-vb
 expect_exit 0 ".vbox migrated to libvirt"
 if [ -f out-vb/vbvm.xml ]; then
-  out=$(virt-xml-validate out-vb/vbvm.xml domain 2>&1) &&
-    ok ".vbox: virt-xml-validate accepts the domain" ||
-    not_ok ".vbox: virt-xml-validate accepts the domain" "$out"
+  validate ".vbox" out-vb/vbvm.xml
   same_content ".vbox: disk 1 equals the source" vb/vbvm.vmdk vmdk out-vb/vbvm-disk1.qcow2 qcow2
   same_content ".vbox: disk 2 is the current state, read through the chain" \
     "vb/Snapshots/{c3c3c3c3-0000-4000-8000-000000000003}.vmdk" vmdk out-vb/vbvm-disk2.qcow2 qcow2
@@ -133,9 +132,7 @@ if [ -f "$CORPUS/virtualbox/ubuntu.2.0.ovf" ]; then
   expect_exit 0 "VirtualBox export (OVF 2.0) migrated to libvirt"
   check_true "VirtualBox export: its SHA256 manifest verified" not grep -q 'manifest' "$ERR"
   if [ -f out-ubuntu/ubuntu.xml ]; then
-    out=$(virt-xml-validate out-ubuntu/ubuntu.xml domain 2>&1) &&
-      ok "VirtualBox export: virt-xml-validate accepts the domain" ||
-      not_ok "VirtualBox export: virt-xml-validate accepts the domain" "$out"
+    validate "VirtualBox export" out-ubuntu/ubuntu.xml
     same_content "VirtualBox export: the disk equals the source VMDK" \
       "$CORPUS/virtualbox/ubuntu.2.0-disk1.vmdk" vmdk out-ubuntu/ubuntu-disk1.qcow2 qcow2
     qemu_clean "VirtualBox export: the qcow2 is clean" out-ubuntu/ubuntu-disk1.qcow2
