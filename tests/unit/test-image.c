@@ -366,14 +366,65 @@ test_raw_window (void **state)
   assert_int_equal (ferry_get_errno (), EINVAL);
   assert_non_null (strstr (ferry_get_error (), "lies past the end of the "
                            "file"));
+  free (buf);
+}
+
+/* A qcow2 image read in place at 64 KiB into a file (as an OVA holds
+ * one): its data, its holes, and its size are the image's. */
+static void
+test_qcow2_window (void **state)
+{
+  char path[300], outer[300];
+  unsigned char *buf = malloc (256 * KiB), *copy;
+  struct ferry_extent_list list = { 0 };
+  struct ferry_image *img;
+  struct stat st;
+  ssize_t n;
+  int fd, ofd;
+
+  assert_non_null (buf);
   img = ferry_image_create (tmp_path (path, sizeof path, "inner.qcow2"),
-                            "qcow2", 1 * MiB, NULL);
+                            "qcow2", 4 * MiB, "cluster_size=65536");
   assert_non_null (img);
+  memset (buf, 0x3c, 128 * KiB);
+  assert_int_equal (ferry_image_pwrite (img, buf, 128 * KiB, 1 * MiB), 0);
   assert_int_equal (ferry_image_close (img), 0);
-  assert_null (ferry_image_open_window (path, NULL, 0, 196 * KiB, 0));
-  assert_int_equal (ferry_get_errno (), ENOTSUP);
-  assert_non_null (strstr (ferry_get_error (), "cannot read a qcow2 image "
-                           "in place"));
+
+  /* Copy it to 64 KiB into a larger file, 0x99 around it. */
+  assert_int_equal (stat (path, &st), 0);
+  copy = malloc (st.st_size);
+  assert_non_null (copy);
+  fd = open (path, O_RDONLY);
+  assert_true (fd >= 0);
+  n = pread (fd, copy, st.st_size, 0);
+  assert_int_equal (n, st.st_size);
+  close (fd);
+  ofd = open (tmp_path (outer, sizeof outer, "holder"),
+              O_RDWR | O_CREAT | O_EXCL, 0644);
+  assert_true (ofd >= 0);
+  memset (buf, 0x99, 64 * KiB);
+  assert_int_equal (pwrite (ofd, buf, 64 * KiB, 0), 64 * KiB);
+  assert_int_equal (pwrite (ofd, copy, st.st_size, 64 * KiB), st.st_size);
+  assert_int_equal (pwrite (ofd, buf, 64 * KiB, 64 * KiB + st.st_size),
+                    64 * KiB);
+  close (ofd);
+
+  img = ferry_image_open_window (outer, NULL, 64 * KiB, st.st_size, 0);
+  assert_non_null (img);
+  assert_string_equal (ferry_image_format (img), "qcow2");
+  assert_int_equal (ferry_image_size (img), 4 * MiB);
+  assert_int_equal (ferry_image_pread (img, buf, 256 * KiB, 1 * MiB - 64 * KiB),
+                    0);
+  for (size_t i = 0; i < 256 * KiB; i++)
+    if (buf[i] != (i >= 64 * KiB && i < 192 * KiB ? 0x3c : 0))
+      fail_msg ("byte %zu of the window's guest data is 0x%02x", i, buf[i]);
+  assert_int_equal (ferry_image_extents (img, 0, 4 * MiB, &list), 0);
+  assert_true (list.len >= 1);
+  assert_true (list.ptr[0].flags & FERRY_EXTENT_ZERO);
+  assert_int_equal (list.ptr[0].length, 1 * MiB);
+  ferry_extent_list_free (&list);
+  assert_int_equal (ferry_image_close (img), 0);
+  free (copy);
   free (buf);
 }
 
@@ -461,6 +512,7 @@ main (void)
     cmocka_unit_test (test_raw_zero_error),
     cmocka_unit_test (test_qcow2_bad_table_same_error),
     cmocka_unit_test (test_raw_window),
+    cmocka_unit_test (test_qcow2_window),
     cmocka_unit_test (test_raw_gzip_stream),
   };
   return cmocka_run_group_tests (tests, make_scratch_dir, remove_scratch_dir);
