@@ -96,6 +96,19 @@ for format in gnu pax; do
       "out-long-$format/long-disk1.qcow2" qcow2
 done
 
+# A qcow2 disk inside the OVA (oVirt exports them so): read in place.
+mkdir -p pkg-q
+qemu-img create -q -f qcow2 pkg-q/disk.qcow2 16M || die "qemu-img create"
+qio qcow2 pkg-q/disk.qcow2 "write -s $RAND 0 1M" "write -c -P 0x77 8M 64k" \
+  "write -z 9M 64k"
+"${TAR_PY[@]}" ovf q disk.qcow2 qcow2 $((16 << 20)) >pkg-q/q.ovf
+tar -C pkg-q -cf q.ova q.ovf disk.qcow2 || die "tar cf"
+fy v2v q.ova --to local --out out-q -O raw
+expect_exit 0 "OVA with a qcow2 disk migrated"
+[ -f out-q/q-disk1.img ] &&
+  same_content "qcow2 OVA: the disk equals the original" pkg-q/disk.qcow2 qcow2 \
+    out-q/q-disk1.img raw
+
 # A disk gzip-compressed inside the OVA (ovf:compression="gzip"): inflated
 # as it is copied.  Two gzip members back to back, as pigz or cat make.
 mkdir -p pkg-gz
