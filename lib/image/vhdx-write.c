@@ -432,7 +432,7 @@ parse_create_options (const char *path, struct option_list *opts,
   }
   r = options_get_size (opts, "block_size", &val);
   if (r == -1)
-    return -1;
+    goto bad;
   if (r == 1 && val != 0) {
     if (!is_power_of_2 (val) || val < VHDX_MIN_BLOCK_SIZE ||
         val > VHDX_MAX_BLOCK_SIZE)
@@ -442,7 +442,7 @@ parse_create_options (const char *path, struct option_list *opts,
   }
   r = options_get_size (opts, "log_size", &val);
   if (r == -1)
-    return -1;
+    goto bad;
   if (r == 1) {
     if (val < VHDX_MiB || val % VHDX_MiB || val > 1024 * VHDX_MiB)
       return ferry_error (EINVAL, "%s: log_size=%" PRIu64 ": expected a "
@@ -450,8 +450,12 @@ parse_create_options (const char *path, struct option_list *opts,
     o->log_size = val;
   }
   if (options_get_bool (opts, "block_state_zero", &o->block_state_zero) == -1)
-    return -1;
+    goto bad;
   return 0;
+
+ bad:
+  ferry_error_prefix ("%s", path);
+  return -1;
 }
 
 /* qemu-img's block size for a disk of SIZE bytes, so that both tools
