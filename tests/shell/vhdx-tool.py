@@ -175,9 +175,12 @@ class Vhdx:
 def dump(path):
     v = Vhdx(path)
     states = {}
+    present_end = 0
     for b in range(v.data_blocks):
         s = v.bat[v.payload_index(b)] & 7
         states[s] = states.get(s, 0) + 1
+        if s in (FULL, PARTIAL):
+            present_end = min((b + 1) * v.block_size, v.size)
     print(json.dumps({
         "sequence": v.seq, "log_offset": v.log_offset, "log_length": v.log_length,
         "log_guid": guid_str(v.hdr[48:64]), "data_write_guid": guid_str(v.data_write_guid),
@@ -186,6 +189,7 @@ def dump(path):
         "logical_sector_size": v.lss, "virtual_size": v.size,
         "has_parent": v.has_parent, "fixed": v.fixed, "bat_entries": v.entries,
         "chunk_ratio": v.chunk_ratio, "block_states": states,
+        "present_end": present_end,
         "file_size": v.file_size,
     }, indent=1))
 
