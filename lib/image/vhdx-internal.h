@@ -139,6 +139,8 @@ int vhdx_finish (struct vhdx_image *v);
 int vhdx_write_file (struct vhdx_image *v, const void *buf, size_t len,
                      uint64_t offset);
 int vhdx_sync (struct vhdx_image *v);
+int vhdx_fault_point (struct vhdx_image *v, const char *what,
+                      uint64_t offset);
 int vhdx_write_headers (struct vhdx_image *v);
 
 /* vhdx-check.c */

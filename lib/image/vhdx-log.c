@@ -452,6 +452,8 @@ zero_file_range (struct vhdx_image *v, uint64_t off, uint64_t len)
   CLEANUP_FREE uint8_t *zeroes = NULL;
   size_t n;
 
+  if (vhdx_fault_point (v, "zero", off) == -1)
+    return -1;
   if (v->can_punch_hole &&
       fallocate (v->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
                  len) == 0)

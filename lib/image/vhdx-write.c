@@ -100,8 +100,8 @@ fault_init (void)
 }
 
 /* Count one write of WHAT at OFFSET, failing or dying when told to. */
-static int
-fault_point (struct vhdx_image *v, const char *what, uint64_t offset)
+int
+vhdx_fault_point (struct vhdx_image *v, const char *what, uint64_t offset)
 {
   unsigned long n;
 
@@ -124,7 +124,7 @@ int
 vhdx_write_file (struct vhdx_image *v, const void *buf, size_t len,
                  uint64_t offset)
 {
-  if (fault_point (v, "write", offset) == -1)
+  if (vhdx_fault_point (v, "write", offset) == -1)
     return -1;
   if (full_pwrite (v->fd, buf, len, offset) == -1)
     return ferry_error_errno (errno, "%s: writing %zu bytes at offset 0x%"
@@ -246,7 +246,7 @@ zero_in_file (struct vhdx_image *v, uint64_t off, uint64_t len, bool trim)
   CLEANUP_FREE uint8_t *zeroes = NULL;
   size_t n;
 
-  if (fault_point (v, "zero", off) == -1)
+  if (vhdx_fault_point (v, "zero", off) == -1)
     return -1;
   if (trim && v->can_punch_hole) {
     if (fallocate (v->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,

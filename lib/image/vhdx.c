@@ -298,14 +298,18 @@ parse_region_table (struct vhdx_image *v, const uint8_t *rt, uint64_t offset,
     const uint8_t *e = rt + VHDX_RT_HEADER_SIZE + i * VHDX_RT_ENTRY_SIZE;
     uint64_t off = get_le64 (e + 16);
     uint32_t len = get_le32 (e + 24), required = get_le32 (e + 28);
-    char g[39];
+    char g[64];
     bool *have;
 
     vhdx_format_guid (e, g);
-    if (memcmp (e, guid_bat, 16) == 0)
+    if (memcmp (e, guid_bat, 16) == 0) {
       have = &have_bat;
-    else if (memcmp (e, guid_metadata, 16) == 0)
+      strcat (g, " (the BAT)");
+    }
+    else if (memcmp (e, guid_metadata, 16) == 0) {
       have = &have_meta;
+      strcat (g, " (metadata)");
+    }
     else if (required & 1) {
       ferry_error (ENOTSUP, "%s: VHDX region table at offset 0x%" PRIx64
                    ": entry %" PRIu32 " is a region %s that ferry does not "

@@ -23,6 +23,8 @@ it never writes damaged files, so the tests build those here:
                                  "truncated" (FlushedFileOffset past the end)
   clear-log FILE                 set LogGuid to zero (the log is ignored)
   corrupt FILE WHAT              one kind of damage (see CORRUPTIONS)
+  fuzz FILE SEED                 a few random bytes of one structure changed,
+                                 its checksum put right
   sparse-encode FILE OUT         the fuzzers' encoding of a sparse file
 """
 import json
@@ -284,8 +286,11 @@ def make_child(parent, parent_raw, child, expected, relative=None,
     sb_offset = data_start
     blocks_at = sb_offset + MiB
     blobs = []
+    # Patterns stay in the first 16 KiB of a block (the rest is zeroes),
+    # so the file encodes small as a fuzzing seed.
+    head = 16 * KiB
     # Block 0: fully present, a pattern.
-    blob0 = bytes([0xC1]) * bs
+    blob0 = bytes([0xC1]) * head + bytes(bs - head)
     bat[c.payload_index(0)] = blocks_at | FULL
     blobs.append((blocks_at, blob0))
     want[0:bs] = blob0
@@ -295,7 +300,10 @@ def make_child(parent, parent_raw, child, expected, relative=None,
     present = set(range(8)) | {100, spb - 1}
     blob1 = bytearray(bs)
     for s in range(spb):
-        blob1[s * lss:(s + 1) * lss] = bytes([0xC2 if s in present else 0xEE]) * lss
+        if s in present:
+            blob1[s * lss:(s + 1) * lss] = bytes([0xC2]) * lss
+        elif s * lss < head:
+            blob1[s * lss:(s + 1) * lss] = bytes([0xEE]) * lss
     bat[c.payload_index(1)] = (blocks_at + bs) | PARTIAL
     blobs.append((blocks_at + bs, bytes(blob1)))
     bitmap = bytearray(MiB)
@@ -387,7 +395,7 @@ def plant_log(path, mode):
     b = next(b for b in range(v.data_blocks) if v.bat[v.payload_index(b)] & 7 != FULL)
     i = v.payload_index(b)
     new_block = -(-v.file_size // MiB) * MiB
-    pattern = bytes([0xA7]) * v.block_size
+    pattern = bytes([0xA7]) * (16 * KiB)
     # The BAT sector holding entry I, as it must read after the replay.
     sec_off = v.bat_offset + (i * 8) // 4096 * 4096
     with open(path, "r+b") as f:
@@ -531,6 +539,29 @@ size-unaligned block-size lss meta-signature meta-item-outside meta-unknown-requ
 meta-missing-size log-outside""".split()
 
 
+def fuzz(path, seed):
+    """Change a few bytes of one structure, chosen by SEED, and put its
+    checksum right where it has one, so the damage gets past the CRC."""
+    import random
+    rnd = random.Random(seed)
+    v = Vhdx(path)
+    targets = [("header", v.hoff, 80, 4), ("region", 192 * KiB, 16 + 32 * 3, 4),
+               ("metadata", v.meta_offset, 64 * KiB + 64, None),
+               ("bat", v.bat_offset, max(8, v.entries * 8), None),
+               ("log", v.log_offset, 4096, None)]
+    name, off, span, crc = targets[rnd.randrange(len(targets))]
+    with open(path, "r+b") as f:
+        size = 4096 if name == "header" else 64 * KiB if name == "region" else span
+        buf = bytearray(rd(f, off, size))
+        for _ in range(rnd.randint(1, 8)):
+            i = rnd.randrange(min(span, len(buf)))
+            buf[i] = rnd.choice([0, 0xFF, rnd.randrange(256), buf[i] ^ (1 << rnd.randrange(8))])
+        if crc is not None:
+            with_crc(buf, crc)
+        wr(f, off, bytes(buf))
+    print(name)
+
+
 def sparse_encode(path, out):
     """The fuzzers' encoding: u64 file size, then records of u32 offset in
     units of 16 bytes, u16 length, and the bytes; only non-zero runs."""
@@ -588,6 +619,8 @@ def main(argv):
         corrupt(args[0], args[1])
     elif cmd == "list-corruptions":
         print("\n".join(CORRUPTIONS))
+    elif cmd == "fuzz":
+        fuzz(args[0], int(args[1]))
     elif cmd == "sparse-encode":
         sparse_encode(args[0], args[1])
     else:
