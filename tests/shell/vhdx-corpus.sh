@@ -56,11 +56,20 @@ for f in iotest-dynamic-1G.vhdx.bz2 test-disk2vhd.vhdx.bz2 win10-fixed.vhdx.gz \
   name=${f%.*}
   unpack "$f" "$name"
   sum=$(md5sum <"$name")
-  convert_and_judge "corpus $name -> raw" "$name" vhdx "$name.raw" raw
-  convert_and_judge "corpus $name -> qcow2" "$name" vhdx "$name.qcow2" qcow2
-  if convert_and_judge "corpus $name -> vhdx" "$name" vhdx "out-$name" vhdx; then
-    vhdx_clean "corpus $name -> vhdx: qemu-img check" "out-$name"
-  fi
+  # qemu-img reads the VHDX once; ferry's outputs are compared with that.
+  qemu-img convert -f vhdx -O raw "$name" "$name.ref" || die "qemu-img convert $name"
+  for fmt in raw qcow2 vhdx; do
+    rm -f "out.$fmt"
+    fy convert -O $fmt "$name" "out.$fmt"
+    if expect_exit 0 "corpus $name -> $fmt"; then
+      same_content "corpus $name -> $fmt: qemu-img compare with qemu-img's reading" \
+        "$name.ref" raw "out.$fmt" $fmt
+      check_true "corpus $name -> $fmt: virtual size" \
+        test "$(qinfo "out.$fmt" $fmt virtual-size)" = "$(qinfo "$name" vhdx virtual-size)"
+    fi
+  done
+  qemu_clean "corpus $name -> qcow2: qemu-img check" out.qcow2
+  vhdx_clean "corpus $name -> vhdx: qemu-img check" out.vhdx
   # The format probed, not given.
   rm -f probed.raw
   fy convert -O raw "$name" probed.raw
@@ -74,7 +83,7 @@ for f in iotest-dynamic-1G.vhdx.bz2 test-disk2vhd.vhdx.bz2 win10-fixed.vhdx.gz \
     done
   fi
   check_true "corpus $name: the file is unchanged" test "$(md5sum <"$name")" = "$sum"
-  rm -f "$name" "$name.raw" "$name.qcow2" "out-$name" probed.raw
+  rm -f "$name" "$name.ref" out.raw out.qcow2 out.vhdx probed.raw
 done
 
 # test-disk2vhd: both headers hold the same sequence number (1); taken as
@@ -98,12 +107,16 @@ fi
 cp dirty.vhdx repaired.vhdx
 qemu-img check -q -r all repaired.vhdx >/dev/null 2>&1
 vhdx_clean "qemu-img check -r all replays the log of a copy" repaired.vhdx
+# qemu-img's reading of the repaired copy, every byte of the 10 GiB, kept
+# as a sparse raw file: raw files compare in a moment where a 10 GiB VHDX
+# takes qemu-img half a minute.
+qemu-img convert -f vhdx -O raw repaired.vhdx repaired.raw || die "qemu-img convert repaired"
 
 rm -f dirty.raw
 fy convert -O raw dirty.vhdx dirty.raw
 expect_exit 0 "dirty log: ferry convert reads it (log replayed in memory)"
 [ -f dirty.raw ] && same_content "dirty log: ferry reads what qemu-img reads after check -r all" \
-  repaired.vhdx vhdx dirty.raw raw
+  repaired.raw raw dirty.raw raw
 check_true "dirty log: the source file is unchanged (md5 before and after)" \
   test "$(md5sum <dirty.vhdx)" = "$sum"
 fy info --json dirty.vhdx
@@ -136,21 +149,13 @@ if qemu-img info rw.vhdx >/dev/null 2>&1; then
 else
   not_ok "dirty log replayed to disk: qemu-img still refuses it read-only"
 fi
-# qemu-img reads every zero block of a 10 GiB VHDX, slowly; all the data
-# lies in the first 32 MiB of both, so compare that much, and make sure
-# neither has a block beyond.
-qemu-img dd -f vhdx -O raw bs=1M count=32 if=rw.vhdx of=rw-head.raw 2>/dev/null
-qemu-img dd -f vhdx -O raw bs=1M count=32 if=repaired.vhdx of=repaired-head.raw 2>/dev/null
-check_true "dirty log replayed to disk: qemu-img reads the first 32 MiB as in its repaired copy" \
-  cmp -s rw-head.raw repaired-head.raw
-for f in rw repaired; do
-  end=$("${TOOL[@]}" dump $f.vhdx | python3 -c 'import json,sys; print(json.load(sys.stdin)["present_end"])')
-  check_true "dirty log: $f.vhdx holds no block past 32 MiB ($end)" test "$end" -le $((32 << 20))
-done
+qemu-img convert -f vhdx -O raw rw.vhdx rw.raw || die "qemu-img convert rw"
+same_content "dirty log replayed to disk: qemu-img reads it as its own repaired copy" \
+  repaired.raw raw rw.raw raw
 fy info --json rw.vhdx
 check_true "dirty log replayed to disk: no log left to replay" \
   grep -q -E '"log-replayed": *false' "$OUT"
-rm -f dirty.vhdx dirty.raw dirty.qcow2 nolog.vhdx rw.vhdx repaired.vhdx ./*-head.raw
+rm -f dirty.vhdx dirty.raw dirty.qcow2 nolog.vhdx rw.vhdx rw.raw repaired.vhdx repaired.raw
 
 # --- logs planted from the specification ----------------------------------------------
 for mode in bat wrap; do
