@@ -139,6 +139,8 @@ int vhdx_finish (struct vhdx_image *v);
 int vhdx_write_file (struct vhdx_image *v, const void *buf, size_t len,
                      uint64_t offset);
 int vhdx_sync (struct vhdx_image *v);
+int vhdx_zero_file_range (struct vhdx_image *v, uint64_t off, uint64_t len,
+                          bool trim);
 int vhdx_fault_point (struct vhdx_image *v, const char *what,
                       uint64_t offset);
 int vhdx_write_headers (struct vhdx_image *v);
@@ -163,6 +165,28 @@ static inline uint64_t
 vhdx_bat_get (const struct vhdx_image *v, uint64_t i)
 {
   return __atomic_load_n (&v->bat[i], __ATOMIC_ACQUIRE);
+}
+
+/* The part of a request of COUNT bytes at guest OFFSET that lies in one
+ * payload block: the block, the offset in it, the length, and the
+ * block's BAT entry as it is now. */
+struct vhdx_piece {
+  uint64_t block;
+  uint64_t in;
+  uint64_t len;
+  uint64_t entry;
+};
+
+static inline struct vhdx_piece
+vhdx_piece (const struct vhdx_image *v, uint64_t offset, uint64_t count)
+{
+  struct vhdx_piece p;
+
+  p.block = offset >> v->block_bits;
+  p.in = offset & (v->block_size - 1);
+  p.len = count < v->block_size - p.in ? count : v->block_size - p.in;
+  p.entry = vhdx_bat_get (v, vhdx_payload_index (v, p.block));
+  return p;
 }
 
 #endif /* FERRY_VHDX_INTERNAL_H */

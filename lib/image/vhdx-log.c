@@ -36,7 +36,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <linux/falloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -445,33 +444,6 @@ vhdx_log_apply_overlay (struct vhdx_image *v, uint8_t *buf, size_t len,
   return 0;
 }
 
-/* Make [OFF, OFF+LEN) of the file (all inside it) read as zeroes. */
-static int
-zero_file_range (struct vhdx_image *v, uint64_t off, uint64_t len)
-{
-  CLEANUP_FREE uint8_t *zeroes = NULL;
-  size_t n;
-
-  if (vhdx_fault_point (v, "zero", off) == -1)
-    return -1;
-  if (v->can_punch_hole &&
-      fallocate (v->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
-                 len) == 0)
-    return 0;
-  n = MIN (len, (uint64_t) VHDX_MiB);
-  zeroes = calloc (1, n);
-  if (zeroes == NULL)
-    return ferry_error (ENOMEM, "%s: out of memory", v->base.path);
-  while (len > 0) {
-    n = MIN (len, (uint64_t) VHDX_MiB);
-    if (vhdx_write_file (v, zeroes, n, off) == -1)
-      return -1;
-    off += n;
-    len -= n;
-  }
-  return 0;
-}
-
 int
 vhdx_log_replay_to_disk (struct vhdx_image *v, struct vhdx_log_replay *r)
 {
@@ -484,9 +456,10 @@ vhdx_log_replay_to_disk (struct vhdx_image *v, struct vhdx_log_replay *r)
     end = MAX (end, op->file_offset + op->length);
     if (op->zero) {
       if (op->file_offset < v->real_size &&
-          zero_file_range (v, op->file_offset,
-                           MIN (op->length,
-                                v->real_size - op->file_offset)) == -1)
+          vhdx_zero_file_range (v, op->file_offset,
+                                MIN (op->length,
+                                     v->real_size - op->file_offset),
+                                true) == -1)
         return -1;
     }
     else if (read_data_sector (v, op, sector) == -1 ||

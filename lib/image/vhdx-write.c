@@ -220,19 +220,17 @@ vhdx_pwrite (struct ferry_image *img, const void *buf, size_t count,
   const uint8_t *p = buf;
 
   while (count > 0) {
-    uint64_t b = offset >> v->block_bits;
-    uint64_t in = offset & (v->block_size - 1);
-    uint64_t n = MIN ((uint64_t) count, v->block_size - in);
-    uint64_t e = vhdx_bat_get (v, vhdx_payload_index (v, b));
+    struct vhdx_piece pc = vhdx_piece (v, offset, count);
 
-    if ((e & VHDX_BAT_STATE_MASK) != VHDX_PAYLOAD_FULLY_PRESENT &&
-        alloc_block (v, b, &e) == -1)
+    if ((pc.entry & VHDX_BAT_STATE_MASK) != VHDX_PAYLOAD_FULLY_PRESENT &&
+        alloc_block (v, pc.block, &pc.entry) == -1)
       return -1;
-    if (vhdx_write_file (v, p, n, (e & VHDX_BAT_OFFSET_MASK) + in) == -1)
+    if (vhdx_write_file (v, p, pc.len,
+                         (pc.entry & VHDX_BAT_OFFSET_MASK) + pc.in) == -1)
       return -1;
-    p += n;
-    offset += n;
-    count -= n;
+    p += pc.len;
+    offset += pc.len;
+    count -= pc.len;
   }
   return 0;
 }
@@ -240,8 +238,9 @@ vhdx_pwrite (struct ferry_image *img, const void *buf, size_t count,
 /* Make LEN bytes of the file at OFF read as zeroes: punch a hole when
  * TRIM allows, else zero the range, else write zeroes; what the file
  * system refuses is remembered. */
-static int
-zero_in_file (struct vhdx_image *v, uint64_t off, uint64_t len, bool trim)
+int
+vhdx_zero_file_range (struct vhdx_image *v, uint64_t off, uint64_t len,
+                      bool trim)
 {
   CLEANUP_FREE uint8_t *zeroes = NULL;
   size_t n;
@@ -288,17 +287,14 @@ vhdx_zero (struct ferry_image *img, size_t count, uint64_t offset,
   struct vhdx_image *v = (struct vhdx_image *) img;
 
   while (count > 0) {
-    uint64_t b = offset >> v->block_bits;
-    uint64_t in = offset & (v->block_size - 1);
-    uint64_t n = MIN ((uint64_t) count, v->block_size - in);
-    uint64_t e = vhdx_bat_get (v, vhdx_payload_index (v, b));
+    struct vhdx_piece pc = vhdx_piece (v, offset, count);
 
-    if ((e & VHDX_BAT_STATE_MASK) == VHDX_PAYLOAD_FULLY_PRESENT &&
-        zero_in_file (v, (e & VHDX_BAT_OFFSET_MASK) + in, n,
-                      flags & FERRY_ZERO_MAY_TRIM) == -1)
+    if ((pc.entry & VHDX_BAT_STATE_MASK) == VHDX_PAYLOAD_FULLY_PRESENT &&
+        vhdx_zero_file_range (v, (pc.entry & VHDX_BAT_OFFSET_MASK) + pc.in,
+                              pc.len, flags & FERRY_ZERO_MAY_TRIM) == -1)
       return -1;
-    offset += n;
-    count -= n;
+    offset += pc.len;
+    count -= pc.len;
   }
   return 0;
 }

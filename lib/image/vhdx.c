@@ -935,83 +935,32 @@ vhdx_pread (struct ferry_image *img, void *buf, size_t count, uint64_t offset)
   uint8_t *p = buf;
 
   while (count > 0) {
-    uint64_t b = offset >> v->block_bits;
-    uint64_t in = offset & (v->block_size - 1);
-    uint64_t n = MIN ((uint64_t) count, v->block_size - in);
-    uint64_t e = vhdx_bat_get (v, vhdx_payload_index (v, b));
-    uint64_t host = e & VHDX_BAT_OFFSET_MASK;
+    struct vhdx_piece pc = vhdx_piece (v, offset, count);
+    uint64_t host = pc.entry & VHDX_BAT_OFFSET_MASK;
     int r = 0;
 
-    switch (e & VHDX_BAT_STATE_MASK) {
+    switch (pc.entry & VHDX_BAT_STATE_MASK) {
     case VHDX_PAYLOAD_FULLY_PRESENT:
-      r = vhdx_read_file (v, p, n, host + in);
+      r = vhdx_read_file (v, p, pc.len, host + pc.in);
       break;
     case VHDX_PAYLOAD_PARTIALLY_PRESENT:
-      r = read_partial (v, p, n, offset, host);
+      r = read_partial (v, p, pc.len, offset, host);
       break;
     case VHDX_PAYLOAD_NOT_PRESENT:
       if (v->has_parent) {
-        r = read_parent (v, p, n, offset);
+        r = read_parent (v, p, pc.len, offset);
         break;
       }
       /* fall through */
     default:
-      memset (p, 0, n);
+      memset (p, 0, pc.len);
     }
     if (r == -1)
       return -1;
-    p += n;
-    offset += n;
-    count -= n;
+    p += pc.len;
+    offset += pc.len;
+    count -= pc.len;
   }
-  return 0;
-}
-
-/* Append the parent's extents over [OFFSET, OFFSET+COUNT) (zeroes past
- * its end, or where there is none).  *END is where the answer stops,
- * which may be short of the range. */
-static int
-parent_extents (struct vhdx_image *v, uint64_t offset, uint64_t count,
-                struct ferry_extent_list *list, uint64_t *end)
-{
-  struct ferry_image *p = v->base.backing;
-  struct ferry_extent_list tmp = { 0 };
-  uint64_t n, reached = offset;
-  size_t i;
-  int r = 0;
-
-  if (p == NULL || offset >= p->size) {
-    *end = offset + count;
-    return ferry_extent_list_append (list, offset, count,
-                                     FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO);
-  }
-  n = MIN (count, p->size - offset);
-  if (ferry_image_extents (p, offset, n, &tmp) == -1) {
-    ferry_error_prefix ("%s: extents of the parent", v->base.path);
-    ferry_extent_list_free (&tmp);
-    return -1;
-  }
-  for (i = 0; i < tmp.len && r == 0; i++) {
-    uint64_t s = MAX (tmp.ptr[i].offset, reached);
-    uint64_t e = MIN (tmp.ptr[i].offset + tmp.ptr[i].length, offset + n);
-    if (s != reached || e <= s)
-      break;
-    r = ferry_extent_list_append (list, s, e - s, tmp.ptr[i].flags);
-    reached = e;
-  }
-  ferry_extent_list_free (&tmp);
-  if (r == -1)
-    return -1;
-  if (reached == offset)
-    return ferry_error (EIO, "%s: the parent reported no extent at offset %"
-                        PRIu64, v->base.path, offset);
-  if (reached == offset + n && n < count) {
-    if (ferry_extent_list_append (list, reached, count - n,
-                                  FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO) == -1)
-      return -1;
-    reached = offset + count;
-  }
-  *end = reached;
   return 0;
 }
 
@@ -1033,7 +982,7 @@ partial_extents (struct vhdx_image *v, uint64_t offset, uint64_t count,
     if (present)
       r = ferry_extent_list_append (list, offset, n, 0);
     else {
-      r = parent_extents (v, offset, n, list, &reached);
+      r = image_backing_extents (&v->base, offset, n, list, &reached);
       if (r == 0 && reached < offset + n) {
         *done = reached - start;
         break;
@@ -1056,13 +1005,11 @@ vhdx_extents (struct ferry_image *img, uint64_t offset, uint64_t length,
   unsigned runs = 0;
 
   while (offset < end && runs++ < VHDX_EXTENTS_MAX_RUNS) {
-    uint64_t b = offset >> v->block_bits;
-    uint64_t in = offset & (v->block_size - 1);
-    uint64_t n = MIN (end - offset, v->block_size - in), done = n;
-    uint64_t e = vhdx_bat_get (v, vhdx_payload_index (v, b));
+    struct vhdx_piece pc = vhdx_piece (v, offset, end - offset);
+    uint64_t n = pc.len, done = n;
     int r;
 
-    switch (e & VHDX_BAT_STATE_MASK) {
+    switch (pc.entry & VHDX_BAT_STATE_MASK) {
     case VHDX_PAYLOAD_FULLY_PRESENT:
       r = ferry_extent_list_append (list, offset, n, 0);
       break;
@@ -1072,7 +1019,7 @@ vhdx_extents (struct ferry_image *img, uint64_t offset, uint64_t length,
     case VHDX_PAYLOAD_NOT_PRESENT:
       if (v->has_parent) {
         uint64_t reached;
-        r = parent_extents (v, offset, n, list, &reached);
+        r = image_backing_extents (&v->base, offset, n, list, &reached);
         done = reached - offset;
         break;
       }

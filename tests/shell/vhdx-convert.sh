@@ -14,16 +14,6 @@ cd "$WORK" || die "cd $WORK"
 TOOL=("$PYTHON" "$TESTS_DIR/vhdx-tool.py")
 MiB=$((1 << 20))
 
-# vhdx_clean WHAT IMG: qemu-img check finds IMG a sound VHDX.
-vhdx_clean () {
-  local what=$1 img=$2 out rc=0
-  out=$(qemu-img check -f vhdx "$img" 2>&1) || rc=$?
-  if [ "$rc" = 0 ] && grep -q "No errors" <<<"$out"; then
-    ok "$what"
-  else
-    not_ok "$what: qemu-img check exit $rc" "$out"
-  fi
-}
 # same_info WHAT IMG KEY...: ferry info --json and qemu-img info agree on
 # each KEY.
 same_info () {
@@ -43,7 +33,7 @@ judge_vhdx_out () {
   local what=$1 src=$2 sf=$3 dst=$4
   shift 4
   convert_and_judge "$what" "$src" "$sf" "$dst" vhdx "$@" &&
-    vhdx_clean "$what: qemu-img check" "$dst"
+    qemu_clean "$what: qemu-img check" "$dst" vhdx
 }
 
 size=$((9 * MiB + 512))
@@ -153,7 +143,7 @@ for o in block_size=1M subformat=fixed,block_size=1M; do
   rm -f big2.vhdx
   fy convert -O vhdx -o $o big.raw big2.vhdx
   expect_exit 0 "raw 5 GiB -> vhdx $o"
-  vhdx_clean "raw 5 GiB -> vhdx $o: qemu-img check" big2.vhdx
+  qemu_clean "raw 5 GiB -> vhdx $o: qemu-img check" big2.vhdx vhdx
   qemu_reads "raw 5 GiB -> vhdx $o: qemu-io reads the data and the zeroes" big2.vhdx \
     "${big[@]}" "${big_zero[@]}"
 done
@@ -190,7 +180,7 @@ qio raw n.raw "write -P 0x91 1M 2M" "write -P 0x92 7M 64k"
 fy convert -n -O vhdx n.raw n.vhdx
 expect_exit 0 "ferry convert -n into a qemu-img VHDX"
 same_content "ferry convert -n into a qemu-img VHDX: qemu-img compare" n.raw raw n.vhdx vhdx
-vhdx_clean "ferry convert -n into a qemu-img VHDX: qemu-img check" n.vhdx
+qemu_clean "ferry convert -n into a qemu-img VHDX: qemu-img check" n.vhdx vhdx
 
 # Default block sizes follow qemu-img's, by disk size.
 for s in 1G 2G 200G 10T; do
@@ -202,7 +192,7 @@ for s in 1G 2G 200G 10T; do
     got=$(qinfo e.vhdx vhdx cluster-size)
     want=$(qinfo e-qemu.vhdx vhdx cluster-size)
     check_true "empty $s: default block size $got = qemu-img's $want" test "$got" = "$want"
-    vhdx_clean "empty $s: qemu-img check" e.vhdx
+    qemu_clean "empty $s: qemu-img check" e.vhdx vhdx
   fi
   rm -f e.raw e.vhdx e-qemu.vhdx
 done

@@ -24,15 +24,6 @@ require qemu-img qemu-io python3 bzip2 gzip md5sum
 cd "$WORK" || die "cd $WORK"
 TOOL=("$PYTHON" "$TESTS_DIR/vhdx-tool.py")
 
-vhdx_clean () {
-  local what=$1 img=$2 out rc=0
-  out=$(qemu-img check -f vhdx "$img" 2>&1) || rc=$?
-  if [ "$rc" = 0 ] && grep -q "No errors" <<<"$out"; then
-    ok "$what"
-  else
-    not_ok "$what: qemu-img check exit $rc" "$out"
-  fi
-}
 # ferry_json KEY: a member of the last ferry info --json ("a.b" nests).
 ferry_json () {
   python3 -c '
@@ -69,7 +60,7 @@ for f in iotest-dynamic-1G.vhdx.bz2 test-disk2vhd.vhdx.bz2 win10-fixed.vhdx.gz \
     fi
   done
   qemu_clean "corpus $name -> qcow2: qemu-img check" out.qcow2
-  vhdx_clean "corpus $name -> vhdx: qemu-img check" out.vhdx
+  qemu_clean "corpus $name -> vhdx: qemu-img check" out.vhdx vhdx
   # The format probed, not given.
   rm -f probed.raw
   fy convert -O raw "$name" probed.raw
@@ -106,7 +97,7 @@ else
 fi
 cp dirty.vhdx repaired.vhdx
 qemu-img check -q -r all repaired.vhdx >/dev/null 2>&1
-vhdx_clean "qemu-img check -r all replays the log of a copy" repaired.vhdx
+qemu_clean "qemu-img check -r all replays the log of a copy" repaired.vhdx vhdx
 # qemu-img's reading of the repaired copy, every byte of the 10 GiB, kept
 # as a sparse raw file: raw files compare in a moment where a 10 GiB VHDX
 # takes qemu-img half a minute.
@@ -143,7 +134,7 @@ fi
 cp dirty.vhdx rw.vhdx
 fy convert -n -f raw -O vhdx empty.raw rw.vhdx
 expect_exit 0 "dirty log: ferry opens it read-write (convert -n)"
-vhdx_clean "dirty log replayed to disk: qemu-img check" rw.vhdx
+qemu_clean "dirty log replayed to disk: qemu-img check" rw.vhdx vhdx
 if qemu-img info rw.vhdx >/dev/null 2>&1; then
   ok "dirty log replayed to disk: qemu-img opens it read-only now"
 else
@@ -182,7 +173,7 @@ for mode in bat wrap; do
   expect_exit 0 "planted log ($mode): replayed to disk"
   same_content "planted log ($mode) replayed to disk: qemu-img compare" \
     q-$mode.vhdx vhdx p-$mode.vhdx vhdx
-  vhdx_clean "planted log ($mode) replayed to disk: qemu-img check" p-$mode.vhdx
+  qemu_clean "planted log ($mode) replayed to disk: qemu-img check" p-$mode.vhdx vhdx
   rm -f ?-$mode.vhdx p-$mode.raw
 done
 

@@ -28,15 +28,6 @@ TOOL=("$PYTHON" "$TESTS_DIR/vhdx-tool.py")
 MiB=$((1 << 20))
 size=$((10 * MiB))
 
-vhdx_clean () {
-  local what=$1 img=$2 out rc=0
-  out=$(qemu-img check -f vhdx "$img" 2>&1) || rc=$?
-  if [ "$rc" = 0 ] && grep -q "No errors" <<<"$out"; then
-    ok "$what"
-  else
-    not_ok "$what: qemu-img check exit $rc" "$out"
-  fi
-}
 # each_chunk_is WHAT GOT_RAW A_RAW B_RAW: every 4 KiB of GOT equals the
 # same 4 KiB of A or of B.
 each_chunk_is () {
@@ -93,7 +84,7 @@ while [ $n -lt 200 ]; do
     fi
     continue
   fi
-  vhdx_clean "new image, killed at write $n: qemu-img check" "$tmp"
+  qemu_clean "new image, killed at write $n: qemu-img check" "$tmp" vhdx
   qemu-img convert -f vhdx -O raw "$tmp" got.raw 2>/dev/null || { not_ok "new image, killed at write $n: qemu-img cannot read it"; continue; }
   each_chunk_is "new image, killed at write $n: each 4 KiB reads as the source or zeroes" got.raw src.raw zero.raw
 done
@@ -123,7 +114,7 @@ for mode in kill fail; do
       expect_failure "existing image, writes failing from write $n: ferry says so" t.vhdx
       expect_stderr "injected fault" "existing image, writes failing from write $n: the message is the write's"
     fi
-    vhdx_clean "existing image, $mode at write $n: qemu-img check" t.vhdx
+    qemu_clean "existing image, $mode at write $n: qemu-img check" t.vhdx vhdx
     qemu-img convert -f vhdx -O raw t.vhdx got.raw 2>/dev/null || { not_ok "existing image, $mode at write $n: qemu-img cannot read it"; continue; }
     each_chunk_is "existing image, $mode at write $n: each 4 KiB reads as before or as new" got.raw old.raw src.raw
   done

@@ -20,15 +20,6 @@ TOOL=("$PYTHON" "$TESTS_DIR/vhdx-tool.py")
 MiB=$((1 << 20))
 size=$((9 * MiB))
 
-vhdx_clean () {
-  local what=$1 img=$2 out rc=0
-  out=$(qemu-img check -f vhdx "$img" 2>&1) || rc=$?
-  if [ "$rc" = 0 ] && grep -q "No errors" <<<"$out"; then
-    ok "$what"
-  else
-    not_ok "$what: qemu-img check exit $rc" "$out"
-  fi
-}
 
 # make_parent NAME: a qemu-img VHDX of 1 MiB blocks, filled, and its
 # contents in NAME.raw.
@@ -55,7 +46,7 @@ reads_as () {
       same_content "$what -> $f: qemu-img compare with what it must read as" "$want" raw flat.$f $f
     fi
   done
-  [ -f flat.vhdx ] && vhdx_clean "$what -> vhdx: qemu-img check" flat.vhdx
+  [ -f flat.vhdx ] && qemu_clean "$what -> vhdx: qemu-img check" flat.vhdx vhdx
   rm -f flat.raw flat.qcow2 flat.vhdx
 }
 
