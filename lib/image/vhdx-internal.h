@@ -104,6 +104,7 @@ struct vhdx_image {
   bool meta_dirty;
   bool headers_updated;         /* this session's GUIDs are on disk */
   bool new_block_state_zero;    /* unwritten blocks of a new image: ZERO */
+  bool can_seek_data;           /* read-only: holes in present blocks */
   bool can_punch_hole;          /* cleared on EOPNOTSUPP */
   bool can_zero_range;
 };

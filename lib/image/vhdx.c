@@ -964,6 +964,45 @@ vhdx_pread (struct ferry_image *img, void *buf, size_t count, uint64_t offset)
   return 0;
 }
 
+/* Extents of the N bytes at guest OFFSET of a fully present block, whose
+ * data is at file offset HOST: holes in the file read as zeroes, so
+ * they are reported as such and the copy engine does not read them. */
+static int
+present_extents (struct vhdx_image *v, uint64_t offset, uint64_t n,
+                 uint64_t host, struct ferry_extent_list *list)
+{
+  uint64_t pos = host, end = host + n;
+
+  if (!__atomic_load_n (&v->can_seek_data, __ATOMIC_RELAXED))
+    return ferry_extent_list_append (list, offset, n, 0);
+  while (pos < end) {
+    off_t r = lseek (v->fd, pos, SEEK_DATA);
+    uint64_t d, h;
+
+    if (r == -1 && errno != ENXIO) {
+      /* The file system cannot say: everything is data. */
+      __atomic_store_n (&v->can_seek_data, false, __ATOMIC_RELAXED);
+      return ferry_extent_list_append (list, offset + (pos - host),
+                                       end - pos, 0);
+    }
+    d = r == -1 ? end : MIN ((uint64_t) r, end);
+    if (d > pos &&
+        ferry_extent_list_append (list, offset + (pos - host), d - pos,
+                                  FERRY_EXTENT_ZERO) == -1)
+      return -1;
+    pos = d;
+    if (pos >= end)
+      break;
+    r = lseek (v->fd, pos, SEEK_HOLE);
+    h = r == -1 ? end : MIN ((uint64_t) r, end);
+    if (ferry_extent_list_append (list, offset + (pos - host), h - pos,
+                                  0) == -1)
+      return -1;
+    pos = h;
+  }
+  return 0;
+}
+
 /* Extents of COUNT bytes at OFFSET within one partially present block;
  * *DONE says how far the answer goes. */
 static int
@@ -1011,7 +1050,8 @@ vhdx_extents (struct ferry_image *img, uint64_t offset, uint64_t length,
 
     switch (pc.entry & VHDX_BAT_STATE_MASK) {
     case VHDX_PAYLOAD_FULLY_PRESENT:
-      r = ferry_extent_list_append (list, offset, n, 0);
+      r = present_extents (v, offset, n, (pc.entry & VHDX_BAT_OFFSET_MASK) +
+                           pc.in, list);
       break;
     case VHDX_PAYLOAD_PARTIALLY_PRESENT:
       r = partial_extents (v, offset, n, list, &done);
@@ -1197,6 +1237,9 @@ vhdx_open (const char *path, int fd, const struct open_args *args)
   }
   if (writable && vhdx_open_for_write (v) == -1)
     goto err;
+  /* Holes inside present blocks are asked of the file system only where
+   * nothing but the file says what a range holds (note 3). */
+  v->can_seek_data = !writable && !v->is_block && v->replay == NULL;
   free_locator (&loc);
   return &v->base;
 
