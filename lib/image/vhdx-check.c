@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "vhdx-internal.h"
@@ -37,8 +38,14 @@ vhdx_check (const char *path, int fd, struct ferry_check_result *r)
   if (dupfd == -1)
     return ferry_error_errno (errno, "%s: dup", path);
   img = vhdx_driver.open (path, dupfd, &args);
-  if (img == NULL)
-    return check_report (r, true, "%s", ferry_get_error ());
+  if (img == NULL) {
+    /* Open's message, without the file name that ferry check prints. */
+    const char *msg = ferry_get_error ();
+    size_t len = strlen (path);
+    if (strncmp (msg, path, len) == 0 && strncmp (msg + len, ": ", 2) == 0)
+      msg += len + 2;
+    return check_report (r, true, "%s", msg);
+  }
   v = (struct vhdx_image *) img;
 
   p = malloc (MAX (v->bat_entries, (uint64_t) 1) * sizeof *p);
@@ -69,9 +76,9 @@ vhdx_check (const char *path, int fd, struct ferry_check_result *r)
   qsort (p, n, sizeof *p, cmp_placed);
   for (i = 0; i + 1 < n; i++)
     if (p[i].offset + p[i].length > p[i + 1].offset &&
-        check_report (r, true, "%s: VHDX BAT entries %" PRIu64 " and %" PRIu64
+        check_report (r, true, "VHDX BAT entries %" PRIu64 " and %" PRIu64
                       " place blocks over each other (file offsets 0x%" PRIx64
-                      " and 0x%" PRIx64 ")", path, p[i].index, p[i + 1].index,
+                      " and 0x%" PRIx64 ")", p[i].index, p[i + 1].index,
                       p[i].offset, p[i + 1].offset) == -1)
       break;
   free (p);

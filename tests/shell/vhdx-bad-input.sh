@@ -84,6 +84,19 @@ meta-missing-size|virtual disk size
 log-outside|not inside the file
 LIST
 
+# Two blocks on the same place in the file: each reads, but ferry check
+# reports the overlap as a corruption (exit 2).
+cp good.vhdx dup.vhdx
+"${TOOL[@]}" corrupt dup.vhdx bat-duplicate || die "corrupt bat-duplicate"
+fy info dup.vhdx
+expect_exit 0 "bat-duplicate: ferry info reads it"
+fy check dup.vhdx
+expect_exit 2 "bat-duplicate: ferry check finds a corruption"
+check_true "bat-duplicate: ferry check names the two BAT entries" \
+  grep -q "BAT entries 0 and 1 place blocks over each other" "$OUT" "$ERR"
+fy check good.vhdx
+expect_exit 0 "ferry check passes the undamaged image"
+
 # --- truncated files -----------------------------------------------------------------
 for n in 8 520 $((64 * 1024 + 100)) $((200 * 1024)) $((1024 * 1024 - 1)) $((3 * MiB + 4096)) \
          $((4 * MiB + 65536)); do

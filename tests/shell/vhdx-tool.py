@@ -496,6 +496,10 @@ def corrupt(path, what):
             set_bat(f, v, b0, v.meta_offset | FULL)
         elif what == "bat-no-offset":
             set_bat(f, v, b0, FULL)
+        elif what == "bat-duplicate":
+            # Block 1 placed on block 0's data: readable, but ferry check
+            # must see the overlap.
+            set_bat(f, v, v.payload_index(1), v.bat[b0] & ~7 | FULL)
         elif what == "bat-partial":
             set_bat(f, v, b0, v.bat[b0] & ~7 | PARTIAL)
         elif what == "size-huge":
@@ -534,7 +538,7 @@ def corrupt(path, what):
 
 CORRUPTIONS = """header1-crc headers-crc header-version same-sequence region1-crc
 regions-crc region-unknown-required region-past-eof bat-past-eof bat-huge-offset
-bat-reserved-state bat-over-metadata bat-no-offset bat-partial size-huge size-64t
+bat-reserved-state bat-over-metadata bat-no-offset bat-duplicate bat-partial size-huge size-64t
 size-unaligned block-size lss meta-signature meta-item-outside meta-unknown-required
 meta-missing-size log-outside""".split()
 
