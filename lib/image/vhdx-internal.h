@@ -102,7 +102,8 @@ struct vhdx_image {
   uint64_t alloc_end;           /* where the next new block goes */
   uint8_t *bat_dirty;           /* one bit per 4 KiB page of the BAT */
   bool meta_dirty;
-  bool headers_updated;         /* this session's GUIDs are on disk */
+  bool file_guid_updated;       /* this session's FileWriteGuid is on disk */
+  bool data_guid_updated;       /* ... and its DataWriteGuid (atomic) */
   bool new_block_state_zero;    /* unwritten blocks of a new image: ZERO */
   bool can_seek_data;           /* read-only: holes in present blocks */
   bool can_punch_hole;          /* cleared on EOPNOTSUPP */
@@ -145,6 +146,7 @@ int vhdx_zero_file_range (struct vhdx_image *v, uint64_t off, uint64_t len,
 int vhdx_fault_point (struct vhdx_image *v, const char *what,
                       uint64_t offset);
 int vhdx_write_headers (struct vhdx_image *v);
+int vhdx_begin_writing (struct vhdx_image *v);
 
 /* vhdx-check.c */
 int vhdx_check (const char *path, int fd, struct ferry_check_result *r);

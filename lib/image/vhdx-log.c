@@ -28,10 +28,12 @@
  *    file of LastFileOffset bytes is not pretended: bytes past the end
  *    read as zeroes anyway.
  *
- * 4. To disk, the steps are applied in order, the file is extended to
+ * 4. To disk: the headers get a new FileWriteGuid (the log still in
+ *    them), the steps are applied in order, the file is extended to
  *    LastFileOffset, synced, and only then are the headers rewritten with
- *    a zero LogGuid (vhdx_write_headers).  A crash before that leaves the
- *    log in place, and replaying it again gives the same file.
+ *    a zero LogGuid.  A crash before that leaves the log in place, and
+ *    replaying it again gives the same file.  The DataWriteGuid stays: a
+ *    replay changes nothing a reader sees, since readers replay too.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -451,6 +453,9 @@ vhdx_log_replay_to_disk (struct vhdx_image *v, struct vhdx_log_replay *r)
   uint8_t sector[VHDX_LOG_SECTOR];
   size_t i;
 
+  /* A new FileWriteGuid first: the replay is a change to the file. */
+  if (vhdx_begin_writing (v) == -1)
+    return -1;
   for (i = 0; i < r->nr_ops; i++) {
     const struct vhdx_log_op *op = &r->ops[i];
     end = MAX (end, op->file_offset + op->length);

@@ -51,10 +51,13 @@
  * 6. Headers (spec 2.2.2.1): a new file gets its two headers last, after
  *    everything else is synced, so a file cut short before then has no
  *    valid header and is not taken for a VHDX.  An existing file opened
- *    for writing gets new FileWriteGuid and DataWriteGuid before any other
- *    write: the non-current header slot is written with the next sequence
- *    number and synced, then the other slot, so one valid header is on
- *    disk at every moment.
+ *    for writing gets a new FileWriteGuid before any other write (a log
+ *    replay included), and a new DataWriteGuid before the first write
+ *    that changes what the disk reads; an open that changes nothing the
+ *    guest sees keeps the DataWriteGuid, so differencing children of the
+ *    file still match it.  Each update writes the non-current header slot
+ *    with the next sequence number and syncs, then the other slot, so one
+ *    valid header is on disk at every moment.
  *
  * 7. Fault injection, for the tests: FERRY_VHDX_FAULT=fail:N makes the
  *    Nth write to a VHDX file and every later one fail with EIO;
@@ -162,12 +165,6 @@ vhdx_write_headers (struct vhdx_image *v)
   uint8_t buf[VHDX_HEADER_SIZE];
   int round;
 
-  if (!v->headers_updated) {
-    if (random_guid (v, v->h.file_write_guid) == -1 ||
-        random_guid (v, v->h.data_write_guid) == -1)
-      return -1;
-    v->headers_updated = true;
-  }
   /* Note 6: the other slot first, synced, then this one. */
   for (round = 0; round < 2; round++) {
     int slot = 1 - v->current_header;
@@ -188,6 +185,37 @@ vhdx_write_headers (struct vhdx_image *v)
       return -1;
     v->current_header = slot;
   }
+  return 0;
+}
+
+/* A new FileWriteGuid on disk, once per session, before the first write
+ * to an existing file (note 6). */
+int
+vhdx_begin_writing (struct vhdx_image *v)
+{
+  if (v->file_guid_updated)
+    return 0;
+  if (random_guid (v, v->h.file_write_guid) == -1 ||
+      vhdx_write_headers (v) == -1)
+    return -1;
+  v->file_guid_updated = true;
+  return 0;
+}
+
+/* A new DataWriteGuid on disk before the first change the guest can see
+ * (note 6); writers that come meanwhile wait for it on the lock. */
+static int
+begin_data_change (struct vhdx_image *v)
+{
+  if (__atomic_load_n (&v->data_guid_updated, __ATOMIC_ACQUIRE))
+    return 0;
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&v->lock);
+  if (v->data_guid_updated)
+    return 0;
+  if (random_guid (v, v->h.data_write_guid) == -1 ||
+      vhdx_write_headers (v) == -1)
+    return -1;
+  __atomic_store_n (&v->data_guid_updated, true, __ATOMIC_RELEASE);
   return 0;
 }
 
@@ -223,6 +251,8 @@ vhdx_pwrite (struct ferry_image *img, const void *buf, size_t count,
   struct vhdx_image *v = (struct vhdx_image *) img;
   const uint8_t *p = buf;
 
+  if (begin_data_change (v) == -1)
+    return -1;
   while (count > 0) {
     struct vhdx_piece pc = vhdx_piece (v, offset, count);
 
@@ -298,8 +328,9 @@ vhdx_zero (struct ferry_image *img, size_t count, uint64_t offset,
     struct vhdx_piece pc = vhdx_piece (v, offset, count);
 
     if ((pc.entry & VHDX_BAT_STATE_MASK) == VHDX_PAYLOAD_FULLY_PRESENT &&
-        vhdx_zero_file_range (v, (pc.entry & VHDX_BAT_OFFSET_MASK) + pc.in,
-                              pc.len, flags & FERRY_ZERO_MAY_TRIM) == -1)
+        (begin_data_change (v) == -1 ||
+         vhdx_zero_file_range (v, (pc.entry & VHDX_BAT_OFFSET_MASK) + pc.in,
+                               pc.len, flags & FERRY_ZERO_MAY_TRIM) == -1))
       return -1;
     offset += pc.len;
     count -= pc.len;
@@ -396,12 +427,12 @@ vhdx_open_for_write (struct vhdx_image *v)
 {
   if (init_write_state (v, v->real_size) == -1)
     return -1;
-  if (v->headers_updated)
+  if (v->file_guid_updated)
     return 0;                   /* done by the log replay */
   /* A LogGuid without a valid sequence: nothing to replay, and the log
    * is declared empty with the new headers. */
   memset (v->h.log_guid, 0, 16);
-  return vhdx_write_headers (v);
+  return vhdx_begin_writing (v);
 }
 
 /* --- create ------------------------------------------------------------ */
@@ -630,8 +661,11 @@ vhdx_create (const char *path, int fd, uint64_t size, struct option_list *opts)
   v->h.log_offset = VHDX_HEADER_SECTION;
   v->h.log_length = o.log_size;
   v->current_header = 1;
-  if (vhdx_setup_geometry (v) == -1 || random_guid (v, v->disk_id) == -1)
+  if (vhdx_setup_geometry (v) == -1 || random_guid (v, v->disk_id) == -1 ||
+      random_guid (v, v->h.file_write_guid) == -1 ||
+      random_guid (v, v->h.data_write_guid) == -1)
     goto err;
+  v->file_guid_updated = v->data_guid_updated = true;
 
   /* Layout: header section, log, BAT, metadata, payload. */
   v->bat_offset = v->h.log_offset + v->h.log_length;

@@ -132,4 +132,24 @@ check_true "writing into a differencing VHDX: the file is unchanged" test "$(md5
 fy check child.vhdx
 expect_exit 0 "ferry check on the child"
 
+# Opening the parent for writing without changing what it reads keeps its
+# DataWriteGuid (the child still matches it); a write changes it, and the
+# child, whose parent has changed under it, is refused.
+guid () { "${TOOL[@]}" dump "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data_write_guid"])'; }
+before=$(guid parent.vhdx)
+: >empty.raw
+fy convert -n -f raw -O vhdx empty.raw parent.vhdx
+expect_exit 0 "parent opened for writing, nothing written"
+check_true "nothing written: the parent keeps its DataWriteGuid" test "$(guid parent.vhdx)" = "$before"
+fy info child.vhdx
+expect_exit 0 "nothing written: the child still opens"
+truncate -s 4096 one.raw
+printf 'x' | dd of=one.raw conv=notrunc 2>/dev/null
+fy convert -n -f raw -O vhdx one.raw parent.vhdx
+expect_exit 0 "parent written into"
+check_true "written: the parent has a new DataWriteGuid" test "$(guid parent.vhdx)" != "$before"
+fy info child.vhdx
+expect_failure "written: the child of the changed parent is refused" child.vhdx
+expect_stderr "DataWriteGuid" "written: the message says the parent changed"
+
 done_testing
