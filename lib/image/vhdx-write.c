@@ -425,7 +425,17 @@ init_write_state (struct vhdx_image *v, uint64_t file_end)
 int
 vhdx_open_for_write (struct vhdx_image *v)
 {
-  if (init_write_state (v, v->real_size) == -1)
+  uint64_t end = v->real_size, i;
+
+  /* New blocks go after the file and after every block, even one whose
+   * tail (past the end of the disk) lies past the end of the file. */
+  for (i = 0; i < v->bat_entries; i++) {
+    uint64_t e = v->bat[i], state = e & VHDX_BAT_STATE_MASK;
+    if (state == VHDX_PAYLOAD_FULLY_PRESENT ||
+        state == VHDX_PAYLOAD_PARTIALLY_PRESENT)
+      end = MAX (end, (e & VHDX_BAT_OFFSET_MASK) + v->block_size);
+  }
+  if (init_write_state (v, end) == -1)
     return -1;
   if (v->file_guid_updated)
     return 0;                   /* done by the log replay */

@@ -182,6 +182,20 @@ expect_exit 0 "ferry convert -n into a qemu-img VHDX"
 same_content "ferry convert -n into a qemu-img VHDX: qemu-img compare" n.raw raw n.vhdx vhdx
 qemu_clean "ferry convert -n into a qemu-img VHDX: qemu-img check" n.vhdx vhdx
 
+# A file that ends inside its last block (only the part of the block
+# inside the disk is there): a new block must go after the whole of it,
+# not over its tail.
+mkimg vhdx tail.vhdx $((9 * MiB)) block_size=8M
+qio vhdx tail.vhdx "write -P 0x33 8M 1M"
+truncate -s $(($(stat -c %s tail.vhdx) - 7 * MiB)) tail.vhdx
+mkimg raw tail.raw $((9 * MiB))
+qio raw tail.raw "write -P 0x34 0 4096" "write -P 0x33 8M 1M"
+fy convert -n -O vhdx tail.raw tail.vhdx
+expect_exit 0 "writing into a file that ends inside its last block"
+same_content "file that ends inside its last block: qemu-img compare" tail.raw raw tail.vhdx vhdx
+fy check tail.vhdx
+expect_exit 0 "file that ends inside its last block: ferry check finds no blocks over each other"
+
 # Default block sizes follow qemu-img's, by disk size.
 for s in 1G 2G 200G 10T; do
   truncate -s "$s" e.raw
