@@ -1164,9 +1164,11 @@ read_identifier (struct vhdx_image *v)
 }
 
 /* Find the log's active sequence and replay it: to disk when WRITABLE,
- * in memory otherwise (note 3). */
+ * in memory otherwise (note 3).  A LogGuid with no valid sequence behind
+ * it is taken as an empty log, as qemu-img takes it, unless STRICT: the
+ * specification calls such a file corrupt. */
 static int
-replay_log (struct vhdx_image *v, bool writable)
+replay_log (struct vhdx_image *v, bool writable, bool strict)
 {
   struct vhdx_log_replay *r = NULL;
 
@@ -1174,6 +1176,10 @@ replay_log (struct vhdx_image *v, bool writable)
     return 0;
   if (vhdx_log_find (v, &r) == -1)
     return -1;
+  if (r == NULL && strict)
+    return ferry_error (EINVAL, "%s: VHDX header names a log (at offset 0x%"
+                        PRIx64 ") with no valid entry sequence", v->base.path,
+                        v->h.log_offset);
   if (r == NULL)
     return 0;                   /* nothing to replay */
   v->log_replayed = true;
@@ -1222,7 +1228,7 @@ vhdx_open (const char *path, int fd, const struct open_args *args)
     goto err;
   }
   if (read_identifier (v) == -1 || read_headers (v) == -1 ||
-      replay_log (v, writable) == -1 || read_region_table (v) == -1 ||
+      replay_log (v, writable, args->flags & FERRY_OPEN_STRICT) == -1 || read_region_table (v) == -1 ||
       read_metadata (v, &loc) == -1 || vhdx_setup_geometry (v) == -1 ||
       load_bat (v) == -1)
     goto err;

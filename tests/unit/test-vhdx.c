@@ -3,7 +3,9 @@
  * blocks at once (vhdx-write.c note 2), read back by ferry and, where
  * qemu-img is installed, judged by qemu-img compare and check.
  */
+#include <endian.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -17,6 +19,7 @@
 
 #include <cmocka.h>
 
+#include <ferry/error.h>
 #include <ferry/image.h>
 
 #include "common/error.h"
@@ -149,6 +152,43 @@ test_concurrent_writes (void **state)
   }
 }
 
+/* A header that names a log with nothing valid in it: read as an empty
+ * log, as qemu-img reads it, but refused with FERRY_OPEN_STRICT. */
+static void
+test_log_guid_without_log (void **state)
+{
+  static const uint64_t where[2] = { VHDX_HEADER1_OFFSET, VHDX_HEADER2_OFFSET };
+  unsigned char h[VHDX_HEADER_SIZE];
+  struct ferry_image *img;
+  char path[300];
+  int fd, i;
+
+  snprintf (path, sizeof path, "%s/logguid.vhdx", tmpdir);
+  unlink (path);
+  img = ferry_image_create (path, "vhdx", 8 * MiB, NULL);
+  assert_non_null (img);
+  assert_int_equal (ferry_image_close (img), 0);
+  fd = open (path, O_RDWR);
+  assert_true (fd >= 0);
+  for (i = 0; i < 2; i++) {
+    uint32_t crc;
+    assert_int_equal (pread (fd, h, sizeof h, where[i]), sizeof h);
+    memset (h + VHDX_HDR_LOG_GUID, 0x5a, 16);
+    memset (h + VHDX_HDR_CHECKSUM, 0, 4);
+    crc = htole32 (vhdx_crc32c (h, sizeof h));
+    memcpy (h + VHDX_HDR_CHECKSUM, &crc, 4);
+    assert_int_equal (pwrite (fd, h, sizeof h, where[i]), sizeof h);
+  }
+  close (fd);
+
+  img = ferry_image_open (path, "vhdx", 0);
+  assert_non_null (img);
+  assert_int_equal (ferry_image_close (img), 0);
+  img = ferry_image_open (path, "vhdx", FERRY_OPEN_STRICT);
+  assert_null (img);
+  assert_non_null (strstr (ferry_get_error (), "no valid entry sequence"));
+}
+
 static int
 setup (void **state)
 {
@@ -174,6 +214,7 @@ main (void)
   const struct CMUnitTest tests[] = {
     cmocka_unit_test (test_crc32c_vectors),
     cmocka_unit_test (test_concurrent_writes),
+    cmocka_unit_test (test_log_guid_without_log),
   };
 
   return cmocka_run_group_tests (tests, setup, teardown);
