@@ -33,6 +33,12 @@
  *    present" reads the parent of a differencing image, zeroes elsewhere.
  *    Sector bitmaps of partially present blocks are read from the file
  *    when the block is read; nothing of them is cached.
+ *
+ * 5. Extents inside fully present blocks come from the file's holes
+ *    (SEEK_DATA / SEEK_HOLE): qemu-img leaves the unwritten parts of its
+ *    blocks as holes, and the copy engine then never reads them.  Only on
+ *    read-only opens of regular files with no log replayed in memory,
+ *    where the file alone says what a range holds.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -1243,8 +1249,7 @@ vhdx_open (const char *path, int fd, const struct open_args *args)
   }
   if (writable && vhdx_open_for_write (v) == -1)
     goto err;
-  /* Holes inside present blocks are asked of the file system only where
-   * nothing but the file says what a range holds (note 3). */
+  /* Note 5. */
   v->can_seek_data = !writable && !v->is_block && v->replay == NULL;
   free_locator (&loc);
   return &v->base;
