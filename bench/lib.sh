@@ -105,3 +105,56 @@ timed () {
 }
 median () { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
+# bench_case NAME INPUT OUTPUT "FERRY ARGS" PEER-COMMAND...: ferry convert
+# and the peer on the same input, interleaved, RUNS times each; each peer
+# run is followed by a timed `sync` of its output (ferry flushes its own
+# target before the rename, qemu-img and cp do not).  Adds a row of
+# medians to rows[] for print_rows.
+rows=()
+bench_case () {
+  local name=$1 input=$2 output=$3 fargs=$4 i r fmax=0
+  shift 4
+  local fts=() pts=() pss=() fsize=- psize=- o=$OUTDIR
+  echo "bench: $name (input $input, $RUNS runs each, interleaved)..."
+  warm "$input"
+  for i in $(seq "$RUNS"); do
+    # shellcheck disable=SC2086
+    r=$(timed "$o/$output" "$FERRY" convert ${THREADS:+-m $THREADS} $fargs "$input" "$o/$output")
+    fts+=("${r% *}")
+    [ "${r#* }" -gt "$fmax" ] && fmax=${r#* }
+    fsize=$(stat -c %s "$o/$output")
+    mv "$o/$output" "$o/ferry-$output"
+    r=$(timed "$o/$output" "$@" "$input" "$o/$output")
+    pts+=("${r% *}")
+    r=$(PRESYNC=no timed "$o/.none" sync "$o/$output")
+    pss+=("$(awk -v a="${pts[-1]}" -v b="${r% *}" 'BEGIN {print a + b}')")
+    psize=$(stat -c %s "$o/$output")
+    if [ "$i" != "$RUNS" ]; then
+      rm -f "$o/$output" "$o/ferry-$output"
+    fi
+  done
+  # Both outputs must hold the same disk, or the times mean nothing.
+  local same=yes
+  qemu-img compare "$o/ferry-$output" "$o/$output" >/dev/null 2>&1 || same=NO
+  rm -f "$o/ferry-$output" "$o/$output"
+  local ft pt ps
+  ft=$(median "${fts[@]}")
+  pt=$(median "${pts[@]}")
+  ps=$(median "${pss[@]}")
+  rows+=("$(printf '%-15s %8.2f %8.2f %6.2f %8.2f %6.2f %11s %11s %7d %5s' "$name" \
+    "$ft" "$pt" "$(awk -v a="$ft" -v b="$pt" 'BEGIN {print (b > 0) ? a / b : 0}')" \
+    "$ps" "$(awk -v a="$ft" -v b="$ps" 'BEGIN {print (b > 0) ? a / b : 0}')" \
+    "$fsize" "$psize" "$((fmax / 1024))" "$same")")
+}
+
+# print_rows TITLE: the table of every bench_case so far.
+print_rows () {
+  echo
+  echo "$1: $("$FERRY" --version 2>/dev/null | head -1), $(qemu-img --version | head -1), $(nproc) cores, median of $RUNS runs"
+  printf '%-15s %8s %8s %6s %8s %6s %11s %11s %7s %5s\n' case ferry_s peer_s ratio peer+sync ratio \
+    ferry_bytes peer_bytes rss_MiB same
+  printf '%s\n' "${rows[@]}"
+  echo "(ratio = ferry / peer, below 1.0 ferry is faster; peer+sync = the peer followed by"
+  echo " sync of its output, as durable as ferry's flushed target; bytes = output size;"
+  echo " rss = ferry's peak resident memory; same = qemu-img compare of the two outputs)"
+}

@@ -190,6 +190,7 @@ struct image_driver {
 extern const struct image_driver raw_driver;
 extern const struct image_driver qcow2_driver;
 extern const struct image_driver nbd_driver;
+extern const struct image_driver vhdx_driver;
 
 /* stream.c: the gzip stream of ferry_image_open_stream.  open takes FD
  * (owned from here, even on failure) and the compressed bytes [START,
@@ -229,6 +230,14 @@ int image_init_base (struct ferry_image *base,
  * files. */
 int image_open_backing (struct ferry_image *img, const char *name,
                         const char *format, const struct open_args *args);
+
+/* Append the extents of IMG's backing file over [OFFSET, OFFSET+COUNT),
+ * as holes of zeroes past its end or where there is none.  *END is set
+ * to where the answer stops, which may be short of the range when the
+ * backing file's answer stopped short (the caller asks again). */
+int image_backing_extents (struct ferry_image *img, uint64_t offset,
+                           uint64_t count, struct ferry_extent_list *list,
+                           uint64_t *end);
 
 /* The path of NAME resolved against the directory of IMG_PATH, as
  * image_open_backing resolves it.  The caller frees it. */

@@ -307,10 +307,11 @@ same_content () {
     not_ok "$what: qemu-img compare exit $rc" "qemu-img compare -f $fa -F $fb $a $b" "$out"
   fi
 }
-# qemu_clean WHAT IMG: qemu-img check finds no errors and no leaks.
+# qemu_clean WHAT IMG [FMT]: qemu-img check finds no errors and no leaks
+# in IMG (of FMT, qcow2 by default).
 qemu_clean () {
-  local what=$1 img=$2 out rc=0
-  out=$(qemu-img check -f qcow2 "$img" 2>&1) || rc=$?
+  local what=$1 img=$2 fmt=${3:-qcow2} out rc=0
+  out=$(qemu-img check -f "$fmt" "$img" 2>&1) || rc=$?
   if [ "$rc" = 0 ]; then
     ok "$what"
   else
