@@ -224,16 +224,25 @@ read_disks (struct ovf *o, xmlNodePtr env)
       return ferry_error (EINVAL, "%s: DiskSection: disk %s has no "
                           "ovf:capacity", o->name, disk.id);
     if (!vm_parse_u64 (cap, &v)) {
+      if (strspn (cap, "0123456789") == strlen (cap))
+        return ferry_error (ERANGE, "%s: DiskSection: disk %s: capacity %s "
+                            "is out of range", o->name, disk.id, cap);
       /* "${disk.size}": a property the deployer sets; unknown here. */
       if (vm_note (o->vm, "disk %s: capacity '%s' is not a number",
                    disk.id, cap) == -1)
         return -1;
     }
     else if (!apply_units (vm_xml_attr (d, "capacityAllocationUnits"), 1, v,
-                           &disk.capacity))
+                           &disk.capacity)) {
+      const char *u = vm_xml_attr (d, "capacityAllocationUnits");
+      uint64_t one;
+      if (apply_units (u, 1, 1, &one))
+        return ferry_error (ERANGE, "%s: DiskSection: disk %s: capacity %s "
+                            "of '%s' is out of range", o->name, disk.id, cap,
+                            u);
       return ferry_error (EINVAL, "%s: DiskSection: disk %s: unknown "
-                          "capacityAllocationUnits '%s'", o->name, disk.id,
-                          vm_xml_attr (d, "capacityAllocationUnits"));
+                          "capacityAllocationUnits '%s'", o->name, disk.id, u);
+    }
     if (pop && vm_parse_u64 (pop, &v))
       disk.populated = v;
     if (o->nr_disks >= VM_MAX_DEVICES)
