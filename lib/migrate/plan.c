@@ -320,8 +320,10 @@ plan_disk (struct ferry_v2v_plan *plan, size_t i, const char *base,
 
   img = v2v_open_source (d, pd->source);
   if (img == NULL)
-    return add_check (plan, FERRY_V2V_ERROR, "repair or replace the disk "
-                      "file", "disk %s: %s", id, ferry_get_error ());
+    return add_check (plan, FERRY_V2V_ERROR, ferry_get_errno () == ENOTSUP ?
+                      "unpack the package (tar xf, gunzip) and migrate from "
+                      "its folder" : "repair or replace the disk file",
+                      "disk %s: %s", id, ferry_get_error ());
   pd->migrated = true;
   pd->source_format = strdup (ferry_image_format (img));
   pd->virtual_size = ferry_image_size (img);

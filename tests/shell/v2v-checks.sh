@@ -108,6 +108,29 @@ expect_exit 0 "snapshots: a warning, the dry run passes"
 expect_check "snapshots" warning "the VM has snapshots: its current state is migrated, read through each disk's chain; the snapshots are not" \
   "consolidate (delete) the snapshots on the source first"
 
+# Snapshots: the disk is a VMDK snapshot over a parent (qemu-img makes
+# both); its current state is what a migration copies.
+qemu-img create -q -f vmdk s/base.vmdk 16M || die "qemu-img create"
+qio vmdk s/base.vmdk "write -P 0x31 0 1M"
+qemu-img create -q -f vmdk -b base.vmdk -F vmdk s/snap-000001.vmdk || die "qemu-img create"
+qio vmdk s/snap-000001.vmdk "write -P 0x32 512k 1M"
+variant chain "-scsi0:0.fileName" 'scsi0:0.fileName = "snap-000001.vmdk"'
+fy v2v s/chain.vmx --to libvirt --out out --dry-run --json
+expect_exit 0 "snapshot chain: a warning, the dry run passes"
+check_true "snapshot chain: the disk is flagged, the VM has snapshots" "$PYTHON" -c '
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j["vm"]["disks"][0].get("snapshot") is True and j["vm"]["snapshots"] is True
+assert any("the VM has snapshots" in c["message"] for c in j["checks"])
+' "$OUT"
+if "$FERRY" --help | grep -q '^formats:.* vmdk'; then
+  fy v2v s/chain.vmx --to libvirt --out chain-out
+  expect_exit 0 "snapshot chain: migrated"
+  [ -f chain-out/chk-disk1.qcow2 ] &&
+    same_content "snapshot chain: the current state, read through the chain" \
+      s/snap-000001.vmdk vmdk chain-out/chk-disk1.qcow2 qcow2
+fi
+
 variant sb 'firmware = "efi"' 'uefi.secureBoot.enabled = "TRUE"'
 fy v2v s/sb.vmx --to libvirt --out out --dry-run
 expect_exit 0 "secure boot: a warning, the dry run passes"
