@@ -464,7 +464,7 @@ ferry_image_create (const char *path, const char *format, uint64_t size,
       free_options (&opts);
       ferry_image_close (img);
       if (!is_block)
-        unlink (path);
+        ferry_image_remove (path, drv->name);
       return NULL;
     }
   }
@@ -655,6 +655,12 @@ ferry_image_write_compressed (struct ferry_image *img, uint64_t offset,
     return ferry_error (ENOTSUP, "%s: %s images cannot hold compressed data",
                         img->path, img->driver->name);
   return img->driver->write_compressed (img, offset, data, len, count);
+}
+
+bool
+ferry_image_compress_required (struct ferry_image *img)
+{
+  return img->compress_required;
 }
 
 int
@@ -880,4 +886,65 @@ ferry_check_result_free (struct ferry_check_result *result)
     free (result->messages[i]);
   free (result->messages);
   memset (result, 0, sizeof *result);
+}
+
+int
+image_rename_noreplace (const char *from, const char *to)
+{
+  if (renameat2 (AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+    return 0;
+  if (errno != EINVAL && errno != ENOSYS && errno != EPERM)
+    return -1;
+  /* No RENAME_NOREPLACE here (NFS, some FUSE, old kernels): a hard link
+   * fails on an existing TO just the same. */
+  if (link (from, to) == 0)
+    return unlink (from) == -1 && errno != ENOENT ? -1 : 0;
+  return -1;
+}
+
+int
+image_sync_path (const char *path)
+{
+  int fd = open (path, O_RDONLY | O_CLOEXEC);
+  int r, saved;
+
+  if (fd == -1)
+    return -1;
+  r = fsync (fd);
+  saved = errno;
+  close (fd);
+  errno = saved;
+  return r;
+}
+
+int
+ferry_image_rename (const char *from, const char *to, const char *format,
+                    bool sync)
+{
+  const struct image_driver *drv = find_driver (format ? format : "raw");
+
+  if (drv == NULL) {
+    unknown_format_error (format);
+    return -1;
+  }
+  if (drv->rename)
+    return drv->rename (from, to, sync);
+  if (sync && image_sync_path (from) == -1)
+    return ferry_error_errno (errno, "%s: fsync", from);
+  if (image_rename_noreplace (from, to) == -1)
+    return ferry_error_errno (errno, "%s: renaming the finished image into "
+                              "place", to);
+  return 0;
+}
+
+int
+ferry_image_remove (const char *path, const char *format)
+{
+  const struct image_driver *drv = find_driver (format ? format : "raw");
+
+  if (drv && drv->remove)
+    return drv->remove (path);
+  if (unlink (path) == -1 && errno != ENOENT)
+    return ferry_error_errno (errno, "%s: removing it", path);
+  return 0;
 }

@@ -69,6 +69,7 @@ struct ferry_image {
   bool readonly;
   bool zero_initialized;       /* see ferry_image_is_zero_initialized */
   bool reads_as_backing;       /* see ferry_image_reads_as_backing */
+  bool compress_required;      /* see ferry_image_compress_required */
   struct ferry_image *backing; /* owned, closed with this one; or NULL */
   dev_t dev;                   /* of the file, for loop detection */
   ino_t ino;
@@ -136,6 +137,12 @@ struct image_driver {
    * backing_file, ...; add format facts with image_fact_*. */
   int (*describe) (struct ferry_image *img, struct ferry_image_info *info);
 
+  /* Rename and remove an image this driver created, when it is more
+   * than one file (see ferry_image_rename and ferry_image_remove); NULL:
+   * one file, renamed or unlinked as it is. */
+  int (*rename) (const char *from, const char *to, bool sync);
+  int (*remove) (const char *path);
+
   /* Check the file at PATH (open read-only as FD, still owned by the
    * caller) without trusting its metadata.  0 when the check ran. */
   int (*check) (const char *path, int fd, struct ferry_check_result *result);
@@ -157,6 +164,14 @@ int image_init_base (struct ferry_image *base,
  * files. */
 int image_open_backing (struct ferry_image *img, const char *name,
                         const char *format, const struct open_args *args);
+
+/* Rename FROM to TO, never replacing an existing TO (RENAME_NOREPLACE,
+ * or link and unlink where the file system lacks it).  0, or -1 with
+ * errno set (no message). */
+int image_rename_noreplace (const char *from, const char *to);
+
+/* fsync the file PATH.  0, or -1 with errno set (no message). */
+int image_sync_path (const char *path);
 
 /* The path of NAME resolved against the directory of IMG_PATH, as
  * image_open_backing resolves it.  The caller frees it. */

@@ -81,31 +81,6 @@ qcow2_free_compressors (struct qcow2_image *q)
     fn (q->cpool.items[--q->cpool.len]);
 }
 
-/* pwritev all of IOV (N buffers) at OFFSET, retrying short writes. */
-static int
-full_pwritev (int fd, struct iovec *iov, int n, uint64_t offset)
-{
-  while (n > 0) {
-    ssize_t r = pwritev (fd, iov, n, offset);
-    if (r == -1) {
-      if (errno == EINTR)
-        continue;
-      return -1;
-    }
-    offset += r;
-    while (n > 0 && (size_t) r >= iov->iov_len) {
-      r -= iov->iov_len;
-      iov++;
-      n--;
-    }
-    if (n > 0) {
-      iov->iov_base = (char *) iov->iov_base + r;
-      iov->iov_len -= r;
-    }
-  }
-  return 0;
-}
-
 /* Consecutive writes gathered into one pwrite while they are contiguous
  * in the file. */
 struct batch {
