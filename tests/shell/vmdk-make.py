@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""vmdk-make.py: build the VMDK files the tests need that no installed tool
+writes, from the published layouts, and patch fields of existing ones.
+
+These files are self-made: qemu-img cannot create COWD (ESX vmfsSparse) or
+seSparse extents, and no VMware-written ones are in the corpus.  The COWD
+layout is VMware's "Virtual Disk Format 5.0" technote (ESX Server sparse
+extents); seSparse follows the fields and encodings qemu's reader documents.
+qemu-img reads both, so the tests judge ferry's reading with it.
+
+  vmdk-make.py cowd DELTA RAW [GRAIN_SECTORS]
+      a COWD extent holding the grains of RAW that are not all zero
+  vmdk-make.py sesparse DELTA RAW [zero=OFFSET,...] [unmapped=OFFSET,...]
+      a seSparse extent holding RAW's non-zero 4 KiB grains (stored out of
+      order, numbered past 4096 so both halves of the grain number are
+      used), with the grains at the given byte offsets marked zeroed or
+      unmapped instead
+  vmdk-make.py patch FILE OFFSET FORMAT VALUE [OFFSET FORMAT VALUE...]
+      struct.pack_into FORMAT (e.g. <I, <Q, B) at byte OFFSET of FILE
+  vmdk-make.py gd-entry FILE INDEX VALUE
+      set entry INDEX of the (first) grain directory of the hosted sparse
+      file FILE (through the footer for streamOptimized files)
+"""
+import os
+import struct
+import sys
+
+SECTOR = 512
+
+
+def nonzero_grains(raw, grain_bytes):
+    """(index, bytes) of every grain of RAW that is not all zero."""
+    size = os.path.getsize(raw)
+    out = []
+    with open(raw, "rb") as f:
+        for i in range((size + grain_bytes - 1) // grain_bytes):
+            f.seek(i * grain_bytes)
+            data = f.read(grain_bytes).ljust(grain_bytes, b"\0")
+            if data.strip(b"\0"):
+                out.append((i, data))
+    return size, out
+
+
+def make_cowd(path, raw, grain=1):
+    grain = int(grain)
+    gbytes = grain * SECTOR
+    size, grains = nonzero_grains(raw, gbytes)
+    sectors = size // SECTOR
+    gtes = 4096
+    nr_gd = (sectors + grain * gtes - 1) // (grain * gtes)
+    gd_offset = 4                                   # after the 2048-byte header
+    gd_sectors = (nr_gd * 4 + SECTOR - 1) // SECTOR
+    gt_sectors = gtes * 4 // SECTOR
+    tables = sorted({i // gtes for i, _ in grains})
+    gt_at = {}
+    next_sector = gd_offset + gd_sectors
+    for t in tables:
+        gt_at[t] = next_sector
+        next_sector += gt_sectors
+    gd = [0] * nr_gd
+    gts = {t: [0] * gtes for t in tables}
+    blobs = []
+    for i, data in grains:
+        gts[i // gtes][i % gtes] = next_sector
+        blobs.append((next_sector, data))
+        next_sector += grain
+    for t in tables:
+        gd[t] = gt_at[t]
+    hdr = bytearray(2048)
+    struct.pack_into("<4sIIIIIII", hdr, 0, b"COWD", 1, 3, sectors, grain,
+                     gd_offset, nr_gd, next_sector)
+    # union: the child's parent file name and generation
+    struct.pack_into("<1024sI", hdr, 32, b"base.vmdk", 1)
+    struct.pack_into("<I60s512sI", hdr, 1060, 1, b"delta", b"", 1)
+    with open(path, "wb") as f:
+        f.write(hdr)
+        f.seek(gd_offset * SECTOR)
+        f.write(struct.pack("<%dI" % nr_gd, *gd))
+        for t in tables:
+            f.seek(gt_at[t] * SECTOR)
+            f.write(struct.pack("<%dI" % gtes, *gts[t]))
+        for at, data in blobs:
+            f.seek(at * SECTOR)
+            f.write(data)
+        f.truncate(next_sector * SECTOR)
+
+
+def parse_offsets(args, key):
+    out = set()
+    for a in args:
+        if a.startswith(key + "="):
+            out |= {int(x) for x in a[len(key) + 1:].split(",") if x}
+    return out
+
+
+def make_sesparse(path, raw, *args):
+    gbytes = 8 * SECTOR
+    size, grains = nonzero_grains(raw, gbytes)
+    zero = {o // gbytes for o in parse_offsets(args, "zero")}
+    unmapped = {o // gbytes for o in parse_offsets(args, "unmapped")}
+    sectors = size // SECTOR
+    gtes = 4096                                     # 64 sectors of u64
+    nr_gd = (sectors + 8 * gtes - 1) // (8 * gtes)
+    gd_sectors = max(1, (nr_gd * 8 + SECTOR - 1) // SECTOR)
+    used = sorted({i // gtes for i, _ in grains} |
+                  {i // gtes for i in zero | unmapped})
+    # Tables stored in reverse order of their directory index.
+    table_no = {t: n for n, t in enumerate(reversed(used))}
+    gd_offset = 2
+    gt_offset = gd_offset + gd_sectors
+    gt_sectors = 64 * max(1, len(used))
+    grains_offset = gt_offset + gt_sectors
+    gd = [0] * nr_gd
+    gts = {t: [0] * gtes for t in used}
+    for t in used:
+        gd[t] = 0x1000000000000000 | table_no[t]
+    blobs = []
+    last = 0
+    # Grain numbers past 4096, in reverse order of the disk.
+    for k, (i, data) in enumerate(reversed(grains)):
+        if i in zero or i in unmapped:
+            continue
+        n = 5000 + 3 * k
+        gts[i // gtes][i % gtes] = (0x3000000000000000 |
+                                   ((n & 0xfff) << 48) | (n >> 12))
+        blobs.append((grains_offset + n * 8, data))
+        last = max(last, n + 1)
+    for i in zero:
+        gts[i // gtes][i % gtes] = 0x2000000000000000
+    for i in unmapped:
+        gts[i // gtes][i % gtes] = 0x1000000000000000
+    const = bytearray(SECTOR)
+    struct.pack_into("<26Q", const, 0,
+                     0xcafebabe, 0x0000000200000001, sectors, 8, 64, 0,
+                     0, 0, 0, 0,
+                     1, 1,                          # volatile header
+                     0, 0, 0, 0,                    # journal header, journal
+                     gd_offset, gd_sectors,
+                     gt_offset, gt_sectors,
+                     0, 0, 0, 0,                    # free bitmap, backmap
+                     grains_offset, last * 8)
+    vol = bytearray(SECTOR)
+    struct.pack_into("<4Q", vol, 0, 0xcafecafe, len(used), 1, 0)
+    with open(path, "wb") as f:
+        f.write(const)
+        f.write(vol)
+        f.seek(gd_offset * SECTOR)
+        f.write(struct.pack("<%dQ" % nr_gd, *gd))
+        for t in used:
+            f.seek((gt_offset + 64 * table_no[t]) * SECTOR)
+            f.write(struct.pack("<%dQ" % gtes, *gts[t]))
+        for at, data in blobs:
+            f.seek(at * SECTOR)
+            f.write(data)
+        f.truncate((grains_offset + last * 8) * SECTOR)
+
+
+def patch(path, *args):
+    with open(path, "r+b") as f:
+        for i in range(0, len(args), 3):
+            off, fmt, val = int(args[i], 0), args[i + 1], int(args[i + 2], 0)
+            buf = bytearray(struct.calcsize(fmt))
+            struct.pack_into(fmt, buf, 0, val)
+            f.seek(off)
+            f.write(buf)
+
+
+def gd_entry(path, index, value):
+    with open(path, "r+b") as f:
+        hdr = f.read(SECTOR)
+        gd = struct.unpack_from("<Q", hdr, 56)[0]
+        if gd == 0xffffffffffffffff:
+            f.seek(0, 2)
+            end = f.tell()
+            f.seek(end - 1024)
+            gd = struct.unpack_from("<Q", f.read(SECTOR), 56)[0]
+        f.seek(gd * SECTOR + 4 * int(index))
+        f.write(struct.pack("<I", int(value, 0)))
+
+
+def main():
+    cmd, args = sys.argv[1], sys.argv[2:]
+    {"cowd": make_cowd, "sesparse": make_sesparse, "patch": patch,
+     "gd-entry": gd_entry}[cmd](*args)
+
+
+if __name__ == "__main__":
+    main()
