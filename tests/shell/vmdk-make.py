@@ -17,6 +17,9 @@ qemu-img reads both, so the tests judge ferry's reading with it.
       unmapped instead
   vmdk-make.py patch FILE OFFSET FORMAT VALUE [OFFSET FORMAT VALUE...]
       struct.pack_into FORMAT (e.g. <I, <Q, B) at byte OFFSET of FILE
+  vmdk-make.py inspect FILE
+      the hosted sparse header, footer, embedded descriptor and stream
+      layout (markers counted and checked for order) of FILE, as JSON
   vmdk-make.py gd-entry FILE INDEX VALUE
       set entry INDEX of the (first) grain directory of the hosted sparse
       file FILE (through the footer for streamOptimized files)
@@ -178,10 +181,75 @@ def gd_entry(path, index, value):
         f.write(struct.pack("<I", int(value, 0)))
 
 
+HEADER_FIELDS = ("version", "flags", "capacity", "grain", "desc_offset",
+                 "desc_size", "gtes_per_gt", "rgd_offset", "gd_offset",
+                 "overhead", "unclean", "nl_chars", "compress")
+
+
+def decode_header(b):
+    v = struct.unpack_from("<4sIIQQQQIQQQB4sH", b, 0)
+    if v[0] != b"KDMV":
+        return None
+    d = dict(zip(HEADER_FIELDS, v[1:]))
+    d["nl_chars"] = d["nl_chars"].hex()
+    return d
+
+
+def inspect(path):
+    """Print the header, footer, descriptor and stream layout as JSON."""
+    import json
+    data = open(path, "rb").read()
+    h = decode_header(data[:SECTOR])
+    out = {"header": h, "footer": None, "descriptor": None, "stream": None}
+    if h is None:
+        print(json.dumps(out))
+        return
+    if h["desc_offset"]:
+        a = h["desc_offset"] * SECTOR
+        out["descriptor"] = data[a:a + h["desc_size"] * SECTOR].split(
+            b"\0")[0].decode("utf-8", "replace")
+    if h["flags"] & (1 << 17):
+        st = {"grains": 0, "gt": 0, "gd": 0, "footer": 0, "eos": 0,
+              "lba_ascending": True, "tables_after_grains": True,
+              "ends_with_eos": False}
+        pos, last_lba, gt_lbas = h["overhead"] * SECTOR, -1, []
+        while pos + 16 <= len(data):
+            lba, size = struct.unpack_from("<QI", data, pos)
+            if size:
+                st["grains"] += 1
+                if lba <= last_lba:
+                    st["lba_ascending"] = False
+                last_lba = lba
+                gt_lbas.append(lba)
+                pos += (12 + size + SECTOR - 1) // SECTOR * SECTOR
+                continue
+            typ = struct.unpack_from("<I", data, pos + 12)[0]
+            if typ == 1:
+                st["gt"] += 1
+                # every grain this table maps comes before it
+                t = struct.unpack_from("<%dI" % (lba * 128), data, pos + SECTOR)
+                for e in t:
+                    if e and e * SECTOR >= pos:
+                        st["tables_after_grains"] = False
+            elif typ == 2:
+                st["gd"] += 1
+            elif typ == 3:
+                st["footer"] += 1
+                out["footer"] = decode_header(data[pos + SECTOR:pos + 2 * SECTOR])
+                out["footer_at"] = pos + SECTOR
+            elif typ == 0:
+                st["eos"] += 1
+                st["ends_with_eos"] = pos + SECTOR == len(data)
+                break
+            pos += SECTOR + lba * SECTOR
+        out["stream"] = st
+    print(json.dumps(out))
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     {"cowd": make_cowd, "sesparse": make_sesparse, "patch": patch,
-     "gd-entry": gd_entry}[cmd](*args)
+     "gd-entry": gd_entry, "inspect": inspect}[cmd](*args)
 
 
 if __name__ == "__main__":
