@@ -259,6 +259,10 @@ int vmdk_sparse_read_grain (struct vmdk_sparse *s, uint64_t host,
                             uint64_t grain_offset, void *buf, size_t count,
                             size_t skip);
 void *vmdk_sparse_get_table (struct vmdk_sparse *s, uint32_t index);
+void *vmdk_sparse_read_table (struct vmdk_sparse *s, uint32_t index);
+int vmdk_sparse_classify (struct vmdk_sparse *s, const void *t, uint32_t ti,
+                          uint32_t idx, enum vmdk_run_kind *kind,
+                          uint64_t *host /* OUT */);
 void vmdk_sparse_free (struct vmdk_sparse *s);
 
 /* vmdk-esx.c */
@@ -290,6 +294,9 @@ void vmdk_write_free (struct vmdk_image *v);
 int vmdk_split_name (const char *path, char **prefix, char **postfix);
 int vmdk_rename (const char *from, const char *to, bool sync);
 int vmdk_remove (const char *path);
+
+/* vmdk-check.c */
+int vmdk_check (const char *path, int fd, struct ferry_check_result *result);
 
 /* vmdk-write.c */
 struct ferry_image *vmdk_create (const char *path, int fd, uint64_t size,

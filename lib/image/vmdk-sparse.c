@@ -357,8 +357,8 @@ cache_limit (const struct vmdk_sparse *s)
 }
 
 /* Read table INDEX of S into a new host-order array; NULL on error. */
-static void *
-read_table (struct vmdk_sparse *s, uint32_t index)
+void *
+vmdk_sparse_read_table (struct vmdk_sparse *s, uint32_t index)
 {
   size_t bytes = table_bytes (s), i;
   uint64_t at = s->gd[index], bound = MAX (data_bound (s), s->file_size);
@@ -410,7 +410,7 @@ get_table (struct vmdk_sparse *s, uint32_t index, bool *temp)
   *temp = false;
   if (t)
     return t;
-  t = read_table (s, index);
+  t = vmdk_sparse_read_table (s, index);
   if (t == NULL)
     return NULL;
   if (!s->writable &&
@@ -447,9 +447,9 @@ vmdk_sparse_get_table (struct vmdk_sparse *s, uint32_t index)
 
 /* What entry IDX of table T (index TI) of S says: the kind, and for data
  * the file offset of the grain. */
-static int
-classify (struct vmdk_sparse *s, const void *t, uint32_t ti, uint32_t idx,
-          enum vmdk_run_kind *kind, uint64_t *host)
+int
+vmdk_sparse_classify (struct vmdk_sparse *s, const void *t, uint32_t ti,
+                      uint32_t idx, enum vmdk_run_kind *kind, uint64_t *host)
 {
   uint64_t bound = data_bound (s), off;
 
@@ -529,7 +529,7 @@ vmdk_sparse_map (struct vmdk_sparse *s, uint64_t offset, uint64_t max_len,
       int r;
       if (t == NULL)
         return -1;
-      r = classify (s, t, ti, idx, &kind, &host);
+      r = vmdk_sparse_classify (s, t, ti, idx, &kind, &host);
       if (temp)
         free (t);
       if (r == -1)

@@ -804,6 +804,7 @@ const struct image_driver vmdk_driver = {
   .flush = vmdk_flush,
   .close = vmdk_close,
   .describe = vmdk_describe,
+  .check = vmdk_check,
   .rename = vmdk_rename,
   .remove = vmdk_remove,
 };

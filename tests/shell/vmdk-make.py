@@ -23,6 +23,8 @@ qemu-img reads both, so the tests judge ferry's reading with it.
   vmdk-make.py gd-entry FILE INDEX VALUE
       set entry INDEX of the (first) grain directory of the hosted sparse
       file FILE (through the footer for streamOptimized files)
+  vmdk-make.py gt-entry FILE TABLE INDEX [VALUE]
+      print, or set, entry INDEX of grain table TABLE of FILE
 """
 import os
 import struct
@@ -168,17 +170,34 @@ def patch(path, *args):
             f.write(buf)
 
 
+def gd_sector(f):
+    """The sector of the grain directory of the hosted sparse file F."""
+    f.seek(0)
+    gd = struct.unpack_from("<Q", f.read(SECTOR), 56)[0]
+    if gd == 0xffffffffffffffff:
+        f.seek(0, 2)
+        f.seek(f.tell() - 1024)
+        gd = struct.unpack_from("<Q", f.read(SECTOR), 56)[0]
+    return gd
+
+
 def gd_entry(path, index, value):
     with open(path, "r+b") as f:
-        hdr = f.read(SECTOR)
-        gd = struct.unpack_from("<Q", hdr, 56)[0]
-        if gd == 0xffffffffffffffff:
-            f.seek(0, 2)
-            end = f.tell()
-            f.seek(end - 1024)
-            gd = struct.unpack_from("<Q", f.read(SECTOR), 56)[0]
-        f.seek(gd * SECTOR + 4 * int(index))
+        f.seek(gd_sector(f) * SECTOR + 4 * int(index))
         f.write(struct.pack("<I", int(value, 0)))
+
+
+def gt_entry(path, table, index, value=None):
+    """Set (or print) entry INDEX of grain table TABLE of a hosted sparse
+    file."""
+    with open(path, "r+b") as f:
+        f.seek(gd_sector(f) * SECTOR + 4 * int(table))
+        gt = struct.unpack("<I", f.read(4))[0]
+        f.seek(gt * SECTOR + 4 * int(index))
+        if value is None:
+            print(struct.unpack("<I", f.read(4))[0])
+        else:
+            f.write(struct.pack("<I", int(value, 0)))
 
 
 HEADER_FIELDS = ("version", "flags", "capacity", "grain", "desc_offset",
@@ -249,7 +268,7 @@ def inspect(path):
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     {"cowd": make_cowd, "sesparse": make_sesparse, "patch": patch,
-     "gd-entry": gd_entry, "inspect": inspect}[cmd](*args)
+     "gd-entry": gd_entry, "gt-entry": gt_entry, "inspect": inspect}[cmd](*args)
 
 
 if __name__ == "__main__":
