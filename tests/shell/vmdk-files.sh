@@ -97,6 +97,7 @@ for i in $(seq 24); do cat "$RAND"; done >big.raw
 interrupt () {
   local sub=$1 pid waited=0
   rm -rf t && mkdir t
+  : >"$OUT"
   set -m
   "$FERRY" convert -O vmdk -o subformat=$sub --progress=json big.raw t/d.vmdk \
     >"$OUT" 2>"$ERR" </dev/null &
@@ -117,7 +118,7 @@ interrupt () {
   wait $pid || RC=$?
   LAST_CMD="ferry convert -o subformat=$sub big.raw t/d.vmdk, then SIGINT"
   crash_reason
-  if [ "$RC" != 0 ] && [ -z "$CRASH" -o "$RC" = 130 ]; then
+  if [ "$RC" = 1 ] && [ -z "$CRASH" ] && grep -q interrupted "$ERR"; then
     ok "Ctrl-C, $sub: stopped (exit $RC)"
   else
     not_ok "Ctrl-C, $sub: exit $RC" "$(last_run)"
