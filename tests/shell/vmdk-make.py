@@ -11,10 +11,14 @@ qemu-img reads both, so the tests judge ferry's reading with it.
   vmdk-make.py cowd DELTA RAW [GRAIN_SECTORS]
       a COWD extent holding the grains of RAW that are not all zero
   vmdk-make.py sesparse DELTA RAW [zero=OFFSET,...] [unmapped=OFFSET,...]
+                [first=N]
       a seSparse extent holding RAW's non-zero 4 KiB grains (stored out of
-      order, numbered past 4096 so both halves of the grain number are
-      used), with the grains at the given byte offsets marked zeroed or
-      unmapped instead
+      order, numbered from N, by default 5000 so both halves of the grain
+      number are used), with the grains at the given byte offsets marked
+      zeroed or unmapped instead
+  vmdk-make.py stream OUT RAW [OVERHEAD]
+      a streamOptimized file as VMware lays it out (grain directory in the
+      footer), RAW's non-zero grains deflated by Python's zlib
   vmdk-make.py patch FILE OFFSET FORMAT VALUE [OFFSET FORMAT VALUE...]
       struct.pack_into FORMAT (e.g. <I, <Q, B) at byte OFFSET of FILE
   vmdk-make.py inspect FILE
@@ -90,6 +94,61 @@ def make_cowd(path, raw, grain=1):
         f.truncate(next_sector * SECTOR)
 
 
+def make_stream(path, raw, overhead=128):
+    """A streamOptimized file in VMware's layout (grain directory in the
+    footer), with RAW's non-zero 64 KiB grains deflated by Python's zlib;
+    OVERHEAD sectors before the first grain."""
+    import zlib
+    overhead = int(overhead)
+    gbytes = 128 * SECTOR
+    size, grains = nonzero_grains(raw, gbytes)
+    sectors = (size + SECTOR - 1) // SECTOR
+    nr_gd = (sectors + 128 * 512 - 1) // (128 * 512)
+
+    def header(gd):
+        h = bytearray(SECTOR)
+        struct.pack_into("<4sIIQQQQIQQQB4sH", h, 0, b"KDMV", 3, 0x30001,
+                         sectors, 128, 1, 1, 512, 0, gd, overhead, 0,
+                         b"\n \r\n", 1)
+        return bytes(h)
+
+    def marker(n, typ):
+        m = bytearray(SECTOR)
+        struct.pack_into("<QII", m, 0, n, 0, typ)
+        return bytes(m)
+
+    desc = ('# Disk DescriptorFile\nversion=1\nCID=1234abcd\n'
+            'parentCID=ffffffff\ncreateType="streamOptimized"\n'
+            'RDONLY %d SPARSE "x.vmdk"\nddb.adapterType = "ide"\n' % sectors)
+    out = bytearray(header(0xffffffffffffffff))
+    out += desc.encode().ljust(SECTOR, b"\0")
+    out += bytes(overhead * SECTOR - len(out))
+    gd = [0] * nr_gd
+    gt, cur = [0] * 512, None
+
+    def end_table():
+        nonlocal out
+        if cur is not None and any(gt):
+            out += marker(4, 1)
+            gd[cur] = len(out) // SECTOR
+            out += struct.pack("<512I", *gt)
+    for i, data in grains:
+        if i // 512 != cur:
+            end_table()
+            cur, gt = i // 512, [0] * 512
+        gt[i % 512] = len(out) // SECTOR
+        z = zlib.compress(data)
+        g = struct.pack("<QI", i * 128, len(z)) + z
+        out += g + bytes(-len(g) % SECTOR)
+    end_table()
+    out += marker((nr_gd * 4 + SECTOR - 1) // SECTOR, 2)
+    gd_at = len(out) // SECTOR
+    d = struct.pack("<%dI" % nr_gd, *gd)
+    out += d + bytes(-len(d) % SECTOR)
+    out += marker(1, 3) + header(gd_at) + marker(0, 0)
+    open(path, "wb").write(out)
+
+
 def parse_offsets(args, key):
     out = set()
     for a in args:
@@ -121,11 +180,13 @@ def make_sesparse(path, raw, *args):
         gd[t] = 0x1000000000000000 | table_no[t]
     blobs = []
     last = 0
-    # Grain numbers past 4096, in reverse order of the disk.
+    first = min(parse_offsets(args, "first") or {5000})
+    # Grain numbers from FIRST (past 4096 by default, so both halves of
+    # the number are used), in reverse order of the disk.
     for k, (i, data) in enumerate(reversed(grains)):
         if i in zero or i in unmapped:
             continue
-        n = 5000 + 3 * k
+        n = first + 3 * k
         gts[i // gtes][i % gtes] = (0x3000000000000000 |
                                    ((n & 0xfff) << 48) | (n >> 12))
         blobs.append((grains_offset + n * 8, data))
@@ -267,7 +328,8 @@ def inspect(path):
 
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"cowd": make_cowd, "sesparse": make_sesparse, "patch": patch,
+    {"cowd": make_cowd, "sesparse": make_sesparse, "stream": make_stream,
+     "patch": patch,
      "gd-entry": gd_entry, "gt-entry": gt_entry, "inspect": inspect}[cmd](*args)
 
 
