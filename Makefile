@@ -33,6 +33,7 @@ check: build build-asan
 
 bench: build
 	bench/convert.sh $(BUILD)
+	bench/vmdk.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -600,6 +600,52 @@ ferry_extent_list_free (struct ferry_extent_list *list)
 }
 
 int
+image_sub_extents (struct ferry_image *img, struct ferry_image *sub,
+                   uint64_t at, uint64_t count, uint64_t offset,
+                   struct ferry_extent_list *list, uint64_t *end)
+{
+  struct ferry_extent_list tmp = { 0 };
+  uint64_t n, reached = at;
+  size_t i;
+
+  if (sub == NULL || at >= sub->size) {
+    *end = offset + count;
+    return ferry_extent_list_append (list, offset, count,
+                                     FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO);
+  }
+  n = MIN (count, sub->size - at);
+  if (ferry_image_extents (sub, at, n, &tmp) == -1) {
+    ferry_error_prefix ("%s: extents of %s", img->path, sub->path);
+    ferry_extent_list_free (&tmp);
+    return -1;
+  }
+  for (i = 0; i < tmp.len; i++) {
+    uint64_t s = MAX (tmp.ptr[i].offset, reached);
+    uint64_t e = MIN (tmp.ptr[i].offset + tmp.ptr[i].length, at + n);
+    if (s != reached || e <= s)
+      break;
+    if (ferry_extent_list_append (list, s - at + offset, e - s,
+                                  tmp.ptr[i].flags) == -1) {
+      ferry_extent_list_free (&tmp);
+      return -1;
+    }
+    reached = e;
+  }
+  ferry_extent_list_free (&tmp);
+  if (reached == at)
+    return ferry_error (EIO, "%s: %s reported no extent at offset %" PRIu64,
+                        img->path, sub->path, at);
+  if (reached == at + n && n < count) {
+    if (ferry_extent_list_append (list, reached - at + offset, count - n,
+                                  FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO) == -1)
+      return -1;
+    reached = at + count;
+  }
+  *end = reached - at + offset;
+  return 0;
+}
+
+int
 ferry_image_extents (struct ferry_image *img, uint64_t offset,
                      uint64_t length, struct ferry_extent_list *list)
 {

@@ -178,6 +178,15 @@ int image_sync_path (const char *path);
  * image_open_backing resolves it.  The caller frees it. */
 char *image_resolve_relative (const char *img_path, const char *name);
 
+/* Append to LIST the extents of SUB (a backing file, or the file under
+ * an extent) over [AT, AT+COUNT), moved to start at OFFSET; what lies past
+ * SUB's end, or all of it when SUB is NULL, is a hole that reads as
+ * zeroes.  *END (in LIST's offsets) is where the answer stops, short of
+ * OFFSET+COUNT when SUB stopped short.  IMG names the image asking. */
+int image_sub_extents (struct ferry_image *img, struct ferry_image *sub,
+                       uint64_t at, uint64_t count, uint64_t offset,
+                       struct ferry_extent_list *list, uint64_t *end);
+
 /* Options lookup; each marks the key used.  *_u64 accepts sizes with
  * k/M/G/T suffixes (powers of 1024) and fails with a message naming the
  * option on a bad value.  Return 1 found, 0 absent, -1 bad value. */

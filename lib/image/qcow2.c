@@ -66,43 +66,6 @@ qcow2_probe (const uint8_t *head, size_t head_len, const uint8_t *tail,
   return 50;
 }
 
-/* Take a context from POOL, or NULL when it is empty. */
-void *
-qcow2_pool_get (struct qcow2_pool *pool)
-{
-  void *item = NULL;
-
-  pthread_mutex_lock (&pool->lock);
-  if (pool->len > 0)
-    item = pool->items[--pool->len];
-  pthread_mutex_unlock (&pool->lock);
-  return item;
-}
-
-/* Give ITEM back to POOL, freeing it with FREE_FN when the pool is full. */
-void
-qcow2_pool_put (struct qcow2_pool *pool, void *item, void (*free_fn) (void *))
-{
-  if (item == NULL)
-    return;
-  pthread_mutex_lock (&pool->lock);
-  if (pool->len < QCOW2_POOL_SIZE) {
-    pool->items[pool->len++] = item;
-    item = NULL;
-  }
-  pthread_mutex_unlock (&pool->lock);
-  if (item)
-    free_fn (item);
-}
-
-/* Free every context left in POOL. */
-static void
-pool_drain (struct qcow2_pool *pool, void (*free_fn) (void *))
-{
-  while (pool->len > 0)
-    free_fn (pool->items[--pool->len]);
-}
-
 /* Free a libdeflate decompressor of the pool. */
 static void
 free_decompressor (void *d)
@@ -584,7 +547,7 @@ decompress_cluster (struct qcow2_image *q, const struct qcow2_run *run,
                               "offset 0x%" PRIx64, q->base.path, coff);
 
   if (q->h.compression_type == QCOW2_COMPRESSION_ZLIB) {
-    struct libdeflate_decompressor *d = qcow2_pool_get (&q->dpool);
+    struct libdeflate_decompressor *d = pool_get (&q->dpool);
     size_t in_used, out_len;
     if (d == NULL)
       d = libdeflate_alloc_decompressor ();
@@ -593,12 +556,12 @@ decompress_cluster (struct qcow2_image *q, const struct qcow2_run *run,
     ok = libdeflate_deflate_decompress_ex (d, cbuf, clen, out, cs, &in_used,
                                            &out_len) == LIBDEFLATE_SUCCESS &&
       out_len == cs;
-    qcow2_pool_put (&q->dpool, d, free_decompressor);
+    pool_put (&q->dpool, d, free_decompressor);
     if (!ok)
       ok = inflate_with_zlib (cbuf, clen, out, cs) == 0;
   }
   else {
-    ZSTD_DCtx *d = qcow2_pool_get (&q->dpool);
+    ZSTD_DCtx *d = pool_get (&q->dpool);
     size_t frame, n;
     if (d == NULL)
       d = ZSTD_createDCtx ();
@@ -610,7 +573,7 @@ decompress_cluster (struct qcow2_image *q, const struct qcow2_run *run,
       n = ZSTD_decompressDCtx (d, out, cs, cbuf, frame);
       ok = !ZSTD_isError (n) && n == cs;
     }
-    qcow2_pool_put (&q->dpool, d, free_dctx);
+    pool_put (&q->dpool, d, free_dctx);
   }
   if (!ok)
     return ferry_error (EINVAL, "%s: compressed cluster of L2 entry %" PRIu32
@@ -705,54 +668,6 @@ qcow2_pread (struct ferry_image *img, void *buf, size_t count,
   return qcow2_read_range ((struct qcow2_image *) img, buf, count, offset);
 }
 
-/* Append the extents of the backing file for [OFFSET, OFFSET+COUNT),
- * zeroes past its end.  *END is set to where the answer stops, which
- * may be short of the range when the backing stopped short. */
-static int
-backing_extents (struct qcow2_image *q, uint64_t offset, uint64_t count,
-                 struct ferry_extent_list *list, uint64_t *end)
-{
-  struct ferry_image *b = q->base.backing;
-  struct ferry_extent_list tmp = { 0 };
-  uint64_t n, reached = offset;
-  size_t i;
-
-  if (b == NULL || offset >= b->size) {
-    *end = offset + count;
-    return ferry_extent_list_append (list, offset, count,
-                               FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO);
-  }
-  n = MIN (count, b->size - offset);
-  if (ferry_image_extents (b, offset, n, &tmp) == -1) {
-    ferry_error_prefix ("%s: extents of the backing file", q->base.path);
-    ferry_extent_list_free (&tmp);
-    return -1;
-  }
-  for (i = 0; i < tmp.len; i++) {
-    uint64_t s = MAX (tmp.ptr[i].offset, reached);
-    uint64_t e = MIN (tmp.ptr[i].offset + tmp.ptr[i].length, offset + n);
-    if (s != reached || e <= s)
-      break;
-    if (ferry_extent_list_append (list, s, e - s, tmp.ptr[i].flags) == -1) {
-      ferry_extent_list_free (&tmp);
-      return -1;
-    }
-    reached = e;
-  }
-  ferry_extent_list_free (&tmp);
-  if (reached == offset)
-    return ferry_error (EIO, "%s: the backing file reported no extent at "
-                        "offset %" PRIu64, q->base.path, offset);
-  if (reached == offset + n && n < count) {
-    if (ferry_extent_list_append (list, reached, count - n,
-                            FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO) == -1)
-      return -1;
-    reached = offset + count;
-  }
-  *end = reached;
-  return 0;
-}
-
 /* Report runs as extents, asking the backing file about unallocated
  * ones; stops after QCOW2_EXTENTS_MAX_TABLES tables or _RUNS runs. */
 static int
@@ -773,7 +688,8 @@ qcow2_extents (struct ferry_image *img, uint64_t offset, uint64_t length,
       return -1;
     if (run.kind == QCOW2_RUN_UNALLOC) {
       uint64_t reached = 0;
-      if (backing_extents (q, offset, run.length, list, &reached) == -1)
+      if (image_sub_extents (&q->base, q->base.backing, offset, run.length,
+                             offset, list, &reached) == -1)
         return -1;
       if (reached < offset + run.length)
         return 0;               /* the caller asks again from there */

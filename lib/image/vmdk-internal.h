@@ -1,12 +1,16 @@
 /* vmdk driver: the on-disk constants and the private state shared by
- *   vmdk.c             open (descriptor files, embedded descriptors),
- *                      read, extents, describe, close, rename, remove;
+ *   vmdk.c             open (descriptor files, embedded descriptors,
+ *                      parents), read, extents, describe, close;
  *   vmdk-descriptor.c  the text descriptor: parse and format;
  *   vmdk-sparse.c      hosted sparse extents (monolithicSparse, the s001
  *                      files, streamOptimized) and the grain map every
  *                      sparse kind shares;
  *   vmdk-esx.c         ESX snapshot extents: COWD (vmfsSparse) and seSparse;
- *   vmdk-write.c       create, writes, and what close completes.
+ *   vmdk-write.c       create, writes to sparse and flat extents, and what
+ *                      close completes;
+ *   vmdk-stream.c      writing streamOptimized, and compressing grains;
+ *   vmdk-files.c       moving and removing the files of an image made;
+ *   vmdk-check.c       ferry check.
  * Private to these files.
  *
  * Layouts: VMware's "Virtual Disk Format 5.0" technote (hosted sparse
@@ -270,6 +274,7 @@ int vmdk_cowd_open (struct vmdk_sparse *s, uint64_t file_size);
 int vmdk_se_open (struct vmdk_sparse *s, uint64_t file_size);
 
 /* vmdk.c */
+struct vmdk_image *vmdk_image_new (const char *path, int fd, bool readonly);
 void vmdk_image_free (struct vmdk_image *v);
 int vmdk_pread (struct ferry_image *img, void *buf, size_t count,
                 uint64_t offset);

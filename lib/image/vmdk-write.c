@@ -525,36 +525,48 @@ writable_extent (struct vmdk_image *v, uint64_t offset)
   return e;
 }
 
-int
-vmdk_pwrite (struct ferry_image *img, const void *buf, size_t count,
-             uint64_t offset)
+/* Write BUF (COUNT bytes at OFFSET), or zeroes with FLAGS when BUF is
+ * NULL, cut at extent boundaries. */
+static int
+write_pieces (struct vmdk_image *v, const uint8_t *buf, uint64_t count,
+              uint64_t offset, unsigned flags)
 {
-  struct vmdk_image *v = (struct vmdk_image *) img;
-  const uint8_t *p = buf;
-
-  if (v->stream_out)
-    return vmdk_stream_pwrite (v, buf, count, offset);
   v->written = true;
   while (count > 0) {
     struct vmdk_extent *e = writable_extent (v, offset);
-    uint64_t off, n;
+    uint64_t off, n, at;
     int r;
 
     if (e == NULL)
       return -1;
     off = offset - e->start;
     n = MIN (count, e->length - off);
+    at = e->flat_offset + off;
     if (e->sparse)
-      r = write_sparse (v, e, p, n, off);
+      r = buf ? write_sparse (v, e, buf, n, off) :
+        zero_sparse (v, e, n, off, flags);
     else
-      r = ferry_image_pwrite (e->raw, p, n, e->flat_offset + off);
+      r = buf ? ferry_image_pwrite (e->raw, buf, n, at) :
+        ferry_image_zero (e->raw, n, at, flags);
     if (r == -1)
       return -1;
-    p += n;
+    if (buf)
+      buf += n;
     count -= n;
     offset += n;
   }
   return 0;
+}
+
+int
+vmdk_pwrite (struct ferry_image *img, const void *buf, size_t count,
+             uint64_t offset)
+{
+  struct vmdk_image *v = (struct vmdk_image *) img;
+
+  if (v->stream_out)
+    return vmdk_stream_pwrite (v, buf, count, offset);
+  return write_pieces (v, buf, count, offset, 0);
 }
 
 int
@@ -565,26 +577,7 @@ vmdk_zero (struct ferry_image *img, size_t count, uint64_t offset,
 
   if (v->stream_out)
     return vmdk_stream_zero (v, offset);
-  v->written = true;
-  while (count > 0) {
-    struct vmdk_extent *e = writable_extent (v, offset);
-    uint64_t off, n;
-    int r;
-
-    if (e == NULL)
-      return -1;
-    off = offset - e->start;
-    n = MIN (count, e->length - off);
-    if (e->sparse)
-      r = zero_sparse (v, e, n, off, flags);
-    else
-      r = ferry_image_zero (e->raw, n, e->flat_offset + off, flags);
-    if (r == -1)
-      return -1;
-    count -= n;
-    offset += n;
-  }
-  return 0;
+  return write_pieces (v, NULL, count, offset, flags);
 }
 
 int
@@ -923,17 +916,10 @@ vmdk_create (const char *path, int fd, uint64_t size,
   uint64_t done, n;
   unsigned k;
 
-  v = calloc (1, sizeof *v);
-  if (v == NULL) {
-    ferry_error (ENOMEM, "%s: out of memory", path);
-    close (fd);
+  v = vmdk_image_new (path, fd, false);
+  if (v == NULL)
     return NULL;
-  }
-  v->fd = fd;
-  pthread_mutex_init (&v->lock, NULL);
-  pthread_mutex_init (&v->deflaters.lock, NULL);
-  if (image_init_base (&v->base, &vmdk_driver, path, fd, false) == -1 ||
-      parse_create_options (path, opts, &o) == -1)
+  if (parse_create_options (path, opts, &o) == -1)
     goto err;
   size = ROUND_UP (size, (uint64_t) VMDK_SECTOR);
   if (size == 0 || size > VMDK_MAX_SIZE) {

@@ -246,8 +246,7 @@ open_parent (struct vmdk_image *v, const struct open_args *args)
 /* Open a file that starts with a sparse header: the monolithic kinds,
  * whose descriptor (if any) is inside, and ESX sparse files opened alone. */
 static int
-open_monolithic (struct vmdk_image *v, uint64_t file_size, uint32_t magic,
-                 bool writable)
+open_monolithic (struct vmdk_image *v, uint64_t file_size, uint32_t magic)
 {
   CLEANUP_FREE char *text = NULL;
   size_t len = 0;
@@ -302,7 +301,6 @@ open_monolithic (struct vmdk_image *v, uint64_t file_size, uint32_t magic,
                            "monolithicSparse");
   if (v->create_type == NULL)
     return ferry_error (ENOMEM, "%s: out of memory", v->base.path);
-  (void) writable;
   return 0;
 }
 
@@ -342,22 +340,14 @@ static struct ferry_image *
 vmdk_open (const char *path, int fd, const struct open_args *args)
 {
   bool writable = args->flags & FERRY_OPEN_WRITE;
-  struct vmdk_image *v = calloc (1, sizeof *v);
+  struct vmdk_image *v = vmdk_image_new (path, fd, !writable);
   uint8_t head[8] = { 0 };
   uint64_t file_size;
   struct stat st;
   int r;
 
-  if (v == NULL) {
-    ferry_error (ENOMEM, "%s: out of memory", path);
-    close (fd);
+  if (v == NULL)
     return NULL;
-  }
-  v->fd = fd;
-  pthread_mutex_init (&v->lock, NULL);
-  pthread_mutex_init (&v->deflaters.lock, NULL);
-  if (image_init_base (&v->base, &vmdk_driver, path, fd, !writable) == -1)
-    goto err;
   if (fstat (fd, &st) == -1) {
     ferry_error_errno (errno, "%s: stat", path);
     goto err;
@@ -370,7 +360,7 @@ vmdk_open (const char *path, int fd, const struct open_args *args)
   }
   if (get_le32 (head) == VMDK4_MAGIC || get_le32 (head) == VMDK_COWD_MAGIC ||
       get_le64 (head) == VMDK_SE_CONST_MAGIC)
-    r = open_monolithic (v, file_size, get_le32 (head), writable);
+    r = open_monolithic (v, file_size, get_le32 (head));
   else
     r = open_descriptor_file (v, file_size, writable);
   if (r == -1 || open_parent (v, args) == -1)
@@ -384,6 +374,27 @@ vmdk_open (const char *path, int fd, const struct open_args *args)
   free (v->base.path);
   vmdk_image_free (v);
   return NULL;
+}
+
+struct vmdk_image *
+vmdk_image_new (const char *path, int fd, bool readonly)
+{
+  struct vmdk_image *v = calloc (1, sizeof *v);
+
+  if (v == NULL) {
+    ferry_error (ENOMEM, "%s: out of memory", path);
+    close (fd);
+    return NULL;
+  }
+  v->fd = fd;
+  pthread_mutex_init (&v->lock, NULL);
+  pthread_mutex_init (&v->deflaters.lock, NULL);
+  if (image_init_base (&v->base, &vmdk_driver, path, fd, readonly) == -1) {
+    free (v->base.path);
+    vmdk_image_free (v);
+    return NULL;
+  }
+  return v;
 }
 
 void
@@ -536,90 +547,6 @@ vmdk_pread (struct ferry_image *img, void *buf, size_t count,
   return 0;
 }
 
-/* Append the parent's extents over [OFFSET, OFFSET+COUNT) to LIST; *END
- * is where they stop (the caller asks again from there). */
-static int
-parent_extents (struct vmdk_image *v, uint64_t offset, uint64_t count,
-                struct ferry_extent_list *list, uint64_t *end)
-{
-  struct ferry_image *b = v->base.backing;
-  struct ferry_extent_list tmp = { 0 };
-  uint64_t n, reached = offset;
-  size_t i;
-
-  if (b == NULL || offset >= b->size) {
-    *end = offset + count;
-    return ferry_extent_list_append (list, offset, count,
-                                     FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO);
-  }
-  n = MIN (count, b->size - offset);
-  if (ferry_image_extents (b, offset, n, &tmp) == -1) {
-    ferry_error_prefix ("%s: extents of the parent", v->base.path);
-    ferry_extent_list_free (&tmp);
-    return -1;
-  }
-  for (i = 0; i < tmp.len; i++) {
-    uint64_t s = MAX (tmp.ptr[i].offset, reached);
-    uint64_t e = MIN (tmp.ptr[i].offset + tmp.ptr[i].length, offset + n);
-    if (s != reached || e <= s)
-      break;
-    if (ferry_extent_list_append (list, s, e - s, tmp.ptr[i].flags) == -1) {
-      ferry_extent_list_free (&tmp);
-      return -1;
-    }
-    reached = e;
-  }
-  ferry_extent_list_free (&tmp);
-  if (reached == offset)
-    return ferry_error (EIO, "%s: the parent reported no extent at offset %"
-                        PRIu64, v->base.path, offset);
-  if (reached == offset + n && n < count) {
-    if (ferry_extent_list_append (list, reached, count - n,
-                                  FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO) == -1)
-      return -1;
-    reached = offset + count;
-  }
-  *end = reached;
-  return 0;
-}
-
-/* Extents of the flat extent E over [OFF, OFF+COUNT), at disk offsets. */
-static int
-flat_extents (struct vmdk_extent *e, uint64_t off, uint64_t count,
-              struct ferry_extent_list *list, uint64_t *end)
-{
-  struct ferry_extent_list tmp = { 0 };
-  uint64_t at = e->flat_offset + off, size = e->raw->size, reached = off;
-  size_t i;
-
-  if (at >= size) {
-    *end = off + count;
-    return ferry_extent_list_append (list, e->start + off, count,
-                                     FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO);
-  }
-  if (ferry_image_extents (e->raw, at, MIN (count, size - at), &tmp) == -1)
-    return -1;
-  for (i = 0; i < tmp.len && reached < off + count; i++) {
-    uint64_t len = MIN (tmp.ptr[i].length, off + count - reached);
-    if (ferry_extent_list_append (list, e->start + reached, len,
-                                  tmp.ptr[i].flags) == -1) {
-      ferry_extent_list_free (&tmp);
-      return -1;
-    }
-    reached += len;
-  }
-  ferry_extent_list_free (&tmp);
-  if (reached - off == size - at && reached < off + count) {
-    if (ferry_extent_list_append (list, e->start + reached,
-                                  off + count - reached,
-                                  FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO) == -1)
-      return -1;
-    reached = off + count;
-  }
-  *end = reached;
-  return 0;
-}
-
 static int
 vmdk_extents (struct ferry_image *img, uint64_t offset, uint64_t length,
               struct ferry_extent_list *list)
@@ -642,9 +569,11 @@ vmdk_extents (struct ferry_image *img, uint64_t offset, uint64_t length,
       continue;
     }
     if (e->raw) {
-      if (flat_extents (e, off, n, list, &reached) == -1)
+      /* Past the end of a short flat file: zeroes (note 1). */
+      if (image_sub_extents (img, e->raw, e->flat_offset + off, n, offset,
+                             list, &reached) == -1)
         return -1;
-      if (reached < off + n)
+      if (reached < offset + n)
         return 0;
       offset += n;
       continue;
@@ -660,7 +589,8 @@ vmdk_extents (struct ferry_image *img, uint64_t offset, uint64_t length,
         return -1;
       run.length = MIN (run.length, n);
       if (run.kind == VMDK_RUN_UNALLOC) {
-        if (parent_extents (v, offset, run.length, list, &reached) == -1)
+        if (image_sub_extents (img, v->base.backing, offset, run.length,
+                               offset, list, &reached) == -1)
           return -1;
         if (reached < offset + run.length)
           return 0;

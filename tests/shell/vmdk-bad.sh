@@ -10,11 +10,10 @@
 # what is wrong, with no crash, no sanitizer report, no huge allocation,
 # no hang, and no target left behind.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/vmdk-lib.sh"
 require qemu-img qemu-io python3 timeout bzip2
 
 cd "$WORK" || die "cd $WORK"
-MK=("$PYTHON" "$TESTS_DIR/vmdk-make.py")
-mk () { "${MK[@]}" "$@" || die "vmdk-make.py $*"; }
 export FY_TIMEOUT=30
 mb=$((1 << 20))
 

@@ -9,6 +9,7 @@
 # holds the same 100 KiB as the corpus's qcow v1 and VHD images.  The
 # "VMDK" files inside the test OVAs are four bytes of text: not VMDK.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/vmdk-lib.sh"
 require qemu-img python3 gzip bzip2 tar
 
 [ -d "$CORPUS/vmware" ] || { echo "1..0 # SKIP no corpus at $CORPUS"; exit 77; }

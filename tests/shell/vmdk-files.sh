@@ -8,22 +8,14 @@
 # dots, no extension, and targets in another folder get extents named the
 # way qemu-img and VMware name them.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/vmdk-lib.sh"
 require qemu-img qemu-io python3
 
 cd "$WORK" || die "cd $WORK"
-MK=("$PYTHON" "$TESTS_DIR/vmdk-make.py")
 mb=$((1 << 20))
 size=$((8 * mb))
 mkimg raw src.raw $size
 fill_pattern raw src.raw 65536 $size
-
-only_files () {
-  local what=$1 dir=$2 got want
-  shift 2
-  got=$(ls -A "$dir" | sort | tr '\n' '|')
-  want=$(printf '%s\n' "$@" | sed '/^$/d' | sort | tr '\n' '|')
-  if [ "$got" = "$want" ]; then ok "$what"; else not_ok "$what: $dir holds [$got], expected [$want]"; fi
-}
 
 # --- names --------------------------------------------------------------------------------------
 names () {

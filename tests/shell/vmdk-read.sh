@@ -13,28 +13,10 @@
 # VMFSSPARSE extents named by relative, absolute and quoted names with
 # spaces, judged against a raw file assembled from the same pieces.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/vmdk-lib.sh"
 require qemu-img qemu-io python3
 
 cd "$WORK" || die "cd $WORK"
-MK=("$PYTHON" "$TESTS_DIR/vmdk-make.py")
-
-# read_and_judge WHAT IMG [REF REF_FMT]: ferry converts the VMDK IMG to raw
-# and to qcow2; qemu-img compare judges both against REF (default: IMG as
-# qemu-img reads it).
-read_and_judge () {
-  local what=$1 img=$2 ref=${3:-$2} rf=${4:-vmdk}
-  rm -f out.raw out.qcow2
-  fy convert -O raw "$img" out.raw
-  if expect_exit 0 "$what: ferry convert -> raw"; then
-    same_content "$what: -> raw: qemu-img compare" "$ref" "$rf" out.raw raw
-  fi
-  fy convert -O qcow2 "$img" out.qcow2
-  if expect_exit 0 "$what: ferry convert -> qcow2"; then
-    same_content "$what: -> qcow2: qemu-img compare" "$ref" "$rf" out.qcow2 qcow2
-    qemu_clean "$what: -> qcow2: qemu-img check" out.qcow2
-  fi
-  rm -f out.raw out.qcow2
-}
 
 # info_agrees WHAT IMG: ferry info --json and qemu-img info agree on the
 # virtual size, the create type, the CIDs and the extents' sizes.

@@ -11,27 +11,14 @@
 # by vmdk-make.py from the published layouts (no VMware-written ones are
 # in the corpus).
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/vmdk-lib.sh"
 require qemu-img qemu-io python3
 
 cd "$WORK" || die "cd $WORK"
-MK=("$PYTHON" "$TESTS_DIR/vmdk-make.py")
 mb=$((1 << 20))
 size=$((64 * mb))
 sectors=$((size / 512))
 
-read_and_judge () {
-  local what=$1 img=$2 ref=${3:-$2} rf=${4:-vmdk}
-  rm -f out.raw out.qcow2
-  fy convert -O raw "$img" out.raw
-  if expect_exit 0 "$what: ferry convert -> raw"; then
-    same_content "$what: -> raw: qemu-img compare" "$ref" "$rf" out.raw raw
-  fi
-  fy convert -O qcow2 "$img" out.qcow2
-  if expect_exit 0 "$what: ferry convert -> qcow2"; then
-    same_content "$what: -> qcow2: qemu-img compare" "$ref" "$rf" out.qcow2 qcow2
-  fi
-  rm -f out.raw out.qcow2
-}
 cid_of () { printf '%08x' "$(qinfo "$1" vmdk format-specific.data.cid)"; }
 # snapshot_descriptor FILE CREATE_TYPE PARENT_CID HINT TYPE EXTENT [CID]
 snapshot_descriptor () {

@@ -13,10 +13,10 @@
 # field against the VMware and VirtualBox samples of the corpus.  -B makes
 # a snapshot of a VMDK parent; -n writes into existing VMDKs.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/vmdk-lib.sh"
 require qemu-img qemu-io python3
 
 cd "$WORK" || die "cd $WORK"
-MK=("$PYTHON" "$TESTS_DIR/vmdk-make.py")
 
 mb=$((1 << 20))
 size=$((8 * mb))
@@ -25,20 +25,6 @@ fill_pattern raw src.raw 65536 $size
 mkimg qcow2 src.qcow2 $size
 fill_pattern qcow2 src.qcow2 65536 $size compress
 
-# vmdk_clean WHAT IMG: qemu-img check finds no errors.
-vmdk_clean () {
-  local out rc=0
-  out=$(qemu-img check -f vmdk "$2" 2>&1) || rc=$?
-  if [ "$rc" = 0 ]; then ok "$1"; else not_ok "$1: qemu-img check exit $rc" "$out"; fi
-}
-# only_files WHAT DIR NAME...: DIR holds exactly the files NAME... .
-only_files () {
-  local what=$1 dir=$2 got want
-  shift 2
-  got=$(ls -A "$dir" | sort | tr '\n' ' ')
-  want=$(printf '%s\n' "$@" | sed '/^$/d' | sort | tr '\n' ' ')
-  if [ "$got" = "$want" ]; then ok "$what"; else not_ok "$what: $dir holds [$got], expected [$want]"; fi
-}
 # ddb IMG KEY: the value of KEY in IMG's descriptor (embedded or a file).
 ddb () {
   local text
@@ -280,7 +266,7 @@ if expect_exit 0 "-B base.vmdk"; then
 fi
 
 # --- -n: into existing VMDKs -----------------------------------------------------------------
-for sub in monolithicSparse twoGbMaxExtentFlat monolithicFlat; do
+for sub in monolithicSparse twoGbMaxExtentSparse twoGbMaxExtentFlat monolithicFlat; do
   rm -rf t/*
   mkimg vmdk t/n.vmdk $size "subformat=$sub"
   qio vmdk t/n.vmdk "write -P 0x31 0 8m"
