@@ -275,6 +275,9 @@ int vmdk_se_open (struct vmdk_sparse *s, uint64_t file_size);
 
 /* vmdk.c */
 struct vmdk_image *vmdk_image_new (const char *path, int fd, bool readonly);
+/* Free V and what only close would free otherwise (the parent, the
+ * path): for opens and creates that fail half way. */
+void vmdk_image_discard (struct vmdk_image *v);
 void vmdk_image_free (struct vmdk_image *v);
 int vmdk_pread (struct ferry_image *img, void *buf, size_t count,
                 uint64_t offset);

@@ -1009,10 +1009,7 @@ vmdk_create (const char *path, int fd, uint64_t size,
 
  err:
   remove_created (v);
-  ferry_image_close (v->base.backing);
-  v->base.backing = NULL;
-  free (v->base.path);
-  vmdk_image_free (v);
+  vmdk_image_discard (v);
   return NULL;
 }
 

@@ -370,9 +370,7 @@ vmdk_open (const char *path, int fd, const struct open_args *args)
   return &v->base;
 
  err:
-  ferry_image_close (v->base.backing);
-  free (v->base.path);
-  vmdk_image_free (v);
+  vmdk_image_discard (v);
   return NULL;
 }
 
@@ -390,11 +388,18 @@ vmdk_image_new (const char *path, int fd, bool readonly)
   pthread_mutex_init (&v->lock, NULL);
   pthread_mutex_init (&v->deflaters.lock, NULL);
   if (image_init_base (&v->base, &vmdk_driver, path, fd, readonly) == -1) {
-    free (v->base.path);
-    vmdk_image_free (v);
+    vmdk_image_discard (v);
     return NULL;
   }
   return v;
+}
+
+void
+vmdk_image_discard (struct vmdk_image *v)
+{
+  ferry_image_close (v->base.backing);
+  free (v->base.path);
+  vmdk_image_free (v);
 }
 
 void

@@ -78,6 +78,18 @@ qemu-img convert -f raw -O vmdk -o subformat=streamOptimized pattern.raw qstream
 read_and_judge "qemu-img streamOptimized" qstream.vmdk
 info_agrees "qemu-img streamOptimized" qstream.vmdk
 
+# streamOptimized in VMware's layout (tables after their grains, the
+# directory in the footer), deflated by another zlib, and the same with
+# header version 1, as older VMware products wrote it.
+mk stream vstream.vmdk pattern.raw
+read_and_judge "streamOptimized in VMware's layout" vstream.vmdk pattern.raw raw
+cp vstream.vmdk v1stream.vmdk
+fsize=$(stat -c %s v1stream.vmdk)
+mk patch v1stream.vmdk 4 '<I' 1 $((fsize - 1024 + 4)) '<I' 1
+read_and_judge "streamOptimized, header version 1" v1stream.vmdk pattern.raw raw
+fy info v1stream.vmdk
+check_true "version 1 stream: ferry info says version 1" grep -q 'extent\[0\].version: 1' "$OUT"
+
 # The format is probed from the content, never the name.
 cp monolithicSparse.vmdk disk.img
 rm -f probed.raw
