@@ -301,7 +301,7 @@ vmdk_write_compressed (struct ferry_image *img, uint64_t offset,
   if (!v->stream_out)
     return ferry_error (ENOTSUP, "%s: only streamOptimized VMDK images hold "
                         "compressed grains", img->path);
-  v->written = true;
+  __atomic_store_n (&v->written, true, __ATOMIC_RELAXED);
   return stream_append (v->extents[0].sparse, offset, data, len);
 }
 

@@ -1,5 +1,5 @@
 /* vmdk: creating images (monolithicSparse, streamOptimized, monolithicFlat,
- * twoGbMaxExtentSparse, twoGbMaxExtentFlat) and writing them, and
+ * twoGbMaxExtentSparse, twoGbMaxExtentFlat) and writing them, and writing
  * existing hosted sparse and flat images opened with FERRY_OPEN_WRITE.
  *
  * NOTES ON THE DESIGN
@@ -21,16 +21,8 @@
  *    the parent (or with zeroes) first.  The caller guarantees that no two
  *    threads write into the same grain at once.
  *
- * 3. streamOptimized output is written front to back, as ESXi reads an
- *    OVA: header sector (zeroes until close), descriptor, then from the
- *    first grain boundary each grain as a marker (LBA, size) and its zlib
- *    stream padded to a sector, each grain table after the grains it maps
- *    (tables with no grain are left out), then the grain directory, the
- *    footer (the header again, with the directory's place) and the
- *    end-of-stream marker.  The header at the front says "directory at the
- *    end" and is written last.  Grains come compressed, in ascending
- *    order, from the copy engine (ferry_image_compress_required), which
- *    deflates them on every core; a write that goes backwards is refused.
+ * 3. streamOptimized output is written front to back by vmdk-stream.c,
+ *    whose notes say how.
  *
  * 4. An existing image opened for writing gets the uncleanShutdown flag
  *    in each hosted sparse header before anything else is written, and
@@ -531,7 +523,7 @@ static int
 write_pieces (struct vmdk_image *v, const uint8_t *buf, uint64_t count,
               uint64_t offset, unsigned flags)
 {
-  v->written = true;
+  __atomic_store_n (&v->written, true, __ATOMIC_RELAXED);
   while (count > 0) {
     struct vmdk_extent *e = writable_extent (v, offset);
     uint64_t off, n, at;
@@ -913,6 +905,7 @@ vmdk_create (const char *path, int fd, uint64_t size,
   struct vmdk_descriptor *d;
   struct open_args args = { .flags = 0 };
   char name[PATH_MAX];
+  struct stat st;
   uint64_t done, n;
   unsigned k;
 
@@ -921,6 +914,11 @@ vmdk_create (const char *path, int fd, uint64_t size,
     return NULL;
   if (parse_create_options (path, opts, &o) == -1)
     goto err;
+  if (fstat (fd, &st) == 0 && S_ISBLK (st.st_mode)) {
+    ferry_error (EINVAL, "%s: a VMDK is written to files, not to a block "
+                 "device (write raw to a device)", path);
+    goto err;
+  }
   size = ROUND_UP (size, (uint64_t) VMDK_SECTOR);
   if (size == 0 || size > VMDK_MAX_SIZE) {
     ferry_error (EINVAL, "%s: a VMDK of %" PRIu64 " bytes", path, size);
