@@ -453,10 +453,6 @@ vmdk_descriptor_parse (const char *path, const char *text, size_t len,
     p = eol + 1;
   }
 
-  if (d->extents.len == 0) {
-    ferry_error (EINVAL, "%s: the descriptor lists no extent", path);
-    goto err;
-  }
   for (i = 0; i < d->extents.len; i++) {
     total += d->extents.ptr[i].sectors;
     if (total > VMDK_MAX_SIZE / VMDK_SECTOR) {

@@ -208,8 +208,8 @@ rename_split (const char *from, const char *to, bool sync,
   CLEANUP_FREE char *fp = NULL, *fpost = NULL, *tp = NULL, *tpost = NULL;
   CLEANUP_FREE char *to_copy = strdup (to), *new_text = NULL;
   size_t n = d->extents.len, i, moved = 0;
-  char **old_paths = calloc (n, sizeof *old_paths);
-  char **new_paths = calloc (n, sizeof *new_paths);
+  char **old_paths = calloc (n + 1, sizeof *old_paths);
+  char **new_paths = calloc (n + 1, sizeof *new_paths);
   const char *to_dir;
   int ret = -1;
 

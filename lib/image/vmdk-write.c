@@ -1038,11 +1038,11 @@ update_cid (struct vmdk_image *v)
   struct vmdk_sparse *s = v->embedded ? v->extents[0].sparse : NULL;
   uint64_t at = s ? s->h.desc_offset * VMDK_SECTOR : 0;
   uint64_t room = s ? s->h.desc_size * VMDK_SECTOR : VMDK_MAX_DESCRIPTOR;
-  CLEANUP_FREE char *text = calloc (1, room + 16);
+  CLEANUP_FREE char *text = calloc (1, room + 16), *new_text = NULL;
   char *line, *val, *end;
   ssize_t len;
+  size_t n;
   uint32_t cid = random_cid ();
-  char hex[9];
 
   if (text == NULL)
     return ferry_error (ENOMEM, "%s: out of memory", v->base.path);
@@ -1062,11 +1062,17 @@ update_cid (struct vmdk_image *v)
   val = strchr (line, '=') + 1;
   val += strspn (val, " \t\"");
   end = val + strspn (val, "0123456789abcdefABCDEF");
-  if (end - val != 8)
-    return 0;                   /* not the usual form: leave it */
-  snprintf (hex, sizeof hex, "%08" PRIx32, cid);
-  memcpy (val, hex, 8);
-  if (full_pwrite (v->fd, text, strlen (text), at) == -1)
+  /* qemu-img writes the CID without leading zeroes: the new one may be
+   * longer, which moves the rest of the text. */
+  if (asprintf (&new_text, "%.*s%08" PRIx32 "%s", (int) (val - text), text,
+                cid, end) == -1)
+    return ferry_error (ENOMEM, "%s: out of memory", v->base.path);
+  n = strlen (new_text);
+  if (n > room)
+    return ferry_error (ENOSPC, "%s: the descriptor has no room for the new "
+                        "CID", v->base.path);
+  if (full_pwrite (v->fd, new_text, n, at) == -1 ||
+      (s == NULL && ftruncate (v->fd, n) == -1))
     return ferry_error_errno (errno, "%s: writing the descriptor",
                               v->base.path);
   v->desc.cid = cid;

@@ -144,8 +144,8 @@ open_sparse_extent (struct vmdk_image *v, struct vmdk_extent *e,
   return r;
 }
 
-/* Set up the extents of V from its descriptor; DIR_PATH is the file the
- * relative names are relative to. */
+/* Set up the extents of V from its descriptor: names are relative to the
+ * descriptor's folder. */
 static int
 open_extents (struct vmdk_image *v, bool writable)
 {
@@ -179,7 +179,7 @@ open_extents (struct vmdk_image *v, bool writable)
     switch (e->type) {
     case VMDK_EXTENT_SPARSE: case VMDK_EXTENT_VMFSSPARSE:
     case VMDK_EXTENT_SESPARSE:
-      if (open_sparse_extent (v, e, writable) == -1)
+      if (open_sparse_extent (v, e, writable && e->access == VMDK_RW) == -1)
         goto err;
       break;
     default: {
@@ -191,7 +191,8 @@ open_extents (struct vmdk_image *v, bool writable)
         goto err;
       close (fd);
       e->raw = ferry_image_open (e->path, "raw",
-                                 writable ? FERRY_OPEN_WRITE : 0);
+                                 writable && e->access == VMDK_RW ?
+                                 FERRY_OPEN_WRITE : 0);
       if (e->raw == NULL)
         goto err;
       break;
@@ -202,7 +203,7 @@ open_extents (struct vmdk_image *v, bool writable)
   return 0;
 
  err:
-  ferry_error_prefix ("%s: extent %zu", v->base.path, v->nr_extents);
+  ferry_error_prefix ("%s: extent %zu", v->base.path, v->nr_extents - 1);
   return -1;
 }
 
@@ -290,7 +291,8 @@ open_monolithic (struct vmdk_image *v, uint64_t file_size, uint32_t magic)
   v->embedded = text != NULL;
   if (text) {
     /* The embedded descriptor's extent line names the file as it was
-     * called when made; the data is this file whatever it is called now. */
+     * called when made (or is missing); the data is this file whatever it
+     * is called now. */
     if (vmdk_descriptor_parse (v->base.path, text, len, &v->desc) == -1)
       return -1;
   }
@@ -329,6 +331,9 @@ open_descriptor_file (struct vmdk_image *v, uint64_t file_size,
                         "DescriptorFile\" or version=1)", v->base.path);
   if (vmdk_descriptor_parse (v->base.path, text, file_size, &v->desc) == -1)
     return -1;
+  if (v->desc.extents.len == 0)
+    return ferry_error (EINVAL, "%s: the descriptor lists no extent",
+                        v->base.path);
   v->create_type = strdup (v->desc.create_type ? v->desc.create_type :
                            "custom");
   if (v->create_type == NULL)
