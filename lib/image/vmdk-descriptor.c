@@ -81,10 +81,21 @@ equals (const char *p, const char *end, const char *word)
   return (size_t) (end - p) == n && memcmp (p, word, n) == 0;
 }
 
+/* Skip a UTF-8 byte order mark at *P (a descriptor saved by a Windows
+ * editor starts with one). */
+static void
+skip_bom (const char **p, const char *end)
+{
+  if (end - *p >= 3 && memcmp (*p, "\xef\xbb\xbf", 3) == 0)
+    *p += 3;
+}
+
 bool
 vmdk_looks_like_descriptor (const uint8_t *buf, size_t len)
 {
   const char *p = (const char *) buf, *end = p + len;
+
+  skip_bom (&p, end);
 
   while (p < end) {
     const char *eol = memchr (p, '\n', end - p), *q;
@@ -425,6 +436,7 @@ vmdk_descriptor_parse (const char *path, const char *text, size_t len,
   end = memchr (text, '\0', len);
   if (end == NULL)
     end = text + len;
+  skip_bom (&p, end);
 
   while (p < end) {
     const char *eol = memchr (p, '\n', end - p);

@@ -206,8 +206,8 @@ sed 's/RW 2048 VMFS .*/RW 4096 VMFS "vmfs.bin"/; s/^RW 2048 VMFSSPARSE.*//' cust
 { head -c $((4 * mb)) custom.ref; cat vmfs.bin; head -c $mb /dev/zero; } >short.ref
 read_and_judge "a flat extent shorter than its line" short.vmdk short.ref raw
 
-# Windows line ends and a descriptor without the leading comment.
-sed 's/$/\r/' vmfs.vmdk | grep -v '^# Disk' >crlf.vmdk
-read_and_judge "a descriptor with CRLF line ends" crlf.vmdk vmfs-flat.vmdk raw
+# Windows line ends, a byte order mark, and no leading comment.
+{ printf '\xef\xbb\xbf'; sed 's/$/\r/' vmfs.vmdk | grep -v '^# Disk'; } >crlf.vmdk
+read_and_judge "a descriptor with CRLF line ends and a BOM" crlf.vmdk vmfs-flat.vmdk raw
 
 done_testing
