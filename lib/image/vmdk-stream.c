@@ -117,10 +117,14 @@ stream_append (struct vmdk_sparse *s, uint64_t offset, const void *data,
 
   if (w->failed)
     return ferry_error (EIO, "%s: an earlier write failed", s->path);
-  if (offset < w->next || (offset & (s->grain_size - 1)))
+  if (offset & (s->grain_size - 1))
     return ferry_error (EINVAL, "%s: a streamOptimized image is written in "
-                        "ascending whole grains: offset %" PRIu64 " comes "
-                        "after %" PRIu64, s->path, offset, w->next);
+                        "whole grains: offset %" PRIu64 " is not on a grain "
+                        "boundary", s->path, offset);
+  if (offset < w->next)
+    return ferry_error (EINVAL, "%s: a streamOptimized image is written in "
+                        "ascending order: offset %" PRIu64 " comes after %"
+                        PRIu64, s->path, offset, w->next);
   if (ti != w->cur) {
     if (stream_end_table (s) == -1)
       goto fail;
