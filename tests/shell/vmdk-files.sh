@@ -95,7 +95,10 @@ interrupt () {
     >"$OUT" 2>"$ERR" </dev/null &
   pid=$!
   set +m
-  while kill -0 $pid 2>/dev/null && [ ! -s "$OUT" ] && [ $waited -lt 3000 ]; do
+  # Freeze ferry as soon as its temporary files appear (its signal
+  # handlers are in place by then) or it reports progress.
+  while kill -0 $pid 2>/dev/null && [ ! -s "$OUT" ] && [ -z "$(ls -A t)" ] &&
+        [ $waited -lt 3000 ]; do
     sleep 0.005
     waited=$((waited + 1))
   done
