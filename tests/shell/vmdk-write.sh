@@ -180,6 +180,9 @@ bad_option "backing_fmt=qcow2" -O vmdk -B src.qcow2 -F qcow2
 bad_option "an option vmdk does not take" -O vmdk -o cluster_size=65536
 bad_option "an option vmdk does not take, multi-file" -O vmdk -o subformat=twoGbMaxExtentSparse,bogus=1
 bad_option "-c into monolithicSparse" -c -O vmdk
+rm -rf t/*
+convert_and_judge "-c into streamOptimized (compressed anyway)" src.raw raw t/c.vmdk vmdk \
+  -c -o subformat=streamOptimized
 
 # --- streamOptimized, field by field against VMware's and VirtualBox's ------------------
 bzip2 -dc "$CORPUS/vmware/iotest-version3.vmdk.bz2" >vmware.vmdk || die "bunzip2 vmware sample"
