@@ -279,6 +279,10 @@ struct vmdk_image *vmdk_image_new (const char *path, int fd, bool readonly);
  * path): for opens and creates that fail half way. */
 void vmdk_image_discard (struct vmdk_image *v);
 void vmdk_image_free (struct vmdk_image *v);
+/* Fill V's extents from its descriptor's lines (type, access, place in
+ * the disk, names) and set the disk's size; names are resolved against
+ * the descriptor's folder, or are the image itself when SELF. */
+int vmdk_layout_extents (struct vmdk_image *v, bool self);
 int vmdk_pread (struct ferry_image *img, void *buf, size_t count,
                 uint64_t offset);
 

@@ -795,38 +795,20 @@ add_line (struct vmdk_descriptor *d, enum vmdk_access access,
 static int
 make_extents (struct vmdk_image *v, const struct create_opts *o)
 {
-  const struct vmdk_descriptor *d = &v->desc;
-  uint64_t start = 0;
+  bool self = o->sub == SUB_MONOLITHIC_SPARSE || o->sub == SUB_STREAM;
   size_t i;
 
-  v->extents = calloc (d->extents.len, sizeof *v->extents);
-  if (v->extents == NULL)
-    return ferry_error (ENOMEM, "%s: out of memory", v->base.path);
-  for (i = 0; i < d->extents.len; i++) {
-    const struct vmdk_extent_line *l = &d->extents.ptr[i];
-    struct vmdk_extent *e = &v->extents[v->nr_extents++];
+  if (vmdk_layout_extents (v, self) == -1)
+    return -1;
+  for (i = 0; i < v->nr_extents; i++) {
+    struct vmdk_extent *e = &v->extents[i];
     int fd;
 
-    e->type = l->type;
-    e->access = VMDK_RW;
-    e->start = start;
-    e->length = l->sectors * VMDK_SECTOR;
-    start += e->length;
-    e->file = strdup (l->file);
-    if (o->sub == SUB_MONOLITHIC_SPARSE || o->sub == SUB_STREAM)
-      e->path = strdup (v->base.path);
-    else
-      e->path = image_resolve_relative (v->base.path, l->file);
-    if (e->file == NULL || e->path == NULL)
-      return ferry_error (ENOMEM, "%s: out of memory", v->base.path);
-
-    if (o->sub == SUB_MONOLITHIC_SPARSE || o->sub == SUB_STREAM) {
+    if (self) {
       e->sparse = vmdk_sparse_alloc (VMDK_SPARSE_HOSTED, e->path, v->fd,
                                      true);
       if (e->sparse == NULL)
         return -1;
-      if (o->sub == SUB_STREAM)
-        e->access = VMDK_RDONLY;
       if (o->sub == SUB_STREAM ? vmdk_stream_init (v, e->sparse, e->length) :
           sparse_init_new (e->sparse, e->length, true, o->zeroed_grain))
         return -1;
@@ -837,7 +819,7 @@ make_extents (struct vmdk_image *v, const struct create_opts *o)
     if (fd == -1)
       return ferry_error_errno (errno, "%s", e->path);
     e->created = true;
-    if (l->type == VMDK_EXTENT_FLAT) {
+    if (e->type == VMDK_EXTENT_FLAT) {
       struct option_list none = empty_vector;
       e->raw = raw_driver.create (e->path, fd, e->length, &none);
       if (e->raw == NULL)

@@ -144,23 +144,20 @@ open_sparse_extent (struct vmdk_image *v, struct vmdk_extent *e,
   return r;
 }
 
-/* Set up the extents of V from its descriptor: names are relative to the
- * descriptor's folder. */
-static int
-open_extents (struct vmdk_image *v, bool writable)
+int
+vmdk_layout_extents (struct vmdk_image *v, bool self)
 {
   const struct vmdk_descriptor *d = &v->desc;
   uint64_t start = 0;
   size_t i;
 
-  v->extents = calloc (d->extents.len, sizeof *v->extents);
+  v->extents = calloc (d->extents.len + 1, sizeof *v->extents);
   if (v->extents == NULL)
     return ferry_error (ENOMEM, "%s: out of memory", v->base.path);
   for (i = 0; i < d->extents.len; i++) {
     const struct vmdk_extent_line *l = &d->extents.ptr[i];
-    struct vmdk_extent *e = &v->extents[i];
+    struct vmdk_extent *e = &v->extents[v->nr_extents++];
 
-    v->nr_extents++;
     e->type = l->type;
     e->access = l->access;
     e->start = start;
@@ -170,16 +167,33 @@ open_extents (struct vmdk_image *v, bool writable)
     if (l->file == NULL)
       continue;
     e->file = strdup (l->file);
-    e->path = image_resolve_relative (v->base.path, l->file);
+    e->path = self ? strdup (v->base.path) :
+      image_resolve_relative (v->base.path, l->file);
     if (e->file == NULL || e->path == NULL)
       return ferry_error (ENOMEM, "%s: out of memory", v->base.path);
-    if (e->access == VMDK_NOACCESS)
-      continue;               /* reads of it fail; nothing to open */
+  }
+  v->base.size = start;
+  return 0;
+}
 
+/* Open the extent files V's descriptor names (relative to its folder). */
+static int
+open_extents (struct vmdk_image *v, bool writable)
+{
+  size_t i;
+
+  if (vmdk_layout_extents (v, false) == -1)
+    return -1;
+  for (i = 0; i < v->nr_extents; i++) {
+    struct vmdk_extent *e = &v->extents[i];
+    bool rw = writable && e->access == VMDK_RW;
+
+    if (e->file == NULL || e->access == VMDK_NOACCESS)
+      continue;               /* ZERO; or reads of it fail */
     switch (e->type) {
     case VMDK_EXTENT_SPARSE: case VMDK_EXTENT_VMFSSPARSE:
     case VMDK_EXTENT_SESPARSE:
-      if (open_sparse_extent (v, e, writable && e->access == VMDK_RW) == -1)
+      if (open_sparse_extent (v, e, rw) == -1)
         goto err;
       break;
     default: {
@@ -190,20 +204,17 @@ open_extents (struct vmdk_image *v, bool writable)
       if (fd == -1)
         goto err;
       close (fd);
-      e->raw = ferry_image_open (e->path, "raw",
-                                 writable && e->access == VMDK_RW ?
-                                 FERRY_OPEN_WRITE : 0);
+      e->raw = ferry_image_open (e->path, "raw", rw ? FERRY_OPEN_WRITE : 0);
       if (e->raw == NULL)
         goto err;
       break;
     }
     }
   }
-  v->base.size = start;
   return 0;
 
  err:
-  ferry_error_prefix ("%s: extent %zu", v->base.path, v->nr_extents - 1);
+  ferry_error_prefix ("%s: extent %zu", v->base.path, i);
   return -1;
 }
 
