@@ -29,8 +29,11 @@
 #
 # Environment: BENCH_DIR, RUNS (3), THREADS (ferry -m; default ferry's own).
 set -euo pipefail
-# shellcheck source=bench/lib.sh
+
 . "$(dirname "$0")/lib.sh"
+bench_setup qemu-img
+make_random_inputs
+make_tar_input
 
 bench_case "raw -> qcow2" random.raw r2q.qcow2 "-O qcow2" qemu-img convert -O qcow2
 bench_case "qcow2 -> raw" random.qcow2 q2r.raw "-O raw" qemu-img convert -O raw

@@ -1,26 +1,10 @@
-# bench/lib.sh: what the benchmarks share.  Source it from bench/NAME.sh
-# with the build directory as $1: it checks the tools, makes the shared
-# inputs once in BENCH_DIR, and gives warm, timed, median, bench_case and
-# print_rows.
-#
-# Inputs, made once and kept in BENCH_DIR (default /var/tmp/ferry-bench):
-#   random.raw   4 GiB sparse raw, 2 GiB of random data in scattered 1 MiB
-#                chunks (half of the 1 MiB slots, chosen with a fixed seed)
-#   random.qcow2 the same, converted by qemu-img (the qcow2 -> raw input)
-#   tar.raw      1 GiB raw whose first 512 MiB are a tar of /usr
-#                (compressible, like a real disk)
-#
-# bench_case runs ferry and its peer on the same input, interleaved, RUNS
-# times each; ferry flushes its target before the rename, qemu-img convert
-# (cache mode "unsafe" by default) and cp do not, so each peer run is
-# followed by a timed `sync FILE`, and the row gives both ratios: against
-# the peer as users run it, and against the peer plus that sync.  Each
-# input is read once before its case so that every run starts with it in
-# the page cache; outputs are removed between runs.
-#
-# Environment: BENCH_DIR, RUNS (3), THREADS (ferry -m; default ferry's own).
+# bench/lib.sh: what the benchmarks share.  Source it first; it takes
+# the build directory from $1 (default build) and sets SRCDIR, BUILD,
+# FERRY, BENCH_DIR (default /var/tmp/ferry-bench), RUNS (3), THREADS and
+# PYTHON.  Inputs are made once and kept in BENCH_DIR for every bench.
+# OUTDIR (a folder of BENCH_DIR, default out) takes a bench's outputs.
 
-SRCDIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-build}
 case $BUILD in /*) ;; *) BUILD=$SRCDIR/$BUILD ;; esac
 FERRY=$BUILD/cli/ferry
@@ -30,20 +14,29 @@ THREADS=${THREADS:-}
 PYTHON=python3
 [ -x /usr/bin/python3 ] && PYTHON=/usr/bin/python3
 
-for t in qemu-img /usr/bin/time "$PYTHON"; do
-  command -v "$t" >/dev/null || { echo "bench: needs $t (scripts/install-deps)" >&2; exit 1; }
-done
-[ -x "$FERRY" ] || { echo "bench: no ferry at $FERRY (build first: ninja -C $BUILD)" >&2; exit 1; }
+OUTDIR=${OUTDIR:-out}
 
-mkdir -p "$BENCH_DIR/out"
-cd "$BENCH_DIR"
-INPUT_VERSION=1     # bump when the recipe below changes
+# bench_setup TOOL...: check that ferry is built and each TOOL is there,
+# then work in BENCH_DIR.
+bench_setup () {
+  local t
+  for t in /usr/bin/time "$PYTHON" "$@"; do
+    command -v "$t" >/dev/null || { echo "bench: needs $t (scripts/install-deps)" >&2; exit 1; }
+  done
+  [ -x "$FERRY" ] || { echo "bench: no ferry at $FERRY (build first: ninja -C $BUILD)" >&2; exit 1; }
+  mkdir -p "$BENCH_DIR/$OUTDIR"
+  cd "$BENCH_DIR"
+}
 
-# --- inputs --------------------------------------------------------------------------
-if [ "$(cat random.ok 2>/dev/null)" != $INPUT_VERSION ]; then
-  echo "bench: making random.raw (4 GiB, 2 GiB of random data in 1 MiB chunks)..."
-  rm -f random.raw random.qcow2 random.ok
-  "$PYTHON" - random.raw <<'EOF'
+INPUT_VERSION=1     # bump when a recipe below changes
+
+# make_random_inputs: random.raw, 4 GiB sparse with 2 GiB of random data
+# in scattered 1 MiB chunks, and random.qcow2, the same made by qemu-img.
+make_random_inputs () {
+  if [ "$(cat random.ok 2>/dev/null)" != $INPUT_VERSION ]; then
+    echo "bench: making random.raw (4 GiB, 2 GiB of random data in 1 MiB chunks)..."
+    rm -f random.raw random.qcow2 random.ok
+    "$PYTHON" - random.raw <<'EOF'
 import os, random, sys
 mib = 1 << 20
 slots = random.Random(20240601).sample(range(4096), 2048)
@@ -53,19 +46,24 @@ for slot in sorted(slots):
     os.pwrite(fd, os.urandom(mib), slot * mib)
 os.close(fd)
 EOF
-  echo "bench: making random.qcow2 with qemu-img..."
-  qemu-img convert -f raw -O qcow2 random.raw random.qcow2
-  echo $INPUT_VERSION >random.ok
-fi
-if [ "$(cat tar.ok 2>/dev/null)" != $INPUT_VERSION ]; then
-  echo "bench: making tar.raw (1 GiB, 512 MiB of a tar of /usr)..."
-  rm -f tar.raw tar.ok
-  { tar cf - /usr 2>/dev/null || true; } | head -c $((512 << 20)) >tar.raw
-  have=$(stat -c %s tar.raw)
-  [ "$have" -eq $((512 << 20)) ] || echo "bench: note: /usr gave only $have bytes of tar"
-  truncate -s 1G tar.raw
-  echo $INPUT_VERSION >tar.ok
-fi
+    echo "bench: making random.qcow2 with qemu-img..."
+    qemu-img convert -f raw -O qcow2 random.raw random.qcow2
+    echo $INPUT_VERSION >random.ok
+  fi
+}
+
+# make_tar_input: tar.raw, 1 GiB whose first 512 MiB are a tar of /usr.
+make_tar_input () {
+  if [ "$(cat tar.ok 2>/dev/null)" != $INPUT_VERSION ]; then
+    echo "bench: making tar.raw (1 GiB, 512 MiB of a tar of /usr)..."
+    rm -f tar.raw tar.ok
+    { tar cf - /usr 2>/dev/null || true; } | head -c $((512 << 20)) >tar.raw
+    have=$(stat -c %s tar.raw)
+    [ "$have" -eq $((512 << 20)) ] || echo "bench: note: /usr gave only $have bytes of tar"
+    truncate -s 1G tar.raw
+    echo $INPUT_VERSION >tar.ok
+  fi
+}
 
 # warm FILE: read the file's data once so that the runs find it cached.
 warm () {
@@ -98,43 +96,47 @@ timed () {
   # written back while this one is timed (PRESYNC=no for the timed sync
   # of a peer's output, which must find that output still dirty).
   [ "${PRESYNC:-yes}" = no ] || sync
-  /usr/bin/time -f '%e %M' -o "$BENCH_DIR/out/.time" "$@" >/dev/null 2>"$BENCH_DIR/out/.err" || {
+  /usr/bin/time -f '%e %M' -o "$BENCH_DIR/$OUTDIR/.time" "$@" >/dev/null 2>"$BENCH_DIR/$OUTDIR/.err" || {
     echo "bench: failed: $*" >&2
-    cat "$BENCH_DIR/out/.err" >&2
+    cat "$BENCH_DIR/$OUTDIR/.err" >&2
     return 1
   }
-  tail -n 1 "$BENCH_DIR/out/.time"
+  tail -n 1 "$BENCH_DIR/$OUTDIR/.time"
 }
 median () { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
+# bench_case NAME INPUT OUTPUT "FERRY ARGS" PEER-COMMAND...: ferry convert
+# and the peer on the same input, interleaved, RUNS times each; each peer
+# run is followed by a timed `sync` of its output (ferry flushes its own
+# target before the rename, qemu-img and cp do not).  Adds a row of
+# medians to rows[] for print_rows.
 rows=()
-# bench_case NAME INPUT OUTPUT "FERRY ARGS" PEER-COMMAND...
 bench_case () {
   local name=$1 input=$2 output=$3 fargs=$4 i r fmax=0
   shift 4
-  local fts=() pts=() pss=() fsize=- psize=-
+  local fts=() pts=() pss=() fsize=- psize=- o=$OUTDIR
   echo "bench: $name (input $input, $RUNS runs each, interleaved)..."
   warm "$input"
   for i in $(seq "$RUNS"); do
     # shellcheck disable=SC2086
-    r=$(timed "out/$output" "$FERRY" convert ${THREADS:+-m $THREADS} $fargs "$input" "out/$output")
+    r=$(timed "$o/$output" "$FERRY" convert ${THREADS:+-m $THREADS} $fargs "$input" "$o/$output")
     fts+=("${r% *}")
     [ "${r#* }" -gt "$fmax" ] && fmax=${r#* }
-    fsize=$(stat -c %s "out/$output")
-    mv "out/$output" "out/ferry-$output"
-    r=$(timed "out/$output" "$@" "$input" "out/$output")
+    fsize=$(stat -c %s "$o/$output")
+    mv "$o/$output" "$o/ferry-$output"
+    r=$(timed "$o/$output" "$@" "$input" "$o/$output")
     pts+=("${r% *}")
-    r=$(PRESYNC=no timed "out/.none" sync "out/$output")
+    r=$(PRESYNC=no timed "$o/.none" sync "$o/$output")
     pss+=("$(awk -v a="${pts[-1]}" -v b="${r% *}" 'BEGIN {print a + b}')")
-    psize=$(stat -c %s "out/$output")
+    psize=$(stat -c %s "$o/$output")
     if [ "$i" != "$RUNS" ]; then
-      rm -f "out/$output" "out/ferry-$output"
+      rm -f "$o/$output" "$o/ferry-$output"
     fi
   done
   # Both outputs must hold the same disk, or the times mean nothing.
   local same=yes
-  qemu-img compare "out/ferry-$output" "out/$output" >/dev/null 2>&1 || same=NO
-  rm -f "out/ferry-$output" "out/$output"
+  qemu-img compare "$o/ferry-$output" "$o/$output" >/dev/null 2>&1 || same=NO
+  rm -f "$o/ferry-$output" "$o/$output"
   local ft pt ps
   ft=$(median "${fts[@]}")
   pt=$(median "${pts[@]}")

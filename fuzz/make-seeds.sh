@@ -10,7 +10,7 @@ set -euo pipefail
 
 dir=${1:?usage: make-seeds.sh DIR}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-corpus=${CORPUS:-$here/../../shared/corpus}
+corpus=$("$here/../scripts/corpus-dir") || corpus=""   # ../shared/corpus
 mkdir -p "$dir"
 cd "$dir"
 

@@ -15,7 +15,9 @@
  *   - extents NULL: everything is data;
  *   - compress / write_compressed NULL: the format cannot compress;
  *   - flush NULL: nothing to flush;
- *   - check NULL: "FORMAT images have no metadata to check" (clean).
+ *   - check NULL: "FORMAT images have no metadata to check" (clean);
+ *   - contexts / context_extents NULL: base:allocation only;
+ *   - capabilities NULL: the callbacks present tell what it can do.
  * image.c validates every request against the virtual size and the
  * read-only flag before it reaches a driver, so drivers need not.
  */
@@ -109,6 +111,14 @@ struct image_driver {
   struct ferry_image *(*create) (const char *path, int fd, uint64_t size,
                                  struct option_list *opts);
 
+  /* Images named by URI instead of by file (NBD exports).  A path that
+   * starts with one of URI_SCHEMES (NULL-terminated) and "://" is never
+   * opened, probed or created as a file: image.c hands it to open_uri
+   * whole, and the loop check of the backing chain skips it. */
+  const char *const *uri_schemes;
+  struct ferry_image *(*open_uri) (const char *uri,
+                                   const struct open_args *args);
+
   int (*pread) (struct ferry_image *img, void *buf, size_t count,
                 uint64_t offset);
   int (*pwrite) (struct ferry_image *img, const void *buf, size_t count,
@@ -117,6 +127,20 @@ struct image_driver {
                unsigned flags);
   int (*extents) (struct ferry_image *img, uint64_t offset, uint64_t length,
                   struct ferry_extent_list *list);
+
+  /* Metadata contexts besides base:allocation (ferry_image_contexts):
+   * the names, NULL-terminated, owned by the image (base:allocation among
+   * them), and the extents of one of them other than base:allocation.
+   * NULL: base:allocation only. */
+  const char *const *(*contexts) (struct ferry_image *img);
+  int (*context_extents) (struct ferry_image *img, const char *name,
+                          uint64_t offset, uint64_t length,
+                          struct ferry_extent_list *list);
+
+  /* FERRY_CAN_* bits this image lacks although its callbacks exist (an
+   * NBD server without WRITE_ZEROES): image.c ANDs this with what the
+   * callbacks tell.  NULL: the callbacks tell all. */
+  unsigned (*capabilities) (struct ferry_image *img);
 
   /* See ferry_image_compress in <ferry/image.h>. */
   uint32_t (*compress_unit) (struct ferry_image *img);
@@ -151,9 +175,11 @@ struct image_driver {
 extern const struct image_driver raw_driver;
 extern const struct image_driver qcow2_driver;
 extern const struct image_driver vmdk_driver;
+extern const struct image_driver nbd_driver;
 
-/* Set up BASE for DRIVER and PATH (duplicated); fills dev and ino from FD.
- * Returns 0 or -1. */
+/* Set up BASE for DRIVER and PATH (duplicated); fills dev and ino from FD,
+ * or leaves them 0 when FD is -1 (an image named by URI).  Returns 0 or
+ * -1. */
 int image_init_base (struct ferry_image *base,
                      const struct image_driver *driver, const char *path,
                      int fd, bool readonly);
@@ -202,6 +228,11 @@ int image_fact_string (struct ferry_image *img, const char *key,
 int image_fact_number (struct ferry_image *img, const char *key,
                        uint64_t value);
 int image_fact_bool (struct ferry_image *img, const char *key, bool value);
+
+/* The zero fallback: write buffers of zeroes with the driver's pwrite
+ * (for a driver whose zero cannot do it another way). */
+int image_zero_by_writing (struct ferry_image *img, size_t count,
+                           uint64_t offset);
 
 /* Bytes the file FD takes on disk (st_blocks * 512). */
 uint64_t file_allocated_bytes (int fd);
