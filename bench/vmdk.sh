@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # bench/vmdk.sh [BUILD]: ferry against qemu-img on VMDK, on the same inputs
-# in the same run, as ratios of wall time (median of RUNS runs).  Inputs,
-# runs and columns as bench/lib.sh describes; the VMDK inputs are made once
-# by qemu-img from the shared ones:
+# in the same run, as ratios of wall time (median of RUNS runs), with the
+# columns of bench/convert.sh (bench_case in bench/lib.sh).  The VMDK
+# inputs are made once by qemu-img from the shared random.raw and tar.raw:
 #   tar-stream.vmdk  tar.raw as qemu-img writes a streamOptimized VMDK
 #   random.vmdk      random.raw as a monolithicSparse VMDK (qemu-img)
 #
@@ -16,8 +16,11 @@
 # and the same with ferry's -t unsafe, which skips the final flush as
 # qemu-img's default cache mode does (compare the "ratio" column).
 set -euo pipefail
-# shellcheck source=bench/lib.sh
+
 . "$(dirname "$0")/lib.sh"
+bench_setup qemu-img
+make_random_inputs
+make_tar_input
 
 VMDK_INPUT_VERSION=1     # bump when the recipe below changes
 if [ "$(cat vmdk.ok 2>/dev/null)" != $VMDK_INPUT_VERSION ]; then
