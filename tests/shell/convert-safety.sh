@@ -167,6 +167,9 @@ interrupt () {
   local what=$1 pid waited=0
   shift
   rm -f big/dst
+  # An earlier run's output must not count as this one's first progress
+  # line: ferry truncates $OUT only once it has started.
+  : >"$OUT"
   # With job control on, the background ferry does not start with SIGINT
   # ignored, as it would in a plain script: it sees what a terminal's
   # Ctrl-C would give it.
