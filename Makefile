@@ -33,6 +33,7 @@ check: build build-asan
 
 bench: build
 	bench/convert.sh $(BUILD)
+	bench/vmdk.sh $(BUILD)
 	bench/nbd.sh $(BUILD)
 	bench/vhdx.sh $(BUILD)
 	bench/v2v.sh $(BUILD)

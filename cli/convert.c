@@ -119,21 +119,6 @@ temp_name (const char *dst)
   return ret;
 }
 
-/* Move the finished TMP to DST without ever replacing an existing DST. */
-static int
-rename_into_place (const char *tmp, const char *dst)
-{
-  if (renameat2 (AT_FDCWD, tmp, AT_FDCWD, dst, RENAME_NOREPLACE) == 0)
-    return 0;
-  if (errno != EINVAL && errno != ENOSYS && errno != EPERM)
-    return -1;
-  /* No RENAME_NOREPLACE here (NFS, some FUSE, old kernels): a hard link
-   * fails on an existing DST just the same. */
-  if (link (tmp, dst) == 0)
-    return unlink (tmp) == -1 && errno != ENOENT ? -1 : 0;
-  return -1;
-}
-
 /* fsync PATH, then its directory after the rename. */
 static int
 sync_path (const char *path)
@@ -342,17 +327,14 @@ cmd_convert (int argc, char **argv)
   }
   dst = NULL;
   if (tmp) {
-    if (!unsafe && sync_path (tmp) == -1) {
-      print_message ("convert", "%s: fsync: %s", dst_path, strerror (errno));
-      goto out;
-    }
     if (cli_stop) {
       print_message ("convert", "interrupted; %s was not written", dst_path);
       goto out;
     }
-    if (rename_into_place (tmp, dst_path) == -1) {
-      print_message ("convert", "%s: renaming the finished image into place: "
-                     "%s", dst_path, strerror (errno));
+    /* Every file of the image (a VMDK's extents too) is synced and moved;
+     * DST's own name comes last. */
+    if (ferry_image_rename (tmp, dst_path, dst_fmt, !unsafe) == -1) {
+      print_convert_error (tmp, dst_path);
       goto out;
     }
     tmp_created = false;
@@ -374,7 +356,7 @@ cmd_convert (int argc, char **argv)
     ret = 1;
   ferry_image_close (src);
   if (tmp_created)
-    unlink (tmp);
+    ferry_image_remove (tmp, dst_fmt);
   free (tmp);
   free (options);
   return ret;

@@ -3,6 +3,8 @@
 # images of several shapes, made with qemu-img and qemu-io at run time (no
 # binary files are kept in the repository), plus a raw file, and the
 # corpus's qcow v1 image and fuzzer-made VHD when ../shared is there.
+# VMDK: sparse, stream, COWD and seSparse files, a descriptor, and the
+# corpus's fuzzer-made afl9.vmdk.
 # Each image has small clusters so that it stays under 128 KiB.
 set -euo pipefail
 
@@ -50,10 +52,45 @@ qemu-img snapshot -c s1 snap.qcow2
 qemu-io -f qcow2 -c "write -P 0x9a 0 512" snap.qcow2 >/dev/null
 seed big.qcow2 64G cluster_size=16384 "write -P 0xaa $((63 << 30)) 512"
 rm -f base.qcow2
+# VMDK: a small file of each sparse kind, and descriptors (text).
+qemu-img create -q -f vmdk vmdk-sparse.vmdk 1M
+qemu-io -f vmdk -c "write -P 0x11 0 512" vmdk-sparse.vmdk >/dev/null
+qemu-img create -q -f raw vmdk-src.raw 1M
+qemu-io -f raw -c "write -P 0x12 0 64k" -c "write -P 0x13 512k 512" vmdk-src.raw >/dev/null
+if command -v python3 >/dev/null; then
+  mk=("python3" "$here/../tests/shell/vmdk-make.py")
+  "${mk[@]}" cowd vmdk-cowd.vmdk vmdk-src.raw 1
+  qemu-img create -q -f raw vmdk-se.raw 256k
+  qemu-io -f raw -c "write -P 0x14 0 8k" -c "write -P 0x15 100k 512" vmdk-se.raw >/dev/null
+  "${mk[@]}" sesparse vmdk-se.vmdk vmdk-se.raw zero=16384 first=1
+  rm -f vmdk-se.raw
+  "${mk[@]}" stream vmdk-stream.vmdk vmdk-src.raw 2
+fi
+rm -f vmdk-src.raw
+cat >vmdk-desc.txt <<'EOF2'
+# Disk DescriptorFile
+version=1
+encoding="UTF-8"
+CID=fffffffe
+parentCID=12345678
+createType="custom"
+parentFileNameHint="base.vmdk"
+RW 2048 FLAT "a b.bin" 2048
+RDONLY 1024 ZERO
+RW 4096 VMFS "c.bin"
+RW 4096 SPARSE "s001.vmdk"
+NOACCESS 100 VMFSSPARSE "delta.vmdk"
+RW 8 SESPARSE "se.vmdk"
+ddb.adapterType = "lsilogic"
+ddb.geometry.cylinders="16383"
+EOF2
 head -c 4096 /dev/urandom >random.raw
 if [ -d "$corpus" ]; then
   cp "$corpus/qemu/qcow1-image.qcow" . 2>/dev/null || true
   bzip2 -dc "$corpus/broken/afl5.img.bz2" >afl5.img 2>/dev/null || rm -f afl5.img
+  bzip2 -dc "$corpus/broken/afl9.vmdk.bz2" >afl9.vmdk 2>/dev/null || rm -f afl9.vmdk
+  cat "$corpus/virtualbox/ubuntu.2.0-disk1.vmdk" >vbox-stream.vmdk 2>/dev/null ||
+    rm -f vbox-stream.vmdk
 fi
 # VHDX seeds, in fuzz-vhdx's sparse encoding (a real VHDX is at least
 # 4 MiB, mostly zeroes): dynamic and fixed images qemu-img made, one with

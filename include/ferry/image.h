@@ -78,6 +78,21 @@ bool ferry_image_is_sequential (struct ferry_image *img);
 struct ferry_image *ferry_image_create (const char *path, const char *format,
                                         uint64_t size, const char *options);
 
+/* Move the closed image FROM, made by ferry_image_create with FORMAT
+ * (NULL: raw), to TO without ever replacing an existing file.  Formats
+ * made of several files (a VMDK descriptor and its extents) move them all
+ * and rewrite the descriptor to name the new files; FROM's own file moves
+ * last, so TO appears only once everything else is in place.  With SYNC,
+ * every file is fsync'd before it moves.  0, or -1 with the error set and
+ * FROM as it was. */
+int ferry_image_rename (const char *from, const char *to, const char *format,
+                        bool sync);
+
+/* Remove the image PATH made by ferry_image_create with FORMAT (NULL:
+ * raw): its file and every file the format keeps beside it.  For cleaning
+ * up after a failed convert.  0, or -1 with the error set. */
+int ferry_image_remove (const char *path, const char *format);
+
 /* Probe PATH and return the driver name of its format (a static string),
  * or NULL with the error set. */
 const char *ferry_image_probe (const char *path);
@@ -168,6 +183,10 @@ int ferry_image_context_extents (struct ferry_image *img, const char *name,
  * these calls in ascending OFFSET order; the copy engine keeps that order
  * while it compresses on every core. */
 uint32_t ferry_image_compress_unit (struct ferry_image *img);
+/* True when the image takes data only as compressed blocks written in
+ * ascending order (a streamOptimized VMDK): ferry_copy then compresses
+ * whether or not it was asked to. */
+bool ferry_image_compress_required (struct ferry_image *img);
 size_t ferry_image_compress_bound (struct ferry_image *img);
 ssize_t ferry_image_compress (struct ferry_image *img, const void *in,
                               size_t count, void *out);

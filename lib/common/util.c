@@ -1,5 +1,6 @@
 /* Helpers declared in util.h. */
 #include <errno.h>
+#include <sys/uio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -59,6 +60,30 @@ full_pwrite (int fd, const void *buf, size_t count, uint64_t offset)
     p += r;
     count -= r;
     offset += r;
+  }
+  return 0;
+}
+
+int
+full_pwritev (int fd, struct iovec *iov, int n, uint64_t offset)
+{
+  while (n > 0) {
+    ssize_t r = pwritev (fd, iov, n, offset);
+    if (r == -1) {
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    offset += r;
+    while (n > 0 && (size_t) r >= iov->iov_len) {
+      r -= iov->iov_len;
+      iov++;
+      n--;
+    }
+    if (n > 0) {
+      iov->iov_base = (char *) iov->iov_base + r;
+      iov->iov_len -= r;
+    }
   }
   return 0;
 }

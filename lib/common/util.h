@@ -47,6 +47,11 @@ bool is_zero (const void *buf, size_t len);
 int full_pread (int fd, void *buf, size_t count, uint64_t offset);
 int full_pwrite (int fd, const void *buf, size_t count, uint64_t offset);
 
+/* pwritev all of IOV (N buffers, which it consumes) at OFFSET, retrying
+ * short writes and EINTR.  0, or -1 with errno set. */
+struct iovec;
+int full_pwritev (int fd, struct iovec *iov, int n, uint64_t offset);
+
 /* A NUL-terminated copy of the LEN bytes at P, which need not be
  * terminated themselves (names in image headers are counted, not
  * terminated).  NULL when out of memory; the caller frees it. */

@@ -914,7 +914,8 @@ plan_copy (struct copy *c, const struct ferry_copy_options *opts,
   c->backing = ferry_image_reads_as_backing (c->dst) ?
     ferry_image_backing (c->dst) : NULL;
   c->skip_zero = ferry_image_is_zero_initialized (c->dst) && !c->no_trim;
-  c->compress = opts->compress;
+  /* A streamOptimized VMDK takes nothing but compressed grains. */
+  c->compress = opts->compress || ferry_image_compress_required (c->dst);
   if (c->compress) {
     c->unit = ferry_image_compress_unit (c->dst);
     if (c->unit == 0)

@@ -38,6 +38,7 @@
 
 static const struct image_driver *const drivers[] = {
   &qcow2_driver,
+  &vmdk_driver,
   &nbd_driver,       /* URIs only: no probe */
   &vhdx_driver,
   &raw_driver,       /* last: the fallback of the probe */
@@ -675,7 +676,7 @@ ferry_image_create (const char *path, const char *format, uint64_t size,
       free_options (&opts);
       ferry_image_close (img);
       if (!is_block)
-        unlink (path);
+        ferry_image_remove (path, drv->name);
       return NULL;
     }
   }
@@ -802,52 +803,6 @@ ferry_extent_list_append (struct ferry_extent_list *list, uint64_t offset,
   return 0;
 }
 
-int
-image_backing_extents (struct ferry_image *img, uint64_t offset,
-                       uint64_t count, struct ferry_extent_list *list,
-                       uint64_t *end)
-{
-  struct ferry_image *b = img->backing;
-  struct ferry_extent_list tmp = { 0 };
-  uint64_t n, reached = offset;
-  size_t i;
-
-  if (b == NULL || offset >= b->size) {
-    *end = offset + count;
-    return ferry_extent_list_append (list, offset, count,
-                                     FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO);
-  }
-  n = MIN (count, b->size - offset);
-  if (ferry_image_extents (b, offset, n, &tmp) == -1) {
-    ferry_error_prefix ("%s: extents of the backing file", img->path);
-    ferry_extent_list_free (&tmp);
-    return -1;
-  }
-  for (i = 0; i < tmp.len; i++) {
-    uint64_t s = MAX (tmp.ptr[i].offset, reached);
-    uint64_t e = MIN (tmp.ptr[i].offset + tmp.ptr[i].length, offset + n);
-    if (s != reached || e <= s)
-      break;
-    if (ferry_extent_list_append (list, s, e - s, tmp.ptr[i].flags) == -1) {
-      ferry_extent_list_free (&tmp);
-      return -1;
-    }
-    reached = e;
-  }
-  ferry_extent_list_free (&tmp);
-  if (reached == offset)
-    return ferry_error (EIO, "%s: the backing file reported no extent at "
-                        "offset %" PRIu64, img->path, offset);
-  if (reached == offset + n && n < count) {
-    if (ferry_extent_list_append (list, reached, count - n,
-                                  FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO) == -1)
-      return -1;
-    reached = offset + count;
-  }
-  *end = reached;
-  return 0;
-}
-
 void
 ferry_extent_list_free (struct ferry_extent_list *list)
 {
@@ -877,6 +832,52 @@ assert_extents_contract (const struct ferry_extent_list *list, size_t before,
   assert (list->len > before || (before > 0 &&
           list->ptr[before - 1].offset + list->ptr[before - 1].length >
           offset));
+}
+
+int
+image_sub_extents (struct ferry_image *img, struct ferry_image *sub,
+                   uint64_t at, uint64_t count, uint64_t offset,
+                   struct ferry_extent_list *list, uint64_t *end)
+{
+  struct ferry_extent_list tmp = { 0 };
+  uint64_t n, reached = at;
+  size_t i;
+
+  if (sub == NULL || at >= sub->size) {
+    *end = offset + count;
+    return ferry_extent_list_append (list, offset, count,
+                                     FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO);
+  }
+  n = MIN (count, sub->size - at);
+  if (ferry_image_extents (sub, at, n, &tmp) == -1) {
+    ferry_error_prefix ("%s: extents of %s", img->path, sub->path);
+    ferry_extent_list_free (&tmp);
+    return -1;
+  }
+  for (i = 0; i < tmp.len; i++) {
+    uint64_t s = MAX (tmp.ptr[i].offset, reached);
+    uint64_t e = MIN (tmp.ptr[i].offset + tmp.ptr[i].length, at + n);
+    if (s != reached || e <= s)
+      break;
+    if (ferry_extent_list_append (list, s - at + offset, e - s,
+                                  tmp.ptr[i].flags) == -1) {
+      ferry_extent_list_free (&tmp);
+      return -1;
+    }
+    reached = e;
+  }
+  ferry_extent_list_free (&tmp);
+  if (reached == at)
+    return ferry_error (EIO, "%s: %s reported no extent at offset %" PRIu64,
+                        img->path, sub->path, at);
+  if (reached == at + n && n < count) {
+    if (ferry_extent_list_append (list, reached - at + offset, count - n,
+                                  FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO) == -1)
+      return -1;
+    reached = at + count;
+  }
+  *end = reached - at + offset;
+  return 0;
 }
 
 int
@@ -976,6 +977,12 @@ ferry_image_write_compressed (struct ferry_image *img, uint64_t offset,
     return ferry_error (ENOTSUP, "%s: %s images cannot hold compressed data",
                         img->path, img->driver->name);
   return img->driver->write_compressed (img, offset, data, len, count);
+}
+
+bool
+ferry_image_compress_required (struct ferry_image *img)
+{
+  return img->compress_required;
 }
 
 int
@@ -1235,4 +1242,65 @@ ferry_check_result_free (struct ferry_check_result *result)
     free (result->messages[i]);
   free (result->messages);
   memset (result, 0, sizeof *result);
+}
+
+int
+image_rename_noreplace (const char *from, const char *to)
+{
+  if (renameat2 (AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+    return 0;
+  if (errno != EINVAL && errno != ENOSYS && errno != EPERM)
+    return -1;
+  /* No RENAME_NOREPLACE here (NFS, some FUSE, old kernels): a hard link
+   * fails on an existing TO just the same. */
+  if (link (from, to) == 0)
+    return unlink (from) == -1 && errno != ENOENT ? -1 : 0;
+  return -1;
+}
+
+int
+image_sync_path (const char *path)
+{
+  int fd = open (path, O_RDONLY | O_CLOEXEC);
+  int r, saved;
+
+  if (fd == -1)
+    return -1;
+  r = fsync (fd);
+  saved = errno;
+  close (fd);
+  errno = saved;
+  return r;
+}
+
+int
+ferry_image_rename (const char *from, const char *to, const char *format,
+                    bool sync)
+{
+  const struct image_driver *drv = find_driver (format ? format : "raw");
+
+  if (drv == NULL) {
+    unknown_format_error (format);
+    return -1;
+  }
+  if (drv->rename)
+    return drv->rename (from, to, sync);
+  if (sync && image_sync_path (from) == -1)
+    return ferry_error_errno (errno, "%s: fsync", from);
+  if (image_rename_noreplace (from, to) == -1)
+    return ferry_error_errno (errno, "%s: renaming the finished image into "
+                              "place", to);
+  return 0;
+}
+
+int
+ferry_image_remove (const char *path, const char *format)
+{
+  const struct image_driver *drv = find_driver (format ? format : "raw");
+
+  if (drv && drv->remove)
+    return drv->remove (path);
+  if (unlink (path) == -1 && errno != ENOENT)
+    return ferry_error_errno (errno, "%s: removing it", path);
+  return 0;
 }

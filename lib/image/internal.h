@@ -78,6 +78,7 @@ struct ferry_image {
   bool zero_initialized;       /* see ferry_image_is_zero_initialized */
   bool reads_as_backing;       /* see ferry_image_reads_as_backing */
   bool sequential;             /* see ferry_image_is_sequential */
+  bool compress_required;      /* see ferry_image_compress_required */
   struct ferry_image *backing; /* owned, closed with this one; or NULL */
   dev_t dev;                   /* of the file, for loop detection */
   ino_t ino;
@@ -182,6 +183,12 @@ struct image_driver {
    * backing_file, ...; add format facts with image_fact_*. */
   int (*describe) (struct ferry_image *img, struct ferry_image_info *info);
 
+  /* Rename and remove an image this driver created, when it is more
+   * than one file (see ferry_image_rename and ferry_image_remove); NULL:
+   * one file, renamed or unlinked as it is. */
+  int (*rename) (const char *from, const char *to, bool sync);
+  int (*remove) (const char *path);
+
   /* Check the file at PATH (open read-only as FD, still owned by the
    * caller) without trusting its metadata.  0 when the check ran. */
   int (*check) (const char *path, int fd, struct ferry_check_result *result);
@@ -189,6 +196,7 @@ struct image_driver {
 
 extern const struct image_driver raw_driver;
 extern const struct image_driver qcow2_driver;
+extern const struct image_driver vmdk_driver;
 extern const struct image_driver nbd_driver;
 extern const struct image_driver vhdx_driver;
 
@@ -231,17 +239,37 @@ int image_init_base (struct ferry_image *base,
 int image_open_backing (struct ferry_image *img, const char *name,
                         const char *format, const struct open_args *args);
 
-/* Append the extents of IMG's backing file over [OFFSET, OFFSET+COUNT),
- * as holes of zeroes past its end or where there is none.  *END is set
- * to where the answer stops, which may be short of the range when the
- * backing file's answer stopped short (the caller asks again). */
-int image_backing_extents (struct ferry_image *img, uint64_t offset,
-                           uint64_t count, struct ferry_extent_list *list,
-                           uint64_t *end);
+/* Rename FROM to TO, never replacing an existing TO (RENAME_NOREPLACE,
+ * or link and unlink where the file system lacks it).  0, or -1 with
+ * errno set (no message). */
+int image_rename_noreplace (const char *from, const char *to);
+
+/* fsync the file PATH.  0, or -1 with errno set (no message). */
+int image_sync_path (const char *path);
 
 /* The path of NAME resolved against the directory of IMG_PATH, as
  * image_open_backing resolves it.  The caller frees it. */
 char *image_resolve_relative (const char *img_path, const char *name);
+
+/* Append to LIST the extents of SUB (a backing file, or the file under
+ * an extent) over [AT, AT+COUNT), moved to start at OFFSET; what lies past
+ * SUB's end, or all of it when SUB is NULL, is a hole that reads as
+ * zeroes.  *END (in LIST's offsets) is where the answer stops, short of
+ * OFFSET+COUNT when SUB stopped short.  IMG names the image asking. */
+int image_sub_extents (struct ferry_image *img, struct ferry_image *sub,
+                       uint64_t at, uint64_t count, uint64_t offset,
+                       struct ferry_extent_list *list, uint64_t *end);
+
+/* The extents of IMG's backing file over [OFFSET, OFFSET+COUNT), at the
+ * same offsets: image_sub_extents for the common case. */
+static inline int
+image_backing_extents (struct ferry_image *img, uint64_t offset,
+                       uint64_t count, struct ferry_extent_list *list,
+                       uint64_t *end)
+{
+  return image_sub_extents (img, img->backing, offset, count, offset, list,
+                            end);
+}
 
 /* Options lookup; each marks the key used.  *_u64 accepts sizes with
  * k/M/G/T suffixes (powers of 1024) and fails with a message naming the

@@ -11,6 +11,7 @@
 
 #include "internal.h"
 #include "qcow2-format.h"
+#include "../common/pool.h"
 
 /* How much memory the L2 cache of a read-only image may hold (tests
  * build with a tiny one to exercise eviction). */
@@ -22,9 +23,6 @@
  * clusters claimed twice are no longer noticed. */
 #define QCOW2_CLAIMS_MAX_BYTES (64u << 20)
 #define QCOW2_CLAIMS_CHUNK_BITS 16           /* clusters per chunk: 2^16 */
-
-/* How many (de)compression contexts a pool keeps for reuse. */
-#define QCOW2_POOL_SIZE 64
 
 /* The longest a single extents call walks, in L2 tables' worth of guest
  * space, and the most runs it reports; the caller asks again. */
@@ -40,14 +38,6 @@ struct qcow2_l2_slot {
   bool dirty;                  /* write mode: to be written at flush */
   uint64_t host;               /* where it is in the file; 0: not yet placed */
   uint64_t *entries;
-};
-
-/* A stack of reusable contexts (libdeflate or zstd), so that concurrent
- * callers each get their own without allocating one per cluster. */
-struct qcow2_pool {
-  pthread_mutex_t lock;
-  void *items[QCOW2_POOL_SIZE];
-  size_t len;
 };
 
 struct qcow2_image {
@@ -84,8 +74,8 @@ struct qcow2_image {
   size_t nr_claim_chunks, claims_bytes;
   uint8_t *validated;          /* per L1 index: its table was checked */
 
-  struct qcow2_pool dpool;     /* decompressors */
-  struct qcow2_pool cpool;     /* compressors */
+  struct pool dpool;           /* decompressors */
+  struct pool cpool;           /* compressors */
 
   /* For describe: freed at the next describe and at close. */
   struct ferry_snapshot *snapshots;
@@ -130,9 +120,6 @@ int qcow2_read_range (struct qcow2_image *q, void *buf, uint64_t count,
                       uint64_t offset);
 int qcow2_get_slot (struct qcow2_image *q, uint32_t l1_index, bool create);
 int qcow2_validate_all_tables (struct qcow2_image *q);
-void *qcow2_pool_get (struct qcow2_pool *pool);
-void qcow2_pool_put (struct qcow2_pool *pool, void *item,
-                     void (*free_fn) (void *));
 void qcow2_free (struct qcow2_image *q);
 
 /* qcow2-write.c */

@@ -82,36 +82,8 @@ free_cctx (void *c)
 void
 qcow2_free_compressors (struct qcow2_image *q)
 {
-  void (*fn) (void *) = q->h.compression_type == QCOW2_COMPRESSION_ZSTD ?
-    free_cctx : free_compressor;
-
-  while (q->cpool.len > 0)
-    fn (q->cpool.items[--q->cpool.len]);
-}
-
-/* pwritev all of IOV (N buffers) at OFFSET, retrying short writes. */
-static int
-full_pwritev (int fd, struct iovec *iov, int n, uint64_t offset)
-{
-  while (n > 0) {
-    ssize_t r = pwritev (fd, iov, n, offset);
-    if (r == -1) {
-      if (errno == EINTR)
-        continue;
-      return -1;
-    }
-    offset += r;
-    while (n > 0 && (size_t) r >= iov->iov_len) {
-      r -= iov->iov_len;
-      iov++;
-      n--;
-    }
-    if (n > 0) {
-      iov->iov_base = (char *) iov->iov_base + r;
-      iov->iov_len -= r;
-    }
-  }
-  return 0;
+  pool_drain (&q->cpool, q->h.compression_type == QCOW2_COMPRESSION_ZSTD ?
+              free_cctx : free_compressor);
 }
 
 /* Consecutive writes gathered into one pwrite while they are contiguous
@@ -568,24 +540,24 @@ qcow2_compress (struct ferry_image *img, const void *in, size_t count,
     in = padded;
   }
   if (q->h.compression_type == QCOW2_COMPRESSION_ZLIB) {
-    struct libdeflate_compressor *c = qcow2_pool_get (&q->cpool);
+    struct libdeflate_compressor *c = pool_get (&q->cpool);
     if (c == NULL)
       c = libdeflate_alloc_compressor (q->deflate_level);
     if (c == NULL)
       return ferry_error (ENOMEM, "%s: out of memory", img->path);
     /* 0 when it does not fit in less than a cluster. */
     n = libdeflate_deflate_compress (c, in, cs, out, cs - 1);
-    qcow2_pool_put (&q->cpool, c, free_compressor);
+    pool_put (&q->cpool, c, free_compressor);
     return n;
   }
   else {
-    ZSTD_CCtx *c = qcow2_pool_get (&q->cpool);
+    ZSTD_CCtx *c = pool_get (&q->cpool);
     if (c == NULL)
       c = ZSTD_createCCtx ();
     if (c == NULL)
       return ferry_error (ENOMEM, "%s: out of memory", img->path);
     n = ZSTD_compressCCtx (c, out, cs - 1, in, cs, q->zstd_level);
-    qcow2_pool_put (&q->cpool, c, free_cctx);
+    pool_put (&q->cpool, c, free_cctx);
     /* An error here is almost always "does not fit": store it plain. */
     return ZSTD_isError (n) ? 0 : (ssize_t) n;
   }

@@ -73,43 +73,6 @@ qcow2_probe (const uint8_t *head, size_t head_len, const uint8_t *tail,
   return 50;
 }
 
-/* Take a context from POOL, or NULL when it is empty. */
-void *
-qcow2_pool_get (struct qcow2_pool *pool)
-{
-  void *item = NULL;
-
-  pthread_mutex_lock (&pool->lock);
-  if (pool->len > 0)
-    item = pool->items[--pool->len];
-  pthread_mutex_unlock (&pool->lock);
-  return item;
-}
-
-/* Give ITEM back to POOL, freeing it with FREE_FN when the pool is full. */
-void
-qcow2_pool_put (struct qcow2_pool *pool, void *item, void (*free_fn) (void *))
-{
-  if (item == NULL)
-    return;
-  pthread_mutex_lock (&pool->lock);
-  if (pool->len < QCOW2_POOL_SIZE) {
-    pool->items[pool->len++] = item;
-    item = NULL;
-  }
-  pthread_mutex_unlock (&pool->lock);
-  if (item)
-    free_fn (item);
-}
-
-/* Free every context left in POOL. */
-static void
-pool_drain (struct qcow2_pool *pool, void (*free_fn) (void *))
-{
-  while (pool->len > 0)
-    free_fn (pool->items[--pool->len]);
-}
-
 /* Free a libdeflate decompressor of the pool. */
 static void
 free_decompressor (void *d)
@@ -741,7 +704,7 @@ decompress_cluster (struct qcow2_image *q, const struct qcow2_run *run,
                               "offset 0x%" PRIx64, q->base.path, coff);
 
   if (q->h.compression_type == QCOW2_COMPRESSION_ZLIB) {
-    struct libdeflate_decompressor *d = qcow2_pool_get (&q->dpool);
+    struct libdeflate_decompressor *d = pool_get (&q->dpool);
     size_t in_used, out_len;
     if (d == NULL)
       d = libdeflate_alloc_decompressor ();
@@ -750,12 +713,12 @@ decompress_cluster (struct qcow2_image *q, const struct qcow2_run *run,
     ok = libdeflate_deflate_decompress_ex (d, cbuf, clen, out, cs, &in_used,
                                            &out_len) == LIBDEFLATE_SUCCESS &&
       out_len == cs;
-    qcow2_pool_put (&q->dpool, d, free_decompressor);
+    pool_put (&q->dpool, d, free_decompressor);
     if (!ok)
       ok = inflate_with_zlib (cbuf, clen, out, cs) == 0;
   }
   else {
-    ZSTD_DCtx *d = qcow2_pool_get (&q->dpool);
+    ZSTD_DCtx *d = pool_get (&q->dpool);
     size_t frame, n;
     if (d == NULL)
       d = ZSTD_createDCtx ();
@@ -767,7 +730,7 @@ decompress_cluster (struct qcow2_image *q, const struct qcow2_run *run,
       n = ZSTD_decompressDCtx (d, out, cs, cbuf, frame);
       ok = !ZSTD_isError (n) && n == cs;
     }
-    qcow2_pool_put (&q->dpool, d, free_dctx);
+    pool_put (&q->dpool, d, free_dctx);
   }
   if (!ok)
     return ferry_error (EINVAL, "%s: compressed cluster of L2 entry %" PRIu32
@@ -883,8 +846,8 @@ qcow2_extents (struct ferry_image *img, uint64_t offset, uint64_t length,
       return -1;
     if (run.kind == QCOW2_RUN_UNALLOC) {
       uint64_t reached = 0;
-      if (image_backing_extents (&q->base, offset, run.length, list,
-                                 &reached) == -1)
+      if (image_sub_extents (&q->base, q->base.backing, offset, run.length,
+                             offset, list, &reached) == -1)
         return -1;
       if (reached < offset + run.length)
         return 0;               /* the caller asks again from there */

@@ -16,15 +16,6 @@ qio raw src.raw "write -s $RAND 0 6m" "write -P 0x5 7m 512"
 mkimg qcow2 src.qcow2 $((8 * mb))
 qio qcow2 src.qcow2 "write -s $RAND 0 6m"
 
-# only_files WHAT DIR NAME...: DIR holds exactly the files NAME... .
-only_files () {
-  local what=$1 dir=$2 got want
-  shift 2
-  got=$(ls -A "$dir" | sort | tr '\n' ' ')
-  want=$(printf '%s\n' "$@" | sed '/^$/d' | sort | tr '\n' ' ')
-  if [ "$got" = "$want" ]; then ok "$what"; else not_ok "$what: $dir holds [$got], expected [$want]"; fi
-}
-
 # --- an existing target ----------------------------------------------------------
 mkdir -p t
 echo "precious data" >t/dst.raw
@@ -176,6 +167,9 @@ interrupt () {
   local what=$1 pid waited=0
   shift
   rm -f big/dst
+  # An earlier run's output must not count as this one's first progress
+  # line: ferry truncates $OUT only once it has started.
+  : >"$OUT"
   # With job control on, the background ferry does not start with SIGINT
   # ignored, as it would in a plain script: it sees what a terminal's
   # Ctrl-C would give it.

@@ -361,6 +361,16 @@ convert_and_judge () {
   return 0
 }
 
+# only_files WHAT DIR NAME...: DIR holds exactly the files NAME... (names
+# may hold blanks).
+only_files () {
+  local what=$1 dir=$2 got want
+  shift 2
+  got=$(ls -A "$dir" | sort | tr '\n' '|')
+  want=$(printf '%s\n' "$@" | sed '/^$/d' | sort | tr '\n' '|')
+  if [ "$got" = "$want" ]; then ok "$what"; else not_ok "$what: $dir holds [$got], expected [$want]"; fi
+}
+
 # allocated_bytes FILE: bytes the file takes on disk.
 allocated_bytes () {
   echo $(($(stat -c %b "$1") * $(stat -c %B "$1")))
