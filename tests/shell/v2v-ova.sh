@@ -109,6 +109,49 @@ expect_exit 0 "OVA with a qcow2 disk migrated"
   same_content "qcow2 OVA: the disk equals the original" pkg-q/disk.qcow2 qcow2 \
     out-q/q-disk1.img raw
 
+# VMDKs inside the OVA, as VMware and VirtualBox ship them: a
+# streamOptimized one read in place; the same gzip-compressed, read as a
+# stream; a gzip'd monolithicSparse one, which a stream cannot hold its
+# grain tables for, refused; a descriptor naming extent files refused.
+if "$FERRY" --help | grep -q '^formats:.* vmdk'; then
+  mkdir -p pkg-v
+  qemu-img create -q -f raw pkg-v/src.raw 24M || die "qemu-img create"
+  qio raw pkg-v/src.raw "write -s $RAND 0 2M" "write -P 0x44 10M 64k" \
+    "write -s $RAND $((24 * 1024 * 1024 - 65536)) 65536"
+  qemu-img convert -f raw -O vmdk -o subformat=streamOptimized pkg-v/src.raw pkg-v/disk.vmdk ||
+    die "qemu-img convert"
+  gzip -c pkg-v/disk.vmdk >pkg-v/disk.vmdk.gz
+  qemu-img convert -f raw -O vmdk pkg-v/src.raw pkg-v/sparse.vmdk || die "qemu-img convert"
+  gzip -c pkg-v/sparse.vmdk >pkg-v/sparse.vmdk.gz
+  qemu-img convert -f raw -O vmdk -o subformat=twoGbMaxExtentSparse pkg-v/src.raw pkg-v/split.vmdk ||
+    die "qemu-img convert"
+  "${TAR_PY[@]}" ovf v disk.vmdk vmdk $((24 << 20)) >pkg-v/v.ovf
+  "${TAR_PY[@]}" ovf vg disk.vmdk.gz vmdk $((24 << 20)) gzip >pkg-v/vg.ovf
+  "${TAR_PY[@]}" ovf vs sparse.vmdk.gz vmdk $((24 << 20)) gzip >pkg-v/vs.ovf
+  "${TAR_PY[@]}" ovf vd split.vmdk vmdk $((24 << 20)) >pkg-v/vd.ovf
+  tar -C pkg-v -cf v.ova v.ovf disk.vmdk && tar -C pkg-v -cf vg.ova vg.ovf disk.vmdk.gz &&
+    tar -C pkg-v -cf vs.ova vs.ovf sparse.vmdk.gz &&
+    tar -C pkg-v -cf vd.ova vd.ovf split.vmdk split-s001.vmdk || die "tar cf"
+  fy v2v v.ova --to libvirt --out out-v
+  expect_exit 0 "OVA with a streamOptimized VMDK migrated (read in place)"
+  [ -f out-v/v-disk1.qcow2 ] &&
+    same_content "streamOptimized OVA: the disk equals the source" pkg-v/src.raw raw out-v/v-disk1.qcow2 qcow2
+  fy v2v vg.ova --to libvirt --out out-vg
+  expect_exit 0 "OVA with a gzip'd streamOptimized VMDK migrated (read as a stream)"
+  [ -f out-vg/vg-disk1.qcow2 ] &&
+    same_content "gzip'd streamOptimized OVA: the disk equals the source" pkg-v/src.raw raw \
+      out-vg/vg-disk1.qcow2 qcow2
+  fy v2v vs.ova --to libvirt --out out-vs
+  expect_failure "OVA with a gzip'd monolithicSparse VMDK refused" vs.ova
+  expect_stderr "is not streamOptimized (no grain markers), and its grain tables cannot be read from a stream" \
+    "gzip'd monolithicSparse: the message says why"
+  expect_stderr "unpack the package (tar xf, gunzip)" "gzip'd monolithicSparse: the remedy"
+  fy v2v vd.ova --to libvirt --out out-vd
+  expect_failure "OVA with a VMDK descriptor naming extent files refused" vd.ova
+  expect_stderr "is a descriptor naming its extents as files of their own" \
+    "VMDK descriptor in an OVA: the message says why"
+fi
+
 # A disk gzip-compressed inside the OVA (ovf:compression="gzip"): inflated
 # as it is copied.  Two gzip members back to back, as pigz or cat make.
 mkdir -p pkg-gz
