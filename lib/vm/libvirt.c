@@ -2,7 +2,7 @@
  *
  * Disks and NICs are virtio unless keep_devices (then the source's bus
  * and unit, SCSI controller model, and NIC model, where QEMU emulates
- * them).  The machine is q35, or the i440FX PC when a kept device is on
+ * them; NVMe disks become virtio, libvirt 9 having no NVMe disk bus).  The machine is q35, or the i440FX PC when a kept device is on
  * IDE, which q35 lacks.  UEFI guests get firmware='efi' (libvirt picks the
  * OVMF build), with secure boot and SMM when the source had secure boot.
  * CD-ROM drives are kept, empty: the ISOs they held are files of the old
@@ -94,6 +94,9 @@ write_storage (struct vm_xw *x, const struct ferry_vm *vm,
 
     if (out->disk_paths == NULL || out->disk_paths[i] == NULL)
       continue;                 /* not migrated */
+    /* libvirt 9 has no NVMe disk bus: virtio is the nearest. */
+    if (bus == FERRY_VM_BUS_NVME)
+      bus = FERRY_VM_BUS_VIRTIO;
     vm_disk_name (bus, count[bus]++, dev, sizeof dev);
     vm_xw_start (x, "disk");
     vm_xw_attr (x, "type", "file");

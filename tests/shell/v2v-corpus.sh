@@ -4,9 +4,12 @@
 # corpus has the descriptions only).  What ferry shows (name, CPUs, memory,
 # firmware, disks and their capacities, NICs with their networks and MACs)
 # must be what the file declares, as v2v-expect.py reads it with Python's
-# own XML parser; invalid.ovf must be refused naming what is wrong.
+# own XML parser; each migrated with --keep-devices gives a domain
+# virt-xml-validate accepts; invalid.ovf must be refused naming what is
+# wrong.
 . "$(dirname "$0")/lib.sh"
-require qemu-img python3 gzip
+. "$(dirname "$0")/v2v-lib.sh"
+require qemu-img python3 gzip virt-xml-validate
 
 [ -d "$CORPUS/ovf" ] || { echo "1..0 # SKIP no corpus at $CORPUS (set FERRY_CORPUS)"; exit 77; }
 EXPECT=("$PYTHON" "$TESTS_DIR/v2v-expect.py")
@@ -65,6 +68,15 @@ for src in "$CORPUS"/ovf/*.ovf "$CORPUS"/vmx/*.vmx; do
     not_ok "$base: ferry shows what the file declares" "$out" "$(head -c 3000 "$WORK/$base.json")"
   fi
   check_true "$base: --dry-run writes nothing" test ! -e "$WORK/${base%.*}/out"
+  # Migrated for real (the disks are empty), to the source's devices: the
+  # domain must validate whatever the source holds.
+  if [ "$base" != input.ovf ]; then
+    fy v2v "$desc" --to libvirt --keep-devices --out "$WORK/${base%.*}/lv"
+    expect_exit 0 "$base: migrated to libvirt with --keep-devices"
+    x=$(ls "$WORK/${base%.*}/lv/"*.xml 2>/dev/null | head -n 1)
+    [ -n "$x" ] && validate "$base, --keep-devices" "$x"
+    rm -rf "$WORK/${base%.*}/lv"
+  fi
 done
 
 # The plan for people names the same things.
