@@ -17,7 +17,8 @@
 #                  vs  tar xf v2v.ova -C DIR && qemu-img convert -O qcow2
 #                  DIR/tar.vmdk DIR/tar.qcow2, which neither checks the
 #                  manifest nor flushes.  A timed sync of the peer's output
-#                  gives the like-for-like column, as in bench/convert.sh.
+#                  gives the like-for-like column, as in bench/convert.sh;
+#                  and ferry with -t unsafe, which flushes nothing either.
 #
 # The OVA is read once first, so every run finds it in the page cache;
 # outputs are removed between runs.
@@ -46,15 +47,20 @@ fi
 
 O=$BENCH_DIR/$OUTDIR
 warm v2v.ova
-fts=() pts=() pss=() fmax=0
+fts=() uts=() pts=() pss=() fmax=0
 echo "bench: ova -> qcow2 ($RUNS runs each, interleaved)..."
 for i in $(seq "$RUNS"); do
-  rm -rf "$O/ferry" "$O/peer"
+  rm -rf "$O/ferry" "$O/unsafe" "$O/peer"
   # shellcheck disable=SC2086
   r=$(timed "$O/.none" "$FERRY" v2v v2v.ova --to libvirt --out "$O/ferry" \
         --progress=none ${THREADS:+-m $THREADS})
   fts+=("${r% *}")
   [ "${r#* }" -gt "$fmax" ] && fmax=${r#* }
+  # shellcheck disable=SC2086
+  r=$(timed "$O/.none" "$FERRY" v2v v2v.ova --to libvirt --out "$O/unsafe" \
+        --progress=none -t unsafe ${THREADS:+-m $THREADS})
+  uts+=("${r% *}")
+  rm -rf "$O/unsafe"
   mkdir -p "$O/peer"
   r=$(timed "$O/.none" sh -c "tar -xf v2v.ova -C '$O/peer' && qemu-img convert -O qcow2 '$O/peer/tar.vmdk' '$O/peer/tar.qcow2'")
   pts+=("${r% *}")
@@ -67,18 +73,20 @@ fsize=$(stat -c %s "$O/ferry/bench-disk1.qcow2")
 psize=$(stat -c %s "$O/peer/tar.qcow2")
 rm -rf "$O/ferry" "$O/peer"
 ft=$(median "${fts[@]}")
+ut=$(median "${uts[@]}")
 pt=$(median "${pts[@]}")
 ps=$(median "${pss[@]}")
+ratio () { awk -v a="$1" -v b="$2" 'BEGIN {print (b > 0) ? a / b : 0}'; }
 
 echo
 echo "$("$FERRY" --version 2>/dev/null | head -1), $(qemu-img --version | head -1), $(tar --version | head -1), $(nproc) cores, median of $RUNS runs"
-printf '%-14s %8s %8s %6s %9s %6s %11s %11s %7s %5s\n' case ferry_s peer_s ratio peer+sync ratio \
+printf '%-22s %8s %8s %6s %9s %6s %11s %11s %7s %5s\n' case ferry_s peer_s ratio peer+sync ratio \
   ferry_bytes peer_bytes rss_MiB same
-printf '%-14s %8.2f %8.2f %6.2f %9.2f %6.2f %11s %11s %7d %5s\n' "ova -> qcow2" "$ft" "$pt" \
-  "$(awk -v a="$ft" -v b="$pt" 'BEGIN {print (b > 0) ? a / b : 0}')" "$ps" \
-  "$(awk -v a="$ft" -v b="$ps" 'BEGIN {print (b > 0) ? a / b : 0}')" \
-  "$fsize" "$psize" "$((fmax / 1024))" "$same"
+printf '%-22s %8.2f %8.2f %6.2f %9.2f %6.2f %11s %11s %7d %5s\n' "ova -> qcow2" "$ft" "$pt" \
+  "$(ratio "$ft" "$pt")" "$ps" "$(ratio "$ft" "$ps")" "$fsize" "$psize" "$((fmax / 1024))" "$same"
+printf '%-22s %8.2f %8.2f %6.2f\n' "ova -> qcow2, -t unsafe" "$ut" "$pt" "$(ratio "$ut" "$pt")"
 echo "(ratio = ferry / peer, below 0.5 ferry is more than twice as fast; peer = tar xf +"
 echo " qemu-img convert -O qcow2; peer+sync adds a sync of its outputs, as durable as"
-echo " ferry's flushed folder; bytes = the qcow2's size; rss = ferry's peak memory;"
-echo " same = qemu-img compare of the two qcow2 files)"
+echo " ferry's flushed folder; -t unsafe: ferry flushes nothing either, like the peer;"
+echo " bytes = the qcow2's size; rss = ferry's peak memory; same = qemu-img compare of"
+echo " the two qcow2 files)"

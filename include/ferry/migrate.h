@@ -58,6 +58,10 @@ struct ferry_v2v_options {
   bool keep_devices;       /* keep disk buses and NIC models (not virtio) */
   const char *flavor;      /* OVA: "vmware" (default) or "virtualbox" */
   unsigned threads;        /* copy engine workers; 0: one per core */
+  /* Skip every flush (qemu-img's cache=unsafe, -t unsafe): faster, but
+   * after a crash the output folder may exist with data that never
+   * reached the disk.  The rename still comes last. */
+  bool no_flush;
   ferry_v2v_progress_fn progress;
   void *progress_opaque;
   volatile sig_atomic_t *cancel;

@@ -18,7 +18,11 @@
  * 3. Sources are opened read-only; a disk inside an OVA is read in
  *    place (ferry_image_open_window), so nothing is unpacked.
  *
- * 4. For an OVA target the disks are first written as streamOptimized
+ * 4. With no_flush (-t unsafe) nothing is flushed or fsync'd: the rename
+ *    still comes last, but after a crash the folder may exist holding
+ *    data that never reached the disk, which is what the option asks for.
+ *
+ * 5. For an OVA target the disks are first written as streamOptimized
  *    VMDKs in the hidden folder, hashed, and packed with the descriptor
  *    and the manifest into NAME.ova (the manifest must come before the
  *    disks, so their digests must be known first); the VMDKs are then
@@ -133,6 +137,7 @@ convert_disk (struct ferry_v2v_plan *plan, struct ferry_v2v_disk *pd,
   const struct ferry_vm_disk *d = &plan->vm->disks[pd->index];
   struct ferry_copy_options copts = {
     .threads = opts->threads,
+    .no_flush = opts->no_flush,
     .cancel = opts->cancel,
     .progress = opts->progress ? copy_progress : NULL,
     .progress_opaque = rp,
@@ -232,7 +237,7 @@ describe (struct ferry_v2v_plan *plan, const struct ferry_v2v_options *opts,
 }
 
 /* Pack the OVF TEXT and the staged VMDKs into STAGING/NAME.ova, then
- * remove the VMDKs (note 4). */
+ * remove the VMDKs (note 5). */
 static int
 pack_ova (struct ferry_v2v_plan *plan, const char *staging, const char *text,
           const struct ferry_v2v_options *opts)
@@ -287,7 +292,7 @@ pack_ova (struct ferry_v2v_plan *plan, const char *staging, const char *text,
 
 /* Rename the finished STAGING to OUT, never replacing anything. */
 static int
-move_into_place (const char *staging, const char *out)
+move_into_place (const char *staging, const char *out, bool sync)
 {
   CLEANUP_FREE char *parent = strdup (out);
   int fd;
@@ -306,7 +311,8 @@ move_into_place (const char *staging, const char *out)
       return ferry_error_errno (errno, "%s: putting the output in place",
                                 out);
   }
-  fd = open (dirname (parent), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  fd = sync ? open (dirname (parent), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    : -1;
   if (fd >= 0) {
     fsync (fd);
     close (fd);
@@ -425,8 +431,8 @@ ferry_v2v_run (struct ferry_v2v_plan *plan,
     ferry_error (EINTR, "interrupted");
     goto err;
   }
-  if (sync_dir (staging) == -1 || move_into_place (staging, plan->out_dir)
-      == -1)
+  if ((!opts->no_flush && sync_dir (staging) == -1) ||
+      move_into_place (staging, plan->out_dir, !opts->no_flush) == -1)
     goto err;
   summary->seconds = now_seconds () - start;
   return 0;

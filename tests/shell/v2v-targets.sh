@@ -154,6 +154,16 @@ assert [n["network"] for n in j["nics"]] == ["VM Network", "backup2"]
   same_content "local: disk 2 equals the source" src/disk1.img raw "loc/Target Test-disk2.qcow2" qcow2
 fi
 
+# -t unsafe flushes nothing; the output is the same.
+fy v2v src/vm.vmx --to local --out unsafe -t unsafe
+expect_exit 0 "VMX -> local, -t unsafe"
+[ -f "unsafe/Target Test-disk1.qcow2" ] &&
+  same_content "-t unsafe: disk 1 equals the source" src/disk0.qcow2 qcow2 "unsafe/Target Test-disk1.qcow2" qcow2
+fy v2v src/vm.vmx --to local --out unsafe2 -t sometimes
+expect_exit 1 "-t sometimes refused"
+expect_stderr "-t sometimes: expected unsafe, writeback, none, writethrough or directsync" \
+  "-t sometimes: says what it takes"
+
 # --- the output folder: complete or absent ----------------------------------
 mkdir exists
 fy v2v src/vm.vmx --to libvirt --out exists
