@@ -202,30 +202,14 @@ cmd_convert (int argc, char **argv)
         goto out;
       }
       break;
-    case 'm': {
-      char *end;
-      errno = 0;
-      threads = strtoul (optarg, &end, 10);
-      if (errno || *end || threads < 1 || threads > 256) {
-        print_message ("convert", "-m %s: expected a number of threads "
-                       "from 1 to 256", optarg);
+    case 'm':
+      if (parse_threads_option ("convert", optarg, &threads) == -1)
         goto out;
-      }
       break;
-    }
     case 'n': no_create = true; break;
     case 't':
-      if (!strcmp (optarg, "unsafe"))
-        unsafe = true;
-      else if (!strcmp (optarg, "writeback") || !strcmp (optarg, "none") ||
-               !strcmp (optarg, "writethrough") ||
-               !strcmp (optarg, "directsync"))
-        unsafe = false;
-      else {
-        print_message ("convert", "-t %s: expected unsafe, writeback, none, "
-                       "writethrough or directsync", optarg);
+      if (parse_cache_option ("convert", optarg, &unsafe) == -1)
         goto out;
-      }
       break;
     case 'h': usage (stdout); ret = 0; goto out;
     default: usage (stderr); goto out;

@@ -1,4 +1,5 @@
 /* ferry: the command-line entry point and subcommand dispatch. */
+#include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -83,6 +84,38 @@ print_message (const char *cmd, const char *fmt, ...)
   vfprintf (stderr, fmt, ap);
   va_end (ap);
   fputc ('\n', stderr);
+}
+
+int
+parse_threads_option (const char *cmd, const char *arg,
+                      unsigned long *threads)
+{
+  char *end;
+
+  errno = 0;
+  *threads = strtoul (arg, &end, 10);
+  if (errno || *end || *threads < 1 || *threads > 256) {
+    print_message (cmd, "-m %s: expected a number of threads from 1 to 256",
+                   arg);
+    return -1;
+  }
+  return 0;
+}
+
+int
+parse_cache_option (const char *cmd, const char *arg, bool *unsafe)
+{
+  if (!strcmp (arg, "unsafe"))
+    *unsafe = true;
+  else if (!strcmp (arg, "writeback") || !strcmp (arg, "none") ||
+           !strcmp (arg, "writethrough") || !strcmp (arg, "directsync"))
+    *unsafe = false;
+  else {
+    print_message (cmd, "-t %s: expected unsafe, writeback, none, "
+                   "writethrough or directsync", arg);
+    return -1;
+  }
+  return 0;
 }
 
 int

@@ -34,6 +34,13 @@ void print_error (const char *cmd);
 void print_message (const char *cmd, const char *fmt, ...)
   __attribute__ ((format (printf, 2, 3)));
 
+/* -m THREADS (1 to 256) and -t CACHE (unsafe skips flushes; writeback,
+ * none, writethrough and directsync flush): set *THREADS or *UNSAFE, or
+ * -1 after a message naming CMD. */
+int parse_threads_option (const char *cmd, const char *arg,
+                          unsigned long *threads);
+int parse_cache_option (const char *cmd, const char *arg, bool *unsafe);
+
 /* --output=json|human: set *JSON; -1 after a message on anything else. */
 int parse_output_option (const char *cmd, const char *arg, bool *json);
 

@@ -416,30 +416,15 @@ cmd_v2v (int argc, char **argv)
       }
       break;
     case 'm': {
-      char *end;
       unsigned long t;
-      errno = 0;
-      t = strtoul (optarg, &end, 10);
-      if (errno || *end || t < 1 || t > 256) {
-        print_message ("v2v", "-m %s: expected a number of threads from 1 "
-                       "to 256", optarg);
+      if (parse_threads_option ("v2v", optarg, &t) == -1)
         goto out;
-      }
       opts.threads = t;
       break;
     }
     case 't':
-      if (!strcmp (optarg, "unsafe"))
-        opts.no_flush = true;
-      else if (!strcmp (optarg, "writeback") || !strcmp (optarg, "none") ||
-               !strcmp (optarg, "writethrough") ||
-               !strcmp (optarg, "directsync"))
-        opts.no_flush = false;
-      else {
-        print_message ("v2v", "-t %s: expected unsafe, writeback, none, "
-                       "writethrough or directsync", optarg);
+      if (parse_cache_option ("v2v", optarg, &opts.no_flush) == -1)
         goto out;
-      }
       break;
     case 'h': usage (stdout); ret = 0; goto out;
     default: usage (stderr); goto out;
