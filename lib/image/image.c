@@ -621,6 +621,52 @@ ferry_image_extents (struct ferry_image *img, uint64_t offset,
   return 0;
 }
 
+int
+image_backing_extents (struct ferry_image *img, uint64_t offset,
+                       uint64_t count, struct ferry_extent_list *list,
+                       uint64_t *end)
+{
+  struct ferry_image *b = img->backing;
+  struct ferry_extent_list tmp = { 0 };
+  uint64_t n, reached = offset;
+  size_t i;
+
+  if (b == NULL || offset >= b->size) {
+    *end = offset + count;
+    return ferry_extent_list_append (list, offset, count,
+                               FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO);
+  }
+  n = MIN (count, b->size - offset);
+  if (ferry_image_extents (b, offset, n, &tmp) == -1) {
+    ferry_error_prefix ("%s: extents of the backing file", img->path);
+    ferry_extent_list_free (&tmp);
+    return -1;
+  }
+  for (i = 0; i < tmp.len; i++) {
+    uint64_t s = MAX (tmp.ptr[i].offset, reached);
+    uint64_t e = MIN (tmp.ptr[i].offset + tmp.ptr[i].length, offset + n);
+    if (s != reached || e <= s)
+      break;
+    if (ferry_extent_list_append (list, s, e - s, tmp.ptr[i].flags) == -1) {
+      ferry_extent_list_free (&tmp);
+      return -1;
+    }
+    reached = e;
+  }
+  ferry_extent_list_free (&tmp);
+  if (reached == offset)
+    return ferry_error (EIO, "%s: the backing file reported no extent at "
+                        "offset %" PRIu64, img->path, offset);
+  if (reached == offset + n && n < count) {
+    if (ferry_extent_list_append (list, reached, count - n,
+                            FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO) == -1)
+      return -1;
+    reached = offset + count;
+  }
+  *end = reached;
+  return 0;
+}
+
 uint32_t
 ferry_image_compress_unit (struct ferry_image *img)
 {

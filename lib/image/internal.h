@@ -162,6 +162,16 @@ int image_open_backing (struct ferry_image *img, const char *name,
  * image_open_backing resolves it.  The caller frees it. */
 char *image_resolve_relative (const char *img_path, const char *name);
 
+/* Append the extents of IMG's backing file for [OFFSET, OFFSET+COUNT),
+ * or zeroes (holes) past its end or where there is none, for the
+ * unallocated ranges of formats with a backing chain.  *END is set to
+ * where the answer stops, which may be short of the range when the
+ * backing file's answer stopped short: the caller asks again from there.
+ * 0, or -1 with the error set. */
+int image_backing_extents (struct ferry_image *img, uint64_t offset,
+                           uint64_t count, struct ferry_extent_list *list,
+                           uint64_t *end /* OUT */);
+
 /* Options lookup; each marks the key used.  *_u64 accepts sizes with
  * k/M/G/T suffixes (powers of 1024) and fails with a message naming the
  * option on a bad value.  Return 1 found, 0 absent, -1 bad value. */

@@ -705,54 +705,6 @@ qcow2_pread (struct ferry_image *img, void *buf, size_t count,
   return qcow2_read_range ((struct qcow2_image *) img, buf, count, offset);
 }
 
-/* Append the extents of the backing file for [OFFSET, OFFSET+COUNT),
- * zeroes past its end.  *END is set to where the answer stops, which
- * may be short of the range when the backing stopped short. */
-static int
-backing_extents (struct qcow2_image *q, uint64_t offset, uint64_t count,
-                 struct ferry_extent_list *list, uint64_t *end)
-{
-  struct ferry_image *b = q->base.backing;
-  struct ferry_extent_list tmp = { 0 };
-  uint64_t n, reached = offset;
-  size_t i;
-
-  if (b == NULL || offset >= b->size) {
-    *end = offset + count;
-    return ferry_extent_list_append (list, offset, count,
-                               FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO);
-  }
-  n = MIN (count, b->size - offset);
-  if (ferry_image_extents (b, offset, n, &tmp) == -1) {
-    ferry_error_prefix ("%s: extents of the backing file", q->base.path);
-    ferry_extent_list_free (&tmp);
-    return -1;
-  }
-  for (i = 0; i < tmp.len; i++) {
-    uint64_t s = MAX (tmp.ptr[i].offset, reached);
-    uint64_t e = MIN (tmp.ptr[i].offset + tmp.ptr[i].length, offset + n);
-    if (s != reached || e <= s)
-      break;
-    if (ferry_extent_list_append (list, s, e - s, tmp.ptr[i].flags) == -1) {
-      ferry_extent_list_free (&tmp);
-      return -1;
-    }
-    reached = e;
-  }
-  ferry_extent_list_free (&tmp);
-  if (reached == offset)
-    return ferry_error (EIO, "%s: the backing file reported no extent at "
-                        "offset %" PRIu64, q->base.path, offset);
-  if (reached == offset + n && n < count) {
-    if (ferry_extent_list_append (list, reached, count - n,
-                            FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO) == -1)
-      return -1;
-    reached = offset + count;
-  }
-  *end = reached;
-  return 0;
-}
-
 /* Report runs as extents, asking the backing file about unallocated
  * ones; stops after QCOW2_EXTENTS_MAX_TABLES tables or _RUNS runs. */
 static int
@@ -773,7 +725,8 @@ qcow2_extents (struct ferry_image *img, uint64_t offset, uint64_t length,
       return -1;
     if (run.kind == QCOW2_RUN_UNALLOC) {
       uint64_t reached = 0;
-      if (backing_extents (q, offset, run.length, list, &reached) == -1)
+      if (image_backing_extents (&q->base, offset, run.length, list,
+                                 &reached) == -1)
         return -1;
       if (reached < offset + run.length)
         return 0;               /* the caller asks again from there */
