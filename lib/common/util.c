@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -89,4 +90,28 @@ online_cpus (void)
 {
   long n = sysconf (_SC_NPROCESSORS_ONLN);
   return n < 1 ? 1 : (unsigned) n;
+}
+
+void
+random_uuid (uint8_t out[16])
+{
+  static uint64_t counter;
+  size_t got = 0;
+
+  while (got < 16) {
+    ssize_t r = getrandom (out + got, 16 - got, 0);
+    if (r <= 0)
+      break;
+    got += r;
+  }
+  if (got < 16) {
+    /* No entropy to be had: unique enough for an image id. */
+    uint64_t a = (uint64_t) time (NULL) ^ ((uint64_t) getpid () << 32);
+    uint64_t b = __atomic_add_fetch (&counter, 1, __ATOMIC_RELAXED) ^
+      (uint64_t) (now_seconds () * 1e9);
+    memcpy (out, &a, 8);
+    memcpy (out + 8, &b, 8);
+  }
+  out[6] = (out[6] & 0x0f) | 0x40;      /* version 4: random */
+  out[8] = (out[8] & 0x3f) | 0x80;      /* the RFC 4122 variant */
 }

@@ -52,6 +52,10 @@ int full_pwrite (int fd, const void *buf, size_t count, uint64_t offset);
  * terminated).  NULL when out of memory; the caller frees it. */
 char *strdup_counted (const void *p, size_t len);
 
+/* Sixteen random bytes with the bits of an RFC 4122 version 4 UUID, in
+ * the order of its text form, for the ids images carry. */
+void random_uuid (uint8_t out[16]);
+
 /* A monotonic clock in seconds. */
 double now_seconds (void);
 

@@ -1,0 +1,104 @@
+/* Zeroing and hole-finding on the host file of a block-mapped format; see
+ * hostfile.h. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/falloc.h>
+#include <unistd.h>
+
+#include "hostfile.h"
+#include "../common/error.h"
+#include "../common/util.h"
+
+/* True when ERR means "this file system cannot do that", for good. */
+static bool
+not_supported (int err)
+{
+  return err == EOPNOTSUPP || err == ENOTSUP || err == ENOSYS ||
+         err == ENOTTY;
+}
+
+/* Try fallocate MODE on the range; 1 done, 0 fall back, -1 error. */
+static int
+try_fallocate (int fd, int mode, uint64_t offset, uint64_t count,
+               bool *refused, const char *path, const char *what)
+{
+  if (__atomic_load_n (refused, __ATOMIC_RELAXED))
+    return 0;
+  if (fallocate (fd, mode | FALLOC_FL_KEEP_SIZE, offset, count) == 0)
+    return 1;
+  if (not_supported (errno)) {
+    __atomic_store_n (refused, true, __ATOMIC_RELAXED);
+    return 0;
+  }
+  if (errno == EINVAL)          /* not this range: write zeroes instead */
+    return 0;
+  return ferry_error_errno (errno, "%s: %s %" PRIu64 " bytes at offset 0x%"
+                            PRIx64, path, what, count, offset);
+}
+
+int
+hostfile_zero (int fd, uint64_t offset, uint64_t count, bool may_trim,
+               struct hostfile_caps *caps, const char *path)
+{
+  static const uint8_t zeroes[1 << 16];
+  int r;
+
+  if (may_trim) {
+    r = try_fallocate (fd, FALLOC_FL_PUNCH_HOLE, offset, count,
+                       &caps->no_punch_hole, path, "punching a hole of");
+    if (r != 0)
+      return r == 1 ? 0 : -1;
+  }
+  r = try_fallocate (fd, FALLOC_FL_ZERO_RANGE, offset, count,
+                     &caps->no_zero_range, path, "zeroing");
+  if (r != 0)
+    return r == 1 ? 0 : -1;
+  while (count > 0) {
+    size_t n = MIN (count, sizeof zeroes);
+    if (full_pwrite (fd, zeroes, n, offset) == -1)
+      return ferry_error_errno (errno, "%s: writing zeroes at offset 0x%"
+                                PRIx64, path, offset);
+    offset += n;
+    count -= n;
+  }
+  return 0;
+}
+
+int
+hostfile_run (int fd, uint64_t offset, uint64_t len,
+              struct hostfile_caps *caps, const char *path, bool *hole,
+              uint64_t *run)
+{
+  off_t data, end;
+
+  *hole = false;
+  *run = len;
+  if (__atomic_load_n (&caps->no_seek_data, __ATOMIC_RELAXED))
+    return 0;
+  data = lseek (fd, offset, SEEK_DATA);
+  if (data == -1) {
+    if (errno == ENXIO) {       /* no data from OFFSET on */
+      *hole = true;
+      return 0;
+    }
+    if (not_supported (errno) || errno == EINVAL) {
+      __atomic_store_n (&caps->no_seek_data, true, __ATOMIC_RELAXED);
+      return 0;
+    }
+    return ferry_error_errno (errno, "%s: SEEK_DATA at offset 0x%" PRIx64,
+                              path, offset);
+  }
+  if ((uint64_t) data > offset) {
+    *hole = true;
+    *run = MIN ((uint64_t) data - offset, len);
+    return 0;
+  }
+  end = lseek (fd, offset, SEEK_HOLE);
+  if (end == -1)
+    return ferry_error_errno (errno, "%s: SEEK_HOLE at offset 0x%" PRIx64,
+                              path, offset);
+  if ((uint64_t) end > offset)
+    *run = MIN ((uint64_t) end - offset, len);
+  return 0;
+}

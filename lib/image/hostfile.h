@@ -1,0 +1,39 @@
+/* The host file under a block-mapped format (vhd, vdi): making a range of
+ * it read as zeroes, and finding its holes.
+ *
+ * Formats that keep guest blocks at offsets of one file (a fixed VHD, a
+ * static VDI, an allocated block of a dynamic one) get their zeroing and
+ * their finer extents from the file system: a block that is allocated in
+ * the image but a hole in the file reads as zeroes, and the copy engine
+ * then need not read it.  What the file system refuses with EOPNOTSUPP is
+ * remembered in struct hostfile_caps, so it is not asked again.
+ */
+#ifndef FERRY_HOSTFILE_H
+#define FERRY_HOSTFILE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* What the file system said it cannot do; all false at first.  Updated
+ * with relaxed atomics, so many threads may share one. */
+struct hostfile_caps {
+  bool no_punch_hole;
+  bool no_zero_range;
+  bool no_seek_data;
+};
+
+/* Make COUNT bytes at host OFFSET of FD read as zeroes: punch a hole when
+ * MAY_TRIM, else FALLOC_FL_ZERO_RANGE, else write zeroes.  PATH is for
+ * messages.  0, or -1 with the error set. */
+int hostfile_zero (int fd, uint64_t offset, uint64_t count, bool may_trim,
+                   struct hostfile_caps *caps, const char *path);
+
+/* The run of FD that starts at host OFFSET, at most LEN bytes long: data,
+ * or a hole (*HOLE).  *RUN is its length, at least 1 byte.  Where the
+ * file system cannot tell, everything is data.  0, or -1 with the error
+ * set. */
+int hostfile_run (int fd, uint64_t offset, uint64_t len,
+                  struct hostfile_caps *caps, const char *path,
+                  bool *hole /* OUT */, uint64_t *run /* OUT */);
+
+#endif /* FERRY_HOSTFILE_H */
