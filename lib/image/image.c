@@ -623,6 +623,24 @@ ferry_image_extents (struct ferry_image *img, uint64_t offset,
 }
 
 int
+image_read_backing (struct ferry_image *img, void *buf, uint64_t count,
+                    uint64_t offset)
+{
+  struct ferry_image *b = img->backing;
+  uint64_t n = 0;
+
+  if (b && offset < b->size) {
+    n = MIN (count, b->size - offset);
+    if (ferry_image_pread (b, buf, n, offset) == -1) {
+      ferry_error_prefix ("%s: reading the backing file", img->path);
+      return -1;
+    }
+  }
+  memset ((char *) buf + n, 0, count - n);
+  return 0;
+}
+
+int
 image_backing_extents (struct ferry_image *img, uint64_t offset,
                        uint64_t count, struct ferry_extent_list *list,
                        uint64_t *end)

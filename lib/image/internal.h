@@ -163,6 +163,12 @@ int image_open_backing (struct ferry_image *img, const char *name,
  * image_open_backing resolves it.  The caller frees it. */
 char *image_resolve_relative (const char *img_path, const char *name);
 
+/* Read COUNT bytes at guest OFFSET of IMG's backing file into BUF, for
+ * the unallocated ranges of formats with a backing chain: zeroes past its
+ * end or where there is none.  0, or -1 with the error set. */
+int image_read_backing (struct ferry_image *img, void *buf, uint64_t count,
+                        uint64_t offset);
+
 /* Append the extents of IMG's backing file for [OFFSET, OFFSET+COUNT),
  * or zeroes (holes) past its end or where there is none, for the
  * unallocated ranges of formats with a backing chain.  *END is set to
