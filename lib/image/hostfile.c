@@ -102,3 +102,23 @@ hostfile_run (int fd, uint64_t offset, uint64_t len,
     *run = MIN ((uint64_t) end - offset, len);
   return 0;
 }
+
+int
+hostfile_extents (int fd, uint64_t host, uint64_t len, uint64_t offset,
+                  uint32_t hole_flags, struct hostfile_caps *caps,
+                  const char *path, struct ferry_extent_list *list)
+{
+  while (len > 0) {
+    uint64_t run;
+    bool hole;
+    if (hostfile_run (fd, host, len, caps, path, &hole, &run) == -1)
+      return -1;
+    if (ferry_extent_list_append (list, offset, run,
+                                  hole ? hole_flags : 0) == -1)
+      return ferry_error (ENOMEM, "%s: out of memory", path);
+    host += run;
+    offset += run;
+    len -= run;
+  }
+  return 0;
+}

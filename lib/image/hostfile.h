@@ -14,6 +14,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <ferry/image.h>
+
 /* What the file system said it cannot do; all false at first.  Updated
  * with relaxed atomics, so many threads may share one. */
 struct hostfile_caps {
@@ -35,5 +37,14 @@ int hostfile_zero (int fd, uint64_t offset, uint64_t count, bool may_trim,
 int hostfile_run (int fd, uint64_t offset, uint64_t len,
                   struct hostfile_caps *caps, const char *path,
                   bool *hole /* OUT */, uint64_t *run /* OUT */);
+
+/* Append to LIST the extents of LEN guest bytes at guest OFFSET that are
+ * stored in FD at host HOST: data, or HOLE_FLAGS where the file has a
+ * hole (FERRY_EXTENT_ZERO for a block the image holds, with
+ * FERRY_EXTENT_HOLE too where nothing holds it).  0, or -1 with the error
+ * set. */
+int hostfile_extents (int fd, uint64_t host, uint64_t len, uint64_t offset,
+                      uint32_t hole_flags, struct hostfile_caps *caps,
+                      const char *path, struct ferry_extent_list *list);
 
 #endif /* FERRY_HOSTFILE_H */

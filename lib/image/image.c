@@ -35,6 +35,7 @@
 static const struct image_driver *const drivers[] = {
   &qcow2_driver,
   &vhd_driver,
+  &vdi_driver,
   &raw_driver,       /* last: the fallback of the probe */
 };
 #define NR_DRIVERS (sizeof drivers / sizeof drivers[0])

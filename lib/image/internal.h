@@ -144,6 +144,7 @@ struct image_driver {
 extern const struct image_driver raw_driver;
 extern const struct image_driver qcow2_driver;
 extern const struct image_driver vhd_driver;
+extern const struct image_driver vdi_driver;
 
 /* Set up BASE for DRIVER and PATH (duplicated); fills dev and ino from FD.
  * Returns 0 or -1. */

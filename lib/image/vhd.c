@@ -739,26 +739,6 @@ open_parent (struct vhd_image *v, const struct open_args *args)
   return r;
 }
 
-/* Read COUNT bytes at guest OFFSET from the parent, zeroes past its end
- * or without one. */
-static int
-read_parent (struct vhd_image *v, uint8_t *buf, uint64_t count,
-             uint64_t offset)
-{
-  struct ferry_image *p = v->base.backing;
-  uint64_t n = 0;
-
-  if (p && offset < p->size) {
-    n = MIN (count, p->size - offset);
-    if (ferry_image_pread (p, buf, n, offset) == -1) {
-      ferry_error_prefix ("%s: parent", v->base.path);
-      return -1;
-    }
-  }
-  memset (buf + n, 0, count - n);
-  return 0;
-}
-
 /* Read the bits of sectors [FIRST, LAST] of the bitmap of the block at
  * host START into BITS (the bytes that hold them, from FIRST/8 on). */
 static int
@@ -811,7 +791,7 @@ read_in_block (struct vhd_image *v, uint8_t *p, uint64_t b, uint64_t in,
 
   if (e == VHD_BAT_UNUSED) {
     if (v->type == VHD_TYPE_DIFF)
-      return read_parent (v, p, n, offset);
+      return image_read_backing (&v->base, p, n, offset);
     memset (p, 0, n);
     return 0;
   }
@@ -842,7 +822,7 @@ read_in_block (struct vhd_image *v, uint8_t *p, uint64_t b, uint64_t in,
                                   "offset 0x%" PRIx64, v->base.path, b,
                                   start + v->bitmap_size + in);
     }
-    else if (read_parent (v, p, len, offset) == -1)
+    else if (image_read_backing (&v->base, p, len, offset) == -1)
       return -1;
     p += len;
     in += len;
@@ -884,31 +864,6 @@ vhd_pread (struct ferry_image *img, void *buf, size_t count, uint64_t offset)
   return vhd_read_range ((struct vhd_image *) img, buf, count, offset);
 }
 
-/* Append the extents of LEN guest bytes at OFFSET stored in the file at
- * HOST: data, or zeroes where the file has a hole.  ALLOC_FLAGS is what a
- * hole means: zero for a block the image holds, hole and zero for a fixed
- * disk's unwritten range. */
-static int
-host_extents (struct vhd_image *v, uint64_t host, uint64_t len,
-              uint64_t offset, uint32_t hole_flags,
-              struct ferry_extent_list *list)
-{
-  while (len > 0) {
-    uint64_t run;
-    bool hole;
-    if (hostfile_run (v->fd, host, len, &v->caps, v->base.path, &hole,
-                      &run) == -1)
-      return -1;
-    if (ferry_extent_list_append (list, offset, run,
-                                  hole ? hole_flags : 0) == -1)
-      return ferry_error (ENOMEM, "%s: out of memory", v->base.path);
-    host += run;
-    offset += run;
-    len -= run;
-  }
-  return 0;
-}
-
 /* Extents of one block's part [IN, IN+N) of block B at guest OFFSET.
  * *DONE is how far the answer reaches (short when the parent stopped
  * short). */
@@ -934,8 +889,9 @@ block_extents (struct vhd_image *v, uint64_t b, uint64_t in, uint64_t n,
     return 0;
   }
   if (v->type != VHD_TYPE_DIFF)
-    return host_extents (v, start + v->bitmap_size + in, n, offset,
-                         FERRY_EXTENT_ZERO, list);
+    return hostfile_extents (v->fd, start + v->bitmap_size + in, n, offset,
+                             FERRY_EXTENT_ZERO, &v->caps, v->base.path,
+                             list);
 
   first = in / VHD_SECTOR;
   last = (end - 1) / VHD_SECTOR;
@@ -947,8 +903,9 @@ block_extents (struct vhd_image *v, uint64_t b, uint64_t in, uint64_t n,
   while (in < end) {
     uint64_t len = bitmap_run (bm, first, in, end, &own);
     if (own) {
-      if (host_extents (v, start + v->bitmap_size + in, len, offset,
-                        FERRY_EXTENT_ZERO, list) == -1)
+      if (hostfile_extents (v->fd, start + v->bitmap_size + in, len, offset,
+                            FERRY_EXTENT_ZERO, &v->caps, v->base.path,
+                            list) == -1)
         return -1;
     }
     else {
@@ -978,8 +935,9 @@ vhd_extents (struct ferry_image *img, uint64_t offset, uint64_t length,
   size_t start_len = list->len;
 
   if (v->type == VHD_TYPE_FIXED)
-    return host_extents (v, offset, length, offset,
-                         FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO, list);
+    return hostfile_extents (v->fd, offset, length, offset,
+                             FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO,
+                             &v->caps, v->base.path, list);
   while (offset < end && blocks++ < VHD_EXTENTS_MAX_BLOCKS &&
          list->len - start_len < VHD_EXTENTS_MAX_RUNS) {
     uint64_t b = offset >> v->block_bits;
