@@ -172,7 +172,7 @@ usage (FILE *fp)
   fprintf (fp,
     "usage: ferry convert [-f FMT] [-O FMT] [-o key=val,...] [-B BACKING [-F FMT]]\n"
     "                     [-c] [-p | --progress=bar|json|none] [-m THREADS] [-n]\n"
-    "                     SRC DST\n"
+    "                     [--strict] SRC DST\n"
     "  -f FMT       format of SRC (default: probed from its content)\n"
     "  -O FMT       format of DST (default: raw)\n"
     "  -o OPTIONS   options of the output format, e.g. cluster_size=64k,compat=0.10\n"
@@ -183,7 +183,9 @@ usage (FILE *fp)
     "  -n           write into an existing DST instead of creating it\n"
     "  -t CACHE     unsafe: do not flush DST before renaming it into place\n"
     "               (qemu-img's default); writeback, none, writethrough and\n"
-    "               directsync flush it (ferry's default)\n");
+    "               directsync flush it (ferry's default)\n"
+    "  --strict     refuse a SRC that would only open with a warning (a bad\n"
+    "               checksum)\n");
 }
 
 int
@@ -191,6 +193,7 @@ cmd_convert (int argc, char **argv)
 {
   static const struct option long_options[] = {
     { "progress", optional_argument, NULL, 'P' },
+    { "strict", no_argument, NULL, 'S' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -202,6 +205,7 @@ cmd_convert (int argc, char **argv)
   struct ferry_copy_options copts = { 0 };
   struct ferry_image *src = NULL, *dst = NULL;
   bool compress = false, no_create = false, unsafe = false;
+  unsigned open_flags = 0;
   unsigned long threads = 0;
   struct stat st;
   int c, ret = 1;
@@ -244,6 +248,7 @@ cmd_convert (int argc, char **argv)
       break;
     }
     case 'n': no_create = true; break;
+    case 'S': open_flags |= FERRY_OPEN_STRICT; break;
     case 't':
       if (!strcmp (optarg, "unsafe"))
         unsafe = true;
@@ -276,7 +281,7 @@ cmd_convert (int argc, char **argv)
     goto out;
   }
 
-  src = ferry_image_open (src_path, src_fmt, 0);
+  src = ferry_image_open (src_path, src_fmt, open_flags);
   if (src == NULL) {
     print_error ("convert");
     goto out;
@@ -293,7 +298,7 @@ cmd_convert (int argc, char **argv)
      * data starts with an image header would be written through it.  As
      * in qemu-img, -n without -O means raw. */
     dst = ferry_image_open (dst_path, dst_fmt ? dst_fmt : "raw",
-                            FERRY_OPEN_WRITE);
+                            FERRY_OPEN_WRITE | open_flags);
     if (dst == NULL) {
       print_error ("convert");
       goto out;

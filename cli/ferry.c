@@ -11,11 +11,12 @@ static const struct {
   int (*run) (int argc, char **argv);
   const char *synopsis;
 } commands[] = {
-  { "info", cmd_info, "info [--json] [-f FMT] [--backing-chain] IMAGE" },
+  { "info", cmd_info,
+    "info [--json] [-f FMT] [--backing-chain] [--strict] IMAGE" },
   { "convert", cmd_convert,
     "convert [-f FMT] [-O FMT] [-o key=val,...] [-c] [-p | --progress=json]\n"
-    "                [-m THREADS] [-n] [-t CACHE] SRC DST" },
-  { "compare", cmd_compare, "compare [-f FMT] [-F FMT] [-p] A B" },
+    "                [-m THREADS] [-n] [-t CACHE] [--strict] SRC DST" },
+  { "compare", cmd_compare, "compare [-f FMT] [-F FMT] [-p] [-s|--strict] A B" },
   { "check", cmd_check, "check [-f FMT] [--json] IMAGE" },
 };
 
