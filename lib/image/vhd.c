@@ -657,7 +657,7 @@ parent_candidates (struct vhd_image *v, struct candidate_list *l)
         goto out;
   if (v->parent_name &&
       add_candidate (l, path_basename (v->parent_name),
-                     "the header's parent name") == -1)
+                     "parent name in the header") == -1)
     goto out;
   r = 0;
  out:
@@ -708,10 +708,10 @@ open_parent (struct vhd_image *v, const struct open_args *args)
     CLEANUP_FREE char *full = image_resolve_relative (v->base.path,
                                                       l.ptr[0].name);
     ferry_error (ENOENT, "%s: the parent disk is missing: the child expects "
-                 "it at '%s' (%s)%s", v->base.path,
+                 "it at '%s' (its %s)%s", v->base.path,
                  full ? full : l.ptr[0].name, l.ptr[0].from,
-                 l.len > 1 ? ", and found it in none of the other places "
-                 "its locators name" : "");
+                 l.len > 1 ? "; it is not in the other places the locators "
+                 "and the parent name give either" : "");
     goto out;
   }
   v->parent_path = strdup (l.ptr[found].name);
