@@ -20,6 +20,11 @@ them here, on top of parents that qemu-img made and qemu-io filled.
       is copied from PARENT's contents first (as VirtualBox does), then
       written; --discard marks a block ZERO.  --stale-parent records a
       parent modification UUID that is not PARENT's.
+  vhd-diff OUT - --size N [--block-size N] [--write OFF:LEN:BYTE]...
+      With "-" for the parent: a dynamic VHD of N bytes (for small seeds:
+      qemu-img writes 2 MiB blocks only).
+  vdi-new OUT SIZE [--block-size N] [--static] [--write OFF:LEN:BYTE]...
+      A dynamic (or static) VDI with blocks of N bytes (default 1 MiB).
   vdi-v0 OUT SIZE [--write OFF:LEN:BYTE]...
       A dynamic VDI with a version 0 header (VirtualBox 1.x).
   vhd-check FILE
@@ -126,7 +131,7 @@ def parse_writes(specs):
 def vhd_diff(args):
     child, parent = args[0], args[1]
     opts = {"--locators": "W2ru,W2ku", "--block-size": str(2 << 20),
-            "--name": None, "--parent-dir": None}
+            "--name": None, "--parent-dir": None, "--size": None}
     writes, wrong_uuid = [], False
     i = 2
     while i < len(args):
@@ -140,8 +145,12 @@ def vhd_diff(args):
         else:
             opts[a] = args[i + 1]
             i += 2
-    pdata = open(parent, "rb").read()
-    pf = read_footer(pdata)
+    dynamic = parent == "-"
+    if dynamic:
+        pf = make_footer(3, int(opts["--size"], 0), 512)
+        opts["--locators"] = ""
+    else:
+        pf = read_footer(open(parent, "rb").read())
     size = struct.unpack(">Q", pf[48:56])[0]
     puid = bytes(pf[68:84])
     if wrong_uuid:
@@ -149,14 +158,14 @@ def vhd_diff(args):
     bs = int(opts["--block-size"])
     nblocks = (size + bs - 1) // bs
     bitmap = max(((bs // SECTOR + 7) // 8 + 511) // 512 * 512, 512)
-    name = opts["--name"] or os.path.basename(parent)
+    name = "" if dynamic else opts["--name"] or os.path.basename(parent)
     locators = [x for x in opts["--locators"].split(",") if x]
 
     # Layout: footer copy, header, BAT, locator data, blocks, footer.
     bat_off = 1536
     pos = bat_off + (nblocks * 4 + 511) // 512 * 512
-    rel = os.path.relpath(os.path.abspath(parent),
-                          os.path.dirname(os.path.abspath(child)))
+    rel = "" if dynamic else os.path.relpath(
+        os.path.abspath(parent), os.path.dirname(os.path.abspath(child)))
     loc_entries, loc_data = [], []
     for code in locators:
         if code == "W2ru":
@@ -177,8 +186,9 @@ def vhd_diff(args):
     header = bytearray(1024)
     struct.pack_into(">8sQQIII", header, 0, b"cxsparse", 2**64 - 1, bat_off,
                      0x10000, nblocks, bs)
-    header[40:56] = puid
-    struct.pack_into(">I", header, 56, struct.unpack(">I", pf[24:28])[0])
+    if not dynamic:
+        header[40:56] = puid
+        struct.pack_into(">I", header, 56, struct.unpack(">I", pf[24:28])[0])
     pname = name.encode("utf-16-be")[:512]
     header[64:64 + len(pname)] = pname
     for k, (code, space, length, off) in enumerate(loc_entries):
@@ -198,6 +208,8 @@ def vhd_diff(args):
             bm, data = blocks[b]
             k = sin // SECTOR
             bm[k // 8] |= 0x80 >> (k % 8)
+            if dynamic:
+                bm[:] = b"\xff" * len(bm)
             data[sin:sin + SECTOR] = bytes([byte]) * SECTOR
     pos = first_block
     out = {}
@@ -206,7 +218,7 @@ def vhd_diff(args):
         bat[b] = pos // SECTOR
         out[pos] = blocks[b][0] + blocks[b][1]
         pos += bitmap + bs
-    footer = make_footer(4, size, 512)
+    footer = make_footer(3 if dynamic else 4, size, 512)
     with open(child, "wb") as fp:
         fp.write(footer)
         fp.write(header)
@@ -472,6 +484,55 @@ def vdi_diff(args):
         fp.truncate(off_data + len(blocks) * bs)
 
 
+def vdi_new(args):
+    out, size = args[0], int(args[1], 0)
+    bs, writes, static = 1 << 20, [], False
+    i = 2
+    while i < len(args):
+        if args[i] == "--block-size":
+            bs = int(args[i + 1], 0)
+            i += 2
+        elif args[i] == "--write":
+            writes.append(args[i + 1])
+            i += 2
+        elif args[i] == "--static":
+            static = True
+            i += 1
+        else:
+            sys.exit("unknown option " + args[i])
+    n = (size + bs - 1) // bs
+    blocks = {}
+    for off, length, byte in parse_writes(writes):
+        while length > 0:
+            b, k = divmod(off, bs)
+            m = min(length, bs - k)
+            blocks.setdefault(b, bytearray(bs))[k:k + m] = bytes([byte]) * m
+            off += m
+            length -= m
+    if static:
+        for b in range(n):
+            blocks.setdefault(b, bytearray(bs))
+    h = bytearray(512)
+    h[:40] = b"<<< Oracle VM VirtualBox Disk Image >>>\n"
+    off_blocks = 512
+    off_data = (off_blocks + 4 * n + 511) // 512 * 512
+    struct.pack_into("<IIIII", h, 64, 0xBEDA107F, 0x00010001, 400,
+                     2 if static else 1, 0)
+    struct.pack_into("<IIIIIIIQIIII", h, 340, off_blocks, off_data, 0, 0, 0,
+                     512, 0, size, bs, 0, n, len(blocks))
+    h[392:408] = uuid.uuid4().bytes_le
+    h[408:424] = uuid.uuid4().bytes_le
+    bmap = [VDI_FREE] * n
+    with open(out, "wb") as fp:
+        fp.write(h)
+        for idx, b in enumerate(sorted(blocks)):
+            bmap[b] = idx
+            fp.seek(off_data + idx * bs)
+            fp.write(blocks[b])
+        fp.seek(off_blocks)
+        fp.write(struct.pack("<%dI" % n, *bmap))
+
+
 def vdi_v0(args):
     out, size = args[0], int(args[1], 0)
     writes = parse_writes([args[i + 1] for i in range(2, len(args), 2)
@@ -522,7 +583,7 @@ def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     fn = {"vhd-diff": vhd_diff, "vhd-check": vhd_check, "vhd-set": vhd_set,
           "vhd-footer": vhd_footer, "vdi-diff": vdi_diff, "vdi-v0": vdi_v0,
-          "vdi-set": vdi_set}.get(cmd)
+          "vdi-set": vdi_set, "vdi-new": vdi_new}.get(cmd)
     if fn is None:
         sys.exit(__doc__)
     sys.exit(fn(args) or 0)
