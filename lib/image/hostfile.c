@@ -65,6 +65,41 @@ hostfile_zero (int fd, uint64_t offset, uint64_t count, bool may_trim,
   return 0;
 }
 
+/* Pieces of this size that are all zeroes are left out of sparse writes:
+ * the file system's block, and the copy engine's zero block. */
+#define SPARSE_PIECE 4096u
+
+int
+hostfile_write_sparse (int fd, const void *buf, size_t count,
+                       uint64_t offset, const char *path)
+{
+  const uint8_t *p = buf;
+  size_t pos = 0, start;
+
+  while (pos < count) {
+    /* The end of the piece that holds byte POS. */
+    size_t end = MIN (count, (size_t) (ROUND_UP (offset + pos + 1,
+                                                 (uint64_t) SPARSE_PIECE)
+                                       - offset));
+    if (is_zero (p + pos, end - pos)) {
+      pos = end;
+      continue;
+    }
+    start = pos;
+    pos = end;
+    while (pos < count) {
+      end = MIN (count, pos + SPARSE_PIECE);
+      if (is_zero (p + pos, end - pos))
+        break;
+      pos = end;
+    }
+    if (full_pwrite (fd, p + start, pos - start, offset + start) == -1)
+      return ferry_error_errno (errno, "%s: writing %zu bytes at offset 0x%"
+                                PRIx64, path, pos - start, offset + start);
+  }
+  return 0;
+}
+
 int
 hostfile_run (int fd, uint64_t offset, uint64_t len,
               struct hostfile_caps *caps, const char *path, bool *hole,

@@ -30,6 +30,16 @@ struct hostfile_caps {
 int hostfile_zero (int fd, uint64_t offset, uint64_t count, bool may_trim,
                    struct hostfile_caps *caps, const char *path);
 
+/* Write COUNT bytes of BUF at host OFFSET of FD, leaving out the 4 KiB
+ * pieces (aligned in the file) that are all zeroes.  Only for a range that
+ * reads as zeroes already, such as a block the image has just taken at
+ * the end of its file: the pieces left out stay holes.  The copy engine
+ * writes whole blocks (it decides per target cluster), so a block half
+ * data, half zeroes would otherwise cost its zeroes on disk.  0, or -1
+ * with the error set. */
+int hostfile_write_sparse (int fd, const void *buf, size_t count,
+                           uint64_t offset, const char *path);
+
 /* The run of FD that starts at host OFFSET, at most LEN bytes long: data,
  * or a hole (*HOLE).  *RUN is its length, at least 1 byte.  Where the
  * file system cannot tell, everything is data.  0, or -1 with the error

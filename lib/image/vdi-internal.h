@@ -111,6 +111,8 @@ struct vdi_image {
   uint32_t next_index;         /* the next block of the data area */
   bool meta_dirty;
   uint32_t dirty_lo, dirty_hi; /* map entries [lo, hi) to write */
+  uint8_t *untouched;          /* a new static image: a bit per data-area
+                                  block not yet written, or NULL */
 };
 
 /* vdi.c */

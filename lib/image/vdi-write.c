@@ -17,7 +17,10 @@
  * 2. A new block takes the next block of the data area (next_index); the
  *    first new block after open cuts the file at the end of the data area
  *    if anything lies past it, so a new block's unwritten bytes read as
- *    zeroes (they are past the end of the file, or a hole).
+ *    zeroes (they are past the end of the file, or a hole).  The write
+ *    that takes a block, and the first write into each block of a static
+ *    image ferry created (all holes), leave out the 4 KiB pieces that are
+ *    zeroes, so the file stays as sparse as the disk.
  *
  * 3. A block's map entry is set in memory only after its data is written,
  *    with an atomic store, so a concurrent reader sees FREE or the
@@ -105,6 +108,13 @@ block_for_write (struct vdi_image *d, uint64_t b, uint32_t *index,
   __atomic_store_n (&d->meta_dirty, true, __ATOMIC_RELAXED);
   if (e < VDI_BLOCK_ZERO) {
     *index = e;
+    /* A block of a new static image reads as zeroes until its first
+     * write. */
+    if (d->untouched && e < d->nr_blocks) {
+      uint8_t bit = 1 << (e % 8);
+      *fresh = __atomic_fetch_and (&d->untouched[e / 8], ~bit,
+                                   __ATOMIC_RELAXED) & bit;
+    }
     return 0;
   }
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&d->lock);
@@ -149,11 +159,17 @@ vdi_pwrite (struct ferry_image *img, const void *buf, size_t count,
     if (block_for_write (d, b, &index, &fresh) == -1)
       return -1;
     host = vdi_block_host (d, index) + in;
-    if (full_pwrite (d->fd, p, n, host) == -1)
+    /* A block that reads as zeroes before this call need not have its
+     * zeroes written (note 2). */
+    if (fresh) {
+      if (hostfile_write_sparse (d->fd, p, n, host, img->path) == -1)
+        return -1;
+    }
+    else if (full_pwrite (d->fd, p, n, host) == -1)
       return ferry_error_errno (errno, "%s: writing %" PRIu64 " bytes of "
                                 "block %" PRIu64 " at offset 0x%" PRIx64,
                                 img->path, n, b, host);
-    if (fresh)
+    if (fresh && vdi_map_get (d, b) >= VDI_BLOCK_ZERO)
       publish_block (d, b, index);
     p += n;
     offset += n;
@@ -331,6 +347,12 @@ write_new_image (struct vdi_image *d, uint64_t size, bool is_static)
   for (i = 0; i < n; i++) {
     d->map[i] = is_static ? i : VDI_BLOCK_FREE;
     buf[i] = htole32 (d->map[i]);
+  }
+  if (is_static) {
+    d->untouched = malloc (DIV_ROUND_UP (MAX (n, (uint64_t) 1), 8));
+    if (d->untouched == NULL)
+      return ferry_error (ENOMEM, "%s: out of memory", d->base.path);
+    memset (d->untouched, 0xff, DIV_ROUND_UP (MAX (n, (uint64_t) 1), 8));
   }
   build_header (d, is_static);
   if (resize_to (d, is_static ? data_end (d) : d->off_data) == -1 ||

@@ -460,6 +460,7 @@ vdi_free (struct vdi_image *d)
     close (d->fd);
   pthread_mutex_destroy (&d->lock);
   free (d->map);
+  free (d->untouched);
   free (d->parent_path);
   free (d);
 }

@@ -40,7 +40,9 @@
  *    footer (and anything past it), so a block's unwritten sectors are a
  *    hole and read as zeroes.  From then until the next flush the file
  *    has no trailing footer; its copy at the start still describes it
- *    (ferry and qemu-img read dynamic disks by that copy).
+ *    (ferry and qemu-img read dynamic disks by that copy).  The write
+ *    that takes a block leaves out the 4 KiB pieces that are zeroes, so
+ *    the file stays as sparse as the disk.
  *
  * 4. A block's BAT entry is set in memory only after its bitmap and data
  *    are written, with an atomic store, so a concurrent reader sees the
@@ -307,7 +309,14 @@ vhd_pwrite (struct ferry_image *img, const void *buf, size_t count,
     bool fresh = false;
     if (block_for_write (v, b, &start, &fresh) == -1)
       return -1;
-    if (full_pwrite (v->fd, p, n, start + v->bitmap_size + in) == -1)
+    /* A block taken by this very call reads as zeroes (note 3): its
+     * zeroes need not be written. */
+    if (fresh) {
+      if (hostfile_write_sparse (v->fd, p, n, start + v->bitmap_size + in,
+                                 img->path) == -1)
+        return -1;
+    }
+    else if (full_pwrite (v->fd, p, n, start + v->bitmap_size + in) == -1)
       return ferry_error_errno (errno, "%s: writing %" PRIu64 " bytes of "
                                 "block %" PRIu64 " at offset 0x%" PRIx64,
                                 img->path, n, b, start + v->bitmap_size + in);

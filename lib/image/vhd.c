@@ -306,7 +306,7 @@ load_footer (struct vhd_image *v, uint64_t *footer_off)
     head_ok = true;
     head_type = get_be32 (head + VHD_F_DISK_TYPE);
   }
-  if (memcmp (tail, VHD_COOKIE, 8) == 0 && v->file_size >= 2 * 512) {
+  if (memcmp (tail, VHD_COOKIE, 8) == 0) {
     tail_ok = true;
     tail_type = get_be32 (tail + VHD_F_DISK_TYPE);
   }
