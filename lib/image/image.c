@@ -911,6 +911,17 @@ check_report (struct ferry_check_result *r, bool corruption,
 }
 
 int
+check_report_error (struct ferry_check_result *r, const char *path)
+{
+  const char *msg = ferry_get_error ();
+  size_t n = strlen (path);
+
+  if (strncmp (msg, path, n) == 0 && strncmp (msg + n, ": ", 2) == 0)
+    msg += n + 2;
+  return check_report (r, true, "%s", msg);
+}
+
+int
 ferry_image_check (const char *path, const char *format,
                    struct ferry_check_result *result)
 {

@@ -204,4 +204,9 @@ int check_report (struct ferry_check_result *r, bool corruption,
                   const char *fmt, ...)
   __attribute__ ((format (printf, 3, 4)));
 
+/* Add the library's current error (say, why a structure could not be
+ * read) as a corruption line, without the "PATH: " it starts with, since
+ * ferry check prints the path itself. */
+int check_report_error (struct ferry_check_result *r, const char *path);
+
 #endif /* FERRY_IMAGE_INTERNAL_H */

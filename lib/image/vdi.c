@@ -465,11 +465,11 @@ vdi_free (struct vdi_image *d)
   free (d);
 }
 
-/* Open a VDI image and, for a differencing one, its parent. */
-static struct ferry_image *
-vdi_open (const char *path, int fd, const struct open_args *args)
+/* Make D for FD (owned from here, closed on failure) and read and check
+ * its header and block map, but not its parent.  NULL with the error set. */
+static struct vdi_image *
+vdi_load (const char *path, int fd, bool writable)
 {
-  bool writable = args->flags & FERRY_OPEN_WRITE;
   struct vdi_image *d = calloc (1, sizeof *d);
   struct stat st;
 
@@ -499,6 +499,23 @@ vdi_open (const char *path, int fd, const struct open_args *args)
   }
   if (parse_header (d) == -1 || load_map (d) == -1)
     goto err;
+  return d;
+
+ err:
+  free (d->base.path);
+  vdi_free (d);
+  return NULL;
+}
+
+/* Open a VDI image and, for a differencing one, its parent. */
+static struct ferry_image *
+vdi_open (const char *path, int fd, const struct open_args *args)
+{
+  bool writable = args->flags & FERRY_OPEN_WRITE;
+  struct vdi_image *d = vdi_load (path, fd, writable);
+
+  if (d == NULL)
+    return NULL;
   if (d->type == VDI_TYPE_DIFF || d->type == VDI_TYPE_UNDO) {
     if (writable) {
       ferry_error (ENOTSUP, "%s: ferry does not write into differencing VDI "
@@ -517,6 +534,60 @@ vdi_open (const char *path, int fd, const struct open_args *args)
   free (d->base.path);
   vdi_free (d);
   return NULL;
+}
+
+/* ferry check: what open refuses is an error (its message); a map entry
+ * past the header's count of data blocks is an error too (VirtualBox
+ * would hand that block out again); counted blocks no entry uses are
+ * leaks.  The parent is not opened: each file is checked on its own. */
+static int
+vdi_check (const char *path, int fd, struct ferry_check_result *r)
+{
+  int fd2 = fcntl (fd, F_DUPFD_CLOEXEC, 0);
+  CLEANUP_FREE uint8_t *used = NULL;
+  struct vdi_image *d;
+  uint64_t unused = 0;
+  uint32_t i;
+  int ret = -1;
+
+  if (fd2 == -1)
+    return ferry_error_errno (errno, "%s: dup", path);
+  d = vdi_load (path, fd2, false);
+  if (d == NULL)
+    return check_report_error (r, path);
+  used = calloc (DIV_ROUND_UP (MAX (d->nr_allocated, 1u), 8), 1);
+  if (used == NULL) {
+    ferry_error (ENOMEM, "%s: out of memory", path);
+    goto out;
+  }
+  for (i = 0; i < d->nr_entries; i++) {
+    uint32_t e = d->map[i];
+    if (e >= VDI_BLOCK_ZERO)
+      continue;
+    r->allocated_clusters++;
+    if (e < d->nr_allocated)
+      used[e / 8] |= 1 << (e % 8);
+    else if (check_report (r, true, "block map entry %" PRIu32 " points to "
+                           "data block %" PRIu32 ", past the %" PRIu32
+                           " blocks the header counts (VirtualBox would give "
+                           "it out again)", i, e, d->nr_allocated) == -1)
+      goto out;
+  }
+  for (i = 0; i < d->nr_allocated; i++)
+    if (!(used[i / 8] & (1 << (i % 8))))
+      unused++;
+  if (unused && check_report (r, false, "%" PRIu64 " of the %" PRIu32
+                              " data blocks the header counts are used by no "
+                              "block map entry", unused,
+                              d->nr_allocated) == -1)
+    goto out;
+  r->leaks += unused ? unused - 1 : 0;   /* one line, one leak per block */
+  r->total_clusters = d->nr_entries;
+  ret = 0;
+ out:
+  free (d->base.path);
+  vdi_free (d);
+  return ret;
 }
 
 /* Finish a writable image (map, header) and free it all. */
@@ -548,4 +619,5 @@ const struct image_driver vdi_driver = {
   .flush = vdi_flush,
   .close = vdi_close,
   .describe = vdi_describe,
+  .check = vdi_check,
 };

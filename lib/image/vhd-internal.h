@@ -128,9 +128,17 @@ struct vhd_image {
 
 /* vhd.c */
 uint32_t vhd_checksum (const uint8_t *buf, size_t len, size_t field);
+/* Make V for FD (owned from here, closed on failure) and read and check
+ * its footer, header and BAT, but not its parent; *FOOTER_OFF says where
+ * the footer in use lies.  NULL with the error set. */
+struct vhd_image *vhd_load (const char *path, int fd, bool writable,
+                            uint64_t *footer_off /* OUT */);
 void vhd_free (struct vhd_image *v);
 int vhd_read_range (struct vhd_image *v, void *buf, uint64_t count,
                     uint64_t offset);
+
+/* vhd-check.c */
+int vhd_check (const char *path, int fd, struct ferry_check_result *result);
 
 /* vhd-write.c */
 struct ferry_image *vhd_create (const char *path, int fd, uint64_t size,

@@ -503,6 +503,29 @@ load_bat (struct vhd_image *v)
   return 0;
 }
 
+/* Check that locator I of the header, if any, lies in the file. */
+static int
+check_locator (struct vhd_image *v, int i)
+{
+  const uint8_t *e = v->header + VHD_H_LOCATORS + i * VHD_LOCATOR_SIZE;
+  uint32_t len = get_be32 (e + 8);
+  uint64_t off = get_be64 (e + 16);
+  char cc[20];
+
+  if (get_be32 (e) == 0 || len == 0)
+    return 0;
+  if (len > VHD_MAX_LOCATOR_BYTES || off > v->file_size ||
+      v->file_size - off < len) {
+    format_code (e, cc);
+    return ferry_error (EINVAL, "%s: dynamic disk header at offset 0x%" PRIx64
+                        ": parent locator %d ('%s') of %" PRIu32 " bytes at "
+                        "offset 0x%" PRIx64 " does not lie in the file (size %"
+                        PRIu64 " bytes)", v->base.path, v->header_offset, i,
+                        cc, len, off, v->file_size);
+  }
+  return 0;
+}
+
 /* Read locator I of the header into a new string (UTF-8), or set *DATA
  * NULL for an empty one.  *CODE gets its platform code. */
 static int
@@ -512,20 +535,13 @@ read_locator (struct vhd_image *v, int i, uint32_t *code, char **data)
   uint32_t len = get_be32 (e + 8);
   uint64_t off = get_be64 (e + 16);
   CLEANUP_FREE uint8_t *raw = NULL;
-  char cc[20];
 
   *code = get_be32 (e);
   *data = NULL;
   if (*code == 0 || len == 0)
     return 0;
-  format_code (e, cc);
-  if (len > VHD_MAX_LOCATOR_BYTES || off > v->file_size ||
-      v->file_size - off < len)
-    return ferry_error (EINVAL, "%s: dynamic disk header at offset 0x%" PRIx64
-                        ": parent locator %d ('%s') of %" PRIu32 " bytes at "
-                        "offset 0x%" PRIx64 " does not lie in the file (size %"
-                        PRIu64 " bytes)", v->base.path, v->header_offset, i,
-                        cc, len, off, v->file_size);
+  if (check_locator (v, i) == -1)
+    return -1;
   raw = malloc (len + 1);
   if (raw == NULL)
     return ferry_error (ENOMEM, "%s: out of memory", v->base.path);
@@ -1068,13 +1084,10 @@ checksum_warnings (struct vhd_image *v, uint64_t footer_off, bool strict)
   return 0;
 }
 
-/* Open a fixed, dynamic or differencing disk. */
-static struct ferry_image *
-vhd_open (const char *path, int fd, const struct open_args *args)
+struct vhd_image *
+vhd_load (const char *path, int fd, bool writable, uint64_t *footer_off)
 {
-  bool writable = args->flags & FERRY_OPEN_WRITE;
   struct vhd_image *v = calloc (1, sizeof *v);
-  uint64_t footer_off = 0;
   struct stat st;
 
   if (v == NULL) {
@@ -1092,19 +1105,41 @@ vhd_open (const char *path, int fd, const struct open_args *args)
   }
   v->file_size = S_ISBLK (st.st_mode) ?
     (uint64_t) lseek (fd, 0, SEEK_END) : (uint64_t) st.st_size;
-  if (load_footer (v, &footer_off) == -1)
+  if (load_footer (v, footer_off) == -1)
     goto err;
   if (v->type == VHD_TYPE_FIXED) {
     if (v->base.size > v->file_size - VHD_FOOTER_SIZE) {
       ferry_error (EINVAL, "%s: footer at offset 0x%" PRIx64 ": a fixed disk "
                    "of %" PRIu64 " bytes, but the file holds only %" PRIu64
-                   " bytes before its footer", path, footer_off, v->base.size,
-                   v->file_size - VHD_FOOTER_SIZE);
+                   " bytes before its footer", path, *footer_off,
+                   v->base.size, v->file_size - VHD_FOOTER_SIZE);
       goto err;
     }
   }
   else if (load_header (v) == -1 || load_bat (v) == -1)
     goto err;
+  if (v->type == VHD_TYPE_DIFF)
+    for (int i = 0; i < VHD_NR_LOCATORS; i++)
+      if (check_locator (v, i) == -1)
+        goto err;
+  return v;
+
+ err:
+  free (v->base.path);
+  vhd_free (v);
+  return NULL;
+}
+
+/* Open a fixed, dynamic or differencing disk. */
+static struct ferry_image *
+vhd_open (const char *path, int fd, const struct open_args *args)
+{
+  bool writable = args->flags & FERRY_OPEN_WRITE;
+  uint64_t footer_off = 0;
+  struct vhd_image *v = vhd_load (path, fd, writable, &footer_off);
+
+  if (v == NULL)
+    return NULL;
   if (checksum_warnings (v, footer_off, args->flags & FERRY_OPEN_STRICT) == -1)
     goto err;
   if (v->type == VHD_TYPE_DIFF) {
@@ -1159,4 +1194,5 @@ const struct image_driver vhd_driver = {
   .flush = vhd_flush,
   .close = vhd_close,
   .describe = vhd_describe,
+  .check = vhd_check,
 };

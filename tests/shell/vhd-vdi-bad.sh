@@ -35,6 +35,12 @@ refuse () {
     expect_failure "$what: ferry convert, format probed" "$img"
   fi
   rm -f out/x.qcow2
+  fy check -f "$fmt" "$img"
+  if [ -z "$CRASH" ] && [ "$RC" = 2 ] && grep -q -E -- "$re" "$OUT"; then
+    ok "$what: ferry check -f $fmt reports it as an error"
+  else
+    not_ok "$what: ferry check -f $fmt: exit $RC, expected 2 and a line matching /$re/" "$(last_run)"
+  fi
   if [ -z "$(ls -A out)" ]; then
     ok "$what: no target and no temporary file left"
   else
@@ -143,6 +149,35 @@ expect_exit 0 "a damaged footer copy at the start, a good footer at the end"
 check_true "a damaged footer copy: no warning (the footer at the end is sound)" \
   not grep -q warning "$ERR"
 same_content "a damaged footer copy: the contents are intact" hob.raw raw good.raw raw
+
+# What ferry check finds beyond what open refuses: checksums (errors),
+# space no block uses (leaks), and a writer that did not finish.
+fy check sum-footer.vhd
+expect_exit 2 "ferry check: a bad footer checksum is an error"
+check_true "ferry check: the line names the checksum" grep -q "checksum 0x12345678" "$OUT"
+damage leak.vhd good.vhd vhd-set bat 0 0xffffffff
+fy check leak.vhd
+expect_exit 3 "ferry check: a block no BAT entry uses is a leak"
+check_true "ferry check: the leak line gives the offset" grep -q "are in no block" "$OUT"
+head -c $(($(stat -c %s good.vhd) - 512)) good.vhd >unfinished.vhd
+fy check unfinished.vhd
+expect_exit 2 "ferry check: a dynamic disk with no footer at the end is an error"
+check_true "ferry check: it says the writer did not finish" grep -q "did not finish" "$OUT"
+fy convert -O raw unfinished.vhd unfinished.raw
+expect_exit 0 "a dynamic disk with no footer at the end is still read (by its copy at the start)"
+same_content "a dynamic disk with no footer at the end: the contents are intact" \
+  unfinished.raw raw good.raw raw
+mkimg vdi leak.vdi $((4 * MiB)) static=on
+vvtool vdi-set leak.vdi map:2 0xffffffff
+fy check leak.vdi
+expect_exit 3 "ferry check: a counted VDI block no entry uses is a leak (qemu-img calls it an error)"
+mkimg vdi count.vdi $((4 * MiB))
+qio vdi count.vdi "write -P 1 0 1M"
+vvtool vdi-set count.vdi blocks_allocated 0
+fy check count.vdi
+expect_exit 2 "ferry check: a VDI entry past the allocated count is an error"
+check_true "ferry check: it says VirtualBox would give the block out again" \
+  grep -q "give it out again" "$OUT"
 
 # A differencing disk whose locator points past the end of the file.
 vvtool vhd-diff diff.vhd good.vhd --write 0:512:0x44

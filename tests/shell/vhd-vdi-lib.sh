@@ -57,7 +57,8 @@ judge_output () {
       return 1
     fi
   fi
-  return 0
+  fy check "$dst"
+  expect_exit 0 "$what: ferry check finds it clean"
 }
 
 # convert_to WHAT SRC SF DST DF SIZE [FERRY OPTIONS...]: ferry converts
