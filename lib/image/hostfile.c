@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/falloc.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "hostfile.h"
@@ -155,5 +157,48 @@ hostfile_extents (int fd, uint64_t host, uint64_t len, uint64_t offset,
     offset += run;
     len -= run;
   }
+  return 0;
+}
+
+int
+hostfile_write_table32 (int fd, const uint32_t *table, uint32_t lo,
+                        uint32_t hi, uint64_t offset, bool big_endian,
+                        const char *path, const char *what)
+{
+  uint32_t *buf, i;
+  int r = 0;
+
+  if (lo >= hi)
+    return 0;
+  buf = malloc ((size_t) (hi - lo) * 4);
+  if (buf == NULL)
+    return ferry_error (ENOMEM, "%s: out of memory", path);
+  for (i = lo; i < hi; i++)
+    buf[i - lo] = big_endian ? htobe32 (table[i]) : htole32 (table[i]);
+  if (full_pwrite (fd, buf, (size_t) (hi - lo) * 4,
+                   offset + (uint64_t) lo * 4) == -1)
+    r = ferry_error_errno (errno, "%s: writing the %s at offset 0x%" PRIx64,
+                           path, what, offset + (uint64_t) lo * 4);
+  free (buf);
+  return r;
+}
+
+int
+hostfile_size (int fd, const char *path, uint64_t *size)
+{
+  struct stat st;
+  off_t end;
+
+  if (fstat (fd, &st) == -1)
+    return ferry_error_errno (errno, "%s: stat", path);
+  if (!S_ISBLK (st.st_mode)) {
+    *size = st.st_size;
+    return 0;
+  }
+  end = lseek (fd, 0, SEEK_END);
+  if (end == -1)
+    return ferry_error_errno (errno, "%s: finding the size of the device",
+                              path);
+  *size = end;
   return 0;
 }

@@ -57,4 +57,14 @@ int hostfile_extents (int fd, uint64_t host, uint64_t len, uint64_t offset,
                       uint32_t hole_flags, struct hostfile_caps *caps,
                       const char *path, struct ferry_extent_list *list);
 
+/* Write entries [LO, HI) of the 32-bit TABLE (host byte order) into FD,
+ * where entry 0 lies at host OFFSET, big- or little-endian; WHAT names
+ * the table in messages.  0, or -1 with the error set. */
+int hostfile_write_table32 (int fd, const uint32_t *table, uint32_t lo,
+                            uint32_t hi, uint64_t offset, bool big_endian,
+                            const char *path, const char *what);
+
+/* The size of the file or block device FD: 0, or -1 with the error set. */
+int hostfile_size (int fd, const char *path, uint64_t *size /* OUT */);
+
 #endif /* FERRY_HOSTFILE_H */

@@ -116,6 +116,9 @@ struct vdi_image {
 };
 
 /* vdi.c */
+/* Make D for FD (owned from here, closed on failure), its base set up and
+ * file_size known.  NULL with the error set. */
+struct vdi_image *vdi_alloc (const char *path, int fd, bool writable);
 void vdi_free (struct vdi_image *d);
 void vdi_format_uuid (const uint8_t *u, char out[37]);
 

@@ -208,18 +208,9 @@ vdi_zero (struct ferry_image *img, size_t count, uint64_t offset,
 static int
 write_map (struct vdi_image *d)
 {
-  uint32_t i, lo = d->dirty_lo, hi = d->dirty_hi;
-  CLEANUP_FREE uint32_t *buf = NULL;
-
-  if (lo >= hi)
-    return 0;
-  buf = malloc ((size_t) (hi - lo) * 4);
-  if (buf == NULL)
-    return ferry_error (ENOMEM, "%s: out of memory", d->base.path);
-  for (i = lo; i < hi; i++)
-    buf[i - lo] = htole32 (d->map[i]);
-  if (write_at (d, buf, (size_t) (hi - lo) * 4,
-                d->off_blocks + (uint64_t) lo * 4, "block map") == -1)
+  if (hostfile_write_table32 (d->fd, d->map, d->dirty_lo, d->dirty_hi,
+                              d->off_blocks, false, d->base.path,
+                              "block map") == -1)
     return -1;
   d->dirty_lo = UINT32_MAX;
   d->dirty_hi = 0;
@@ -376,20 +367,13 @@ vdi_create (const char *path, int fd, uint64_t size, struct option_list *opts)
   }
   if (fstat (fd, &st) == -1 || !S_ISREG (st.st_mode)) {
     ferry_error (ENOTSUP, "%s: ferry writes VDI images into regular files "
-                 "only", path);
+                 "only, not onto devices", path);
     close (fd);
     return NULL;
   }
-  d = calloc (1, sizeof *d);
-  if (d == NULL) {
-    ferry_error (ENOMEM, "%s: out of memory", path);
-    close (fd);
+  d = vdi_alloc (path, fd, true);
+  if (d == NULL)
     return NULL;
-  }
-  d->fd = fd;
-  pthread_mutex_init (&d->lock, NULL);
-  if (image_init_base (&d->base, &vdi_driver, path, fd, false) == -1)
-    goto err;
   /* VirtualBox sees disks in whole sectors, as qemu-img creates them. */
   if (size > UINT64_MAX - 511) {
     ferry_error (EFBIG, "%s: a virtual size of %" PRIu64 " bytes is too "

@@ -465,13 +465,10 @@ vdi_free (struct vdi_image *d)
   free (d);
 }
 
-/* Make D for FD (owned from here, closed on failure) and read and check
- * its header and block map, but not its parent.  NULL with the error set. */
-static struct vdi_image *
-vdi_load (const char *path, int fd, bool writable)
+struct vdi_image *
+vdi_alloc (const char *path, int fd, bool writable)
 {
   struct vdi_image *d = calloc (1, sizeof *d);
-  struct stat st;
 
   if (d == NULL) {
     ferry_error (ENOMEM, "%s: out of memory", path);
@@ -480,14 +477,24 @@ vdi_load (const char *path, int fd, bool writable)
   }
   d->fd = fd;
   pthread_mutex_init (&d->lock, NULL);
-  if (image_init_base (&d->base, &vdi_driver, path, fd, !writable) == -1)
-    goto err;
-  if (fstat (fd, &st) == -1) {
-    ferry_error_errno (errno, "%s: stat", path);
-    goto err;
+  if (image_init_base (&d->base, &vdi_driver, path, fd, !writable) == -1 ||
+      hostfile_size (fd, path, &d->file_size) == -1) {
+    free (d->base.path);
+    vdi_free (d);
+    return NULL;
   }
-  d->file_size = S_ISBLK (st.st_mode) ?
-    (uint64_t) lseek (fd, 0, SEEK_END) : (uint64_t) st.st_size;
+  return d;
+}
+
+/* Make D for FD (owned from here, closed on failure) and read and check
+ * its header and block map, but not its parent.  NULL with the error set. */
+static struct vdi_image *
+vdi_load (const char *path, int fd, bool writable)
+{
+  struct vdi_image *d = vdi_alloc (path, fd, writable);
+
+  if (d == NULL)
+    return NULL;
   if (d->file_size < VDI_HEADER_START + VDI1_MIN_HEADER_SIZE) {
     ferry_error (EINVAL, "%s: file of %" PRIu64 " bytes is too small to hold "
                  "a VDI header", path, d->file_size);

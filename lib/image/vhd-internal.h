@@ -128,6 +128,9 @@ struct vhd_image {
 
 /* vhd.c */
 uint32_t vhd_checksum (const uint8_t *buf, size_t len, size_t field);
+/* Make V for FD (owned from here, closed on failure), its base set up and
+ * file_size known.  NULL with the error set. */
+struct vhd_image *vhd_alloc (const char *path, int fd, bool writable);
 /* Make V for FD (owned from here, closed on failure) and read and check
  * its footer, header and BAT, but not its parent; *FOOTER_OFF says where
  * the footer in use lies.  NULL with the error set. */

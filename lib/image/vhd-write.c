@@ -359,18 +359,8 @@ vhd_zero (struct ferry_image *img, size_t count, uint64_t offset,
 static int
 write_bat (struct vhd_image *v)
 {
-  uint32_t i, lo = v->dirty_lo, hi = v->dirty_hi;
-  CLEANUP_FREE uint32_t *buf = NULL;
-
-  if (lo >= hi)
-    return 0;
-  buf = malloc ((size_t) (hi - lo) * 4);
-  if (buf == NULL)
-    return ferry_error (ENOMEM, "%s: out of memory", v->base.path);
-  for (i = lo; i < hi; i++)
-    buf[i - lo] = htobe32 (v->bat[i]);
-  if (write_at (v, buf, (size_t) (hi - lo) * 4,
-                v->bat_offset + (uint64_t) lo * 4, "BAT") == -1)
+  if (hostfile_write_table32 (v->fd, v->bat, v->dirty_lo, v->dirty_hi,
+                              v->bat_offset, true, v->base.path, "BAT") == -1)
     return -1;
   v->dirty_lo = UINT32_MAX;
   v->dirty_hi = 0;
@@ -540,7 +530,7 @@ vhd_create (const char *path, int fd, uint64_t size, struct option_list *opts)
   }
   if (fstat (fd, &st) == -1 || !S_ISREG (st.st_mode)) {
     ferry_error (ENOTSUP, "%s: ferry writes VHD images into regular files "
-                 "only", path);
+                 "only, not onto devices", path);
     close (fd);
     return NULL;
   }
@@ -564,16 +554,9 @@ vhd_create (const char *path, int fd, uint64_t size, struct option_list *opts)
     return NULL;
   }
 
-  v = calloc (1, sizeof *v);
-  if (v == NULL) {
-    ferry_error (ENOMEM, "%s: out of memory", path);
-    close (fd);
+  v = vhd_alloc (path, fd, true);
+  if (v == NULL)
     return NULL;
-  }
-  v->fd = fd;
-  pthread_mutex_init (&v->lock, NULL);
-  if (image_init_base (&v->base, &vhd_driver, path, fd, false) == -1)
-    goto err;
   v->base.size = v->current_size = size;
   snprintf (v->size_reason, sizeof v->size_reason,
             "creator 'frry' (ferry) sizes disks by the current size field");

@@ -1085,10 +1085,9 @@ checksum_warnings (struct vhd_image *v, uint64_t footer_off, bool strict)
 }
 
 struct vhd_image *
-vhd_load (const char *path, int fd, bool writable, uint64_t *footer_off)
+vhd_alloc (const char *path, int fd, bool writable)
 {
   struct vhd_image *v = calloc (1, sizeof *v);
-  struct stat st;
 
   if (v == NULL) {
     ferry_error (ENOMEM, "%s: out of memory", path);
@@ -1097,14 +1096,22 @@ vhd_load (const char *path, int fd, bool writable, uint64_t *footer_off)
   }
   v->fd = fd;
   pthread_mutex_init (&v->lock, NULL);
-  if (image_init_base (&v->base, &vhd_driver, path, fd, !writable) == -1)
-    goto err;
-  if (fstat (fd, &st) == -1) {
-    ferry_error_errno (errno, "%s: stat", path);
-    goto err;
+  if (image_init_base (&v->base, &vhd_driver, path, fd, !writable) == -1 ||
+      hostfile_size (fd, path, &v->file_size) == -1) {
+    free (v->base.path);
+    vhd_free (v);
+    return NULL;
   }
-  v->file_size = S_ISBLK (st.st_mode) ?
-    (uint64_t) lseek (fd, 0, SEEK_END) : (uint64_t) st.st_size;
+  return v;
+}
+
+struct vhd_image *
+vhd_load (const char *path, int fd, bool writable, uint64_t *footer_off)
+{
+  struct vhd_image *v = vhd_alloc (path, fd, writable);
+
+  if (v == NULL)
+    return NULL;
   if (load_footer (v, footer_off) == -1)
     goto err;
   if (v->type == VHD_TYPE_FIXED) {

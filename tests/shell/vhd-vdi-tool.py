@@ -402,7 +402,7 @@ def vdi_header(h):
     return v
 
 
-def vdi_read(path, hdr, data, offset, length):
+def vdi_read(hdr, data, offset, length):
     """Guest bytes of a (non-differencing) VDI."""
     out = bytearray()
     bs = hdr["block_size"]
@@ -421,6 +421,51 @@ def vdi_read(path, hdr, data, offset, length):
         offset += n
         length -= n
     return out
+
+
+def apply_writes(writes, bs, new_block):
+    """The blocks (number -> bytearray of BS bytes) that WRITES touch, each
+    started as new_block(number)."""
+    blocks = {}
+    for off, length, byte in parse_writes(writes):
+        while length > 0:
+            b, k = divmod(off, bs)
+            m = min(length, bs - k)
+            if b not in blocks:
+                blocks[b] = new_block(b)
+            blocks[b][k:k + m] = bytes([byte]) * m
+            off += m
+            length -= m
+    return blocks
+
+
+def write_vdi(path, size, bs, img_type, blocks, bmap, linkage=b"",
+              parent_modify=b"", reverse=False):
+    """A version 1.1 VDI: BLOCKS in the data area (in reverse guest order
+    with REVERSE, to exercise the map), BMAP (a list) for the rest."""
+    n = len(bmap)
+    h = bytearray(512)
+    text = b"<<< Oracle VM VirtualBox Disk Image >>>\n"
+    h[:len(text)] = text
+    off_blocks = 512
+    off_data = (off_blocks + 4 * n + 511) // 512 * 512
+    struct.pack_into("<IIIII", h, 64, 0xBEDA107F, 0x00010001, 400, img_type,
+                     0)
+    struct.pack_into("<IIIIIIIQIIII", h, 340, off_blocks, off_data, 0, 0, 0,
+                     512, 0, size, bs, 0, n, len(blocks))
+    h[392:408] = uuid.uuid4().bytes_le
+    h[408:424] = uuid.uuid4().bytes_le
+    h[424:424 + len(linkage)] = linkage
+    h[440:440 + len(parent_modify)] = parent_modify
+    with open(path, "wb") as fp:
+        fp.write(h)
+        for idx, b in enumerate(sorted(blocks, reverse=reverse)):
+            bmap[b] = idx
+            fp.seek(off_data + idx * bs)
+            fp.write(blocks[b])
+        fp.seek(off_blocks)
+        fp.write(struct.pack("<%dI" % n, *bmap))
+        fp.truncate(off_data + len(blocks) * bs)
 
 
 def vdi_diff(args):
@@ -446,42 +491,17 @@ def vdi_diff(args):
     ph = vdi_header(pdata)
     size, bs = ph["disk_size"], ph["block_size"]
     n = (size + bs - 1) // bs
-    blocks = {}
-    for off, length, byte in parse_writes(writes):
-        while length > 0:
-            b, k = divmod(off, bs)
-            m = min(length, bs - k)
-            if b not in blocks:
-                blocks[b] = vdi_read(parent, ph, pdata, b * bs, bs)
-            blocks[b][k:k + m] = bytes([byte]) * m
-            off += m
-            length -= m
-    h = bytearray(512)
-    h[:len(b"<<< Oracle VM VirtualBox Disk Image >>>\n")] = \
-        b"<<< Oracle VM VirtualBox Disk Image >>>\n"
-    off_blocks = 512
-    off_data = (off_blocks + 4 * n + 511) // 512 * 512
-    struct.pack_into("<IIIII", h, 64, 0xBEDA107F, 0x00010001, 400,
-                     3 if undo else 4, 0)
-    struct.pack_into("<IIIIIIIQIIII", h, 340, off_blocks, off_data, 0, 0, 0,
-                     512, 0, size, bs, 0, n, len(blocks))
-    h[392:408] = uuid.uuid4().bytes_le
-    h[408:424] = uuid.uuid4().bytes_le
-    h[424:440] = ph["uuid_create"]
-    h[440:456] = uuid.uuid4().bytes_le if stale else ph["uuid_modify"]
+    # VirtualBox copies a block from the parent before writing into it.
+    blocks = apply_writes(writes, bs,
+                          lambda b: vdi_read(ph, pdata, b * bs, bs))
     bmap = [VDI_FREE] * n
     for b in discards:
         bmap[b] = VDI_ZERO
-    with open(child, "wb") as fp:
-        fp.write(h)
-        # Data blocks in reverse guest order, to exercise the map.
-        for idx, b in enumerate(sorted(blocks, reverse=True)):
-            bmap[b] = idx
-            fp.seek(off_data + idx * bs)
-            fp.write(blocks[b])
-        fp.seek(off_blocks)
-        fp.write(struct.pack("<%dI" % n, *bmap))
-        fp.truncate(off_data + len(blocks) * bs)
+    write_vdi(child, size, bs, 3 if undo else 4, blocks, bmap,
+              linkage=ph["uuid_create"],
+              parent_modify=(uuid.uuid4().bytes_le if stale
+                             else ph["uuid_modify"]),
+              reverse=True)
 
 
 def vdi_new(args):
@@ -501,52 +521,20 @@ def vdi_new(args):
         else:
             sys.exit("unknown option " + args[i])
     n = (size + bs - 1) // bs
-    blocks = {}
-    for off, length, byte in parse_writes(writes):
-        while length > 0:
-            b, k = divmod(off, bs)
-            m = min(length, bs - k)
-            blocks.setdefault(b, bytearray(bs))[k:k + m] = bytes([byte]) * m
-            off += m
-            length -= m
+    blocks = apply_writes(writes, bs, lambda b: bytearray(bs))
     if static:
         for b in range(n):
             blocks.setdefault(b, bytearray(bs))
-    h = bytearray(512)
-    h[:40] = b"<<< Oracle VM VirtualBox Disk Image >>>\n"
-    off_blocks = 512
-    off_data = (off_blocks + 4 * n + 511) // 512 * 512
-    struct.pack_into("<IIIII", h, 64, 0xBEDA107F, 0x00010001, 400,
-                     2 if static else 1, 0)
-    struct.pack_into("<IIIIIIIQIIII", h, 340, off_blocks, off_data, 0, 0, 0,
-                     512, 0, size, bs, 0, n, len(blocks))
-    h[392:408] = uuid.uuid4().bytes_le
-    h[408:424] = uuid.uuid4().bytes_le
-    bmap = [VDI_FREE] * n
-    with open(out, "wb") as fp:
-        fp.write(h)
-        for idx, b in enumerate(sorted(blocks)):
-            bmap[b] = idx
-            fp.seek(off_data + idx * bs)
-            fp.write(blocks[b])
-        fp.seek(off_blocks)
-        fp.write(struct.pack("<%dI" % n, *bmap))
+    write_vdi(out, size, bs, 2 if static else 1, blocks, [VDI_FREE] * n)
 
 
 def vdi_v0(args):
     out, size = args[0], int(args[1], 0)
-    writes = parse_writes([args[i + 1] for i in range(2, len(args), 2)
-                           if args[i] == "--write"])
+    writes = [args[i + 1] for i in range(2, len(args), 2)
+              if args[i] == "--write"]
     bs = 1 << 20
     n = (size + bs - 1) // bs
-    blocks = {}
-    for off, length, byte in writes:
-        while length > 0:
-            b, k = divmod(off, bs)
-            m = min(length, bs - k)
-            blocks.setdefault(b, bytearray(bs))[k:k + m] = bytes([byte]) * m
-            off += m
-            length -= m
+    blocks = apply_writes(writes, bs, lambda b: bytearray(bs))
     h = bytearray(420)
     h[:36] = b"<<< InnoTek VirtualBox Disk Image >>>"[:36]
     struct.pack_into("<III", h, 64, 0xBEDA107F, 0x00000001, 1)
