@@ -33,7 +33,8 @@
 #define VDI1_COMMENT 84
 #define VDI1_OFF_BLOCKS 340
 #define VDI1_OFF_DATA 344
-#define VDI1_LEGACY_GEOMETRY 348       /* cylinders, heads, sectors, sector size */
+/* Geometries: cylinders, heads, sectors per track, bytes per sector. */
+#define VDI1_LEGACY_GEOMETRY 348
 #define VDI1_DISK_SIZE 368
 #define VDI1_BLOCK_SIZE 376
 #define VDI1_BLOCK_EXTRA 380

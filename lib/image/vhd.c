@@ -414,10 +414,12 @@ load_header (struct vhd_image *v)
                         " bytes)", path, off, v->max_entries, v->bat_offset,
                         v->file_size);
   if (v->bat_offset < VHD_FOOTER_SIZE ||
-      (v->bat_offset < off + VHD_HEADER_SIZE && v->bat_offset + bat_bytes > off))
+      (v->bat_offset < off + VHD_HEADER_SIZE &&
+       v->bat_offset + bat_bytes > off))
     return ferry_error (EINVAL, "%s: dynamic disk header at offset 0x%" PRIx64
-                        ": the BAT at offset 0x%" PRIx64 " overlaps the footer "
-                        "copy or the header", path, off, v->bat_offset);
+                        ": the BAT at offset 0x%" PRIx64 " overlaps the "
+                        "footer copy or the header", path, off,
+                        v->bat_offset);
   needed = DIV_ROUND_UP (v->base.size, (uint64_t) v->block_size);
   if (needed > v->max_entries)
     return ferry_error (EINVAL, "%s: dynamic disk header at offset 0x%" PRIx64
@@ -1005,8 +1007,9 @@ vhd_describe (struct ferry_image *img, struct ferry_image_info *info)
   snprintf (s, sizeof s, "%u/%u/%u", geo >> 16, (geo >> 8) & 0xff,
             geo & 0xff);
   if (image_fact_string (img, "geometry", s) == -1 ||
-      image_fact_number (img, "geometry-size", (uint64_t) (geo >> 16) *
-                         ((geo >> 8) & 0xff) * (geo & 0xff) * VHD_SECTOR) == -1)
+      image_fact_number (img, "geometry-size",
+                         (uint64_t) (geo >> 16) * ((geo >> 8) & 0xff) *
+                         (geo & 0xff) * VHD_SECTOR) == -1)
     return -1;
   format_uuid (f + VHD_F_UUID, s);
   if (image_fact_string (img, "uuid", s) == -1 ||
