@@ -145,13 +145,28 @@ hostfile_extents (int fd, uint64_t host, uint64_t len, uint64_t offset,
                   uint32_t hole_flags, struct hostfile_caps *caps,
                   const char *path, struct ferry_extent_list *list)
 {
+  uint64_t start = offset, end = offset + len;
+
   while (len > 0) {
-    uint64_t run;
+    uint64_t run, a = offset, b, ha, hb;
     bool hole;
     if (hostfile_run (fd, host, len, caps, path, &hole, &run) == -1)
       return -1;
-    if (ferry_extent_list_append (list, offset, run,
-                                  hole ? hole_flags : 0) == -1)
+    b = a + run;
+    /* The file system's blocks need not line up with the guest's (qemu-img
+     * puts VHD data 512 bytes past a page): a hole gives the partial 4 KiB
+     * guest blocks at its edges to the data around it, so the copy reads
+     * and writes whole guest blocks. */
+    ha = a == start ? a : ROUND_UP (a, (uint64_t) SPARSE_PIECE);
+    hb = b == end ? b : ROUND_DOWN (b, (uint64_t) SPARSE_PIECE);
+    if (!hole || ha >= hb) {
+      ha = hb = b;
+      hole = false;
+    }
+    if ((ha > a && ferry_extent_list_append (list, a, ha - a, 0) == -1) ||
+        (hb > ha && ferry_extent_list_append (list, ha, hb - ha,
+                                              hole_flags) == -1) ||
+        (b > hb && ferry_extent_list_append (list, hb, b - hb, 0) == -1))
       return ferry_error (ENOMEM, "%s: out of memory", path);
     host += run;
     offset += run;

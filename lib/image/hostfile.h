@@ -51,8 +51,9 @@ int hostfile_run (int fd, uint64_t offset, uint64_t len,
 /* Append to LIST the extents of LEN guest bytes at guest OFFSET that are
  * stored in FD at host HOST: data, or HOLE_FLAGS where the file has a
  * hole (FERRY_EXTENT_ZERO for a block the image holds, with
- * FERRY_EXTENT_HOLE too where nothing holds it).  0, or -1 with the error
- * set. */
+ * FERRY_EXTENT_HOLE too where nothing holds it).  Holes are trimmed to
+ * whole 4 KiB guest blocks inside the range (the rest counts as data).
+ * 0, or -1 with the error set. */
 int hostfile_extents (int fd, uint64_t host, uint64_t len, uint64_t offset,
                       uint32_t hole_flags, struct hostfile_caps *caps,
                       const char *path, struct ferry_extent_list *list);
