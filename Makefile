@@ -3,7 +3,7 @@
 #   make check   install what is missing, build twice (plain, and with
 #                ASan+UBSan+libFuzzer under clang), run every test and
 #                fuzzer, and end with "N passed, N failed"
-#   make bench   the benchmarks against qemu-img and cp (bench/*.sh)
+#   make bench   the benchmarks against qemu-img, cp, nbdcopy and qemu-nbd
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
@@ -33,6 +33,8 @@ check: build build-asan
 
 bench: build
 	bench/convert.sh $(BUILD)
+	bench/nbd.sh $(BUILD)
+	bench/vhdx.sh $(BUILD)
 	bench/vhd-vdi.sh $(BUILD)
 
 clean:

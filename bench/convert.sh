@@ -28,10 +28,12 @@
 # output sizes for -c, and ferry's peak RSS (GNU time's %M).
 #
 # Environment: BENCH_DIR, RUNS (3), THREADS (ferry -m; default ferry's own).
-. "$(dirname "$0")/lib.sh"
+set -euo pipefail
 
-bench_random_input
-bench_tar_input
+. "$(dirname "$0")/lib.sh"
+bench_setup qemu-img
+make_random_inputs
+make_tar_input
 
 bench_case "raw -> qcow2" random.raw r2q.qcow2 "-O qcow2" qemu-img convert -O qcow2
 bench_case "qcow2 -> raw" random.qcow2 q2r.raw "-O raw" qemu-img convert -O raw
@@ -43,4 +45,4 @@ bench_case "raw->qcow2 -t u" random.raw r2q.qcow2 "-t unsafe -O qcow2" qemu-img 
 bench_case "qcow2->raw -t u" random.qcow2 q2r.raw "-t unsafe -O raw" qemu-img convert -O raw
 bench_case "raw->raw -t u" random.raw r2r.raw "-t unsafe -O raw" cp --sparse=always
 
-bench_table
+print_rows "bench/convert.sh"

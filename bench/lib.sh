@@ -1,22 +1,10 @@
-# bench/lib.sh: what the benchmarks in bench/ share.  Source it from a
-# bench script (whose $1 is the build directory); it checks the tools,
-# goes into BENCH_DIR and defines:
-#   bench_random_input   random.raw (4 GiB sparse, 2 GiB of random data in
-#                        scattered 1 MiB chunks, half of the 1 MiB slots
-#                        chosen with a fixed seed) and random.qcow2 (the
-#                        same, converted by qemu-img)
-#   bench_tar_input      tar.raw (1 GiB, its first 512 MiB a tar of /usr)
-#   bench_case           time ferry convert and a peer on one input,
-#                        interleaved, RUNS times; a row of the table
-#   bench_table          print the table of every case run
-#   warm, timed, median  the pieces bench_case is made of
-# Inputs are made once and kept; bump INPUT_VERSION when a recipe changes.
-#
-# Environment: BENCH_DIR (/var/tmp/ferry-bench), RUNS (3), THREADS (ferry
-# -m; default ferry's own).
-set -euo pipefail
+# bench/lib.sh: what the benchmarks share.  Source it first; it takes
+# the build directory from $1 (default build) and sets SRCDIR, BUILD,
+# FERRY, BENCH_DIR (default /var/tmp/ferry-bench), RUNS (3), THREADS and
+# PYTHON.  Inputs are made once and kept in BENCH_DIR for every bench.
+# OUTDIR (a folder of BENCH_DIR, default out) takes a bench's outputs.
 
-SRCDIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-build}
 case $BUILD in /*) ;; *) BUILD=$SRCDIR/$BUILD ;; esac
 FERRY=$BUILD/cli/ferry
@@ -26,17 +14,25 @@ THREADS=${THREADS:-}
 PYTHON=python3
 [ -x /usr/bin/python3 ] && PYTHON=/usr/bin/python3
 
-for t in qemu-img /usr/bin/time "$PYTHON"; do
-  command -v "$t" >/dev/null || { echo "bench: needs $t (scripts/install-deps)" >&2; exit 1; }
-done
-[ -x "$FERRY" ] || { echo "bench: no ferry at $FERRY (build first: ninja -C $BUILD)" >&2; exit 1; }
+OUTDIR=${OUTDIR:-out}
 
-mkdir -p "$BENCH_DIR/out"
-cd "$BENCH_DIR"
-INPUT_VERSION=1     # bump when the recipe below changes
+# bench_setup TOOL...: check that ferry is built and each TOOL is there,
+# then work in BENCH_DIR.
+bench_setup () {
+  local t
+  for t in /usr/bin/time "$PYTHON" "$@"; do
+    command -v "$t" >/dev/null || { echo "bench: needs $t (scripts/install-deps)" >&2; exit 1; }
+  done
+  [ -x "$FERRY" ] || { echo "bench: no ferry at $FERRY (build first: ninja -C $BUILD)" >&2; exit 1; }
+  mkdir -p "$BENCH_DIR/$OUTDIR"
+  cd "$BENCH_DIR"
+}
 
-# --- inputs ------------------------------------------------------------------
-bench_random_input () {
+INPUT_VERSION=1     # bump when a recipe below changes
+
+# make_random_inputs: random.raw, 4 GiB sparse with 2 GiB of random data
+# in scattered 1 MiB chunks, and random.qcow2, the same made by qemu-img.
+make_random_inputs () {
   if [ "$(cat random.ok 2>/dev/null)" != $INPUT_VERSION ]; then
     echo "bench: making random.raw (4 GiB, 2 GiB of random data in 1 MiB chunks)..."
     rm -f random.raw random.qcow2 random.ok
@@ -56,7 +52,8 @@ EOF
   fi
 }
 
-bench_tar_input () {
+# make_tar_input: tar.raw, 1 GiB whose first 512 MiB are a tar of /usr.
+make_tar_input () {
   if [ "$(cat tar.ok 2>/dev/null)" != $INPUT_VERSION ]; then
     echo "bench: making tar.raw (1 GiB, 512 MiB of a tar of /usr)..."
     rm -f tar.raw tar.ok
@@ -99,46 +96,50 @@ timed () {
   # written back while this one is timed (PRESYNC=no for the timed sync
   # of a peer's output, which must find that output still dirty).
   [ "${PRESYNC:-yes}" = no ] || sync
-  /usr/bin/time -f '%e %M' -o "$BENCH_DIR/out/.time" "$@" >/dev/null 2>"$BENCH_DIR/out/.err" || {
+  /usr/bin/time -f '%e %M' -o "$BENCH_DIR/$OUTDIR/.time" "$@" >/dev/null 2>"$BENCH_DIR/$OUTDIR/.err" || {
     echo "bench: failed: $*" >&2
-    cat "$BENCH_DIR/out/.err" >&2
+    cat "$BENCH_DIR/$OUTDIR/.err" >&2
     return 1
   }
-  tail -n 1 "$BENCH_DIR/out/.time"
+  tail -n 1 "$BENCH_DIR/$OUTDIR/.time"
 }
 median () { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
+# bench_case NAME INPUT OUTPUT "FERRY ARGS" PEER-COMMAND...: ferry convert
+# and the peer on the same input, interleaved, RUNS times each; each peer
+# run is followed by a timed `sync` of its output (ferry flushes its own
+# target before the rename, qemu-img and cp do not).  Adds a row of
+# medians to rows[] for print_rows.
 rows=()
-# bench_case NAME INPUT OUTPUT "FERRY ARGS" PEER-COMMAND...
-# COMPARE_ARGS (e.g. "-f vpc -F vpc") gives qemu-img compare the formats
-# of the two outputs where probing would not find them.
 bench_case () {
   local name=$1 input=$2 output=$3 fargs=$4 i r fmax=0
   shift 4
-  local fts=() pts=() pss=() fsize=- psize=-
+  local fts=() pts=() pss=() fsize=- psize=- o=$OUTDIR
   echo "bench: $name (input $input, $RUNS runs each, interleaved)..."
   warm "$input"
   for i in $(seq "$RUNS"); do
     # shellcheck disable=SC2086
-    r=$(timed "out/$output" "$FERRY" convert ${THREADS:+-m $THREADS} $fargs "$input" "out/$output")
+    r=$(timed "$o/$output" "$FERRY" convert ${THREADS:+-m $THREADS} $fargs "$input" "$o/$output")
     fts+=("${r% *}")
     [ "${r#* }" -gt "$fmax" ] && fmax=${r#* }
-    fsize=$(stat -c %s "out/$output")
-    mv "out/$output" "out/ferry-$output"
-    r=$(timed "out/$output" "$@" "$input" "out/$output")
+    fsize=$(stat -c %s "$o/$output")
+    mv "$o/$output" "$o/ferry-$output"
+    r=$(timed "$o/$output" "$@" "$input" "$o/$output")
     pts+=("${r% *}")
-    r=$(PRESYNC=no timed "out/.none" sync "out/$output")
+    r=$(PRESYNC=no timed "$o/.none" sync "$o/$output")
     pss+=("$(awk -v a="${pts[-1]}" -v b="${r% *}" 'BEGIN {print a + b}')")
-    psize=$(stat -c %s "out/$output")
+    psize=$(stat -c %s "$o/$output")
     if [ "$i" != "$RUNS" ]; then
-      rm -f "out/$output" "out/ferry-$output"
+      rm -f "$o/$output" "$o/ferry-$output"
     fi
   done
   # Both outputs must hold the same disk, or the times mean nothing.
+  # COMPARE_ARGS (e.g. "-f vpc -F vpc") names their formats where qemu-img
+  # would not probe them (a fixed VHD looks raw).
   local same=yes
   # shellcheck disable=SC2086
-  qemu-img compare ${COMPARE_ARGS:-} "out/ferry-$output" "out/$output" >/dev/null 2>&1 || same=NO
-  rm -f "out/ferry-$output" "out/$output"
+  qemu-img compare ${COMPARE_ARGS:-} "$o/ferry-$output" "$o/$output" >/dev/null 2>&1 || same=NO
+  rm -f "$o/ferry-$output" "$o/$output"
   local ft pt ps
   ft=$(median "${fts[@]}")
   pt=$(median "${pts[@]}")
@@ -149,10 +150,10 @@ bench_case () {
     "$fsize" "$psize" "$((fmax / 1024))" "$same")")
 }
 
-# bench_table: the table of every bench_case run so far.
-bench_table () {
+# print_rows TITLE: the table of every bench_case so far.
+print_rows () {
   echo
-  echo "$("$FERRY" --version 2>/dev/null | head -1), $(qemu-img --version | head -1), $(nproc) cores, median of $RUNS runs"
+  echo "$1: $("$FERRY" --version 2>/dev/null | head -1), $(qemu-img --version | head -1), $(nproc) cores, median of $RUNS runs"
   printf '%-15s %8s %8s %6s %8s %6s %11s %11s %7s %5s\n' case ferry_s peer_s ratio peer+sync ratio \
     ferry_bytes peer_bytes rss_MiB same
   printf '%s\n' "${rows[@]}"

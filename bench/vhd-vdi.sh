@@ -3,7 +3,7 @@
 # qemu-img convert, on the same inputs in the same run, as ratios of wall
 # time (median of RUNS runs).
 #
-# Inputs (bench/lib.sh, made once and kept in BENCH_DIR):
+# Inputs (made once and kept in BENCH_DIR; random.raw by bench/lib.sh):
 #   random.raw   4 GiB sparse raw, 2 GiB of random data in scattered 1 MiB
 #                chunks (the input of bench/convert.sh)
 #   random.vhd   the same as a dynamic VHD, by qemu-img convert -O vpc
@@ -22,10 +22,16 @@
 # of its output, as durable as ferry's flushed target.
 #
 # Environment: BENCH_DIR, RUNS (3), THREADS (ferry -m; default ferry's own).
+set -euo pipefail
+
+OUTDIR=${OUTDIR:-out-vhd-vdi}
+# shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
-bench_random_input
-if [ "$(cat vhd-vdi.ok 2>/dev/null)" != "$INPUT_VERSION" ]; then
+bench_setup qemu-img
+make_random_inputs
+if [ "$(cat vhd-vdi.ok 2>/dev/null)" != "$INPUT_VERSION" ] || [ ! -f random.vhd ] ||
+   [ ! -f random.vdi ]; then
   echo "bench: making random.vhd and random.vdi with qemu-img..."
   rm -f random.vhd random.vdi vhd-vdi.ok
   qemu-img convert -f raw -O vpc -o force_size=on random.raw random.vhd
@@ -50,4 +56,4 @@ bench_case "vhd->raw -t u" random.vhd v2r.raw "-t unsafe -O raw" qemu-img conver
 bench_case "raw->vdi -t u" random.raw r2d.vdi "-t unsafe -O vdi" qemu-img convert -O vdi
 bench_case "vdi->raw -t u" random.vdi d2r.raw "-t unsafe -O raw" qemu-img convert -f vdi -O raw
 
-bench_table
+print_rows "bench/vhd-vdi.sh"

@@ -26,6 +26,12 @@
  *    fsync of note 1: the rename still comes last, but after a power cut
  *    DST may exist with data that never reached the disk.  Every other
  *    -t value keeps ferry's default, which flushes before the rename.
+ *
+ * 5. An NBD export as DST (nbd://, nbds://, nbd+unix://...) exists already
+ *    and has no name to rename to: it is written in place as with -n (-O
+ *    may only say raw; -o and -B are refused), after refusing one smaller
+ *    than SRC.  A failure or an interrupt leaves it partly written, and
+ *    the message says so; the flush at the end is the server's NBD flush.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -173,6 +179,9 @@ usage (FILE *fp)
     "usage: ferry convert [-f FMT] [-O FMT] [-o key=val,...] [-B BACKING [-F FMT]]\n"
     "                     [-c] [-p | --progress=bar|json|none] [-m THREADS] [-n]\n"
     "                     [--strict] SRC DST\n"
+    "  SRC and DST are files, devices or NBD URIs (nbd://HOST[:PORT]/EXPORT,\n"
+    "  nbds://..., nbd+unix:///EXPORT?socket=PATH); an NBD DST is written in\n"
+    "  place, as with -n, and must be at least as large as SRC\n"
     "  -f FMT       format of SRC (default: probed from its content)\n"
     "  -O FMT       format of DST (default: raw)\n"
     "  -o OPTIONS   options of the output format, e.g. cluster_size=64k,compat=0.10\n"
@@ -204,7 +213,7 @@ cmd_convert (int argc, char **argv)
   enum progress_mode mode = PROGRESS_NONE;
   struct ferry_copy_options copts = { 0 };
   struct ferry_image *src = NULL, *dst = NULL;
-  bool compress = false, no_create = false, unsafe = false;
+  bool compress = false, no_create = false, unsafe = false, dst_uri;
   unsigned open_flags = 0;
   unsigned long threads = 0;
   struct stat st;
@@ -272,6 +281,7 @@ cmd_convert (int argc, char **argv)
   }
   src_path = argv[optind];
   dst_path = argv[optind + 1];
+  dst_uri = ferry_image_is_uri (dst_path);   /* note 5 */
   if (backing && (append_option (&options, "backing_file", backing) == -1 ||
                   (backing_fmt &&
                    append_option (&options, "backing_fmt", backing_fmt) == -1)))
@@ -288,10 +298,11 @@ cmd_convert (int argc, char **argv)
   }
 
   install_signal_handlers ();
-  if (no_create) {
+  if (no_create || dst_uri) {
     if (options) {
-      print_message ("convert", "-o and -B create a target; with -n the "
-                     "target exists already");
+      print_message ("convert", "-o and -B create a target; %s",
+                     dst_uri ? "an NBD export exists already"
+                     : "with -n the target exists already");
       goto out;
     }
     /* Never probe a target about to be written: a raw disk whose guest
@@ -343,9 +354,12 @@ cmd_convert (int argc, char **argv)
   if (ferry_copy (src, dst, &copts) == -1) {
     if (interrupted)
       print_message ("convert", "interrupted; %s was not written",
-                     no_create ? "the rest of the target" : dst_path);
+                     no_create || dst_uri ? "the rest of the target"
+                     : dst_path);
     else
       print_convert_error (tmp, dst_path);
+    if (dst_uri && !interrupted)
+      print_message ("convert", "%s is only partly written", dst_path);
     goto out;
   }
 

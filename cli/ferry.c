@@ -16,8 +16,14 @@ static const struct {
   { "convert", cmd_convert,
     "convert [-f FMT] [-O FMT] [-o key=val,...] [-c] [-p | --progress=json]\n"
     "                [-m THREADS] [-n] [-t CACHE] [--strict] SRC DST" },
-  { "compare", cmd_compare, "compare [-f FMT] [-F FMT] [-p] [-s|--strict] A B" },
+  { "compare", cmd_compare,
+    "compare [-f FMT] [-F FMT] [-p] [-s|--strict] A B" },
   { "check", cmd_check, "check [-f FMT] [--json] IMAGE" },
+  { "map", cmd_map,
+    "map [-f FMT] [--context NAME] [--totals] [--json] [--strict] IMAGE" },
+  { "serve", cmd_serve,
+    "serve [-f FMT] [--port N [--bind ADDR] | --socket PATH] [--readonly]\n"
+    "              [--tls-psk FILE | --tls-certs DIR] [--export NAME] IMAGE" },
 };
 
 static void
@@ -29,6 +35,8 @@ usage (FILE *fp)
   fprintf (fp, "usage:\n");
   for (i = 0; i < sizeof commands / sizeof commands[0]; i++)
     fprintf (fp, "  ferry %s\n", commands[i].synopsis);
+  fprintf (fp, "\nIMAGE, SRC and DST may be NBD URIs: nbd://HOST[:PORT]/EXPORT,\n"
+           "nbds://... (TLS), nbd+unix:///EXPORT?socket=PATH\n");
   fprintf (fp, "\nformats:");
   for (fmt = ferry_image_formats (); *fmt; fmt++)
     fprintf (fp, " %s", *fmt);

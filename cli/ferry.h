@@ -15,6 +15,8 @@ int cmd_info (int argc, char **argv);
 int cmd_convert (int argc, char **argv);
 int cmd_compare (int argc, char **argv);
 int cmd_check (int argc, char **argv);
+int cmd_map (int argc, char **argv);
+int cmd_serve (int argc, char **argv);
 
 /* Print "ferry CMD: " and the library's last error to stderr. */
 void print_error (const char *cmd);

@@ -30,8 +30,9 @@ layer_to_json (struct ferry_image *img)
   json_object_object_add (o, "format", json_object_new_string (info.format));
   json_object_object_add (o, "virtual-size",
                           json_object_new_uint64 (info.virtual_size));
-  json_object_object_add (o, "actual-size",
-                          json_object_new_uint64 (info.allocated));
+  if (info.allocated != FERRY_SIZE_UNKNOWN)
+    json_object_object_add (o, "actual-size",
+                            json_object_new_uint64 (info.allocated));
   if (info.cluster_size)
     json_object_object_add (o, "cluster-size",
                             json_object_new_uint64 (info.cluster_size));
@@ -106,7 +107,10 @@ print_layer (struct ferry_image *img)
   printf ("file format: %s\n", info.format);
   printf ("virtual size: %s (%" PRIu64 " bytes)\n",
           human_size (info.virtual_size, h1, sizeof h1), info.virtual_size);
-  printf ("disk size: %s\n", human_size (info.allocated, h2, sizeof h2));
+  if (info.allocated == FERRY_SIZE_UNKNOWN)
+    printf ("disk size: unavailable\n");
+  else
+    printf ("disk size: %s\n", human_size (info.allocated, h2, sizeof h2));
   if (info.cluster_size)
     printf ("cluster_size: %" PRIu32 "\n", info.cluster_size);
   if (info.backing_file)

@@ -9,7 +9,7 @@ set -euo pipefail
 
 dir=${1:?usage: make-seeds.sh DIR}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-corpus=${CORPUS:-$here/../../shared/corpus}
+corpus=$("$here/../scripts/corpus-dir") || corpus=""   # ../shared/corpus
 mkdir -p "$dir"
 cd "$dir"
 
@@ -73,6 +73,30 @@ head -c 4096 /dev/urandom >random.raw
 if [ -d "$corpus" ]; then
   cp "$corpus/qemu/qcow1-image.qcow" . 2>/dev/null || true
   bzip2 -dc "$corpus/broken/afl5.img.bz2" >afl5.img 2>/dev/null || rm -f afl5.img
+fi
+# VHDX seeds, in fuzz-vhdx's sparse encoding (a real VHDX is at least
+# 4 MiB, mostly zeroes): dynamic and fixed images qemu-img made, one with
+# a log to replay, and a differencing child from vhdx-tool.py.
+vt="$here/../tests/shell/vhdx-tool.py"
+vseed () {
+  local name=$1 size=$2 opts=$3 c args=()
+  shift 3
+  qemu-img create -q -f vhdx ${opts:+-o "$opts"} "$name.vhdx" "$size"
+  for c in "$@"; do args+=(-c "$c"); done
+  [ ${#args[@]} -eq 0 ] || qemu-io -f vhdx "${args[@]}" "$name.vhdx" >/dev/null
+}
+if [ -f "$vt" ] && command -v python3 >/dev/null; then
+  vseed vhdx-dyn 6M block_size=1M "write -P 0x11 0 512" "write -P 0x12 3M 4096"
+  vseed vhdx-fixed 3M subformat=fixed,block_size=1M "write -P 0x13 1M 512"
+  vseed vhdx-big 5G block_size=1M "write -P 0x14 $((4096 << 20)) 512"
+  vseed vhdx-log 6M block_size=1M "write -P 0x15 0 512"
+  python3 "$vt" plant-log vhdx-log.vhdx wrap
+  qemu-img convert -O raw vhdx-dyn.vhdx vhdx-dyn.vhdx.raw
+  python3 "$vt" make-child vhdx-dyn.vhdx vhdx-dyn.vhdx.raw vhdx-child.vhdx vhdx-child.want
+  for f in vhdx-*.vhdx; do
+    python3 "$vt" sparse-encode "$f" "${f%.vhdx}.vhdx-seed"
+  done
+  rm -f vhdx-*.vhdx vhdx-*.raw vhdx-child.want
 fi
 # The fuzzers take inputs up to 128 KiB; a larger seed would only be cut.
 for f in *; do

@@ -52,6 +52,11 @@ struct ferry_image *ferry_image_create (const char *path, const char *format,
  * or NULL with the error set. */
 const char *ferry_image_probe (const char *path);
 
+/* True when PATH names an image by URI (nbd://, nbds://, nbd+unix://, ...)
+ * rather than a file.  Such an image exists already: it is opened, never
+ * created, and has no file to rename or remove. */
+bool ferry_image_is_uri (const char *path);
+
 /* Guest-visible reads and writes.  Reads past the virtual size fail. */
 int ferry_image_pread (struct ferry_image *img, void *buf, size_t count,
                        uint64_t offset);
@@ -96,6 +101,28 @@ int ferry_extent_list_append (struct ferry_extent_list *list,
                               uint64_t offset, uint64_t length,
                               uint32_t flags);
 
+/* Metadata contexts: named maps of the disk, as NBD's block status
+ * carries them.  Every image offers "base:allocation", whose extents are
+ * those of ferry_image_extents.  An NBD export may offer more, e.g.
+ *   "qemu:dirty-bitmap:NAME"  flags 1: written since the bitmap started
+ *                             (warm migration reads these ranges), 0: not;
+ *   "qemu:allocation-depth"   flags 0: absent, 1: allocated in the top
+ *                             layer, N: in the N-th layer of its chain.
+ *
+ * ferry_image_contexts returns the names IMG offers, NULL-terminated;
+ * the array belongs to the image and lives until it is closed.
+ *
+ * ferry_image_context_extents is ferry_image_extents for the context
+ * NAME: each extent's flags are the context's own value, with the same
+ * contract (at least one extent from OFFSET, adjacent equal ones merged,
+ * may stop short of LENGTH; safe from many threads).  It fails with
+ * ENOENT when IMG does not offer NAME. */
+#define FERRY_CONTEXT_BASE_ALLOCATION "base:allocation"
+const char *const *ferry_image_contexts (struct ferry_image *img);
+int ferry_image_context_extents (struct ferry_image *img, const char *name,
+                                 uint64_t offset, uint64_t length,
+                                 struct ferry_extent_list *list);
+
 /* Compressed writes, for formats that store compressed blocks (qcow2 -c,
  * streamOptimized VMDK).  ferry_image_compress_unit returns the block
  * size such writes use, or 0 when the format cannot compress.
@@ -126,6 +153,8 @@ int ferry_image_flush (struct ferry_image *img);
  * NULL. */
 int ferry_image_close (struct ferry_image *img);
 
+#define FERRY_SIZE_UNKNOWN UINT64_MAX
+
 /* What describe tells.  Strings and arrays belong to the image and stay
  * valid until the next describe or close. */
 enum ferry_fact_kind {
@@ -155,7 +184,9 @@ struct ferry_image_info {
   const char *format;        /* driver name */
   const char *path;          /* as opened */
   uint64_t virtual_size;
-  uint64_t allocated;        /* bytes the file(s) of this layer use on disk */
+  uint64_t allocated;        /* bytes the file(s) of this layer use on disk,
+                                FERRY_SIZE_UNKNOWN when there is no telling
+                                (an NBD export) */
   uint32_t cluster_size;     /* 0 when the format has none */
   const char *backing_file;  /* as recorded in the image, or NULL */
   const char *backing_format;/* as recorded, or NULL */
@@ -173,6 +204,13 @@ int ferry_image_describe (struct ferry_image *img,
 /* The image this one reads through for unallocated ranges, or NULL.  It
  * belongs to IMG. */
 struct ferry_image *ferry_image_backing (struct ferry_image *img);
+
+/* What IMG can do, for a server that advertises it (the nbdkit plugin). */
+#define FERRY_CAN_WRITE   0x1 /* open for writing, and its format writes */
+#define FERRY_CAN_ZERO    0x2 /* ferry_image_zero does not write zeroes */
+#define FERRY_CAN_TRIM    0x4 /* FERRY_ZERO_MAY_TRIM can deallocate */
+#define FERRY_CAN_EXTENTS 0x8 /* extents tell holes and zeroes from data */
+unsigned ferry_image_capabilities (struct ferry_image *img);
 
 uint64_t ferry_image_size (struct ferry_image *img);
 const char *ferry_image_format (struct ferry_image *img);

@@ -15,6 +15,10 @@
  * 3. A backing chain is followed with the (device, inode) of every image
  *    above, so a chain that loops back is refused at the first repeat
  *    instead of being opened forever (qemu-img 7.2 never returns on one).
+ *
+ * 4. A path whose scheme a driver claims (nbd://, nbds+unix://, ...) is a
+ *    URI, not a file: it goes to that driver's open_uri whole, and is
+ *    never opened, probed, created or resolved against a directory here.
  */
 #include <assert.h>
 #include <errno.h>
@@ -34,6 +38,8 @@
 
 static const struct image_driver *const drivers[] = {
   &qcow2_driver,
+  &nbd_driver,       /* URIs only: no probe */
+  &vhdx_driver,
   &vhd_driver,
   &vdi_driver,
   &raw_driver,       /* last: the fallback of the probe */
@@ -53,6 +59,25 @@ find_driver (const char *name)
       if (strcmp (drivers[i]->aliases[j], name) == 0)
         return drivers[i];
   }
+  return NULL;
+}
+
+/* The driver that takes PATH as a URI ("SCHEME://..." with a scheme it
+ * claims), or NULL when PATH is a file name. */
+static const struct image_driver *
+uri_driver (const char *path)
+{
+  const char *sep = strstr (path, "://");
+  size_t i, j, len;
+
+  if (sep == NULL)
+    return NULL;
+  len = sep - path;
+  for (i = 0; i < NR_DRIVERS; i++)
+    for (j = 0; drivers[i]->uri_schemes && drivers[i]->uri_schemes[j]; j++)
+      if (strlen (drivers[i]->uri_schemes[j]) == len &&
+          strncasecmp (drivers[i]->uri_schemes[j], path, len) == 0)
+        return drivers[i];
   return NULL;
 }
 
@@ -138,15 +163,46 @@ probe_fd (const char *path, int fd)
 const char *
 ferry_image_probe (const char *path)
 {
-  CLEANUP_CLOSE int fd = open (path, O_RDONLY | O_CLOEXEC);
-  const struct image_driver *drv;
+  const struct image_driver *drv = uri_driver (path);
+  CLEANUP_CLOSE int fd = -1;
 
+  if (drv)
+    return drv->name;
+  fd = open (path, O_RDONLY | O_CLOEXEC);
   if (fd == -1) {
     ferry_error_errno (errno, "%s", path);
     return NULL;
   }
   drv = probe_fd (path, fd);
   return drv ? drv->name : NULL;
+}
+
+/* Open the URI PATH with the driver that claims its scheme (note 4).
+ * FORMAT_DRV, the driver the caller asked for, may be that driver, raw
+ * (the bytes of the export, which is what the URI driver gives), or NULL;
+ * a format inside the export is not read through a URI. */
+static struct ferry_image *
+open_uri (const char *path, const struct image_driver *format_drv,
+          const struct open_args *args)
+{
+  const struct image_driver *drv = uri_driver (path);
+
+  if (format_drv && format_drv != drv && format_drv != &raw_driver) {
+    ferry_error (ENOTSUP, "%s: ferry reads a URI with its %s driver, as the "
+                 "raw bytes of the export; %s images inside it are not "
+                 "supported", path, drv->name, format_drv->name);
+    return NULL;
+  }
+  if (args->chain_len >= MAX_BACKING_DEPTH) {
+    ferry_error (ELOOP, "%s: backing chain deeper than %d images",
+                 path, MAX_BACKING_DEPTH);
+    return NULL;
+  }
+  if (drv->open_uri == NULL) {
+    ferry_error (ENOTSUP, "%s: ferry cannot open %s URIs", path, drv->name);
+    return NULL;
+  }
+  return drv->open_uri (path, args);
 }
 
 /* Open PATH with ARGS; the common body of ferry_image_open and
@@ -168,6 +224,9 @@ open_with_args (const char *path, const char *format,
       return NULL;
     }
   }
+
+  if (uri_driver (path))
+    return open_uri (path, drv, args);
 
   fd = open (path, oflags | O_CLOEXEC);
   if (fd == -1) {
@@ -223,7 +282,7 @@ image_resolve_relative (const char *img_path, const char *name)
   CLEANUP_FREE char *copy = NULL;
   char *dir, *ret;
 
-  if (name[0] == '/')
+  if (name[0] == '/' || uri_driver (name))
     return strdup (name);
   copy = strdup (img_path);
   if (copy == NULL)
@@ -429,6 +488,12 @@ ferry_image_create (const char *path, const char *format, uint64_t size,
     unknown_format_error (format);
     return NULL;
   }
+  if (uri_driver (path)) {
+    ferry_error (ENOTSUP, "%s: a %s export exists already and cannot be "
+                 "created; write into it instead (ferry convert does)",
+                 path, uri_driver (path)->name);
+    return NULL;
+  }
   if (drv->create == NULL) {
     ferry_error (ENOTSUP, "%s: ferry cannot write %s images", path, drv->name);
     return NULL;
@@ -487,6 +552,8 @@ image_init_base (struct ferry_image *base, const struct image_driver *driver,
   base->path = strdup (path);
   if (base->path == NULL)
     return ferry_error (ENOMEM, "%s: out of memory", path);
+  if (fd == -1)                 /* a URI: no file */
+    return 0;
   if (fstat (fd, &st) == -1)
     return ferry_error_errno (errno, "%s: stat", path);
   base->dev = st.st_dev;
@@ -538,9 +605,8 @@ ferry_image_pwrite (struct ferry_image *img, const void *buf, size_t count,
   return img->driver->pwrite (img, buf, count, offset);
 }
 
-/* The zero fallback: write buffers of zeroes. */
-static int
-zero_by_writing (struct ferry_image *img, size_t count, uint64_t offset)
+int
+image_zero_by_writing (struct ferry_image *img, size_t count, uint64_t offset)
 {
   static const char zeroes[1 << 16];
 
@@ -567,7 +633,7 @@ ferry_image_zero (struct ferry_image *img, size_t count, uint64_t offset,
   if (img->driver->pwrite == NULL)
     return ferry_error (ENOTSUP, "%s: ferry cannot write %s images",
                         img->path, img->driver->name);
-  return zero_by_writing (img, count, offset);
+  return image_zero_by_writing (img, count, offset);
 }
 
 int
@@ -592,55 +658,6 @@ ferry_extent_list_append (struct ferry_extent_list *list, uint64_t offset,
   return 0;
 }
 
-void
-ferry_extent_list_free (struct ferry_extent_list *list)
-{
-  free (list->ptr);
-  list->ptr = NULL;
-  list->len = list->cap = 0;
-}
-
-int
-ferry_image_extents (struct ferry_image *img, uint64_t offset,
-                     uint64_t length, struct ferry_extent_list *list)
-{
-  size_t before = list->len;
-
-  if (length > img->size || offset > img->size - length)
-    return ferry_error (EINVAL, "%s: extents of %" PRIu64 " bytes at offset %"
-                        PRIu64 " are past the end of the disk (%" PRIu64
-                        " bytes)", img->path, length, offset, img->size);
-  if (length == 0)
-    return 0;
-  if (img->driver->extents == NULL)
-    return ferry_extent_list_append (list, offset, length, 0);
-  if (img->driver->extents (img, offset, length, list) == -1)
-    return -1;
-  /* The contract: at least one extent, starting at OFFSET, within range. */
-  assert (list->len > before || (before > 0 &&
-          list->ptr[before - 1].offset + list->ptr[before - 1].length >
-          offset));
-  return 0;
-}
-
-int
-image_read_backing (struct ferry_image *img, void *buf, uint64_t count,
-                    uint64_t offset)
-{
-  struct ferry_image *b = img->backing;
-  uint64_t n = 0;
-
-  if (b && offset < b->size) {
-    n = MIN (count, b->size - offset);
-    if (ferry_image_pread (b, buf, n, offset) == -1) {
-      ferry_error_prefix ("%s: reading the backing file", img->path);
-      return -1;
-    }
-  }
-  memset ((char *) buf + n, 0, count - n);
-  return 0;
-}
-
 int
 image_backing_extents (struct ferry_image *img, uint64_t offset,
                        uint64_t count, struct ferry_extent_list *list,
@@ -654,7 +671,7 @@ image_backing_extents (struct ferry_image *img, uint64_t offset,
   if (b == NULL || offset >= b->size) {
     *end = offset + count;
     return ferry_extent_list_append (list, offset, count,
-                               FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO);
+                                     FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO);
   }
   n = MIN (count, b->size - offset);
   if (ferry_image_extents (b, offset, n, &tmp) == -1) {
@@ -679,11 +696,123 @@ image_backing_extents (struct ferry_image *img, uint64_t offset,
                         "offset %" PRIu64, img->path, offset);
   if (reached == offset + n && n < count) {
     if (ferry_extent_list_append (list, reached, count - n,
-                            FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO) == -1)
+                                  FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO) == -1)
       return -1;
     reached = offset + count;
   }
   *end = reached;
+  return 0;
+}
+
+void
+ferry_extent_list_free (struct ferry_extent_list *list)
+{
+  free (list->ptr);
+  list->ptr = NULL;
+  list->len = list->cap = 0;
+}
+
+/* Check an extents query of LENGTH bytes at OFFSET against the image. */
+static int
+check_extents_request (struct ferry_image *img, uint64_t offset,
+                       uint64_t length)
+{
+  if (length > img->size || offset > img->size - length)
+    return ferry_error (EINVAL, "%s: extents of %" PRIu64 " bytes at offset %"
+                        PRIu64 " are past the end of the disk (%" PRIu64
+                        " bytes)", img->path, length, offset, img->size);
+  return 0;
+}
+
+/* The extents contract: at least one extent appended since the list held
+ * BEFORE entries, or the last one before already covering OFFSET. */
+static void
+assert_extents_contract (const struct ferry_extent_list *list, size_t before,
+                         uint64_t offset)
+{
+  assert (list->len > before || (before > 0 &&
+          list->ptr[before - 1].offset + list->ptr[before - 1].length >
+          offset));
+}
+
+int
+ferry_image_extents (struct ferry_image *img, uint64_t offset,
+                     uint64_t length, struct ferry_extent_list *list)
+{
+  size_t before = list->len;
+
+  if (check_extents_request (img, offset, length) == -1)
+    return -1;
+  if (length == 0)
+    return 0;
+  if (img->driver->extents == NULL)
+    return ferry_extent_list_append (list, offset, length, 0);
+  if (img->driver->extents (img, offset, length, list) == -1)
+    return -1;
+  assert_extents_contract (list, before, offset);
+  return 0;
+}
+
+const char *const *
+ferry_image_contexts (struct ferry_image *img)
+{
+  static const char *const base_only[] = {
+    FERRY_CONTEXT_BASE_ALLOCATION, NULL,
+  };
+
+  if (img->driver->contexts)
+    return img->driver->contexts (img);
+  return base_only;
+}
+
+int
+ferry_image_context_extents (struct ferry_image *img, const char *name,
+                             uint64_t offset, uint64_t length,
+                             struct ferry_extent_list *list)
+{
+  const char *const *names = ferry_image_contexts (img);
+  size_t before = list->len, i;
+  char offered[512] = "";
+
+  if (strcmp (name, FERRY_CONTEXT_BASE_ALLOCATION) == 0)
+    return ferry_image_extents (img, offset, length, list);
+  for (i = 0; names[i]; i++)
+    if (strcmp (names[i], name) == 0)
+      break;
+  if (names[i] == NULL || img->driver->context_extents == NULL) {
+    for (i = 0; names[i]; i++) {
+      if (i > 0)
+        strncat (offered, ", ", sizeof offered - strlen (offered) - 1);
+      strncat (offered, names[i], sizeof offered - strlen (offered) - 1);
+    }
+    return ferry_error (ENOENT, "%s: no metadata context '%s' (this image "
+                        "offers: %s)", img->path, name, offered);
+  }
+  if (check_extents_request (img, offset, length) == -1)
+    return -1;
+  if (length == 0)
+    return 0;
+  if (img->driver->context_extents (img, name, offset, length, list) == -1)
+    return -1;
+  assert_extents_contract (list, before, offset);
+  return 0;
+}
+
+int
+image_read_backing (struct ferry_image *img, void *buf, uint64_t count,
+                    uint64_t offset)
+{
+  struct ferry_image *b = img->backing;
+  uint64_t n = 0;
+
+  if (b && offset < b->size) {
+    n = MIN (count, b->size - offset);
+    if (ferry_image_pread (b, buf, n, offset) == -1) {
+      ferry_error_prefix ("%s: reading the backing file", img->path);
+      return -1;
+    }
+  }
+  memset ((char *) buf + n, 0, count - n);
   return 0;
 }
 
@@ -857,6 +986,31 @@ ferry_image_path (struct ferry_image *img)
 }
 
 bool
+ferry_image_is_uri (const char *path)
+{
+  return uri_driver (path) != NULL;
+}
+
+unsigned
+ferry_image_capabilities (struct ferry_image *img)
+{
+  const struct image_driver *drv = img->driver;
+  unsigned caps = 0;
+
+  if (!img->readonly && drv->pwrite)
+    caps |= FERRY_CAN_WRITE;
+  if (drv->zero)
+    caps |= FERRY_CAN_ZERO | FERRY_CAN_TRIM;
+  if (drv->extents)
+    caps |= FERRY_CAN_EXTENTS;
+  if (drv->capabilities)
+    caps &= drv->capabilities (img);
+  if (!(caps & FERRY_CAN_WRITE))
+    caps &= ~(FERRY_CAN_ZERO | FERRY_CAN_TRIM);
+  return caps;
+}
+
+bool
 ferry_image_is_zero_initialized (struct ferry_image *img)
 {
   return img->zero_initialized;
@@ -926,9 +1080,18 @@ ferry_image_check (const char *path, const char *format,
                    struct ferry_check_result *result)
 {
   const struct image_driver *drv;
-  CLEANUP_CLOSE int fd = open (path, O_RDONLY | O_CLOEXEC);
+  CLEANUP_CLOSE int fd = -1;
 
   memset (result, 0, sizeof *result);
+  if (uri_driver (path)) {
+    /* An export has no metadata of its own to check: that it answers is
+     * all there is to know. */
+    struct ferry_image *img = ferry_image_open (path, format, 0);
+    if (img == NULL)
+      return -1;
+    return ferry_image_close (img);
+  }
+  fd = open (path, O_RDONLY | O_CLOEXEC);
   if (fd == -1)
     return ferry_error_errno (errno, "%s", path);
   if (format) {

@@ -15,7 +15,9 @@
  *   - extents NULL: everything is data;
  *   - compress / write_compressed NULL: the format cannot compress;
  *   - flush NULL: nothing to flush;
- *   - check NULL: "FORMAT images have no metadata to check" (clean).
+ *   - check NULL: "FORMAT images have no metadata to check" (clean);
+ *   - contexts / context_extents NULL: base:allocation only;
+ *   - capabilities NULL: the callbacks present tell what it can do.
  * image.c validates every request against the virtual size and the
  * read-only flag before it reaches a driver, so drivers need not.
  */
@@ -108,6 +110,14 @@ struct image_driver {
   struct ferry_image *(*create) (const char *path, int fd, uint64_t size,
                                  struct option_list *opts);
 
+  /* Images named by URI instead of by file (NBD exports).  A path that
+   * starts with one of URI_SCHEMES (NULL-terminated) and "://" is never
+   * opened, probed or created as a file: image.c hands it to open_uri
+   * whole, and the loop check of the backing chain skips it. */
+  const char *const *uri_schemes;
+  struct ferry_image *(*open_uri) (const char *uri,
+                                   const struct open_args *args);
+
   int (*pread) (struct ferry_image *img, void *buf, size_t count,
                 uint64_t offset);
   int (*pwrite) (struct ferry_image *img, const void *buf, size_t count,
@@ -116,6 +126,20 @@ struct image_driver {
                unsigned flags);
   int (*extents) (struct ferry_image *img, uint64_t offset, uint64_t length,
                   struct ferry_extent_list *list);
+
+  /* Metadata contexts besides base:allocation (ferry_image_contexts):
+   * the names, NULL-terminated, owned by the image (base:allocation among
+   * them), and the extents of one of them other than base:allocation.
+   * NULL: base:allocation only. */
+  const char *const *(*contexts) (struct ferry_image *img);
+  int (*context_extents) (struct ferry_image *img, const char *name,
+                          uint64_t offset, uint64_t length,
+                          struct ferry_extent_list *list);
+
+  /* FERRY_CAN_* bits this image lacks although its callbacks exist (an
+   * NBD server without WRITE_ZEROES): image.c ANDs this with what the
+   * callbacks tell.  NULL: the callbacks tell all. */
+  unsigned (*capabilities) (struct ferry_image *img);
 
   /* See ferry_image_compress in <ferry/image.h>. */
   uint32_t (*compress_unit) (struct ferry_image *img);
@@ -143,11 +167,14 @@ struct image_driver {
 
 extern const struct image_driver raw_driver;
 extern const struct image_driver qcow2_driver;
+extern const struct image_driver nbd_driver;
+extern const struct image_driver vhdx_driver;
 extern const struct image_driver vhd_driver;
 extern const struct image_driver vdi_driver;
 
-/* Set up BASE for DRIVER and PATH (duplicated); fills dev and ino from FD.
- * Returns 0 or -1. */
+/* Set up BASE for DRIVER and PATH (duplicated); fills dev and ino from FD,
+ * or leaves them 0 when FD is -1 (an image named by URI).  Returns 0 or
+ * -1. */
 int image_init_base (struct ferry_image *base,
                      const struct image_driver *driver, const char *path,
                      int fd, bool readonly);
@@ -160,6 +187,14 @@ int image_init_base (struct ferry_image *base,
 int image_open_backing (struct ferry_image *img, const char *name,
                         const char *format, const struct open_args *args);
 
+/* Append the extents of IMG's backing file over [OFFSET, OFFSET+COUNT),
+ * as holes of zeroes past its end or where there is none.  *END is set
+ * to where the answer stops, which may be short of the range when the
+ * backing file's answer stopped short (the caller asks again). */
+int image_backing_extents (struct ferry_image *img, uint64_t offset,
+                           uint64_t count, struct ferry_extent_list *list,
+                           uint64_t *end);
+
 /* The path of NAME resolved against the directory of IMG_PATH, as
  * image_open_backing resolves it.  The caller frees it. */
 char *image_resolve_relative (const char *img_path, const char *name);
@@ -169,16 +204,6 @@ char *image_resolve_relative (const char *img_path, const char *name);
  * end or where there is none.  0, or -1 with the error set. */
 int image_read_backing (struct ferry_image *img, void *buf, uint64_t count,
                         uint64_t offset);
-
-/* Append the extents of IMG's backing file for [OFFSET, OFFSET+COUNT),
- * or zeroes (holes) past its end or where there is none, for the
- * unallocated ranges of formats with a backing chain.  *END is set to
- * where the answer stops, which may be short of the range when the
- * backing file's answer stopped short: the caller asks again from there.
- * 0, or -1 with the error set. */
-int image_backing_extents (struct ferry_image *img, uint64_t offset,
-                           uint64_t count, struct ferry_extent_list *list,
-                           uint64_t *end /* OUT */);
 
 /* Options lookup; each marks the key used.  *_u64 accepts sizes with
  * k/M/G/T suffixes (powers of 1024) and fails with a message naming the
@@ -195,6 +220,11 @@ int image_fact_string (struct ferry_image *img, const char *key,
 int image_fact_number (struct ferry_image *img, const char *key,
                        uint64_t value);
 int image_fact_bool (struct ferry_image *img, const char *key, bool value);
+
+/* The zero fallback: write buffers of zeroes with the driver's pwrite
+ * (for a driver whose zero cannot do it another way). */
+int image_zero_by_writing (struct ferry_image *img, size_t count,
+                           uint64_t offset);
 
 /* Bytes the file FD takes on disk (st_blocks * 512). */
 uint64_t file_allocated_bytes (int fd);

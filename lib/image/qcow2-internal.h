@@ -127,6 +127,7 @@ int qcow2_map (struct qcow2_image *q, uint64_t offset, uint64_t max_len,
 int qcow2_read_range (struct qcow2_image *q, void *buf, uint64_t count,
                       uint64_t offset);
 int qcow2_get_slot (struct qcow2_image *q, uint32_t l1_index, bool create);
+int qcow2_validate_all_tables (struct qcow2_image *q);
 void *qcow2_pool_get (struct qcow2_pool *pool);
 void qcow2_pool_put (struct qcow2_pool *pool, void *item,
                      void (*free_fn) (void *));

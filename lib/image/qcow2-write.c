@@ -30,6 +30,14 @@
  *    granularity, sharing host clusters, as long as the refcount width
  *    can count the sharers; writes come in ascending order from one
  *    thread.
+ *
+ * 5. Writes go in place where an existing image's tables point, and
+ *    the refcounts rebuilt at close would make any damage look
+ *    consistent to qemu-img check.  So every L2 table of an existing
+ *    image is validated at open, before the dirty bit is set
+ *    (qcow2_validate_all_tables): an entry that points outside the file,
+ *    unaligned, or at a cluster something else holds refuses the open
+ *    before anything is written.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -1131,6 +1139,8 @@ qcow2_open_for_write (struct qcow2_image *q)
   if (q->h.has_bitmaps)
     return ferry_error (ENOTSUP, "%s: ferry does not write into qcow2 images "
                         "with persistent bitmaps", q->base.path);
+  if (qcow2_validate_all_tables (q) == -1)   /* note 5 */
+    return -1;
   init_write_state (q);
   q->alloc_end = ROUND_UP (q->file_size, (uint64_t) q->h.cluster_size);
   if (q->h.version >= 3) {

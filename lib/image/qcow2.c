@@ -24,6 +24,13 @@
  * 3. Nothing read from the file is trusted: an L2 table or data cluster
  *    that is unaligned or lies past the end of the file is reported when
  *    it is reached, with its L1 and L2 index.
+ *
+ * 4. Each host cluster is claimed by the first structure that uses it
+ *    (metadata, one data cluster, or compressed data), as tables are
+ *    read, so a cluster claimed twice is refused.  A table that fails
+ *    leaves no claims behind.  A read-only image validates each table
+ *    when a read first reaches it; a writable one validates them all at
+ *    open, before the dirty bit is set, since writes go in place.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -184,10 +191,12 @@ claim_name (enum claim kind)
 
 /* Claim the host cluster at OFFSET for KIND.  Returns CLAIM_FREE when
  * that is fine (or when the cluster is past the file or beyond the
- * memory budget, so unknown), else what already holds it.  Lock held or
- * single-threaded. */
+ * memory budget, so unknown), else what already holds it.  *NEWLY (may
+ * be NULL) tells whether this call made the claim, which unclaim_cluster
+ * can take back.  Lock held or single-threaded. */
 static enum claim
-claim_cluster (struct qcow2_image *q, uint64_t offset, enum claim kind)
+claim_cluster (struct qcow2_image *q, uint64_t offset, enum claim kind,
+               bool *newly)
 {
   uint64_t c = offset >> q->h.cluster_bits;
   size_t chunk = c >> QCOW2_CLAIMS_CHUNK_BITS;
@@ -196,6 +205,8 @@ claim_cluster (struct qcow2_image *q, uint64_t offset, enum claim kind)
   uint8_t *p;
   enum claim old;
 
+  if (newly)
+    *newly = false;
   if (offset >= q->file_size || q->claims == NULL)
     return CLAIM_FREE;
   if (q->claims[chunk] == NULL) {
@@ -208,11 +219,25 @@ claim_cluster (struct qcow2_image *q, uint64_t offset, enum claim kind)
   old = (*p >> shift) & 3;
   if (old == CLAIM_FREE) {
     *p |= kind << shift;
+    if (newly)
+      *newly = true;
     return CLAIM_FREE;
   }
   if (old == CLAIM_COMPRESSED && kind == CLAIM_COMPRESSED)
     return CLAIM_FREE;
   return old;
+}
+
+/* Take back the claim that claim_cluster made on the host cluster at
+ * OFFSET (it said *NEWLY).  Lock held. */
+static void
+unclaim_cluster (struct qcow2_image *q, uint64_t offset)
+{
+  uint64_t c = offset >> q->h.cluster_bits;
+  size_t chunk = c >> QCOW2_CLAIMS_CHUNK_BITS;
+
+  q->claims[chunk][(c & ((1u << QCOW2_CLAIMS_CHUNK_BITS) - 1)) / 4] &=
+    ~(3u << ((c & 3) * 2));
 }
 
 /* Claim the clusters of [OFFSET, OFFSET+LEN) as metadata WHAT. */
@@ -225,7 +250,7 @@ claim_meta (struct qcow2_image *q, uint64_t offset, uint64_t len,
 
   for (pos = ROUND_DOWN (offset, (uint64_t) q->h.cluster_size);
        pos < offset + len; pos += q->h.cluster_size)
-    if ((old = claim_cluster (q, pos, CLAIM_META)) != CLAIM_FREE)
+    if ((old = claim_cluster (q, pos, CLAIM_META, NULL)) != CLAIM_FREE)
       return ferry_error (EINVAL, "%s: %s at offset 0x%" PRIx64 " overlaps "
                           "%s at offset 0x%" PRIx64, q->base.path, what,
                           offset, claim_name (old), pos);
@@ -268,7 +293,7 @@ claims_init (struct qcow2_image *q)
     enum claim old;
     if (block == 0 || !IS_ALIGNED (block, cs) || block >= q->file_size)
       continue;                 /* only the checker cares */
-    if ((old = claim_cluster (q, block, CLAIM_META)) != CLAIM_FREE)
+    if ((old = claim_cluster (q, block, CLAIM_META, NULL)) != CLAIM_FREE)
       return ferry_error (EINVAL, "%s: refcount table entry %" PRIu64
                           " points to a refcount block at offset 0x%" PRIx64
                           " that is also %s", q->base.path, i, block,
@@ -277,19 +302,38 @@ claims_init (struct qcow2_image *q)
   return 0;
 }
 
-/* Claim what the L2 table of L1 entry L1I (at L2_OFF, entries E) uses,
- * the first time it is read: its own cluster and its data clusters. */
+/* The claims one L2 table makes, noted so that they can be taken back
+ * when the table turns out to be bad. */
+struct claim_log {
+  uint64_t *offsets;           /* host clusters this table claimed first */
+  size_t len;
+};
+
+/* Claim the host cluster at OFFSET for KIND and note it in LOG when the
+ * claim is new; what already holds it, as claim_cluster says. */
+static enum claim
+claim_logged (struct qcow2_image *q, uint64_t offset, enum claim kind,
+              struct claim_log *log)
+{
+  bool newly;
+  enum claim old = claim_cluster (q, offset, kind, &newly);
+
+  if (newly)
+    log->offsets[log->len++] = offset;
+  return old;
+}
+
+/* Claim, for the L2 table of L1 entry L1I (at L2_OFF, entries E), its own
+ * cluster and its data clusters, noting each new claim in LOG. */
 static int
-validate_table (struct qcow2_image *q, uint32_t l1i, uint64_t l2_off,
-                const uint64_t *e)
+claim_table (struct qcow2_image *q, uint32_t l1i, uint64_t l2_off,
+             const uint64_t *e, struct claim_log *log)
 {
   uint32_t cs = q->h.cluster_size, i;
   unsigned w = qcow2_entry_words (q);
   enum claim old;
 
-  if (q->claims == NULL || (q->validated[l1i / 8] >> (l1i % 8)) & 1)
-    return 0;
-  if ((old = claim_cluster (q, l2_off, CLAIM_META)) != CLAIM_FREE)
+  if ((old = claim_logged (q, l2_off, CLAIM_META, log)) != CLAIM_FREE)
     return ferry_error (EINVAL, "%s: the L2 table of L1 entry %" PRIu32
                         " at offset 0x%" PRIx64 " is also %s", q->base.path,
                         l1i, l2_off, claim_name (old));
@@ -298,9 +342,22 @@ validate_table (struct qcow2_image *q, uint32_t l1i, uint64_t l2_off,
     if (word & QCOW2_L2E_COMPRESSED) {
       host = qcow2_compressed_offset (&q->h, word);
       end = host + qcow2_compressed_length (&q->h, word);
+      /* As for data clusters below: refused now when writable. */
+      if (!q->base.readonly && q->has_data_file)
+        return ferry_error (EINVAL, "%s: L2 entry %" PRIu32 " of the L2 "
+                            "table of L1 entry %" PRIu32 " is compressed, "
+                            "which images with an external data file cannot "
+                            "hold", q->base.path, i, l1i);
+      if (!q->base.readonly && (host < cs || host >= q->file_size))
+        return ferry_error (EINVAL, "%s: L2 entry %" PRIu32 " of the L2 "
+                            "table of L1 entry %" PRIu32 " points to "
+                            "compressed data at offset 0x%" PRIx64 " outside "
+                            "the file (size 0x%" PRIx64 ")", q->base.path, i,
+                            l1i, host, q->file_size);
       for (pos = ROUND_DOWN (host & ~511ull, (uint64_t) cs); pos < end;
            pos += cs)
-        if ((old = claim_cluster (q, pos, CLAIM_COMPRESSED)) != CLAIM_FREE)
+        if ((old = claim_logged (q, pos, CLAIM_COMPRESSED, log)) !=
+            CLAIM_FREE)
           return ferry_error (EINVAL, "%s: L2 entry %" PRIu32 " of the L2 "
                               "table of L1 entry %" PRIu32 " points to "
                               "compressed data at offset 0x%" PRIx64 " in "
@@ -309,16 +366,126 @@ validate_table (struct qcow2_image *q, uint32_t l1i, uint64_t l2_off,
       continue;
     }
     host = word & QCOW2_L2E_OFFSET_MASK;
-    /* Unaligned offsets are reported when they are read. */
-    if (host == 0 || q->has_data_file || !IS_ALIGNED (host, cs))
+    if (!q->base.readonly && q->h.extended_l2) {
+      /* Writing trusts the allocation bits to tell what a partial
+       * write must keep; reading checks them as it goes. */
+      uint64_t bitmap = e[(size_t) i * 2 + 1];
+      if ((bitmap & (bitmap >> 32) & 0xffffffff) ||
+          ((bitmap & 0xffffffff) && host == 0 && !q->has_data_file))
+        return ferry_error (EINVAL, "%s: L2 entry %" PRIu32 " of the L2 "
+                            "table of L1 entry %" PRIu32 " has the "
+                            "subcluster bitmap 0x%016" PRIx64 ", which marks "
+                            "subclusters %s", q->base.path, i, l1i, bitmap,
+                            host == 0 ? "allocated without a host cluster" :
+                            "both allocated and zero");
+    }
+    if (host == 0 || q->has_data_file)
       continue;
-    if ((old = claim_cluster (q, host, CLAIM_DATA)) != CLAIM_FREE)
+    /* Reading reports these when it reaches them; writing in place
+     * (qcow2-write.c) trusts the table, so a writable image refuses
+     * them now, before anything is written where they point. */
+    if (!IS_ALIGNED (host, cs) || host >= q->file_size) {
+      if (q->base.readonly)
+        continue;
+      return ferry_error (EINVAL, "%s: L2 entry %" PRIu32 " of the L2 table "
+                          "of L1 entry %" PRIu32 " points to a data cluster "
+                          "at offset 0x%" PRIx64 " that %s; ferry does not "
+                          "write through it", q->base.path, i, l1i, host,
+                          IS_ALIGNED (host, cs) ?
+                          "is past the end of the file" :
+                          "is not aligned to a cluster");
+    }
+    if ((old = claim_logged (q, host, CLAIM_DATA, log)) != CLAIM_FREE)
       return ferry_error (EINVAL, "%s: L2 entry %" PRIu32 " of the L2 table "
                           "of L1 entry %" PRIu32 " points to the host cluster "
                           "at offset 0x%" PRIx64 ", which is also %s",
                           q->base.path, i, l1i, host, claim_name (old));
   }
+  return 0;
+}
+
+/* Claim what the L2 table of L1 entry L1I (at L2_OFF, entries E) uses,
+ * the first time it is read.  A table found bad leaves no claims behind,
+ * so the next read of it finds the same fault, not its own claims. */
+static int
+validate_table (struct qcow2_image *q, uint32_t l1i, uint64_t l2_off,
+                const uint64_t *e)
+{
+  struct claim_log log = { .len = 0 };
+  size_t i;
+
+  if (q->claims == NULL || (q->validated[l1i / 8] >> (l1i % 8)) & 1)
+    return 0;
+  /* The table's own cluster, and at most three host clusters for each
+   * entry (compressed data spans up to two clusters' worth of bytes). */
+  log.offsets = malloc ((1 + 3 * (size_t) q->h.l2_entries) *
+                        sizeof *log.offsets);
+  if (log.offsets == NULL)
+    return ferry_error (ENOMEM, "%s: out of memory", q->base.path);
+  if (claim_table (q, l1i, l2_off, e, &log) == -1) {
+    for (i = 0; i < log.len; i++)
+      unclaim_cluster (q, log.offsets[i]);
+    free (log.offsets);
+    return -1;
+  }
+  free (log.offsets);
   q->validated[l1i / 8] |= 1 << (l1i % 8);
+  return 0;
+}
+
+/* Check that L1 entry L1_INDEX's L2 table, at L2_OFF, is a whole cluster
+ * of the file after the header. */
+static int
+check_l2_offset (struct qcow2_image *q, uint32_t l1_index, uint64_t l2_off)
+{
+  uint32_t cs = q->h.cluster_size;
+
+  if (!IS_ALIGNED (l2_off, cs) || l2_off < cs)
+    return ferry_error (EINVAL, "%s: L1 entry %" PRIu32 " (L1 table at "
+                        "offset 0x%" PRIx64 ") points to an L2 table at "
+                        "offset 0x%" PRIx64 " that is not aligned to a "
+                        "cluster or overlaps the header", q->base.path,
+                        l1_index, q->h.l1_table_offset, l2_off);
+  if (l2_off > q->file_size || cs > q->file_size - l2_off)
+    return ferry_error (EINVAL, "%s: L1 entry %" PRIu32 " (L1 table at "
+                        "offset 0x%" PRIx64 ") points to an L2 table at "
+                        "offset 0x%" PRIx64 " past the end of the file "
+                        "(size 0x%" PRIx64 ")", q->base.path, l1_index,
+                        q->h.l1_table_offset, l2_off, q->file_size);
+  return 0;
+}
+
+/* Validate every L2 table of the file (note 4), for an image about to
+ * be written: writes go in place where the tables say, so they must all
+ * be known sound first, not only those the writes reach (two L1 entries
+ * sharing a table, or an L2 entry sharing a data cluster with one in a
+ * table never read, would otherwise carry a write to a second place).
+ * Reads each table once and keeps none of them. */
+int
+qcow2_validate_all_tables (struct qcow2_image *q)
+{
+  uint32_t cs = q->h.cluster_size, i;
+  size_t j, nwords = (size_t) q->h.l2_entries * qcow2_entry_words (q);
+  CLEANUP_FREE uint64_t *buf = malloc (cs);
+
+  if (buf == NULL)
+    return ferry_error (ENOMEM, "%s: out of memory", q->base.path);
+  for (i = 0; i < q->h.l1_size; i++) {
+    uint64_t l2_off = q->l1[i] & QCOW2_L1E_OFFSET_MASK;
+
+    if (l2_off == 0)
+      continue;
+    if (check_l2_offset (q, i, l2_off) == -1)
+      return -1;
+    if (full_pread (q->fd, buf, cs, l2_off) == -1)
+      return ferry_error_errno (errno, "%s: reading the L2 table at offset "
+                                "0x%" PRIx64 " (L1 entry %" PRIu32 ")",
+                                q->base.path, l2_off, i);
+    for (j = 0; j < nwords; j++)
+      buf[j] = be64toh (buf[j]);
+    if (validate_table (q, i, l2_off, buf) == -1)
+      return -1;
+  }
   return 0;
 }
 
@@ -348,18 +515,8 @@ qcow2_get_slot (struct qcow2_image *q, uint32_t l1_index, bool create)
       return ferry_error (ENOMEM, "%s: out of memory", q->base.path);
   }
   else {
-    if (!IS_ALIGNED (l2_off, cs) || l2_off < cs)
-      return ferry_error (EINVAL, "%s: L1 entry %" PRIu32 " (L1 table at "
-                          "offset 0x%" PRIx64 ") points to an L2 table at "
-                          "offset 0x%" PRIx64 " that is not aligned to a "
-                          "cluster or overlaps the header", q->base.path,
-                          l1_index, q->h.l1_table_offset, l2_off);
-    if (l2_off > q->file_size || cs > q->file_size - l2_off)
-      return ferry_error (EINVAL, "%s: L1 entry %" PRIu32 " (L1 table at "
-                          "offset 0x%" PRIx64 ") points to an L2 table at "
-                          "offset 0x%" PRIx64 " past the end of the file "
-                          "(size 0x%" PRIx64 ")", q->base.path, l1_index,
-                          q->h.l1_table_offset, l2_off, q->file_size);
+    if (check_l2_offset (q, l1_index, l2_off) == -1)
+      return -1;
     entries = malloc (cs);
     if (entries == NULL)
       return ferry_error (ENOMEM, "%s: out of memory", q->base.path);

@@ -78,12 +78,15 @@ raw_setup (const char *path, int fd, bool readonly)
   return NULL;
 }
 
+/* Open an existing file or device as it is. */
 static struct ferry_image *
 raw_open (const char *path, int fd, const struct open_args *args)
 {
   return raw_setup (path, fd, !(args->flags & FERRY_OPEN_WRITE));
 }
 
+/* Size a new file (preallocated if asked); a device keeps its size and
+ * its old contents. */
 static struct ferry_image *
 raw_create (const char *path, int fd, uint64_t size, struct option_list *opts)
 {
@@ -132,6 +135,7 @@ raw_create (const char *path, int fd, uint64_t size, struct option_list *opts)
   return NULL;
 }
 
+/* Read guest bytes: the same bytes of the file. */
 static int
 raw_pread (struct ferry_image *img, void *buf, size_t count, uint64_t offset)
 {
@@ -143,6 +147,7 @@ raw_pread (struct ferry_image *img, void *buf, size_t count, uint64_t offset)
   return 0;
 }
 
+/* Write guest bytes to the same bytes of the file. */
 static int
 raw_pwrite (struct ferry_image *img, const void *buf, size_t count,
             uint64_t offset)
@@ -172,6 +177,8 @@ is_refused (int err)
   return err == EINVAL;
 }
 
+/* Make a range read as zeroes, the cheapest way the file system allows
+ * (see the top of the file). */
 static int
 raw_zero (struct ferry_image *img, size_t count, uint64_t offset,
           unsigned flags)
@@ -225,6 +232,8 @@ raw_zero (struct ferry_image *img, size_t count, uint64_t offset,
   return 0;
 }
 
+/* Data and holes, from SEEK_DATA / SEEK_HOLE; all data where the file
+ * system or device cannot tell. */
 static int
 raw_extents (struct ferry_image *img, uint64_t offset, uint64_t length,
              struct ferry_extent_list *list)
@@ -274,6 +283,7 @@ raw_extents (struct ferry_image *img, uint64_t offset, uint64_t length,
   return 0;
 }
 
+/* Make what was written durable. */
 static int
 raw_flush (struct ferry_image *img)
 {
@@ -284,6 +294,7 @@ raw_flush (struct ferry_image *img)
   return 0;
 }
 
+/* Close the file; an error closing a written file is an error. */
 static int
 raw_close (struct ferry_image *img)
 {
@@ -296,6 +307,8 @@ raw_close (struct ferry_image *img)
   return r;
 }
 
+/* Space used on disk (a device counts whole), and whether it is a
+ * device. */
 static int
 raw_describe (struct ferry_image *img, struct ferry_image_info *info)
 {

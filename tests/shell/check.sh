@@ -4,7 +4,9 @@
 # images of every shape; copies damaged by qcow2-edit.py in one known way
 # each (a refcount zeroed, an L2 entry past the end of the file, two L2
 # entries sharing a cluster, an L2 table shared by two L1 entries, a
-# refcount too high, a cluster with a refcount and no user).  For each
+# refcount too high, a cluster with a refcount and no user, an L1, L2 or
+# refcount table past the end of the file, the L1 table on the refcount
+# table); ferry's report must name each problem.  For each
 # damaged copy the test first makes sure qemu-img check sees what was
 # planted, then asks ferry.
 . "$(dirname "$0")/lib.sh"
@@ -46,6 +48,17 @@ expect_check () {
   fi
 }
 
+# check_says WHAT IMG ERE: ferry check's report on IMG names the problem:
+# a line matches the extended regular expression ERE.
+check_says () {
+  fy check "$2"
+  if [ -z "$CRASH" ] && grep -q -E -- "$3" "$OUT"; then
+    ok "$1: ferry check names it"
+  else
+    not_ok "$1: no line of ferry check matches /$3/" "$(last_run)"
+  fi
+}
+
 # --- clean images ----------------------------------------------------------
 n=0
 for opts in "compat=0.10" "cluster_size=512" "cluster_size=2M" "compression_type=zstd" \
@@ -84,19 +97,23 @@ host=$(edit good.qcow2 host 0)
 cp good.qcow2 d1.qcow2
 edit d1.qcow2 refcount "$host" 0
 expect_check "refcount of a data cluster zeroed" d1.qcow2 2
+check_says "refcount of a data cluster zeroed" d1.qcow2 "^d1.qcow2: cluster 0x$(printf %x "$host"): refcount 0, referenced 1\$"
 
 cp good.qcow2 d2.qcow2
 edit d2.qcow2 l2 0 $(((1 << 63) | (1 << 30)))
 expect_check "L2 entry past the end of the file" d2.qcow2 2
+check_says "L2 entry past the end of the file" d2.qcow2 'data cluster at 0x40000000 \(guest offset 0x0\) points past the end of the file'
 
 cp good.qcow2 d3.qcow2
 edit d3.qcow2 l2 65536 "$(edit d3.qcow2 l2 $((1 << 20)))"
 expect_check "two L2 entries share a data cluster" d3.qcow2 2
+check_says "two L2 entries share a data cluster" d3.qcow2 'refcount 1, referenced 2$'
 
 cp good.qcow2 d4.qcow2
 l1=$(edit d4.qcow2 header | python3 -c 'import json,sys; print(json.load(sys.stdin)["l1_table_offset"])')
 edit d4.qcow2 l2 0 $(((1 << 63) | l1))
 expect_check "an L2 entry points at the L1 table" d4.qcow2 2
+check_says "an L2 entry points at the L1 table" d4.qcow2 "data cluster at 0x$(printf %x "$l1") .*overlaps the active L1 table"
 
 mkimg qcow2 big.qcow2 2G
 qio qcow2 big.qcow2 "write -P 1 0 64k" "write -P 2 1g 64k"
@@ -115,11 +132,39 @@ import struct, sys
 with open(sys.argv[1], "r+b") as f:
     f.seek(int(sys.argv[2])); f.write(struct.pack(">Q", 1 << 40))' d7.qcow2 "$rt"
 expect_check "refcount block past the end of the file" d7.qcow2 2
+check_says "refcount block past the end of the file" d7.qcow2 'refcount block at 0x10000000000 .*points past the end of the file'
+
+# A refcount too high on a cluster in use: a leak, and a COPIED flag that
+# no longer agrees (qemu-img counts both).
+cp good.qcow2 d12.qcow2
+edit d12.qcow2 refcount "$host" 2
+expect_check "refcount 2 on a data cluster with one user" d12.qcow2 2
+check_says "refcount 2 on a data cluster with one user" d12.qcow2 "cluster 0x$(printf %x "$host") is leaked: refcount 2, referenced 1"
+check_says "refcount 2 on a data cluster with one user: COPIED" d12.qcow2 "data cluster at 0x$(printf %x "$host") has refcount 2 but an active L2 entry has the COPIED flag set"
+
+# Tables out of bounds, and metadata overlapping metadata.
+cp good.qcow2 d8.qcow2
+edit d8.qcow2 set l1_table_offset $((1 << 40))
+expect_check "L1 table past the end of the file" d8.qcow2 2
+check_says "L1 table past the end of the file" d8.qcow2 'L1 table at 0x10000000000 .*past the end of the file'
+cp good.qcow2 d9.qcow2
+edit d9.qcow2 l1 0 $(((1 << 63) | (1 << 40)))
+expect_check "L2 table past the end of the file" d9.qcow2 2
+check_says "L2 table past the end of the file" d9.qcow2 'L2 table at 0x10000000000 \(L1 index 0\) points past the end of the file'
+cp good.qcow2 d10.qcow2
+edit d10.qcow2 set refcount_table_offset $((1 << 40))
+expect_check "refcount table past the end of the file" d10.qcow2 2
+check_says "refcount table past the end of the file" d10.qcow2 'refcount table at 0x10000000000 .*past the end of the file'
+cp good.qcow2 d11.qcow2
+edit d11.qcow2 set l1_table_offset "$rt"
+expect_check "the L1 table overlaps the refcount table" d11.qcow2 2
+check_says "the L1 table overlaps the refcount table" d11.qcow2 "L1 table at 0x$(printf %x "$rt") overlaps the refcount table"
 
 cp good.qcow2 l1.qcow2
 new=$(edit l1.qcow2 append-cluster)
 edit l1.qcow2 refcount "$new" 1
 expect_check "a cluster with a refcount and no user (leak)" l1.qcow2 3
+check_says "a cluster with a refcount and no user (leak)" l1.qcow2 "cluster 0x$(printf %x "$new") is leaked: refcount 1, referenced 0"
 
 cp good.qcow2 l2.qcow2
 for i in 1 2 3; do

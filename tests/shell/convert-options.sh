@@ -45,6 +45,13 @@ convert_and_judge "several options at once" src.raw raw out.qcow2 qcow2 \
   -o compat=0.10,cluster_size=16384,refcount_bits=16 &&
   expect_info "several options: cluster size" out.qcow2 cluster-size 16384
 
+# compressed_clusters IMG: how many clusters qemu-img check counts as
+# compressed.
+compressed_clusters () {
+  qemu-img check -f qcow2 --output=json "$1" 2>/dev/null |
+    python3 -c 'import json, sys; print(json.load(sys.stdin).get("compressed-clusters", 0))'
+}
+
 # --- compression -------------------------------------------------------------------
 convert_and_judge "uncompressed reference" src.raw raw plain.qcow2 qcow2
 for ctype in zlib zstd; do
@@ -56,7 +63,14 @@ for ctype in zlib zstd; do
   packed=$(stat -c %s c-$ctype.qcow2)
   check_true "-c $ctype output ($packed bytes) smaller than uncompressed ($plain)" \
     test "$packed" -lt $((plain - (1 << 20)))
+  # The 2 MiB of text is 32 clusters that compress; the random data and
+  # the patterns of fill_pattern add a few more.
+  n=$(compressed_clusters c-$ctype.qcow2)
+  check_true "-c $ctype: qemu-img check counts $n compressed clusters (32 or more)" \
+    test "${n:-0}" -ge 32
 done
+n=$(compressed_clusters plain.qcow2)
+check_true "without -c: no compressed clusters (qemu-img check counts ${n:-?})" test "$n" = 0
 convert_and_judge "-c with 2 MiB clusters" src.raw raw c-2m.qcow2 qcow2 -c -o cluster_size=2M
 convert_and_judge "-c with 512 B clusters" src.raw raw c-512.qcow2 qcow2 -c -o cluster_size=512
 convert_and_judge "-c with compat=0.10" src.raw raw c-v2.qcow2 qcow2 -c -o compat=0.10

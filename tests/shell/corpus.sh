@@ -8,7 +8,7 @@
 . "$(dirname "$0")/lib.sh"
 require qemu-img python3 gzip bzip2
 
-[ -d "$CORPUS/qemu" ] || { echo "1..0 # SKIP no corpus at $CORPUS"; exit 77; }
+[ -d "$CORPUS/qemu" ] || { echo "1..0 # SKIP no corpus at $CORPUS (set FERRY_CORPUS)"; exit 77; }
 cd "$WORK" || die "cd $WORK"
 
 for name in basic basic-zstd; do

@@ -3,8 +3,8 @@
 # every kind: format (probed from the content, never the name), virtual
 # size, allocation, cluster size, the backing chain with each layer's
 # format, and the qcow2 facts (compat, compression type, refcount bits,
-# extended L2, corrupt, lazy refcounts, data file, snapshots).  The human
-# output carries the same facts in the documented lines.
+# extended L2, dirty, corrupt, lazy refcounts, data file, snapshots).  The
+# human output carries the same facts in the documented lines.
 . "$(dirname "$0")/lib.sh"
 require qemu-img qemu-io python3
 
@@ -51,6 +51,8 @@ def layer(f, q, path):
         for key in ("compat", "compression-type", "refcount-bits",
                     "extended-l2", "corrupt", "lazy-refcounts"):
             same(path + "format-specific." + key, ffs.get(key), qfs.get(key))
+        # qemu-img shows the dirty bit as "dirty-flag", only when set.
+        same(path + "format-specific.dirty", ffs.get("dirty"), q.get("dirty-flag"))
         same(path + "data-file", f.get("data-file", ffs.get("data-file")),
              qfs.get("data-file"))
         if "data-file" not in qfs:
@@ -99,6 +101,19 @@ for opts in compression_type=zstd extended_l2=on refcount_bits=1 refcount_bits=6
   compare_info "qcow2 $opts" q.qcow2
   rm -f q.qcow2 d.data
 done
+
+# The dirty and corrupt bits (set by hand: qemu-img sets them only when it
+# crashes or finds damage), read as qemu-img reads them.
+mkimg qcow2 bits.qcow2 3M lazy_refcounts=on
+qio qcow2 bits.qcow2 "write -P 0x3 64k 64k"
+for bit in 1 2; do
+  cp bits.qcow2 bit$bit.qcow2
+  "${QCOW2_EDIT[@]}" bit$bit.qcow2 set incompatible_features $bit || die "qcow2-edit"
+done
+compare_info "qcow2 with the dirty bit" bit1.qcow2
+check_true "ferry info says dirty: true" grep -q '"dirty": *true' "$OUT"
+compare_info "qcow2 with the corrupt bit" bit2.qcow2
+check_true "ferry info says corrupt: true" grep -q '"corrupt": *true' "$OUT"
 
 # A huge virtual size with nothing allocated.
 mkimg qcow2 huge.qcow2 64T

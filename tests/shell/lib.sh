@@ -12,7 +12,9 @@
 # Environment (set by tests/meson.build):
 #   FERRY    the ferry binary under test (required)
 #   SRCDIR   the project's source root
-#   CORPUS   ../shared/corpus
+#   CORPUS   ../shared/corpus; FERRY_CORPUS, when set, overrides it, and
+#            scripts/corpus-dir also looks beside the repository a clone
+#            came from (a test that needs the corpus skips without one)
 #   TMPDIR   where the per-test work directory goes (default /tmp)
 #   FERRY_VMEM_LIMIT_KB  address-space limit for ferry in builds without
 #            sanitizers (default 4 GiB): an allocation that the input does
@@ -24,7 +26,8 @@ set -o pipefail
 : "${FERRY:?FERRY must name the ferry binary under test}"
 TESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SRCDIR=${SRCDIR:-$(cd "$TESTS_DIR/../.." && pwd)}
-CORPUS=${CORPUS:-$SRCDIR/../shared/corpus}
+CORPUS=$("$SRCDIR/scripts/corpus-dir" "$SRCDIR") ||
+  CORPUS=${FERRY_CORPUS:-${CORPUS:-$SRCDIR/../shared/corpus}}
 TEST_NAME=$(basename "$0" .sh)
 # The system's python3 starts ten times faster than a pyenv shim.
 if [ -x /usr/bin/python3 ]; then PYTHON=/usr/bin/python3; else PYTHON=python3; fi
@@ -136,17 +139,28 @@ fy () {
   # FY_TIMEOUT=SECONDS: give up on a run that does not end (exit 124).
   [ -n "${FY_TIMEOUT:-}" ] && pre=(timeout "$FY_TIMEOUT")
   if [ "$FERRY_SANITIZED" = 1 ]; then
-    "${pre[@]}" "$FERRY" "$@" >"$OUT" 2>"$ERR" </dev/null || RC=$?
+    (fy_limits && exec "${pre[@]}" "$FERRY" "$@") \
+      >"$OUT" 2>"$ERR" </dev/null || RC=$?
   elif [ -x /usr/bin/time ]; then
-    (ulimit -v "$FERRY_VMEM_LIMIT_KB" &&
+    (ulimit -v "$FERRY_VMEM_LIMIT_KB" && fy_limits &&
       exec "${pre[@]}" /usr/bin/time -f %M -o "$WORK/.peak" "$FERRY" "$@") \
       >"$OUT" 2>"$ERR" </dev/null || RC=$?
     PEAK_KB=$(tail -n 1 "$WORK/.peak" 2>/dev/null | grep -E "^[0-9]+$")
   else
-    (ulimit -v "$FERRY_VMEM_LIMIT_KB" && exec "${pre[@]}" "$FERRY" "$@") \
-      >"$OUT" 2>"$ERR" </dev/null || RC=$?
+    (ulimit -v "$FERRY_VMEM_LIMIT_KB" && fy_limits &&
+      exec "${pre[@]}" "$FERRY" "$@") >"$OUT" 2>"$ERR" </dev/null || RC=$?
   fi
   crash_reason
+}
+# fy_limits: the optional limits of one run, in its subshell.
+# FY_FSIZE_KB=N: no file may grow past N KiB (writes fail with EFBIG, and
+# SIGXFSZ is ignored), a full disk where no small file system can be
+# mounted.
+fy_limits () {
+  if [ -n "${FY_FSIZE_KB:-}" ]; then
+    ulimit -f "$FY_FSIZE_KB" || return 1
+    trap '' XFSZ
+  fi
 }
 # Set CRASH from RC and $ERR.
 crash_reason () {
@@ -293,10 +307,11 @@ same_content () {
     not_ok "$what: qemu-img compare exit $rc" "qemu-img compare -f $fa -F $fb $a $b" "$out"
   fi
 }
-# qemu_clean WHAT IMG: qemu-img check finds no errors and no leaks.
+# qemu_clean WHAT IMG [FMT]: qemu-img check finds no errors and no leaks
+# in IMG (of FMT, qcow2 by default).
 qemu_clean () {
-  local what=$1 img=$2 out rc=0
-  out=$(qemu-img check -f qcow2 "$img" 2>&1) || rc=$?
+  local what=$1 img=$2 fmt=${3:-qcow2} out rc=0
+  out=$(qemu-img check -f "$fmt" "$img" 2>&1) || rc=$?
   if [ "$rc" = 0 ]; then
     ok "$what"
   else

@@ -2,7 +2,8 @@
 # progress: --progress=json prints one JSON object per line on stdout with
 # done, total, percent, elapsed, bytes_per_sec, eta and finished; done never
 # goes back, the last line has finished true and done == total, and nothing
-# else is on stdout.  -p on a pipe does not disturb the conversion.
+# else is on stdout.  -p on a terminal draws a bar with done / total, MB/s
+# and the ETA; -p on a pipe does not disturb the conversion.
 . "$(dirname "$0")/lib.sh"
 require qemu-img qemu-io python3
 
@@ -89,6 +90,29 @@ rm -f out.img
 fy convert -p -O qcow2 src.raw out.img
 expect_exit 0 "-p with stdout on a pipe" &&
   same_content "-p: qemu-img compare" src.raw raw out.img qcow2
+
+# -p on a terminal (script(1) gives ferry a pseudo-terminal): a bar that
+# shows the bytes done of the allocated total (8 + 8 + 8 + 1 MiB), the
+# speed and the time left, redrawn in place.
+if command -v script >/dev/null 2>&1; then
+  rm -f out.img
+  rc=0
+  script -qec "$FERRY convert -p -O qcow2 src.raw out.img" /dev/null \
+    </dev/null >tty.out 2>&1 || rc=$?
+  if [ "$rc" = 0 ]; then
+    ok "-p on a terminal: exit 0"
+    if grep -q -a -E $'\r\\[#{30}\\] 100\\.00%  25 MiB / 25 MiB  [0-9.]+ MB/s  ETA 0:00' tty.out; then
+      ok "-p on a terminal: the bar shows 100%, done / total, MB/s and the ETA"
+    else
+      not_ok "-p on a terminal: no finished bar" "$(cat -A tty.out | head -c 2000)"
+    fi
+    same_content "-p on a terminal: qemu-img compare" src.raw raw out.img qcow2
+  else
+    not_ok "-p on a terminal: exit $rc" "$(cat -A tty.out | head -c 2000)"
+  fi
+else
+  echo "# no script(1): the terminal bar is not checked"
+fi
 
 # An empty source still ends with a finished line.
 mkimg qcow2 empty.qcow2 $((4 * mb))

@@ -10,7 +10,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -24,6 +23,9 @@
 
 #include <cmocka.h>
 
+#define SCRATCH_PREFIX "ferry-test-copy"
+#include "scratch-dir.h"
+
 #include <ferry/copy.h>
 
 #include "common/error.h"
@@ -32,8 +34,6 @@
 
 #define KiB 1024ull
 #define MiB (1024ull * 1024)
-
-static char tmpdir[256];
 
 /* ----- helpers ----- */
 
@@ -53,16 +53,6 @@ fill_pattern (unsigned char *buf, size_t len, uint64_t offset, unsigned seed)
 
   for (i = 0; i < len; i++)
     buf[i] = pattern_byte (offset + i, seed);
-}
-
-/* Put the path of NAME inside the test directory into BUF, removing
- * any file of that name a previous test left. */
-static const char *
-tmp_path (char *buf, size_t len, const char *name)
-{
-  snprintf (buf, len, "%s/%s", tmpdir, name);
-  unlink (buf);
-  return buf;
 }
 
 /* Write the pattern over [OFFSET, OFFSET+LEN) of IMG. */
@@ -120,19 +110,6 @@ assert_same_files (const char *a, const char *b)
   assert_true (is_zero (bb + la, lb - la));
   free (ba);
   free (bb);
-}
-
-/* True when [OFFSET, OFFSET+LEN) of file PATH is one hole. */
-static bool
-is_hole (const char *path, uint64_t offset, uint64_t len)
-{
-  int fd = open (path, O_RDONLY);
-  off_t data;
-
-  assert_true (fd >= 0);
-  data = lseek (fd, offset, SEEK_DATA);
-  close (fd);
-  return data == -1 || (uint64_t) data >= offset + len;
 }
 
 /* True when [OFFSET, OFFSET+LEN) of file PATH is all allocated. */
@@ -212,6 +189,7 @@ struct mem_image {
   uint32_t cluster_size;
   uint32_t compress_unit;        /* 0: cannot compress */
   unsigned read_delay_us;        /* sleep in every pread */
+  unsigned write_delay_us;       /* sleep in every write */
   uint64_t fail_read_at;         /* pread touching this offset fails */
   uint64_t fail_write_at;        /* writes touching this offset fail */
   int *in_flight;                /* writes in each cluster right now */
@@ -222,6 +200,10 @@ struct mem_image {
   int out_of_order;              /* compressed writes not ascending */
   int zero_compressed;           /* all-zero units given to compress */
   int nr_pwrite, nr_zero, nr_zero_trim, nr_compressed, nr_flush;
+  /* How many preads, writes and compress calls ran at once, now and at
+   * most. */
+  int reads_now, reads_max, writes_now, writes_max, compress_now,
+    compress_max;
   uint64_t last_compressed;      /* end of the last compressed write */
 };
 
@@ -233,6 +215,26 @@ mem_blocks (uint64_t offset, uint64_t count, uint64_t *first, uint64_t *last)
   *last = (offset + count - 1) / MEM_BLOCK;
 }
 
+/* Count one more call running in *NOW, raising *MAX to match. */
+static void
+enter_call (int *now, int *max)
+{
+  int n = __atomic_add_fetch (now, 1, __ATOMIC_ACQ_REL);
+  int m = __atomic_load_n (max, __ATOMIC_RELAXED);
+
+  while (n > m &&
+         !__atomic_compare_exchange_n (max, &m, n, false, __ATOMIC_ACQ_REL,
+                                       __ATOMIC_RELAXED))
+    ;
+}
+
+/* Count one call fewer running in *NOW. */
+static void
+leave_call (int *now)
+{
+  __atomic_sub_fetch (now, 1, __ATOMIC_ACQ_REL);
+}
+
 /* Read, counting any read that touches a hole or zero extent. */
 static int
 mem_pread (struct ferry_image *img, void *buf, size_t count, uint64_t offset)
@@ -240,8 +242,10 @@ mem_pread (struct ferry_image *img, void *buf, size_t count, uint64_t offset)
   struct mem_image *h = (struct mem_image *) img;
   uint64_t b, first, last;
 
+  enter_call (&h->reads_now, &h->reads_max);
   if (h->read_delay_us)
     usleep (h->read_delay_us);
+  leave_call (&h->reads_now);
   if (h->fail_read_at >= offset && h->fail_read_at < offset + count)
     return ferry_error (EIO, "%s: read error at offset %" PRIu64,
                         img->path, offset);
@@ -281,6 +285,10 @@ mem_store (struct mem_image *h, const void *buf, size_t count,
     return ferry_error (ENOSPC, "%s: write at offset %" PRIu64
                         ": No space left on device", h->base.path, offset);
   mem_track (h, offset, count, +1);
+  enter_call (&h->writes_now, &h->writes_max);
+  if (h->write_delay_us)
+    usleep (h->write_delay_us);
+  leave_call (&h->writes_now);
   if (buf)
     memcpy (h->data + offset, buf, count);
   else
@@ -372,7 +380,9 @@ mem_compress (struct ferry_image *img, const void *in, size_t count,
 
   if (is_zero (in, count))
     __atomic_fetch_add (&h->zero_compressed, 1, __ATOMIC_RELAXED);
-  usleep ((p[1] * 37u) % 400);
+  enter_call (&h->compress_now, &h->compress_max);
+  usleep (200 + (p[1] * 37u) % 400);
+  leave_call (&h->compress_now);
   if (p[0] == 0xEE)
     return 0;
   ((unsigned char *) out)[0] = 'Z';
@@ -495,6 +505,7 @@ mem_reset_stats (struct mem_image *h)
   h->hole_reads = h->overlaps = h->out_of_order = h->zero_compressed = 0;
   h->nr_pwrite = h->nr_zero = h->nr_zero_trim = 0;
   h->nr_compressed = h->nr_flush = 0;
+  h->reads_max = h->writes_max = h->compress_max = 0;
   h->last_compressed = 0;
 }
 
@@ -823,6 +834,48 @@ test_write_error (void **state)
   ferry_image_close (&dst->base);
 }
 
+/* Reads and writes run in parallel: with N workers, up to N at once and
+ * no more; by default one worker per core; one worker alone with -m 1. */
+static void
+test_parallel (void **state)
+{
+  static const unsigned threads[] = { 1, 4, 0 };
+  unsigned cpus = (unsigned) sysconf (_SC_NPROCESSORS_ONLN);
+  size_t t;
+
+  for (t = 0; t < sizeof threads / sizeof threads[0]; t++) {
+    struct mem_image *src = mem_source ();
+    struct mem_image *dst = mem_new ("dst", MEM_SOURCE_SIZE, 0);
+    struct ferry_copy_options opts = {
+      .threads = threads[t], .request_size = 128 * KiB,
+    };
+    int want = threads[t] ? (int) threads[t] : (int) MIN (cpus, 64u);
+
+    /* Long enough that the workers' calls overlap even when the
+     * machine is busy. */
+    src->read_delay_us = 3000;
+    dst->write_delay_us = 3000;
+    assert_int_equal (ferry_copy (&src->base, &dst->base, &opts), 0);
+    assert_memory_equal (src->data, dst->data, MEM_SOURCE_SIZE);
+    assert_true (src->reads_max <= want);
+    assert_true (dst->writes_max <= want);
+    if (want == 1) {
+      assert_int_equal (src->reads_max, 1);
+      assert_int_equal (dst->writes_max, 1);
+    }
+    else {
+      /* All of them at once at some point, for reads; at least two
+       * writes at once. */
+      if (src->reads_max != want)
+        fail_msg ("%d workers: at most %d reads at once", want,
+                  src->reads_max);
+      assert_true (dst->writes_max >= 2);
+    }
+    ferry_image_close (&src->base);
+    ferry_image_close (&dst->base);
+  }
+}
+
 /* Compressed output: units compressed on every worker, written in
  * ascending order, zero units never compressed, units that do not pay
  * written plainly. */
@@ -848,6 +901,10 @@ test_compressed_order (void **state)
     assert_memory_equal (src->data, dst->data, MEM_SOURCE_SIZE);
     assert_int_equal (dst->out_of_order, 0);
     assert_int_equal (dst->zero_compressed, 0);
+    /* Every worker compresses at some point, at the same time. */
+    if (dst->compress_max != (int) threads[t])
+      fail_msg ("%u workers: at most %d compressing at once", threads[t],
+                dst->compress_max);
     assert_int_equal (dst->overlaps, 0);
     assert_true (dst->nr_compressed > 0);
     assert_int_equal (dst->nr_pwrite, 13);  /* the 0xEE units */
@@ -1044,32 +1101,6 @@ test_empty (void **state)
   ferry_image_close (&dst->base);
 }
 
-/* Remove one entry of the test directory. */
-static int
-remove_entry (const char *path, const struct stat *st, int flag,
-              struct FTW *ftw)
-{
-  return remove (path);
-}
-
-/* Make the directory the raw files of the tests go into. */
-static int
-make_tmpdir (void **state)
-{
-  const char *base = getenv ("TMPDIR");
-
-  snprintf (tmpdir, sizeof tmpdir, "%s/ferry-test-copy-XXXXXX",
-            base ? base : "/tmp");
-  return mkdtemp (tmpdir) ? 0 : -1;
-}
-
-/* Remove that directory and everything in it. */
-static int
-remove_tmpdir (void **state)
-{
-  return nftw (tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 /* Run every test, with the temporary directory around them. */
 int
 main (void)
@@ -1084,6 +1115,7 @@ main (void)
     cmocka_unit_test (test_cancel),
     cmocka_unit_test (test_read_error),
     cmocka_unit_test (test_write_error),
+    cmocka_unit_test (test_parallel),
     cmocka_unit_test (test_compressed_order),
     cmocka_unit_test (test_compress_refused),
     cmocka_unit_test (test_target_too_small),
@@ -1092,5 +1124,5 @@ main (void)
     cmocka_unit_test (test_qcow2_round_trip),
     cmocka_unit_test (test_empty),
   };
-  return cmocka_run_group_tests (tests, make_tmpdir, remove_tmpdir);
+  return cmocka_run_group_tests (tests, make_scratch_dir, remove_scratch_dir);
 }
