@@ -217,3 +217,9 @@ hostfile_size (int fd, const char *path, uint64_t *size)
   *size = end;
   return 0;
 }
+
+void
+hostfile_start_writeback (int fd, uint64_t offset, uint64_t count)
+{
+  (void) sync_file_range (fd, offset, count, SYNC_FILE_RANGE_WRITE);
+}
