@@ -37,6 +37,7 @@ bench: build
 	bench/nbd.sh $(BUILD)
 	bench/vhdx.sh $(BUILD)
 	bench/v2v.sh $(BUILD)
+	bench/vhd-vdi.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -134,8 +134,11 @@ bench_case () {
     fi
   done
   # Both outputs must hold the same disk, or the times mean nothing.
+  # COMPARE_ARGS (e.g. "-f vpc -F vpc") names their formats where qemu-img
+  # would not probe them (a fixed VHD looks raw).
   local same=yes
-  qemu-img compare "$o/ferry-$output" "$o/$output" >/dev/null 2>&1 || same=NO
+  # shellcheck disable=SC2086
+  qemu-img compare ${COMPARE_ARGS:-} "$o/ferry-$output" "$o/$output" >/dev/null 2>&1 || same=NO
   rm -f "$o/ferry-$output" "$o/$output"
   local ft pt ps
   ft=$(median "${fts[@]}")

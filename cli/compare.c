@@ -30,7 +30,10 @@ cmd_compare (int argc, char **argv)
     case 's': strict = true; break;
     case 'p': break;   /* accepted for qemu-img compatibility */
     case 'h':
-      printf ("usage: ferry compare [-f FMT] [-F FMT] [-s] A B\n");
+      printf ("usage: ferry compare [-f FMT] [-F FMT] [-s] A B\n"
+              "  -s, --strict   fail on a size mismatch, and refuse images "
+              "that would\n"
+              "                 only open with a warning (a bad checksum)\n");
       return 0;
     default:
       return 2;
@@ -41,12 +44,14 @@ cmd_compare (int argc, char **argv)
     return 2;
   }
 
-  a = ferry_image_open (argv[optind], fmt_a, 0);
+  /* Strict mode also refuses images that would open with a warning. */
+  a = ferry_image_open (argv[optind], fmt_a, strict ? FERRY_OPEN_STRICT : 0);
   if (a == NULL) {
     print_error ("compare");
     return 2;
   }
-  b = ferry_image_open (argv[optind + 1], fmt_b, 0);
+  b = ferry_image_open (argv[optind + 1], fmt_b,
+                        strict ? FERRY_OPEN_STRICT : 0);
   if (b == NULL) {
     print_error ("compare");
     goto out;

@@ -139,7 +139,7 @@ usage (FILE *fp)
   fprintf (fp,
     "usage: ferry convert [-f FMT] [-O FMT] [-o key=val,...] [-B BACKING [-F FMT]]\n"
     "                     [-c] [-p | --progress=bar|json|none] [-m THREADS] [-n]\n"
-    "                     SRC DST\n"
+    "                     [--strict] SRC DST\n"
     "  SRC and DST are files, devices or NBD URIs (nbd://HOST[:PORT]/EXPORT,\n"
     "  nbds://..., nbd+unix:///EXPORT?socket=PATH); an NBD DST is written in\n"
     "  place, as with -n, and must be at least as large as SRC\n"
@@ -153,7 +153,9 @@ usage (FILE *fp)
     "  -n           write into an existing DST instead of creating it\n"
     "  -t CACHE     unsafe: do not flush DST before renaming it into place\n"
     "               (qemu-img's default); writeback, none, writethrough and\n"
-    "               directsync flush it (ferry's default)\n");
+    "               directsync flush it (ferry's default)\n"
+    "  --strict     refuse a SRC that would only open with a warning (a bad\n"
+    "               checksum)\n");
 }
 
 int
@@ -161,6 +163,7 @@ cmd_convert (int argc, char **argv)
 {
   static const struct option long_options[] = {
     { "progress", optional_argument, NULL, 'P' },
+    { "strict", no_argument, NULL, 'S' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -172,6 +175,7 @@ cmd_convert (int argc, char **argv)
   struct ferry_copy_options copts = { 0 };
   struct ferry_image *src = NULL, *dst = NULL;
   bool compress = false, no_create = false, unsafe = false, dst_uri;
+  unsigned open_flags = 0;
   unsigned long threads = 0;
   struct stat st;
   int c, ret = 1;
@@ -207,6 +211,7 @@ cmd_convert (int argc, char **argv)
         goto out;
       break;
     case 'n': no_create = true; break;
+    case 'S': open_flags |= FERRY_OPEN_STRICT; break;
     case 't':
       if (parse_cache_option ("convert", optarg, &unsafe) == -1)
         goto out;
@@ -231,7 +236,7 @@ cmd_convert (int argc, char **argv)
     goto out;
   }
 
-  src = ferry_image_open (src_path, src_fmt, 0);
+  src = ferry_image_open (src_path, src_fmt, open_flags);
   if (src == NULL) {
     print_error ("convert");
     goto out;
@@ -249,7 +254,7 @@ cmd_convert (int argc, char **argv)
      * data starts with an image header would be written through it.  As
      * in qemu-img, -n without -O means raw. */
     dst = ferry_image_open (dst_path, dst_fmt ? dst_fmt : "raw",
-                            FERRY_OPEN_WRITE);
+                            FERRY_OPEN_WRITE | open_flags);
     if (dst == NULL) {
       print_error ("convert");
       goto out;

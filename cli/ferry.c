@@ -13,13 +13,16 @@ static const struct {
   int (*run) (int argc, char **argv);
   const char *synopsis;
 } commands[] = {
-  { "info", cmd_info, "info [--json] [-f FMT] [--backing-chain] IMAGE" },
+  { "info", cmd_info,
+    "info [--json] [-f FMT] [--backing-chain] [--strict] IMAGE" },
   { "convert", cmd_convert,
     "convert [-f FMT] [-O FMT] [-o key=val,...] [-c] [-p | --progress=json]\n"
-    "                [-m THREADS] [-n] [-t CACHE] SRC DST" },
-  { "compare", cmd_compare, "compare [-f FMT] [-F FMT] [-p] A B" },
+    "                [-m THREADS] [-n] [-t CACHE] [--strict] SRC DST" },
+  { "compare", cmd_compare,
+    "compare [-f FMT] [-F FMT] [-p] [-s|--strict] A B" },
   { "check", cmd_check, "check [-f FMT] [--json] IMAGE" },
-  { "map", cmd_map, "map [-f FMT] [--context NAME] [--totals] [--json] IMAGE" },
+  { "map", cmd_map,
+    "map [-f FMT] [--context NAME] [--totals] [--json] [--strict] IMAGE" },
   { "serve", cmd_serve,
     "serve [-f FMT] [--port N [--bind ADDR] | --socket PATH] [--readonly]\n"
     "              [--tls-psk FILE | --tls-certs DIR] [--export NAME] IMAGE" },

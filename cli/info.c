@@ -164,11 +164,13 @@ cmd_info (int argc, char **argv)
     { "json", no_argument, NULL, 'j' },
     { "output", required_argument, NULL, 'o' },
     { "format", required_argument, NULL, 'f' },
+    { "strict", no_argument, NULL, 's' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
   const char *format = NULL;
   bool json = false;
+  unsigned flags = 0;
   struct ferry_image *img, *layer;
   int c, ret = 0;
 
@@ -180,8 +182,11 @@ cmd_info (int argc, char **argv)
         return 1;
       break;
     case 'f': format = optarg; break;
+    case 's': flags |= FERRY_OPEN_STRICT; break;
     case 'h':
-      printf ("usage: ferry info [--json] [-f FMT] IMAGE\n");
+      printf ("usage: ferry info [--json] [-f FMT] [--strict] IMAGE\n"
+              "  --strict   refuse what would only be a warning (a bad "
+              "checksum)\n");
       return 0;
     default:
       return 1;
@@ -192,7 +197,7 @@ cmd_info (int argc, char **argv)
     return 1;
   }
 
-  img = ferry_image_open (argv[optind], format, 0);
+  img = ferry_image_open (argv[optind], format, flags);
   if (img == NULL) {
     print_error ("info");
     return 1;

@@ -173,13 +173,15 @@ static void
 usage (FILE *fp)
 {
   fprintf (fp,
-    "usage: ferry map [-f FMT] [--context NAME] [--totals] [--json] IMAGE\n"
+    "usage: ferry map [-f FMT] [--context NAME] [--totals] [--json]\n"
+    "                 [--strict] IMAGE\n"
     "  IMAGE           a file or an NBD URI (nbd://, nbds://, nbd+unix://)\n"
     "  --context NAME  the metadata context to map (default base:allocation;\n"
     "                  an NBD export may offer qemu:dirty-bitmap:NAME,\n"
     "                  qemu:allocation-depth, ...)\n"
     "  --totals        the bytes of each value instead of the extents\n"
-    "  --json          JSON, as nbdinfo --map --json\n");
+    "  --json          JSON, as nbdinfo --map --json\n"
+    "  --strict        refuse what would only be a warning (a bad checksum)\n");
 }
 
 int
@@ -190,10 +192,12 @@ cmd_map (int argc, char **argv)
     { "json", no_argument, NULL, 'j' },
     { "totals", no_argument, NULL, 't' },
     { "format", required_argument, NULL, 'f' },
+    { "strict", no_argument, NULL, 's' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
   const char *format = NULL;
+  unsigned flags = 0;
   struct map_out m = { .context = FERRY_CONTEXT_BASE_ALLOCATION, .first = true };
   struct ferry_extent_list list = { 0 };
   struct ferry_image *img;
@@ -206,6 +210,7 @@ cmd_map (int argc, char **argv)
     case 'j': m.json = true; break;
     case 't': m.totals = true; break;
     case 'f': format = optarg; break;
+    case 's': flags |= FERRY_OPEN_STRICT; break;
     case 'h': usage (stdout); return 0;
     default: usage (stderr); return 1;
     }
@@ -215,7 +220,7 @@ cmd_map (int argc, char **argv)
     return 1;
   }
 
-  img = ferry_image_open (argv[optind], format, 0);
+  img = ferry_image_open (argv[optind], format, flags);
   if (img == NULL) {
     print_error ("map");
     return 1;

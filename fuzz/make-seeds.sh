@@ -4,7 +4,7 @@
 # binary files are kept in the repository), plus a raw file, and the
 # corpus's qcow v1 image and fuzzer-made VHD when ../shared is there.
 # VMDK: sparse, stream, COWD and seSparse files, a descriptor, and the
-# corpus's fuzzer-made afl9.vmdk.
+# corpus's fuzzer-made afl9.vmdk.  Small VHD and VDI images.
 # Each image has small clusters so that it stays under 128 KiB.
 set -euo pipefail
 
@@ -84,6 +84,24 @@ RW 8 SESPARSE "se.vmdk"
 ddb.adapterType = "lsilogic"
 ddb.geometry.cylinders="16383"
 EOF2
+# VHD and VDI: qemu-img writes 2 MiB and 1 MiB blocks, too large for a
+# seed once written, so the images with data come from vhd-vdi-tool.py
+# (from the published layouts) with 4 KiB blocks.
+vvtool=$here/../tests/shell/vhd-vdi-tool.py
+qemu-img create -q -f vpc -o force_size=on empty.vhd 1m
+qemu-img create -q -f vpc -o subformat=fixed fixed.vhd 64k
+qemu-io -f vpc -c "write -P 0x5a 4096 8192" fixed.vhd >/dev/null
+qemu-img create -q -f vdi empty.vdi 1m
+if command -v python3 >/dev/null && [ -f "$vvtool" ]; then
+  python3 "$vvtool" vhd-diff dyn.vhd - --size 65536 --block-size 4096 \
+    --write 0:1024:0x11 --write 8192:512:0x22 --write 65024:512:0x23
+  python3 "$vvtool" vhd-diff diff.vhd dyn.vhd --block-size 4096 \
+    --locators W2ru,W2ku,MacX --write 4096:1024:0x33
+  python3 "$vvtool" vdi-new dyn.vdi 65536 --block-size 4096 \
+    --write 100:5000:0x44 --write 60000:100:0x45
+  python3 "$vvtool" vdi-new static.vdi 32768 --block-size 4096 --static
+  python3 "$vvtool" vdi-diff diff.vdi dyn.vdi --write 0:512:0x46 --discard 3
+fi
 head -c 4096 /dev/urandom >random.raw
 if [ -d "$corpus" ]; then
   cp "$corpus/qemu/qcow1-image.qcow" . 2>/dev/null || true

@@ -1,8 +1,10 @@
 /* Helpers declared in util.h. */
 #include <errno.h>
 #include <sys/uio.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -114,4 +116,75 @@ online_cpus (void)
 {
   long n = sysconf (_SC_NPROCESSORS_ONLN);
   return n < 1 ? 1 : (unsigned) n;
+}
+
+void
+random_uuid (uint8_t out[16])
+{
+  static uint64_t counter;
+  size_t got = 0;
+
+  while (got < 16) {
+    ssize_t r = getrandom (out + got, 16 - got, 0);
+    if (r <= 0)
+      break;
+    got += r;
+  }
+  if (got < 16) {
+    /* No entropy to be had: unique enough for an image id. */
+    uint64_t a = (uint64_t) time (NULL) ^ ((uint64_t) getpid () << 32);
+    uint64_t b = __atomic_add_fetch (&counter, 1, __ATOMIC_RELAXED) ^
+      (uint64_t) (now_seconds () * 1e9);
+    memcpy (out, &a, 8);
+    memcpy (out + 8, &b, 8);
+  }
+  out[6] = (out[6] & 0x0f) | 0x40;      /* version 4: random */
+  out[8] = (out[8] & 0x3f) | 0x80;      /* the RFC 4122 variant */
+}
+
+char *
+utf16_to_utf8 (const void *buf, size_t len, bool big_endian)
+{
+  const uint8_t *p = buf;
+  char *out = malloc (len / 2 * 3 + 1), *o = out;
+  size_t i;
+
+  if (out == NULL)
+    return NULL;
+  for (i = 0; i + 1 < len; i += 2) {
+    uint32_t c = big_endian ? get_be16 (p + i) : get_le16 (p + i);
+    if (c == 0)
+      break;
+    if (c >= 0xd800 && c < 0xdc00 && i + 3 < len) {
+      uint32_t lo = big_endian ? get_be16 (p + i + 2) : get_le16 (p + i + 2);
+      if (lo >= 0xdc00 && lo < 0xe000) {
+        c = 0x10000 + ((c - 0xd800) << 10) + (lo - 0xdc00);
+        i += 2;
+      }
+      else
+        c = 0xfffd;
+    }
+    else if (c >= 0xd800 && c < 0xe000)
+      c = 0xfffd;
+    if (c < 0x80)
+      *o++ = c;
+    else if (c < 0x800) {
+      *o++ = 0xc0 | (c >> 6);
+      *o++ = 0x80 | (c & 0x3f);
+    }
+    else if (c < 0x10000) {
+      *o++ = 0xe0 | (c >> 12);
+      *o++ = 0x80 | ((c >> 6) & 0x3f);
+      *o++ = 0x80 | (c & 0x3f);
+    }
+    else {
+      /* Four bytes for the two units just consumed: still fits. */
+      *o++ = 0xf0 | (c >> 18);
+      *o++ = 0x80 | ((c >> 12) & 0x3f);
+      *o++ = 0x80 | ((c >> 6) & 0x3f);
+      *o++ = 0x80 | (c & 0x3f);
+    }
+  }
+  *o = '\0';
+  return out;
 }

@@ -57,6 +57,16 @@ int full_pwritev (int fd, struct iovec *iov, int n, uint64_t offset);
  * terminated).  NULL when out of memory; the caller frees it. */
 char *strdup_counted (const void *p, size_t len);
 
+/* A UTF-8 copy of the UTF-16 string (big- or little-endian) of LEN
+ * bytes at P, up to the first NUL; a broken surrogate becomes U+FFFD.
+ * NULL when out of memory; the caller frees it.  Image headers (VHD,
+ * VHDX) name files and creators in UTF-16. */
+char *utf16_to_utf8 (const void *p, size_t len, bool big_endian);
+
+/* Sixteen random bytes with the bits of an RFC 4122 version 4 UUID, in
+ * the order of its text form, for the ids images carry. */
+void random_uuid (uint8_t out[16]);
+
 /* A monotonic clock in seconds. */
 double now_seconds (void);
 

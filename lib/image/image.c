@@ -41,6 +41,8 @@ static const struct image_driver *const drivers[] = {
   &vmdk_driver,
   &nbd_driver,       /* URIs only: no probe */
   &vhdx_driver,
+  &vhd_driver,
+  &vdi_driver,
   &raw_driver,       /* last: the fallback of the probe */
 };
 #define NR_DRIVERS (sizeof drivers / sizeof drivers[0])
@@ -943,6 +945,24 @@ ferry_image_context_extents (struct ferry_image *img, const char *name,
   return 0;
 }
 
+int
+image_read_backing (struct ferry_image *img, void *buf, uint64_t count,
+                    uint64_t offset)
+{
+  struct ferry_image *b = img->backing;
+  uint64_t n = 0;
+
+  if (b && offset < b->size) {
+    n = MIN (count, b->size - offset);
+    if (ferry_image_pread (b, buf, n, offset) == -1) {
+      ferry_error_prefix ("%s: reading the backing file", img->path);
+      return -1;
+    }
+  }
+  memset ((char *) buf + n, 0, count - n);
+  return 0;
+}
+
 uint32_t
 ferry_image_compress_unit (struct ferry_image *img)
 {
@@ -1195,6 +1215,17 @@ check_report (struct ferry_check_result *r, bool corruption,
   r->messages[r->nr_messages++] = line;
   r->messages[r->nr_messages] = NULL;
   return 0;
+}
+
+int
+check_report_error (struct ferry_check_result *r, const char *path)
+{
+  const char *msg = ferry_get_error ();
+  size_t n = strlen (path);
+
+  if (strncmp (msg, path, n) == 0 && strncmp (msg + n, ": ", 2) == 0)
+    msg += n + 2;
+  return check_report (r, true, "%s", msg);
 }
 
 int

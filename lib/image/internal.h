@@ -199,6 +199,8 @@ extern const struct image_driver qcow2_driver;
 extern const struct image_driver vmdk_driver;
 extern const struct image_driver nbd_driver;
 extern const struct image_driver vhdx_driver;
+extern const struct image_driver vhd_driver;
+extern const struct image_driver vdi_driver;
 
 /* stream.c: the gzip stream of ferry_image_open_stream.  open takes FD
  * (owned from here, even on failure) and the compressed bytes [START,
@@ -270,6 +272,11 @@ image_backing_extents (struct ferry_image *img, uint64_t offset,
   return image_sub_extents (img, img->backing, offset, count, offset, list,
                             end);
 }
+/* Read COUNT bytes at guest OFFSET of IMG's backing file into BUF, for
+ * the unallocated ranges of formats with a backing chain: zeroes past its
+ * end or where there is none.  0, or -1 with the error set. */
+int image_read_backing (struct ferry_image *img, void *buf, uint64_t count,
+                        uint64_t offset);
 
 /* Options lookup; each marks the key used.  *_u64 accepts sizes with
  * k/M/G/T suffixes (powers of 1024) and fails with a message naming the
@@ -299,5 +306,10 @@ uint64_t file_allocated_bytes (int fd);
 int check_report (struct ferry_check_result *r, bool corruption,
                   const char *fmt, ...)
   __attribute__ ((format (printf, 3, 4)));
+
+/* Add the library's current error (say, why a structure could not be
+ * read) as a corruption line, without the "PATH: " it starts with, since
+ * ferry check prints the path itself. */
+int check_report_error (struct ferry_check_result *r, const char *path);
 
 #endif /* FERRY_IMAGE_INTERNAL_H */

@@ -146,51 +146,6 @@ vhdx_read_file (struct vhdx_image *v, void *buf, size_t len, uint64_t offset)
   return 0;
 }
 
-/* A UTF-8 copy of the UTF-16LE string of LEN bytes at P, ending at the
- * first NUL; a broken surrogate becomes U+FFFD.  NULL when out of memory. */
-static char *
-utf16_to_utf8 (const uint8_t *p, size_t len)
-{
-  char *out = malloc (len / 2 * 3 + 1), *o = out;
-  size_t i;
-
-  if (out == NULL)
-    return NULL;
-  for (i = 0; i + 1 < len; i += 2) {
-    uint32_t c = get_le16 (p + i);
-    if (c == 0)
-      break;
-    if (c >= 0xd800 && c < 0xdc00 && i + 3 < len &&
-        get_le16 (p + i + 2) >= 0xdc00 && get_le16 (p + i + 2) < 0xe000) {
-      c = 0x10000 + ((c - 0xd800) << 10) + (get_le16 (p + i + 2) - 0xdc00);
-      i += 2;
-    }
-    else if (c >= 0xd800 && c < 0xe000)
-      c = 0xfffd;
-    /* Four bytes of output per four bytes of input at most, three per
-     * two otherwise: the buffer holds them. */
-    if (c < 0x80)
-      *o++ = c;
-    else if (c < 0x800) {
-      *o++ = 0xc0 | (c >> 6);
-      *o++ = 0x80 | (c & 0x3f);
-    }
-    else if (c < 0x10000) {
-      *o++ = 0xe0 | (c >> 12);
-      *o++ = 0x80 | ((c >> 6) & 0x3f);
-      *o++ = 0x80 | (c & 0x3f);
-    }
-    else {
-      *o++ = 0xf0 | (c >> 18);
-      *o++ = 0x80 | ((c >> 12) & 0x3f);
-      *o++ = 0x80 | ((c >> 6) & 0x3f);
-      *o++ = 0x80 | (c & 0x3f);
-    }
-  }
-  *o = '\0';
-  return out;
-}
-
 /* Parse the 4 KiB header at BUF into *H.  NULL when it is valid, else
  * what is wrong with it. */
 static const char *
@@ -448,8 +403,8 @@ parse_locator (struct vhdx_image *v, const uint8_t *p, uint32_t len,
                           "value at %" PRIu32 ", %u bytes) is empty or lies "
                           "outside the locator (%" PRIu32 " bytes)",
                           v->base.path, off, i, ko, kl, vo, vl, len);
-    key = utf16_to_utf8 (p + ko, kl);
-    value = utf16_to_utf8 (p + vo, vl);
+    key = utf16_to_utf8 (p + ko, kl, false);
+    value = utf16_to_utf8 (p + vo, vl, false);
     if (key == NULL || value == NULL) {
       free (value);
       return ferry_error (ENOMEM, "%s: out of memory", v->base.path);
@@ -1163,7 +1118,8 @@ read_identifier (struct vhdx_image *v)
   if (memcmp (buf, VHDX_IDENT_SIGNATURE, 8) != 0)
     return ferry_error (EINVAL, "%s: not a VHDX file (no 'vhdxfile' "
                         "signature at offset 0)", v->base.path);
-  v->creator = utf16_to_utf8 (buf + VHDX_CREATOR_OFFSET, VHDX_CREATOR_BYTES);
+  v->creator = utf16_to_utf8 (buf + VHDX_CREATOR_OFFSET, VHDX_CREATOR_BYTES,
+                              false);
   if (v->creator == NULL)
     return ferry_error (ENOMEM, "%s: out of memory", v->base.path);
   return 0;

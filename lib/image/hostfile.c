@@ -1,0 +1,225 @@
+/* Zeroing and hole-finding on the host file of a block-mapped format; see
+ * hostfile.h. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/falloc.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "hostfile.h"
+#include "../common/error.h"
+#include "../common/util.h"
+
+/* True when ERR means "this file system cannot do that", for good. */
+static bool
+not_supported (int err)
+{
+  return err == EOPNOTSUPP || err == ENOTSUP || err == ENOSYS ||
+         err == ENOTTY;
+}
+
+/* Try fallocate MODE on the range; 1 done, 0 fall back, -1 error. */
+static int
+try_fallocate (int fd, int mode, uint64_t offset, uint64_t count,
+               bool *refused, const char *path, const char *what)
+{
+  if (__atomic_load_n (refused, __ATOMIC_RELAXED))
+    return 0;
+  if (fallocate (fd, mode | FALLOC_FL_KEEP_SIZE, offset, count) == 0)
+    return 1;
+  if (not_supported (errno)) {
+    __atomic_store_n (refused, true, __ATOMIC_RELAXED);
+    return 0;
+  }
+  if (errno == EINVAL)          /* not this range: write zeroes instead */
+    return 0;
+  return ferry_error_errno (errno, "%s: %s %" PRIu64 " bytes at offset 0x%"
+                            PRIx64, path, what, count, offset);
+}
+
+int
+hostfile_zero (int fd, uint64_t offset, uint64_t count, bool may_trim,
+               struct hostfile_caps *caps, const char *path)
+{
+  static const uint8_t zeroes[1 << 16];
+  int r;
+
+  if (may_trim) {
+    r = try_fallocate (fd, FALLOC_FL_PUNCH_HOLE, offset, count,
+                       &caps->no_punch_hole, path, "punching a hole of");
+    if (r != 0)
+      return r == 1 ? 0 : -1;
+  }
+  r = try_fallocate (fd, FALLOC_FL_ZERO_RANGE, offset, count,
+                     &caps->no_zero_range, path, "zeroing");
+  if (r != 0)
+    return r == 1 ? 0 : -1;
+  while (count > 0) {
+    size_t n = MIN (count, sizeof zeroes);
+    if (full_pwrite (fd, zeroes, n, offset) == -1)
+      return ferry_error_errno (errno, "%s: writing zeroes at offset 0x%"
+                                PRIx64, path, offset);
+    offset += n;
+    count -= n;
+  }
+  return 0;
+}
+
+/* Pieces of this size that are all zeroes are left out of sparse writes:
+ * the file system's block, and the copy engine's zero block. */
+#define SPARSE_PIECE 4096u
+
+int
+hostfile_write_sparse (int fd, const void *buf, size_t count,
+                       uint64_t offset, const char *path)
+{
+  const uint8_t *p = buf;
+  size_t pos = 0, start;
+
+  while (pos < count) {
+    /* The end of the piece that holds byte POS. */
+    size_t end = MIN (count, (size_t) (ROUND_UP (offset + pos + 1,
+                                                 (uint64_t) SPARSE_PIECE)
+                                       - offset));
+    if (is_zero (p + pos, end - pos)) {
+      pos = end;
+      continue;
+    }
+    start = pos;
+    pos = end;
+    while (pos < count) {
+      end = MIN (count, pos + SPARSE_PIECE);
+      if (is_zero (p + pos, end - pos))
+        break;
+      pos = end;
+    }
+    if (full_pwrite (fd, p + start, pos - start, offset + start) == -1)
+      return ferry_error_errno (errno, "%s: writing %zu bytes at offset 0x%"
+                                PRIx64, path, pos - start, offset + start);
+  }
+  return 0;
+}
+
+int
+hostfile_run (int fd, uint64_t offset, uint64_t len,
+              struct hostfile_caps *caps, const char *path, bool *hole,
+              uint64_t *run)
+{
+  off_t data, end;
+
+  *hole = false;
+  *run = len;
+  if (__atomic_load_n (&caps->no_seek_data, __ATOMIC_RELAXED))
+    return 0;
+  data = lseek (fd, offset, SEEK_DATA);
+  if (data == -1) {
+    if (errno == ENXIO) {       /* no data from OFFSET on */
+      *hole = true;
+      return 0;
+    }
+    if (not_supported (errno) || errno == EINVAL) {
+      __atomic_store_n (&caps->no_seek_data, true, __ATOMIC_RELAXED);
+      return 0;
+    }
+    return ferry_error_errno (errno, "%s: SEEK_DATA at offset 0x%" PRIx64,
+                              path, offset);
+  }
+  if ((uint64_t) data > offset) {
+    *hole = true;
+    *run = MIN ((uint64_t) data - offset, len);
+    return 0;
+  }
+  end = lseek (fd, offset, SEEK_HOLE);
+  if (end == -1)
+    return ferry_error_errno (errno, "%s: SEEK_HOLE at offset 0x%" PRIx64,
+                              path, offset);
+  if ((uint64_t) end > offset)
+    *run = MIN ((uint64_t) end - offset, len);
+  return 0;
+}
+
+int
+hostfile_extents (int fd, uint64_t host, uint64_t len, uint64_t offset,
+                  uint32_t hole_flags, struct hostfile_caps *caps,
+                  const char *path, struct ferry_extent_list *list)
+{
+  uint64_t start = offset, end = offset + len;
+
+  while (len > 0) {
+    uint64_t run, a = offset, b, ha, hb;
+    bool hole;
+    if (hostfile_run (fd, host, len, caps, path, &hole, &run) == -1)
+      return -1;
+    b = a + run;
+    /* The file system's blocks need not line up with the guest's (qemu-img
+     * puts VHD data 512 bytes past a page): a hole gives the partial 4 KiB
+     * guest blocks at its edges to the data around it, so the copy reads
+     * and writes whole guest blocks. */
+    ha = a == start ? a : ROUND_UP (a, (uint64_t) SPARSE_PIECE);
+    hb = b == end ? b : ROUND_DOWN (b, (uint64_t) SPARSE_PIECE);
+    if (!hole || ha >= hb) {
+      ha = hb = b;
+      hole = false;
+    }
+    if ((ha > a && ferry_extent_list_append (list, a, ha - a, 0) == -1) ||
+        (hb > ha && ferry_extent_list_append (list, ha, hb - ha,
+                                              hole_flags) == -1) ||
+        (b > hb && ferry_extent_list_append (list, hb, b - hb, 0) == -1))
+      return ferry_error (ENOMEM, "%s: out of memory", path);
+    host += run;
+    offset += run;
+    len -= run;
+  }
+  return 0;
+}
+
+int
+hostfile_write_table32 (int fd, const uint32_t *table, uint32_t lo,
+                        uint32_t hi, uint64_t offset, bool big_endian,
+                        const char *path, const char *what)
+{
+  uint32_t *buf, i;
+  int r = 0;
+
+  if (lo >= hi)
+    return 0;
+  buf = malloc ((size_t) (hi - lo) * 4);
+  if (buf == NULL)
+    return ferry_error (ENOMEM, "%s: out of memory", path);
+  for (i = lo; i < hi; i++)
+    buf[i - lo] = big_endian ? htobe32 (table[i]) : htole32 (table[i]);
+  if (full_pwrite (fd, buf, (size_t) (hi - lo) * 4,
+                   offset + (uint64_t) lo * 4) == -1)
+    r = ferry_error_errno (errno, "%s: writing the %s at offset 0x%" PRIx64,
+                           path, what, offset + (uint64_t) lo * 4);
+  free (buf);
+  return r;
+}
+
+int
+hostfile_size (int fd, const char *path, uint64_t *size)
+{
+  struct stat st;
+  off_t end;
+
+  if (fstat (fd, &st) == -1)
+    return ferry_error_errno (errno, "%s: stat", path);
+  if (!S_ISBLK (st.st_mode)) {
+    *size = st.st_size;
+    return 0;
+  }
+  end = lseek (fd, 0, SEEK_END);
+  if (end == -1)
+    return ferry_error_errno (errno, "%s: finding the size of the device",
+                              path);
+  *size = end;
+  return 0;
+}
+
+void
+hostfile_start_writeback (int fd, uint64_t offset, uint64_t count)
+{
+  (void) sync_file_range (fd, offset, count, SYNC_FILE_RANGE_WRITE);
+}

@@ -1,0 +1,76 @@
+/* The host file under a block-mapped format (vhd, vdi): making a range of
+ * it read as zeroes, and finding its holes.
+ *
+ * Formats that keep guest blocks at offsets of one file (a fixed VHD, a
+ * static VDI, an allocated block of a dynamic one) get their zeroing and
+ * their finer extents from the file system: a block that is allocated in
+ * the image but a hole in the file reads as zeroes, and the copy engine
+ * then need not read it.  What the file system refuses with EOPNOTSUPP is
+ * remembered in struct hostfile_caps, so it is not asked again.
+ */
+#ifndef FERRY_HOSTFILE_H
+#define FERRY_HOSTFILE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <ferry/image.h>
+
+/* What the file system said it cannot do; all false at first.  Updated
+ * with relaxed atomics, so many threads may share one. */
+struct hostfile_caps {
+  bool no_punch_hole;
+  bool no_zero_range;
+  bool no_seek_data;
+};
+
+/* Make COUNT bytes at host OFFSET of FD read as zeroes: punch a hole when
+ * MAY_TRIM, else FALLOC_FL_ZERO_RANGE, else write zeroes.  PATH is for
+ * messages.  0, or -1 with the error set. */
+int hostfile_zero (int fd, uint64_t offset, uint64_t count, bool may_trim,
+                   struct hostfile_caps *caps, const char *path);
+
+/* Write COUNT bytes of BUF at host OFFSET of FD, leaving out the 4 KiB
+ * pieces (aligned in the file) that are all zeroes.  Only for a range that
+ * reads as zeroes already, such as a block the image has just taken at
+ * the end of its file: the pieces left out stay holes.  The copy engine
+ * writes whole blocks (it decides per target cluster), so a block half
+ * data, half zeroes would otherwise cost its zeroes on disk.  0, or -1
+ * with the error set. */
+int hostfile_write_sparse (int fd, const void *buf, size_t count,
+                           uint64_t offset, const char *path);
+
+/* The run of FD that starts at host OFFSET, at most LEN bytes long: data,
+ * or a hole (*HOLE).  *RUN is its length, at least 1 byte.  Where the
+ * file system cannot tell, everything is data.  0, or -1 with the error
+ * set. */
+int hostfile_run (int fd, uint64_t offset, uint64_t len,
+                  struct hostfile_caps *caps, const char *path,
+                  bool *hole /* OUT */, uint64_t *run /* OUT */);
+
+/* Append to LIST the extents of LEN guest bytes at guest OFFSET that are
+ * stored in FD at host HOST: data, or HOLE_FLAGS where the file has a
+ * hole (FERRY_EXTENT_ZERO for a block the image holds, with
+ * FERRY_EXTENT_HOLE too where nothing holds it).  Holes are trimmed to
+ * whole 4 KiB guest blocks inside the range (the rest counts as data).
+ * 0, or -1 with the error set. */
+int hostfile_extents (int fd, uint64_t host, uint64_t len, uint64_t offset,
+                      uint32_t hole_flags, struct hostfile_caps *caps,
+                      const char *path, struct ferry_extent_list *list);
+
+/* Ask the kernel to start writing COUNT bytes at OFFSET of FD back to
+ * the disk now (a hint: errors are ignored), so that the copy and the
+ * disk work at the same time and a final flush finds little left. */
+void hostfile_start_writeback (int fd, uint64_t offset, uint64_t count);
+
+/* Write entries [LO, HI) of the 32-bit TABLE (host byte order) into FD,
+ * where entry 0 lies at host OFFSET, big- or little-endian; WHAT names
+ * the table in messages.  0, or -1 with the error set. */
+int hostfile_write_table32 (int fd, const uint32_t *table, uint32_t lo,
+                            uint32_t hi, uint64_t offset, bool big_endian,
+                            const char *path, const char *what);
+
+/* The size of the file or block device FD: 0, or -1 with the error set. */
+int hostfile_size (int fd, const char *path, uint64_t *size /* OUT */);
+
+#endif /* FERRY_HOSTFILE_H */
