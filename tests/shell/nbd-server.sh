@@ -26,6 +26,9 @@ start_serve ro --readonly --socket "$WORK/ro.sock" src.qcow2 ||
 check_true "ferry serve prints the URI" test "$URI" = "nbd+unix:///?socket=$WORK/ro.sock"
 
 nbdinfo --map "$URI" >nbdinfo.map 2>&1 || die "nbdinfo --map: $(cat nbdinfo.map)"
+# ferry map of the file is itself judged by qemu-img map, so the server's
+# map is not only ferry agreeing with ferry.
+map_agrees "the qcow2 file" src.qcow2 qcow2
 fy map src.qcow2
 expect_exit 0 "ferry map of the qcow2 file" &&
   same_output "nbdinfo --map of ferry serve agrees with ferry map of the file" "$OUT" nbdinfo.map
@@ -56,6 +59,7 @@ if ferry_has_format vmdk; then
   start_serve vmdk --readonly --socket "$WORK/vmdk.sock" src.vmdk ||
     die "ferry serve of a vmdk: $(cat vmdk.log)"
   nbdinfo --map "$URI" >vmdk.map
+  map_agrees "the VMDK file" src.vmdk vmdk
   fy map src.vmdk
   same_output "nbdinfo --map of a served VMDK agrees with ferry map of the file" "$OUT" vmdk.map
   stop_serve "vmdk server"
