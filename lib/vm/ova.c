@@ -142,7 +142,6 @@ field_string (const uint8_t *p, size_t len)
 static int
 check_name (const char *archive, uint64_t offset, char *name)
 {
-  const char *p;
   size_t n;
 
   while (name[0] == '.' && name[1] == '/')
@@ -154,13 +153,10 @@ check_name (const char *archive, uint64_t offset, char *name)
     return ferry_error (EPERM, "%s: tar header at offset %" PRIu64
                         ": member '%s' has an absolute path", archive,
                         offset, name);
-  for (p = name; *p; p += n + (p[n] == '/')) {
-    n = strcspn (p, "/");
-    if (n == 2 && p[0] == '.' && p[1] == '.')
-      return ferry_error (EPERM, "%s: tar header at offset %" PRIu64
-                          ": member '%s' climbs out of the archive with "
-                          "'..'", archive, offset, name);
-  }
+  if (vm_name_has_dotdot (name))
+    return ferry_error (EPERM, "%s: tar header at offset %" PRIu64
+                        ": member '%s' climbs out of the archive with '..'",
+                        archive, offset, name);
   /* A folder's trailing slash is not part of the name. */
   n = strlen (name);
   while (n > 1 && name[n - 1] == '/')

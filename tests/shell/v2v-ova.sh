@@ -8,7 +8,8 @@
 # hostile OVAs made by Python's tarfile (path traversal, absolute names,
 # links, devices, FIFOs, a header claiming 2^40 bytes, a million entries,
 # duplicates, a cut archive) are refused quickly and in little memory,
-# with nothing written anywhere.
+# with nothing written anywhere; an OVF in a folder whose references or
+# manifest lines leave the folder (absolute, "..") is refused too.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/v2v-lib.sh"
 require qemu-img qemu-io python3 tar sha1sum sha256sum virt-xml-validate
@@ -235,5 +236,30 @@ after=$(listing)
 check_true "hostile OVAs: nothing written in the work folder" test "$before" = "$after"
 check_true "hostile OVAs: nothing written at the absolute name" test ! -e /tmp/ferry-evil.img
 check_true "hostile OVAs: nothing written beside the work folder" test ! -e "$WORK/../evil.img"
+
+# --- hostile OVF folders ------------------------------------------------------
+# An OVF names its files relative to itself, as an OVA's members are: a
+# reference or a manifest line that leaves the package is refused, so a
+# package cannot make ferry copy /etc/passwd, or a file beside the
+# package, into the output (or hash it for the manifest check).
+echo secret >outside.img
+mkdir -p hf
+declare -A href=([habs]=/etc/passwd [hdots]=../outside.img [hmid]=sub/../../outside.img)
+for kind in habs hdots hmid; do
+  "${TAR_PY[@]}" ovf "$kind" "${href[$kind]}" raw 4096 >"hf/$kind.ovf"
+  fy v2v "hf/$kind.ovf" --to local --out "out-$kind" -O raw
+  expect_failure "hostile OVF ($kind) refused" "hf/$kind.ovf"
+  expect_stderr "References: file file1 is named '${href[$kind]}', which leaves the package's folder" \
+    "hostile OVF ($kind): the message says what is wrong"
+  check_true "hostile OVF ($kind): nothing written" test ! -e "out-$kind"
+done
+"${TAR_PY[@]}" ovf hmf disk.img raw 4096 >hf/hmf.ovf
+head -c 4096 /dev/zero >hf/disk.img
+printf 'SHA256(../outside.img)= %s\n' "$(sha256sum outside.img | cut -d' ' -f1)" >hf/hmf.mf
+fy v2v hf/hmf.ovf --to local --out out-hmf -O raw
+expect_failure "a manifest naming a file outside the package refused" hf/hmf.mf
+expect_stderr "hmf.mf: line 1: file '../outside.img' leaves the package's folder" \
+  "a manifest naming a file outside the package: the message says so"
+check_true "a manifest naming a file outside the package: nothing written" test ! -e out-hmf
 
 done_testing
