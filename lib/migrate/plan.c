@@ -317,6 +317,12 @@ plan_disk (struct ferry_v2v_plan *plan, size_t i, const char *base,
                       d->file ? d->file : "?",
                       !strcmp (vm->source_type, "ova") ?
                       " from the archive" : "");
+  /* Opening a FIFO would wait for a writer forever. */
+  if (!d->member && !S_ISREG (st.st_mode) && !S_ISBLK (st.st_mode))
+    return add_check (plan, FERRY_V2V_ERROR, "put the file where the "
+                      "description says, or fix the name there",
+                      "disk %s: file %s is not a regular file or a block "
+                      "device", id, d->file ? d->file : d->path);
 
   img = v2v_open_source (d, pd->source);
   if (img == NULL)

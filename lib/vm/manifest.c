@@ -147,9 +147,11 @@ ferry_vm_verify_digest (const struct ferry_vm_manifest_entry *entry,
                         char **got, void (*progress) (uint64_t, void *),
                         void *opaque)
 {
-  CLEANUP_CLOSE int fd = open (path, O_RDONLY | O_CLOEXEC);
+  /* O_NONBLOCK: a FIFO is refused below instead of waited on. */
+  CLEANUP_CLOSE int fd = open (path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   CLEANUP_FREE char *buf = NULL;
   char hex[HASH_HEX_MAX];
+  struct stat st;
   enum hash_algorithm alg;
   struct hash_ctx ctx;
   uint64_t done = 0;
@@ -160,12 +162,12 @@ ferry_vm_verify_digest (const struct ferry_vm_manifest_entry *entry,
                         entry->name, entry->algorithm);
   if (fd == -1)
     return ferry_error_errno (errno, "%s", path);
-  if (length == UINT64_MAX) {
-    struct stat st;
-    if (fstat (fd, &st) == -1)
-      return ferry_error_errno (errno, "%s: stat", path);
+  if (fstat (fd, &st) == -1)
+    return ferry_error_errno (errno, "%s: stat", path);
+  if (!S_ISREG (st.st_mode))
+    return ferry_error (EINVAL, "%s: not a regular file", path);
+  if (length == UINT64_MAX)
     length = st.st_size;
-  }
   buf = malloc (HASH_CHUNK);
   if (buf == NULL)
     return ferry_error (ENOMEM, "out of memory");
