@@ -92,6 +92,42 @@ quote (const char *s)
   return r;
 }
 
+/* S with every comma doubled, as QEMU's option values want it (a single
+ * comma would start the next option); the caller frees it. */
+static char *
+qemu_opt_escape (const char *s)
+{
+  size_t n = 0;
+  const char *p;
+  char *r, *q;
+
+  for (p = s; *p; p++)
+    n += *p == ',' ? 2 : 1;
+  r = q = malloc (n + 1);
+  if (r == NULL)
+    return NULL;
+  for (p = s; *p; p++) {
+    *q++ = *p;
+    if (*p == ',')
+      *q++ = ',';
+  }
+  *q = '\0';
+  return r;
+}
+
+/* S escaped for a QEMU option, then quoted for the shell. */
+static char *
+quote_opt (const char *s)
+{
+  char *e = qemu_opt_escape (s), *r;
+
+  if (e == NULL)
+    return NULL;
+  r = quote (e);
+  free (e);
+  return r;
+}
+
 /* A comment line's text: no newlines. */
 static void
 add_comment (struct script *s, const char *label, const char *text)
@@ -156,7 +192,7 @@ ferry_vm_to_qemu (const struct ferry_vm *vm, const struct ferry_vm_output *out)
     ferry_error (EINVAL, "the VM has no name (give one with --name)");
     return NULL;
   }
-  name = quote (vm->name);
+  name = quote_opt (vm->name);
   if (name == NULL)
     goto nomem;
 
@@ -173,6 +209,8 @@ ferry_vm_to_qemu (const struct ferry_vm *vm, const struct ferry_vm_output *out)
                  : "(none)");
   }
   add (&s, "set -e\nhere=$(cd \"$(dirname \"$0\")\" && pwd)\n");
+  /* Paths in QEMU's options: commas doubled. */
+  add (&s, "opt() { printf '%%s' \"$1\" | sed 's/,/,,/g'; }\n");
   if (uefi) {
     add (&s, "code=${OVMF_CODE:-/usr/share/OVMF/OVMF_CODE_4M%s.fd}\n",
          secure ? ".secboot" : "");
@@ -181,7 +219,7 @@ ferry_vm_to_qemu (const struct ferry_vm *vm, const struct ferry_vm_output *out)
          "OVMF_VARS_4M%s.fd}\" \"$vars\"\n", secure ? ".ms" : "");
   }
   add (&s, "exec qemu-system-x86_64 \\\n");
-  add (&s, "  -name %s \\\n", name);
+  add (&s, "  -name guest=%s \\\n", name);
   add (&s, "  -machine %s,accel=kvm:tcg%s \\\n", i440fx ? "pc" : "q35",
        secure ? ",smm=on" : "");
   add (&s, "  -cpu max \\\n");
@@ -195,8 +233,9 @@ ferry_vm_to_qemu (const struct ferry_vm *vm, const struct ferry_vm_output *out)
   if (uefi) {
     if (secure)
       add (&s, "  -global driver=cfi.pflash01,property=secure,value=on \\\n");
-    add (&s, "  -drive if=pflash,format=raw,readonly=on,file=\"$code\" \\\n");
-    add (&s, "  -drive if=pflash,format=raw,file=\"$vars\" \\\n");
+    add (&s, "  -drive if=pflash,format=raw,readonly=on,file=\"$(opt \"$code\")\" "
+         "\\\n");
+    add (&s, "  -drive if=pflash,format=raw,file=\"$(opt \"$vars\")\" \\\n");
   }
 
   for (i = 0; i < vm->nr_disks; i++) {
@@ -206,7 +245,7 @@ ferry_vm_to_qemu (const struct ferry_vm *vm, const struct ferry_vm_output *out)
 
     if (out->disk_paths == NULL || out->disk_paths[i] == NULL)
       continue;
-    file = quote (out->disk_paths[i]);
+    file = quote_opt (out->disk_paths[i]);
     if (file == NULL)
       goto nomem;
     snprintf (id, sizeof id, "disk%zu", i);
@@ -216,7 +255,8 @@ ferry_vm_to_qemu (const struct ferry_vm *vm, const struct ferry_vm_output *out)
       add (&s, "  -device %s,id=scsi%d \\\n",
            vm_scsi_model (d->controller_model, true), d->controller);
     }
-    add (&s, "  -drive file=\"$here\"/%s,format=%s,if=none,id=%s \\\n", file,
+    add (&s, "  -drive file=\"$(opt \"$here\")\"/%s,format=%s,if=none,id=%s \\\n",
+         file,
          out->disk_formats ? out->disk_formats[i] : "raw", id);
     free (file);
     add_drive_device (&s, bus, true, id, d->controller, d->unit, i440fx,

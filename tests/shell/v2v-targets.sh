@@ -138,6 +138,23 @@ if [ -f "$s" ]; then
   fi
 fi
 
+# QEMU's options split at commas: a name with commas (and '=') and a folder
+# with one must still give a VM that starts.
+fy v2v src/vm.vmx --to qemu --out qc -O raw --name 'web,db=1'
+expect_exit 0 "VMX -> qemu, a name with a comma"
+if [ -f "qc/web,db=1.sh" ] && command -v qemu-system-x86_64 >/dev/null &&
+   [ -f /usr/share/OVMF/OVMF_CODE_4M.secboot.fd ]; then
+  mv qc "q,c moved"
+  rm -f qemu.pid
+  if out=$(timeout 60 "q,c moved/web,db=1.sh" -machine accel=tcg -display none -S \
+             -daemonize -pidfile "$WORK/qemu.pid" -monitor none -serial none 2>&1); then
+    ok "qemu: a name and a folder with commas: the VM starts"
+  else
+    not_ok "qemu: a name and a folder with commas: the VM starts" "$out" "$(cat "q,c moved/web,db=1.sh")"
+  fi
+  [ -s qemu.pid ] && kill "$(cat qemu.pid)" 2>/dev/null
+fi
+
 # --- local -------------------------------------------------------------------
 fy v2v src/vm.vmx --to local --out loc --network-map "Backup=backup2"
 expect_exit 0 "VMX -> local"
