@@ -271,6 +271,13 @@ image_backing_extents (struct ferry_image *img, uint64_t offset,
                             end);
 }
 
+/* Read COUNT bytes at guest OFFSET of IMG's backing file (a parent) into
+ * BUF: what a cluster or grain the image does not hold reads as.  Zeroes
+ * past the backing file's end, or without one.  0, or -1 with a message
+ * naming both files. */
+int image_backing_pread (struct ferry_image *img, void *buf, uint64_t count,
+                         uint64_t offset);
+
 /* Options lookup; each marks the key used.  *_u64 accepts sizes with
  * k/M/G/T suffixes (powers of 1024) and fails with a message naming the
  * option on a bad value.  Return 1 found, 0 absent, -1 bad value. */

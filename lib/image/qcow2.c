@@ -743,26 +743,6 @@ decompress_cluster (struct qcow2_image *q, const struct qcow2_run *run,
   return 0;
 }
 
-/* Read COUNT bytes at guest OFFSET of the backing file into BUF; zeroes
- * past its end or without one. */
-static int
-read_backing (struct qcow2_image *q, void *buf, uint64_t count,
-              uint64_t offset)
-{
-  struct ferry_image *b = q->base.backing;
-  uint64_t n = 0;
-
-  if (b && offset < b->size) {
-    n = MIN (count, b->size - offset);
-    if (ferry_image_pread (b, buf, n, offset) == -1) {
-      ferry_error_prefix ("%s: reading the backing file", q->base.path);
-      return -1;
-    }
-  }
-  memset ((char *) buf + n, 0, count - n);
-  return 0;
-}
-
 /* Read COUNT guest bytes at OFFSET, without checking the virtual size
  * (writes use it to read the parts of a cluster they keep). */
 int
@@ -790,7 +770,7 @@ qcow2_read_range (struct qcow2_image *q, void *buf, uint64_t count,
       memset (p, 0, run.length);
       break;
     case QCOW2_RUN_UNALLOC:
-      if (read_backing (q, p, run.length, offset) == -1)
+      if (image_backing_pread (&q->base, p, run.length, offset) == -1)
         return -1;
       break;
     case QCOW2_RUN_COMPRESSED:
