@@ -432,7 +432,9 @@ ferry_ova_open (const char *path)
         name = long_name;
         long_name = NULL;
       }
-      else if (memcmp (h + H_MAGIC, "ustar", 5) == 0 && h[H_PREFIX]) {
+      else if (memcmp (h + H_MAGIC, "ustar", 6) == 0 && h[H_PREFIX]) {
+        /* POSIX ustar ("ustar\0"); GNU's "ustar  " keeps atime and
+         * ctime there, and long names in 'L' entries. */
         CLEANUP_FREE char *prefix = field_string (h + H_PREFIX, 155);
         CLEANUP_FREE char *base = field_string (h + H_NAME, 100);
         if (prefix == NULL || base == NULL ||

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # v2v-ova: OVAs in.  The broken OVAs of ../shared/corpus are refused with
 # clear messages and the good one is migrated; OVAs made by GNU tar (ustar
-# with a subfolder, GNU long names, pax headers) with manifests made by
-# sha1sum and sha256sum are migrated, their disks read in place and judged
+# with a subfolder, GNU long names, pax headers, GNU incremental headers)
+# with manifests made by sha1sum and sha256sum are migrated, their disks read in place and judged
 # by qemu-img compare against the originals, the domain by
 # virt-xml-validate; a manifest that does not match is refused; and
 # hostile OVAs made by Python's tarfile (path traversal, absolute names,
@@ -96,6 +96,18 @@ for format in gnu pax; do
     same_content "$format tar OVA: the disk equals the original" "pkg-long/$long" raw \
       "out-long-$format/long-disk1.qcow2" qcow2
 done
+
+# GNU tar's incremental mode (-G) keeps each file's atime and ctime where
+# POSIX ustar has its name prefix: the names must not take them for one.
+make_package pkg-g g disk.img sha256
+touch -a -d 2020-01-01 pkg-g/disk.img
+touch -a -d 2021-06-01 pkg-g/g.ovf
+tar -C pkg-g --format=gnu -G -cf g.ova g.ovf g.mf disk.img 2>/dev/null || die "tar -G"
+fy v2v g.ova --to local --out out-g
+expect_exit 0 "GNU incremental tar OVA (atimes in the headers) migrated"
+[ -f out-g/g-disk1.qcow2 ] &&
+  same_content "GNU incremental tar OVA: the disk equals the original" pkg-g/disk.img raw \
+    out-g/g-disk1.qcow2 qcow2
 
 # A qcow2 disk inside the OVA (oVirt exports them so): read in place.
 mkdir -p pkg-q
