@@ -2,8 +2,9 @@
 # v2v-ova: OVAs in.  The broken OVAs of ../shared/corpus are refused with
 # clear messages and the good one is migrated; OVAs made by GNU tar (ustar
 # with a subfolder, GNU long names, pax headers, GNU incremental headers)
-# with manifests made by sha1sum and sha256sum are migrated, their disks read in place and judged
-# by qemu-img compare against the originals, the domain by
+# with manifests made by sha1sum and sha256sum are migrated, their disks
+# read in place and judged by qemu-img compare against the originals, the
+# domain by
 # virt-xml-validate; a manifest that does not match is refused; and
 # hostile OVAs made by Python's tarfile (path traversal, absolute names,
 # links, devices, FIFOs, a header claiming 2^40 bytes, a million entries,
