@@ -134,7 +134,7 @@ if [ -f "$s" ]; then
     check_true "qemu: the UEFI variable store was made beside the script" \
       test -f qm-moved/firmware-vars.fd
   else
-    echo "# no qemu-system-x86_64 or OVMF: the script is not started"
+    not_ok "qemu: qemu-system-x86_64 or OVMF missing, the script cannot be judged (scripts/install-deps installs them)"
   fi
 fi
 
@@ -142,8 +142,7 @@ fi
 # with one must still give a VM that starts.
 fy v2v src/vm.vmx --to qemu --out qc -O raw --name 'web,db=1'
 expect_exit 0 "VMX -> qemu, a name with a comma"
-if [ -f "qc/web,db=1.sh" ] && command -v qemu-system-x86_64 >/dev/null &&
-   [ -f /usr/share/OVMF/OVMF_CODE_4M.secboot.fd ]; then
+if [ -f "qc/web,db=1.sh" ]; then
   mv qc "q,c moved"
   rm -f qemu.pid
   if out=$(timeout 60 "q,c moved/web,db=1.sh" -machine accel=tcg -display none -S \
