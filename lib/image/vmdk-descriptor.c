@@ -90,6 +90,19 @@ skip_bom (const char **p, const char *end)
     *p += 3;
 }
 
+int
+vmdk_check_descriptor_name (const char *path, const char *name)
+{
+  const unsigned char *p;
+
+  for (p = (const unsigned char *) name; *p; p++)
+    if (*p == '"' || *p < 0x20 || *p == 0x7f)
+      return ferry_error (EINVAL, "%s: a VMDK descriptor cannot name a file "
+                          "with a double quote or a control character "
+                          "('%s')", path, name);
+  return 0;
+}
+
 bool
 vmdk_looks_like_descriptor (const uint8_t *buf, size_t len)
 {

@@ -910,6 +910,12 @@ vmdk_create (const char *path, int fd, uint64_t size,
     ferry_error (ENOMEM, "%s: out of memory", path);
     goto err;
   }
+  /* Every extent's name and the parent's go into the descriptor. */
+  if (vmdk_check_descriptor_name (path, prefix) == -1 ||
+      vmdk_check_descriptor_name (path, postfix) == -1 ||
+      (o.backing_file &&
+       vmdk_check_descriptor_name (path, o.backing_file) == -1))
+    goto err;
 
   d = &v->desc;
   d->version = 1;

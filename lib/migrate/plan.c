@@ -233,7 +233,8 @@ absolute_out_dir (const char *dir, char **out)
   return 0;
 }
 
-/* A file name made of the VM's name: no slashes, no leading dot. */
+/* A file name made of the VM's name: no slashes, no leading dot, and
+ * nothing a VMDK descriptor could not quote. */
 static char *
 safe_name (const char *name)
 {
@@ -242,7 +243,7 @@ safe_name (const char *name)
   if (s == NULL)
     return NULL;
   for (p = s; *p; p++)
-    if (*p == '/' || (unsigned char) *p < 0x20 || *p == 0x7f)
+    if (*p == '/' || *p == '"' || (unsigned char) *p < 0x20 || *p == 0x7f)
       *p = '_';
   if (s[0] == '.')
     s[0] = '_';

@@ -154,6 +154,16 @@ if [ -f "qc/web,db=1.sh" ]; then
   [ -s qemu.pid ] && kill "$(cat qemu.pid)" 2>/dev/null
 fi
 
+# A name with a double quote, to an OVA: its VMDKs are named without it
+# (a VMDK descriptor cannot quote one), and the OVA reads back.
+fy v2v src/vm.vmx --to ova --out qo --name 'say "hi"'
+expect_exit 0 "VMX -> ova, a name with a double quote"
+fy v2v "qo/say _hi_.ova" --to local --out qo2 --dry-run --json
+expect_exit 0 "the OVA of a name with a double quote reads back" &&
+  check_true "the OVA keeps the name with its double quotes" "$PYTHON" -c '
+import json, sys
+assert json.load(open(sys.argv[1]))["vm"]["name"] == "say \"hi\""' "$OUT"
+
 # --- local -------------------------------------------------------------------
 fy v2v src/vm.vmx --to local --out loc --network-map "Backup=backup2"
 expect_exit 0 "VMX -> local"
