@@ -304,6 +304,8 @@ void vmdk_image_free (struct vmdk_image *v);
 int vmdk_layout_extents (struct vmdk_image *v, bool self);
 int vmdk_pread (struct ferry_image *img, void *buf, size_t count,
                 uint64_t offset);
+/* The extent that holds disk offset OFFSET (< the disk's size). */
+struct vmdk_extent *vmdk_find_extent (struct vmdk_image *v, uint64_t offset);
 
 /* vmdk-stream.c */
 int vmdk_stream_init (struct vmdk_image *v, struct vmdk_sparse *s,

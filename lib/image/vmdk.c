@@ -453,8 +453,8 @@ vmdk_image_free (struct vmdk_image *v)
 }
 
 /* The extent that holds disk offset OFFSET (< size). */
-static struct vmdk_extent *
-find_extent (struct vmdk_image *v, uint64_t offset)
+struct vmdk_extent *
+vmdk_find_extent (struct vmdk_image *v, uint64_t offset)
 {
   size_t lo = 0, hi = v->nr_extents;
 
@@ -535,7 +535,7 @@ vmdk_pread (struct ferry_image *img, void *buf, size_t count,
   uint8_t *p = buf;
 
   while (count > 0) {
-    struct vmdk_extent *e = find_extent (v, offset);
+    struct vmdk_extent *e = vmdk_find_extent (v, offset);
     uint64_t off = offset - e->start, n = MIN (count, e->length - off);
     int r;
 
@@ -569,7 +569,7 @@ vmdk_extents (struct ferry_image *img, uint64_t offset, uint64_t length,
   unsigned runs = 0;
 
   while (offset < end && runs++ < VMDK_EXTENTS_MAX_RUNS) {
-    struct vmdk_extent *e = find_extent (v, offset);
+    struct vmdk_extent *e = vmdk_find_extent (v, offset);
     uint64_t off = offset - e->start, n = MIN (end - offset, e->length - off);
     uint64_t reached = 0;
 
