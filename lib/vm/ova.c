@@ -612,10 +612,10 @@ int
 ferry_ova_write (const char *path, const struct ferry_ova_input *inputs,
                  size_t nr_inputs, const char *mf_name, const char *algorithm)
 {
-  CLEANUP_FREE char *mf = NULL;
   CLEANUP_FREE uint64_t *sizes = NULL;
   enum hash_algorithm alg;
-  size_t mf_len = 0, i;
+  CLEANUP_FREE struct strbuf mf = { 0 };
+  size_t i;
   uint8_t h[BLOCK];
   uint64_t pos = 0;
   int fd;
@@ -631,8 +631,7 @@ ferry_ova_write (const char *path, const struct ferry_ova_input *inputs,
 
   /* The manifest first: the digest and size of every input. */
   for (i = 0; i < nr_inputs; i++) {
-    char hex[HASH_HEX_MAX], *line;
-    int n;
+    char hex[HASH_HEX_MAX];
 
     if (inputs[i].path) {
       struct stat st;
@@ -649,22 +648,11 @@ ferry_ova_write (const char *path, const struct ferry_ova_input *inputs,
       hash_update (&ctx, inputs[i].data, inputs[i].len);
       hash_final_hex (&ctx, hex);
     }
-    n = asprintf (&line, "%s(%s)= %s\n", hash_algorithm_name (alg),
-                  inputs[i].name, hex);
-    if (n == -1)
-      return ferry_error (ENOMEM, "out of memory");
-    {
-      char *p = realloc (mf, mf_len + n + 1);
-      if (p == NULL) {
-        free (line);
-        return ferry_error (ENOMEM, "out of memory");
-      }
-      mf = p;
-      memcpy (mf + mf_len, line, n + 1);
-      mf_len += n;
-      free (line);
-    }
+    strbuf_printf (&mf, "%s(%s)= %s\n", hash_algorithm_name (alg),
+                   inputs[i].name, hex);
   }
+  if (mf.failed)
+    return ferry_error (ENOMEM, "out of memory");
 
   fd = open (path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd == -1)
@@ -679,9 +667,9 @@ ferry_ova_write (const char *path, const struct ferry_ova_input *inputs,
       goto err;
     if (i == 0 && mf_name) {
       /* The manifest right after the descriptor, as OVF 1.x wants. */
-      if (make_header (h, mf_name, mf_len) == -1 ||
+      if (make_header (h, mf_name, mf.len) == -1 ||
           append_data (path, fd, &pos, h, BLOCK) == -1 ||
-          append_data (path, fd, &pos, mf, mf_len) == -1)
+          append_data (path, fd, &pos, mf.buf, mf.len) == -1)
         goto err;
     }
   }

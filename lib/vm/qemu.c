@@ -20,48 +20,18 @@
 #include "internal.h"
 #include "../common/util.h"
 
-/* A growing string; the first failure sticks. */
-struct script {
-  char *buf;
-  size_t len, cap;
-  bool failed;
-};
-
+/* Append to the script S (strbuf_printf, by a short name). */
 static void
-add (struct script *s, const char *fmt, ...)
+add (struct strbuf *s, const char *fmt, ...)
   __attribute__ ((format (printf, 2, 3)));
 static void
-add (struct script *s, const char *fmt, ...)
+add (struct strbuf *s, const char *fmt, ...)
 {
   va_list ap;
-  int n;
 
-  if (s->failed)
-    return;
-  for (;;) {
-    va_start (ap, fmt);
-    n = vsnprintf (s->buf ? s->buf + s->len : NULL,
-                   s->buf ? s->cap - s->len : 0, fmt, ap);
-    va_end (ap);
-    if (n < 0) {
-      s->failed = true;
-      return;
-    }
-    if (s->buf && s->len + n < s->cap) {
-      s->len += n;
-      return;
-    }
-    {
-      size_t cap = MAX (s->cap * 2, s->len + n + 4096);
-      char *p = realloc (s->buf, cap);
-      if (p == NULL) {
-        s->failed = true;
-        return;
-      }
-      s->buf = p;
-      s->cap = cap;
-    }
-  }
+  va_start (ap, fmt);
+  strbuf_vprintf (s, fmt, ap);
+  va_end (ap);
 }
 
 /* S single-quoted for the shell (the caller frees it). */
@@ -130,7 +100,7 @@ quote_opt (const char *s)
 
 /* A comment line's text: no newlines. */
 static void
-add_comment (struct script *s, const char *label, const char *text)
+add_comment (struct strbuf *s, const char *label, const char *text)
 {
   add (s, "# %s", label);
   for (; text && *text; text++)
@@ -140,7 +110,7 @@ add_comment (struct script *s, const char *label, const char *text)
 
 /* The -device arguments that put drive ID (a disk when DISK) on BUS. */
 static void
-add_drive_device (struct script *s, enum ferry_vm_bus bus, bool disk,
+add_drive_device (struct strbuf *s, enum ferry_vm_bus bus, bool disk,
                   const char *id, int controller, int unit, bool i440fx,
                   unsigned *ide_next, int boot)
 {
@@ -184,7 +154,7 @@ ferry_vm_to_qemu (const struct ferry_vm *vm, const struct ferry_vm_output *out)
   uint64_t mib = (vm->memory ? vm->memory : VM_DEFAULT_MEMORY) >> 20;
   unsigned vcpus = vm->vcpus ? vm->vcpus : 1, ide_next = 0;
   bool scsi[8] = { false };
-  struct script s = { 0 };
+  struct strbuf s = { 0 };
   char *name = NULL;
   size_t i;
 
