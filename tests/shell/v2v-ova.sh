@@ -266,6 +266,29 @@ for kind in habs hdots hmid; do
     "hostile OVF ($kind): the message says what is wrong"
   check_true "hostile OVF ($kind): nothing written" test ! -e "out-$kind"
 done
+# Nor through what a disk of the package names in turn: a qcow2 backing
+# file, a qcow2 external data file, a VMDK descriptor's extent, or a disk
+# that is a symbolic link (qemu-img follows all of them; an unpacked OVA
+# is what ferry tells users to migrate when it cannot read a disk in
+# place, and tar xf makes a symlink member a symlink).
+mkdir -p hf/bk hf/df hf/ext hf/sym
+ln -s /etc/passwd hf/sym/disk.img     # what tar xf makes of a symlink member
+qemu-img create -q -f qcow2 -b /etc/passwd -F raw hf/bk/disk.qcow2 1M || die "qemu-img create -b"
+qemu-img create -q -f qcow2 -o data_file="$WORK/outside.img",data_file_raw=on hf/df/disk.qcow2 4096 ||
+  die "qemu-img create data_file"
+printf '# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType="monolithicFlat"\n\nRW 8 FLAT "../../outside.img" 0\n' \
+  >hf/ext/disk.vmdk
+declare -A dfile=([bk]=disk.qcow2 [df]=disk.qcow2 [ext]=disk.vmdk [sym]=disk.img)
+declare -A dfmt=([bk]=qcow2 [df]=qcow2 [ext]=vmdk [sym]=raw)
+declare -A dwhat=([bk]=/etc/passwd [df]="$WORK/outside.img" [ext]="$WORK/outside.img" [sym]=/etc/passwd)
+for kind in bk df ext sym; do
+  "${TAR_PY[@]}" ovf "$kind" "${dfile[$kind]}" "${dfmt[$kind]}" 4096 >"hf/$kind/$kind.ovf"
+  fy v2v "hf/$kind/$kind.ovf" --to local --out "out-$kind" -O raw
+  expect_failure "hostile OVF, a disk reading ${dwhat[$kind]} ($kind): refused" "hf/$kind/$kind.ovf"
+  check_true "hostile OVF ($kind): the plan names the file outside the package" \
+    grep -q "error: disk vmdisk1: .*reads .*${dwhat[$kind]##*/}, which lies outside the package.s folder" "$OUT"
+  check_true "hostile OVF ($kind): nothing written" test ! -e "out-$kind"
+done
 "${TAR_PY[@]}" ovf hmf disk.img raw 4096 >hf/hmf.ovf
 head -c 4096 /dev/zero >hf/disk.img
 printf 'SHA256(../outside.img)= %s\n' "$(sha256sum outside.img | cut -d' ' -f1)" >hf/hmf.mf
