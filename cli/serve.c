@@ -197,7 +197,8 @@ usage (FILE *fp)
     "  --socket PATH  a Unix socket instead\n"
     "  --readonly     refuse writes; the image is opened read-only\n"
     "  --tls-psk FILE require TLS with the pre-shared keys in FILE (psktool)\n"
-    "  --tls-certs DIR require TLS with the X.509 certificates in DIR\n"
+    "  --tls-certs DIR require TLS with the X.509 certificates in DIR; clients\n"
+    "                 must show a certificate signed by DIR/ca-cert.pem\n"
     "  --export NAME  the export's name (default: \"\"); others are refused\n");
 }
 
@@ -332,6 +333,11 @@ cmd_serve (int argc, char **argv)
   }
   if (tls_psk || tls_certs) {
     args[n++] = (char *) "--tls=require";
+    /* X.509 without checking the client's certificate would let anyone
+     * who can connect read and write the image: the client must show a
+     * certificate of the CA in DIR (qemu-nbd's default, too). */
+    if (tls_certs)
+      args[n++] = (char *) "--tls-verify-peer";
     if (asprintf (&opt[nopt++], tls_psk ? "--tls-psk=%s"
                   : "--tls-certificates=%s", tls_psk ? tls_psk : tls_certs) == -1)
       goto nomem;

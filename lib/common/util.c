@@ -1,5 +1,7 @@
 /* Helpers declared in util.h. */
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <sys/uio.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -187,4 +189,48 @@ utf16_to_utf8 (const void *buf, size_t len, bool big_endian)
   }
   *o = '\0';
   return out;
+}
+
+void
+strbuf_vprintf (struct strbuf *s, const char *fmt, va_list ap)
+{
+  va_list copy;
+  int n;
+
+  if (s->failed)
+    return;
+  for (;;) {
+    va_copy (copy, ap);
+    n = vsnprintf (s->buf ? s->buf + s->len : NULL,
+                   s->buf ? s->cap - s->len : 0, fmt, copy);
+    va_end (copy);
+    if (n < 0) {
+      s->failed = true;
+      return;
+    }
+    if (s->buf && s->len + n < s->cap) {
+      s->len += n;
+      return;
+    }
+    {
+      size_t cap = MAX (s->cap * 2, s->len + n + 1024);
+      char *p = realloc (s->buf, cap);
+      if (p == NULL) {
+        s->failed = true;
+        return;
+      }
+      s->buf = p;
+      s->cap = cap;
+    }
+  }
+}
+
+void
+strbuf_printf (struct strbuf *s, const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start (ap, fmt);
+  strbuf_vprintf (s, fmt, ap);
+  va_end (ap);
 }

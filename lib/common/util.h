@@ -3,6 +3,7 @@
 #define FERRY_UTIL_H
 
 #include <endian.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -72,5 +73,20 @@ double now_seconds (void);
 
 /* Number of online CPUs, at least 1. */
 unsigned online_cpus (void);
+
+/* A string built by appending (descriptors, scripts): BUF is NULL or
+ * NUL-terminated; the first failure to grow it sticks in FAILED, and
+ * later appends do nothing, so the builder checks once at the end.  Start
+ * with { 0 }; the caller frees BUF (CLEANUP_FREE on the struct does: BUF
+ * is its first member). */
+struct strbuf {
+  char *buf;                   /* must be first */
+  size_t len, cap;
+  bool failed;
+};
+void strbuf_printf (struct strbuf *s, const char *fmt, ...)
+  __attribute__ ((format (printf, 2, 3)));
+void strbuf_vprintf (struct strbuf *s, const char *fmt, va_list ap)
+  __attribute__ ((format (printf, 2, 0)));
 
 #endif /* FERRY_UTIL_H */

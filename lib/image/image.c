@@ -837,6 +837,24 @@ assert_extents_contract (const struct ferry_extent_list *list, size_t before,
 }
 
 int
+image_backing_pread (struct ferry_image *img, void *buf, uint64_t count,
+                     uint64_t offset)
+{
+  struct ferry_image *b = img->backing;
+  uint64_t n = 0;
+
+  if (b && offset < b->size) {
+    n = MIN (count, b->size - offset);
+    if (ferry_image_pread (b, buf, n, offset) == -1) {
+      ferry_error_prefix ("%s: reading its backing file", img->path);
+      return -1;
+    }
+  }
+  memset ((uint8_t *) buf + n, 0, count - n);
+  return 0;
+}
+
+int
 image_sub_extents (struct ferry_image *img, struct ferry_image *sub,
                    uint64_t at, uint64_t count, uint64_t offset,
                    struct ferry_extent_list *list, uint64_t *end)
@@ -942,24 +960,6 @@ ferry_image_context_extents (struct ferry_image *img, const char *name,
   if (img->driver->context_extents (img, name, offset, length, list) == -1)
     return -1;
   assert_extents_contract (list, before, offset);
-  return 0;
-}
-
-int
-image_read_backing (struct ferry_image *img, void *buf, uint64_t count,
-                    uint64_t offset)
-{
-  struct ferry_image *b = img->backing;
-  uint64_t n = 0;
-
-  if (b && offset < b->size) {
-    n = MIN (count, b->size - offset);
-    if (ferry_image_pread (b, buf, n, offset) == -1) {
-      ferry_error_prefix ("%s: reading the backing file", img->path);
-      return -1;
-    }
-  }
-  memset ((char *) buf + n, 0, count - n);
   return 0;
 }
 

@@ -272,11 +272,12 @@ image_backing_extents (struct ferry_image *img, uint64_t offset,
   return image_sub_extents (img, img->backing, offset, count, offset, list,
                             end);
 }
-/* Read COUNT bytes at guest OFFSET of IMG's backing file into BUF, for
- * the unallocated ranges of formats with a backing chain: zeroes past its
- * end or where there is none.  0, or -1 with the error set. */
-int image_read_backing (struct ferry_image *img, void *buf, uint64_t count,
-                        uint64_t offset);
+/* Read COUNT bytes at guest OFFSET of IMG's backing file (a parent) into
+ * BUF: what a cluster or grain the image does not hold reads as.  Zeroes
+ * past the backing file's end, or without one.  0, or -1 with a message
+ * naming both files. */
+int image_backing_pread (struct ferry_image *img, void *buf, uint64_t count,
+                         uint64_t offset);
 
 /* Options lookup; each marks the key used.  *_u64 accepts sizes with
  * k/M/G/T suffixes (powers of 1024) and fails with a message naming the

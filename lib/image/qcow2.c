@@ -770,7 +770,7 @@ qcow2_read_range (struct qcow2_image *q, void *buf, uint64_t count,
       memset (p, 0, run.length);
       break;
     case QCOW2_RUN_UNALLOC:
-      if (image_read_backing (&q->base, p, run.length, offset) == -1)
+      if (image_backing_pread (&q->base, p, run.length, offset) == -1)
         return -1;
       break;
     case QCOW2_RUN_COMPRESSED:

@@ -328,7 +328,7 @@ read_in_block (struct vdi_image *d, uint8_t *p, uint64_t b, uint64_t in,
 
   if (e == VDI_BLOCK_FREE && (d->type == VDI_TYPE_DIFF ||
                               d->type == VDI_TYPE_UNDO))
-    return image_read_backing (&d->base, p, n, offset);
+    return image_backing_pread (&d->base, p, n, offset);
   if (e == VDI_BLOCK_FREE || e == VDI_BLOCK_ZERO) {
     memset (p, 0, n);
     return 0;

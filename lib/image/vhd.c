@@ -760,7 +760,7 @@ read_in_block (struct vhd_image *v, uint8_t *p, uint64_t b, uint64_t in,
 
   if (e == VHD_BAT_UNUSED) {
     if (v->type == VHD_TYPE_DIFF)
-      return image_read_backing (&v->base, p, n, offset);
+      return image_backing_pread (&v->base, p, n, offset);
     memset (p, 0, n);
     return 0;
   }
@@ -791,7 +791,7 @@ read_in_block (struct vhd_image *v, uint8_t *p, uint64_t b, uint64_t in,
                                   "offset 0x%" PRIx64, v->base.path, b,
                                   start + v->bitmap_size + in);
     }
-    else if (image_read_backing (&v->base, p, len, offset) == -1)
+    else if (image_backing_pread (&v->base, p, len, offset) == -1)
       return -1;
     p += len;
     in += len;

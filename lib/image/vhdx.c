@@ -789,26 +789,6 @@ open_parent (struct vhdx_image *v, struct locator *l,
   return 0;
 }
 
-/* Read COUNT bytes at guest OFFSET from the parent (zeroes where there is
- * none, or past its end). */
-static int
-read_parent (struct vhdx_image *v, uint8_t *buf, uint64_t count,
-             uint64_t offset)
-{
-  struct ferry_image *p = v->base.backing;
-  uint64_t n = 0;
-
-  if (p && offset < p->size) {
-    n = MIN (count, p->size - offset);
-    if (ferry_image_pread (p, buf, n, offset) == -1) {
-      ferry_error_prefix ("%s: reading the parent", v->base.path);
-      return -1;
-    }
-  }
-  memset (buf + n, 0, count - n);
-  return 0;
-}
-
 /* The sector bitmap bits of some guest range of one partially present
  * block: bit FIRST_BIT of BITS is the sector FIRST_SECTOR. */
 struct bitmap_view {
@@ -880,7 +860,7 @@ read_partial (struct vhdx_image *v, uint8_t *buf, uint64_t count,
 
     r = present ?
       vhdx_read_file (v, buf, n, host + (offset & (v->block_size - 1))) :
-      read_parent (v, buf, n, offset);
+      image_backing_pread (&v->base, buf, n, offset);
     buf += n;
     offset += n;
   }
@@ -909,7 +889,7 @@ vhdx_pread (struct ferry_image *img, void *buf, size_t count, uint64_t offset)
       break;
     case VHDX_PAYLOAD_NOT_PRESENT:
       if (v->has_parent) {
-        r = read_parent (v, p, pc.len, offset);
+        r = image_backing_pread (&v->base, p, pc.len, offset);
         break;
       }
       /* fall through */

@@ -19,7 +19,6 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +87,19 @@ skip_bom (const char **p, const char *end)
 {
   if (end - *p >= 3 && memcmp (*p, "\xef\xbb\xbf", 3) == 0)
     *p += 3;
+}
+
+int
+vmdk_check_descriptor_name (const char *path, const char *name)
+{
+  const unsigned char *p;
+
+  for (p = (const unsigned char *) name; *p; p++)
+    if (*p == '"' || *p < 0x20 || *p == 0x7f)
+      return ferry_error (EINVAL, "%s: a VMDK descriptor cannot name a file "
+                          "with a double quote or a control character "
+                          "('%s')", path, name);
+  return 0;
 }
 
 bool
@@ -512,78 +524,36 @@ vmdk_ddb_get (const struct vmdk_descriptor *d, const char *key)
   return ret;
 }
 
-/* A growing string for vmdk_descriptor_format. */
-struct text {
-  char *buf;
-  size_t len, cap;
-  bool failed;
-};
-
-static void __attribute__ ((format (printf, 2, 3)))
-text_printf (struct text *t, const char *fmt, ...)
-{
-  va_list ap;
-  int n;
-
-  if (t->failed)
-    return;
-  for (;;) {
-    va_start (ap, fmt);
-    n = vsnprintf (t->buf + t->len, t->cap - t->len, fmt, ap);
-    va_end (ap);
-    if (n < 0) {
-      t->failed = true;
-      return;
-    }
-    if ((size_t) n < t->cap - t->len) {
-      t->len += n;
-      return;
-    }
-    {
-      size_t cap = t->cap * 2 + n + 256;
-      char *b = realloc (t->buf, cap);
-      if (b == NULL) {
-        t->failed = true;
-        return;
-      }
-      t->buf = b;
-      t->cap = cap;
-    }
-  }
-}
-
 char *
 vmdk_descriptor_format (const struct vmdk_descriptor *d)
 {
-  struct text t = { .buf = malloc (1024), .cap = 1024 };
+  struct strbuf t = { 0 };
   size_t i;
 
-  if (t.buf == NULL)
-    return NULL;
-  t.buf[0] = '\0';
-  text_printf (&t, "# Disk DescriptorFile\n");
-  text_printf (&t, "version=%u\n", d->version ? d->version : 1);
+  strbuf_printf (&t, "# Disk DescriptorFile\n");
+  strbuf_printf (&t, "version=%u\n", d->version ? d->version : 1);
   if (d->encoding)
-    text_printf (&t, "encoding=\"%s\"\n", d->encoding);
-  text_printf (&t, "CID=%08" PRIx32 "\n", d->cid);
-  text_printf (&t, "parentCID=%08" PRIx32 "\n", d->parent_cid);
+    strbuf_printf (&t, "encoding=\"%s\"\n", d->encoding);
+  strbuf_printf (&t, "CID=%08" PRIx32 "\n", d->cid);
+  strbuf_printf (&t, "parentCID=%08" PRIx32 "\n", d->parent_cid);
   if (d->parent_hint)
-    text_printf (&t, "parentFileNameHint=\"%s\"\n", d->parent_hint);
-  text_printf (&t, "createType=\"%s\"\n", d->create_type);
-  text_printf (&t, "\n# Extent description\n");
+    strbuf_printf (&t, "parentFileNameHint=\"%s\"\n", d->parent_hint);
+  strbuf_printf (&t, "createType=\"%s\"\n", d->create_type);
+  strbuf_printf (&t, "\n# Extent description\n");
   for (i = 0; i < d->extents.len; i++) {
     const struct vmdk_extent_line *l = &d->extents.ptr[i];
-    text_printf (&t, "%s %" PRIu64 " %s", access_names[l->access], l->sectors,
-                 type_names[l->type]);
+    strbuf_printf (&t, "%s %" PRIu64 " %s", access_names[l->access],
+                   l->sectors, type_names[l->type]);
     if (l->file)
-      text_printf (&t, " \"%s\"", l->file);
+      strbuf_printf (&t, " \"%s\"", l->file);
     if (l->has_offset)
-      text_printf (&t, " %" PRIu64, l->offset);
-    text_printf (&t, "\n");
+      strbuf_printf (&t, " %" PRIu64, l->offset);
+    strbuf_printf (&t, "\n");
   }
-  text_printf (&t, "\n# The Disk Data Base\n#DDB\n\n");
+  strbuf_printf (&t, "\n# The Disk Data Base\n#DDB\n\n");
   for (i = 0; i < d->ddb.len; i++)
-    text_printf (&t, "%s = \"%s\"\n", d->ddb.ptr[i].key, d->ddb.ptr[i].value);
+    strbuf_printf (&t, "%s = \"%s\"\n", d->ddb.ptr[i].key,
+                   d->ddb.ptr[i].value);
   if (t.failed) {
     free (t.buf);
     return NULL;

@@ -304,10 +304,16 @@ int
 vmdk_rename (const char *from, const char *to, bool sync)
 {
   struct vmdk_descriptor d;
-  CLEANUP_FREE char *text = NULL;
+  CLEANUP_FREE char *text = NULL, *copy = strdup (to);
   uint8_t magic[4] = { 0 };
-  int fd = open (from, O_RDONLY | O_CLOEXEC), r;
+  int fd, r;
 
+  /* The new names go into the descriptor. */
+  if (copy == NULL)
+    return ferry_error (ENOMEM, "%s: out of memory", to);
+  if (vmdk_check_descriptor_name (to, basename (copy)) == -1)
+    return -1;
+  fd = open (from, O_RDONLY | O_CLOEXEC);
   if (fd == -1)
     return ferry_error_errno (errno, "%s", from);
   r = full_pread (fd, magic, sizeof magic, 0);

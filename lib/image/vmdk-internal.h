@@ -252,6 +252,10 @@ char *vmdk_descriptor_format (const struct vmdk_descriptor *d);
 const char *vmdk_extent_type_name (enum vmdk_extent_type type);
 const char *vmdk_access_name (enum vmdk_access access);
 bool vmdk_looks_like_descriptor (const uint8_t *buf, size_t len);
+/* 0 when the file name NAME can stand between the double quotes of a
+ * descriptor line (the format has no escapes: no '"', no control
+ * character); else -1 with a message naming PATH. */
+int vmdk_check_descriptor_name (const char *path, const char *name);
 
 /* Read COUNT bytes at OFFSET of the extent S (moved by its start in the
  * file).  0, or -1 with errno set, as full_pread. */
@@ -300,6 +304,8 @@ void vmdk_image_free (struct vmdk_image *v);
 int vmdk_layout_extents (struct vmdk_image *v, bool self);
 int vmdk_pread (struct ferry_image *img, void *buf, size_t count,
                 uint64_t offset);
+/* The extent that holds disk offset OFFSET (< the disk's size). */
+struct vmdk_extent *vmdk_find_extent (struct vmdk_image *v, uint64_t offset);
 
 /* vmdk-stream.c */
 int vmdk_stream_init (struct vmdk_image *v, struct vmdk_sparse *s,

@@ -491,22 +491,12 @@ zero_sparse (struct vmdk_image *v, struct vmdk_extent *e, uint64_t count,
 
 /* --- the write requests ------------------------------------------------------- */
 
-/* Find the extent for OFFSET (as vmdk.c does) and refuse what cannot be
- * written there. */
+/* Find the extent for OFFSET and refuse what cannot be written there. */
 static struct vmdk_extent *
 writable_extent (struct vmdk_image *v, uint64_t offset)
 {
-  size_t lo = 0, hi = v->nr_extents;
-  struct vmdk_extent *e;
+  struct vmdk_extent *e = vmdk_find_extent (v, offset);
 
-  while (hi - lo > 1) {
-    size_t mid = (lo + hi) / 2;
-    if (v->extents[mid].start <= offset)
-      lo = mid;
-    else
-      hi = mid;
-  }
-  e = &v->extents[lo];
   if (e->type == VMDK_EXTENT_ZERO || e->access != VMDK_RW) {
     ferry_error (EROFS, "%s: the extent at offset %" PRIu64 " (%s) cannot be "
                  "written", v->base.path, e->start,
@@ -910,6 +900,12 @@ vmdk_create (const char *path, int fd, uint64_t size,
     ferry_error (ENOMEM, "%s: out of memory", path);
     goto err;
   }
+  /* Every extent's name and the parent's go into the descriptor. */
+  if (vmdk_check_descriptor_name (path, prefix) == -1 ||
+      vmdk_check_descriptor_name (path, postfix) == -1 ||
+      (o.backing_file &&
+       vmdk_check_descriptor_name (path, o.backing_file) == -1))
+    goto err;
 
   d = &v->desc;
   d->version = 1;

@@ -453,8 +453,8 @@ vmdk_image_free (struct vmdk_image *v)
 }
 
 /* The extent that holds disk offset OFFSET (< size). */
-static struct vmdk_extent *
-find_extent (struct vmdk_image *v, uint64_t offset)
+struct vmdk_extent *
+vmdk_find_extent (struct vmdk_image *v, uint64_t offset)
 {
   size_t lo = 0, hi = v->nr_extents;
 
@@ -466,25 +466,6 @@ find_extent (struct vmdk_image *v, uint64_t offset)
       hi = mid;
   }
   return &v->extents[lo];
-}
-
-/* Read COUNT bytes at disk OFFSET from the parent, or zeroes. */
-static int
-read_parent (struct vmdk_image *v, uint8_t *buf, uint64_t count,
-             uint64_t offset)
-{
-  struct ferry_image *b = v->base.backing;
-  uint64_t n = 0;
-
-  if (b && offset < b->size) {
-    n = MIN (count, b->size - offset);
-    if (ferry_image_pread (b, buf, n, offset) == -1) {
-      ferry_error_prefix ("%s: reading the parent", v->base.path);
-      return -1;
-    }
-  }
-  memset (buf + n, 0, count - n);
-  return 0;
 }
 
 /* Read COUNT bytes at OFF (relative to E) of the sparse extent E. */
@@ -499,13 +480,13 @@ read_sparse (struct vmdk_image *v, struct vmdk_extent *e, uint8_t *buf,
     uint64_t n;
 
     if (off >= s->capacity)     /* the descriptor says more than the header */
-      return read_parent (v, buf, count, e->start + off);
+      return image_backing_pread (&v->base, buf, count, e->start + off);
     if (vmdk_sparse_map (s, off, count, &run) == -1)
       return -1;
     n = MIN (run.length, count);
     switch (run.kind) {
     case VMDK_RUN_UNALLOC:
-      if (read_parent (v, buf, n, e->start + off) == -1)
+      if (image_backing_pread (&v->base, buf, n, e->start + off) == -1)
         return -1;
       break;
     case VMDK_RUN_ZERO:
@@ -554,7 +535,7 @@ vmdk_pread (struct ferry_image *img, void *buf, size_t count,
   uint8_t *p = buf;
 
   while (count > 0) {
-    struct vmdk_extent *e = find_extent (v, offset);
+    struct vmdk_extent *e = vmdk_find_extent (v, offset);
     uint64_t off = offset - e->start, n = MIN (count, e->length - off);
     int r;
 
@@ -588,7 +569,7 @@ vmdk_extents (struct ferry_image *img, uint64_t offset, uint64_t length,
   unsigned runs = 0;
 
   while (offset < end && runs++ < VMDK_EXTENTS_MAX_RUNS) {
-    struct vmdk_extent *e = find_extent (v, offset);
+    struct vmdk_extent *e = vmdk_find_extent (v, offset);
     uint64_t off = offset - e->start, n = MIN (end - offset, e->length - off);
     uint64_t reached = 0;
 

@@ -3,7 +3,10 @@
  *
  * Each check ends as an error (the migration cannot go ahead) or a
  * warning, each with a one-line remedy:
- *   - a disk file missing, or one whose content cannot be read;
+ *   - a disk file missing, or one whose content cannot be read, or one
+ *     that is no regular file or block device;
+ *   - for an OVF package, a disk that reads a file outside the package's
+ *     folder (a symbolic link, a backing file, a VMDK extent, a data file);
  *   - disks that cannot be migrated: raw device mappings, independent
  *     disks, encrypted disks;
  *   - snapshots present (the current state is migrated, read through each
@@ -233,7 +236,8 @@ absolute_out_dir (const char *dir, char **out)
   return 0;
 }
 
-/* A file name made of the VM's name: no slashes, no leading dot. */
+/* A file name made of the VM's name: no slashes, no leading dot, and
+ * nothing a VMDK descriptor could not quote. */
 static char *
 safe_name (const char *name)
 {
@@ -242,7 +246,7 @@ safe_name (const char *name)
   if (s == NULL)
     return NULL;
   for (p = s; *p; p++)
-    if (*p == '/' || (unsigned char) *p < 0x20 || *p == 0x7f)
+    if (*p == '/' || *p == '"' || (unsigned char) *p < 0x20 || *p == 0x7f)
       *p = '_';
   if (s[0] == '.')
     s[0] = '_';
@@ -259,6 +263,69 @@ known_format (const char *format)
     if (strcmp (*f, format) == 0)
       return true;
   return false;
+}
+
+/* Whether the file NAME (relative: to the folder of OWNER, or to the
+ * current one when OWNER is NULL) lies outside the folder ROOT (a real
+ * path): then *OUTSIDE gets its real path (NAME when it has none), which
+ * the caller frees. */
+static bool
+is_outside (const char *root, const char *owner, const char *name,
+            char **outside)
+{
+  CLEANUP_FREE char *full = NULL, *real = NULL;
+  const char *slash = owner ? strrchr (owner, '/') : NULL;
+  size_t n = strlen (root);
+
+  if (name[0] == '/' || slash == NULL)
+    full = strdup (name);
+  else if (asprintf (&full, "%.*s/%s", (int) (slash - owner), owner,
+                     name) == -1)
+    full = NULL;
+  real = full ? realpath (full, NULL) : NULL;
+  if (real && strncmp (real, root, n) == 0 &&
+      (root[n - 1] == '/' || real[n] == '/'))
+    return false;
+  *outside = real ? real : strdup (name);
+  real = NULL;
+  return true;
+}
+
+/* For an OVF package (not an OVA, whose disks have no files of their
+ * own, nor a VMX or .vbox, whose disks live on datastores anywhere): the
+ * file of the first of IMG's layers, of each backing file, VMDK extent
+ * and external data file its chain reads, outside the folder ROOT (a
+ * real path), into *OUTSIDE (NULL: none); the caller frees it.  A package
+ * from elsewhere could otherwise make ferry copy /etc/shadow into the
+ * output through a backing file or an extent line, as qemu-img would. */
+static int
+find_outside (struct ferry_image *img, const char *root, char **outside)
+{
+  struct ferry_image *layer;
+
+  *outside = NULL;
+  for (layer = img; layer; layer = ferry_image_backing (layer)) {
+    struct ferry_image_info info;
+    size_t i;
+
+    if (ferry_image_describe (layer, &info) == -1)
+      return -1;
+    /* The layer's path and its extents' are as opened; a data file's is
+     * as the image records it. */
+    if (is_outside (root, NULL, info.path, outside) ||
+        (info.data_file &&
+         is_outside (root, info.path, info.data_file, outside)))
+      return 0;
+    for (i = 0; i < info.nr_facts; i++) {
+      const struct ferry_fact *f = &info.facts[i];
+      size_t k = strlen (f->key);
+      if (f->kind == FERRY_FACT_STRING && strncmp (f->key, "extent[", 7) == 0
+          && k > 9 && strcmp (f->key + k - 9, ".filename") == 0 &&
+          is_outside (root, NULL, f->string, outside))
+        return 0;
+    }
+  }
+  return 0;
 }
 
 /* Plan disk I of the VM and check it. */
@@ -317,6 +384,12 @@ plan_disk (struct ferry_v2v_plan *plan, size_t i, const char *base,
                       d->file ? d->file : "?",
                       !strcmp (vm->source_type, "ova") ?
                       " from the archive" : "");
+  /* Opening a FIFO would wait for a writer forever. */
+  if (!d->member && !S_ISREG (st.st_mode) && !S_ISBLK (st.st_mode))
+    return add_check (plan, FERRY_V2V_ERROR, "put the file where the "
+                      "description says, or fix the name there",
+                      "disk %s: file %s is not a regular file or a block "
+                      "device", id, d->file ? d->file : d->path);
 
   img = v2v_open_source (d, pd->source);
   if (img == NULL)
@@ -324,6 +397,29 @@ plan_disk (struct ferry_v2v_plan *plan, size_t i, const char *base,
                       "unpack the package (tar xf, gunzip) and migrate from "
                       "its folder" : "repair or replace the disk file",
                       "disk %s: %s", id, ferry_get_error ());
+  if (!d->member && strcmp (vm->source_type, "ovf") == 0) {
+    CLEANUP_FREE char *copy = strdup (vm->source), *root = NULL;
+    CLEANUP_FREE char *outside = NULL;
+    int r = -1;
+
+    errno = ENOMEM;
+    if (copy && (root = realpath (dirname (copy), NULL)) != NULL)
+      r = find_outside (img, root, &outside);
+    if (r == 0 && outside) {
+      ferry_image_close (img);
+      return add_check (plan, FERRY_V2V_ERROR, "migrate only packages you "
+                        "trust; fix the disk so it reads only the "
+                        "package's files", "disk %s: %s reads %s, which "
+                        "lies outside the package's folder", id,
+                        d->file ? d->file : d->path, outside);
+    }
+    if (r == -1) {
+      ferry_image_close (img);
+      return add_check (plan, FERRY_V2V_ERROR, "repair or replace the disk "
+                        "file", "disk %s: %s", id, root ? ferry_get_error ()
+                        : strerror (errno));
+    }
+  }
   pd->migrated = true;
   pd->source_format = strdup (ferry_image_format (img));
   pd->virtual_size = ferry_image_size (img);

@@ -61,6 +61,10 @@ int vm_read_range (const char *path, uint64_t offset, size_t len,
 void vm_trim_value (const char **p, const char **end);
 /* Case-insensitive: does S end with SUFFIX? */
 bool vm_has_suffix (const char *s, const char *suffix);
+/* Does the relative name NAME climb out of its folder: is one of its
+ * '/'-separated components ".."?  (OVA members, OVF references and
+ * manifest lines name files inside the package.) */
+bool vm_name_has_dotdot (const char *name);
 
 /* manifest.c: parse the text of a manifest into VM's entries.  NAME is
  * for messages. */

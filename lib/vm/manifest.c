@@ -30,6 +30,7 @@ parse_line (struct ferry_vm *vm, const char *name, unsigned lineno,
 {
   const char *alg_start, *alg_end, *name_start, *name_end, *hex;
   struct ferry_vm_manifest_entry *e;
+  char *file;
   enum hash_algorithm alg;
   char algname[16];
   size_t hexlen, i, want;
@@ -89,12 +90,24 @@ parse_line (struct ferry_vm *vm, const char *name, unsigned lineno,
       return ferry_error (EINVAL, "%s: line %u: the digest is not hex",
                           name, lineno);
 
+  file = strndup (name_start, name_end - name_start);
+  if (file == NULL)
+    return ferry_error (ENOMEM, "out of memory");
+  /* The files of the package, named relative to the manifest. */
+  if (file[0] == '/' || vm_name_has_dotdot (file)) {
+    ferry_error (EPERM, "%s: line %u: file '%s' leaves the package's folder",
+                 name, lineno, file);
+    free (file);
+    return -1;
+  }
+
   e = vm_add_manifest_entry (vm);
   if (e == NULL) {
+    free (file);
     ferry_error_prefix ("%s", name);
     return -1;
   }
-  e->name = strndup (name_start, name_end - name_start);
+  e->name = file;
   e->algorithm = strdup (hash_algorithm_name (alg));
   e->digest = strndup (hex, hexlen);
   if (e->name == NULL || e->algorithm == NULL || e->digest == NULL)
@@ -134,9 +147,11 @@ ferry_vm_verify_digest (const struct ferry_vm_manifest_entry *entry,
                         char **got, void (*progress) (uint64_t, void *),
                         void *opaque)
 {
-  CLEANUP_CLOSE int fd = open (path, O_RDONLY | O_CLOEXEC);
+  /* O_NONBLOCK: a FIFO is refused below instead of waited on. */
+  CLEANUP_CLOSE int fd = open (path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   CLEANUP_FREE char *buf = NULL;
   char hex[HASH_HEX_MAX];
+  struct stat st;
   enum hash_algorithm alg;
   struct hash_ctx ctx;
   uint64_t done = 0;
@@ -147,12 +162,12 @@ ferry_vm_verify_digest (const struct ferry_vm_manifest_entry *entry,
                         entry->name, entry->algorithm);
   if (fd == -1)
     return ferry_error_errno (errno, "%s", path);
-  if (length == UINT64_MAX) {
-    struct stat st;
-    if (fstat (fd, &st) == -1)
-      return ferry_error_errno (errno, "%s: stat", path);
+  if (fstat (fd, &st) == -1)
+    return ferry_error_errno (errno, "%s: stat", path);
+  if (!S_ISREG (st.st_mode))
+    return ferry_error (EINVAL, "%s: not a regular file", path);
+  if (length == UINT64_MAX)
     length = st.st_size;
-  }
   buf = malloc (HASH_CHUNK);
   if (buf == NULL)
     return ferry_error (ENOMEM, "out of memory");

@@ -337,10 +337,25 @@ vm_has_suffix (const char *s, const char *suffix)
   return n >= m && strcasecmp (s + n - m, suffix) == 0;
 }
 
+bool
+vm_name_has_dotdot (const char *name)
+{
+  const char *p;
+  size_t n;
+
+  for (p = name; *p; p += n + (p[n] == '/')) {
+    n = strcspn (p, "/");
+    if (n == 2 && p[0] == '.' && p[1] == '.')
+      return true;
+  }
+  return false;
+}
+
 int
 vm_read_range (const char *path, uint64_t offset, size_t len, char **text)
 {
-  CLEANUP_CLOSE int fd = open (path, O_RDONLY | O_CLOEXEC);
+  /* O_NONBLOCK: a FIFO put in place of a checked file fails, not waits. */
+  CLEANUP_CLOSE int fd = open (path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   char *buf;
 
   if (fd == -1)

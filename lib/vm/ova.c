@@ -142,7 +142,6 @@ field_string (const uint8_t *p, size_t len)
 static int
 check_name (const char *archive, uint64_t offset, char *name)
 {
-  const char *p;
   size_t n;
 
   while (name[0] == '.' && name[1] == '/')
@@ -154,13 +153,10 @@ check_name (const char *archive, uint64_t offset, char *name)
     return ferry_error (EPERM, "%s: tar header at offset %" PRIu64
                         ": member '%s' has an absolute path", archive,
                         offset, name);
-  for (p = name; *p; p += n + (p[n] == '/')) {
-    n = strcspn (p, "/");
-    if (n == 2 && p[0] == '.' && p[1] == '.')
-      return ferry_error (EPERM, "%s: tar header at offset %" PRIu64
-                          ": member '%s' climbs out of the archive with "
-                          "'..'", archive, offset, name);
-  }
+  if (vm_name_has_dotdot (name))
+    return ferry_error (EPERM, "%s: tar header at offset %" PRIu64
+                        ": member '%s' climbs out of the archive with '..'",
+                        archive, offset, name);
   /* A folder's trailing slash is not part of the name. */
   n = strlen (name);
   while (n > 1 && name[n - 1] == '/')
@@ -436,7 +432,9 @@ ferry_ova_open (const char *path)
         name = long_name;
         long_name = NULL;
       }
-      else if (memcmp (h + H_MAGIC, "ustar", 5) == 0 && h[H_PREFIX]) {
+      else if (memcmp (h + H_MAGIC, "ustar", 6) == 0 && h[H_PREFIX]) {
+        /* POSIX ustar ("ustar\0"); GNU's "ustar  " keeps atime and
+         * ctime there, and long names in 'L' entries. */
         CLEANUP_FREE char *prefix = field_string (h + H_PREFIX, 155);
         CLEANUP_FREE char *base = field_string (h + H_NAME, 100);
         if (prefix == NULL || base == NULL ||
@@ -614,10 +612,10 @@ int
 ferry_ova_write (const char *path, const struct ferry_ova_input *inputs,
                  size_t nr_inputs, const char *mf_name, const char *algorithm)
 {
-  CLEANUP_FREE char *mf = NULL;
   CLEANUP_FREE uint64_t *sizes = NULL;
   enum hash_algorithm alg;
-  size_t mf_len = 0, i;
+  CLEANUP_FREE struct strbuf mf = { 0 };
+  size_t i;
   uint8_t h[BLOCK];
   uint64_t pos = 0;
   int fd;
@@ -633,8 +631,7 @@ ferry_ova_write (const char *path, const struct ferry_ova_input *inputs,
 
   /* The manifest first: the digest and size of every input. */
   for (i = 0; i < nr_inputs; i++) {
-    char hex[HASH_HEX_MAX], *line;
-    int n;
+    char hex[HASH_HEX_MAX];
 
     if (inputs[i].path) {
       struct stat st;
@@ -651,22 +648,11 @@ ferry_ova_write (const char *path, const struct ferry_ova_input *inputs,
       hash_update (&ctx, inputs[i].data, inputs[i].len);
       hash_final_hex (&ctx, hex);
     }
-    n = asprintf (&line, "%s(%s)= %s\n", hash_algorithm_name (alg),
-                  inputs[i].name, hex);
-    if (n == -1)
-      return ferry_error (ENOMEM, "out of memory");
-    {
-      char *p = realloc (mf, mf_len + n + 1);
-      if (p == NULL) {
-        free (line);
-        return ferry_error (ENOMEM, "out of memory");
-      }
-      mf = p;
-      memcpy (mf + mf_len, line, n + 1);
-      mf_len += n;
-      free (line);
-    }
+    strbuf_printf (&mf, "%s(%s)= %s\n", hash_algorithm_name (alg),
+                   inputs[i].name, hex);
   }
+  if (mf.failed)
+    return ferry_error (ENOMEM, "out of memory");
 
   fd = open (path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd == -1)
@@ -681,9 +667,9 @@ ferry_ova_write (const char *path, const struct ferry_ova_input *inputs,
       goto err;
     if (i == 0 && mf_name) {
       /* The manifest right after the descriptor, as OVF 1.x wants. */
-      if (make_header (h, mf_name, mf_len) == -1 ||
+      if (make_header (h, mf_name, mf.len) == -1 ||
           append_data (path, fd, &pos, h, BLOCK) == -1 ||
-          append_data (path, fd, &pos, mf, mf_len) == -1)
+          append_data (path, fd, &pos, mf.buf, mf.len) == -1)
         goto err;
     }
   }

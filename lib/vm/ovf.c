@@ -171,6 +171,12 @@ read_references (struct ovf *o, xmlNodePtr env)
     if (id == NULL || href == NULL || *href == '\0')
       return ferry_error (EINVAL, "%s: References: a File without ovf:id "
                           "or ovf:href (line %d)", o->name, f->line);
+    /* Files are named relative to the descriptor (OVF 1.x and 2.0 say
+     * so): one named outside the package's folder is not its own. */
+    if (href[0] == '/' || vm_name_has_dotdot (href))
+      return ferry_error (EPERM, "%s: References: file %s is named '%s', "
+                          "which leaves the package's folder (an OVF names "
+                          "its files relative to itself)", o->name, id, href);
     if (vm_xml_attr (f, "chunkSize"))
       return ferry_error (ENOTSUP, "%s: References: file %s is split in "
                           "chunks (ovf:chunkSize), which ferry does not "

@@ -20,48 +20,18 @@
 #include "internal.h"
 #include "../common/util.h"
 
-/* A growing string; the first failure sticks. */
-struct script {
-  char *buf;
-  size_t len, cap;
-  bool failed;
-};
-
+/* Append to the script S (strbuf_printf, by a short name). */
 static void
-add (struct script *s, const char *fmt, ...)
+add (struct strbuf *s, const char *fmt, ...)
   __attribute__ ((format (printf, 2, 3)));
 static void
-add (struct script *s, const char *fmt, ...)
+add (struct strbuf *s, const char *fmt, ...)
 {
   va_list ap;
-  int n;
 
-  if (s->failed)
-    return;
-  for (;;) {
-    va_start (ap, fmt);
-    n = vsnprintf (s->buf ? s->buf + s->len : NULL,
-                   s->buf ? s->cap - s->len : 0, fmt, ap);
-    va_end (ap);
-    if (n < 0) {
-      s->failed = true;
-      return;
-    }
-    if (s->buf && s->len + n < s->cap) {
-      s->len += n;
-      return;
-    }
-    {
-      size_t cap = MAX (s->cap * 2, s->len + n + 4096);
-      char *p = realloc (s->buf, cap);
-      if (p == NULL) {
-        s->failed = true;
-        return;
-      }
-      s->buf = p;
-      s->cap = cap;
-    }
-  }
+  va_start (ap, fmt);
+  strbuf_vprintf (s, fmt, ap);
+  va_end (ap);
 }
 
 /* S single-quoted for the shell (the caller frees it). */
@@ -92,9 +62,45 @@ quote (const char *s)
   return r;
 }
 
+/* S with every comma doubled, as QEMU's option values want it (a single
+ * comma would start the next option); the caller frees it. */
+static char *
+qemu_opt_escape (const char *s)
+{
+  size_t n = 0;
+  const char *p;
+  char *r, *q;
+
+  for (p = s; *p; p++)
+    n += *p == ',' ? 2 : 1;
+  r = q = malloc (n + 1);
+  if (r == NULL)
+    return NULL;
+  for (p = s; *p; p++) {
+    *q++ = *p;
+    if (*p == ',')
+      *q++ = ',';
+  }
+  *q = '\0';
+  return r;
+}
+
+/* S escaped for a QEMU option, then quoted for the shell. */
+static char *
+quote_opt (const char *s)
+{
+  char *e = qemu_opt_escape (s), *r;
+
+  if (e == NULL)
+    return NULL;
+  r = quote (e);
+  free (e);
+  return r;
+}
+
 /* A comment line's text: no newlines. */
 static void
-add_comment (struct script *s, const char *label, const char *text)
+add_comment (struct strbuf *s, const char *label, const char *text)
 {
   add (s, "# %s", label);
   for (; text && *text; text++)
@@ -104,7 +110,7 @@ add_comment (struct script *s, const char *label, const char *text)
 
 /* The -device arguments that put drive ID (a disk when DISK) on BUS. */
 static void
-add_drive_device (struct script *s, enum ferry_vm_bus bus, bool disk,
+add_drive_device (struct strbuf *s, enum ferry_vm_bus bus, bool disk,
                   const char *id, int controller, int unit, bool i440fx,
                   unsigned *ide_next, int boot)
 {
@@ -148,7 +154,7 @@ ferry_vm_to_qemu (const struct ferry_vm *vm, const struct ferry_vm_output *out)
   uint64_t mib = (vm->memory ? vm->memory : VM_DEFAULT_MEMORY) >> 20;
   unsigned vcpus = vm->vcpus ? vm->vcpus : 1, ide_next = 0;
   bool scsi[8] = { false };
-  struct script s = { 0 };
+  struct strbuf s = { 0 };
   char *name = NULL;
   size_t i;
 
@@ -156,7 +162,7 @@ ferry_vm_to_qemu (const struct ferry_vm *vm, const struct ferry_vm_output *out)
     ferry_error (EINVAL, "the VM has no name (give one with --name)");
     return NULL;
   }
-  name = quote (vm->name);
+  name = quote_opt (vm->name);
   if (name == NULL)
     goto nomem;
 
@@ -173,6 +179,8 @@ ferry_vm_to_qemu (const struct ferry_vm *vm, const struct ferry_vm_output *out)
                  : "(none)");
   }
   add (&s, "set -e\nhere=$(cd \"$(dirname \"$0\")\" && pwd)\n");
+  /* Paths in QEMU's options: commas doubled. */
+  add (&s, "opt() { printf '%%s' \"$1\" | sed 's/,/,,/g'; }\n");
   if (uefi) {
     add (&s, "code=${OVMF_CODE:-/usr/share/OVMF/OVMF_CODE_4M%s.fd}\n",
          secure ? ".secboot" : "");
@@ -181,7 +189,7 @@ ferry_vm_to_qemu (const struct ferry_vm *vm, const struct ferry_vm_output *out)
          "OVMF_VARS_4M%s.fd}\" \"$vars\"\n", secure ? ".ms" : "");
   }
   add (&s, "exec qemu-system-x86_64 \\\n");
-  add (&s, "  -name %s \\\n", name);
+  add (&s, "  -name guest=%s \\\n", name);
   add (&s, "  -machine %s,accel=kvm:tcg%s \\\n", i440fx ? "pc" : "q35",
        secure ? ",smm=on" : "");
   add (&s, "  -cpu max \\\n");
@@ -195,8 +203,9 @@ ferry_vm_to_qemu (const struct ferry_vm *vm, const struct ferry_vm_output *out)
   if (uefi) {
     if (secure)
       add (&s, "  -global driver=cfi.pflash01,property=secure,value=on \\\n");
-    add (&s, "  -drive if=pflash,format=raw,readonly=on,file=\"$code\" \\\n");
-    add (&s, "  -drive if=pflash,format=raw,file=\"$vars\" \\\n");
+    add (&s, "  -drive if=pflash,format=raw,readonly=on,file=\"$(opt \"$code\")\" "
+         "\\\n");
+    add (&s, "  -drive if=pflash,format=raw,file=\"$(opt \"$vars\")\" \\\n");
   }
 
   for (i = 0; i < vm->nr_disks; i++) {
@@ -206,7 +215,7 @@ ferry_vm_to_qemu (const struct ferry_vm *vm, const struct ferry_vm_output *out)
 
     if (out->disk_paths == NULL || out->disk_paths[i] == NULL)
       continue;
-    file = quote (out->disk_paths[i]);
+    file = quote_opt (out->disk_paths[i]);
     if (file == NULL)
       goto nomem;
     snprintf (id, sizeof id, "disk%zu", i);
@@ -216,7 +225,8 @@ ferry_vm_to_qemu (const struct ferry_vm *vm, const struct ferry_vm_output *out)
       add (&s, "  -device %s,id=scsi%d \\\n",
            vm_scsi_model (d->controller_model, true), d->controller);
     }
-    add (&s, "  -drive file=\"$here\"/%s,format=%s,if=none,id=%s \\\n", file,
+    add (&s, "  -drive file=\"$(opt \"$here\")\"/%s,format=%s,if=none,id=%s \\\n",
+         file,
          out->disk_formats ? out->disk_formats[i] : "raw", id);
     free (file);
     add_drive_device (&s, bus, true, id, d->controller, d->unit, i440fx,

@@ -176,7 +176,8 @@ parse_descriptor (const char *path, const char *text, size_t len,
 int
 vm_vmdk_descriptor (const char *path, struct vm_vmdk_info *info)
 {
-  CLEANUP_CLOSE int fd = open (path, O_RDONLY | O_CLOEXEC);
+  /* O_NONBLOCK: a FIFO is refused below instead of waited on. */
+  CLEANUP_CLOSE int fd = open (path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   CLEANUP_FREE char *text = NULL;
   uint8_t head[512];
   uint64_t off = 0, len, size;
@@ -188,7 +189,7 @@ vm_vmdk_descriptor (const char *path, struct vm_vmdk_info *info)
   if (fstat (fd, &st) == -1)
     return ferry_error_errno (errno, "%s: stat", path);
   if (!S_ISREG (st.st_mode))
-    return ferry_error (EINVAL, "%s: not a regular file", path);
+    return 0;                   /* no descriptor; the checks say what it is */
   size = st.st_size;
   if (full_pread (fd, head, sizeof head, 0) == -1)
     return ferry_error_errno (errno, "%s: read", path);

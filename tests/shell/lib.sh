@@ -375,3 +375,39 @@ only_files () {
 allocated_bytes () {
   echo $(($(stat -c %b "$1") * $(stat -c %B "$1")))
 }
+
+# map_agrees WHAT IMG [FMT]: ferry map --json and qemu-img map agree on
+# which ranges of IMG hold data and which read as zeroes without it
+# (adjacent runs of one kind merged: the two cut runs differently).  The
+# judge of every driver's extents, whose copy would still compare equal
+# if they called everything data.
+map_agrees () {
+  local what=$1 img=$2 fmt=${3:-} want got
+  want=$(qemu-img map --output=json ${fmt:+-f "$fmt"} "$img" 2>&1 | "$PYTHON" -c '
+import json, sys
+runs = []
+for e in json.load(sys.stdin):
+    k = "data" if e["data"] else "zero" if e["zero"] else "unallocated"
+    if runs and runs[-1][2] == k and runs[-1][0] + runs[-1][1] == e["start"]:
+        runs[-1][1] += e["length"]
+    else:
+        runs.append([e["start"], e["length"], k])
+print(" ".join("%d+%d:%s" % tuple(r) for r in runs))' 2>&1)
+  fy map --json ${fmt:+-f "$fmt"} "$img"
+  expect_exit 0 "$what: ferry map" || return 1
+  got=$("$PYTHON" -c '
+import json, sys
+runs = []
+for e in json.load(open(sys.argv[1])):
+    k = "zero" if e["type"] & 2 else "data"
+    if runs and runs[-1][2] == k and runs[-1][0] + runs[-1][1] == e["offset"]:
+        runs[-1][1] += e["length"]
+    else:
+        runs.append([e["offset"], e["length"], k])
+print(" ".join("%d+%d:%s" % tuple(r) for r in runs))' "$OUT" 2>&1)
+  if [ "$got" = "$want" ]; then
+    ok "$what: ferry map agrees with qemu-img map"
+  else
+    not_ok "$what: ferry map disagrees with qemu-img map" "qemu-img: $want" "ferry:    $got"
+  fi
+}

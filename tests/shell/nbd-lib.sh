@@ -112,11 +112,6 @@ stop_serve () {
   fi
 }
 
-# ferry_has_format FMT: this ferry build knows FMT.
-ferry_has_format () {
-  "$FERRY" --help | grep -q -E "^formats:.* $1( |\$)"
-}
-
 # stop_server: stop the server $SERVER_PID and wait for it.
 stop_server () {
   kill "$SERVER_PID" 2>/dev/null

@@ -3,7 +3,8 @@
 # ways: ferry as the client of nbdkit's and qemu-nbd's TLS, and ferry
 # serve as the server of nbdinfo, qemu-img and ferry.  A wrong key, a
 # certificate from another CA, a missing client certificate and a plain
-# client of a TLS server each fail with a message that says so.  Keys
+# client of a TLS server each fail with a message that says so; ferry
+# serve --tls-certs lets in only clients with a certificate of its CA.  Keys
 # and certificates are made here (psktool, certtool) with ECDSA keys,
 # which take milliseconds.
 . "$(dirname "$0")/lib.sh"
@@ -146,6 +147,14 @@ fy compare "nbds://localhost:$port/?tls-certificates=$CLIENT" disk.qcow2
 expect_exit 0 "X.509: ferry reads ferry serve"
 fy info "nbds://localhost:$port/?tls-certificates=$WORK/client2"
 expect_tls_refused "X.509: ferry trusting another CA against ferry serve"
+# The server verifies its clients too, as qemu-nbd does by default: a
+# client with no certificate, or one from another CA, is not let in.
+fy info "nbds://localhost:$port/?tls-certificates=$WORK/noclient"
+expect_tls_refused "X.509: ferry serve refuses a client with no certificate"
+nbdinfo --size "nbds://localhost:$port/?tls-certificates=$WORK/noclient" >nocert.out 2>&1 &&
+  not_ok "X.509: nbdinfo with no client certificate was let in"
+check_true "X.509: nbdinfo with no client certificate is refused ($(head -c 300 nocert.out))" \
+  grep -q -i "tls\|handshake\|certificate" nocert.out
 stop_serve "X.509 server"
 
 done_testing

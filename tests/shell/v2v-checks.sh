@@ -2,8 +2,9 @@
 # v2v-checks: each prerequisite check of `ferry v2v`, run before any byte
 # moves, on a VMX (or OVF) written here to trip it: a missing disk file,
 # disks that cannot be migrated (raw device mapping, independent,
-# encrypted), snapshots, too little free space, secure boot, MAC addresses
-# that clash, no name, a format ferry cannot write, a bad --network-map.
+# encrypted), a disk or a manifest line that is a FIFO, snapshots, too
+# little free space, secure boot, MAC addresses that clash, no name, a
+# format ferry cannot write, a bad --network-map.
 # Errors stop the migration (exit 1, the error repeated on stderr, nothing
 # written); warnings let it go ahead; each comes with a remedy.
 . "$(dirname "$0")/lib.sh"
@@ -70,6 +71,26 @@ expect_check "missing disk file" error "disk scsi0:0: file gone.qcow2 is missing
   "put the file where the description says, or fix the name there"
 expect_stderr "s/missing.vmx: disk scsi0:0: file gone.qcow2 is missing" "missing disk file: on stderr too"
 
+# A disk or a manifest line that names a FIFO: refused at once, not a
+# read that waits for a writer forever.
+mkfifo s/fifo.img s/fifo.vmdk || die "mkfifo"
+for f in fifo.img fifo.vmdk; do
+  variant fifo "-scsi0:0.fileName" "scsi0:0.fileName = \"$f\""
+  FY_TIMEOUT=20 fy v2v s/fifo.vmx --to libvirt --out out
+  refused "a disk that is a FIFO ($f)" s/fifo.vmx
+  expect_check "a disk that is a FIFO ($f)" error "disk scsi0:0: file $f is not a regular file or a block device" \
+    "put the file where the description says, or fix the name there"
+done
+mkdir -p mf
+"$PYTHON" "$TESTS_DIR/v2v-tar.py" ovf mf disk.img raw 4096 >mf/mf.ovf
+head -c 4096 /dev/zero >mf/disk.img
+mkfifo mf/pipe
+printf 'SHA256(pipe)= %s\n' "$(printf x | sha256sum | cut -d' ' -f1)" >mf/mf.mf
+FY_TIMEOUT=20 fy v2v mf/mf.ovf --to libvirt --out out
+expect_exit 1 "a manifest line naming a FIFO: refused"
+check_true "a manifest line naming a FIFO: the plan says it is no file" \
+  grep -q "error: pipe: .*not a regular file" "$OUT"
+
 variant indep 'scsi0:0.mode = "independent-persistent"'
 fy v2v s/indep.vmx --to libvirt --out out
 refused "independent disk" s/indep.vmx
@@ -123,13 +144,11 @@ j = json.load(open(sys.argv[1]))
 assert j["vm"]["disks"][0].get("snapshot") is True and j["vm"]["snapshots"] is True
 assert any("the VM has snapshots" in c["message"] for c in j["checks"])
 ' "$OUT"
-if "$FERRY" --help | grep -q '^formats:.* vmdk'; then
-  fy v2v s/chain.vmx --to libvirt --out chain-out
-  expect_exit 0 "snapshot chain: migrated"
-  [ -f chain-out/chk-disk1.qcow2 ] &&
-    same_content "snapshot chain: the current state, read through the chain" \
-      s/snap-000001.vmdk vmdk chain-out/chk-disk1.qcow2 qcow2
-fi
+fy v2v s/chain.vmx --to libvirt --out chain-out
+expect_exit 0 "snapshot chain: migrated"
+[ -f chain-out/chk-disk1.qcow2 ] &&
+  same_content "snapshot chain: the current state, read through the chain" \
+    s/snap-000001.vmdk vmdk chain-out/chk-disk1.qcow2 qcow2
 
 variant sb 'firmware = "efi"' 'uefi.secureBoot.enabled = "TRUE"'
 fy v2v s/sb.vmx --to libvirt --out out --dry-run

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # v2v-ova: OVAs in.  The broken OVAs of ../shared/corpus are refused with
 # clear messages and the good one is migrated; OVAs made by GNU tar (ustar
-# with a subfolder, GNU long names, pax headers) with manifests made by
-# sha1sum and sha256sum are migrated, their disks read in place and judged
-# by qemu-img compare against the originals, the domain by
+# with a subfolder, GNU long names, pax headers, GNU incremental headers)
+# with manifests made by sha1sum and sha256sum are migrated, their disks
+# read in place and judged by qemu-img compare against the originals, the
+# domain by
 # virt-xml-validate; a manifest that does not match is refused; and
 # hostile OVAs made by Python's tarfile (path traversal, absolute names,
 # links, devices, FIFOs, a header claiming 2^40 bytes, a million entries,
 # duplicates, a cut archive) are refused quickly and in little memory,
-# with nothing written anywhere.
+# with nothing written anywhere; an OVF in a folder whose references or
+# manifest lines leave the folder (absolute, "..") is refused too.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/v2v-lib.sh"
 require qemu-img qemu-io python3 tar sha1sum sha256sum virt-xml-validate
@@ -95,6 +97,18 @@ for format in gnu pax; do
     same_content "$format tar OVA: the disk equals the original" "pkg-long/$long" raw \
       "out-long-$format/long-disk1.qcow2" qcow2
 done
+
+# GNU tar's incremental mode (-G) keeps each file's atime and ctime where
+# POSIX ustar has its name prefix: the names must not take them for one.
+make_package pkg-g g disk.img sha256
+touch -a -d 2020-01-01 pkg-g/disk.img
+touch -a -d 2021-06-01 pkg-g/g.ovf
+tar -C pkg-g --format=gnu -G -cf g.ova g.ovf g.mf disk.img 2>/dev/null || die "tar -G"
+fy v2v g.ova --to local --out out-g
+expect_exit 0 "GNU incremental tar OVA (atimes in the headers) migrated"
+[ -f out-g/g-disk1.qcow2 ] &&
+  same_content "GNU incremental tar OVA: the disk equals the original" pkg-g/disk.img raw \
+    out-g/g-disk1.qcow2 qcow2
 
 # A qcow2 disk inside the OVA (oVirt exports them so): read in place.
 mkdir -p pkg-q
@@ -235,5 +249,53 @@ after=$(listing)
 check_true "hostile OVAs: nothing written in the work folder" test "$before" = "$after"
 check_true "hostile OVAs: nothing written at the absolute name" test ! -e /tmp/ferry-evil.img
 check_true "hostile OVAs: nothing written beside the work folder" test ! -e "$WORK/../evil.img"
+
+# --- hostile OVF folders ------------------------------------------------------
+# An OVF names its files relative to itself, as an OVA's members are: a
+# reference or a manifest line that leaves the package is refused, so a
+# package cannot make ferry copy /etc/passwd, or a file beside the
+# package, into the output (or hash it for the manifest check).
+echo secret >outside.img
+mkdir -p hf
+declare -A href=([habs]=/etc/passwd [hdots]=../outside.img [hmid]=sub/../../outside.img)
+for kind in habs hdots hmid; do
+  "${TAR_PY[@]}" ovf "$kind" "${href[$kind]}" raw 4096 >"hf/$kind.ovf"
+  fy v2v "hf/$kind.ovf" --to local --out "out-$kind" -O raw
+  expect_failure "hostile OVF ($kind) refused" "hf/$kind.ovf"
+  expect_stderr "References: file file1 is named '${href[$kind]}', which leaves the package's folder" \
+    "hostile OVF ($kind): the message says what is wrong"
+  check_true "hostile OVF ($kind): nothing written" test ! -e "out-$kind"
+done
+# Nor through what a disk of the package names in turn: a qcow2 backing
+# file, a qcow2 external data file, a VMDK descriptor's extent, or a disk
+# that is a symbolic link (qemu-img follows all of them; an unpacked OVA
+# is what ferry tells users to migrate when it cannot read a disk in
+# place, and tar xf makes a symlink member a symlink).
+mkdir -p hf/bk hf/df hf/ext hf/sym
+ln -s /etc/passwd hf/sym/disk.img     # what tar xf makes of a symlink member
+qemu-img create -q -f qcow2 -b /etc/passwd -F raw hf/bk/disk.qcow2 1M || die "qemu-img create -b"
+qemu-img create -q -f qcow2 -o data_file="$WORK/outside.img",data_file_raw=on hf/df/disk.qcow2 4096 ||
+  die "qemu-img create data_file"
+printf '# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType="monolithicFlat"\n\nRW 8 FLAT "../../outside.img" 0\n' \
+  >hf/ext/disk.vmdk
+declare -A dfile=([bk]=disk.qcow2 [df]=disk.qcow2 [ext]=disk.vmdk [sym]=disk.img)
+declare -A dfmt=([bk]=qcow2 [df]=qcow2 [ext]=vmdk [sym]=raw)
+declare -A dwhat=([bk]=/etc/passwd [df]="$WORK/outside.img" [ext]="$WORK/outside.img" [sym]=/etc/passwd)
+for kind in bk df ext sym; do
+  "${TAR_PY[@]}" ovf "$kind" "${dfile[$kind]}" "${dfmt[$kind]}" 4096 >"hf/$kind/$kind.ovf"
+  fy v2v "hf/$kind/$kind.ovf" --to local --out "out-$kind" -O raw
+  expect_failure "hostile OVF, a disk reading ${dwhat[$kind]} ($kind): refused" "hf/$kind/$kind.ovf"
+  check_true "hostile OVF ($kind): the plan names the file outside the package" \
+    grep -q "error: disk vmdisk1: .*reads .*${dwhat[$kind]##*/}, which lies outside the package.s folder" "$OUT"
+  check_true "hostile OVF ($kind): nothing written" test ! -e "out-$kind"
+done
+"${TAR_PY[@]}" ovf hmf disk.img raw 4096 >hf/hmf.ovf
+head -c 4096 /dev/zero >hf/disk.img
+printf 'SHA256(../outside.img)= %s\n' "$(sha256sum outside.img | cut -d' ' -f1)" >hf/hmf.mf
+fy v2v hf/hmf.ovf --to local --out out-hmf -O raw
+expect_failure "a manifest naming a file outside the package refused" hf/hmf.mf
+expect_stderr "hmf.mf: line 1: file '../outside.img' leaves the package's folder" \
+  "a manifest naming a file outside the package: the message says so"
+check_true "a manifest naming a file outside the package: nothing written" test ! -e out-hmf
 
 done_testing

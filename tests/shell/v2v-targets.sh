@@ -134,9 +134,35 @@ if [ -f "$s" ]; then
     check_true "qemu: the UEFI variable store was made beside the script" \
       test -f qm-moved/firmware-vars.fd
   else
-    echo "# no qemu-system-x86_64 or OVMF: the script is not started"
+    not_ok "qemu: qemu-system-x86_64 or OVMF missing, the script cannot be judged (scripts/install-deps installs them)"
   fi
 fi
+
+# QEMU's options split at commas: a name with commas (and '=') and a folder
+# with one must still give a VM that starts.
+fy v2v src/vm.vmx --to qemu --out qc -O raw --name 'web,db=1'
+expect_exit 0 "VMX -> qemu, a name with a comma"
+if [ -f "qc/web,db=1.sh" ]; then
+  mv qc "q,c moved"
+  rm -f qemu.pid
+  if out=$(timeout 60 "q,c moved/web,db=1.sh" -machine accel=tcg -display none -S \
+             -daemonize -pidfile "$WORK/qemu.pid" -monitor none -serial none 2>&1); then
+    ok "qemu: a name and a folder with commas: the VM starts"
+  else
+    not_ok "qemu: a name and a folder with commas: the VM starts" "$out" "$(cat "q,c moved/web,db=1.sh")"
+  fi
+  [ -s qemu.pid ] && kill "$(cat qemu.pid)" 2>/dev/null
+fi
+
+# A name with a double quote, to an OVA: its VMDKs are named without it
+# (a VMDK descriptor cannot quote one), and the OVA reads back.
+fy v2v src/vm.vmx --to ova --out qo --name 'say "hi"'
+expect_exit 0 "VMX -> ova, a name with a double quote"
+fy v2v "qo/say _hi_.ova" --to local --out qo2 --dry-run --json
+expect_exit 0 "the OVA of a name with a double quote reads back" &&
+  check_true "the OVA keeps the name with its double quotes" "$PYTHON" -c '
+import json, sys
+assert json.load(open(sys.argv[1]))["vm"]["name"] == "say \"hi\""' "$OUT"
 
 # --- local -------------------------------------------------------------------
 fy v2v src/vm.vmx --to local --out loc --network-map "Backup=backup2"

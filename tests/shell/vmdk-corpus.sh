@@ -5,7 +5,8 @@
 # disk of the sleuthkit cross-format set, each converted by ferry to raw,
 # to qcow2 and to streamOptimized and monolithicSparse VMDK, and judged by
 # qemu-img compare against qemu-img's reading of the original; ferry info
-# agrees with qemu-img info; ferry check passes them.  The sleuthkit VMDK
+# agrees with qemu-img info, ferry map with qemu-img map; ferry check
+# passes them.  The sleuthkit VMDK
 # holds the same 100 KiB as the corpus's qcow v1 and VHD images.  The
 # "VMDK" files inside the test OVAs are four bytes of text: not VMDK.
 . "$(dirname "$0")/lib.sh"
@@ -50,6 +51,7 @@ print(j["format"], j["virtual-size"], j.get("cluster-size"), d.get("create-type"
   fi
   fy check $img
   expect_exit 0 "ferry check $what"
+  map_agrees "$what" $img vmdk
 done
 
 # The VMware sample's facts, as its descriptor gives them.

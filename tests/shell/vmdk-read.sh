@@ -6,7 +6,9 @@
 # twoGbMaxExtentSparse and twoGbMaxExtentFlat over several extents,
 # streamOptimized made by qemu-img convert, zeroed_grain) is filled with
 # qemu-io, converted by ferry to raw and to qcow2, and judged by qemu-img
-# compare; ferry info must agree with qemu-img info.  Descriptors written
+# compare; ferry info must agree with qemu-img info, and ferry map with
+# qemu-img map for the sparse kinds (qemu-img calls every byte of a flat
+# extent data, holes or not).  Descriptors written
 # by hand: vmfs with a VMFS extent line with offset 0 and without an
 # offset (qemu-img reads those too), vmfsThin and vmfsPreallocated, and a
 # custom descriptor mixing FLAT at an offset, SPARSE, ZERO, VMFS and
@@ -53,10 +55,12 @@ for sub in monolithicSparse monolithicFlat; do
   read_and_judge "qemu-img $sub" $sub.vmdk
   info_agrees "qemu-img $sub" $sub.vmdk
 done
+map_agrees "qemu-img monolithicSparse" monolithicSparse.vmdk vmdk
 
 mkimg vmdk zg.vmdk $size "zeroed_grain=on"
 qio vmdk zg.vmdk "write -P 0x61 0 1m" "write -z 64k 128k" "write -P 0x62 2m 4k" "write -z 2m 64k"
 read_and_judge "qemu-img monolithicSparse zeroed_grain=on" zg.vmdk
+map_agrees "qemu-img monolithicSparse zeroed_grain=on" zg.vmdk vmdk
 
 # Several extents, with data across the 2 GiB extent boundaries.
 big=$((4 * 1024 * mb + 3 * mb))
@@ -67,6 +71,7 @@ for sub in twoGbMaxExtentSparse twoGbMaxExtentFlat; do
     "write -P 0x73 $((big - 512)) 512"
   read_and_judge "qemu-img $sub over 3 extents" $sub.vmdk
   info_agrees "qemu-img $sub" $sub.vmdk
+  [ $sub = twoGbMaxExtentSparse ] && map_agrees "qemu-img $sub over 3 extents" $sub.vmdk vmdk
   rm -f $sub*.vmdk
 done
 
@@ -77,12 +82,14 @@ qemu-img convert -f raw -O vmdk -o subformat=streamOptimized pattern.raw qstream
   die "qemu-img convert to streamOptimized"
 read_and_judge "qemu-img streamOptimized" qstream.vmdk
 info_agrees "qemu-img streamOptimized" qstream.vmdk
+map_agrees "qemu-img streamOptimized" qstream.vmdk vmdk
 
 # streamOptimized in VMware's layout (tables after their grains, the
 # directory in the footer), deflated by another zlib, and the same with
 # header version 1, as older VMware products wrote it.
 mk stream vstream.vmdk pattern.raw
 read_and_judge "streamOptimized in VMware's layout" vstream.vmdk pattern.raw raw
+map_agrees "streamOptimized in VMware's layout" vstream.vmdk vmdk
 cp vstream.vmdk v1stream.vmdk
 fsize=$(stat -c %s v1stream.vmdk)
 mk patch v1stream.vmdk 4 '<I' 1 $((fsize - 1024 + 4)) '<I' 1

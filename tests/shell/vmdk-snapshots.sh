@@ -4,7 +4,7 @@
 # that, with zeroed and unmapped grains that hide the data below, found
 # through parentFileNameHint (relative, in another folder, and ESX's
 # absolute datastore path); each layer is read by ferry and judged against
-# qemu-img's reading of the same chain.  ferry info shows the chain.  A
+# qemu-img's reading of the same chain, its map against qemu-img map.  ferry info shows the chain.  A
 # parentCID that does not match the parent's CID is a warning naming both
 # files (qemu-img refuses to read such a chain); a missing parent and a
 # chain that loops are refused.  The COWD and seSparse files are self-made
@@ -51,6 +51,7 @@ qio raw delta1.raw "write -P 0x33 1m 100k" "write -s $RAND 40m 3m" "write -P 0x3
 snapshot_descriptor base-000001.vmdk vmfsSparse "$(cid_of base.vmdk)" base.vmdk VMFSSPARSE \
   base-000001-delta.vmdk 5a5a0001
 read_and_judge "COWD snapshot over monolithicSparse" base-000001.vmdk
+map_agrees "COWD snapshot over monolithicSparse" base-000001.vmdk vmdk
 
 fy info base-000001.vmdk
 if expect_exit 0 "ferry info of the COWD snapshot"; then
@@ -70,6 +71,7 @@ qio raw delta2.raw "write -P 0x44 0 64k" "write -s $RAND 20m 17m" "write -P 0x45
 snapshot_descriptor base-000002.vmdk seSparse 5a5a0001 base-000001.vmdk SESPARSE \
   base-000002-sesparse.vmdk
 read_and_judge "seSparse over COWD over monolithicSparse" base-000002.vmdk
+map_agrees "seSparse over COWD over monolithicSparse" base-000002.vmdk vmdk
 fy info --json base-000002.vmdk
 if expect_exit 0 "ferry info --json of the three-layer chain"; then
   chain=$(python3 -c '

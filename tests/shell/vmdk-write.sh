@@ -180,6 +180,16 @@ bad_option "backing_fmt=qcow2" -O vmdk -B src.qcow2 -F qcow2
 bad_option "an option vmdk does not take" -O vmdk -o cluster_size=65536
 bad_option "an option vmdk does not take, multi-file" -O vmdk -o subformat=twoGbMaxExtentSparse,bogus=1
 bad_option "-c into monolithicSparse" -c -O vmdk
+# A descriptor has no way to quote a '"' in a file name: refused before
+# anything is made, rather than written and then unreadable.
+for sub in monolithicSparse twoGbMaxExtentFlat; do
+  rm -rf t/*
+  fy convert -O vmdk -o subformat=$sub src.raw 't/say "hi".vmdk'
+  expect_exit 1 "$sub named with a double quote: refused"
+  expect_stderr "a VMDK descriptor cannot name a file with a double quote or a control character" \
+    "$sub named with a double quote: the message says why"
+  only_files "$sub named with a double quote: nothing made" t
+done
 rm -rf t/*
 convert_and_judge "-c into streamOptimized (compressed anyway)" src.raw raw t/c.vmdk vmdk \
   -c -o subformat=streamOptimized

@@ -4,6 +4,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -92,6 +94,25 @@ test_byte_order (void **state)
   assert_int_equal (get_le64 (b), 0x0102030405060708ull);
 }
 
+/* A strbuf grows past any first capacity and keeps every byte. */
+static void
+test_strbuf_grows (void **state)
+{
+  struct strbuf s = { 0 };
+  char want[8192];
+  size_t i, n = 0;
+
+  for (i = 0; i < 1000; i++) {
+    strbuf_printf (&s, "%zu,", i);
+    n += snprintf (want + n, sizeof want - n, "%zu,", i);
+  }
+  strbuf_printf (&s, "%s", "");
+  assert_false (s.failed);
+  assert_int_equal (s.len, n);
+  assert_string_equal (s.buf, want);
+  free (s.buf);
+}
+
 int
 main (void)
 {
@@ -102,6 +123,7 @@ main (void)
     cmocka_unit_test (test_vector_overflow_is_refused),
     cmocka_unit_test (test_is_zero),
     cmocka_unit_test (test_byte_order),
+    cmocka_unit_test (test_strbuf_grows),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }
