@@ -21,6 +21,12 @@ static const struct {
   { "serve", cmd_serve,
     "serve [-f FMT] [--port N [--bind ADDR] | --socket PATH] [--readonly]\n"
     "              [--tls-psk FILE | --tls-certs DIR] [--export NAME] IMAGE" },
+  { "inspect", cmd_inspect, "inspect [-f FMT] [--json] IMAGE..." },
+  { "convert-guest", cmd_convert_guest,
+    "convert-guest [-f FMT] [--mac MAC]... [--no-guest-agent] [--json] IMAGE..." },
+  { "verify", cmd_verify,
+    "verify --boot [--expect REGEX] [--timeout SECONDS] [--disk-bus BUS]\n"
+    "               [--nic MODEL] [--accel auto|kvm|tcg] [--console] [--json] IMAGE..." },
 };
 
 static void

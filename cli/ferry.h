@@ -17,6 +17,9 @@ int cmd_compare (int argc, char **argv);
 int cmd_check (int argc, char **argv);
 int cmd_map (int argc, char **argv);
 int cmd_serve (int argc, char **argv);
+int cmd_inspect (int argc, char **argv);
+int cmd_convert_guest (int argc, char **argv);
+int cmd_verify (int argc, char **argv);
 
 /* Print "ferry CMD: " and the library's last error to stderr. */
 void print_error (const char *cmd);
@@ -34,5 +37,12 @@ const char *human_size (uint64_t bytes, char *buf, size_t len);
 /* Progress output for the copy engine (progress.c). */
 enum progress_mode { PROGRESS_NONE, PROGRESS_BAR, PROGRESS_JSON };
 void progress_print (const struct ferry_progress *p, void *opaque);
+
+/* A guest conversion's report (convert-guest.c): one line per step, or
+ * as JSON (the caller owns the object). */
+struct ferry_guest_report;
+struct json_object;
+void print_guest_report (FILE *fp, const struct ferry_guest_report *r);
+struct json_object *guest_report_to_json (const struct ferry_guest_report *r);
 
 #endif /* FERRY_CLI_H */
