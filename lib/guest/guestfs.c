@@ -121,16 +121,24 @@ ferry_guest_open (const struct ferry_guest_disk *disks, size_t n,
     goto nomem;
   for (i = 0; i < n; i++) {
     const char *fmt = disks[i].format;
+    struct ferry_image *img;
     if (ferry_image_is_uri (disks[i].path)) {
       ferry_error (EINVAL, "%s: guest inspection and conversion work on "
                    "files; copy the export to a file first", disks[i].path);
       goto err;
     }
-    if (!fmt && !(fmt = ferry_image_probe (disks[i].path)))
+    /* ferry reads it first: a bad image gets ferry's message naming the
+     * file and the structure, not QEMU's, and no appliance starts. */
+    img = ferry_image_open (disks[i].path, fmt, 0);
+    if (!img)
       goto err;
+    fmt = ferry_image_format (img);
     if (!(g->disk_names[i] = strdup (disks[i].path)) ||
-        !(formats[i] = strdup (fmt)))
+        !(formats[i] = strdup (fmt))) {
+      ferry_image_close (img);
       goto nomem;
+    }
+    ferry_image_close (img);
   }
 
   g->g = make_handle (disks, n, readonly, tcg, formats);

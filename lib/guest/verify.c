@@ -39,6 +39,11 @@
 
 #define LAST_LINES 40
 #define LINE_MAX_LEN 1024
+/* An initramfs that waits for its root device prints nothing while it
+ * waits (Debian's gives up only after 180 s): this long a silence after
+ * "Waiting for root" means the device is not coming (its driver is not in
+ * the initramfs). */
+#define ROOT_WAIT_SILENCE 45
 
 /* Console lines that mean the boot failed and will not get better. */
 static const struct {
@@ -244,6 +249,7 @@ build_argv (const struct ferry_guest_disk *disks, size_t n,
 /* The console, line by line: escape sequences and carriage returns go,
  * the last LAST_LINES lines stay. */
 struct console {
+  bool waiting_root;       /* the last line says it waits for root */
   char line[LINE_MAX_LEN];
   size_t len;
   bool in_escape;
@@ -305,6 +311,7 @@ console_feed (struct console *c, const char *buf, size_t n,
     }
     if (ch == '\n') {
       c->line[c->len] = '\0';
+      c->waiting_root = strstr (c->line, "Waiting for root") != NULL;
       console_keep (c, c->line);
       if (o->console_line)
         o->console_line (c->line, o->opaque);
@@ -320,9 +327,13 @@ console_feed (struct console *c, const char *buf, size_t n,
     if (c->len < LINE_MAX_LEN - 1)
       c->line[c->len++] = ch;
   }
-  /* A login prompt does not end its line. */
-  if (!verdict && c->len) {
+  /* A login prompt does not end its line, nor does Debian's "Begin:
+   * Waiting for root file system ... ". */
+  if (c->len) {
     c->line[c->len] = '\0';
+    c->waiting_root = strstr (c->line, "Waiting for root") != NULL;
+  }
+  if (!verdict && c->len) {
     if ((v = judge_line (c->line, marker, reason)) != 0) {
       verdict = v;
       *matched = strdup (c->line);
@@ -376,7 +387,7 @@ boot_once (const struct ferry_guest_disk *disks, size_t n,
   const char *tmpdir = getenv ("TMPDIR");
   int out[2] = { -1, -1 }, errfd = -1, devnull = -1, ret = -1;
   unsigned timeout = o->timeout ? o->timeout : 600;
-  double start = now_seconds ();
+  double start = now_seconds (), last_output = start;
   const char *reason = NULL;
   pid_t pid;
   size_t i;
@@ -454,8 +465,17 @@ boot_once (const struct ferry_guest_disk *disks, size_t n,
     r = poll (&pfd, 1, left > 1 ? 1000 : (int) (left * 1000) + 1);
     if (r == -1 && errno == EINTR)
       continue;
-    if (r == 0)
+    if (r == 0) {
+      if (con.waiting_root && now_seconds () - last_output > ROOT_WAIT_SILENCE) {
+        res->reason = guest_printf ("the initramfs has been waiting for the "
+                                    "root device for %d s: it does not "
+                                    "appear (is its driver in the initramfs?)",
+                                    ROOT_WAIT_SILENCE);
+        break;
+      }
       continue;
+    }
+    last_output = now_seconds ();
     r = read (out[0], buf, sizeof buf);
     if (r == -1 && errno == EINTR)
       continue;
