@@ -26,9 +26,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/cleanup.h"
-#include "common/util.h"
-#include "guest/internal.h"
+#include "../common/cleanup.h"
+#include "../common/util.h"
+#include "internal.h"
 
 const char *
 ferry_guest_step_status_name (enum ferry_guest_step_status s)

@@ -14,8 +14,8 @@
 
 #include <ferry/image.h>
 
-#include "common/cleanup.h"
-#include "guest/internal.h"
+#include "../common/cleanup.h"
+#include "internal.h"
 
 int
 guest_error (struct ferry_guest *g, const char *what)

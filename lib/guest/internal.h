@@ -21,8 +21,8 @@
 
 #include <ferry/guest.h>
 
-#include "common/error.h"
-#include "common/vector.h"
+#include "../common/error.h"
+#include "../common/vector.h"
 
 struct ferry_guest {
   guestfs_h *g;
@@ -169,6 +169,34 @@ int guest_fix_selinux (struct ferry_guest *g, struct ferry_guest_os *os,
 int guest_install_agent (struct ferry_guest *g, struct ferry_guest_os *os,
                          const struct ferry_guest_convert_options *opts,
                          struct ferry_guest_report *r);
+
+/* --- console.c: a booting guest's serial console ------------------------- */
+
+#define GUEST_CONSOLE_LAST_LINES 40
+#define GUEST_CONSOLE_LINE_MAX 1024
+
+struct guest_console {
+  bool waiting_root;       /* the last line says it waits for root */
+  bool in_escape;          /* inside an escape sequence */
+  char line[GUEST_CONSOLE_LINE_MAX];
+  size_t len;
+  char *last[GUEST_CONSOLE_LAST_LINES];  /* a ring of the last lines */
+  size_t nr_last, first;
+};
+
+/* Feed N bytes of console output.  LINE_FN (may be NULL) gets each
+ * complete line.  Returns 1 when a line (or the pending partial line: a
+ * login prompt does not end its line) matches MARKER, -1 when one shows a
+ * known failure (*REASON says which), 0 when nothing decided yet; on 1 and
+ * -1, *MATCHED is a copy of that line (the caller frees it). */
+#include <regex.h>
+int guest_console_feed (struct guest_console *c, const char *buf, size_t n,
+                        const regex_t *marker,
+                        void (*line_fn) (const char *line, void *opaque),
+                        void *opaque, const char **reason, char **matched);
+/* The kept lines, oldest first, NULL-terminated (the caller frees them);
+ * C is left empty. */
+char **guest_console_finish (struct guest_console *c);
 
 /* The virtio drivers the converted guest needs in its initramfs. */
 extern const char *const guest_virtio_drivers[];

@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/cleanup.h"
-#include "guest/internal.h"
+#include "../common/cleanup.h"
+#include "internal.h"
 
 const char *const guest_virtio_drivers[] = {
   "virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net", NULL

@@ -16,8 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/cleanup.h"
-#include "guest/internal.h"
+#include "../common/cleanup.h"
+#include "internal.h"
 
 #define NET_RULES "/etc/udev/rules.d/70-ferry-net.rules"
 

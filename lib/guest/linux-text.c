@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "guest/internal.h"
+#include "internal.h"
 
 char *
 guest_printf (const char *fmt, ...)

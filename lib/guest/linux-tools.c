@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/cleanup.h"
-#include "guest/internal.h"
+#include "../common/cleanup.h"
+#include "internal.h"
 
 /* Package names (fnmatch patterns) and the hypervisor they belong to. */
 static const struct {

@@ -30,9 +30,9 @@
 
 #include <ferry/image.h>
 
-#include "common/cleanup.h"
-#include "common/util.h"
-#include "guest/internal.h"
+#include "../common/cleanup.h"
+#include "../common/util.h"
+#include "internal.h"
 
 #define COMMIT_CHUNK (1024 * 1024)
 

@@ -33,33 +33,15 @@
 
 #include <ferry/image.h>
 
-#include "common/cleanup.h"
-#include "common/util.h"
-#include "guest/internal.h"
+#include "../common/cleanup.h"
+#include "../common/util.h"
+#include "internal.h"
 
-#define LAST_LINES 40
-#define LINE_MAX_LEN 1024
 /* An initramfs that waits for its root device prints nothing while it
  * waits (Debian's gives up only after 180 s): this long a silence after
  * "Waiting for root" means the device is not coming (its driver is not in
  * the initramfs). */
 #define ROOT_WAIT_SILENCE 45
-
-/* Console lines that mean the boot failed and will not get better. */
-static const struct {
-  const char *text;
-  const char *reason;
-} failure_markers[] = {
-  { "Gave up waiting for root", "the initramfs did not find the root device" },
-  { "ALERT! ", "the initramfs did not find the root device" },
-  { "Dropping to a shell", "the initramfs gave up and dropped to a shell" },
-  { "Could not boot.", "dracut could not boot" },
-  { "Kernel panic - not syncing", "kernel panic" },
-  { "You are in emergency mode", "systemd emergency mode" },
-  { "Give root password for maintenance", "maintenance mode" },
-  { "No bootable device", "no bootable device" },
-  { "Boot failed: not a bootable disk", "not a bootable disk" },
-};
 
 /* The argument vector being built. */
 DEFINE_VECTOR_TYPE (arg_vector, char *);
@@ -246,106 +228,6 @@ build_argv (const struct ferry_guest_disk *disks, size_t n,
     ? ferry_error (ENOMEM, "out of memory") : 0;
 }
 
-/* The console, line by line: escape sequences and carriage returns go,
- * the last LAST_LINES lines stay. */
-struct console {
-  bool waiting_root;       /* the last line says it waits for root */
-  char line[LINE_MAX_LEN];
-  size_t len;
-  bool in_escape;
-  char *last[LAST_LINES];
-  size_t nr_last, first;
-};
-
-static void
-console_keep (struct console *c, const char *line)
-{
-  char *copy = strdup (line);
-
-  if (!copy)
-    return;
-  if (c->nr_last < LAST_LINES)
-    c->last[(c->first + c->nr_last++) % LAST_LINES] = copy;
-  else {
-    free (c->last[c->first]);
-    c->last[c->first] = copy;
-    c->first = (c->first + 1) % LAST_LINES;
-  }
-}
-
-/* What a console line (or the pending partial line) tells: 1 the marker,
- * -1 a failure (*REASON set), 0 nothing yet. */
-static int
-judge_line (const char *line, const regex_t *marker, const char **reason)
-{
-  size_t i;
-
-  for (i = 0; i < sizeof failure_markers / sizeof failure_markers[0]; i++)
-    if (strstr (line, failure_markers[i].text)) {
-      *reason = failure_markers[i].reason;
-      return -1;
-    }
-  return regexec (marker, line, 0, NULL, 0) == 0 ? 1 : 0;
-}
-
-/* Feed N bytes of console output; returns as judge_line for the first
- * line that decides, with *MATCHED a copy of that line. */
-static int
-console_feed (struct console *c, const char *buf, size_t n,
-              const regex_t *marker, const struct ferry_guest_boot_options *o,
-              const char **reason, char **matched)
-{
-  size_t i;
-  int verdict = 0, v;
-
-  for (i = 0; i < n; i++) {
-    unsigned char ch = buf[i];
-    if (c->in_escape) {
-      if ((ch >= '@' && ch <= '~' && ch != '[') )
-        c->in_escape = false;
-      continue;
-    }
-    if (ch == 0x1b) {
-      c->in_escape = true;
-      continue;
-    }
-    if (ch == '\n') {
-      c->line[c->len] = '\0';
-      c->waiting_root = strstr (c->line, "Waiting for root") != NULL;
-      console_keep (c, c->line);
-      if (o->console_line)
-        o->console_line (c->line, o->opaque);
-      if (!verdict && (v = judge_line (c->line, marker, reason)) != 0) {
-        verdict = v;
-        *matched = strdup (c->line);
-      }
-      c->len = 0;
-      continue;
-    }
-    if (ch == '\r' || (ch < 0x20 && ch != '\t'))
-      continue;
-    if (c->len < LINE_MAX_LEN - 1)
-      c->line[c->len++] = ch;
-  }
-  /* A login prompt does not end its line, nor does Debian's "Begin:
-   * Waiting for root file system ... ". */
-  if (c->len) {
-    c->line[c->len] = '\0';
-    c->waiting_root = strstr (c->line, "Waiting for root") != NULL;
-  }
-  if (!verdict && c->len) {
-    if ((v = judge_line (c->line, marker, reason)) != 0) {
-      verdict = v;
-      *matched = strdup (c->line);
-      console_keep (c, c->line);
-      if (o->console_line)
-        o->console_line (c->line, o->opaque);
-      c->len = 0;
-    }
-  }
-  return verdict;
-}
-
 static void
 stop_qemu (pid_t pid)
 {
@@ -382,7 +264,7 @@ boot_once (const struct ferry_guest_disk *disks, size_t n,
            struct ferry_guest_boot_result *res, bool *retry)
 {
   arg_vector args = empty_vector;
-  struct console con = { 0 };
+  struct guest_console con = { 0 };
   CLEANUP_FREE char *errpath = NULL, *vars = NULL;
   const char *tmpdir = getenv ("TMPDIR");
   int out[2] = { -1, -1 }, errfd = -1, devnull = -1, ret = -1;
@@ -494,7 +376,8 @@ boot_once (const struct ferry_guest_disk *disks, size_t n,
                                   *err ? ": " : "", err);
       break;
     }
-    verdict = console_feed (&con, buf, r, marker, o, &reason, &res->matched);
+    verdict = guest_console_feed (&con, buf, r, marker, o->console_line, o->opaque,
+                                  &reason, &res->matched);
     if (verdict == 1) {
       res->booted = true;
       break;
@@ -517,18 +400,7 @@ boot_once (const struct ferry_guest_disk *disks, size_t n,
       res->accel = strdup ("tcg");
     }
   }
-  if (con.len) {
-    con.line[con.len] = '\0';
-    console_keep (&con, con.line);
-  }
-  res->last_lines = calloc (con.nr_last + 1, sizeof *res->last_lines);
-  for (i = 0; i < con.nr_last; i++) {
-    char *l = con.last[(con.first + i) % LAST_LINES];
-    if (res->last_lines)
-      res->last_lines[i] = l;
-    else
-      free (l);
-  }
+  res->last_lines = guest_console_finish (&con);
   ret = 0;
 
  out:

@@ -56,11 +56,28 @@ trap 'rm -rf "$WORK"' EXIT
 step () { echo "=== build-debian.sh: $* ($(date +%T))"; }
 
 MIRROR=$("$HERE/apt-mirror.sh" "$SUITE")
-step "debootstrap $SUITE from $MIRROR"
+PACKAGES=linux-image-amd64,grub-pc,initramfs-tools,systemd-sysv,udev,ifupdown,iproute2,open-vm-tools,kmod
 ROOT=$WORK/root
-timeout 2400 debootstrap --variant=minbase \
-  --include=linux-image-amd64,grub-pc,initramfs-tools,systemd-sysv,udev,ifupdown,iproute2,open-vm-tools,kmod \
-  "$SUITE" "$ROOT" "$MIRROR"
+# The debootstrap tree is kept as a tarball beside the builds (STAGE_DIR,
+# set by guest-cache.sh), keyed by what debootstrap is asked for, so a
+# build that fails later (or a change to the steps below) does not fetch
+# and unpack every package again.
+stage_key=$(echo "$SUITE $MIRROR $PACKAGES minbase" | sha256sum | cut -c1-16)
+stage=${STAGE_DIR:+$STAGE_DIR/debootstrap-$stage_key.tar}
+mkdir -p "$ROOT"
+if [ -n "$stage" ] && [ -f "$stage" ]; then
+  step "debootstrap tree from $stage"
+  tar -C "$ROOT" --numeric-owner --xattrs --xattrs-include='*' -xf "$stage"
+else
+  step "debootstrap $SUITE from $MIRROR"
+  timeout 2400 debootstrap --variant=minbase --include="$PACKAGES" \
+    "$SUITE" "$ROOT" "$MIRROR"
+  if [ -n "$stage" ]; then
+    rm -f "$STAGE_DIR"/debootstrap-*.tar
+    tar -C "$ROOT" --numeric-owner --xattrs --xattrs-include='*' -cf "$stage.tmp" .
+    mv "$stage.tmp" "$stage"
+  fi
+fi
 
 step "configuring the tree"
 echo "$HOSTNAME_" >"$ROOT/etc/hostname"
@@ -153,8 +170,12 @@ part-set-bootable /dev/sda 1 true
 mkfs ext4 /dev/sda1
 mount /dev/sda1 /
 tar-in $WORK/root.tar / xattrs:true
-sh "PATH=/usr/sbin:/usr/bin:/sbin:/bin grub-install --target=i386-pc /dev/sda"
-sh "PATH=/usr/sbin:/usr/bin:/sbin:/bin update-grub"
+echo "--- probe in the guest's root"
+sh "PATH=/usr/sbin:/usr/bin:/sbin:/bin; grub-probe --target=device / 2>&1; grub-probe --target=device /boot/grub 2>&1; grep -E ' / | /boot' /proc/self/mountinfo 2>&1 || true"
+echo "--- grub-install by the appliance"
+debug sh "grub-install --target=i386-pc --directory=/sysroot/usr/lib/grub/i386-pc --boot-directory=/sysroot/boot /dev/sda 2>&1"
+sh "PATH=/usr/sbin:/usr/bin:/sbin:/bin update-grub 2>&1"
+sh "grep -E 'linux.*vmlinuz' /boot/grub/grub.cfg"
 download /boot/vmlinuz-$KVER $WORK/vmlinuz
 download /boot/initrd.img-$KVER $WORK/initrd
 umount-all

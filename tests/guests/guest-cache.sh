@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# guest-cache.sh NAME: print the directory holding the built test guest
-# NAME (tests/guests/build-NAME.sh), building it first when the cache has
-# no copy made by the current script.
+# guest-cache.sh NAME [ova]: print the directory holding the built test
+# guest NAME (tests/guests/build-NAME.sh), building it first when the
+# cache has no copy made by the current script.  With "ova", the directory
+# also holds guest.ova, the guest packed as VMware exports it
+# (make-ova.sh; remade when that script changes).
 #
 # The cache lives outside the checkout: $FERRY_GUEST_CACHE, else
 # $XDG_CACHE_HOME/ferry-guests, else /var/tmp/ferry-guests.  Each build is
@@ -14,11 +16,11 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-name=${1:?usage: guest-cache.sh NAME}
+name=${1:?usage: guest-cache.sh NAME [ova]}
+want_ova=${2:-}
 script=$HERE/build-$name.sh
 [ -f "$script" ] || { echo "guest-cache.sh: no $script" >&2; exit 1; }
 cache=${FERRY_GUEST_CACHE:-${XDG_CACHE_HOME:-/var/tmp}/ferry-guests}
-[ -n "${FERRY_GUEST_CACHE:-}" ] || [ -z "${XDG_CACHE_HOME:-}" ] || cache=$XDG_CACHE_HOME/ferry-guests
 mkdir -p "$cache"
 hash=$(cat "$script" "$HERE/apt-mirror.sh" | sha256sum | cut -c1-16)
 dir=$cache/$name-$hash
@@ -28,7 +30,7 @@ flock 9
 if [ ! -f "$dir/guest.env" ]; then
   rm -rf "$dir.tmp"
   echo "guest-cache.sh: building the $name test guest into $dir (once per version of $script)" >&2
-  if ! "$script" "$dir.tmp" >"$cache/$name-$hash.log" 2>&1; then
+  if ! STAGE_DIR=$cache "$script" "$dir.tmp" >"$cache/$name-$hash.log" 2>&1; then
     echo "guest-cache.sh: the build failed; the end of $cache/$name-$hash.log:" >&2
     tail -n 40 "$cache/$name-$hash.log" >&2
     rm -rf "$dir.tmp"
@@ -39,5 +41,13 @@ if [ ! -f "$dir/guest.env" ]; then
   for old in "$cache/$name"-*; do
     [ "$old" = "$dir" ] || [ ! -d "$old" ] || rm -rf "$old"
   done
+fi
+if [ "$want_ova" = ova ]; then
+  ova_hash=$(sha256sum <"$HERE/make-ova.sh" | cut -c1-16)
+  if [ ! -f "$dir/guest-$ova_hash.ova" ]; then
+    rm -f "$dir"/guest-*.ova "$dir/guest.ova"
+    "$HERE/make-ova.sh" "$dir" "$dir/guest-$ova_hash.ova" >&2
+  fi
+  ln -sfn "guest-$ova_hash.ova" "$dir/guest.ova"
 fi
 echo "$dir"
