@@ -25,7 +25,7 @@ guest_error (struct ferry_guest *g, const char *what)
 
   if (err == 0)
     err = EIO;
-  return ferry_error (err, "%s: %s", what, msg ? msg : "libguestfs failed");
+  return ferry_error (err, "%s: %s", what, msg ? msg : "libguestfs failed (FERRY_DEBUG=1 shows its log)");
 }
 
 /* Libguestfs's messages go to ferry's debug log (FERRY_DEBUG=1 shows them). */
@@ -68,7 +68,7 @@ make_handle (const struct ferry_guest_disk *disks, size_t n, bool readonly,
    * backend does not. */
   if (guestfs_parse_environment (h) == -1 ||
       guestfs_set_backend (h, "direct") == -1 ||
-      (tcg && guestfs_set_backend_setting (h, "force_tcg", "") == -1))
+      (tcg && guestfs_set_backend_setting (h, "force_tcg", "1") == -1))
     goto err;
   if (getenv ("FERRY_DEBUG")) {
     guestfs_set_verbose (h, 1);

@@ -322,9 +322,9 @@ find_kernels (struct ferry_guest *g, struct ferry_guest_os *os)
   }
   for (i = 0; i < n; i++) {
     struct ferry_guest_kernel *k = &os->kernels[os->nr_kernels];
-    const char *ver = strrchr (dirs[i], '/') + 1;
     char *dir = dirs[i];
     size_t len = strlen (dir), sz;
+    const char *ver;
     CLEANUP_FREE char *builtin = NULL, *dep = NULL, *bp = NULL, *dp = NULL;
     const char *const vmlinuz[] = { "/boot/vmlinuz-%s", "/boot/vmlinux-%s",
                                     "/boot/kernel-%s", NULL };
@@ -336,7 +336,8 @@ find_kernels (struct ferry_guest *g, struct ferry_guest_os *os)
 
     if (len && dir[len - 1] == '/')
       dir[len - 1] = '\0';
-    if (!guest_is_dir (g, dir))
+    ver = strrchr (dir, '/') + 1;
+    if (!*ver || !guest_is_dir (g, dir))
       continue;
     k->version = strdup (ver);
     for (j = 0; vmlinuz[j] && !k->vmlinuz; j++) {
@@ -478,6 +479,22 @@ guest_inspect_os (struct ferry_guest *g, const char *root,
 
   if (guest_mount_os (g, root) == -1)
     return -1;
+  {
+    /* os-release's PRETTY_NAME says more than libguestfs's product name
+     * for some distributions (Debian's is /etc/debian_version). */
+    CLEANUP_FREE char *osr = guest_read (g, "/etc/os-release", &sz);
+    char *p = osr ? strstr (osr, "PRETTY_NAME=") : NULL;
+    if (p && (p == osr || p[-1] == '\n')) {
+      char *v = p + 12, *e;
+      if (*v == '"')
+        v++;
+      e = v + strcspn (v, "\"\n");
+      if (e > v) {
+        free (os->product_name);
+        os->product_name = strndup (v, e - v);
+      }
+    }
+  }
   {
     CLEANUP_FREE char *fstab = guest_read (g, "/etc/fstab", &sz);
     if (fstab && guest_parse_fstab (fstab, &os->fstab, &os->nr_fstab) == -1)

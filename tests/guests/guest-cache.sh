@@ -39,7 +39,7 @@ if [ ! -f "$dir/guest.env" ]; then
   mv "$cache/$name-$hash.log" "$dir.tmp/build.log"
   mv "$dir.tmp" "$dir"
   for old in "$cache/$name"-*; do
-    [ "$old" = "$dir" ] || [ ! -d "$old" ] || rm -rf "$old"
+    [ "$old" = "$dir" ] || rm -rf "$old"
   done
 fi
 if [ "$want_ova" = ova ]; then

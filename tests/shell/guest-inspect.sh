@@ -56,7 +56,7 @@ check_json "no LVM" inspect.json 'j["lvm"]' '[]'
 # The human form carries the same facts (a few of them, as a reader sees them).
 FY_TIMEOUT=600 fy inspect "$GUEST_VMDK"
 expect_exit 0 "ferry inspect (human)"
-for want in "distribution:    debian 12.0" "hostname:        $GUEST_HOSTNAME" \
+for want in "distribution:    debian 12." "hostname:        $GUEST_HOSTNAME" \
             "boot loader:     grub2 (/boot/grub/grub.cfg)" "vmware: open-vm-tools" \
             "/etc/network/interfaces (ifupdown): ens33" "by device"; do
   if grep -q -F -- "$want" "$OUT"; then ok "human form shows '$want'"

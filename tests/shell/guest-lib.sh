@@ -15,6 +15,10 @@
 # libguestfs (ferry's, and guestfish's as a judge): no libvirt, and TCG.
 export LIBGUESTFS_BACKEND=direct
 export LIBGUESTFS_BACKEND_SETTINGS=force_tcg
+# The appliance is a QEMU process with a gigabyte or more of guest memory
+# and TCG's code buffer: far past lib.sh's 4 GiB address-space limit,
+# which is there to catch ferry's own allocations, not its children's.
+FERRY_VMEM_LIMIT_KB=unlimited
 
 # guest_setup: GUEST_DIR, GUEST_VMDK and the facts of guest.env, or skip.
 guest_setup () {
