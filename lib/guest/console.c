@@ -32,15 +32,28 @@ static const struct {
 static void
 console_keep (struct guest_console *c, const char *line)
 {
-  char *copy = strdup (line);
+  char *copy;
 
+  /* A line repeated (a waiting loop) is kept once, with a count. */
+  if (c->nr_last) {
+    size_t last = (c->first + c->nr_last - 1) % GUEST_CONSOLE_LAST_LINES;
+    if (strcmp (c->last[last], line) == 0) {
+      c->repeats[last]++;
+      return;
+    }
+  }
+  copy = strdup (line);
   if (!copy)
     return;
-  if (c->nr_last < GUEST_CONSOLE_LAST_LINES)
-    c->last[(c->first + c->nr_last++) % GUEST_CONSOLE_LAST_LINES] = copy;
+  if (c->nr_last < GUEST_CONSOLE_LAST_LINES) {
+    size_t slot = (c->first + c->nr_last++) % GUEST_CONSOLE_LAST_LINES;
+    c->last[slot] = copy;
+    c->repeats[slot] = 1;
+  }
   else {
     free (c->last[c->first]);
     c->last[c->first] = copy;
+    c->repeats[c->first] = 1;
     c->first = (c->first + 1) % GUEST_CONSOLE_LAST_LINES;
   }
 }
@@ -130,7 +143,15 @@ guest_console_finish (struct guest_console *c)
   }
   v = calloc (c->nr_last + 1, sizeof *v);
   for (i = 0; i < c->nr_last; i++) {
-    char *l = c->last[(c->first + i) % GUEST_CONSOLE_LAST_LINES];
+    size_t slot = (c->first + i) % GUEST_CONSOLE_LAST_LINES;
+    char *l = c->last[slot];
+    if (v && c->repeats[slot] > 1) {
+      char *r = guest_printf ("%s  [%zu times]", l, c->repeats[slot]);
+      if (r) {
+        free (l);
+        l = r;
+      }
+    }
     if (v)
       v[i] = l;
     else

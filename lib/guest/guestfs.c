@@ -407,9 +407,20 @@ guest_resolve_device (struct ferry_guest *g, const char *spec)
   if (index >= nr_devices || index >= g->nr_disks)
     return NULL;
   r = guest_printf ("%s%s", g->devices[index], p);
-  if (r && *p && guestfs_is_blockdev (g->g, r) <= 0) {
-    free (r);
-    return NULL;
+  if (r && *p) {
+    /* The partition must exist (is_blockdev would look in the guest's
+     * own /dev, not the appliance's). */
+    char **parts = guestfs_list_partitions (g->g);
+    size_t i;
+    bool found = false;
+    for (i = 0; parts && parts[i]; i++)
+      if (strcmp (parts[i], r) == 0)
+        found = true;
+    guest_free_strings (parts);
+    if (!found) {
+      free (r);
+      return NULL;
+    }
   }
   return r;
 }

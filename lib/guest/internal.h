@@ -181,6 +181,7 @@ struct guest_console {
   char line[GUEST_CONSOLE_LINE_MAX];
   size_t len;
   char *last[GUEST_CONSOLE_LAST_LINES];  /* a ring of the last lines */
+  size_t repeats[GUEST_CONSOLE_LAST_LINES]; /* how often each came in a row */
   size_t nr_last, first;
 };
 

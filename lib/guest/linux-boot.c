@@ -120,15 +120,17 @@ guest_fix_fstab (struct ferry_guest *g, struct ferry_guest_os *os,
   changes = join (&ctx.changes, ", ");
   unresolved = join (&ctx.unresolved, ", ");
   if (changed)
-    guest_step (r, "fstab", FERRY_GUEST_STEP_DONE, "/etc/fstab: %s%s%s%s",
+    guest_step (r, "fstab", FERRY_GUEST_STEP_DONE, "/etc/fstab: %s%s%s",
                 changes ? changes : "",
                 ctx.unresolved.len ? "; left as they are (on no disk of this VM): " : "",
-                ctx.unresolved.len && unresolved ? unresolved : "", "");
+                ctx.unresolved.len && unresolved ? unresolved : "");
+  else if (ctx.unresolved.len)
+    guest_step (r, "fstab", FERRY_GUEST_STEP_SKIPPED,
+                "/etc/fstab: left as they are (on no disk of this VM): %s",
+                unresolved ? unresolved : "");
   else
     guest_step (r, "fstab", FERRY_GUEST_STEP_SKIPPED,
-                "/etc/fstab names no device by its bus%s%s",
-                ctx.unresolved.len ? "-independent name it could resolve: " : "",
-                ctx.unresolved.len && unresolved ? unresolved : "");
+                "/etc/fstab names every device by UUID, label or LVM name already");
   rename_ctx_free (&ctx);
   return 0;
 }

@@ -7,9 +7,11 @@
  *    qcow2 overlay (in $TMPDIR, default /var/tmp) whose backing file is
  *    the image; libguestfs opens the overlays, and every write of the
  *    conversion lands in them.
- * 2. Each image is opened for writing by ferry before the appliance
- *    starts, so an image ferry cannot write in place (a streamOptimized
- *    VMDK, a read-only file) is refused before any work is done.
+ * 2. Before the appliance starts, each image is checked to be one ferry
+ *    can write in place (its format, not streamOptimized, a writable
+ *    file), so such an image is refused before any work is done.  It is
+ *    not opened for writing yet: a driver may update a header as it opens
+ *    for writing, and a refused conversion must leave no trace.
  * 3. Only when the conversion succeeded and the appliance has flushed and
  *    stopped are the overlays' clusters copied into the images (the
  *    clusters of the overlay alone, opened without its backing file: what
@@ -87,6 +89,48 @@ commit_overlay (const char *ovl, struct ferry_image *base)
   return r;
 }
 
+/* Can ferry write DISK in place?  Decided without opening it for writing
+ * (which may already change a header), from its format: *FORMAT and
+ * *SIZE (its virtual size) are set.
+ * 0, or -1 with the error set. */
+static int
+writable_in_place (const struct ferry_guest_disk *disk, const char **format,
+                   uint64_t *size)
+{
+  static const char *const writable[] = { "raw", "qcow2", "vmdk", "vhdx", NULL };
+  struct ferry_image *img = ferry_image_open (disk->path, disk->format, 0);
+  struct ferry_image_info info;
+  bool ok = false, stream = false;
+  size_t i;
+
+  if (!img)
+    return -1;
+  *format = ferry_image_format (img);
+  *size = ferry_image_size (img);
+  for (i = 0; writable[i]; i++)
+    if (strcmp (*format, writable[i]) == 0)
+      ok = true;
+  if (ok && ferry_image_describe (img, &info) == 0)
+    for (i = 0; i < info.nr_facts; i++)
+      if (strcmp (info.facts[i].key, "create-type") == 0 &&
+          info.facts[i].kind == FERRY_FACT_STRING &&
+          strcmp (info.facts[i].string, "streamOptimized") == 0)
+        ok = false, stream = true;
+  if (!ok) {
+    ferry_error (ENOTSUP, "%s: cannot convert the guest in place: ferry does "
+                 "not write into an existing %s%s image; convert it to qcow2 "
+                 "or raw first (ferry convert)", disk->path,
+                 stream ? "streamOptimized " : "", *format);
+    ferry_image_close (img);
+    return -1;
+  }
+  ferry_image_close (img);
+  if (access (disk->path, W_OK) == -1)
+    return ferry_error_errno (errno, "%s: cannot convert the guest in place",
+                              disk->path);
+  return 0;
+}
+
 int
 ferry_guest_convert_image (const struct ferry_guest_disk *disks, size_t n,
                            const struct ferry_guest_convert_options *opts,
@@ -114,17 +158,14 @@ ferry_guest_convert_image (const struct ferry_guest_disk *disks, size_t n,
   for (i = 0; i < n; i++) {
     CLEANUP_FREE char *abs = NULL, *opt = NULL;
     struct ferry_image *o;
-    char *path;
     const char *fmt;
+    uint64_t size;
+    char *path;
     int fd;
 
     /* Note 2. */
-    bases[i] = ferry_image_open (disks[i].path, disks[i].format, FERRY_OPEN_WRITE);
-    if (!bases[i]) {
-      ferry_error_prefix ("cannot convert the guest in place");
+    if (writable_in_place (&disks[i], &fmt, &size) == -1)
       goto out;
-    }
-    fmt = ferry_image_format (bases[i]);
     abs = realpath (disks[i].path, NULL);
     path = guest_printf ("%s/ferry-convert-XXXXXX.qcow2", tmpdir);
     if (!abs || !path) {
@@ -147,7 +188,7 @@ ferry_guest_convert_image (const struct ferry_guest_disk *disks, size_t n,
       ferry_error (ENOMEM, "out of memory");
       goto out;
     }
-    o = ferry_image_create (path, "qcow2", ferry_image_size (bases[i]), opt);
+    o = ferry_image_create (path, "qcow2", size, opt);
     if (!o || ferry_image_close (o) == -1)
       goto out;
   }
@@ -170,11 +211,13 @@ ferry_guest_convert_image (const struct ferry_guest_disk *disks, size_t n,
   if (converted == -1)
     goto out;
 
-  for (i = 0; i < n; i++)
-    if (commit_overlay (ovl[i].path, bases[i]) == -1) {
+  for (i = 0; i < n; i++) {
+    bases[i] = ferry_image_open (disks[i].path, disks[i].format, FERRY_OPEN_WRITE);
+    if (!bases[i] || commit_overlay (ovl[i].path, bases[i]) == -1) {
       ferry_error_prefix ("%s: writing the converted guest", disks[i].path);
       goto out;
     }
+  }
   ret = 0;
 
  out:
