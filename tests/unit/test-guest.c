@@ -3,6 +3,7 @@
  * The inputs are written as distributions ship them; the map stands in
  * for the appliance (it knows /dev/sda1, /dev/sda2, /dev/hda1, /dev/xvdb1). */
 #include <errno.h>
+#include <regex.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -298,6 +299,56 @@ test_positional (void **state)
   assert_false (guest_is_positional_ifname ("eth"));
 }
 
+/* The console: escape sequences and carriage returns dropped, a login
+ * prompt found without its line end, repeated lines counted, failures
+ * recognised. */
+static void
+test_console (void **state)
+{
+  struct guest_console c = { 0 };
+  regex_t re;
+  const char *reason = NULL;
+  char *matched = NULL, **lines;
+  const char boot[] =
+    "[  OK  ] \033[0;32mStarted\033[0m getty\r\n"
+    "wait\nwait\nwait\n"
+    "Debian GNU/Linux 12 ferry-debian12 ttyS0\r\n\r\n"
+    "ferry-debian12 login: ";
+  size_t i;
+
+  assert_int_equal (regcomp (&re, "[A-Za-z0-9_.-]+ login:", REG_EXTENDED | REG_NOSUB), 0);
+  /* Byte by byte, as the worst pipe would deliver it. */
+  for (i = 0; i < sizeof boot - 1; i++) {
+    int v = guest_console_feed (&c, boot + i, 1, &re, NULL, NULL, &reason, &matched);
+    if (i < sizeof boot - 3)
+      assert_int_equal (v, 0);
+    else if (v) {
+      assert_int_equal (v, 1);
+      break;
+    }
+  }
+  assert_non_null (matched);
+  assert_string_equal (matched, "ferry-debian12 login:");
+  free (matched);
+  matched = NULL;
+  lines = guest_console_finish (&c);
+  assert_non_null (lines);
+  assert_string_equal (lines[0], "[  OK  ] Started getty");
+  assert_string_equal (lines[1], "wait  [3 times]");
+  assert_string_equal (lines[2], "Debian GNU/Linux 12 ferry-debian12 ttyS0");
+  guest_free_strings (lines);
+
+  assert_int_equal (guest_console_feed (&c, "Begin: Waiting for root file system ... ", 40,
+                                        &re, NULL, NULL, &reason, &matched), 0);
+  assert_true (c.waiting_root);
+  assert_int_equal (guest_console_feed (&c, "\nGave up waiting for root file system device.\n", 47,
+                                        &re, NULL, NULL, &reason, &matched), -1);
+  assert_string_equal (reason, "the initramfs did not find the root device");
+  free (matched);
+  guest_free_strings (guest_console_finish (&c));
+  regfree (&re);
+}
+
 int
 main (void)
 {
@@ -313,6 +364,7 @@ main (void)
     cmocka_unit_test (test_netconf),
     cmocka_unit_test (test_driver_match),
     cmocka_unit_test (test_positional),
+    cmocka_unit_test (test_console),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }
