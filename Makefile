@@ -36,6 +36,7 @@ bench: build
 	bench/vmdk.sh $(BUILD)
 	bench/nbd.sh $(BUILD)
 	bench/vhdx.sh $(BUILD)
+	bench/v2v.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -49,30 +49,6 @@
 
 #include "ferry.h"
 
-static volatile sig_atomic_t interrupted;
-
-static void
-on_signal (int sig)
-{
-  interrupted = sig;
-}
-
-/* Catch the signals a user sends to stop a copy. */
-static void
-install_signal_handlers (void)
-{
-  struct sigaction sa;
-
-  memset (&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
-  sigemptyset (&sa.sa_mask);
-  sigaction (SIGINT, &sa, NULL);
-  sigaction (SIGTERM, &sa, NULL);
-  sigaction (SIGHUP, &sa, NULL);
-  sigaction (SIGQUIT, &sa, NULL);
-  signal (SIGPIPE, SIG_IGN);
-}
-
 /* Print the library's error, naming DST where the message names the
  * temporary file TMP (the user never asked for TMP). */
 static void
@@ -226,30 +202,14 @@ cmd_convert (int argc, char **argv)
         goto out;
       }
       break;
-    case 'm': {
-      char *end;
-      errno = 0;
-      threads = strtoul (optarg, &end, 10);
-      if (errno || *end || threads < 1 || threads > 256) {
-        print_message ("convert", "-m %s: expected a number of threads "
-                       "from 1 to 256", optarg);
+    case 'm':
+      if (parse_threads_option ("convert", optarg, &threads) == -1)
         goto out;
-      }
       break;
-    }
     case 'n': no_create = true; break;
     case 't':
-      if (!strcmp (optarg, "unsafe"))
-        unsafe = true;
-      else if (!strcmp (optarg, "writeback") || !strcmp (optarg, "none") ||
-               !strcmp (optarg, "writethrough") ||
-               !strcmp (optarg, "directsync"))
-        unsafe = false;
-      else {
-        print_message ("convert", "-t %s: expected unsafe, writeback, none, "
-                       "writethrough or directsync", optarg);
+      if (parse_cache_option ("convert", optarg, &unsafe) == -1)
         goto out;
-      }
       break;
     case 'h': usage (stdout); ret = 0; goto out;
     default: usage (stderr); goto out;
@@ -277,7 +237,7 @@ cmd_convert (int argc, char **argv)
     goto out;
   }
 
-  install_signal_handlers ();
+  install_stop_signals ();
   if (no_create || dst_uri) {
     if (options) {
       print_message ("convert", "-o and -B create a target; %s",
@@ -327,18 +287,18 @@ cmd_convert (int argc, char **argv)
 
   copts.threads = threads;
   copts.compress = compress;
-  copts.cancel = &interrupted;
+  copts.cancel = &cli_stop;
   copts.no_flush = unsafe;
   copts.progress = mode != PROGRESS_NONE ? progress_print : NULL;
   copts.progress_opaque = &mode;
   if (ferry_copy (src, dst, &copts) == -1) {
-    if (interrupted)
+    if (cli_stop)
       print_message ("convert", "interrupted; %s was not written",
                      no_create || dst_uri ? "the rest of the target"
                      : dst_path);
     else
       print_convert_error (tmp, dst_path);
-    if (dst_uri && !interrupted)
+    if (dst_uri && !cli_stop)
       print_message ("convert", "%s is only partly written", dst_path);
     goto out;
   }
@@ -351,7 +311,7 @@ cmd_convert (int argc, char **argv)
   }
   dst = NULL;
   if (tmp) {
-    if (interrupted) {
+    if (cli_stop) {
       print_message ("convert", "interrupted; %s was not written", dst_path);
       goto out;
     }

@@ -1,4 +1,6 @@
 /* ferry: the command-line entry point and subcommand dispatch. */
+#include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +23,9 @@ static const struct {
   { "serve", cmd_serve,
     "serve [-f FMT] [--port N [--bind ADDR] | --socket PATH] [--readonly]\n"
     "              [--tls-psk FILE | --tls-certs DIR] [--export NAME] IMAGE" },
+  { "v2v", cmd_v2v,
+    "v2v SOURCE --to libvirt|qemu|ova|local --out DIR [-O FMT]\n"
+    "                [--network-map SRC=DST] [--name NAME] [--dry-run] ..." },
   { "inspect", cmd_inspect, "inspect [-f FMT] [--json] IMAGE..." },
   { "convert-guest", cmd_convert_guest,
     "convert-guest [-f FMT] [--mac MAC]... [--no-guest-agent] [--json] IMAGE..." },
@@ -46,6 +51,29 @@ usage (FILE *fp)
   fprintf (fp, "\n");
 }
 
+volatile sig_atomic_t cli_stop;
+
+static void
+on_stop_signal (int sig)
+{
+  cli_stop = sig;
+}
+
+void
+install_stop_signals (void)
+{
+  struct sigaction sa;
+
+  memset (&sa, 0, sizeof sa);
+  sa.sa_handler = on_stop_signal;
+  sigemptyset (&sa.sa_mask);
+  sigaction (SIGINT, &sa, NULL);
+  sigaction (SIGTERM, &sa, NULL);
+  sigaction (SIGHUP, &sa, NULL);
+  sigaction (SIGQUIT, &sa, NULL);
+  signal (SIGPIPE, SIG_IGN);
+}
+
 void
 print_error (const char *cmd)
 {
@@ -62,6 +90,38 @@ print_message (const char *cmd, const char *fmt, ...)
   vfprintf (stderr, fmt, ap);
   va_end (ap);
   fputc ('\n', stderr);
+}
+
+int
+parse_threads_option (const char *cmd, const char *arg,
+                      unsigned long *threads)
+{
+  char *end;
+
+  errno = 0;
+  *threads = strtoul (arg, &end, 10);
+  if (errno || *end || *threads < 1 || *threads > 256) {
+    print_message (cmd, "-m %s: expected a number of threads from 1 to 256",
+                   arg);
+    return -1;
+  }
+  return 0;
+}
+
+int
+parse_cache_option (const char *cmd, const char *arg, bool *unsafe)
+{
+  if (!strcmp (arg, "unsafe"))
+    *unsafe = true;
+  else if (!strcmp (arg, "writeback") || !strcmp (arg, "none") ||
+           !strcmp (arg, "writethrough") || !strcmp (arg, "directsync"))
+    *unsafe = false;
+  else {
+    print_message (cmd, "-t %s: expected unsafe, writeback, none, "
+                   "writethrough or directsync", arg);
+    return -1;
+  }
+  return 0;
 }
 
 int

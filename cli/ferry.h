@@ -17,9 +17,18 @@ int cmd_compare (int argc, char **argv);
 int cmd_check (int argc, char **argv);
 int cmd_map (int argc, char **argv);
 int cmd_serve (int argc, char **argv);
+int cmd_v2v (int argc, char **argv);
 int cmd_inspect (int argc, char **argv);
 int cmd_convert_guest (int argc, char **argv);
 int cmd_verify (int argc, char **argv);
+
+/* Set by SIGINT, SIGTERM, SIGHUP and SIGQUIT once install_stop_signals
+ * has run (the signal's number); long jobs poll it, or hand it to the copy
+ * engine as its cancel flag.  SIGPIPE is ignored, so that a closed
+ * progress pipe does not kill a job half way. */
+#include <signal.h>
+extern volatile sig_atomic_t cli_stop;
+void install_stop_signals (void);
 
 /* Print "ferry CMD: " and the library's last error to stderr. */
 void print_error (const char *cmd);
@@ -27,6 +36,13 @@ void print_error (const char *cmd);
 /* Print "ferry CMD: " and a formatted message to stderr. */
 void print_message (const char *cmd, const char *fmt, ...)
   __attribute__ ((format (printf, 2, 3)));
+
+/* -m THREADS (1 to 256) and -t CACHE (unsafe skips flushes; writeback,
+ * none, writethrough and directsync flush): set *THREADS or *UNSAFE, or
+ * -1 after a message naming CMD. */
+int parse_threads_option (const char *cmd, const char *arg,
+                          unsigned long *threads);
+int parse_cache_option (const char *cmd, const char *arg, bool *unsafe);
 
 /* --output=json|human: set *JSON; -1 after a message on anything else. */
 int parse_output_option (const char *cmd, const char *arg, bool *json);

@@ -7,12 +7,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <json-c/json.h>
 
 #include <ferry/guest.h>
 
 #include "ferry.h"
+
+/* Does PATH name a VM description (a libvirt domain, a QEMU script)
+ * rather than a disk image? */
+static bool
+is_description (const char *path)
+{
+  size_t len = strlen (path);
+
+  return (len > 4 && strcmp (path + len - 4, ".xml") == 0) ||
+         (len > 3 && strcmp (path + len - 3, ".sh") == 0);
+}
 
 static void
 show_line (const char *line, void *opaque)
@@ -42,7 +54,9 @@ cmd_verify (int argc, char **argv)
   };
   struct ferry_guest_boot_options o = { 0 };
   struct ferry_guest_boot_result res;
-  struct ferry_guest_disk *disks;
+  struct ferry_guest_target target = { 0 };
+  struct ferry_guest_disk *disks = NULL;
+  struct stat st;
   const char **macs = NULL;
   const char *format = NULL;
   size_t nr_macs = 0, i;
@@ -114,8 +128,9 @@ cmd_verify (int argc, char **argv)
               "                    [--disk-bus virtio|scsi|lsi|sata|ide] [--nic virtio|e1000|none]\n"
               "                    [--mac MAC]... [--memory SIZE] [--vcpus N]\n"
               "                    [--firmware bios|uefi] [--accel auto|kvm|tcg]\n"
-              "                    [--console] [--json] [-f FMT] DISK...\n"
-              "  Boot the VM on DISK... (boot disk first) with QEMU on an isolated\n"
+              "                    [--console] [--json] [-f FMT] DISK... | VM\n"
+              "  Boot the VM on DISK... (boot disk first), or the migrated VM (a ferry\n"
+              "  v2v output folder, or its NAME.xml or NAME.sh), with QEMU on an isolated\n"
               "  network, on a throw-away overlay, until its serial console shows a\n"
               "  login prompt (or REGEX).  Default: virtio disk and NIC, 1 GiB, 600 s.\n");
       free (macs);
@@ -134,19 +149,46 @@ cmd_verify (int argc, char **argv)
     goto usage_error;
   }
   o.macs = macs;
-  disks = calloc (n, sizeof *disks);
-  if (!disks)
-    goto usage_error;
-  for (i = 0; i < (size_t) n; i++) {
-    disks[i].path = argv[optind + i];
-    disks[i].format = format;
+  if (n == 1 && stat (argv[optind], &st) == 0 &&
+      (S_ISDIR (st.st_mode) || is_description (argv[optind]))) {
+    /* A migrated VM: its description says what to boot and on what;
+     * options given here still win. */
+    if (ferry_guest_read_target (argv[optind], &target) == -1) {
+      print_error ("verify");
+      goto usage_error;
+    }
+    n = target.nr_disks;
+    disks = target.disks;
+    if (!o.disk_bus)
+      o.disk_bus = target.lsi_scsi && target.disk_bus &&
+        strcmp (target.disk_bus, "scsi") == 0 ? "lsi" : target.disk_bus;
+    if (!o.nic_model)
+      o.nic_model = target.nic_model ? target.nic_model : "none";
+    if (!o.macs)
+      o.macs = (const char *const *) target.macs;
+    if (!o.firmware)
+      o.firmware = target.firmware;
+    if (!o.memory)
+      o.memory = target.memory;
+    if (!o.vcpus)
+      o.vcpus = target.vcpus;
+  }
+  else {
+    disks = calloc (n, sizeof *disks);
+    if (!disks)
+      goto usage_error;
+    for (i = 0; i < (size_t) n; i++) {
+      disks[i].path = argv[optind + i];
+      disks[i].format = format;
+    }
   }
   if (!json)
     fprintf (stderr, "ferry verify: booting %s (%s disk, %s NIC, isolated network)\n",
              disks[0].path, o.disk_bus ? o.disk_bus : "virtio",
              o.nic_model ? o.nic_model : "virtio");
   r = ferry_guest_boot (disks, n, &o, &res);
-  free (disks);
+  if (disks != target.disks)
+    free (disks);
   free (macs);
   if (r == -1) {
     print_error ("verify");
@@ -179,6 +221,7 @@ cmd_verify (int argc, char **argv)
   }
   r = res.booted ? 0 : 1;
   ferry_guest_boot_result_free (&res);
+  ferry_guest_target_free (&target);
   return r;
 
  usage_error:

@@ -116,6 +116,22 @@ if [ -f "$vt" ] && command -v python3 >/dev/null; then
   done
   rm -f vhdx-*.vhdx vhdx-*.raw vhdx-child.want
 fi
+# VM descriptions (fuzz-ovf, fuzz-vmx, fuzz-tar): the corpus's OVF, VMX
+# and OVA files, and a small OVA made here with tar.
+if [ -d "$corpus" ]; then
+  for f in "$corpus"/ovf/*.ovf "$corpus"/ovf/*.mf "$corpus"/vmx/*.vmx \
+           "$corpus"/virtualbox/*.ovf "$corpus"/broken/*.ova; do
+    [ -f "$f" ] && cp "$f" "vm-$(basename "$f")"
+  done
+  if [ -f "$corpus/virtualbox/ubuntu.2.0.ovf" ] && command -v tar >/dev/null; then
+    mkdir -p ova.d
+    cp "$corpus/virtualbox/ubuntu.2.0.ovf" "$corpus/virtualbox/ubuntu.2.0.mf" ova.d/
+    head -c 1024 "$corpus/virtualbox/ubuntu.2.0-disk1.vmdk" >ova.d/ubuntu.2.0-disk1.vmdk
+    tar -C ova.d -cf vm-made.ova ubuntu.2.0.ovf ubuntu.2.0.mf ubuntu.2.0-disk1.vmdk
+    tar -C ova.d --format=gnu -cf vm-made-gnu.ova ubuntu.2.0.ovf
+    rm -rf ova.d
+  fi
+fi
 # Guest files for fuzz-guest-text: the first byte picks the parser.
 printf '\000/dev/sda1 / ext4 errors=remount-ro 0 1\nUUID=12 none swap sw 0 0\n' >guest-fstab
 printf '\001\tlinux /vmlinuz root=/dev/sda1 ro resume=/dev/sda2 quiet\nGRUB_DISABLE_LINUX_UUID=true\n' >guest-grub

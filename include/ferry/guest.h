@@ -278,6 +278,25 @@ int ferry_guest_boot (const struct ferry_guest_disk *disks, size_t n,
                       const struct ferry_guest_boot_options *opts,
                       struct ferry_guest_boot_result *result /* OUT */);
 
+/* A migrated VM to boot (target.c): a `ferry v2v --to libvirt|qemu`
+ * output folder, or the libvirt domain XML or QEMU script in it. */
+struct ferry_guest_target {
+  struct ferry_guest_disk *disks;  /* absolute paths, formats as declared */
+  size_t nr_disks;
+  char *disk_bus;          /* "virtio", "scsi", "sata", "ide" or NULL */
+  bool lsi_scsi;           /* the SCSI controller is LSI, not virtio-scsi */
+  char *nic_model;         /* "virtio", "e1000", ... or NULL (no NIC) */
+  char **macs;             /* NULL-terminated, or NULL */
+  char *firmware;          /* "bios" or "uefi" */
+  uint64_t memory;         /* bytes, 0 when not given */
+  unsigned vcpus;          /* 0 when not given */
+  char *description;       /* the file read */
+};
+
+/* Read TARGET.  0, or -1 with the error set (nothing to free then). */
+int ferry_guest_read_target (const char *target, struct ferry_guest_target *t);
+void ferry_guest_target_free (struct ferry_guest_target *t);
+
 #ifdef __cplusplus
 }
 #endif

@@ -40,6 +40,36 @@ struct ferry_image;
 struct ferry_image *ferry_image_open (const char *path, const char *format,
                                       unsigned flags);
 
+/* Open, read-only, the image held in the bytes [OFFSET, OFFSET+LENGTH) of
+ * the file PATH: a member of an uncompressed tar, such as a disk inside an
+ * OVA, read in place with no copy.  FORMAT and FLAGS as for
+ * ferry_image_open (FERRY_OPEN_WRITE is refused); the image may have no
+ * backing file.  Formats whose driver cannot read from a window (all but
+ * raw and those that say so) are refused with ENOTSUP.  Messages name
+ * PATH.  The caller frees it with ferry_image_close(). */
+struct ferry_image *ferry_image_open_window (const char *path,
+                                             const char *format,
+                                             uint64_t offset, uint64_t length,
+                                             unsigned flags);
+
+/* Open, read-only, the image held gzip-compressed in the bytes [OFFSET,
+ * OFFSET+LENGTH) of PATH (a disk an OVA holds with ovf:compression=
+ * "gzip"), inflated as it is read and never written out.  It can only be
+ * read from start to end (ferry_image_is_sequential): a read behind an
+ * earlier one fails with ESPIPE; ferry_copy reads it with one worker.
+ * SIZE_HINT is the virtual size the description declares, for formats
+ * that record none (raw).  Formats: raw, and those whose driver reads
+ * streams; others are refused with ENOTSUP.  The caller frees it with
+ * ferry_image_close(). */
+struct ferry_image *ferry_image_open_stream (const char *path,
+                                             const char *format,
+                                             uint64_t offset, uint64_t length,
+                                             uint64_t size_hint,
+                                             unsigned flags);
+
+/* True when IMG can only be read in order (ferry_image_open_stream). */
+bool ferry_image_is_sequential (struct ferry_image *img);
+
 /* Create a new image of FORMAT at PATH and return it open for writing.
  * SIZE is the virtual size in bytes (0: take it from the backing file).
  * OPTIONS is a qemu-img style "key=val,key=val" string or NULL; a key the

@@ -948,6 +948,10 @@ plan_copy (struct copy *c, const struct ferry_copy_options *opts,
 
   n = opts->threads ? opts->threads : online_cpus ();
   n = MIN (n, MAX_THREADS);
+  /* A source read once, in order (a gzip stream), gets one worker: it
+   * takes the items, and so reads, in order. */
+  if (ferry_image_is_sequential (c->src))
+    n = 1;
   /* No more workers than items (a tiny image needs one). */
   if (c->size / request + 1 < n)
     n = c->size / request + 1;

@@ -107,44 +107,64 @@ ferry_image_formats (void)
   return names;
 }
 
-/* Pick the driver for the content of FD (PATH for messages). */
+/* Set *SIZE to the size of the regular file or block device FD (PATH
+ * for messages). */
+static int
+fd_size (const char *path, int fd, uint64_t *size)
+{
+  struct stat st;
+
+  if (fstat (fd, &st) == -1)
+    return ferry_error_errno (errno, "%s: stat", path);
+  if (S_ISBLK (st.st_mode)) {
+    off_t end = lseek (fd, 0, SEEK_END);
+    if (end == -1)
+      return ferry_error_errno (errno, "%s: finding the size of the device",
+                                path);
+    *size = end;
+  }
+  else if (S_ISREG (st.st_mode))
+    *size = st.st_size;
+  else
+    return ferry_error (EINVAL, "%s: not a regular file or block device",
+                        path);
+  return 0;
+}
+
+/* Pick the driver for the SIZE bytes of FD that start at START (PATH for
+ * messages). */
+static const struct image_driver *probe_head (const char *path,
+                                              const uint8_t *head,
+                                              size_t head_len,
+                                              const uint8_t *tail,
+                                              size_t tail_len,
+                                              uint64_t size);
+
 static const struct image_driver *
-probe_fd (const char *path, int fd)
+probe_bytes (const char *path, int fd, uint64_t start, uint64_t size)
 {
   uint8_t head[PROBE_HEAD_SIZE], tail[PROBE_TAIL_SIZE];
   size_t head_len, tail_len;
-  uint64_t size;
-  struct stat st;
-  const struct image_driver *best = NULL;
-  int best_score = 0;
-  size_t i;
-
-  if (fstat (fd, &st) == -1) {
-    ferry_error_errno (errno, "%s: stat", path);
-    return NULL;
-  }
-  if (S_ISBLK (st.st_mode)) {
-    off_t end = lseek (fd, 0, SEEK_END);
-    if (end == -1) {
-      ferry_error_errno (errno, "%s: finding the size of the device", path);
-      return NULL;
-    }
-    size = end;
-  }
-  else if (S_ISREG (st.st_mode))
-    size = st.st_size;
-  else {
-    ferry_error (EINVAL, "%s: not a regular file or block device", path);
-    return NULL;
-  }
 
   head_len = MIN (size, sizeof head);
   tail_len = MIN (size, sizeof tail);
-  if (full_pread (fd, head, head_len, 0) == -1 ||
-      full_pread (fd, tail, tail_len, size - tail_len) == -1) {
+  if (full_pread (fd, head, head_len, start) == -1 ||
+      full_pread (fd, tail, tail_len, start + size - tail_len) == -1) {
     ferry_error_errno (errno, "%s: reading the header", path);
     return NULL;
   }
+  return probe_head (path, head, head_len, tail, tail_len, size);
+}
+
+/* Pick the driver for an image whose first HEAD_LEN bytes are HEAD and
+ * last TAIL_LEN bytes TAIL, SIZE bytes in all. */
+static const struct image_driver *
+probe_head (const char *path, const uint8_t *head, size_t head_len,
+            const uint8_t *tail, size_t tail_len, uint64_t size)
+{
+  const struct image_driver *best = NULL;
+  int best_score = 0;
+  size_t i;
 
   for (i = 0; i < NR_DRIVERS; i++) {
     int score = drivers[i]->probe ?
@@ -157,6 +177,17 @@ probe_fd (const char *path, int fd)
   if (best == NULL)
     ferry_error (EINVAL, "%s: unknown image format", path);
   return best;
+}
+
+/* Pick the driver for the content of FD (PATH for messages). */
+static const struct image_driver *
+probe_fd (const char *path, int fd)
+{
+  uint64_t size = 0;
+
+  if (fd_size (path, fd, &size) == -1)
+    return NULL;
+  return probe_bytes (path, fd, 0, size);
 }
 
 const char *
@@ -252,12 +283,36 @@ open_with_args (const char *path, const char *format,
     return NULL;
   }
 
+  if (args->windowed) {
+    uint64_t end;
+    if (!S_ISREG (st.st_mode) ||
+        __builtin_add_overflow (args->window_start, args->window_length,
+                                &end) ||
+        end > (uint64_t) st.st_size) {
+      ferry_error (EINVAL, "%s: the image at offset %" PRIu64 " (%" PRIu64
+                   " bytes) lies past the end of the file (%" PRIu64
+                   " bytes)", path, args->window_start, args->window_length,
+                   (uint64_t) st.st_size);
+      close (fd);
+      return NULL;
+    }
+  }
+
   if (drv == NULL) {
-    drv = probe_fd (path, fd);
+    drv = args->windowed ?
+      probe_bytes (path, fd, args->window_start, args->window_length) :
+      probe_fd (path, fd);
     if (drv == NULL) {
       close (fd);
       return NULL;
     }
+  }
+  if (args->windowed && !drv->windows) {
+    ferry_error (ENOTSUP, "%s: ferry cannot read a %s image in place inside "
+                 "another file (at offset %" PRIu64 ")", path, drv->name,
+                 args->window_start);
+    close (fd);
+    return NULL;
   }
   if (drv->open == NULL) {
     ferry_error (ENOTSUP, "%s: ferry cannot open %s images", path, drv->name);
@@ -273,6 +328,90 @@ ferry_image_open (const char *path, const char *format, unsigned flags)
   struct open_args args = { .flags = flags, .chain = NULL, .chain_len = 0 };
 
   return open_with_args (path, format, &args);
+}
+
+struct ferry_image *
+ferry_image_open_window (const char *path, const char *format,
+                         uint64_t offset, uint64_t length, unsigned flags)
+{
+  struct open_args args = {
+    .flags = flags, .windowed = true,
+    .window_start = offset, .window_length = length,
+  };
+
+  if (flags & FERRY_OPEN_WRITE) {
+    ferry_error (EINVAL, "%s: an image inside another file is opened "
+                 "read-only", path);
+    return NULL;
+  }
+  return open_with_args (path, format, &args);
+}
+
+struct ferry_image *
+ferry_image_open_stream (const char *path, const char *format,
+                         uint64_t offset, uint64_t length,
+                         uint64_t size_hint, unsigned flags)
+{
+  struct open_args args = {
+    .flags = flags, .windowed = true,
+    .window_start = offset, .window_length = length,
+  };
+  const struct image_driver *drv = NULL;
+  const unsigned char *head;
+  struct image_stream *s;
+  struct stat st;
+  uint64_t end;
+  size_t head_len;
+  int fd;
+
+  if (flags & FERRY_OPEN_WRITE) {
+    ferry_error (EINVAL, "%s: a compressed image is opened read-only", path);
+    return NULL;
+  }
+  if (format && (drv = find_driver (format)) == NULL) {
+    unknown_format_error (format);
+    return NULL;
+  }
+  fd = open (path, O_RDONLY | O_CLOEXEC);
+  if (fd == -1) {
+    ferry_error_errno (errno, "%s", path);
+    return NULL;
+  }
+  if (fstat (fd, &st) == -1 || !S_ISREG (st.st_mode) ||
+      __builtin_add_overflow (offset, length, &end) ||
+      end > (uint64_t) st.st_size) {
+    ferry_error (EINVAL, "%s: the compressed image at offset %" PRIu64
+                 " (%" PRIu64 " bytes) lies past the end of the file", path,
+                 offset, length);
+    close (fd);
+    return NULL;
+  }
+  s = image_stream_open (path, fd, offset, length);   /* owns fd */
+  if (s == NULL)
+    return NULL;
+  if (drv == NULL) {
+    /* Only the head is known: its size and end come when it is read. */
+    head = image_stream_head (s, &head_len);
+    drv = probe_head (path, head, head_len, NULL, 0, UINT64_MAX);
+    if (drv == NULL) {
+      image_stream_free (s);
+      return NULL;
+    }
+  }
+  if (drv->open_stream == NULL) {
+    ferry_error (ENOTSUP, "%s: ferry cannot read a %s image from a gzip "
+                 "stream (at offset %" PRIu64 "); unpack it first", path,
+                 drv->name, offset);
+    image_stream_free (s);
+    return NULL;
+  }
+  return drv->open_stream (path, s, size_hint, &args);   /* owns s */
+}
+
+bool
+ferry_image_is_sequential (struct ferry_image *img)
+{
+  return img->sequential;
 }
 
 char *
@@ -298,8 +437,15 @@ image_open_backing (struct ferry_image *img, const char *name,
 {
   CLEANUP_FREE char *path = NULL;
   CLEANUP_FREE struct chain_link *chain = NULL;
-  struct open_args bargs;
+  struct open_args bargs = { 0 };
 
+  /* A name relative to the file would point beside the archive, not
+   * inside it. */
+  if (args->windowed)
+    return ferry_error (EINVAL, "%s: the image at offset %" PRIu64 " names "
+                        "a backing file ('%s'), which an image inside "
+                        "another file cannot have", img->path,
+                        args->window_start, name);
   if (args->flags & FERRY_OPEN_NO_BACKING)
     return 0;
 

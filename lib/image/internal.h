@@ -61,6 +61,12 @@ struct open_args {
   unsigned flags;                       /* FERRY_OPEN_* */
   const struct chain_link *chain;       /* images above this one */
   size_t chain_len;
+  /* ferry_image_open_window: the image is the bytes [window_start,
+   * window_start + window_length) of the file, which lie inside it.  A
+   * driver sees a window only if it sets .windows; it then reads nothing
+   * outside those bytes and takes window_length as the file's size. */
+  bool windowed;
+  uint64_t window_start, window_length;
 };
 
 /* Every image starts with this. */
@@ -71,6 +77,7 @@ struct ferry_image {
   bool readonly;
   bool zero_initialized;       /* see ferry_image_is_zero_initialized */
   bool reads_as_backing;       /* see ferry_image_reads_as_backing */
+  bool sequential;             /* see ferry_image_is_sequential */
   bool compress_required;      /* see ferry_image_compress_required */
   struct ferry_image *backing; /* owned, closed with this one; or NULL */
   dev_t dev;                   /* of the file, for loop detection */
@@ -87,6 +94,8 @@ struct ferry_image {
   } fact_strings;
 };
 
+struct image_stream;
+
 struct image_driver {
   const char *name;              /* "raw", "qcow2", ... */
   const char *const *aliases;    /* other names it answers to, or NULL */
@@ -98,12 +107,25 @@ struct image_driver {
   int (*probe) (const uint8_t *head, size_t head_len,
                 const uint8_t *tail, size_t tail_len, uint64_t file_size);
 
+  /* True when open honours open_args' window (see there). */
+  bool windows;
+
   /* Open PATH.  FD is already open (O_RDONLY, or O_RDWR with
    * FERRY_OPEN_WRITE); the driver owns it from here, even on failure.
    * It fills base (size, ...), opens its backing file with
    * image_open_backing, and returns the base pointer. */
   struct ferry_image *(*open) (const char *path, int fd,
                                const struct open_args *args);
+
+  /* Open an image from the gzip stream S (ferry_image_open_stream), which
+   * the driver owns from here, even on failure, and reads in order with
+   * image_stream_read.  SIZE_HINT is the size the description declares
+   * (0: none).  The image must be sequential.  NULL: the format cannot be
+   * read that way. */
+  struct ferry_image *(*open_stream) (const char *path,
+                                      struct image_stream *s,
+                                      uint64_t size_hint,
+                                      const struct open_args *args);
 
   /* Create a new image at PATH (FD is open O_RDWR on a new empty file,
    * or on a block device) with virtual SIZE and OPTS; the driver owns FD
@@ -177,6 +199,30 @@ extern const struct image_driver qcow2_driver;
 extern const struct image_driver vmdk_driver;
 extern const struct image_driver nbd_driver;
 extern const struct image_driver vhdx_driver;
+
+/* stream.c: the gzip stream of ferry_image_open_stream.  open takes FD
+ * (owned from here, even on failure) and the compressed bytes [START,
+ * START+LENGTH) of it, and reads the first PROBE_HEAD_SIZE bytes, which
+ * image_stream_head shows and the first reads give again. */
+struct image_stream *image_stream_open (const char *path, int fd,
+                                        uint64_t start, uint64_t length);
+const unsigned char *image_stream_head (const struct image_stream *s,
+                                        size_t *len /* OUT */);
+/* Read the next COUNT bytes into BUF (NULL: skip them); the stream ending
+ * first is an error naming the offset. */
+int image_stream_read (struct image_stream *s, void *buf, size_t count);
+/* Read at most COUNT bytes; *GOT is 0 only at the end of the stream. */
+int image_stream_read_some (struct image_stream *s, void *buf, size_t count,
+                            size_t *got /* OUT */);
+/* Uncompressed bytes read so far. */
+uint64_t image_stream_position (const struct image_stream *s);
+const char *image_stream_path (const struct image_stream *s);
+void image_stream_free (struct image_stream *s);
+/* raw's open_stream: the disk is the stream's bytes. */
+struct ferry_image *raw_open_stream (const char *path,
+                                     struct image_stream *s,
+                                     uint64_t size_hint,
+                                     const struct open_args *args);
 
 /* Set up BASE for DRIVER and PATH (duplicated); fills dev and ino from FD,
  * or leaves them 0 when FD is -1 (an image named by URI).  Returns 0 or

@@ -125,9 +125,10 @@ struct qcow2_header {
  * backing name or extension that runs past the header cluster.  The
  * corrupt and dirty bits are left to the caller (qcow2_open refuses the
  * corrupt bit for writing or under FERRY_OPEN_STRICT).  Returns 0 or -1
- * with the error set. */
-int qcow2_read_header (const char *path, int fd, uint64_t file_size,
-                       struct qcow2_header *h /* OUT */);
+ * with the error set.  The file is FILE_SIZE bytes from START of FD (a
+ * window, or all of it from 0). */
+int qcow2_read_header (const char *path, int fd, uint64_t start,
+                       uint64_t file_size, struct qcow2_header *h /* OUT */);
 void qcow2_header_free (struct qcow2_header *h);
 
 /* Host offset and sector count of a compressed cluster's L2 entry. */

@@ -330,8 +330,8 @@ check_tables (const char *path, uint64_t file_size, struct qcow2_header *h)
 
 /* Read and check the header, its extensions and the table bounds. */
 int
-qcow2_read_header (const char *path, int fd, uint64_t file_size,
-                   struct qcow2_header *h)
+qcow2_read_header (const char *path, int fd, uint64_t start,
+                   uint64_t file_size, struct qcow2_header *h)
 {
   CLEANUP_FREE uint8_t *buf = NULL;
   uint64_t backing_offset;
@@ -346,7 +346,7 @@ qcow2_read_header (const char *path, int fd, uint64_t file_size,
   buf = malloc (MAX (len, (size_t) 1));
   if (buf == NULL)
     return ferry_error (ENOMEM, "%s: out of memory", path);
-  if (full_pread (fd, buf, len, 0) == -1)
+  if (full_pread (fd, buf, len, start) == -1)
     return ferry_error_errno (errno, "%s: reading the qcow2 header at offset "
                               "0x0", path);
   if (parse_fixed (path, buf, len, file_size, h) == -1)
@@ -359,7 +359,7 @@ qcow2_read_header (const char *path, int fd, uint64_t file_size,
     ferry_error (ENOMEM, "%s: out of memory", path);
     goto err;
   }
-  if (full_pread (fd, buf, len, 0) == -1) {
+  if (full_pread (fd, buf, len, start) == -1) {
     ferry_error_errno (errno, "%s: reading the qcow2 header cluster at "
                        "offset 0x0", path);
     goto err;

@@ -45,6 +45,8 @@ struct qcow2_image {
   struct qcow2_header h;       /* owns the backing and data file names */
   int fd;                      /* the qcow2 file */
   int data_fd;                 /* the external data file, or fd */
+  uint64_t start;              /* where the image begins in fd: 0, or a
+                                  window's start (read-only) */
   bool has_data_file;
   bool data_raw;               /* raw external data file bit */
   uint64_t file_size;          /* of the qcow2 file when opened */

@@ -247,7 +247,7 @@ claims_init (struct qcow2_image *q)
   rt = malloc (rt_len);
   if (rt == NULL)
     return ferry_error (ENOMEM, "%s: out of memory", q->base.path);
-  if (full_pread (q->fd, rt, rt_len, q->h.refcount_table_offset) == -1)
+  if (full_pread (q->fd, rt, rt_len, q->start + q->h.refcount_table_offset) == -1)
     return ferry_error_errno (errno, "%s: reading the refcount table at "
                               "offset 0x%" PRIx64, q->base.path,
                               q->h.refcount_table_offset);
@@ -440,7 +440,7 @@ qcow2_validate_all_tables (struct qcow2_image *q)
       continue;
     if (check_l2_offset (q, i, l2_off) == -1)
       return -1;
-    if (full_pread (q->fd, buf, cs, l2_off) == -1)
+    if (full_pread (q->fd, buf, cs, q->start + l2_off) == -1)
       return ferry_error_errno (errno, "%s: reading the L2 table at offset "
                                 "0x%" PRIx64 " (L1 entry %" PRIu32 ")",
                                 q->base.path, l2_off, i);
@@ -484,7 +484,7 @@ qcow2_get_slot (struct qcow2_image *q, uint32_t l1_index, bool create)
     if (entries == NULL)
       return ferry_error (ENOMEM, "%s: out of memory", q->base.path);
     pthread_mutex_unlock (&q->lock);
-    r = full_pread (q->fd, entries, cs, l2_off);
+    r = full_pread (q->fd, entries, cs, q->start + l2_off);
     pthread_mutex_lock (&q->lock);
     if (r == -1) {
       ferry_error_errno (errno, "%s: reading the L2 table at offset 0x%"
@@ -699,7 +699,7 @@ decompress_cluster (struct qcow2_image *q, const struct qcow2_run *run,
                         run->l1_index, coff, bound);
   clen = MIN (clen, bound - coff);
   clen = MIN (clen, 2 * (uint64_t) cs);
-  if (full_pread (q->fd, cbuf, clen, coff) == -1)
+  if (full_pread (q->fd, cbuf, clen, q->start + coff) == -1)
     return ferry_error_errno (errno, "%s: reading compressed cluster at "
                               "offset 0x%" PRIx64, q->base.path, coff);
 
@@ -780,7 +780,8 @@ qcow2_read_range (struct qcow2_image *q, void *buf, uint64_t count,
       return -1;
     switch (run.kind) {
     case QCOW2_RUN_DATA:
-      if (full_pread (q->data_fd, p, run.length, run.host) == -1)
+      if (full_pread (q->data_fd, p, run.length,
+                      (q->data_fd == q->fd ? q->start : 0) + run.host) == -1)
         return ferry_error_errno (errno, "%s: reading %" PRIu64 " bytes at "
                                   "offset 0x%" PRIx64, q->base.path,
                                   run.length, run.host);
@@ -903,7 +904,7 @@ load_snapshots (struct qcow2_image *q)
       return ferry_error (EINVAL, "%s: snapshot %" PRIu32 " at offset 0x%"
                           PRIx64 " runs past the end of the file (size 0x%"
                           PRIx64 ")", q->base.path, i, pos, q->file_size);
-    if (full_pread (q->fd, hdr, sizeof hdr, pos) == -1)
+    if (full_pread (q->fd, hdr, sizeof hdr, q->start + pos) == -1)
       return ferry_error_errno (errno, "%s: reading snapshot %" PRIu32
                                 " at offset 0x%" PRIx64, q->base.path, i, pos);
     id_len = get_be16 (hdr + 12);
@@ -921,7 +922,7 @@ load_snapshots (struct qcow2_image *q)
     rest = malloc (rest_len + 1);
     if (rest == NULL)
       return ferry_error (ENOMEM, "%s: out of memory", q->base.path);
-    if (full_pread (q->fd, rest, rest_len, pos + sizeof hdr) == -1)
+    if (full_pread (q->fd, rest, rest_len, q->start + pos + sizeof hdr) == -1)
       return ferry_error_errno (errno, "%s: reading snapshot %" PRIu32
                                 " at offset 0x%" PRIx64, q->base.path, i, pos);
     sn->date_sec = get_be32 (hdr + 16);
@@ -949,7 +950,8 @@ qcow2_describe (struct ferry_image *img, struct ferry_image_info *info)
   const struct qcow2_header *h = &q->h;
   uint64_t incompat = h->incompatible_features;
 
-  info->allocated = file_allocated_bytes (q->fd);
+  /* A window's share of the file's blocks is not known: count it all. */
+  info->allocated = q->start ? q->file_size : file_allocated_bytes (q->fd);
   if (q->has_data_file)
     info->allocated += file_allocated_bytes (q->data_fd);
   info->cluster_size = h->cluster_size;
@@ -1041,7 +1043,8 @@ load_l1 (struct qcow2_image *q)
   q->l1 = malloc (MAX (n, (size_t) 1) * sizeof *q->l1);
   if (q->l1 == NULL)
     return ferry_error (ENOMEM, "%s: out of memory", q->base.path);
-  if (n && full_pread (q->fd, q->l1, n * 8, q->h.l1_table_offset) == -1)
+  if (n && full_pread (q->fd, q->l1, n * 8,
+                   q->start + q->h.l1_table_offset) == -1)
     return ferry_error_errno (errno, "%s: reading the L1 table at offset 0x%"
                               PRIx64, q->base.path, q->h.l1_table_offset);
   for (i = 0; i < n; i++)
@@ -1112,9 +1115,21 @@ qcow2_open (const char *path, int fd, const struct open_args *args)
   }
   q->file_size = S_ISBLK (st.st_mode) ?
     (uint64_t) lseek (fd, 0, SEEK_END) : (uint64_t) st.st_size;
+  if (args->windowed) {
+    /* A disk inside an OVA: the window is the whole file. */
+    q->start = args->window_start;
+    q->file_size = args->window_length;
+  }
   q->data_size = q->file_size;
-  if (qcow2_read_header (path, fd, q->file_size, &q->h) == -1)
+  if (qcow2_read_header (path, fd, q->start, q->file_size, &q->h) == -1)
     goto err;
+  if (args->windowed &&
+      (q->h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE)) {
+    ferry_error (ENOTSUP, "%s: the qcow2 image at offset %" PRIu64 " keeps "
+                 "its data in an external file, which an archive does not "
+                 "hold", path, q->start);
+    goto err;
+  }
   if ((q->h.incompatible_features & QCOW2_INCOMPAT_CORRUPT) &&
       (writable || (args->flags & FERRY_OPEN_STRICT))) {
     ferry_error (EINVAL, "%s: qcow2 header at offset 0x%x has the corrupt "
@@ -1172,6 +1187,7 @@ qcow2_close (struct ferry_image *img)
 const struct image_driver qcow2_driver = {
   .name = "qcow2",
   .probe = qcow2_probe,
+  .windows = true,
   .open = qcow2_open,
   .create = qcow2_create,
   .pread = qcow2_pread,

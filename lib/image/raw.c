@@ -5,6 +5,10 @@
  * BLKZEROOUT ioctl on devices, and plain writes of zeroes; whatever the
  * file system refuses with EOPNOTSUPP is remembered in the handle so it is
  * not tried again.
+ *
+ * A raw image may also be a window of a larger file (a disk inside an
+ * OVA, see ferry_image_open_window): every file offset is then moved by
+ * the window's start, and the window's length is the disk's size.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +27,8 @@
 struct raw_image {
   struct ferry_image base;     /* must be first */
   int fd;
+  uint64_t start;              /* where the disk begins in the file */
+  bool windowed;
   bool is_block;
   bool can_punch_hole;         /* cleared when the kernel says EOPNOTSUPP */
   bool can_zero_range;
@@ -82,7 +88,16 @@ raw_setup (const char *path, int fd, bool readonly)
 static struct ferry_image *
 raw_open (const char *path, int fd, const struct open_args *args)
 {
-  return raw_setup (path, fd, !(args->flags & FERRY_OPEN_WRITE));
+  struct ferry_image *img = raw_setup (path, fd,
+                                       !(args->flags & FERRY_OPEN_WRITE));
+  struct raw_image *h = (struct raw_image *) img;
+
+  if (img && args->windowed) {
+    h->windowed = true;
+    h->start = args->window_start;
+    img->size = args->window_length;
+  }
+  return img;
 }
 
 /* Size a new file (preallocated if asked); a device keeps its size and
@@ -141,7 +156,7 @@ raw_pread (struct ferry_image *img, void *buf, size_t count, uint64_t offset)
 {
   struct raw_image *h = (struct raw_image *) img;
 
-  if (full_pread (h->fd, buf, count, offset) == -1)
+  if (full_pread (h->fd, buf, count, h->start + offset) == -1)
     return ferry_error_errno (errno, "%s: read of %zu bytes at offset %"
                               PRIu64, img->path, count, offset);
   return 0;
@@ -242,11 +257,15 @@ raw_extents (struct ferry_image *img, uint64_t offset, uint64_t length,
   uint64_t end = offset + length;
   off_t data, hole;
 
+  /* Offsets of the file, in a window, are the disk's moved by start. */
+#define FILE_OFFSET(x) ((off_t) (h->start + (x)))
+#define DISK_OFFSET(x) ((uint64_t) (x) - h->start)
+
   if (!__atomic_load_n (&h->can_seek_data, __ATOMIC_RELAXED))
     return ferry_extent_list_append (list, offset, length, 0);
 
   while (offset < end) {
-    data = lseek (h->fd, offset, SEEK_DATA);
+    data = lseek (h->fd, FILE_OFFSET (offset), SEEK_DATA);
     if (data == -1) {
       if (errno == ENXIO)     /* no data after OFFSET: a hole to the end */
         return ferry_extent_list_append (list, offset, end - offset,
@@ -258,8 +277,8 @@ raw_extents (struct ferry_image *img, uint64_t offset, uint64_t length,
       return ferry_error_errno (errno, "%s: SEEK_DATA at offset %" PRIu64,
                                 img->path, offset);
     }
-    if ((uint64_t) data > offset) {
-      uint64_t n = MIN ((uint64_t) data, end) - offset;
+    if (DISK_OFFSET (data) > offset) {
+      uint64_t n = MIN (DISK_OFFSET (data), end) - offset;
       if (ferry_extent_list_append (list, offset, n,
                               FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO) == -1)
         return -1;
@@ -267,20 +286,22 @@ raw_extents (struct ferry_image *img, uint64_t offset, uint64_t length,
       if (offset >= end)
         break;
     }
-    hole = lseek (h->fd, offset, SEEK_HOLE);
+    hole = lseek (h->fd, FILE_OFFSET (offset), SEEK_HOLE);
     if (hole == -1)
       return ferry_error_errno (errno, "%s: SEEK_HOLE at offset %" PRIu64,
                                 img->path, offset);
-    if ((uint64_t) hole <= offset)   /* cannot happen; do not loop */
-      hole = end;
+    if (DISK_OFFSET (hole) <= offset)   /* cannot happen; do not loop */
+      hole = FILE_OFFSET (end);
     {
-      uint64_t n = MIN ((uint64_t) hole, end) - offset;
+      uint64_t n = MIN (DISK_OFFSET (hole), end) - offset;
       if (ferry_extent_list_append (list, offset, n, 0) == -1)
         return -1;
       offset += n;
     }
   }
   return 0;
+#undef FILE_OFFSET
+#undef DISK_OFFSET
 }
 
 /* Make what was written durable. */
@@ -314,7 +335,9 @@ raw_describe (struct ferry_image *img, struct ferry_image_info *info)
 {
   struct raw_image *h = (struct raw_image *) img;
 
-  info->allocated = h->is_block ? img->size : file_allocated_bytes (h->fd);
+  /* A window's share of the file's blocks is not known: count it all. */
+  info->allocated = h->is_block || h->windowed ? img->size
+    : file_allocated_bytes (h->fd);
   if (h->is_block)
     return image_fact_bool (img, "block-device", true);
   return 0;
@@ -323,6 +346,8 @@ raw_describe (struct ferry_image *img, struct ferry_image_info *info)
 const struct image_driver raw_driver = {
   .name = "raw",
   .probe = raw_probe,
+  .windows = true,
+  .open_stream = raw_open_stream,
   .open = raw_open,
   .create = raw_create,
   .pread = raw_pread,

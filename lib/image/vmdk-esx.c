@@ -58,7 +58,7 @@ vmdk_cowd_open (struct vmdk_sparse *s, uint64_t file_size)
     return ferry_error (EINVAL, "%s: %" PRIu64 " bytes is too short for a "
                         "COWD header (%zu bytes)", s->path, file_size,
                         sizeof h);
-  if (full_pread (s->fd, h, sizeof h, 0) == -1)
+  if (vmdk_sparse_pread (s, h, sizeof h, 0) == -1)
     return ferry_error_errno (errno, "%s: reading the COWD header", s->path);
   if (get_le32 (h) != VMDK_COWD_MAGIC)
     return ferry_error (EINVAL, "%s: no COWD header", s->path);
@@ -117,7 +117,7 @@ vmdk_se_open (struct vmdk_sparse *s, uint64_t file_size)
   if (file_size < 2 * VMDK_SECTOR)
     return ferry_error (EINVAL, "%s: %" PRIu64 " bytes is too short for a "
                         "seSparse extent", s->path, file_size);
-  if (full_pread (s->fd, c, sizeof c, 0) == -1)
+  if (vmdk_sparse_pread (s, c, sizeof c, 0) == -1)
     return ferry_error_errno (errno, "%s: reading the seSparse header",
                               s->path);
   if (get_le64 (c + SE_MAGIC) != VMDK_SE_CONST_MAGIC)
@@ -140,7 +140,7 @@ vmdk_se_open (struct vmdk_sparse *s, uint64_t file_size)
   if (vol_at == UINT64_MAX || vol_at > file_size - sizeof vol)
     return ferry_error (EINVAL, "%s: the seSparse volatile header lies past "
                         "the end of the file", s->path);
-  if (full_pread (s->fd, vol, sizeof vol, vol_at) == -1)
+  if (vmdk_sparse_pread (s, vol, sizeof vol, vol_at) == -1)
     return ferry_error_errno (errno, "%s: reading the seSparse volatile "
                               "header", s->path);
   if (get_le64 (vol) != VMDK_SE_VOLATILE_MAGIC)

@@ -27,6 +27,7 @@
 
 #include "internal.h"
 #include "../common/pool.h"
+#include "../common/util.h"
 #include "../common/vector.h"
 
 #define VMDK_SECTOR 512u
@@ -178,6 +179,9 @@ struct vmdk_sparse {
   enum vmdk_sparse_kind kind;
   const char *path;            /* the extent file, for messages (not owned) */
   int fd;                      /* owned, unless shared_fd */
+  uint64_t start;              /* where the extent begins in the file: 0,
+                                  or a window's start (a disk inside an
+                                  OVA, ferry_image_open_window) */
   bool shared_fd;              /* fd is the image's own (embedded) */
   uint64_t file_size;          /* read-only: data must start below it */
   struct vmdk_sparse_header h; /* KDMV: as found (the footer's for streams) */
@@ -225,6 +229,8 @@ struct vmdk_extent {
 struct vmdk_image {
   struct ferry_image base;     /* must be first */
   int fd;                      /* the file opened: descriptor or sparse */
+  bool windowed;               /* a window of FD (ferry_image_open_window) */
+  uint64_t start, window_length;
   bool embedded;               /* the descriptor sits inside a sparse file */
   struct vmdk_descriptor desc;
   char *create_type;
@@ -246,6 +252,15 @@ char *vmdk_descriptor_format (const struct vmdk_descriptor *d);
 const char *vmdk_extent_type_name (enum vmdk_extent_type type);
 const char *vmdk_access_name (enum vmdk_access access);
 bool vmdk_looks_like_descriptor (const uint8_t *buf, size_t len);
+
+/* Read COUNT bytes at OFFSET of the extent S (moved by its start in the
+ * file).  0, or -1 with errno set, as full_pread. */
+static inline int
+vmdk_sparse_pread (const struct vmdk_sparse *s, void *buf, size_t count,
+                   uint64_t offset)
+{
+  return full_pread (s->fd, buf, count, s->start + offset);
+}
 
 /* vmdk-sparse.c */
 void vmdk_header_decode (const uint8_t *buf, struct vmdk_sparse_header *h);
@@ -301,6 +316,13 @@ ssize_t vmdk_compress (struct ferry_image *img, const void *in, size_t count,
 int vmdk_write_compressed (struct ferry_image *img, uint64_t offset,
                            const void *data, size_t len, size_t count);
 void vmdk_write_free (struct vmdk_image *v);
+
+/* vmdk-stream-read.c: the open_stream of the driver (a streamOptimized
+ * VMDK read from a gzip stream, in order). */
+struct ferry_image *vmdk_open_stream (const char *path,
+                                      struct image_stream *s,
+                                      uint64_t size_hint,
+                                      const struct open_args *args);
 
 /* vmdk-files.c */
 int vmdk_split_name (const char *path, char **prefix, char **postfix);

@@ -209,7 +209,7 @@ read_footer (struct vmdk_sparse *s, uint64_t file_size,
                         "the end, but the file (%" PRIu64 " bytes) is too "
                         "short to hold the footer", s->path, file_size);
   at = ROUND_DOWN (file_size, VMDK_SECTOR) - sizeof buf;
-  if (full_pread (s->fd, buf, sizeof buf, at) == -1)
+  if (vmdk_sparse_pread (s, buf, sizeof buf, at) == -1)
     return ferry_error_errno (errno, "%s: reading the footer at offset 0x%"
                               PRIx64, s->path, at);
   if (get_le32 (buf + 8) != 0 || get_le32 (buf + 12) != VMDK_MARKER_FOOTER ||
@@ -241,7 +241,7 @@ vmdk_sparse_open_hosted (struct vmdk_sparse *s, uint64_t file_size,
   if (file_size < VMDK_SECTOR)
     return ferry_error (EINVAL, "%s: %" PRIu64 " bytes is too short for a "
                         "sparse extent header", s->path, file_size);
-  if (full_pread (s->fd, buf, sizeof buf, 0) == -1)
+  if (vmdk_sparse_pread (s, buf, sizeof buf, 0) == -1)
     return ferry_error_errno (errno, "%s: reading the header", s->path);
   if (get_le32 (buf) != VMDK4_MAGIC)
     return ferry_error (EINVAL, "%s: no sparse extent header (magic KDMV)",
@@ -288,7 +288,7 @@ vmdk_sparse_open_hosted (struct vmdk_sparse *s, uint64_t file_size,
       *desc_text = malloc (len + 1);
       if (*desc_text == NULL)
         return ferry_error (ENOMEM, "%s: out of memory", s->path);
-      if (full_pread (s->fd, *desc_text, len, off) == -1) {
+      if (vmdk_sparse_pread (s, *desc_text, len, off) == -1) {
         free (*desc_text);
         *desc_text = NULL;
         return ferry_error_errno (errno, "%s: reading the embedded "
@@ -327,7 +327,7 @@ vmdk_sparse_setup_map (struct vmdk_sparse *s, uint64_t gd_at)
   if ((n && raw == NULL) || s->gd == NULL || s->gts == NULL)
     return ferry_error (ENOMEM, "%s: out of memory for the grain directory",
                         s->path);
-  if (full_pread (s->fd, raw, n * entry, gd_at) == -1)
+  if (vmdk_sparse_pread (s, raw, n * entry, gd_at) == -1)
     return ferry_error_errno (errno, "%s: reading the grain directory at "
                               "offset 0x%" PRIx64, s->path, gd_at);
   for (i = 0; i < n; i++) {
@@ -383,7 +383,7 @@ vmdk_sparse_read_table (struct vmdk_sparse *s, uint32_t index)
                  s->path, index);
     return NULL;
   }
-  if (full_pread (s->fd, t, bytes, at) == -1) {
+  if (vmdk_sparse_pread (s, t, bytes, at) == -1) {
     ferry_error_errno (errno, "%s: reading grain table %" PRIu32 " at "
                        "offset 0x%" PRIx64, s->path, index, at);
     free (t);
@@ -589,7 +589,7 @@ vmdk_sparse_read_grain (struct vmdk_sparse *s, uint64_t host,
   if (inf == NULL && (inf = new_inflater (s)) == NULL)
     return ferry_error (ENOMEM, "%s: out of memory", s->path);
   want = MIN (inf->in_cap, s->file_size - host);
-  if (full_pread (s->fd, inf->in, want, host) == -1) {
+  if (vmdk_sparse_pread (s, inf->in, want, host) == -1) {
     ferry_error_errno (errno, "%s: reading the compressed grain at offset 0x%"
                        PRIx64, s->path, host);
     goto out;

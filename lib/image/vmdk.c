@@ -274,6 +274,7 @@ open_monolithic (struct vmdk_image *v, uint64_t file_size, uint32_t magic)
     vmdk_sparse_free (s);
     return ferry_error (ENOMEM, "%s: out of memory", v->base.path);
   }
+  s->start = v->start;
   e = &v->extents[0];
   v->nr_extents = 1;
   e->sparse = s;
@@ -370,13 +371,23 @@ vmdk_open (const char *path, int fd, const struct open_args *args)
   }
   file_size = S_ISBLK (st.st_mode) ?
     (uint64_t) lseek (fd, 0, SEEK_END) : (uint64_t) st.st_size;
-  if (full_pread (fd, head, sizeof head, 0) == -1) {
+  if (args->windowed) {
+    /* A disk inside an OVA: the window is the whole file. */
+    v->windowed = true;
+    v->start = args->window_start;
+    v->window_length = file_size = args->window_length;
+  }
+  if (full_pread (fd, head, sizeof head, v->start) == -1) {
     ferry_error_errno (errno, "%s: reading the header", path);
     goto err;
   }
   if (get_le32 (head) == VMDK4_MAGIC || get_le32 (head) == VMDK_COWD_MAGIC ||
       get_le64 (head) == VMDK_SE_CONST_MAGIC)
     r = open_monolithic (v, file_size, get_le32 (head));
+  else if (v->windowed)
+    r = ferry_error (ENOTSUP, "%s: the VMDK at offset %" PRIu64 " is a "
+                     "descriptor naming its extents as files of their own, "
+                     "which an archive does not hold", path, v->start);
   else
     r = open_descriptor_file (v, file_size, writable);
   if (r == -1 || open_parent (v, args) == -1)
@@ -501,7 +512,7 @@ read_sparse (struct vmdk_image *v, struct vmdk_extent *e, uint8_t *buf,
       memset (buf, 0, n);
       break;
     case VMDK_RUN_DATA:
-      if (full_pread (s->fd, buf, n, run.host) == -1)
+      if (vmdk_sparse_pread (s, buf, n, run.host) == -1)
         return ferry_error_errno (errno, "%s: reading %" PRIu64 " bytes at "
                                   "offset 0x%" PRIx64, s->path, n, run.host);
       break;
@@ -656,7 +667,8 @@ vmdk_describe (struct ferry_image *img, struct ferry_image_info *info)
   const char *c, *h, *s;
   size_t i;
 
-  info->allocated = file_allocated_bytes (v->fd);
+  info->allocated = v->windowed ? v->window_length
+    : file_allocated_bytes (v->fd);
   for (i = 0; i < v->nr_extents; i++) {
     struct vmdk_extent *e = &v->extents[i];
     if (e->sparse && !e->sparse->shared_fd)
@@ -742,6 +754,8 @@ vmdk_describe (struct ferry_image *img, struct ferry_image_info *info)
 const struct image_driver vmdk_driver = {
   .name = "vmdk",
   .probe = vmdk_probe,
+  .windows = true,
+  .open_stream = vmdk_open_stream,
   .open = vmdk_open,
   .create = vmdk_create,
   .pread = vmdk_pread,

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <zlib.h>
 
 #define SCRATCH_PREFIX "ferry-test-image"
 #include "scratch-dir.h"
@@ -287,6 +288,218 @@ test_qcow2_bad_table_same_error (void **state)
   free (buf);
 }
 
+/* A raw disk read in place as bytes [64 KiB, 64 KiB + 1 MiB) of a larger
+ * file, as a disk inside an OVA is: reads, extents and the size stay
+ * inside the window, and writes, windows past the end and formats that
+ * cannot be read in place are refused. */
+static void
+test_raw_window (void **state)
+{
+  char path[300];
+  const uint64_t start = 64 * KiB, len = 1 * MiB;
+  unsigned char *buf = malloc (len);
+  struct ferry_extent_list list = { 0 };
+  struct ferry_image *img;
+  uint64_t pos;
+  size_t i;
+  int fd;
+
+  /* 0x11 before the window, 0x22 over its first 64 KiB, a hole, 0x33
+   * over its last 64 KiB, and 0x44 after it. */
+  assert_non_null (buf);
+  fd = open (tmp_path (path, sizeof path, "archive"),
+             O_RDWR | O_CREAT | O_EXCL, 0644);
+  assert_true (fd >= 0);
+  memset (buf, 0x11, start);
+  assert_int_equal (pwrite (fd, buf, start, 0), (ssize_t) start);
+  memset (buf, 0x22, 64 * KiB);
+  assert_int_equal (pwrite (fd, buf, 64 * KiB, start), 64 * KiB);
+  memset (buf, 0x33, 64 * KiB);
+  assert_int_equal (pwrite (fd, buf, 64 * KiB, start + len - 64 * KiB),
+                    64 * KiB);
+  memset (buf, 0x44, 4096);
+  assert_int_equal (pwrite (fd, buf, 4096, start + len), 4096);
+  close (fd);
+
+  img = ferry_image_open_window (path, NULL, start, len, 0);
+  assert_non_null (img);
+  assert_string_equal (ferry_image_format (img), "raw");
+  assert_int_equal (ferry_image_size (img), len);
+  assert_int_equal (ferry_image_pread (img, buf, len, 0), 0);
+  for (i = 0; i < len; i++) {
+    unsigned char want = i < 64 * KiB ? 0x22 : i >= len - 64 * KiB ? 0x33 : 0;
+    if (buf[i] != want)
+      fail_msg ("byte %zu of the window is 0x%02x, not 0x%02x", i, buf[i],
+                want);
+  }
+  assert_int_equal (ferry_image_pread (img, buf, 512, len - 256), -1);
+  assert_int_equal (ferry_get_errno (), EINVAL);
+  assert_int_equal (ferry_image_pwrite (img, buf, 512, 0), -1);
+  assert_int_equal (ferry_get_errno (), EROFS);
+
+  /* Extents cover the window exactly, data where it was written. */
+  for (pos = 0; pos < len; ) {
+    list.len = 0;
+    assert_int_equal (ferry_image_extents (img, pos, len - pos, &list), 0);
+    for (i = 0; i < list.len; i++) {
+      const struct ferry_extent *e = &list.ptr[i];
+      assert_int_equal (e->offset, pos);
+      assert_true (e->offset + e->length <= len);
+      if (!(e->flags & FERRY_EXTENT_ZERO)) {
+        /* Data only where 0x22 or 0x33 was written (the file system may
+         * round to its blocks, never past the window). */
+        assert_true (e->offset < 64 * KiB + 4096 ||
+                     e->offset + e->length > len - 64 * KiB - 4096);
+      }
+      pos += e->length;
+    }
+  }
+  assert_int_equal (pos, len);
+  ferry_extent_list_free (&list);
+  assert_int_equal (ferry_image_close (img), 0);
+
+  /* Read-write, past the end of the file, and a qcow2 in a window. */
+  assert_null (ferry_image_open_window (path, "raw", start, len,
+                                        FERRY_OPEN_WRITE));
+  assert_int_equal (ferry_get_errno (), EINVAL);
+  assert_null (ferry_image_open_window (path, "raw", start, 2 * MiB, 0));
+  assert_int_equal (ferry_get_errno (), EINVAL);
+  assert_non_null (strstr (ferry_get_error (), "lies past the end of the "
+                           "file"));
+  free (buf);
+}
+
+/* A qcow2 image read in place at 64 KiB into a file (as an OVA holds
+ * one): its data, its holes, and its size are the image's. */
+static void
+test_qcow2_window (void **state)
+{
+  char path[300], outer[300];
+  unsigned char *buf = malloc (256 * KiB), *copy;
+  struct ferry_extent_list list = { 0 };
+  struct ferry_image *img;
+  struct stat st;
+  ssize_t n;
+  int fd, ofd;
+
+  assert_non_null (buf);
+  img = ferry_image_create (tmp_path (path, sizeof path, "inner.qcow2"),
+                            "qcow2", 4 * MiB, "cluster_size=65536");
+  assert_non_null (img);
+  memset (buf, 0x3c, 128 * KiB);
+  assert_int_equal (ferry_image_pwrite (img, buf, 128 * KiB, 1 * MiB), 0);
+  assert_int_equal (ferry_image_close (img), 0);
+
+  /* Copy it to 64 KiB into a larger file, 0x99 around it. */
+  assert_int_equal (stat (path, &st), 0);
+  copy = malloc (st.st_size);
+  assert_non_null (copy);
+  fd = open (path, O_RDONLY);
+  assert_true (fd >= 0);
+  n = pread (fd, copy, st.st_size, 0);
+  assert_int_equal (n, st.st_size);
+  close (fd);
+  ofd = open (tmp_path (outer, sizeof outer, "holder"),
+              O_RDWR | O_CREAT | O_EXCL, 0644);
+  assert_true (ofd >= 0);
+  memset (buf, 0x99, 64 * KiB);
+  assert_int_equal (pwrite (ofd, buf, 64 * KiB, 0), 64 * KiB);
+  assert_int_equal (pwrite (ofd, copy, st.st_size, 64 * KiB), st.st_size);
+  assert_int_equal (pwrite (ofd, buf, 64 * KiB, 64 * KiB + st.st_size),
+                    64 * KiB);
+  close (ofd);
+
+  img = ferry_image_open_window (outer, NULL, 64 * KiB, st.st_size, 0);
+  assert_non_null (img);
+  assert_string_equal (ferry_image_format (img), "qcow2");
+  assert_int_equal (ferry_image_size (img), 4 * MiB);
+  assert_int_equal (ferry_image_pread (img, buf, 256 * KiB, 1 * MiB - 64 * KiB),
+                    0);
+  for (size_t i = 0; i < 256 * KiB; i++)
+    if (buf[i] != (i >= 64 * KiB && i < 192 * KiB ? 0x3c : 0))
+      fail_msg ("byte %zu of the window's guest data is 0x%02x", i, buf[i]);
+  assert_int_equal (ferry_image_extents (img, 0, 4 * MiB, &list), 0);
+  assert_true (list.len >= 1);
+  assert_true (list.ptr[0].flags & FERRY_EXTENT_ZERO);
+  assert_int_equal (list.ptr[0].length, 1 * MiB);
+  ferry_extent_list_free (&list);
+  assert_int_equal (ferry_image_close (img), 0);
+  free (copy);
+  free (buf);
+}
+
+/* A raw disk gzip-compressed inside a larger file, read as a stream:
+ * forward reads give its bytes (the declared size past the stream's end
+ * reads as zeroes), a read behind the stream fails with ESPIPE, and the
+ * image says it is sequential. */
+static void
+test_raw_gzip_stream (void **state)
+{
+  char path[300];
+  const size_t len = 256 * KiB;
+  unsigned char *data = malloc (len), *buf = malloc (len), *z;
+  uLongf zlen = compressBound (len) + 64;
+  struct ferry_image *img;
+  z_stream zs = { 0 };
+  size_t i;
+  int fd;
+
+  assert_non_null (data);
+  assert_non_null (buf);
+  for (i = 0; i < len; i++)
+    data[i] = (i * 7 + i / 4096) & 0xff;
+  /* gzip framing (windowBits 16 + 15), 4 KiB of junk before it. */
+  z = malloc (zlen);
+  assert_non_null (z);
+  assert_int_equal (deflateInit2 (&zs, 6, Z_DEFLATED, 16 + 15, 8,
+                                  Z_DEFAULT_STRATEGY), Z_OK);
+  zs.next_in = data;
+  zs.avail_in = len;
+  zs.next_out = z;
+  zs.avail_out = zlen;
+  assert_int_equal (deflate (&zs, Z_FINISH), Z_STREAM_END);
+  zlen = zs.total_out;
+  deflateEnd (&zs);
+  fd = open (tmp_path (path, sizeof path, "gz-archive"),
+             O_RDWR | O_CREAT | O_EXCL, 0644);
+  assert_true (fd >= 0);
+  memset (buf, 0x77, 4096);
+  assert_int_equal (pwrite (fd, buf, 4096, 0), 4096);
+  assert_int_equal (pwrite (fd, z, zlen, 4096), (ssize_t) zlen);
+  assert_int_equal (pwrite (fd, buf, 512, 4096 + zlen), 512);
+  close (fd);
+
+  img = ferry_image_open_stream (path, NULL, 4096, zlen, len + 8192, 0);
+  assert_non_null (img);
+  assert_string_equal (ferry_image_format (img), "raw");
+  assert_true (ferry_image_is_sequential (img));
+  assert_int_equal (ferry_image_size (img), len + 8192);
+  assert_int_equal (ferry_image_pread (img, buf, 1000, 0), 0);
+  assert_memory_equal (buf, data, 1000);
+  /* Skipping forward, across the probed head. */
+  assert_int_equal (ferry_image_pread (img, buf, 50000, 100000), 0);
+  assert_memory_equal (buf, data + 100000, 50000);
+  assert_int_equal (ferry_image_pread (img, buf, 100, 5000), -1);
+  assert_int_equal (ferry_get_errno (), ESPIPE);
+  assert_non_null (strstr (ferry_get_error (), "behind the gzip stream"));
+  /* The end of the data, then the declared size past it: zeroes. */
+  assert_int_equal (ferry_image_pread (img, buf, 8192 + 4096, len - 4096), 0);
+  assert_memory_equal (buf, data + len - 4096, 4096);
+  for (i = 4096; i < 8192 + 4096; i++)
+    assert_int_equal (buf[i], 0);
+  assert_int_equal (ferry_image_close (img), 0);
+
+  /* The size comes from the description: none, no raw image. */
+  assert_null (ferry_image_open_stream (path, "raw", 4096, zlen, 0, 0));
+  assert_int_equal (ferry_get_errno (), EINVAL);
+  /* Bytes that are no gzip stream. */
+  assert_null (ferry_image_open_stream (path, NULL, 0, 4096, len, 0));
+  assert_non_null (strstr (ferry_get_error (), "gzip stream at offset 0"));
+  free (z);
+  free (data);
+  free (buf);
+}
+
 /* Run every test, with the temporary directory around them. */
 int
 main (void)
@@ -298,6 +511,9 @@ main (void)
     cmocka_unit_test (test_raw_zero_einval_not_remembered),
     cmocka_unit_test (test_raw_zero_error),
     cmocka_unit_test (test_qcow2_bad_table_same_error),
+    cmocka_unit_test (test_raw_window),
+    cmocka_unit_test (test_qcow2_window),
+    cmocka_unit_test (test_raw_gzip_stream),
   };
   return cmocka_run_group_tests (tests, make_scratch_dir, remove_scratch_dir);
 }

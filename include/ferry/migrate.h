@@ -1,0 +1,154 @@
+/* ferry: migrations.  A cold V2V reads a VM's description (<ferry/vm.h>),
+ * plans the move and checks, before any byte moves, that it can succeed;
+ * then converts every disk through the copy engine and writes the
+ * description the target wants, into an output folder that appears whole
+ * or not at all.
+ *
+ *   plan = ferry_v2v_plan (vm, &opts);       checks, sizes, names
+ *   ... show plan->checks; stop on plan->nr_errors ...
+ *   ferry_v2v_run (plan, &opts, &summary);   the copy
+ *   ferry_v2v_plan_free (plan);
+ */
+#ifndef FERRY_MIGRATE_H
+#define FERRY_MIGRATE_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <ferry/copy.h>
+#include <ferry/vm.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum ferry_v2v_target {
+  FERRY_V2V_LIBVIRT,       /* disks + NAME.xml, a libvirt domain */
+  FERRY_V2V_QEMU,          /* disks + NAME.sh, a QEMU launch script */
+  FERRY_V2V_OVA,           /* NAME.ova: OVF, manifest, streamOptimized VMDKs */
+  FERRY_V2V_LOCAL,         /* disks + NAME.json, the model as ferry sees it */
+};
+
+/* Progress of a run: which step, which disk, and the totals. */
+struct ferry_v2v_progress {
+  const char *phase;       /* "verify" (manifest digests), "copy", "pack"
+                              (writing the OVA) */
+  size_t disk;             /* the disk being copied (index in the plan) */
+  size_t nr_disks;
+  const char *disk_name;   /* its target file name */
+  struct ferry_progress disk_progress;  /* this disk, from the engine */
+  uint64_t done, total;    /* bytes of the phase, over all disks */
+  double elapsed;          /* seconds since the phase began */
+  bool finished;           /* the last call of the phase */
+};
+
+typedef void (*ferry_v2v_progress_fn) (const struct ferry_v2v_progress *p,
+                                       void *opaque);
+
+struct ferry_v2v_options {
+  enum ferry_v2v_target target;
+  const char *out_dir;     /* created by the run; must not exist */
+  const char *disk_format; /* -O; NULL: qcow2 (an OVA holds vmdk) */
+  const char *name;        /* --name: the VM's new name, or NULL */
+  /* --network-map: "SRC=DST" (the source network SRC becomes DST) or
+   * "DST" (every network not mapped otherwise); NULL-terminated. */
+  const char *const *network_map;
+  bool keep_devices;       /* keep disk buses and NIC models (not virtio) */
+  const char *flavor;      /* OVA: "vmware" (default) or "virtualbox" */
+  unsigned threads;        /* copy engine workers; 0: one per core */
+  /* Skip every flush (qemu-img's cache=unsafe, -t unsafe): faster, but
+   * after a crash the output folder may exist with data that never
+   * reached the disk.  The rename still comes last. */
+  bool no_flush;
+  /* --no-convert: leave the guest as it is.  Otherwise, for the KVM
+   * targets (libvirt, qemu, local), the Linux guest on the copied disks is
+   * converted (<ferry/guest.h>) before the output is put in place; a
+   * refused or failed conversion fails the run. */
+  bool no_convert;
+  bool no_guest_agent;     /* the conversion installs no qemu-guest-agent */
+  ferry_v2v_progress_fn progress;
+  void *progress_opaque;
+  volatile sig_atomic_t *cancel;
+};
+
+enum ferry_v2v_severity {
+  FERRY_V2V_WARNING,       /* the migration goes ahead; the user should know */
+  FERRY_V2V_ERROR,         /* the migration cannot go ahead */
+};
+
+struct ferry_v2v_check {
+  enum ferry_v2v_severity severity;
+  char *message;           /* one line: what is wrong, naming the thing */
+  char *remedy;            /* one line: what to do about it */
+};
+
+struct ferry_v2v_disk {
+  size_t index;            /* in vm->disks */
+  char *source;            /* the file, or "OVA:member", for messages */
+  char *source_format;     /* what its content is, or NULL (not opened) */
+  uint64_t virtual_size;   /* the image's, else the declared capacity */
+  uint64_t data_bytes;     /* bytes of data to copy (holes left out) */
+  uint64_t file_bytes;     /* bytes of the file or member */
+  char *target_name;       /* its file in the output folder */
+  char *target_format;
+  bool migrated;           /* false when there is nothing to copy */
+};
+
+struct ferry_v2v_plan {
+  struct ferry_vm *vm;     /* the caller's, changed by --name and
+                              --network-map; not freed with the plan */
+  struct ferry_v2v_disk *disks;   /* one per vm->disks */
+  size_t nr_disks;
+  struct ferry_v2v_check *checks;
+  size_t nr_checks;
+  size_t nr_errors;
+  uint64_t data_bytes;     /* sum over the disks */
+  uint64_t space_needed;   /* bytes the output may take */
+  uint64_t space_free;     /* bytes free where it goes */
+  char *out_dir;           /* absolute */
+  char *description;       /* the description's file name in out_dir
+                              (NAME.xml, NAME.sh, NAME.ova, NAME.json) */
+};
+
+/* Plan the migration of VM and run every prerequisite check (it opens the
+ * disks read-only, and verifies the manifest's digests, which reads every
+ * file it lists).  Returns the plan, whose checks say whether it can go
+ * ahead, or NULL when the plan could not be made at all (bad options,
+ * out of memory).  The caller frees it with ferry_v2v_plan_free(). */
+struct ferry_v2v_plan *ferry_v2v_plan (struct ferry_vm *vm,
+                                       const struct ferry_v2v_options *opts);
+void ferry_v2v_plan_free (struct ferry_v2v_plan *plan);
+
+struct ferry_guest_report;
+
+struct ferry_v2v_summary {
+  double seconds;          /* the whole run */
+  double copy_seconds;     /* the disks' copy */
+  double convert_seconds;  /* the guest's conversion (0: not converted) */
+  /* The conversion's report, step by step, or NULL when there was none.
+   * Kept even when ferry_v2v_run fails (it says which step failed);
+   * ferry_v2v_summary_free frees it. */
+  struct ferry_guest_report *guest;
+  uint64_t bytes;          /* data bytes copied */
+  double *disk_seconds;    /* per disk of the plan (freed by
+                              ferry_v2v_summary_free) */
+  uint64_t *disk_bytes;    /* bytes each disk's target file takes */
+  size_t nr_disks;
+};
+
+/* Carry out PLAN (which must have no errors): convert every disk into a
+ * hidden folder beside opts->out_dir, write the description, flush it all
+ * and rename the folder to out_dir.  On failure or cancel the folder is
+ * removed: out_dir never exists half made.  0, or -1 with the error set. */
+int ferry_v2v_run (struct ferry_v2v_plan *plan,
+                   const struct ferry_v2v_options *opts,
+                   struct ferry_v2v_summary *summary /* OUT */);
+void ferry_v2v_summary_free (struct ferry_v2v_summary *summary);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FERRY_MIGRATE_H */

@@ -1,0 +1,703 @@
+/* Planning a cold V2V: the names and formats of what will be written,
+ * the sizes, and every prerequisite check, run before any byte moves.
+ *
+ * Each check ends as an error (the migration cannot go ahead) or a
+ * warning, each with a one-line remedy:
+ *   - a disk file missing, or one whose content cannot be read;
+ *   - disks that cannot be migrated: raw device mappings, independent
+ *     disks, encrypted disks;
+ *   - snapshots present (the current state is migrated, read through each
+ *     disk's chain);
+ *   - not enough free space where the output goes, against the data the
+ *     disks hold (their allocated size), not their virtual size;
+ *   - a manifest digest that does not match (every file it lists is
+ *     read), a file it lists that is missing;
+ *   - secure boot;
+ *   - MAC addresses that clash within the VM;
+ *   - and what the plan itself needs: a name, a target format ferry can
+ *     write, an output folder that does not exist yet.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <ferry/copy.h>
+
+#include "internal.h"
+#include "../common/cleanup.h"
+#include "../common/util.h"
+
+/* How much of the source one extents query covers while counting data. */
+#define EXTENT_QUERY (1ull << 30)
+
+/* Add a check to PLAN. */
+static int
+add_check (struct ferry_v2v_plan *plan, enum ferry_v2v_severity severity,
+           const char *remedy, const char *fmt, ...)
+  __attribute__ ((format (printf, 4, 5)));
+static int
+add_check (struct ferry_v2v_plan *plan, enum ferry_v2v_severity severity,
+           const char *remedy, const char *fmt, ...)
+{
+  struct ferry_v2v_check *c;
+  char *msg;
+  va_list ap;
+  int r;
+
+  va_start (ap, fmt);
+  r = vasprintf (&msg, fmt, ap);
+  va_end (ap);
+  if (r == -1)
+    return ferry_error (ENOMEM, "out of memory");
+  c = realloc (plan->checks, (plan->nr_checks + 1) * sizeof *c);
+  if (c == NULL) {
+    free (msg);
+    return ferry_error (ENOMEM, "out of memory");
+  }
+  plan->checks = c;
+  c[plan->nr_checks].severity = severity;
+  c[plan->nr_checks].message = msg;
+  c[plan->nr_checks].remedy = strdup (remedy);
+  if (c[plan->nr_checks].remedy == NULL) {
+    free (msg);
+    return ferry_error (ENOMEM, "out of memory");
+  }
+  plan->nr_checks++;
+  if (severity == FERRY_V2V_ERROR)
+    plan->nr_errors++;
+  return 0;
+}
+
+void
+ferry_v2v_plan_free (struct ferry_v2v_plan *plan)
+{
+  size_t i;
+
+  if (plan == NULL)
+    return;
+  for (i = 0; i < plan->nr_disks; i++) {
+    free (plan->disks[i].source);
+    free (plan->disks[i].source_format);
+    free (plan->disks[i].target_name);
+    free (plan->disks[i].target_format);
+  }
+  free (plan->disks);
+  for (i = 0; i < plan->nr_checks; i++) {
+    free (plan->checks[i].message);
+    free (plan->checks[i].remedy);
+  }
+  free (plan->checks);
+  free (plan->out_dir);
+  free (plan->description);
+  free (plan);
+}
+
+struct ferry_image *
+v2v_open_source (const struct ferry_vm_disk *d, const char *label)
+{
+  struct ferry_image *img;
+
+  if (d->compression == FERRY_VM_COMPRESSION_GZIP) {
+    /* Inflated as it is read, never to a file. */
+    uint64_t offset = d->member ? d->member_offset : 0;
+    uint64_t length = d->member_length;
+    struct stat st;
+
+    if (!d->member) {
+      if (stat (d->path, &st) == -1) {
+        ferry_error_errno (errno, "%s", label);
+        return NULL;
+      }
+      length = st.st_size;
+    }
+    img = ferry_image_open_stream (d->path, NULL, offset, length,
+                                   d->capacity, 0);
+  }
+  else if (d->member)
+    img = ferry_image_open_window (d->path, NULL, d->member_offset,
+                                   d->member_length, 0);
+  else
+    img = ferry_image_open (d->path, NULL, 0);
+  /* The image's messages name the archive; add the member. */
+  if (img == NULL && d->member)
+    ferry_error_prefix ("%s", d->member);
+  return img;
+}
+
+uint64_t
+v2v_data_bytes (struct ferry_image *img)
+{
+  struct ferry_extent_list list = { 0 };
+  uint64_t size = ferry_image_size (img), pos = 0, data = 0;
+
+  while (pos < size) {
+    uint64_t before = pos;
+    size_t i;
+
+    list.len = 0;
+    if (ferry_image_extents (img, pos, MIN (size - pos, EXTENT_QUERY),
+                             &list) == -1) {
+      ferry_extent_list_free (&list);
+      return UINT64_MAX;
+    }
+    for (i = 0; i < list.len; i++) {
+      const struct ferry_extent *e = &list.ptr[i];
+      uint64_t end = MIN (e->offset + e->length, size);
+      if (end <= pos)
+        continue;
+      if (!(e->flags & FERRY_EXTENT_ZERO))
+        data += end - MAX (e->offset, pos);
+      pos = end;
+    }
+    if (pos == before)
+      break;
+  }
+  ferry_extent_list_free (&list);
+  return data;
+}
+
+const char *
+v2v_extension (const char *format)
+{
+  if (strcmp (format, "raw") == 0)
+    return "img";
+  return format;
+}
+
+/* Apply --network-map to the NICs of VM.  KEEP_NAMES: a network no rule
+ * maps keeps its name (OVA, local, QEMU's comments); otherwise (libvirt)
+ * it becomes "default", the network every libvirt host has. */
+static int
+map_networks (struct ferry_vm *vm, const char *const *map, bool keep_names)
+{
+  const char *fallback = keep_names ? NULL : "default";
+  size_t i, j;
+
+  for (j = 0; map && map[j]; j++) {
+    const char *eq = strchr (map[j], '=');
+    if (eq == NULL) {
+      if (*map[j] == '\0')
+        return ferry_error (EINVAL, "--network-map '': expected SRC=DST or "
+                            "DST");
+      fallback = map[j];
+    }
+    else if (eq == map[j] || eq[1] == '\0')
+      return ferry_error (EINVAL, "--network-map '%s': expected SRC=DST "
+                          "with both names", map[j]);
+  }
+  for (i = 0; i < vm->nr_nics; i++) {
+    struct ferry_vm_nic *n = &vm->nics[i];
+    const char *to = NULL;
+
+    for (j = 0; map && map[j] && !to; j++) {
+      const char *eq = strchr (map[j], '=');
+      if (eq && n->network && strlen (n->network) == (size_t) (eq - map[j])
+          && strncmp (n->network, map[j], eq - map[j]) == 0)
+        to = eq + 1;
+    }
+    if (to == NULL)
+      to = fallback;
+    if (to && ferry_vm_set_string (&n->network, to) == -1)
+      return -1;
+  }
+  return 0;
+}
+
+/* Make OUT the absolute path of DIR (its parent must exist). */
+static int
+absolute_out_dir (const char *dir, char **out)
+{
+  CLEANUP_FREE char *copy1 = strdup (dir), *copy2 = strdup (dir);
+  char parent[PATH_MAX];
+  const char *base;
+
+  if (copy1 == NULL || copy2 == NULL)
+    return ferry_error (ENOMEM, "out of memory");
+  base = basename (copy1);
+  if (*base == '\0' || strcmp (base, ".") == 0 || strcmp (base, "..") == 0 ||
+      strcmp (base, "/") == 0)
+    return ferry_error (EINVAL, "--out %s: name a new folder", dir);
+  if (realpath (dirname (copy2), parent) == NULL)
+    return ferry_error_errno (errno, "--out %s: its parent folder", dir);
+  if (asprintf (out, "%s/%s", strcmp (parent, "/") ? parent : "", base) == -1)
+    return ferry_error (ENOMEM, "out of memory");
+  return 0;
+}
+
+/* A file name made of the VM's name: no slashes, no leading dot. */
+static char *
+safe_name (const char *name)
+{
+  char *s = strdup (name), *p;
+
+  if (s == NULL)
+    return NULL;
+  for (p = s; *p; p++)
+    if (*p == '/' || (unsigned char) *p < 0x20 || *p == 0x7f)
+      *p = '_';
+  if (s[0] == '.')
+    s[0] = '_';
+  return s;
+}
+
+/* True when FORMAT is a driver ferry has. */
+static bool
+known_format (const char *format)
+{
+  const char *const *f;
+
+  for (f = ferry_image_formats (); *f; f++)
+    if (strcmp (*f, format) == 0)
+      return true;
+  return false;
+}
+
+/* Plan disk I of the VM and check it. */
+static int
+plan_disk (struct ferry_v2v_plan *plan, size_t i, const char *base,
+           const char *format)
+{
+  struct ferry_vm *vm = plan->vm;
+  struct ferry_vm_disk *d = &vm->disks[i];
+  struct ferry_v2v_disk *pd = &plan->disks[i];
+  const char *id = d->id ? d->id : d->file ? d->file : "?";
+  struct ferry_image *img;
+  struct stat st;
+
+  pd->index = i;
+  pd->virtual_size = d->capacity;
+  if (asprintf (&pd->target_name, "%s-disk%zu.%s", base, i + 1,
+                v2v_extension (format)) == -1 ||
+      (pd->target_format = strdup (format)) == NULL)
+    return ferry_error (ENOMEM, "out of memory");
+  if (d->member) {
+    if (asprintf (&pd->source, "%s:%s", d->path, d->member) == -1)
+      return ferry_error (ENOMEM, "out of memory");
+  }
+  else if ((pd->source = strdup (d->path ? d->path :
+                                 d->file ? d->file : id)) == NULL)
+    return ferry_error (ENOMEM, "out of memory");
+
+  if (d->flags & FERRY_VM_DISK_NO_FILE) {
+    pd->migrated = d->capacity > 0;
+    return add_check (plan, FERRY_V2V_WARNING, "nothing to do, unless the "
+                      "disk was meant to hold data",
+                      "disk %s names no file: %s", id, d->capacity ?
+                      "it is created empty" : "it is left out");
+  }
+  if (d->flags & FERRY_VM_DISK_RDM)
+    return add_check (plan, FERRY_V2V_ERROR, "copy the device's contents "
+                      "into a virtual disk on the source, or detach it",
+                      "disk %s is a raw device mapping: there is no file "
+                      "to copy", id);
+  if (d->flags & FERRY_VM_DISK_ENCRYPTED)
+    return add_check (plan, FERRY_V2V_ERROR, "decrypt the VM on the source "
+                      "first", "disk %s is encrypted by the hypervisor", id);
+  if ((d->flags & FERRY_VM_DISK_INDEPENDENT) &&
+      add_check (plan, FERRY_V2V_ERROR, "set the disk to dependent mode on "
+                 "the source (or detach it), then migrate again",
+                 "disk %s is an independent disk (%s)", id,
+                 d->mode ? d->mode : "independent") == -1)
+    return -1;
+  if (d->path == NULL || (!d->member && stat (d->path, &st) == -1))
+    return add_check (plan, FERRY_V2V_ERROR, d->member || !strcmp
+                      (vm->source_type, "ova") ? "the package is "
+                      "incomplete: fetch it again" : "put the file where "
+                      "the description says, or fix the name there",
+                      "disk %s: file %s is missing%s", id,
+                      d->file ? d->file : "?",
+                      !strcmp (vm->source_type, "ova") ?
+                      " from the archive" : "");
+
+  img = v2v_open_source (d, pd->source);
+  if (img == NULL)
+    return add_check (plan, FERRY_V2V_ERROR, ferry_get_errno () == ENOTSUP ?
+                      "unpack the package (tar xf, gunzip) and migrate from "
+                      "its folder" : "repair or replace the disk file",
+                      "disk %s: %s", id, ferry_get_error ());
+  pd->migrated = true;
+  pd->source_format = strdup (ferry_image_format (img));
+  pd->virtual_size = ferry_image_size (img);
+  pd->file_bytes = d->member ? d->member_length : (uint64_t) st.st_size;
+  /* A stream cannot be looked ahead in: what the description says. */
+  if (ferry_image_is_sequential (img))
+    pd->data_bytes = d->populated ? MIN (d->populated, pd->virtual_size)
+      : pd->virtual_size;
+  else
+    pd->data_bytes = v2v_data_bytes (img);
+  ferry_image_close (img);
+  if (pd->source_format == NULL)
+    return ferry_error (ENOMEM, "out of memory");
+  if (pd->data_bytes == UINT64_MAX)
+    pd->data_bytes = pd->virtual_size;
+  if (d->format && strcmp (d->format, pd->source_format) != 0 &&
+      add_check (plan, FERRY_V2V_WARNING, "check the disk is the one meant",
+                 "disk %s: the description says %s, the file holds %s; "
+                 "read as %s", id, d->format, pd->source_format,
+                 pd->source_format) == -1)
+    return -1;
+  if (d->capacity && d->capacity != pd->virtual_size &&
+      add_check (plan, FERRY_V2V_WARNING, "check the description",
+                 "disk %s: the description says %" PRIu64 " bytes, the "
+                 "image has %" PRIu64 "; the image's size is kept", id,
+                 d->capacity, pd->virtual_size) == -1)
+    return -1;
+  return 0;
+}
+
+/* Where the manifest entry E's bytes are: a file, or a member of the
+ * OVA. */
+static int
+locate_entry (struct ferry_v2v_plan *plan, const struct ferry_ova *ova,
+              const struct ferry_vm_manifest_entry *e, char **path,
+              uint64_t *offset, uint64_t *length)
+{
+  struct stat st;
+
+  if (ova) {
+    CLEANUP_FREE char *folder = NULL, *name = NULL;
+    const struct ferry_ova_member *m;
+    const char *slash = strrchr (plan->vm->manifest, '/');
+
+    if (slash)
+      folder = strndup (plan->vm->manifest, slash - plan->vm->manifest);
+    if (asprintf (&name, "%s%s%s", folder ? folder : "", folder ? "/" : "",
+                  e->name) == -1)
+      return ferry_error (ENOMEM, "out of memory");
+    m = ferry_ova_find (ova, name);
+    if (m == NULL)
+      return 0;
+    *path = strdup (ova->path);
+    *offset = m->offset;
+    *length = m->length;
+    return *path ? 1 : ferry_error (ENOMEM, "out of memory");
+  }
+  else {
+    CLEANUP_FREE char *dir = strdup (plan->vm->source);
+    if (dir == NULL)
+      return ferry_error (ENOMEM, "out of memory");
+    if (asprintf (path, "%s/%s", dirname (dir), e->name) == -1)
+      return ferry_error (ENOMEM, "out of memory");
+    if (stat (*path, &st) == -1) {
+      free (*path);
+      *path = NULL;
+      return 0;
+    }
+    *offset = 0;
+    *length = st.st_size;
+    return 1;
+  }
+}
+
+/* Progress of the digests, for the caller's callback. */
+struct verify_progress {
+  const struct ferry_v2v_options *opts;
+  struct ferry_v2v_progress p;
+  uint64_t base;
+  double start;
+};
+
+static void
+verify_progress (uint64_t done, void *opaque)
+{
+  struct verify_progress *vp = opaque;
+  double now = now_seconds ();
+
+  vp->p.done = vp->base + done;
+  vp->p.elapsed = now - vp->start;
+  vp->opts->progress (&vp->p, vp->opts->progress_opaque);
+}
+
+/* Check every digest of the manifest. */
+static int
+check_manifest (struct ferry_v2v_plan *plan,
+                const struct ferry_v2v_options *opts)
+{
+  struct ferry_vm *vm = plan->vm;
+  struct ferry_ova *ova = NULL;
+  struct verify_progress vp = { .opts = opts };
+  uint64_t total = 0;
+  size_t i;
+  int r = 0;
+
+  if (vm->nr_manifest_entries == 0)
+    return 0;
+  if (strcmp (vm->source_type, "ova") == 0 &&
+      (ova = ferry_ova_open (vm->source)) == NULL)
+    return -1;
+  /* The total first, for the progress. */
+  for (i = 0; i < vm->nr_manifest_entries; i++) {
+    CLEANUP_FREE char *path = NULL;
+    uint64_t off, len;
+    if (locate_entry (plan, ova, &vm->manifest_entries[i], &path, &off,
+                      &len) == 1)
+      total += len;
+  }
+  vp.p.phase = "verify";
+  vp.p.total = total;
+  vp.start = now_seconds ();
+
+  for (i = 0; i < vm->nr_manifest_entries && r == 0; i++) {
+    const struct ferry_vm_manifest_entry *e = &vm->manifest_entries[i];
+    CLEANUP_FREE char *path = NULL, *got = NULL;
+    uint64_t off = 0, len = 0;
+    int found = locate_entry (plan, ova, e, &path, &off, &len);
+
+    if (found == -1) {
+      r = -1;
+      break;
+    }
+    if (found == 0) {
+      r = add_check (plan, FERRY_V2V_ERROR, "the package is incomplete: "
+                     "fetch it again", "manifest %s lists %s, which is "
+                     "missing", vm->manifest, e->name);
+      continue;
+    }
+    switch (ferry_vm_verify_digest (e, path, off, len, &got,
+                                    opts->progress ? verify_progress : NULL,
+                                    &vp)) {
+    case 1:
+      break;
+    case 0:
+      r = add_check (plan, FERRY_V2V_ERROR, "the package was damaged or "
+                     "changed: fetch it again", "%s: %s digest %s does not "
+                     "match the manifest's %s", e->name, e->algorithm, got,
+                     e->digest);
+      break;
+    default:
+      r = add_check (plan, FERRY_V2V_ERROR, "check the file can be read",
+                     "%s: %s", e->name, ferry_get_error ());
+    }
+    vp.base += len;
+  }
+  if (r == 0 && opts->progress) {
+    vp.p.done = vp.p.total;
+    vp.p.finished = true;
+    vp.p.elapsed = now_seconds () - vp.start;
+    opts->progress (&vp.p, opts->progress_opaque);
+  }
+
+  /* Disks the manifest does not cover go unverified. */
+  for (i = 0; i < vm->nr_disks && r == 0; i++) {
+    const struct ferry_vm_disk *d = &vm->disks[i];
+    size_t j;
+    if (d->file == NULL)
+      continue;
+    for (j = 0; j < vm->nr_manifest_entries; j++)
+      if (strcmp (vm->manifest_entries[j].name, d->file) == 0)
+        break;
+    if (j == vm->nr_manifest_entries)
+      r = add_check (plan, FERRY_V2V_WARNING, "nothing to do; the copy is "
+                     "checked only by its own format", "disk file %s is not "
+                     "in the manifest: it is not verified", d->file);
+  }
+  ferry_ova_free (ova);
+  return r;
+}
+
+/* The checks on the VM as a whole. */
+static int
+check_vm (struct ferry_v2v_plan *plan, const struct ferry_v2v_options *opts)
+{
+  struct ferry_vm *vm = plan->vm;
+  size_t i, j;
+
+  if (vm->has_snapshots &&
+      add_check (plan, FERRY_V2V_WARNING, "consolidate (delete) the "
+                 "snapshots on the source first to keep only the current "
+                 "state there too", "the VM has snapshots: its current "
+                 "state is migrated, read through each disk's chain; the "
+                 "snapshots are not") == -1)
+    return -1;
+  if (vm->secure_boot &&
+      add_check (plan, FERRY_V2V_WARNING, opts->target == FERRY_V2V_OVA ?
+                 "check that the target enables secure boot" :
+                 "install OVMF's secure boot build on the host; turn secure "
+                 "boot off if the guest does not boot",
+                 "the VM boots with UEFI secure boot: %s",
+                 opts->target == FERRY_V2V_OVA ? "it is kept in the OVF" :
+                 "the target boots OVMF with secure boot and Microsoft's "
+                 "keys, not the source's own enrolled keys") == -1)
+    return -1;
+  /* VirtualBox reads firmware only from its own vbox:Machine section,
+   * which ferry does not write (VirtualBox takes it as the whole
+   * machine). */
+  if (vm->firmware == FERRY_VM_FIRMWARE_UEFI &&
+      opts->target == FERRY_V2V_OVA && opts->flavor &&
+      strcasecmp (opts->flavor, "virtualbox") == 0 &&
+      add_check (plan, FERRY_V2V_WARNING, "enable EFI in the imported VM's "
+                 "settings (System, Enable EFI)", "the VM boots with UEFI, "
+                 "which VirtualBox's OVF cannot say outside its own "
+                 "vbox:Machine section: the import boots BIOS") == -1)
+    return -1;
+  if (vm->firmware == FERRY_VM_FIRMWARE_UEFI &&
+      (opts->target == FERRY_V2V_QEMU || opts->target == FERRY_V2V_LIBVIRT) &&
+      add_check (plan, FERRY_V2V_WARNING, "install Debian's ovmf package "
+                 "(or your distribution's OVMF) on the host",
+                 "the VM boots with UEFI: the target needs OVMF") == -1)
+    return -1;
+  if (vm->memory == 0 &&
+      add_check (plan, FERRY_V2V_WARNING, "set the memory on the target",
+                 "the description gives no memory size: the target gets "
+                 "1 GiB") == -1)
+    return -1;
+  for (i = 0; i < vm->nr_nics; i++)
+    for (j = i + 1; j < vm->nr_nics; j++)
+      if (vm->nics[i].mac && vm->nics[j].mac &&
+          strcmp (vm->nics[i].mac, vm->nics[j].mac) == 0 &&
+          add_check (plan, FERRY_V2V_ERROR, "give one of them another "
+                     "address on the source", "NICs %s and %s have the same "
+                     "MAC address %s", vm->nics[i].id ? vm->nics[i].id : "?",
+                     vm->nics[j].id ? vm->nics[j].id : "?",
+                     vm->nics[i].mac) == -1)
+        return -1;
+  for (i = 0; i < vm->nr_cdroms; i++)
+    if (vm->cdroms[i].image &&
+        add_check (plan, FERRY_V2V_WARNING, "copy the ISO to the target host "
+                   "and insert it there if the guest needs it",
+                   "CD-ROM %zu held %s: the drive is kept, empty", i + 1,
+                   vm->cdroms[i].image) == -1)
+      return -1;
+  return 0;
+}
+
+/* The space check: what the output may take against what is free. */
+static int
+check_space (struct ferry_v2v_plan *plan, const struct ferry_v2v_options *opts)
+{
+  CLEANUP_FREE char *parent = strdup (plan->out_dir);
+  struct statvfs sv;
+  size_t i;
+
+  if (parent == NULL)
+    return ferry_error (ENOMEM, "out of memory");
+  for (i = 0; i < plan->nr_disks; i++)
+    if (plan->disks[i].migrated)
+      plan->data_bytes += plan->disks[i].data_bytes;
+  /* Metadata on top of the data; an OVA is written twice over (the
+   * VMDKs, then the archive holding them) before the VMDKs go. */
+  plan->space_needed = plan->data_bytes + plan->data_bytes / 64 +
+    (4u << 20) * plan->nr_disks;
+  if (opts->target == FERRY_V2V_OVA)
+    plan->space_needed *= 2;
+  if (statvfs (dirname (parent), &sv) == -1)
+    return add_check (plan, FERRY_V2V_ERROR, "choose another --out",
+                      "%s: %s", parent, strerror (errno));
+  plan->space_free = (uint64_t) sv.f_bavail * sv.f_frsize;
+  if (plan->space_needed > plan->space_free)
+    return add_check (plan, FERRY_V2V_ERROR, "free some space there, or "
+                      "choose another --out", "the output needs about %"
+                      PRIu64 " MiB (the disks' data), and %s has %" PRIu64
+                      " MiB free", plan->space_needed >> 20, parent,
+                      plan->space_free >> 20);
+  return 0;
+}
+
+struct ferry_v2v_plan *
+ferry_v2v_plan (struct ferry_vm *vm, const struct ferry_v2v_options *opts)
+{
+  static const char *const suffixes[] = {
+    [FERRY_V2V_LIBVIRT] = "xml", [FERRY_V2V_QEMU] = "sh",
+    [FERRY_V2V_OVA] = "ova", [FERRY_V2V_LOCAL] = "json",
+  };
+  struct ferry_v2v_plan *plan;
+  CLEANUP_FREE char *base = NULL;
+  const char *format;
+  struct stat st;
+  size_t i;
+
+  if (opts->out_dir == NULL || *opts->out_dir == '\0') {
+    ferry_error (EINVAL, "no output folder (--out DIR)");
+    return NULL;
+  }
+  if ((unsigned) opts->target > FERRY_V2V_LOCAL) {
+    ferry_error (EINVAL, "unknown target");
+    return NULL;
+  }
+  format = opts->target == FERRY_V2V_OVA ? "vmdk" :
+    opts->disk_format ? opts->disk_format : "qcow2";
+  if (opts->target == FERRY_V2V_OVA && opts->disk_format &&
+      strcmp (opts->disk_format, "vmdk") != 0) {
+    ferry_error (EINVAL, "-O %s: an OVA holds streamOptimized VMDK disks",
+                 opts->disk_format);
+    return NULL;
+  }
+  if (opts->flavor && strcasecmp (opts->flavor, "vmware") &&
+      strcasecmp (opts->flavor, "virtualbox")) {
+    ferry_error (EINVAL, "--flavor %s: expected vmware or virtualbox",
+                 opts->flavor);
+    return NULL;
+  }
+  plan = calloc (1, sizeof *plan);
+  if (plan == NULL) {
+    ferry_error (ENOMEM, "out of memory");
+    return NULL;
+  }
+  plan->vm = vm;
+  if (absolute_out_dir (opts->out_dir, &plan->out_dir) == -1)
+    goto err;
+  if (opts->name) {
+    if (*opts->name == '\0' || strchr (opts->name, '/')) {
+      ferry_error (EINVAL, "--name '%s': a name without slashes",
+                   opts->name);
+      goto err;
+    }
+    if (ferry_vm_set_string (&vm->name, opts->name) == -1)
+      goto err;
+  }
+  if (map_networks (vm, opts->network_map,
+                    opts->target != FERRY_V2V_LIBVIRT) == -1)
+    goto err;
+
+  if ((vm->name == NULL || *vm->name == '\0') &&
+      add_check (plan, FERRY_V2V_ERROR, "give it one with --name NAME",
+                 "the VM has no name") == -1)
+    goto err;
+  base = safe_name (vm->name && *vm->name ? vm->name : "vm");
+  if (base == NULL ||
+      asprintf (&plan->description, "%s.%s", base,
+                suffixes[opts->target]) == -1) {
+    ferry_error (ENOMEM, "out of memory");
+    goto err;
+  }
+  if (lstat (plan->out_dir, &st) == 0 &&
+      add_check (plan, FERRY_V2V_ERROR, "choose a new --out folder, or "
+                 "remove this one", "%s exists already", plan->out_dir) == -1)
+    goto err;
+  if (!known_format (format) &&
+      add_check (plan, FERRY_V2V_ERROR, "choose another format with -O",
+                 "ferry cannot write %s images", format) == -1)
+    goto err;
+
+  plan->nr_disks = vm->nr_disks;
+  plan->disks = calloc (vm->nr_disks ? vm->nr_disks : 1,
+                        sizeof *plan->disks);
+  if (plan->disks == NULL) {
+    ferry_error (ENOMEM, "out of memory");
+    goto err;
+  }
+  for (i = 0; i < vm->nr_disks; i++)
+    if (plan_disk (plan, i, base, format) == -1)
+      goto err;
+  if (vm->nr_disks == 0 &&
+      add_check (plan, FERRY_V2V_WARNING, "nothing to do, unless disks were "
+                 "expected", "the VM has no disks") == -1)
+    goto err;
+  if (check_vm (plan, opts) == -1 || check_manifest (plan, opts) == -1 ||
+      check_space (plan, opts) == -1)
+    goto err;
+  return plan;
+
+ err:
+  ferry_v2v_plan_free (plan);
+  return NULL;
+}
