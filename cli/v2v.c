@@ -630,6 +630,8 @@ cmd_v2v (int argc, char **argv)
     }
     else if (opts.no_convert)
       printf ("Guest conversion: not done (--no-convert)\n");
+    else if (summary.convert_skipped)
+      printf ("Guest conversion: skipped: %s\n", summary.convert_skipped);
     print_summary (plan, &summary);
   }
   ret = 0;

@@ -184,7 +184,7 @@ cmd_verify (int argc, char **argv)
   }
   if (!json)
     fprintf (stderr, "ferry verify: booting %s (%s disk, %s NIC, isolated network)\n",
-             disks[0].path, o.disk_bus ? o.disk_bus : "virtio",
+             argv[optind], o.disk_bus ? o.disk_bus : "virtio",
              o.nic_model ? o.nic_model : "virtio");
   r = ferry_guest_boot (disks, n, &o, &res);
   if (disks != target.disks)

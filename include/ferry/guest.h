@@ -50,6 +50,13 @@ struct ferry_guest_disk {
 struct ferry_guest *ferry_guest_open (const struct ferry_guest_disk *disks,
                                       size_t n, unsigned flags);
 
+/* Without starting anything: set *BLANK when no disk starts with a
+ * partition table, a file system or a volume signature (MBR, GPT, ext,
+ * XFS, btrfs, LVM, NTFS, FAT, swap, LUKS), so no OS can be on them (data
+ * disks, or disks never written).  0, or -1 with the error set. */
+int ferry_guest_disks_blank (const struct ferry_guest_disk *disks, size_t n,
+                             bool *blank /* OUT */);
+
 /* Stop the appliance and free the handle.  For a writable handle, -1
  * means what was written may not all be on the disks.  G may be NULL. */
 int ferry_guest_close (struct ferry_guest *g);

@@ -131,6 +131,9 @@ struct ferry_v2v_summary {
    * Kept even when ferry_v2v_run fails (it says which step failed);
    * ferry_v2v_summary_free frees it. */
   struct ferry_guest_report *guest;
+  /* Why the guest was not converted though it could have been (a static
+   * string), or NULL. */
+  const char *convert_skipped;
   uint64_t bytes;          /* data bytes copied */
   double *disk_seconds;    /* per disk of the plan (freed by
                               ferry_v2v_summary_free) */

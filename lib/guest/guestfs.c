@@ -444,3 +444,58 @@ guest_stable_name (struct ferry_guest *g, const char *device)
   guestfs_pop_error_handler (g->g);
   return r;
 }
+
+/* The signatures of what an OS disk starts with: a partition table, or a
+ * file system or volume written on the whole disk. */
+static const struct {
+  uint32_t offset;
+  const char *magic;
+  size_t len;
+} disk_signatures[] = {
+  { 510, "\x55\xaa", 2 },             /* MBR (and GPT's protective MBR) */
+  { 512, "EFI PART", 8 },               /* GPT header */
+  { 1080, "\x53\xef", 2 },            /* ext2, ext3, ext4 */
+  { 0, "XFSB", 4 },                     /* XFS */
+  { 512, "LABELONE", 8 },               /* LVM physical volume */
+  { 65600, "_BHRfS_M", 8 },             /* btrfs */
+  { 3, "NTFS    ", 8 },                 /* NTFS */
+  { 0, "\xeb", 1 },                    /* FAT, other x86 boot sectors */
+  { 4086, "SWAPSPACE2", 10 },           /* swap */
+  { 0, "LUKS\xba\xbe", 6 },           /* LUKS */
+};
+
+int
+ferry_guest_disks_blank (const struct ferry_guest_disk *disks, size_t n,
+                         bool *blank)
+{
+  enum { PROBE = 65608 };
+  char *buf = malloc (PROBE);
+  size_t i, j;
+
+  if (!buf)
+    return ferry_error (ENOMEM, "out of memory");
+  *blank = true;
+  for (i = 0; i < n && *blank; i++) {
+    struct ferry_image *img = ferry_image_open (disks[i].path, disks[i].format, 0);
+    uint64_t size, len;
+    if (!img) {
+      free (buf);
+      return -1;
+    }
+    size = ferry_image_size (img);
+    len = size < PROBE ? size : PROBE;
+    memset (buf, 0, PROBE);
+    if (len && ferry_image_pread (img, buf, len, 0) == -1) {
+      ferry_image_close (img);
+      free (buf);
+      return -1;
+    }
+    ferry_image_close (img);
+    for (j = 0; j < sizeof disk_signatures / sizeof disk_signatures[0]; j++)
+      if (memcmp (buf + disk_signatures[j].offset, disk_signatures[j].magic,
+                  disk_signatures[j].len) == 0)
+        *blank = false;
+  }
+  free (buf);
+  return 0;
+}

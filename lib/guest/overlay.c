@@ -155,6 +155,17 @@ ferry_guest_convert_image (const struct ferry_guest_disk *disks, size_t n,
     goto out;
   }
 
+  {
+    bool blank;
+    if (ferry_guest_disks_blank (disks, n, &blank) == -1)
+      goto out;
+    if (blank) {
+      ferry_error (ENOENT, "%s: no operating system found on the disks (no "
+                   "partition table or file system); nothing was changed",
+                   disks[0].path);
+      goto out;
+    }
+  }
   for (i = 0; i < n; i++) {
     CLEANUP_FREE char *abs = NULL, *opt = NULL;
     struct ferry_image *o;

@@ -196,7 +196,7 @@ read_libvirt (const char *path, const char *dir, const char *text, size_t len,
       r = ferry_error (ENOMEM, "out of memory");
     else {
       t->macs = macs.ptr;
-      macs.ptr = NULL;
+      macs = (string_vector) empty_vector;
     }
   }
   string_vector_free (&macs);
@@ -245,7 +245,13 @@ read_qemu_script (const char *path, const char *dir, const char *text,
       CLEANUP_FREE char *file = NULL, *format = NULL;
       if (strncmp (f, "\"$here\"/", 8) == 0)
         f += 8;
-      file = strndup (f, strcspn (f, ",\" \\\n"));
+      /* The name may be quoted ('NAME'), with no quote inside. */
+      if (*f == '\'') {
+        f++;
+        file = strndup (f, strcspn (f, "'\n"));
+      }
+      else
+        file = strndup (f, strcspn (f, ",\" \\\n"));
       format = option_value (line + 7, "format");
       if (!file || add_disk (t, dir, file, format) == -1)
         goto out;
@@ -294,7 +300,7 @@ read_qemu_script (const char *path, const char *dir, const char *text,
       r = ferry_error (ENOMEM, "out of memory");
     else {
       t->macs = macs.ptr;
-      macs.ptr = NULL;
+      macs = (string_vector) empty_vector;
     }
   }
   string_vector_free (&macs);

@@ -72,6 +72,20 @@ v2v_convert_guest (struct ferry_v2v_plan *plan,
   if (nr_macs && nr_macs == vm->nr_nics)
     copts.macs = macs;
 
+  /* Disks with no partition table or file system (data disks, blank
+   * ones) hold no OS to convert: they are copied as they are, without the
+   * minute an appliance takes to start. */
+  {
+    bool blank;
+    if (ferry_guest_disks_blank (disks, n, &blank) == -1)
+      goto out;
+    if (blank) {
+      summary->convert_skipped = "no partition table or file system on the "
+        "disks, so no operating system to convert: copied as they are";
+      r = 0;
+      goto out;
+    }
+  }
   if (opts->progress)
     opts->progress (&p, opts->progress_opaque);
   g = ferry_guest_open (disks, n, 0);
@@ -92,7 +106,15 @@ v2v_convert_guest (struct ferry_v2v_plan *plan,
  out:
   for (i = 0; i < n; i++)
     free (paths[i]);
-  if (r == -1)
+  if (r == -1) {
+    /* A guest ferry refuses can still be copied as it is. */
+    if (ferry_get_errno () == ENOENT || ferry_get_errno () == ENOTSUP) {
+      CLEANUP_FREE char *msg = strdup (ferry_get_error ());
+      int err = ferry_get_errno ();
+      ferry_error (err, "%s (--no-convert copies the disks as they are)",
+                   msg ? msg : "");
+    }
     ferry_error_prefix ("converting the guest");
+  }
   return r;
 }

@@ -20,7 +20,8 @@ export LIBGUESTFS_BACKEND_SETTINGS=force_tcg
 # which is there to catch ferry's own allocations, not its children's.
 FERRY_VMEM_LIMIT_KB=unlimited
 
-# guest_setup: GUEST_DIR, GUEST_VMDK and the facts of guest.env, or skip.
+# guest_setup [ova]: GUEST_DIR, GUEST_VMDK (and with "ova", GUEST_OVA) and
+# the facts of guest.env, or skip.
 guest_setup () {
   require qemu-img guestfish qemu-system-x86_64
   local cache=${FERRY_GUEST_CACHE:-${XDG_CACHE_HOME:-/var/tmp}/ferry-guests}
@@ -32,12 +33,13 @@ guest_setup () {
     echo "1..0 # SKIP $TEST_NAME needs debootstrap to build the test guest"
     exit 77
   fi
-  GUEST_DIR=$("$SRCDIR/tests/guests/guest-cache.sh" debian) ||
+  GUEST_DIR=$("$SRCDIR/tests/guests/guest-cache.sh" debian ${1:-}) ||
     die "the test guest could not be built (see above)"
   # shellcheck disable=SC1091
   . "$GUEST_DIR/guest.env"
   GUEST_VMDK=$GUEST_DIR/disk.vmdk
   [ -f "$GUEST_VMDK" ] || die "no $GUEST_VMDK"
+  GUEST_OVA=$GUEST_DIR/guest.ova
 }
 
 # guest_overlay NAME: $WORK/NAME.qcow2, a qcow2 overlay over the guest.
@@ -46,7 +48,8 @@ guest_overlay () {
     >"$WORK/.ovl" 2>&1 || die "qemu-img create overlay: $(cat "$WORK/.ovl")"
 }
 
-# boots_here: true when this run boots guests (see the top).
+# boots_here: true when this run does the heavy work, boots and the
+# guestfish judges (see the top).
 boots_here () {
   [ "$FERRY_SANITIZED" = 0 ] || [ -n "${GUEST_BOOTS:-}" ]
 }
