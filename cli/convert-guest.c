@@ -71,7 +71,7 @@ cmd_convert_guest (int argc, char **argv)
   const char *format = NULL;
   size_t nr_macs = 0;
   bool json = false;
-  int c, n, i, r;
+  int c, n, r;
 
   while ((c = getopt_long (argc, argv, "f:h", long_options, NULL)) != -1) {
     switch (c) {
@@ -108,12 +108,10 @@ cmd_convert_guest (int argc, char **argv)
     return 1;
   }
   opts.macs = macs;
-  disks = calloc (n, sizeof *disks);
-  if (!disks)
+  disks = guest_disks_from_args (argv + optind, n, format);
+  if (!disks) {
+    free (macs);
     return 1;
-  for (i = 0; i < n; i++) {
-    disks[i].path = argv[optind + i];
-    disks[i].format = format;
   }
   if (!json)
     fprintf (stderr, "ferry convert-guest: inspecting and converting %s "

@@ -57,7 +57,12 @@ void progress_print (const struct ferry_progress *p, void *opaque);
 /* A guest conversion's report (convert-guest.c): one line per step, or
  * as JSON (the caller owns the object). */
 struct ferry_guest_report;
+struct ferry_guest_disk;
 struct json_object;
+/* The N disk images named by ARGS, each of FORMAT (NULL: probed), for the
+ * guest commands (inspect.c); the caller frees the array. */
+struct ferry_guest_disk *guest_disks_from_args (char **args, int n,
+                                                const char *format);
 void print_guest_report (FILE *fp, const struct ferry_guest_report *r);
 struct json_object *guest_report_to_json (const struct ferry_guest_report *r);
 

@@ -258,6 +258,19 @@ print_inspection (const struct ferry_guest_inspection *ins)
     print_os (&ins->oses[i]);
 }
 
+struct ferry_guest_disk *
+guest_disks_from_args (char **args, int n, const char *format)
+{
+  struct ferry_guest_disk *disks = calloc (n, sizeof *disks);
+  int i;
+
+  for (i = 0; disks && i < n; i++) {
+    disks[i].path = args[i];
+    disks[i].format = format;
+  }
+  return disks;
+}
+
 int
 cmd_inspect (int argc, char **argv)
 {
@@ -273,7 +286,7 @@ cmd_inspect (int argc, char **argv)
   struct ferry_guest_inspection *ins;
   const char *format = NULL;
   bool json = false;
-  int c, n, i;
+  int c, n;
 
   while ((c = getopt_long (argc, argv, "f:h", long_options, NULL)) != -1) {
     switch (c) {
@@ -296,13 +309,9 @@ cmd_inspect (int argc, char **argv)
     print_message ("inspect", "expected the VM's disk images (see ferry inspect --help)");
     return 1;
   }
-  disks = calloc (n, sizeof *disks);
+  disks = guest_disks_from_args (argv + optind, n, format);
   if (!disks)
     return 1;
-  for (i = 0; i < n; i++) {
-    disks[i].path = argv[optind + i];
-    disks[i].format = format;
-  }
   g = ferry_guest_open (disks, n, FERRY_GUEST_READONLY);
   free (disks);
   if (!g) {

@@ -625,7 +625,7 @@ cmd_v2v (int argc, char **argv)
     if (summary.guest) {
       printf ("Guest conversion (%s, %.1f s):\n",
               summary.guest->os ? summary.guest->os : "Linux",
-              summary.convert_seconds);
+              summary.inspect_seconds + summary.convert_seconds);
       print_guest_report (stdout, summary.guest);
     }
     else if (opts.no_convert)
@@ -639,13 +639,15 @@ cmd_v2v (int argc, char **argv)
     double t0 = now_seconds_cli ();
     ret = v2v_verify (plan->out_dir, verify_timeout, json || cp.mode == PROGRESS_JSON);
     if (!json && cp.mode != PROGRESS_JSON)
-      printf ("Times: copy %.1f s, conversion %.1f s, verification %.1f s\n",
-              summary.copy_seconds, summary.convert_seconds,
+      printf ("Times: inspection %.1f s, conversion %.1f s, copy %.1f s, "
+              "verification %.1f s\n", summary.inspect_seconds,
+              summary.convert_seconds, summary.copy_seconds,
               now_seconds_cli () - t0);
   }
   else if (!json && cp.mode != PROGRESS_JSON)
-    printf ("Times: copy %.1f s, conversion %.1f s\n", summary.copy_seconds,
-            summary.convert_seconds);
+    printf ("Times: inspection %.1f s, conversion %.1f s, copy %.1f s\n",
+            summary.inspect_seconds, summary.convert_seconds,
+            summary.copy_seconds);
 
  out:
   ferry_v2v_summary_free (&summary);

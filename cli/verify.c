@@ -174,13 +174,9 @@ cmd_verify (int argc, char **argv)
       o.vcpus = target.vcpus;
   }
   else {
-    disks = calloc (n, sizeof *disks);
+    disks = guest_disks_from_args (argv + optind, n, format);
     if (!disks)
       goto usage_error;
-    for (i = 0; i < (size_t) n; i++) {
-      disks[i].path = argv[optind + i];
-      disks[i].format = format;
-    }
   }
   if (!json)
     fprintf (stderr, "ferry verify: booting %s (%s disk, %s NIC, isolated network)\n",

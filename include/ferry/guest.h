@@ -203,6 +203,8 @@ struct ferry_guest_report {
   struct ferry_guest_step *steps;
   size_t nr_steps;
   double seconds;      /* the conversion's own time */
+  double inspect_seconds; /* of which finding the OS and the checks that
+                             may refuse it */
 };
 
 void ferry_guest_report_free (struct ferry_guest_report *r);

@@ -126,7 +126,9 @@ struct ferry_guest_report;
 struct ferry_v2v_summary {
   double seconds;          /* the whole run */
   double copy_seconds;     /* the disks' copy */
-  double convert_seconds;  /* the guest's conversion (0: not converted) */
+  double inspect_seconds;  /* starting libguestfs and finding the OS */
+  double convert_seconds;  /* the guest's conversion after that (0: not
+                              converted) */
   /* The conversion's report, step by step, or NULL when there was none.
    * Kept even when ferry_v2v_run fails (it says which step failed);
    * ferry_v2v_summary_free frees it. */

@@ -207,6 +207,7 @@ ferry_guest_convert (struct ferry_guest *g,
                 "on %s", os.root);
   if (preflight (g, &os, r) == -1)
     goto out;
+  r->inspect_seconds = now_seconds () - start;
 
   if (guest_remove_tools (g, &os, r) == -1 ||
       guest_fix_fstab (g, &os, r) == -1 ||

@@ -372,18 +372,14 @@ guest_resolve_device (struct ferry_guest *g, const char *spec)
   char *r;
 
   if (strncmp (spec, "UUID=", 5) == 0 ||
-      strncmp (spec, "/dev/disk/by-uuid/", 18) == 0) {
-    const char *uuid = strchr (spec, '=') ? spec + 5 : spec + 18;
-    guestfs_push_error_handler (g->g, NULL, NULL);
-    r = guestfs_findfs_uuid (g->g, uuid);
-    guestfs_pop_error_handler (g->g);
-    return r;
-  }
-  if (strncmp (spec, "LABEL=", 6) == 0 ||
+      strncmp (spec, "/dev/disk/by-uuid/", 18) == 0 ||
+      strncmp (spec, "LABEL=", 6) == 0 ||
       strncmp (spec, "/dev/disk/by-label/", 19) == 0) {
-    const char *label = strchr (spec, '=') ? spec + 6 : spec + 19;
+    bool uuid = spec[0] == 'U' || strncmp (spec, "/dev/disk/by-uuid/", 18) == 0;
+    const char *value = strchr (spec, '=') ? strchr (spec, '=') + 1
+                                           : strrchr (spec, '/') + 1;
     guestfs_push_error_handler (g->g, NULL, NULL);
-    r = guestfs_findfs_label (g->g, label);
+    r = uuid ? guestfs_findfs_uuid (g->g, value) : guestfs_findfs_label (g->g, value);
     guestfs_pop_error_handler (g->g);
     return r;
   }

@@ -73,6 +73,19 @@ add_disk (struct ferry_guest_target *t, const char *dir, const char *file,
   return 0;
 }
 
+/* Move the MAC addresses collected in MACS into T (NULL-terminated). */
+static int
+take_macs (struct ferry_guest_target *t, string_vector *macs)
+{
+  if (macs->len == 0)
+    return 0;
+  if (string_vector_append (macs, NULL) == -1)
+    return ferry_error (ENOMEM, "out of memory");
+  t->macs = macs->ptr;
+  *macs = (string_vector) empty_vector;
+  return 0;
+}
+
 static int
 add_mac (string_vector *macs, const char *mac)
 {
@@ -191,14 +204,8 @@ read_libvirt (const char *path, const char *dir, const char *text, size_t len,
   r = 0;
 
  out:
-  if (r == 0 && macs.len) {
-    if (string_vector_append (&macs, NULL) == -1)
-      r = ferry_error (ENOMEM, "out of memory");
-    else {
-      t->macs = macs.ptr;
-      macs = (string_vector) empty_vector;
-    }
-  }
+  if (r == 0)
+    r = take_macs (t, &macs);
   string_vector_free (&macs);
   xmlFreeDoc (doc);
   return r;
@@ -295,14 +302,8 @@ read_qemu_script (const char *path, const char *dir, const char *text,
   r = 0;
 
  out:
-  if (r == 0 && macs.len) {
-    if (string_vector_append (&macs, NULL) == -1)
-      r = ferry_error (ENOMEM, "out of memory");
-    else {
-      t->macs = macs.ptr;
-      macs = (string_vector) empty_vector;
-    }
-  }
+  if (r == 0)
+    r = take_macs (t, &macs);
   string_vector_free (&macs);
   return r;
 }

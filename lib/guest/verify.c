@@ -42,6 +42,10 @@
  * "Waiting for root" means the device is not coming (its driver is not in
  * the initramfs). */
 #define ROOT_WAIT_SILENCE 45
+/* On some hosts KVM starts but a Linux guest hangs under it, silently:
+ * with --accel auto, a KVM boot whose console stays empty this long is
+ * tried again under TCG. */
+#define KVM_SILENCE 60
 
 /* The argument vector being built. */
 DEFINE_VECTOR_TYPE (arg_vector, char *);
@@ -255,13 +259,15 @@ ferry_guest_boot_result_free (struct ferry_guest_boot_result *r)
   memset (r, 0, sizeof *r);
 }
 
-/* One boot attempt with ACCEL.  *RETRY is set when KVM failed to start and
- * TCG is worth a try. */
+/* One boot attempt with ACCEL.  *RETRY is set when KVM failed to start (or,
+ * with RETRY_ON_SILENCE, the guest stayed silent under it) and TCG is
+ * worth a try. */
 static int
 boot_once (const struct ferry_guest_disk *disks, size_t n,
            const struct ferry_guest_boot_options *o, const char *qemu,
-           enum ferry_guest_accel accel, const regex_t *marker,
-           struct ferry_guest_boot_result *res, bool *retry)
+           enum ferry_guest_accel accel, bool retry_on_silence,
+           const regex_t *marker, struct ferry_guest_boot_result *res,
+           bool *retry)
 {
   arg_vector args = empty_vector;
   struct guest_console con = { 0 };
@@ -270,6 +276,7 @@ boot_once (const struct ferry_guest_disk *disks, size_t n,
   int out[2] = { -1, -1 }, errfd = -1, devnull = -1, ret = -1;
   unsigned timeout = o->timeout ? o->timeout : 600;
   double start = now_seconds (), last_output = start;
+  bool any_output = false;
   const char *reason = NULL;
   pid_t pid;
   size_t i;
@@ -348,6 +355,13 @@ boot_once (const struct ferry_guest_disk *disks, size_t n,
     if (r == -1 && errno == EINTR)
       continue;
     if (r == 0) {
+      if (accel == FERRY_GUEST_ACCEL_KVM && retry_on_silence && !any_output &&
+          now_seconds () - start > KVM_SILENCE) {
+        *retry = true;
+        res->reason = guest_printf ("no console output under KVM within %d s",
+                                    KVM_SILENCE);
+        break;
+      }
       if (con.waiting_root && now_seconds () - last_output > ROOT_WAIT_SILENCE) {
         res->reason = guest_printf ("the initramfs has been waiting for the "
                                     "root device for %d s: it does not "
@@ -359,6 +373,8 @@ boot_once (const struct ferry_guest_disk *disks, size_t n,
     }
     last_output = now_seconds ();
     r = read (out[0], buf, sizeof buf);
+    if (r > 0)
+      any_output = true;
     if (r == -1 && errno == EINTR)
       continue;
     if (r <= 0) {
@@ -368,9 +384,8 @@ boot_once (const struct ferry_guest_disk *disks, size_t n,
       err[m > 0 ? m : 0] = '\0';
       err[strcspn (err, "\n")] = '\0';
       if (accel == FERRY_GUEST_ACCEL_KVM && strstr (err, "kvm") &&
-          now_seconds () - start < 30) {
+          now_seconds () - start < 30)
         *retry = true;
-      }
       res->reason = guest_printf ("QEMU stopped before the %s%s%s",
                                   o->expect ? "marker" : "login prompt",
                                   *err ? ": " : "", err);
@@ -451,12 +466,13 @@ ferry_guest_boot (const struct ferry_guest_disk *disks, size_t n,
     accel = FERRY_GUEST_ACCEL_TCG;
   if (accel == FERRY_GUEST_ACCEL_AUTO)
     accel = FERRY_GUEST_ACCEL_KVM;
-  r = boot_once (disks, n, o, qemu, accel, &marker, result, &retry);
+  r = boot_once (disks, n, o, qemu, accel, o->accel == FERRY_GUEST_ACCEL_AUTO,
+                 &marker, result, &retry);
   if (r == 0 && retry && o->accel == FERRY_GUEST_ACCEL_AUTO) {
     ferry_debug ("boot: KVM did not start (%s); trying TCG", result->reason);
     ferry_guest_boot_result_free (result);
-    r = boot_once (disks, n, o, qemu, FERRY_GUEST_ACCEL_TCG, &marker, result,
-                   &retry);
+    r = boot_once (disks, n, o, qemu, FERRY_GUEST_ACCEL_TCG, false, &marker,
+                   result, &retry);
   }
   regfree (&marker);
   return r;

@@ -38,7 +38,7 @@ v2v_convert_guest (struct ferry_v2v_plan *plan,
   };
   struct ferry_v2v_progress p = { .phase = "convert" };
   struct ferry_guest *g = NULL;
-  double start = now_seconds ();
+  double start = now_seconds (), launched;
   int r = -1;
 
   if (opts->no_convert || opts->target == FERRY_V2V_OVA)
@@ -91,15 +91,20 @@ v2v_convert_guest (struct ferry_v2v_plan *plan,
   g = ferry_guest_open (disks, n, 0);
   if (!g)
     goto out;
+  launched = now_seconds ();
   r = ferry_guest_convert (g, &copts, &summary->guest);
   if (ferry_guest_close (g) == -1)
     r = -1;
   if (r == -1)
     goto out;
-  summary->convert_seconds = now_seconds () - start;
+  /* Inspection: the appliance's start and finding the OS; conversion:
+   * the rest. */
+  summary->inspect_seconds = launched - start +
+    (summary->guest ? summary->guest->inspect_seconds : 0);
+  summary->convert_seconds = now_seconds () - start - summary->inspect_seconds;
   if (opts->progress) {
     p.finished = true;
-    p.elapsed = summary->convert_seconds;
+    p.elapsed = now_seconds () - start;
     opts->progress (&p, opts->progress_opaque);
   }
 
