@@ -1,5 +1,7 @@
 # ferry: the two commands of the README, and a few more.
-#   make demo    install what is missing, build, convert sample images
+#   make demo    install what is missing, build, migrate the test guest (a
+#                Debian VM as VMware exports it) to KVM and boot it
+#   make demo-disks  the disk-format tour (convert, compare, check)
 #   make check   install what is missing, build twice (plain, and with
 #                ASan+UBSan+libFuzzer under clang), run every test and
 #                fuzzer, and end with "N passed, N failed"
@@ -8,7 +10,7 @@
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 
-.PHONY: all deps build build-asan demo check bench clean
+.PHONY: all deps build build-asan demo demo-disks check bench clean
 
 all: build
 
@@ -28,6 +30,9 @@ build-asan: deps
 demo: build
 	scripts/demo $(BUILD)
 
+demo-disks: build
+	scripts/demo-disks $(BUILD)
+
 check: build build-asan
 	scripts/run-checks $(BUILD) $(ASAN_BUILD)
 
@@ -38,6 +43,7 @@ bench: build
 	bench/vhdx.sh $(BUILD)
 	bench/v2v.sh $(BUILD)
 	bench/vhd-vdi.sh $(BUILD)
+	bench/v2v-guest.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

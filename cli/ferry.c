@@ -29,6 +29,12 @@ static const struct {
   { "v2v", cmd_v2v,
     "v2v SOURCE --to libvirt|qemu|ova|local --out DIR [-O FMT]\n"
     "                [--network-map SRC=DST] [--name NAME] [--dry-run] ..." },
+  { "inspect", cmd_inspect, "inspect [-f FMT] [--json] IMAGE..." },
+  { "convert-guest", cmd_convert_guest,
+    "convert-guest [-f FMT] [--mac MAC]... [--no-guest-agent] [--json] IMAGE..." },
+  { "verify", cmd_verify,
+    "verify --boot [--expect REGEX] [--timeout SECONDS] [--disk-bus BUS]\n"
+    "               [--nic MODEL] [--accel auto|kvm|tcg] [--console] [--json] IMAGE..." },
 };
 
 static void

@@ -18,6 +18,9 @@ int cmd_check (int argc, char **argv);
 int cmd_map (int argc, char **argv);
 int cmd_serve (int argc, char **argv);
 int cmd_v2v (int argc, char **argv);
+int cmd_inspect (int argc, char **argv);
+int cmd_convert_guest (int argc, char **argv);
+int cmd_verify (int argc, char **argv);
 
 /* Set by SIGINT, SIGTERM, SIGHUP and SIGQUIT once install_stop_signals
  * has run (the signal's number); long jobs poll it, or hand it to the copy
@@ -50,5 +53,17 @@ const char *human_size (uint64_t bytes, char *buf, size_t len);
 /* Progress output for the copy engine (progress.c). */
 enum progress_mode { PROGRESS_NONE, PROGRESS_BAR, PROGRESS_JSON };
 void progress_print (const struct ferry_progress *p, void *opaque);
+
+/* A guest conversion's report (convert-guest.c): one line per step, or
+ * as JSON (the caller owns the object). */
+struct ferry_guest_report;
+struct ferry_guest_disk;
+struct json_object;
+/* The N disk images named by ARGS, each of FORMAT (NULL: probed), for the
+ * guest commands (inspect.c); the caller frees the array. */
+struct ferry_guest_disk *guest_disks_from_args (char **args, int n,
+                                                const char *format);
+void print_guest_report (FILE *fp, const struct ferry_guest_report *r);
+struct json_object *guest_report_to_json (const struct ferry_guest_report *r);
 
 #endif /* FERRY_CLI_H */

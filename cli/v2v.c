@@ -15,10 +15,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
 
+#include <ferry/guest.h>
 #include <ferry/migrate.h>
 #include <ferry/vm.h>
 
@@ -32,6 +34,7 @@ usage (FILE *fp)
     "                 [--network-map SRC=DST]... [--name NAME] [--keep-devices]\n"
     "                 [--flavor vmware|virtualbox] [--dry-run] [--json]\n"
     "                 [-p | --progress=bar|json|none] [-m THREADS] [-t CACHE]\n"
+    "                 [--no-convert] [--no-guest-agent] [--verify [--verify-timeout S]]\n"
     "  SOURCE          an .ova, a folder with an .ovf, an .ovf, a .vmx or a .vbox\n"
     "  --to libvirt    disks and NAME.xml, a libvirt domain (virsh define NAME.xml)\n"
     "  --to qemu       disks and NAME.sh, which starts the VM with qemu-system-x86_64\n"
@@ -51,7 +54,14 @@ usage (FILE *fp)
     "                  default there); --progress=json prints JSON lines on stdout\n"
     "  -m THREADS      copy workers (default: one per core)\n"
     "  -t unsafe       flush nothing before the output folder is renamed into\n"
-    "                  place (qemu-img's default; faster, not crash-safe)\n");
+    "                  place (qemu-img's default; faster, not crash-safe)\n"
+    "  --no-convert    leave the guest as it is (by default a Linux guest is made\n"
+    "                  to boot on KVM: virtio drivers, stable device names, no\n"
+    "                  VMware/VirtualBox/Hyper-V tools; see ferry convert-guest)\n"
+    "  --no-guest-agent  do not install qemu-guest-agent at first boot\n"
+    "  --verify        boot the result with QEMU on an isolated network until a\n"
+    "                  login prompt (see ferry verify --boot); exit 1 if it does not\n"
+    "  --verify-timeout S  seconds the boot may take (default 600)\n");
 }
 
 /* "1.5 GiB" into BUF. */
@@ -274,6 +284,16 @@ v2v_progress (const struct ferry_v2v_progress *p, void *opaque)
     return;
   }
 
+  if (strcmp (p->phase, "convert") == 0) {
+    /* No bytes to count: a line when it starts and when it ends. */
+    if (p->finished)
+      fprintf (stderr, "converted the guest in %.1f s\n", p->elapsed);
+    else
+      fprintf (stderr, "converting the guest (libguestfs; a minute or more "
+               "under TCG)\n");
+    fflush (stderr);
+    return;
+  }
   if (cp->last_phase != p->phase) {
     cp->last_phase = p->phase;
     cp->last_tenth = -1;
@@ -309,6 +329,71 @@ v2v_progress (const struct ferry_v2v_progress *p, void *opaque)
   fflush (stderr);
 }
 
+static double
+now_seconds_cli (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* --verify: boot the output folder OUT as `ferry verify --boot OUT` does.
+ * Returns the exit status (0 booted). */
+static int
+v2v_verify (const char *out, unsigned timeout, bool quiet)
+{
+  struct ferry_guest_target t;
+  struct ferry_guest_boot_options o = { .timeout = timeout };
+  struct ferry_guest_boot_result res;
+  const char *accel = getenv ("FERRY_ACCEL");
+  size_t i;
+  int r;
+
+  if (ferry_guest_read_target (out, &t) == -1) {
+    print_error ("v2v");
+    return 1;
+  }
+  o.disk_bus = t.lsi_scsi && t.disk_bus && strcmp (t.disk_bus, "scsi") == 0
+    ? "lsi" : t.disk_bus;
+  o.nic_model = t.nic_model ? t.nic_model : "none";
+  o.macs = (const char *const *) t.macs;
+  o.firmware = t.firmware;
+  o.memory = t.memory;
+  o.vcpus = t.vcpus;
+  /* FERRY_ACCEL=tcg where KVM starts but hangs guests. */
+  if (accel && strcmp (accel, "tcg") == 0)
+    o.accel = FERRY_GUEST_ACCEL_TCG;
+  else if (accel && strcmp (accel, "kvm") == 0)
+    o.accel = FERRY_GUEST_ACCEL_KVM;
+  if (!quiet)
+    fprintf (stderr, "Verifying: booting %s (%s disk, %s NIC, isolated network)\n",
+             t.description, o.disk_bus ? o.disk_bus : "virtio", o.nic_model);
+  r = ferry_guest_boot (t.disks, t.nr_disks, &o, &res);
+  if (r == -1) {
+    print_error ("v2v");
+    ferry_guest_target_free (&t);
+    return 1;
+  }
+  if (res.booted) {
+    if (!quiet)
+      printf ("Verified: booted to \"%s\" in %.0f s (%s)\n",
+              res.matched ? res.matched : "", res.seconds, res.accel ? res.accel : "?");
+  }
+  else {
+    print_message ("v2v", "verification failed: %s did not boot: %s (after "
+                   "%.0f s, %s); the console's last lines:", out,
+                   res.reason ? res.reason : "unknown", res.seconds,
+                   res.accel ? res.accel : "?");
+    for (i = 0; res.last_lines && res.last_lines[i]; i++)
+      fprintf (stderr, "  | %s\n", res.last_lines[i]);
+  }
+  r = res.booted ? 0 : 1;
+  ferry_guest_boot_result_free (&res);
+  ferry_guest_target_free (&t);
+  return r;
+}
+
 /* Print what was done. */
 static void
 print_summary (const struct ferry_v2v_plan *plan,
@@ -339,7 +424,8 @@ int
 cmd_v2v (int argc, char **argv)
 {
   enum { OPT_TO = 256, OPT_OUT, OPT_NETMAP, OPT_NAME, OPT_KEEP, OPT_FLAVOR,
-         OPT_DRY, OPT_JSON, OPT_PROGRESS };
+         OPT_DRY, OPT_JSON, OPT_PROGRESS, OPT_NO_CONVERT, OPT_NO_AGENT,
+         OPT_VERIFY, OPT_VERIFY_TIMEOUT };
   static const struct option long_options[] = {
     { "to", required_argument, NULL, OPT_TO },
     { "out", required_argument, NULL, OPT_OUT },
@@ -350,6 +436,10 @@ cmd_v2v (int argc, char **argv)
     { "dry-run", no_argument, NULL, OPT_DRY },
     { "json", no_argument, NULL, OPT_JSON },
     { "progress", optional_argument, NULL, OPT_PROGRESS },
+    { "no-convert", no_argument, NULL, OPT_NO_CONVERT },
+    { "no-guest-agent", no_argument, NULL, OPT_NO_AGENT },
+    { "verify", no_argument, NULL, OPT_VERIFY },
+    { "verify-timeout", required_argument, NULL, OPT_VERIFY_TIMEOUT },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -361,6 +451,8 @@ cmd_v2v (int argc, char **argv)
   const char **netmap = NULL;
   size_t nr_netmap = 0;
   bool dry_run = false, json = false, have_target = false, progress_set = false;
+  bool verify = false;
+  unsigned verify_timeout = 0;
   int c, ret = 1;
 
   while ((c = getopt_long (argc, argv, "O:pm:t:h", long_options, NULL)) != -1) {
@@ -396,6 +488,21 @@ cmd_v2v (int argc, char **argv)
     case OPT_KEEP: opts.keep_devices = true; break;
     case OPT_FLAVOR: opts.flavor = optarg; break;
     case OPT_DRY: dry_run = true; break;
+    case OPT_NO_CONVERT: opts.no_convert = true; break;
+    case OPT_NO_AGENT: opts.no_guest_agent = true; break;
+    case OPT_VERIFY: verify = true; break;
+    case OPT_VERIFY_TIMEOUT: {
+      char *end;
+      unsigned long t = strtoul (optarg, &end, 10);
+      if (*end || t == 0 || t > 86400) {
+        print_message ("v2v", "--verify-timeout %s: expected seconds (1 to 86400)",
+                       optarg);
+        goto out;
+      }
+      verify_timeout = t;
+      verify = true;
+      break;
+    }
     case OPT_JSON: json = true; break;
     case 'p':
       cp.mode = PROGRESS_BAR;
@@ -447,6 +554,11 @@ cmd_v2v (int argc, char **argv)
   /* A bar by default on a terminal; elsewhere only when asked. */
   if (!progress_set && !cp.tty)
     cp.mode = PROGRESS_NONE;
+  if (verify && (opts.target == FERRY_V2V_OVA || opts.target == FERRY_V2V_LOCAL)) {
+    print_message ("v2v", "--verify boots a libvirt or qemu target; --to %s "
+                   "writes none", target_names[opts.target]);
+    goto out;
+  }
   if (json && cp.mode == PROGRESS_JSON) {
     print_message ("v2v", "--json and --progress=json both write to stdout; "
                    "choose one");
@@ -497,6 +609,11 @@ cmd_v2v (int argc, char **argv)
   }
 
   if (ferry_v2v_run (plan, &opts, &summary) == -1) {
+    if (summary.guest && !json && cp.mode != PROGRESS_JSON) {
+      printf ("Guest conversion:\n");
+      print_guest_report (stdout, summary.guest);
+      fflush (stdout);
+    }
     if (cli_stop)
       print_message ("v2v", "interrupted; %s was not written",
                      plan->out_dir);
@@ -504,9 +621,33 @@ cmd_v2v (int argc, char **argv)
       print_error ("v2v");
     goto out;
   }
-  if (!json && cp.mode != PROGRESS_JSON)
+  if (!json && cp.mode != PROGRESS_JSON) {
+    if (summary.guest) {
+      printf ("Guest conversion (%s, %.1f s):\n",
+              summary.guest->os ? summary.guest->os : "Linux",
+              summary.inspect_seconds + summary.convert_seconds);
+      print_guest_report (stdout, summary.guest);
+    }
+    else if (opts.no_convert)
+      printf ("Guest conversion: not done (--no-convert)\n");
+    else if (summary.convert_skipped)
+      printf ("Guest conversion: skipped: %s\n", summary.convert_skipped);
     print_summary (plan, &summary);
+  }
   ret = 0;
+  if (verify) {
+    double t0 = now_seconds_cli ();
+    ret = v2v_verify (plan->out_dir, verify_timeout, json || cp.mode == PROGRESS_JSON);
+    if (!json && cp.mode != PROGRESS_JSON)
+      printf ("Times: inspection %.1f s, conversion %.1f s, copy %.1f s, "
+              "verification %.1f s\n", summary.inspect_seconds,
+              summary.convert_seconds, summary.copy_seconds,
+              now_seconds_cli () - t0);
+  }
+  else if (!json && cp.mode != PROGRESS_JSON)
+    printf ("Times: inspection %.1f s, conversion %.1f s, copy %.1f s\n",
+            summary.inspect_seconds, summary.convert_seconds,
+            summary.copy_seconds);
 
  out:
   ferry_v2v_summary_free (&summary);

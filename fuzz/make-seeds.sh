@@ -150,6 +150,11 @@ if [ -d "$corpus" ]; then
     rm -rf ova.d
   fi
 fi
+# Guest files for fuzz-guest-text: the first byte picks the parser.
+printf '\000/dev/sda1 / ext4 errors=remount-ro 0 1\nUUID=12 none swap sw 0 0\n' >guest-fstab
+printf '\001\tlinux /vmlinuz root=/dev/sda1 ro resume=/dev/sda2 quiet\nGRUB_DISABLE_LINUX_UUID=true\n' >guest-grub
+printf '\002auto ens33\niface ens33 inet dhcp\nnetwork:\n  ethernets:\n    eth0:\n      match:\n        driver: vmxnet3\nDEVICE=eth1\nHWADDR=00:50:56:aa:bb:cc\n' >guest-net
+printf '\004[  OK  ] \033[0;32mStarted\033[0m getty\r\nBegin: Waiting for root file system ... \nDebian GNU/Linux 12 host ttyS0\n\nhost login: ' >guest-console
 # The fuzzers take inputs up to 128 KiB; a larger seed would only be cut.
 for f in *; do
   [ "$(stat -c %s "$f")" -le 131072 ] || rm -f "$f"

@@ -62,6 +62,12 @@ struct ferry_v2v_options {
    * after a crash the output folder may exist with data that never
    * reached the disk.  The rename still comes last. */
   bool no_flush;
+  /* --no-convert: leave the guest as it is.  Otherwise, for the KVM
+   * targets (libvirt, qemu, local), the Linux guest on the copied disks is
+   * converted (<ferry/guest.h>) before the output is put in place; a
+   * refused or failed conversion fails the run. */
+  bool no_convert;
+  bool no_guest_agent;     /* the conversion installs no qemu-guest-agent */
   ferry_v2v_progress_fn progress;
   void *progress_opaque;
   volatile sig_atomic_t *cancel;
@@ -115,8 +121,21 @@ struct ferry_v2v_plan *ferry_v2v_plan (struct ferry_vm *vm,
                                        const struct ferry_v2v_options *opts);
 void ferry_v2v_plan_free (struct ferry_v2v_plan *plan);
 
+struct ferry_guest_report;
+
 struct ferry_v2v_summary {
   double seconds;          /* the whole run */
+  double copy_seconds;     /* the disks' copy */
+  double inspect_seconds;  /* starting libguestfs and finding the OS */
+  double convert_seconds;  /* the guest's conversion after that (0: not
+                              converted) */
+  /* The conversion's report, step by step, or NULL when there was none.
+   * Kept even when ferry_v2v_run fails (it says which step failed);
+   * ferry_v2v_summary_free frees it. */
+  struct ferry_guest_report *guest;
+  /* Why the guest was not converted though it could have been (a static
+   * string), or NULL. */
+  const char *convert_skipped;
   uint64_t bytes;          /* data bytes copied */
   double *disk_seconds;    /* per disk of the plan (freed by
                               ferry_v2v_summary_free) */

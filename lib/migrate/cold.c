@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include <ferry/copy.h>
+#include <ferry/guest.h>
 
 #include "internal.h"
 #include "../common/cleanup.h"
@@ -323,6 +324,7 @@ move_into_place (const char *staging, const char *out, bool sync)
 void
 ferry_v2v_summary_free (struct ferry_v2v_summary *summary)
 {
+  ferry_guest_report_free (summary->guest);
   free (summary->disk_seconds);
   free (summary->disk_bytes);
   memset (summary, 0, sizeof *summary);
@@ -410,6 +412,11 @@ ferry_v2v_run (struct ferry_v2v_plan *plan,
     rp.p.elapsed = now_seconds () - rp.start;
     opts->progress (&rp.p, opts->progress_opaque);
   }
+  summary->copy_seconds = now_seconds () - rp.start;
+
+  /* The guest, on the copies (convert.c). */
+  if (v2v_convert_guest (plan, opts, staging, summary) == -1)
+    goto err;
 
   text = describe (plan, opts, staging);
   if (text == NULL)
@@ -439,6 +446,12 @@ ferry_v2v_run (struct ferry_v2v_plan *plan,
 
  err:
   remove_dir (staging);
-  ferry_v2v_summary_free (summary);
+  {
+    /* The conversion's report outlives a failure: it says what failed. */
+    struct ferry_guest_report *guest = summary->guest;
+    summary->guest = NULL;
+    ferry_v2v_summary_free (summary);
+    summary->guest = guest;
+  }
   return -1;
 }

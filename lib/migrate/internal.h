@@ -21,4 +21,11 @@ uint64_t v2v_data_bytes (struct ferry_image *img);
 /* The extension of target files of FORMAT ("qcow2", "vmdk", "img"). */
 const char *v2v_extension (const char *format);
 
+/* convert.c: convert the guest on the disks copied into STAGING, unless
+ * OPTS says not to or the target is not KVM.  Sets summary->guest and
+ * summary->convert_seconds.  0, or -1 with the error set. */
+int v2v_convert_guest (struct ferry_v2v_plan *plan,
+                       const struct ferry_v2v_options *opts,
+                       const char *staging, struct ferry_v2v_summary *summary);
+
 #endif /* FERRY_MIGRATE_INTERNAL_H */

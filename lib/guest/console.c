@@ -1,0 +1,162 @@
+/* The serial console of a booting guest, read by ferry_guest_boot
+ * (verify.c): bytes to lines (escape sequences and carriage returns
+ * dropped), each line judged against the marker and the known failures,
+ * the last lines kept for the report.  The guest writes these bytes, so
+ * fuzz/fuzz-guest-text.c feeds it too.
+ */
+#include <regex.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* Console lines that mean the boot failed and will not get better. */
+static const struct {
+  const char *text;
+  const char *reason;
+} failure_markers[] = {
+  { "Gave up waiting for root", "the initramfs did not find the root device" },
+  { "ALERT! ", "the initramfs did not find the root device" },
+  { "Dropping to a shell", "the initramfs gave up and dropped to a shell" },
+  { "Could not boot.", "dracut could not boot" },
+  { "Kernel panic - not syncing", "kernel panic" },
+  { "You are in emergency mode", "systemd emergency mode" },
+  { "Give root password for maintenance", "maintenance mode" },
+  { "No bootable device", "no bootable device" },
+  { "Boot failed: not a bootable disk", "not a bootable disk" },
+};
+
+/* The console, line by line: escape sequences and carriage returns go,
+ * the last GUEST_CONSOLE_LAST_LINES lines stay. */
+
+static void
+console_keep (struct guest_console *c, const char *line)
+{
+  char *copy;
+
+  /* A line repeated (a waiting loop) is kept once, with a count. */
+  if (c->nr_last) {
+    size_t last = (c->first + c->nr_last - 1) % GUEST_CONSOLE_LAST_LINES;
+    if (strcmp (c->last[last], line) == 0) {
+      c->repeats[last]++;
+      return;
+    }
+  }
+  copy = strdup (line);
+  if (!copy)
+    return;
+  if (c->nr_last < GUEST_CONSOLE_LAST_LINES) {
+    size_t slot = (c->first + c->nr_last++) % GUEST_CONSOLE_LAST_LINES;
+    c->last[slot] = copy;
+    c->repeats[slot] = 1;
+  }
+  else {
+    free (c->last[c->first]);
+    c->last[c->first] = copy;
+    c->repeats[c->first] = 1;
+    c->first = (c->first + 1) % GUEST_CONSOLE_LAST_LINES;
+  }
+}
+
+/* What a console line (or the pending partial line) tells: 1 the marker,
+ * -1 a failure (*REASON set), 0 nothing yet. */
+static int
+judge_line (const char *line, const regex_t *marker, const char **reason)
+{
+  size_t i;
+
+  for (i = 0; i < sizeof failure_markers / sizeof failure_markers[0]; i++)
+    if (strstr (line, failure_markers[i].text)) {
+      *reason = failure_markers[i].reason;
+      return -1;
+    }
+  return regexec (marker, line, 0, NULL, 0) == 0 ? 1 : 0;
+}
+
+int
+guest_console_feed (struct guest_console *c, const char *buf, size_t n,
+                    const regex_t *marker,
+                    void (*line_fn) (const char *line, void *opaque),
+                    void *opaque, const char **reason, char **matched)
+{
+  size_t i;
+  int verdict = 0, v;
+
+  for (i = 0; i < n; i++) {
+    unsigned char ch = buf[i];
+    if (c->in_escape) {
+      if ((ch >= '@' && ch <= '~' && ch != '[') )
+        c->in_escape = false;
+      continue;
+    }
+    if (ch == 0x1b) {
+      c->in_escape = true;
+      continue;
+    }
+    if (ch == '\n') {
+      c->line[c->len] = '\0';
+      c->waiting_root = strstr (c->line, "Waiting for root") != NULL;
+      console_keep (c, c->line);
+      if (line_fn)
+        line_fn (c->line, opaque);
+      if (!verdict && (v = judge_line (c->line, marker, reason)) != 0) {
+        verdict = v;
+        *matched = strdup (c->line);
+      }
+      c->len = 0;
+      continue;
+    }
+    if (ch == '\r' || (ch < 0x20 && ch != '\t'))
+      continue;
+    if (c->len < GUEST_CONSOLE_LINE_MAX - 1)
+      c->line[c->len++] = ch;
+  }
+  /* A login prompt does not end its line, nor does Debian's "Begin:
+   * Waiting for root file system ... ". */
+  if (c->len) {
+    c->line[c->len] = '\0';
+    c->waiting_root = strstr (c->line, "Waiting for root") != NULL;
+  }
+  if (!verdict && c->len) {
+    if ((v = judge_line (c->line, marker, reason)) != 0) {
+      verdict = v;
+      *matched = strdup (c->line);
+      console_keep (c, c->line);
+      if (line_fn)
+        line_fn (c->line, opaque);
+      c->len = 0;
+    }
+  }
+  return verdict;
+}
+
+char **
+guest_console_finish (struct guest_console *c)
+{
+  char **v;
+  size_t i;
+
+  if (c->len) {
+    c->line[c->len] = '\0';
+    console_keep (c, c->line);
+    c->len = 0;
+  }
+  v = calloc (c->nr_last + 1, sizeof *v);
+  for (i = 0; i < c->nr_last; i++) {
+    size_t slot = (c->first + i) % GUEST_CONSOLE_LAST_LINES;
+    char *l = c->last[slot];
+    if (v && c->repeats[slot] > 1) {
+      char *r = guest_printf ("%s  [%zu times]", l, c->repeats[slot]);
+      if (r) {
+        free (l);
+        l = r;
+      }
+    }
+    if (v)
+      v[i] = l;
+    else
+      free (l);
+  }
+  c->nr_last = 0;
+  return v;
+}
