@@ -49,7 +49,7 @@ usage (FILE *fp)
     "  --keep-devices  keep the source's disk buses and NIC models (default: virtio)\n"
     "  --flavor        the OVF dialect of an OVA: vmware (default) or virtualbox\n"
     "  --dry-run       run the checks and print the plan; change nothing\n"
-    "  --json          print the plan as JSON on stdout\n"
+    "  --json          print the plan (and the run's result) as JSON on stdout\n"
     "  -p, --progress  progress per disk and overall (a bar on a terminal, the\n"
     "                  default there); --progress=json prints JSON lines on stdout\n"
     "  -m THREADS      copy workers (default: one per core)\n"
@@ -174,18 +174,18 @@ print_plan (const struct ferry_v2v_plan *plan,
   fflush (stdout);
 }
 
-/* Print the plan as one JSON object: the model, the disks' plan, the
- * checks. */
-static int
-print_plan_json (const struct ferry_v2v_plan *plan,
-                 const struct ferry_v2v_options *opts)
+/* The plan as one JSON object: the model, the disks' plan, the checks.
+ * NULL with the error set. */
+static json_object *
+plan_json (const struct ferry_v2v_plan *plan,
+           const struct ferry_v2v_options *opts)
 {
   char *model = ferry_vm_to_json (plan->vm, NULL);
   json_object *o, *a;
   size_t i;
 
   if (model == NULL)
-    return -1;
+    return NULL;
   o = json_object_new_object ();
   json_object_object_add (o, "vm", json_tokener_parse (model));
   free (model);
@@ -231,11 +231,64 @@ print_plan_json (const struct ferry_v2v_plan *plan,
     json_object_array_add (a, c);
   }
   json_object_object_add (o, "checks", a);
-  printf ("%s\n", json_object_to_json_string_ext (o, JSON_C_TO_STRING_PRETTY |
-                                                  JSON_C_TO_STRING_NOSLASHESCAPE));
+  return o;
+}
+
+/* Print O on stdout (pretty, or one line for --progress=json) and drop it. */
+static void
+print_json (json_object *o, bool pretty)
+{
+  printf ("%s\n", json_object_to_json_string_ext (o,
+          (pretty ? JSON_C_TO_STRING_PRETTY : JSON_C_TO_STRING_PLAIN) |
+          JSON_C_TO_STRING_NOSLASHESCAPE));
   json_object_put (o);
   fflush (stdout);
-  return 0;
+}
+
+/* What a run did, for --json (the plan's "result") and --progress=json
+ * (its last line): the disks, the guest's conversion step by step, the
+ * times and the verification.  VERIFIED: -1 not run, 0 failed, 1 booted. */
+static json_object *
+result_json (const struct ferry_v2v_plan *plan,
+             const struct ferry_v2v_options *opts,
+             const struct ferry_v2v_summary *s, bool ok, int verified,
+             double verify_seconds)
+{
+  json_object *o = json_object_new_object (), *a = json_object_new_array ();
+  json_object *t = json_object_new_object ();
+  size_t i;
+
+  json_object_object_add (o, "ok", json_object_new_boolean (ok));
+  json_object_object_add (o, "output", json_object_new_string (plan->out_dir));
+  for (i = 0; i < plan->nr_disks && i < s->nr_disks; i++) {
+    const struct ferry_v2v_disk *pd = &plan->disks[i];
+    json_object *d;
+    if (!pd->migrated)
+      continue;
+    d = json_object_new_object ();
+    json_object_object_add (d, "target", json_object_new_string (pd->target_name));
+    json_object_object_add (d, "data-bytes", json_object_new_uint64 (pd->data_bytes));
+    json_object_object_add (d, "disk-bytes", json_object_new_uint64 (s->disk_bytes[i]));
+    json_object_object_add (d, "seconds", json_object_new_double (s->disk_seconds[i]));
+    json_object_array_add (a, d);
+  }
+  json_object_object_add (o, "disks", a);
+  if (s->guest)
+    json_object_object_add (o, "guest-conversion", guest_report_to_json (s->guest));
+  else
+    json_object_object_add (o, "guest-conversion-skipped", json_object_new_string (
+                              opts->no_convert ? "--no-convert" :
+                              s->convert_skipped ? s->convert_skipped : "not run"));
+  json_object_object_add (t, "inspection", json_object_new_double (s->inspect_seconds));
+  json_object_object_add (t, "conversion", json_object_new_double (s->convert_seconds));
+  json_object_object_add (t, "copy", json_object_new_double (s->copy_seconds));
+  if (verified != -1)
+    json_object_object_add (t, "verification", json_object_new_double (verify_seconds));
+  json_object_object_add (t, "total", json_object_new_double (s->seconds));
+  json_object_object_add (o, "seconds", t);
+  if (verified != -1)
+    json_object_object_add (o, "verified", json_object_new_boolean (verified == 1));
+  return o;
 }
 
 /* Progress output: a bar per disk with the overall figure, JSON lines, or
@@ -453,6 +506,8 @@ cmd_v2v (int argc, char **argv)
   bool dry_run = false, json = false, have_target = false, progress_set = false;
   bool verify = false;
   unsigned verify_timeout = 0;
+  double verify_seconds = 0;
+  json_object *jplan = NULL;
   int c, ret = 1;
 
   while ((c = getopt_long (argc, argv, "O:pm:t:h", long_options, NULL)) != -1) {
@@ -584,9 +639,16 @@ cmd_v2v (int argc, char **argv)
     goto out;
   }
   if (json) {
-    if (print_plan_json (plan, &opts) == -1) {
+    /* Printed now for a dry run or a plan with errors; else after the
+     * run, with its result. */
+    jplan = plan_json (plan, &opts);
+    if (jplan == NULL) {
       print_error ("v2v");
       goto out;
+    }
+    if (dry_run || plan->nr_errors) {
+      print_json (jplan, true);
+      jplan = NULL;
     }
   }
   else if (cp.mode != PROGRESS_JSON)
@@ -609,7 +671,17 @@ cmd_v2v (int argc, char **argv)
   }
 
   if (ferry_v2v_run (plan, &opts, &summary) == -1) {
-    if (summary.guest && !json && cp.mode != PROGRESS_JSON) {
+    if (json || cp.mode == PROGRESS_JSON) {
+      json_object *res = result_json (plan, &opts, &summary, false, -1, 0);
+      if (jplan) {
+        json_object_object_add (jplan, "result", res);
+        print_json (jplan, true);
+        jplan = NULL;
+      }
+      else
+        print_json (res, false);
+    }
+    else if (summary.guest) {
       printf ("Guest conversion:\n");
       print_guest_report (stdout, summary.guest);
       fflush (stdout);
@@ -638,18 +710,33 @@ cmd_v2v (int argc, char **argv)
   if (verify) {
     double t0 = now_seconds_cli ();
     ret = v2v_verify (plan->out_dir, verify_timeout, json || cp.mode == PROGRESS_JSON);
+    verify_seconds = now_seconds_cli () - t0;
     if (!json && cp.mode != PROGRESS_JSON)
       printf ("Times: inspection %.1f s, conversion %.1f s, copy %.1f s, "
               "verification %.1f s\n", summary.inspect_seconds,
-              summary.convert_seconds, summary.copy_seconds,
-              now_seconds_cli () - t0);
+              summary.convert_seconds, summary.copy_seconds, verify_seconds);
   }
   else if (!json && cp.mode != PROGRESS_JSON)
     printf ("Times: inspection %.1f s, conversion %.1f s, copy %.1f s\n",
             summary.inspect_seconds, summary.convert_seconds,
             summary.copy_seconds);
+  if (json || cp.mode == PROGRESS_JSON) {
+    json_object *res = result_json (plan, &opts, &summary, ret == 0,
+                                    verify ? ret == 0 : -1, verify_seconds);
+    if (jplan) {
+      json_object_object_add (jplan, "result", res);
+      print_json (jplan, true);
+      jplan = NULL;
+    }
+    else {
+      json_object_object_add (res, "phase", json_object_new_string ("result"));
+      print_json (res, false);
+    }
+  }
 
  out:
+  if (jplan)
+    json_object_put (jplan);
   ferry_v2v_summary_free (&summary);
   ferry_v2v_plan_free (plan);
   ferry_vm_free (vm);

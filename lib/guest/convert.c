@@ -127,7 +127,7 @@ preflight (struct ferry_guest *g, struct ferry_guest_os *os,
                         disk, os->root);
   for (i = 0; i < os->nr_kernels; i++) {
     const struct ferry_guest_kernel *k = &os->kernels[i];
-    if (k->vmlinuz && k->virtio_pci && (k->virtio_blk || k->virtio_scsi))
+    if (k->vmlinuz && k->virtio_pci && k->virtio_blk)
       usable = true;
   }
   if (!usable) {

@@ -8,6 +8,7 @@
  * FERRY_GUESTFS_KVM=1 a launch that fails under KVM is retried under TCG.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,10 @@
 
 #include "../common/cleanup.h"
 #include "internal.h"
+
+/* The largest guest file guest_read reads (modules.dep of a distribution
+ * kernel is about 1 MiB). */
+#define GUEST_TEXT_MAX (16 << 20)
 
 int
 guest_error (struct ferry_guest *g, const char *what)
@@ -307,10 +312,24 @@ guest_read (struct ferry_guest *g, const char *path, size_t *size)
 {
   char *data, *text;
   size_t n;
+  int64_t fsize;
 
   *size = 0;
   if (!guest_is_file (g, path))
     return NULL;
+  /* Every file ferry reads from a guest is configuration text; a huge one
+   * is hostile or broken, and reading it whole would cost its size.  It
+   * is passed over as if absent, with a warning. */
+  fsize = guestfs_filesize (g->g, path);
+  if (fsize == -1) {
+    guest_error (g, path);
+    return NULL;
+  }
+  if (fsize > GUEST_TEXT_MAX) {
+    ferry_warn ("%s: %" PRIi64 " bytes, more than the %d MiB a configuration "
+                "file may have: not read", path, fsize, GUEST_TEXT_MAX >> 20);
+    return NULL;
+  }
   data = guestfs_read_file (g->g, path, &n);
   if (!data) {
     guest_error (g, path);

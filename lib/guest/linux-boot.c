@@ -327,7 +327,7 @@ guest_fix_bootloader (struct ferry_guest *g, struct ferry_guest_os *os,
     size_t n = 0;
     if (rewrite_file (g, "/etc/initramfs-tools/conf.d/resume", false, &rctx, &n) == -1)
       ret = -1;
-    else if (n)
+    else if (n && rctx.changes.len)
       guest_step (r, "bootloader", FERRY_GUEST_STEP_DONE,
                   "/etc/initramfs-tools/conf.d/resume: %s", rctx.changes.ptr[0]);
     rename_ctx_free (&rctx);
@@ -341,12 +341,12 @@ guest_fix_bootloader (struct ferry_guest *g, struct ferry_guest_os *os,
   return -1;
 }
 
-/* Does KERNEL need an initramfs rebuild: does it have a virtio disk driver
- * at all (else it is refused before this), and are some of them modules? */
+/* Can KERNEL boot from the virtio-blk disks ferry's targets give it (a
+ * guest with none such is refused before this)? */
 static bool
 kernel_usable (const struct ferry_guest_kernel *k)
 {
-  return k->virtio_pci && (k->virtio_blk || k->virtio_scsi);
+  return k->virtio_pci && k->virtio_blk;
 }
 
 /* The shell commands that rebuild one kernel's initramfs with TOOL. */
@@ -356,13 +356,23 @@ rebuild_command (const char *tool, const struct ferry_guest_kernel *k)
   if (strcmp (tool, "update-initramfs") == 0)
     return guest_printf ("update-initramfs %s -k '%s' 2>&1",
                          k->initrd ? "-u" : "-c", k->version);
-  if (strcmp (tool, "dracut") == 0)
+  /* A kernel without an initramfs gets one where each tool puts it. */
+  if (strcmp (tool, "dracut") == 0) {
+    if (k->initrd)
+      return guest_printf ("dracut -f --add-drivers 'virtio_pci virtio_blk "
+                           "virtio_scsi virtio_net' '%s' '%s' 2>&1",
+                           k->initrd, k->version);
     return guest_printf ("dracut -f --add-drivers 'virtio_pci virtio_blk "
-                         "virtio_scsi virtio_net' '%s' '%s' 2>&1",
-                         k->initrd ? k->initrd : "", k->version);
+                         "virtio_scsi virtio_net' '/boot/initramfs-%s.img' "
+                         "'%s' 2>&1", k->version, k->version);
+  }
+  if (k->initrd)
+    return guest_printf ("mkinitrd -f --with=virtio_pci --with=virtio_blk "
+                         "--with=virtio_scsi --with=virtio_net '%s' '%s' 2>&1",
+                         k->initrd, k->version);
   return guest_printf ("mkinitrd -f --with=virtio_pci --with=virtio_blk "
-                       "--with=virtio_scsi --with=virtio_net '%s' '%s' 2>&1",
-                       k->initrd ? k->initrd : "", k->version);
+                       "--with=virtio_scsi --with=virtio_net "
+                       "'/boot/initrd-%s' '%s' 2>&1", k->version, k->version);
 }
 
 /* Which virtio drivers the rebuilt initramfs of K has, one word per

@@ -434,7 +434,7 @@ collect_macs (const char *text, string_vector *macs)
     size_t i;
 
     if ((p != text && (isxdigit ((unsigned char) p[-1]) || p[-1] == ':')) ||
-        strlen (p) < 17 || !is_mac (p, 17) ||
+        strnlen (p, 17) < 17 || !is_mac (p, 17) ||
         isxdigit ((unsigned char) p[17]) || p[17] == ':')
       continue;
     for (i = 0; i < 17; i++)

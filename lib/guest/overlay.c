@@ -79,6 +79,8 @@ commit_overlay (const char *ovl, struct ferry_image *base)
           goto out;
       }
     }
+    if (list.len == 0)
+      break;                    /* cannot be: extents cover what was asked */
     off = list.ptr[list.len - 1].offset + list.ptr[list.len - 1].length;
   }
   r = ferry_image_flush (base);

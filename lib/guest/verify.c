@@ -110,18 +110,48 @@ find_program (const char *prog)
   return found;
 }
 
-/* The OVMF firmware files Debian's ovmf package installs. */
-static const char *
-ovmf_code (void)
+/* The OVMF firmware Debian's ovmf package installs: a code file and the
+ * variable store template of the same flash size, by index. */
+static const char *const ovmf_codes[] = { "/usr/share/OVMF/OVMF_CODE_4M.fd",
+                                          "/usr/share/OVMF/OVMF_CODE.fd" };
+static const char *const ovmf_vars[] = { "/usr/share/OVMF/OVMF_VARS_4M.fd",
+                                         "/usr/share/OVMF/OVMF_VARS.fd" };
+
+/* The index of the first pair present, or -1. */
+static int
+ovmf_pair (void)
 {
-  static const char *const paths[] = { "/usr/share/OVMF/OVMF_CODE_4M.fd",
-                                       "/usr/share/OVMF/OVMF_CODE.fd", NULL };
   size_t i;
 
-  for (i = 0; paths[i]; i++)
-    if (access (paths[i], R_OK) == 0)
-      return paths[i];
-  return NULL;
+  for (i = 0; i < sizeof ovmf_codes / sizeof ovmf_codes[0]; i++)
+    if (access (ovmf_codes[i], R_OK) == 0 && access (ovmf_vars[i], R_OK) == 0)
+      return (int) i;
+  return -1;
+}
+
+/* Copy the variable store template FROM into the open file FD (at most
+ * 64 MiB: the templates are 128 KiB to 4 MiB). */
+static int
+copy_vars (const char *from, int fd, const char *to)
+{
+  char buf[65536];
+  int in = open (from, O_RDONLY | O_CLOEXEC);
+  off_t total = 0;
+  ssize_t r;
+
+  if (in == -1)
+    return ferry_error_errno (errno, "%s", from);
+  while ((r = read (in, buf, sizeof buf)) > 0 && total < (64 << 20)) {
+    if (full_pwrite (fd, buf, r, total) == -1) {
+      close (in);
+      return ferry_error_errno (errno, "%s", to);
+    }
+    total += r;
+  }
+  close (in);
+  if (r == -1)
+    return ferry_error_errno (errno, "%s", from);
+  return 0;
 }
 
 static int
@@ -155,10 +185,13 @@ build_argv (const struct ferry_guest_disk *disks, size_t n,
       return -1;
   }
   if (uefi) {
-    const char *code = ovmf_code ();
-    if (!code)
+    int pair = ovmf_pair ();
+    const char *code;
+    if (pair == -1)
       return ferry_error (ENOENT, "UEFI boot needs OVMF (Debian's ovmf "
-                          "package: /usr/share/OVMF/OVMF_CODE.fd)");
+                          "package: /usr/share/OVMF/OVMF_CODE_4M.fd and "
+                          "OVMF_VARS_4M.fd)");
+    code = ovmf_codes[pair];
     if (add_arg (v, "-drive") == -1 ||
         add_arg (v, "if=pflash,format=raw,readonly=on,file=%s", code) == -1 ||
         add_arg (v, "-drive") == -1 ||
@@ -292,15 +325,14 @@ boot_once (const struct ferry_guest_disk *disks, size_t n,
   unlink (errpath);
   if (o->firmware && strcmp (o->firmware, "uefi") == 0) {
     /* UEFI variables: a private copy of the template, dropped after. */
-    int fd;
+    int fd, pair = ovmf_pair ();
     vars = guest_printf ("%s/ferry-vars-XXXXXX", tmpdir);
     if (!vars || (fd = mkstemp (vars)) == -1) {
       ferry_error_errno (errno, "a temporary file in %s", tmpdir);
       goto out;
     }
-    if (ftruncate (fd, 4 << 20) == -1) {
+    if (pair != -1 && copy_vars (ovmf_vars[pair], fd, vars) == -1) {
       close (fd);
-      ferry_error_errno (errno, "%s", vars);
       goto out;
     }
     close (fd);

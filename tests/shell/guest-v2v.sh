@@ -77,8 +77,13 @@ then
   if grep -q -E "^UUID=$GUEST_ROOT_UUID +/ " "$WORK/.gfish"; then ok "guestfish: fstab mounts / by UUID"
   else not_ok "guestfish: fstab" "$j"; fi
   counts=$(sed -n '/^---$/,$p' "$WORK/.gfish" | sed -n '/^[0-9][0-9]*$/p' | xargs)
-  case $counts in "0 "*|*" "[1-9]*) not_ok "guestfish: grub.cfg root= counts (UUID, /dev/sd): $counts" "$j" ;;
-                  *) ok "guestfish: grub.cfg boots by UUID ($counts)" ;; esac
+  # exactly two numbers: root=UUID= lines (some), root=/dev/sd lines (none)
+  if [[ $counts =~ ^([0-9]+)\ ([0-9]+)$ ]] && [ "${BASH_REMATCH[1]}" -gt 0 ] &&
+     [ "${BASH_REMATCH[2]}" = 0 ]; then
+    ok "guestfish: grub.cfg boots by UUID ($counts)"
+  else
+    not_ok "guestfish: grub.cfg root= counts (UUID, /dev/sd): '$counts'" "$j"
+  fi
 else
   not_ok "guestfish could not read the converted disk" "$(cat "$WORK/.gfish")"
 fi

@@ -78,6 +78,23 @@ make_package pkg/vm sub disk.img sha256
 tar -C pkg -cf sub.ova vm/sub.ovf vm/sub.mf vm/disk.img || die "tar cf"
 fy v2v sub.ova --to libvirt --out out-sub
 expect_exit 0 "ustar OVA with a subfolder and a SHA256 manifest migrated"
+
+# --json: one document, the plan with the run's result in it.
+fy v2v sub.ova --to qemu --out out-json --json
+expect_exit 0 "v2v --json migrated"
+if python3 - "$OUT" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+r = j["result"]
+assert j["target"] == "qemu" and r["ok"] is True, (j["target"], r["ok"])
+assert [d["target"] for d in r["disks"]] == [j["disks"][0]["target"]], r["disks"]
+assert r["disks"][0]["data-bytes"] > 0 and r["disks"][0]["disk-bytes"] > 0
+assert "guest-conversion" in r or "guest-conversion-skipped" in r, r
+assert r["seconds"]["total"] >= r["seconds"]["copy"] >= 0, r["seconds"]
+assert "verified" not in r
+PY
+then ok "v2v --json: the plan and the result (disks, guest conversion, times)"
+else not_ok "v2v --json result" "$(cat "$OUT")"; fi
 if [ -f out-sub/sub.xml ]; then
   validate "subfolder OVA" out-sub/sub.xml
   same_content "subfolder OVA: the disk equals the original" pkg/vm/disk.img raw \
