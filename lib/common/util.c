@@ -234,3 +234,24 @@ strbuf_printf (struct strbuf *s, const char *fmt, ...)
   strbuf_vprintf (s, fmt, ap);
   va_end (ap);
 }
+
+char *
+qemu_opt_escape (const char *s)
+{
+  size_t n = 0;
+  const char *p;
+  char *r, *q;
+
+  for (p = s; *p; p++)
+    n += *p == ',' ? 2 : 1;
+  r = q = malloc (n + 1);
+  if (r == NULL)
+    return NULL;
+  for (p = s; *p; p++) {
+    *q++ = *p;
+    if (*p == ',')
+      *q++ = ',';
+  }
+  *q = '\0';
+  return r;
+}

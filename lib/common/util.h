@@ -74,6 +74,11 @@ double now_seconds (void);
 /* Number of online CPUs, at least 1. */
 unsigned online_cpus (void);
 
+/* S with every comma doubled, as QEMU's option values want it (a single
+ * comma would start the next option); the caller frees it.  NULL when
+ * out of memory. */
+char *qemu_opt_escape (const char *s);
+
 /* A string built by appending (descriptors, scripts): BUF is NULL or
  * NUL-terminated; the first failure to grow it sticks in FAILED, and
  * later appends do nothing, so the builder checks once at the end.  Start

@@ -157,6 +157,14 @@ ferry_guest_convert_image (const struct ferry_guest_disk *disks, size_t n,
     goto out;
   }
 
+  /* What cannot be written in place is refused first: that holds
+   * whatever the disks contain (note 2). */
+  for (i = 0; i < n; i++) {
+    const char *fmt;
+    uint64_t size;
+    if (writable_in_place (&disks[i], &fmt, &size) == -1)
+      goto out;
+  }
   {
     bool blank;
     if (ferry_guest_disks_blank (disks, n, &blank) == -1)

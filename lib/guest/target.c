@@ -247,20 +247,47 @@ read_qemu_script (const char *path, const char *dir, const char *text,
     while (*line == ' ' || *line == '\t')
       line++;
     if (strncmp (line, "-drive file=", 12) == 0) {
-      /* -drive file="$here"/NAME,format=F,if=none,id=... */
+      /* -drive file="$(opt "$here")"/'NAME',format=F,if=none,id=...: the
+       * name shell-quoted ('\'' for a quote) with its commas doubled
+       * (lib/vm/qemu.c); older scripts said "$here"/NAME. */
       const char *f = line + 12;
       CLEANUP_FREE char *file = NULL, *format = NULL;
-      if (strncmp (f, "\"$here\"/", 8) == 0)
-        f += 8;
-      /* The name may be quoted ('NAME'), with no quote inside. */
+      size_t k = 0;
+      static const char here_opt[] = "\"$(opt \"$here\")\"/", here[] = "\"$here\"/";
+      if (strncmp (f, here_opt, sizeof here_opt - 1) == 0)
+        f += sizeof here_opt - 1;
+      else if (strncmp (f, here, sizeof here - 1) == 0)
+        f += sizeof here - 1;
+      file = malloc (strcspn (f, "\n") + 1);
+      if (!file) {
+        ferry_error (ENOMEM, "out of memory");
+        goto out;
+      }
       if (*f == '\'') {
-        f++;
-        file = strndup (f, strcspn (f, "'\n"));
+        for (f++; *f && *f != '\n'; f++) {
+          if (strncmp (f, "'\\''", 4) == 0) {
+            file[k++] = '\'';
+            f += 3;
+          }
+          else if (*f == '\'')
+            break;
+          else if (*f == ',' && f[1] == ',') {
+            file[k++] = ',';
+            f++;
+          }
+          else
+            file[k++] = *f;
+        }
       }
       else
-        file = strndup (f, strcspn (f, ",\" \\\n"));
+        for (; *f && !strchr ("\" \\\n", *f) && (*f != ',' || f[1] == ','); f++) {
+          file[k++] = *f;
+          if (*f == ',')
+            f++;
+        }
+      file[k] = '\0';
       format = option_value (line + 7, "format");
-      if (!file || add_disk (t, dir, file, format) == -1)
+      if (add_disk (t, dir, file, format) == -1)
         goto out;
     }
     else if (strncmp (line, "-drive if=pflash", 16) == 0 && !t->firmware)

@@ -192,10 +192,13 @@ build_argv (const struct ferry_guest_disk *disks, size_t n,
                           "package: /usr/share/OVMF/OVMF_CODE_4M.fd and "
                           "OVMF_VARS_4M.fd)");
     code = ovmf_codes[pair];
+    CLEANUP_FREE char *vfile = qemu_opt_escape (vars);
+    if (!vfile)
+      return ferry_error (ENOMEM, "out of memory");
     if (add_arg (v, "-drive") == -1 ||
         add_arg (v, "if=pflash,format=raw,readonly=on,file=%s", code) == -1 ||
         add_arg (v, "-drive") == -1 ||
-        add_arg (v, "if=pflash,format=raw,file=%s", vars) == -1)
+        add_arg (v, "if=pflash,format=raw,file=%s", vfile) == -1)
       return -1;
   }
 
@@ -214,11 +217,14 @@ build_argv (const struct ferry_guest_disk *disks, size_t n,
                         "lsi (LSI 53C895A SCSI), sata or ide", bus);
   for (i = 0; i < n; i++) {
     const char *fmt = disks[i].format;
+    CLEANUP_FREE char *file = NULL;
     if (!fmt && !(fmt = ferry_image_probe (disks[i].path)))
       return -1;
+    if ((file = qemu_opt_escape (disks[i].path)) == NULL)
+      return ferry_error (ENOMEM, "out of memory");
     if (add_arg (v, "-drive") == -1 ||
         add_arg (v, "file=%s,format=%s,if=none,id=disk%zu,cache=unsafe%s",
-                 disks[i].path, qemu_format_name (fmt), i,
+                 file, qemu_format_name (fmt), i,
                  o->writable ? "" : ",snapshot=on") == -1 ||
         add_arg (v, "-device") == -1)
       return -1;

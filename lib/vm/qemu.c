@@ -62,29 +62,6 @@ quote (const char *s)
   return r;
 }
 
-/* S with every comma doubled, as QEMU's option values want it (a single
- * comma would start the next option); the caller frees it. */
-static char *
-qemu_opt_escape (const char *s)
-{
-  size_t n = 0;
-  const char *p;
-  char *r, *q;
-
-  for (p = s; *p; p++)
-    n += *p == ',' ? 2 : 1;
-  r = q = malloc (n + 1);
-  if (r == NULL)
-    return NULL;
-  for (p = s; *p; p++) {
-    *q++ = *p;
-    if (*p == ',')
-      *q++ = ',';
-  }
-  *q = '\0';
-  return r;
-}
-
 /* S escaped for a QEMU option, then quoted for the shell. */
 static char *
 quote_opt (const char *s)

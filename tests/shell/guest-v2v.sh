@@ -52,7 +52,7 @@ expect_exit 0 "ferry v2v --to libvirt --verify"
 for want in "done     remove-tools  removed with dpkg --purge: open-vm-tools" \
             "done     fstab         /etc/fstab: /dev/sda1 -> UUID=$GUEST_ROOT_UUID" \
             "done     initramfs" "matched by MAC address" \
-            "Verified: booted to \"$GUEST_HOSTNAME login:\""; do
+            "Verified: booted to \"$GUEST_HOSTNAME login:"; do
   if grep -q -F -- "$want" "$OUT"; then ok "v2v --to libvirt says '$want'"
   else not_ok "v2v --to libvirt does not say '$want'" "$(last_run)"; fi
 done

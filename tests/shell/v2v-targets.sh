@@ -152,6 +152,18 @@ if [ -f "qc/web,db=1.sh" ]; then
     not_ok "qemu: a name and a folder with commas: the VM starts" "$out" "$(cat "q,c moved/web,db=1.sh")"
   fi
   [ -s qemu.pid ] && kill "$(cat qemu.pid)" 2>/dev/null
+  # ferry verify --boot reads the same script back (its disks, UEFI) and
+  # boots it: the disks hold no OS, so it must time out at the console,
+  # not fail to find a disk or a firmware file.
+  # (QEMU with TCG maps far more than lib.sh's limit for ferry itself)
+  FERRY_VMEM_LIMIT_KB=unlimited fy verify --boot --accel tcg --timeout 8 --json "q,c moved"
+  expect_exit 1 "verify --boot of the script with commas: no OS, so no login prompt"
+  if python3 -c 'import json, sys; j = json.load(open(sys.argv[1]))
+sys.exit(0 if not j["booted"] and j["reason"].startswith("no login prompt on the console within 8 s") else 1)' "$OUT"; then
+    ok "...QEMU ran its disks and UEFI firmware until the timeout"
+  else
+    not_ok "...verify --boot reason" "$(cat "$OUT" "$ERR")"
+  fi
 fi
 
 # A name with a double quote, to an OVA: its VMDKs are named without it
