@@ -353,26 +353,24 @@ kernel_usable (const struct ferry_guest_kernel *k)
 static char *
 rebuild_command (const char *tool, const struct ferry_guest_kernel *k)
 {
+  CLEANUP_FREE char *image = NULL;
+
   if (strcmp (tool, "update-initramfs") == 0)
     return guest_printf ("update-initramfs %s -k '%s' 2>&1",
                          k->initrd ? "-u" : "-c", k->version);
   /* A kernel without an initramfs gets one where each tool puts it. */
-  if (strcmp (tool, "dracut") == 0) {
-    if (k->initrd)
-      return guest_printf ("dracut -f --add-drivers 'virtio_pci virtio_blk "
-                           "virtio_scsi virtio_net' '%s' '%s' 2>&1",
-                           k->initrd, k->version);
+  image = k->initrd ? strdup (k->initrd)
+    : guest_printf (strcmp (tool, "dracut") == 0 ? "/boot/initramfs-%s.img"
+                    : "/boot/initrd-%s", k->version);
+  if (!image)
+    return NULL;
+  if (strcmp (tool, "dracut") == 0)
     return guest_printf ("dracut -f --add-drivers 'virtio_pci virtio_blk "
-                         "virtio_scsi virtio_net' '/boot/initramfs-%s.img' "
-                         "'%s' 2>&1", k->version, k->version);
-  }
-  if (k->initrd)
-    return guest_printf ("mkinitrd -f --with=virtio_pci --with=virtio_blk "
-                         "--with=virtio_scsi --with=virtio_net '%s' '%s' 2>&1",
-                         k->initrd, k->version);
+                         "virtio_scsi virtio_net' '%s' '%s' 2>&1",
+                         image, k->version);
   return guest_printf ("mkinitrd -f --with=virtio_pci --with=virtio_blk "
-                       "--with=virtio_scsi --with=virtio_net "
-                       "'/boot/initrd-%s' '%s' 2>&1", k->version, k->version);
+                       "--with=virtio_scsi --with=virtio_net '%s' '%s' 2>&1",
+                       image, k->version);
 }
 
 /* Which virtio drivers the rebuilt initramfs of K has, one word per
