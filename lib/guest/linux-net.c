@@ -195,7 +195,7 @@ guest_fix_network (struct ferry_guest *g, struct ferry_guest_os *os,
       ret = -1;
       goto out;
     }
-    list = calloc (1, 16 * pinned.len + 1);
+    list = calloc (1, 17 * pinned.len + 1);   /* ", " and 15 */
     for (i = 0; list && i < pinned.len; i++) {
       if (i)
         strcat (list, ", ");
@@ -205,7 +205,10 @@ guest_fix_network (struct ferry_guest *g, struct ferry_guest_os *os,
                 "%s: the virtio NIC%s named %s (%s), as the network "
                 "configuration expects", NET_RULES, pinned.len == 1 ? " is" : "s are",
                 list ? list : "",
-                nr_macs ? "matched by MAC address" : "matched by the virtio_net driver: one NIC");
+                !nr_macs ? "matched by the virtio_net driver: one NIC"
+                : pinned.len > 1 ? "matched by MAC address, names in their "
+                "numeric order to the VM's NICs in theirs"
+                : "matched by MAC address");
   }
 
  out:
