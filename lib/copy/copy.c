@@ -1004,6 +1004,7 @@ ferry_copy (struct ferry_image *src, struct ferry_image *dst,
   c.src = src;
   c.dst = dst;
   c.opts = opts;
+  ferry_image_set_early_writeback (dst, !opts->no_flush);
   c.size = ferry_image_size (src);
   if (plan_copy (&c, opts, &threads) == -1)
     return -1;

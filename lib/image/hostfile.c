@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "hostfile.h"
+#include "internal.h"
 #include "../common/error.h"
 #include "../common/util.h"
 
@@ -219,7 +220,9 @@ hostfile_size (int fd, const char *path, uint64_t *size)
 }
 
 void
-hostfile_start_writeback (int fd, uint64_t offset, uint64_t count)
+hostfile_start_writeback (const struct ferry_image *img, int fd,
+                          uint64_t offset, uint64_t count)
 {
-  (void) sync_file_range (fd, offset, count, SYNC_FILE_RANGE_WRITE);
+  if (img->early_writeback)
+    (void) sync_file_range (fd, offset, count, SYNC_FILE_RANGE_WRITE);
 }

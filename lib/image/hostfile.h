@@ -58,10 +58,12 @@ int hostfile_extents (int fd, uint64_t host, uint64_t len, uint64_t offset,
                       uint32_t hole_flags, struct hostfile_caps *caps,
                       const char *path, struct ferry_extent_list *list);
 
-/* Ask the kernel to start writing COUNT bytes at OFFSET of FD back to
- * the disk now (a hint: errors are ignored), so that the copy and the
- * disk work at the same time and a final flush finds little left. */
-void hostfile_start_writeback (int fd, uint64_t offset, uint64_t count);
+/* When IMG's writer will flush it (ferry_image_set_early_writeback), ask
+ * the kernel to start writing COUNT bytes at OFFSET of FD back to the
+ * disk now (a hint: errors are ignored), so that the copy and the disk
+ * work at the same time and the final flush finds little left. */
+void hostfile_start_writeback (const struct ferry_image *img, int fd,
+                               uint64_t offset, uint64_t count);
 
 /* Write entries [LO, HI) of the 32-bit TABLE (host byte order) into FD,
  * where entry 0 lies at host OFFSET, big- or little-endian; WHAT names

@@ -963,6 +963,12 @@ ferry_image_context_extents (struct ferry_image *img, const char *name,
   return 0;
 }
 
+void
+ferry_image_set_early_writeback (struct ferry_image *img, bool on)
+{
+  img->early_writeback = on && !img->readonly;
+}
+
 uint32_t
 ferry_image_compress_unit (struct ferry_image *img)
 {

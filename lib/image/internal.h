@@ -79,6 +79,7 @@ struct ferry_image {
   bool reads_as_backing;       /* see ferry_image_reads_as_backing */
   bool sequential;             /* see ferry_image_is_sequential */
   bool compress_required;      /* see ferry_image_compress_required */
+  bool early_writeback;        /* see ferry_image_set_early_writeback */
   struct ferry_image *backing; /* owned, closed with this one; or NULL */
   dev_t dev;                   /* of the file, for loop detection */
   ino_t ino;

@@ -51,6 +51,7 @@
 #include <libdeflate.h>
 #include <zstd.h>
 
+#include "hostfile.h"
 #include "qcow2-internal.h"
 #include "../common/cleanup.h"
 #include "../common/util.h"
@@ -246,6 +247,7 @@ write_chunk (struct qcow2_image *q, const uint8_t *buf, uint64_t count,
     return ferry_error_errno (errno, "%s: writing %" PRIu64 " bytes at "
                               "offset 0x%" PRIx64, q->base.path,
                               fill_end - fill_start, host);
+  hostfile_start_writeback (&q->base, q->data_fd, host, fill_end - fill_start);
 
   /* 3. Under the lock again: point the L2 entries at the data. */
   pthread_mutex_lock (&q->lock);

@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "hostfile.h"
 #include "internal.h"
 #include "../common/util.h"
 
@@ -172,6 +173,7 @@ raw_pwrite (struct ferry_image *img, const void *buf, size_t count,
   if (full_pwrite (h->fd, buf, count, offset) == -1)
     return ferry_error_errno (errno, "%s: write of %zu bytes at offset %"
                               PRIu64, img->path, count, offset);
+  hostfile_start_writeback (img, h->fd, offset, count);
   return 0;
 }
 

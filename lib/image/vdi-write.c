@@ -171,7 +171,7 @@ vdi_pwrite (struct ferry_image *img, const void *buf, size_t count,
       return ferry_error_errno (errno, "%s: writing %" PRIu64 " bytes of "
                                 "block %" PRIu64 " at offset 0x%" PRIx64,
                                 img->path, n, b, host);
-    hostfile_start_writeback (d->fd, host, n);
+    hostfile_start_writeback (img, d->fd, host, n);
     if (fresh && vdi_map_get (d, b) >= VDI_BLOCK_ZERO)
       publish_block (d, b, index);
     p += n;

@@ -304,7 +304,7 @@ vhd_pwrite (struct ferry_image *img, const void *buf, size_t count,
     if (full_pwrite (v->fd, buf, count, offset) == -1)
       return ferry_error_errno (errno, "%s: write of %zu bytes at offset %"
                                 PRIu64, img->path, count, offset);
-    hostfile_start_writeback (v->fd, offset, count);
+    hostfile_start_writeback (img, v->fd, offset, count);
     return 0;
   }
   while (count > 0) {
@@ -325,7 +325,7 @@ vhd_pwrite (struct ferry_image *img, const void *buf, size_t count,
       return ferry_error_errno (errno, "%s: writing %" PRIu64 " bytes of "
                                 "block %" PRIu64 " at offset 0x%" PRIx64,
                                 img->path, n, b, start + v->bitmap_size + in);
-    hostfile_start_writeback (v->fd, start + v->bitmap_size + in, n);
+    hostfile_start_writeback (img, v->fd, start + v->bitmap_size + in, n);
     if (fresh)
       publish_block (v, b, start);
     p += n;

@@ -76,6 +76,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "hostfile.h"
 #include "vhdx-internal.h"
 #include "../common/cleanup.h"
 #include "../common/util.h"
@@ -263,9 +264,9 @@ vhdx_pwrite (struct ferry_image *img, const void *buf, size_t count,
                          (pc.entry & VHDX_BAT_OFFSET_MASK) + pc.in) == -1)
       return -1;
     /* Start writing it back now (note 3), so the flush finds little
-     * left to do; a hint, so its errors do not matter. */
-    (void) sync_file_range (v->fd, (pc.entry & VHDX_BAT_OFFSET_MASK) + pc.in,
-                            pc.len, SYNC_FILE_RANGE_WRITE);
+     * left to do. */
+    hostfile_start_writeback (img, v->fd,
+                              (pc.entry & VHDX_BAT_OFFSET_MASK) + pc.in, pc.len);
     p += pc.len;
     offset += pc.len;
     count -= pc.len;
