@@ -69,8 +69,9 @@ struct ferry_image *ferry_image_open_stream (const char *path,
 
 /* Tell IMG, open for writing, that its writer will flush it at the end
  * (ferry_copy does unless told not to): data writes then ask the kernel
- * to start writing back at once (sync_file_range), so the disk works
- * while the copy goes on and the flush finds little left.  Off by
+ * to start writing back at once (sync_file_range), and once more than
+ * 32 MiB is on its way a writer waits for the oldest range, so the disk
+ * works while the copy goes on and the flush finds little left.  Off by
  * default: an unflushed copy (-t unsafe) leaves write-back to the kernel. */
 void ferry_image_set_early_writeback (struct ferry_image *img, bool on);
 

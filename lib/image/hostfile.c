@@ -219,10 +219,36 @@ hostfile_size (int fd, const char *path, uint64_t *size)
   return 0;
 }
 
+/* How much data may be on its way to the disk, its write-back started
+ * but not waited for, before a writer waits for the oldest range. */
+#define WRITEBACK_WINDOW (32u << 20)
+
 void
 hostfile_start_writeback (const struct ferry_image *img, int fd,
                           uint64_t offset, uint64_t count)
 {
-  if (img->early_writeback)
-    (void) sync_file_range (fd, offset, count, SYNC_FILE_RANGE_WRITE);
+  struct image_writeback *wb = img->writeback;
+  struct writeback_range done[WRITEBACK_RING];
+  unsigned n = 0, i;
+
+  if (wb == NULL)
+    return;
+  (void) sync_file_range (fd, offset, count, SYNC_FILE_RANGE_WRITE);
+  pthread_mutex_lock (&wb->lock);
+  while (wb->len > 0 &&
+         (wb->len == WRITEBACK_RING || wb->bytes > WRITEBACK_WINDOW)) {
+    done[n] = wb->ring[wb->head];
+    wb->bytes -= done[n++].count;
+    wb->head = (wb->head + 1) % WRITEBACK_RING;
+    wb->len--;
+  }
+  wb->ring[(wb->head + wb->len++) % WRITEBACK_RING] =
+    (struct writeback_range) { fd, offset, count };
+  wb->bytes += count;
+  pthread_mutex_unlock (&wb->lock);
+  /* Outside the lock: other writers go on meanwhile. */
+  for (i = 0; i < n; i++)
+    (void) sync_file_range (done[i].fd, done[i].offset, done[i].count,
+                            SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                            SYNC_FILE_RANGE_WAIT_AFTER);
 }

@@ -966,7 +966,17 @@ ferry_image_context_extents (struct ferry_image *img, const char *name,
 void
 ferry_image_set_early_writeback (struct ferry_image *img, bool on)
 {
-  img->early_writeback = on && !img->readonly;
+  if (on && !img->readonly && img->writeback == NULL) {
+    /* Without memory it is only slower: write-back waits for the flush. */
+    img->writeback = calloc (1, sizeof *img->writeback);
+    if (img->writeback)
+      pthread_mutex_init (&img->writeback->lock, NULL);
+  }
+  else if (!on && img->writeback) {
+    pthread_mutex_destroy (&img->writeback->lock);
+    free (img->writeback);
+    img->writeback = NULL;
+  }
 }
 
 uint32_t
@@ -1045,6 +1055,7 @@ ferry_image_close (struct ferry_image *img)
   backing = img->backing;
   path = img->path;
   free_facts (img);
+  ferry_image_set_early_writeback (img, false);
   r = img->driver->close (img);   /* frees img itself */
   free (path);
   if (ferry_image_close (backing) == -1)

@@ -24,6 +24,7 @@
 #ifndef FERRY_IMAGE_INTERNAL_H
 #define FERRY_IMAGE_INTERNAL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -79,7 +80,7 @@ struct ferry_image {
   bool reads_as_backing;       /* see ferry_image_reads_as_backing */
   bool sequential;             /* see ferry_image_is_sequential */
   bool compress_required;      /* see ferry_image_compress_required */
-  bool early_writeback;        /* see ferry_image_set_early_writeback */
+  struct image_writeback *writeback; /* see ferry_image_set_early_writeback */
   struct ferry_image *backing; /* owned, closed with this one; or NULL */
   dev_t dev;                   /* of the file, for loop detection */
   ino_t ino;
@@ -96,6 +97,19 @@ struct ferry_image {
 };
 
 struct image_stream;
+
+/* Early write-back (ferry_image_set_early_writeback, hostfile.c): the
+ * ranges whose write-back was started and not yet waited for, oldest
+ * first.  Once they hold more than a window, the writer that adds one
+ * waits for the oldest, so the data not yet on disk stays bounded and the
+ * final flush finds little left. */
+#define WRITEBACK_RING 64
+struct image_writeback {
+  pthread_mutex_t lock;
+  struct writeback_range { int fd; uint64_t offset, count; } ring[WRITEBACK_RING];
+  unsigned head, len;
+  uint64_t bytes;
+};
 
 struct image_driver {
   const char *name;              /* "raw", "qcow2", ... */
