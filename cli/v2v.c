@@ -245,6 +245,22 @@ print_json (json_object *o, bool pretty)
   fflush (stdout);
 }
 
+/* Print RES: as the "result" of the plan *JPLAN (--json; printed and
+ * dropped), or without one as the last --progress=json line. */
+static void
+print_result (json_object **jplan, json_object *res)
+{
+  if (*jplan) {
+    json_object_object_add (*jplan, "result", res);
+    print_json (*jplan, true);
+    *jplan = NULL;
+  }
+  else {
+    json_object_object_add (res, "phase", json_object_new_string ("result"));
+    print_json (res, false);
+  }
+}
+
 /* What a run did, for --json (the plan's "result") and --progress=json
  * (its last line): the disks, the guest's conversion step by step, the
  * times and the verification.  VERIFIED: -1 not run, 0 failed, 1 booted. */
@@ -672,14 +688,7 @@ cmd_v2v (int argc, char **argv)
 
   if (ferry_v2v_run (plan, &opts, &summary) == -1) {
     if (json || cp.mode == PROGRESS_JSON) {
-      json_object *res = result_json (plan, &opts, &summary, false, -1, 0);
-      if (jplan) {
-        json_object_object_add (jplan, "result", res);
-        print_json (jplan, true);
-        jplan = NULL;
-      }
-      else
-        print_json (res, false);
+      print_result (&jplan, result_json (plan, &opts, &summary, false, -1, 0));
     }
     else if (summary.guest) {
       printf ("Guest conversion:\n");
@@ -721,17 +730,8 @@ cmd_v2v (int argc, char **argv)
             summary.inspect_seconds, summary.convert_seconds,
             summary.copy_seconds);
   if (json || cp.mode == PROGRESS_JSON) {
-    json_object *res = result_json (plan, &opts, &summary, ret == 0,
-                                    verify ? ret == 0 : -1, verify_seconds);
-    if (jplan) {
-      json_object_object_add (jplan, "result", res);
-      print_json (jplan, true);
-      jplan = NULL;
-    }
-    else {
-      json_object_object_add (res, "phase", json_object_new_string ("result"));
-      print_json (res, false);
-    }
+    print_result (&jplan, result_json (plan, &opts, &summary, ret == 0,
+                                       verify ? ret == 0 : -1, verify_seconds));
   }
 
  out:

@@ -140,6 +140,8 @@ ferry_guest_convert_image (const struct ferry_guest_disk *disks, size_t n,
 {
   struct ferry_image **bases = NULL;
   struct ferry_guest_disk *ovl = NULL;
+  const char **fmts = NULL;     /* each disk's format and size (note 2) */
+  uint64_t *sizes = NULL;
   struct ferry_guest *g = NULL;
   const char *tmpdir = getenv ("TMPDIR");
   int ret = -1, converted = -1;
@@ -152,19 +154,18 @@ ferry_guest_convert_image (const struct ferry_guest_disk *disks, size_t n,
     tmpdir = "/var/tmp";
   bases = calloc (n, sizeof *bases);
   ovl = calloc (n, sizeof *ovl);
-  if (!bases || !ovl) {
+  fmts = calloc (n, sizeof *fmts);
+  sizes = calloc (n, sizeof *sizes);
+  if (!bases || !ovl || !fmts || !sizes) {
     ferry_error (ENOMEM, "out of memory");
     goto out;
   }
 
   /* What cannot be written in place is refused first: that holds
    * whatever the disks contain (note 2). */
-  for (i = 0; i < n; i++) {
-    const char *fmt;
-    uint64_t size;
-    if (writable_in_place (&disks[i], &fmt, &size) == -1)
+  for (i = 0; i < n; i++)
+    if (writable_in_place (&disks[i], &fmts[i], &sizes[i]) == -1)
       goto out;
-  }
   {
     bool blank;
     if (ferry_guest_disks_blank (disks, n, &blank) == -1)
@@ -179,14 +180,11 @@ ferry_guest_convert_image (const struct ferry_guest_disk *disks, size_t n,
   for (i = 0; i < n; i++) {
     CLEANUP_FREE char *abs = NULL, *opt = NULL;
     struct ferry_image *o;
-    const char *fmt;
-    uint64_t size;
+    const char *fmt = fmts[i];
+    uint64_t size = sizes[i];
     char *path;
     int fd;
 
-    /* Note 2. */
-    if (writable_in_place (&disks[i], &fmt, &size) == -1)
-      goto out;
     abs = realpath (disks[i].path, NULL);
     path = guest_printf ("%s/ferry-convert-XXXXXX.qcow2", tmpdir);
     if (!abs || !path) {
@@ -259,5 +257,7 @@ ferry_guest_convert_image (const struct ferry_guest_disk *disks, size_t n,
     }
   free (bases);
   free (ovl);
+  free (fmts);
+  free (sizes);
   return ret;
 }
