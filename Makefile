@@ -5,7 +5,7 @@
 #   make check   install what is missing, build four times (plain gcc;
 #                ASan+UBSan+libFuzzer under clang; release builds with gcc
 #                -O3 and with clang), run every test in the first two, the
-#                unit tests in the release builds, every fuzzer, and end
+#                unit tests in the gcc release build, every fuzzer, and end
 #                with "N passed, N failed, N skipped"
 #   make bench   the benchmarks against qemu-img, cp, nbdcopy and qemu-nbd
 #
@@ -58,7 +58,7 @@ demo-disks: build
 	scripts/demo-disks $(BUILD)
 
 check: build build-asan configure-release
-	scripts/run-checks test:$(BUILD) unit:$(RELEASE_BUILD) unit:$(CLANG_BUILD) \
+	scripts/run-checks test:$(BUILD) unit:$(RELEASE_BUILD) build:$(CLANG_BUILD) \
 	  test:$(ASAN_BUILD) fuzz:$(ASAN_BUILD)
 
 bench: build

@@ -10,8 +10,9 @@
 #     is a failure: non-zero exit, named with its reason.
 #   - unit:DIR runs the unit suite only; test:DIR every suite, and a
 #     failing test fails the run (with or without CI).
-#   - A step whose build fails counts as a failure (the release and clang
-#     builds' only test is that they compile).
+#   - build:DIR counts a build that compiles as a pass and one that does
+#     not (a warning under --werror) as a failure, with the compiler's
+#     error shown: the clang release build's test.
 . "$(dirname "$0")/lib.sh"
 require meson ninja
 
@@ -36,7 +37,9 @@ if get_option('fail')
 endif
 EOF
   echo "option('fail', type : 'boolean', value : false)" >"$dir/meson_options.txt"
-  meson setup "$dir/b" "$dir" -Dfail=$([ "$fail" = fail ] && echo true || echo false) \
+  local fail_opt=false
+  [ "$fail" = fail ] && fail_opt=true
+  meson setup "$dir/b" "$dir" -Dfail=$fail_opt \
     >"$WORK/.setup" 2>&1 || die "meson setup $dir: $(tail -n 20 "$WORK/.setup")"
 }
 
@@ -105,16 +108,20 @@ EOF
 printf 'int main (void) { int unused; return 0; }\n' >"$WORK/w/warns.c"
 meson setup --werror -Dwarning_level=2 "$WORK/w/b" "$WORK/w" >"$WORK/.setup" 2>&1 ||
   die "meson setup $WORK/w: $(tail -n 20 "$WORK/.setup")"
-rc "$WORK/werror.log" "" "unit:$WORK/w/b"
-expect "a build that fails is a failure" "$WORK/werror.log" nonzero "0 passed, 1 failed, 0 skipped"
+rc "$WORK/werror.log" "" "build:$WORK/w/b"
+expect "build:DIR, a build that fails is a failure" "$WORK/werror.log" nonzero "0 passed, 1 failed, 0 skipped"
 if grep -q -F "unused variable" "$WORK/werror.log"; then
   ok "the compiler's error is shown"
 else
   not_ok "the compiler's error is not shown" "$(cat "$WORK/werror.log")"
 fi
 
+printf 'int main (void) { return 0; }\n' >"$WORK/w/warns.c"
+rc "$WORK/build.log" "" "build:$WORK/w/b"
+expect "build:DIR, a build that compiles is a pass" "$WORK/build.log" 0 "1 passed, 0 failed, 0 skipped"
+
 rc "$WORK/usage.log" "" "$WORK/p/b"
 expect "one bare directory is a usage error" "$WORK/usage.log" nonzero \
-  "usage: $RUN_CHECKS test:DIR|unit:DIR|fuzz:DIR...  (or $RUN_CHECKS BUILD ASAN_BUILD)"
+  "usage: $RUN_CHECKS test:DIR|unit:DIR|build:DIR|fuzz:DIR...  (or $RUN_CHECKS BUILD ASAN_BUILD)"
 
 done_testing
