@@ -142,6 +142,7 @@ for cmd in $commands; do
   # known option fails later (a missing IMAGE, a missing value), an
   # unknown one at getopt.
   bad=""
+  # shellcheck disable=SC2086  # the word lists are split on purpose
   for o in $(printf '%s\n' $man $comp | sort -u); do
     (cd "$WORK" && timeout 20 "$FERRY" "$cmd" "$o" </dev/null >"$WORK/o.out" 2>&1)
     if grep -q -E "unrecognized option|invalid option" "$WORK/o.out"; then

@@ -51,8 +51,9 @@ plugindir=$(opt nbdkit_plugindir)
 nbdkit_plugindir=$(nbdkit --dump-config | sed -n 's/^plugindir=//p')
 [ -n "$plugindir" ] || plugindir=$nbdkit_plugindir
 case $plugindir in /*) ;; *) plugindir=$prefix/$plugindir ;; esac
-[ -n "$prefix" ] && [ -n "$version" ] && [ -n "$nbdkit_plugindir" ] ||
+if [ -z "$prefix" ] || [ -z "$version" ] || [ -z "$nbdkit_plugindir" ]; then
   die "could not read the build's options or nbdkit's plugindir"
+fi
 plugin=$ROOT$plugindir/nbdkit-ferry-plugin.so
 completion=$ROOT$datadir/bash-completion/completions/ferry
 
@@ -70,7 +71,8 @@ fi
 # --- ferry --------------------------------------------------------------------
 installed_ferry=$ROOT$bindir/ferry
 if [ -x "$installed_ferry" ]; then
-  FERRY=$installed_ferry          # fy and convert_and_judge run it from here on
+  # shellcheck disable=SC2034  # lib.sh's fy and convert_and_judge run $FERRY
+  FERRY=$installed_ferry
   fy --version
   if [ "$RC" = 0 ] && [ "$(cat "$OUT")" = "ferry $version" ]; then
     ok "the installed ferry is version $version"
@@ -122,7 +124,7 @@ else
 fi
 
 # --- the man page --------------------------------------------------------------------
-found=$(MANPATH= man -M "$ROOT$mandir" -w ferry 2>&1)
+found=$(MANPATH='' man -M "$ROOT$mandir" -w ferry 2>&1)
 if [ "$found" = "$ROOT$mandir/man1/ferry.1" ]; then
   ok "man -M finds ferry(1) in the installed man folder"
 else
