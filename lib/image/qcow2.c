@@ -522,7 +522,10 @@ qcow2_get_slot (struct qcow2_image *q, uint32_t l1_index, bool create)
 }
 
 /* Classify the allocation unit at guest offset POS of the table E (of
- * L1 index L1I): fill RUN's kind, host and preallocated.  Lock held. */
+ * L1 index L1I): fill RUN's kind, host and preallocated.  Lock held.
+ * Every field of RUN is set first, on the error paths too: the compiler
+ * cannot see that ferry_error returns -1, so a field left unset there is
+ * one a caller might read (gcc -O3 says so). */
 static int
 classify (struct qcow2_image *q, const uint64_t *e, uint32_t l1i,
           uint64_t pos, struct qcow2_run *run)
@@ -534,9 +537,11 @@ classify (struct qcow2_image *q, const uint64_t *e, uint32_t l1i,
   uint64_t host = word & QCOW2_L2E_OFFSET_MASK;
   bool data;
 
-  run->l1_index = l1i;
-  run->l2_index = l2i;
-  run->preallocated = false;
+  *run = (struct qcow2_run) {
+    .kind = QCOW2_RUN_UNALLOC,
+    .l1_index = l1i,
+    .l2_index = l2i,
+  };
   if (word & QCOW2_L2E_COMPRESSED) {
     if (q->has_data_file)
       return ferry_error (EINVAL, "%s: L2 entry %" PRIu32 " of the L2 table "

@@ -4,7 +4,11 @@
 # with the evidence under it, and the test goes on after a failure so one
 # run shows everything that is wrong.  done_testing ends the script: exit 0
 # when every check passed, 1 otherwise.  Exit 77 means skipped (a peer tool
-# is missing), 99 means the test could not set itself up (Bail out!).
+# is missing), 99 means the test could not set itself up (Bail out!).  A
+# skip prints "1..0 # SKIP reason"; scripts/run-checks lists the reasons,
+# and under CI (CI=true) counts each skip as a failure, so a skip is for
+# what a developer's machine may lack, never for what install-deps installs
+# or what the build does not mean to run (that is not registered).
 #
 # The judge is always a real peer: qemu-img compare for contents, qemu-img
 # check for what ferry writes, qemu-img info and map for what it reports.
