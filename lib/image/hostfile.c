@@ -1,10 +1,12 @@
-/* Zeroing and hole-finding on the host file of a block-mapped format; see
- * hostfile.h. */
+/* The host-file layer: zeroing, holes and the size of the file under an
+ * image; see hostfile.h. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/falloc.h>
+#include <linux/fs.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,7 +15,8 @@
 #include "../common/error.h"
 #include "../common/util.h"
 
-/* True when ERR means "this file system cannot do that", for good. */
+/* True when ERR means "this file cannot do that", for good (the top of
+ * hostfile.h): the caps remember it. */
 static bool
 not_supported (int err)
 {
@@ -21,20 +24,36 @@ not_supported (int err)
          err == ENOTTY;
 }
 
-/* Try fallocate MODE on the range; 1 done, 0 fall back, -1 error. */
-static int
-try_fallocate (int fd, int mode, uint64_t offset, uint64_t count,
-               bool *refused, const char *path, const char *what)
+/* True when ERR means "not this request": fall back for it alone. */
+static bool
+refused_here (int err)
 {
-  if (__atomic_load_n (refused, __ATOMIC_RELAXED))
-    return 0;
-  if (fallocate (fd, mode | FALLOC_FL_KEEP_SIZE, offset, count) == 0)
-    return 1;
+  return err == EINVAL;
+}
+
+void
+hostfile_caps_init (struct hostfile_caps *caps, int fd)
+{
+  struct stat st;
+  bool is_block = fstat (fd, &st) == 0 && S_ISBLK (st.st_mode);
+
+  __atomic_store_n (&caps->no_punch_hole, is_block, __ATOMIC_RELAXED);
+  __atomic_store_n (&caps->no_zero_range, false, __ATOMIC_RELAXED);
+  __atomic_store_n (&caps->no_zeroout, !is_block, __ATOMIC_RELAXED);
+  __atomic_store_n (&caps->no_seek_data, is_block, __ATOMIC_RELAXED);
+}
+
+/* After a failed step of the ladder (errno set): remember a "cannot" in
+ * *NO, and say whether to fall back (0) or fail (-1, error set). */
+static int
+ladder_failed (bool *no, const char *path, const char *what, uint64_t count,
+               uint64_t offset)
+{
   if (not_supported (errno)) {
-    __atomic_store_n (refused, true, __ATOMIC_RELAXED);
+    __atomic_store_n (no, true, __ATOMIC_RELAXED);
     return 0;
   }
-  if (errno == EINVAL)          /* not this range: write zeroes instead */
+  if (refused_here (errno))
     return 0;
   return ferry_error_errno (errno, "%s: %s %" PRIu64 " bytes at offset 0x%"
                             PRIx64, path, what, count, offset);
@@ -45,18 +64,32 @@ hostfile_zero (int fd, uint64_t offset, uint64_t count, bool may_trim,
                struct hostfile_caps *caps, const char *path)
 {
   static const uint8_t zeroes[1 << 16];
-  int r;
 
-  if (may_trim) {
-    r = try_fallocate (fd, FALLOC_FL_PUNCH_HOLE, offset, count,
-                       &caps->no_punch_hole, path, "punching a hole of");
-    if (r != 0)
-      return r == 1 ? 0 : -1;
+  if (may_trim && !__atomic_load_n (&caps->no_punch_hole, __ATOMIC_RELAXED)) {
+    if (fallocate (fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset,
+                   count) == 0)
+      return 0;
+    if (ladder_failed (&caps->no_punch_hole, path, "punching a hole of",
+                       count, offset) == -1)
+      return -1;
   }
-  r = try_fallocate (fd, FALLOC_FL_ZERO_RANGE, offset, count,
-                     &caps->no_zero_range, path, "zeroing");
-  if (r != 0)
-    return r == 1 ? 0 : -1;
+  if (!__atomic_load_n (&caps->no_zero_range, __ATOMIC_RELAXED)) {
+    if (fallocate (fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset,
+                   count) == 0)
+      return 0;
+    if (ladder_failed (&caps->no_zero_range, path, "zeroing", count,
+                       offset) == -1)
+      return -1;
+  }
+  if (!__atomic_load_n (&caps->no_zeroout, __ATOMIC_RELAXED) &&
+      IS_ALIGNED (offset | count, 512)) {
+    uint64_t range[2] = { offset, count };
+    if (ioctl (fd, BLKZEROOUT, range) == 0)
+      return 0;
+    if (ladder_failed (&caps->no_zeroout, path, "BLKZEROOUT of", count,
+                       offset) == -1)
+      return -1;
+  }
   while (count > 0) {
     size_t n = MIN (count, sizeof zeroes);
     if (full_pwrite (fd, zeroes, n, offset) == -1)
@@ -120,10 +153,12 @@ hostfile_run (int fd, uint64_t offset, uint64_t len,
       *hole = true;
       return 0;
     }
-    if (not_supported (errno) || errno == EINVAL) {
+    if (not_supported (errno)) {
       __atomic_store_n (&caps->no_seek_data, true, __ATOMIC_RELAXED);
       return 0;
     }
+    if (refused_here (errno))   /* all data, this time */
+      return 0;
     return ferry_error_errno (errno, "%s: SEEK_DATA at offset 0x%" PRIx64,
                               path, offset);
   }

@@ -271,7 +271,7 @@ sparse_open_for_write (struct vmdk_sparse *s)
   s->h.unclean = true;
   if (vmdk_sparse_write_header (s) == -1)
     return -1;
-  if (fdatasync (s->fd) == -1)
+  if (fd_sync (s->fd, true) == -1)
     return ferry_error_errno (errno, "%s: flush", s->path);
   return 0;
 }
@@ -579,13 +579,13 @@ vmdk_flush (struct ferry_image *img)
         if (r == -1)
           return -1;
       }
-      if (fdatasync (e->sparse->fd) == -1)
+      if (fd_sync (e->sparse->fd, true) == -1)
         return ferry_error_errno (errno, "%s: flush", e->sparse->path);
     }
     else if (e->raw && ferry_image_flush (e->raw) == -1)
       return -1;
   }
-  if (fdatasync (v->fd) == -1)
+  if (fd_sync (v->fd, true) == -1)
     return ferry_error_errno (errno, "%s: flush", img->path);
   return 0;
 }
@@ -1076,7 +1076,7 @@ vmdk_finish (struct vmdk_image *v)
     if (write_tables (s) == -1)
       r = -1;
     pthread_mutex_unlock (&v->lock);
-    if (r == 0 && !s->is_new && fdatasync (s->fd) == -1)
+    if (r == 0 && !s->is_new && fd_sync (s->fd, true) == -1)
       r = ferry_error_errno (errno, "%s: flush", s->path);
     /* The header last (notes 1 and 4). */
     s->h.unclean = false;
