@@ -12,8 +12,76 @@
 
 #include "hostfile.h"
 #include "internal.h"
+#include "lock.h"
 #include "../common/error.h"
 #include "../common/util.h"
+
+/* What the file of mode MODE is, for a message refusing it. */
+static const char *
+file_kind (mode_t mode)
+{
+  switch (mode & S_IFMT) {
+  case S_IFIFO: return "a FIFO (named pipe)";
+  case S_IFSOCK: return "a socket";
+  case S_IFCHR: return "a character device";
+  case S_IFDIR: return "a directory";
+  case S_IFLNK: return "a symbolic link";
+  default: return "not a file";
+  }
+}
+
+int
+hostfile_open (const char *path, unsigned flags, bool create,
+               struct stat *st)
+{
+  int oflags = (flags & FERRY_OPEN_WRITE) ? O_RDWR : O_RDONLY;
+  struct stat sb;
+  int fd, fl;
+
+  if (st == NULL)
+    st = &sb;
+  if (create)
+    oflags |= O_CREAT | O_EXCL;
+  fd = open (path, oflags | O_NONBLOCK | O_CLOEXEC, 0644);
+  if (fd == -1)
+    return ferry_error_errno (errno, "%s", path);
+  if (fstat (fd, st) == -1) {
+    ferry_error_errno (errno, "%s: stat", path);
+    goto err;
+  }
+  if (!S_ISREG (st->st_mode) && !S_ISBLK (st->st_mode)) {
+    ferry_error (EINVAL, "%s: %s, not an image (a regular file or a block "
+                 "device)", path, file_kind (st->st_mode));
+    goto err;
+  }
+  fl = fcntl (fd, F_GETFL);
+  if (fl == -1 || fcntl (fd, F_SETFL, fl & ~O_NONBLOCK) == -1) {
+    ferry_error_errno (errno, "%s: fcntl", path);
+    goto err;
+  }
+  return fd;
+
+ err:
+  close (fd);
+  if (create)
+    unlink (path);
+  return -1;
+}
+
+int
+hostfile_open_locked (const char *path, unsigned flags, bool create,
+                      struct stat *st)
+{
+  int fd = hostfile_open (path, flags, create, st);
+
+  if (fd != -1 && image_lock (fd, path, flags) == -1) {
+    close (fd);
+    if (create)
+      unlink (path);
+    return -1;
+  }
+  return fd;
+}
 
 /* True when ERR means "this file cannot do that", for good (the top of
  * hostfile.h): the caps remember it. */

@@ -25,8 +25,25 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include <ferry/image.h>
+
+/* Open PATH, a file of an image, for reading, or reading and writing
+ * with FERRY_OPEN_WRITE in FLAGS; with CREATE, as a new file (O_EXCL,
+ * mode 0644 less the umask).  The open never waits (O_NONBLOCK, cleared
+ * once open), so a FIFO cannot hang it, and anything but a regular file
+ * or a block device is refused with EINVAL and a message naming PATH and
+ * what it is.  *ST (NULL: not wanted) gets its status.  Takes no lock:
+ * image_lock (lock.h) does.  The descriptor, close-on-exec, or -1 with
+ * the error set. */
+int hostfile_open (const char *path, unsigned flags, bool create,
+                   struct stat *st /* OUT */);
+
+/* hostfile_open, then image_lock with FLAGS: how a driver opens a file
+ * of its image beside the one image.c opened (an extent, a data file). */
+int hostfile_open_locked (const char *path, unsigned flags, bool create,
+                          struct stat *st /* OUT */);
 
 /* What the file said it cannot do, or must not be asked; all false
  * (everything worth a try) for a zeroed struct, hostfile_caps_init sets

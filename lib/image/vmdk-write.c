@@ -49,6 +49,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "hostfile.h"
 #include "vmdk-internal.h"
 #include "../common/cleanup.h"
 #include "../common/util.h"
@@ -805,9 +806,9 @@ make_extents (struct vmdk_image *v, const struct create_opts *o)
       continue;
     }
 
-    fd = open (e->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    fd = hostfile_open_locked (e->path, FERRY_OPEN_WRITE, true, NULL);
     if (fd == -1)
-      return ferry_error_errno (errno, "%s", e->path);
+      return -1;
     e->created = true;
     if (e->type == VMDK_EXTENT_FLAT) {
       struct option_list none = empty_vector;
