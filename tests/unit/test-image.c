@@ -9,6 +9,9 @@
  *   drivers (linked in statically) call instead of the C library's; it
  *   counts the calls and refuses the modes a test asks it to, then hands
  *   the rest to the real one.
+ * - the image locks: a file locked as a QEMU writer locks it is refused
+ *   for reading (EBUSY, the message naming the lock), read with
+ *   FERRY_OPEN_SHARED, and shown by ferry_image_lock_query.
  * - a qcow2 L2 table that claims a cluster another one holds is reported
  *   the same way every time it is read, not as overlapping itself.
  */
@@ -286,6 +289,73 @@ test_vhdx_zero_ladder (void **state)
   assert_non_null (strstr (ferry_get_error (), path));
   assert_non_null (strstr (ferry_get_error (), "punching a hole"));
   reset_fallocate ();
+  assert_int_equal (ferry_image_close (img), 0);
+}
+
+/* ----- image locks ----- */
+
+/* A shared OFD lock on BYTE of FD, as QEMU takes them. */
+static void
+qemu_lock_byte (int fd, off_t byte)
+{
+  struct flock fl = {
+    .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1,
+  };
+
+  assert_int_equal (fcntl (fd, F_OFD_SETLK, &fl), 0);
+}
+
+/* A file held as qemu-io and qemu-nbd hold a writable image. */
+static void
+test_locks_of_a_qemu_writer (void **state)
+{
+  char path[300];
+  struct ferry_image *img = ferry_image_create (tmp_path (path, sizeof path,
+                                                          "held.raw"),
+                                                "raw", 1 * MiB, NULL);
+  unsigned held, unshared;
+  int fd;
+
+  assert_non_null (img);
+  assert_int_equal (ferry_image_close (img), 0);
+  assert_int_equal (ferry_image_lock_query (path, &held, &unshared), 0);
+  assert_int_equal (held, 0);
+  assert_int_equal (unshared, 0);
+
+  fd = open (path, O_RDWR | O_CLOEXEC);
+  assert_true (fd >= 0);
+  qemu_lock_byte (fd, 100);     /* consistent read */
+  qemu_lock_byte (fd, 101);     /* write */
+  qemu_lock_byte (fd, 103);     /* resize */
+  qemu_lock_byte (fd, 201);     /* write: not shared */
+  qemu_lock_byte (fd, 203);     /* resize: not shared */
+  assert_int_equal (ferry_image_lock_query (path, &held, &unshared), 0);
+  assert_int_equal (held, FERRY_PERM_CONSISTENT_READ | FERRY_PERM_WRITE |
+                    FERRY_PERM_RESIZE);
+  assert_int_equal (unshared, FERRY_PERM_WRITE | FERRY_PERM_RESIZE);
+
+  assert_null (ferry_image_open (path, "raw", 0));
+  assert_int_equal (ferry_get_errno (), EBUSY);
+  assert_non_null (strstr (ferry_get_error (), "in use by another process "
+                           "(failed to get a shared write lock)"));
+  assert_null (ferry_image_open (path, "raw", FERRY_OPEN_WRITE));
+  assert_int_equal (ferry_get_errno (), EBUSY);
+  assert_null (ferry_image_open (path, "raw",
+                                 FERRY_OPEN_WRITE | FERRY_OPEN_SHARED));
+  assert_int_equal (ferry_get_errno (), EINVAL);
+
+  img = ferry_image_open (path, "raw", FERRY_OPEN_SHARED);
+  assert_non_null (img);
+  assert_int_equal (ferry_image_close (img), 0);
+
+  /* Once the writer is gone, ferry writes it. */
+  close (fd);
+  img = ferry_image_open (path, "raw", FERRY_OPEN_WRITE);
+  assert_non_null (img);
+  assert_int_equal (ferry_image_lock_query (path, &held, &unshared), 0);
+  assert_int_equal (held, FERRY_PERM_CONSISTENT_READ | FERRY_PERM_WRITE |
+                    FERRY_PERM_RESIZE);
+  assert_int_equal (unshared, FERRY_PERM_WRITE | FERRY_PERM_RESIZE);
   assert_int_equal (ferry_image_close (img), 0);
 }
 
@@ -571,6 +641,7 @@ main (void)
     cmocka_unit_test (test_raw_zero_einval_not_remembered),
     cmocka_unit_test (test_raw_zero_error),
     cmocka_unit_test (test_vhdx_zero_ladder),
+    cmocka_unit_test (test_locks_of_a_qemu_writer),
     cmocka_unit_test (test_qcow2_bad_table_same_error),
     cmocka_unit_test (test_raw_window),
     cmocka_unit_test (test_qcow2_window),
