@@ -6,7 +6,8 @@
 #   filter), and the first completes, judged by qemu-img compare;
 # - convert -n into an image qemu-nbd holds for writing is refused, and
 #   the image is unchanged; reading it (info, map, compare, check,
-#   convert) is refused with a hint, and allowed with -U;
+#   convert, inspect) is refused with a hint, and allowed with -U (inspect
+#   -U, which starts an appliance, is left to the guest tests' machinery);
 # - while ferry serve holds an image for writing, qemu-img and qemu-io
 #   are refused ("Failed to get ... lock"); while it serves one read-only,
 #   qemu-io cannot write it but qemu-img info and convert read it; serve
@@ -47,6 +48,11 @@ for cmd in "info" "map" "check" "compare img.orig"; do
   fy $cmd -U img.qcow2
   expect_exit 0 "$cmd -U of an image qemu-nbd writes"
 done
+# inspect: ferry's own read of the disk, before any appliance starts.
+FY_TIMEOUT=60 fy inspect img.qcow2
+expect_exit 1 "inspect of an image qemu-nbd writes: refused"
+expect_stderr "in use by another process" "inspect: says it is in use"
+expect_stderr "-U (--force-share)" "inspect: says how to read it anyway"
 fy convert -U -O raw img.qcow2 copy.raw
 expect_exit 0 "convert -U from an image qemu-nbd writes" &&
   same_content "convert -U: the copy equals the image" img.orig qcow2 \
