@@ -17,16 +17,18 @@ cmd_check (int argc, char **argv)
     { "json", no_argument, NULL, 'j' },
     { "output", required_argument, NULL, 'o' },
     { "format", required_argument, NULL, 'f' },
+    { "force-share", no_argument, NULL, 'U' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
   struct ferry_check_result r;
   const char *format = NULL, *path;
   bool json = false;
+  unsigned open_flags = 0;
   size_t i;
   int c, ret;
 
-  while ((c = getopt_long (argc, argv, "f:h", long_options, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "f:Uh", long_options, NULL)) != -1) {
     switch (c) {
     case 'j': json = true; break;
     case 'o':
@@ -34,8 +36,11 @@ cmd_check (int argc, char **argv)
         return 1;
       break;
     case 'f': format = optarg; break;
+    case 'U': open_flags |= FERRY_OPEN_SHARED; break;
     case 'h':
-      printf ("usage: ferry check [-f FMT] [--json] IMAGE\n");
+      printf ("usage: ferry check [-f FMT] [--json] [-U] IMAGE\n"
+              "  -U, --force-share  check an image another process is "
+              "writing\n");
       return 0;
     default:
       return 1;
@@ -47,8 +52,8 @@ cmd_check (int argc, char **argv)
   }
   path = argv[optind];
 
-  if (ferry_image_check (path, format, &r) == -1) {
-    print_error ("check");
+  if (ferry_image_check (path, format, open_flags, &r) == -1) {
+    print_read_error ("check");
     return 1;
   }
   ret = r.corruptions ? 2 : r.leaks ? 3 : 0;

@@ -14,26 +14,31 @@ cmd_compare (int argc, char **argv)
 {
   static const struct option long_options[] = {
     { "strict", no_argument, NULL, 's' },
+    { "force-share", no_argument, NULL, 'U' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
   const char *fmt_a = NULL, *fmt_b = NULL;
   struct ferry_image *a = NULL, *b = NULL;
   bool strict = false, size_differs;
+  unsigned flags = 0;
   uint64_t diff;
   int c, r, ret = 2;
 
-  while ((c = getopt_long (argc, argv, "f:F:sph", long_options, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "f:F:spUh", long_options, NULL)) != -1) {
     switch (c) {
     case 'f': fmt_a = optarg; break;
     case 'F': fmt_b = optarg; break;
-    case 's': strict = true; break;
+    case 's': strict = true; flags |= FERRY_OPEN_STRICT; break;
+    case 'U': flags |= FERRY_OPEN_SHARED; break;
     case 'p': break;   /* accepted for qemu-img compatibility */
     case 'h':
-      printf ("usage: ferry compare [-f FMT] [-F FMT] [-s] A B\n"
+      printf ("usage: ferry compare [-f FMT] [-F FMT] [-s] [-U] A B\n"
               "  -s, --strict   fail on a size mismatch, and refuse images "
               "that would\n"
-              "                 only open with a warning (a bad checksum)\n");
+              "                 only open with a warning (a bad checksum)\n"
+              "  -U, --force-share  read images another process is "
+              "writing\n");
       return 0;
     default:
       return 2;
@@ -45,15 +50,14 @@ cmd_compare (int argc, char **argv)
   }
 
   /* Strict mode also refuses images that would open with a warning. */
-  a = ferry_image_open (argv[optind], fmt_a, strict ? FERRY_OPEN_STRICT : 0);
+  a = ferry_image_open (argv[optind], fmt_a, flags);
   if (a == NULL) {
-    print_error ("compare");
+    print_read_error ("compare");
     return 2;
   }
-  b = ferry_image_open (argv[optind + 1], fmt_b,
-                        strict ? FERRY_OPEN_STRICT : 0);
+  b = ferry_image_open (argv[optind + 1], fmt_b, flags);
   if (b == NULL) {
-    print_error ("compare");
+    print_read_error ("compare");
     goto out;
   }
   if (strict && ferry_image_size (a) != ferry_image_size (b)) {

@@ -133,13 +133,39 @@ sync_path (const char *path)
   return r;
 }
 
+/* With -n: refuse a DST (of format FMT) that is SRC, or one of its
+ * files (a VMDK extent, a backing file), before opening it for writing,
+ * which would change it already (a qcow2 dirty bit, VHDX GUIDs).  Its
+ * files are read from a shared, read-only open; -1 after a message. */
+static int
+refuse_same_file (struct ferry_image *src, const char *dst_path,
+                  const char *fmt)
+{
+  struct ferry_image *peek;
+  int r = ferry_image_has_file (src, dst_path);
+
+  if (r == 0) {
+    peek = ferry_image_open (dst_path, fmt,
+                             FERRY_OPEN_SHARED | FERRY_OPEN_NO_BACKING);
+    /* Where DST does not open as FMT, the open for writing says why. */
+    r = peek ? ferry_image_same_file (src, peek) : 0;
+    ferry_image_close (peek);
+  }
+  if (r == 1)
+    print_message ("convert", "SRC and DST are the same file, which writing "
+                   "would destroy: %s", ferry_get_error ());
+  else if (r == -1)
+    print_error ("convert");
+  return r == 0 ? 0 : -1;
+}
+
 static void
 usage (FILE *fp)
 {
   fprintf (fp,
     "usage: ferry convert [-f FMT] [-O FMT] [-o key=val,...] [-B BACKING [-F FMT]]\n"
     "                     [-c] [-p | --progress=bar|json|none] [-m THREADS] [-n]\n"
-    "                     [--strict] SRC DST\n"
+    "                     [--strict] [-U] SRC DST\n"
     "  SRC and DST are files, devices or NBD URIs (nbd://HOST[:PORT]/EXPORT,\n"
     "  nbds://..., nbd+unix:///EXPORT?socket=PATH); an NBD DST is written in\n"
     "  place, as with -n, and must be at least as large as SRC\n"
@@ -154,6 +180,7 @@ usage (FILE *fp)
     "  -t CACHE     unsafe: do not flush DST before renaming it into place\n"
     "               (qemu-img's default); writeback, none, writethrough and\n"
     "               directsync flush it (ferry's default)\n"
+    "  -U, --force-share  read a SRC another process is writing\n"
     "  --strict     refuse a SRC that would only open with a warning (a bad\n"
     "               checksum)\n");
 }
@@ -164,6 +191,7 @@ cmd_convert (int argc, char **argv)
   static const struct option long_options[] = {
     { "progress", optional_argument, NULL, 'P' },
     { "strict", no_argument, NULL, 'S' },
+    { "force-share", no_argument, NULL, 'U' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -175,12 +203,13 @@ cmd_convert (int argc, char **argv)
   struct ferry_copy_options copts = { 0 };
   struct ferry_image *src = NULL, *dst = NULL;
   bool compress = false, no_create = false, unsafe = false, dst_uri;
-  unsigned open_flags = 0;
+  unsigned open_flags = 0;             /* both SRC and DST */
+  unsigned src_flags = 0;              /* SRC only */
   unsigned long threads = 0;
   struct stat st;
   int c, ret = 1;
 
-  while ((c = getopt_long (argc, argv, "f:O:o:B:F:cpm:nt:h", long_options,
+  while ((c = getopt_long (argc, argv, "f:O:o:B:F:cpm:nt:Uh", long_options,
                            NULL)) != -1) {
     switch (c) {
     case 'f': src_fmt = optarg; break;
@@ -212,6 +241,7 @@ cmd_convert (int argc, char **argv)
       break;
     case 'n': no_create = true; break;
     case 'S': open_flags |= FERRY_OPEN_STRICT; break;
+    case 'U': src_flags |= FERRY_OPEN_SHARED; break;
     case 't':
       if (parse_cache_option ("convert", optarg, &unsafe) == -1)
         goto out;
@@ -236,9 +266,9 @@ cmd_convert (int argc, char **argv)
     goto out;
   }
 
-  src = ferry_image_open (src_path, src_fmt, open_flags);
+  src = ferry_image_open (src_path, src_fmt, open_flags | src_flags);
   if (src == NULL) {
-    print_error ("convert");
+    print_read_error ("convert");
     goto out;
   }
 
@@ -253,6 +283,9 @@ cmd_convert (int argc, char **argv)
     /* Never probe a target about to be written: a raw disk whose guest
      * data starts with an image header would be written through it.  As
      * in qemu-img, -n without -O means raw. */
+    if (!dst_uri && refuse_same_file (src, dst_path, dst_fmt ? dst_fmt
+                                      : "raw") == -1)
+      goto out;
     dst = ferry_image_open (dst_path, dst_fmt ? dst_fmt : "raw",
                             FERRY_OPEN_WRITE | open_flags);
     if (dst == NULL) {

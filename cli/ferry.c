@@ -84,6 +84,18 @@ print_error (const char *cmd)
 }
 
 void
+print_read_error (const char *cmd)
+{
+  bool busy = ferry_get_errno () == EBUSY;
+
+  print_error (cmd);
+  if (busy)
+    fprintf (stderr, "ferry %s: -U (--force-share) reads it all the same, "
+             "as it is at each moment while the other process writes\n",
+             cmd);
+}
+
+void
 print_message (const char *cmd, const char *fmt, ...)
 {
   va_list ap;

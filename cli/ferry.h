@@ -33,6 +33,11 @@ void install_stop_signals (void);
 /* Print "ferry CMD: " and the library's last error to stderr. */
 void print_error (const char *cmd);
 
+/* print_error for an image that could not be opened for reading: when
+ * it is in use by another process (EBUSY), say how to read it anyway
+ * (-U, --force-share). */
+void print_read_error (const char *cmd);
+
 /* Print "ferry CMD: " and a formatted message to stderr. */
 void print_message (const char *cmd, const char *fmt, ...)
   __attribute__ ((format (printf, 2, 3)));

@@ -165,6 +165,7 @@ cmd_info (int argc, char **argv)
     { "output", required_argument, NULL, 'o' },
     { "format", required_argument, NULL, 'f' },
     { "strict", no_argument, NULL, 's' },
+    { "force-share", no_argument, NULL, 'U' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -174,7 +175,7 @@ cmd_info (int argc, char **argv)
   struct ferry_image *img, *layer;
   int c, ret = 0;
 
-  while ((c = getopt_long (argc, argv, "f:h", long_options, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "f:Uh", long_options, NULL)) != -1) {
     switch (c) {
     case 'j': json = true; break;
     case 'o':
@@ -183,10 +184,13 @@ cmd_info (int argc, char **argv)
       break;
     case 'f': format = optarg; break;
     case 's': flags |= FERRY_OPEN_STRICT; break;
+    case 'U': flags |= FERRY_OPEN_SHARED; break;
     case 'h':
-      printf ("usage: ferry info [--json] [-f FMT] [--strict] IMAGE\n"
+      printf ("usage: ferry info [--json] [-f FMT] [--strict] [-U] IMAGE\n"
               "  --strict   refuse what would only be a warning (a bad "
-              "checksum)\n");
+              "checksum)\n"
+              "  -U, --force-share  read an image another process is "
+              "writing\n");
       return 0;
     default:
       return 1;
@@ -199,7 +203,7 @@ cmd_info (int argc, char **argv)
 
   img = ferry_image_open (argv[optind], format, flags);
   if (img == NULL) {
-    print_error ("info");
+    print_read_error ("info");
     return 1;
   }
   if (json) {

@@ -278,6 +278,7 @@ cmd_inspect (int argc, char **argv)
     { "json", no_argument, NULL, 'j' },
     { "output", required_argument, NULL, 'o' },
     { "format", required_argument, NULL, 'f' },
+    { "force-share", no_argument, NULL, 'U' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -286,9 +287,10 @@ cmd_inspect (int argc, char **argv)
   struct ferry_guest_inspection *ins;
   const char *format = NULL;
   bool json = false;
+  unsigned flags = FERRY_GUEST_READONLY;
   int c, n;
 
-  while ((c = getopt_long (argc, argv, "f:h", long_options, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "f:Uh", long_options, NULL)) != -1) {
     switch (c) {
     case 'j': json = true; break;
     case 'o':
@@ -296,9 +298,12 @@ cmd_inspect (int argc, char **argv)
         return 1;
       break;
     case 'f': format = optarg; break;
+    case 'U': flags |= FERRY_GUEST_SHARED; break;
     case 'h':
-      printf ("usage: ferry inspect [-f FMT] [--json] IMAGE...\n"
-              "  The VM's disks, boot disk first; opened read-only.\n");
+      printf ("usage: ferry inspect [-f FMT] [--json] [-U] IMAGE...\n"
+              "  The VM's disks, boot disk first; opened read-only.\n"
+              "  -U, --force-share  inspect disks another process (a running "
+              "VM) writes\n");
       return 0;
     default:
       return 1;
@@ -312,10 +317,10 @@ cmd_inspect (int argc, char **argv)
   disks = guest_disks_from_args (argv + optind, n, format);
   if (!disks)
     return 1;
-  g = ferry_guest_open (disks, n, FERRY_GUEST_READONLY);
+  g = ferry_guest_open (disks, n, flags);
   free (disks);
   if (!g) {
-    print_error ("inspect");
+    print_read_error ("inspect");
     return 1;
   }
   ins = ferry_guest_inspect (g);

@@ -174,14 +174,15 @@ usage (FILE *fp)
 {
   fprintf (fp,
     "usage: ferry map [-f FMT] [--context NAME] [--totals] [--json]\n"
-    "                 [--strict] IMAGE\n"
+    "                 [--strict] [-U] IMAGE\n"
     "  IMAGE           a file or an NBD URI (nbd://, nbds://, nbd+unix://)\n"
     "  --context NAME  the metadata context to map (default base:allocation;\n"
     "                  an NBD export may offer qemu:dirty-bitmap:NAME,\n"
     "                  qemu:allocation-depth, ...)\n"
     "  --totals        the bytes of each value instead of the extents\n"
     "  --json          JSON, as nbdinfo --map --json\n"
-    "  --strict        refuse what would only be a warning (a bad checksum)\n");
+    "  --strict        refuse what would only be a warning (a bad checksum)\n"
+    "  -U, --force-share  read an image another process is writing\n");
 }
 
 int
@@ -193,6 +194,7 @@ cmd_map (int argc, char **argv)
     { "totals", no_argument, NULL, 't' },
     { "format", required_argument, NULL, 'f' },
     { "strict", no_argument, NULL, 's' },
+    { "force-share", no_argument, NULL, 'U' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -204,13 +206,14 @@ cmd_map (int argc, char **argv)
   uint64_t pos = 0;
   int c, ret = 1;
 
-  while ((c = getopt_long (argc, argv, "f:h", long_options, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "f:Uh", long_options, NULL)) != -1) {
     switch (c) {
     case 'x': m.context = optarg; break;
     case 'j': m.json = true; break;
     case 't': m.totals = true; break;
     case 'f': format = optarg; break;
     case 's': flags |= FERRY_OPEN_STRICT; break;
+    case 'U': flags |= FERRY_OPEN_SHARED; break;
     case 'h': usage (stdout); return 0;
     default: usage (stderr); return 1;
     }
@@ -222,7 +225,7 @@ cmd_map (int argc, char **argv)
 
   img = ferry_image_open (argv[optind], format, flags);
   if (img == NULL) {
-    print_error ("map");
+    print_read_error ("map");
     return 1;
   }
   m.size = ferry_image_size (img);

@@ -18,7 +18,13 @@
  *    then), and ferry exits 0 after it.  nbdkit gets SIGKILL only when it
  *    has not left STOP_TIMEOUT seconds later.
  *
- * 4. FERRY_NBDKIT names the nbdkit to run and FERRY_NBDKIT_PLUGIN the
+ * 4. The plugin holds the image open, and so its locks (as QEMU's: see
+ *    <ferry/image.h>), from before nbdkit listens until it exits: while
+ *    ferry serves an image, qemu-img and QEMU cannot write it, nor read it
+ *    while ferry serves it writable.  -U (--force-share, with --readonly
+ *    only, as qemu-nbd's) serves an image another process writes.
+ *
+ * 5. FERRY_NBDKIT names the nbdkit to run and FERRY_NBDKIT_PLUGIN the
  *    plugin; by default nbdkit from PATH, and the plugin beside this
  *    program in the build tree, or where `meson install` put it.
  */
@@ -62,7 +68,7 @@ sleep_ms (long ms)
   nanosleep (&ts, NULL);
 }
 
-/* The plugin to load (note 4); the caller frees it. */
+/* The plugin to load (note 5); the caller frees it. */
 static char *
 find_plugin (void)
 {
@@ -190,7 +196,7 @@ usage (FILE *fp)
   fprintf (fp,
     "usage: ferry serve [-f FMT] [--port N [--bind ADDR] | --socket PATH]\n"
     "                   [--readonly] [--tls-psk FILE | --tls-certs DIR]\n"
-    "                   [--export NAME] IMAGE\n"
+    "                   [--export NAME] [-U] IMAGE\n"
     "  Serve IMAGE (any format ferry opens) over NBD until SIGINT or SIGTERM.\n"
     "  Prints the URI for clients once the server listens.\n"
     "  --port N       TCP port (default 10809), on every address or ADDR\n"
@@ -199,7 +205,9 @@ usage (FILE *fp)
     "  --tls-psk FILE require TLS with the pre-shared keys in FILE (psktool)\n"
     "  --tls-certs DIR require TLS with the X.509 certificates in DIR; clients\n"
     "                 must show a certificate signed by DIR/ca-cert.pem\n"
-    "  --export NAME  the export's name (default: \"\"); others are refused\n");
+    "  --export NAME  the export's name (default: \"\"); others are refused\n"
+    "  -U, --force-share  with --readonly: serve an image another process\n"
+    "                 is writing\n");
 }
 
 int
@@ -214,6 +222,7 @@ cmd_serve (int argc, char **argv)
     { "tls-certs", required_argument, NULL, 'C' },
     { "export", required_argument, NULL, 'e' },
     { "format", required_argument, NULL, 'f' },
+    { "force-share", no_argument, NULL, 'U' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -225,11 +234,11 @@ cmd_serve (int argc, char **argv)
   struct ferry_image *img;
   struct sigaction sa;
   unsigned long port = 0;
-  bool readonly = false, have_port = false, stopping = false;
+  bool readonly = false, have_port = false, stopping = false, shared = false;
   pid_t child;
   int c, i, n = 0, nopt = 0, status, ret = 1;
 
-  while ((c = getopt_long (argc, argv, "f:p:b:s:re:h", long_options,
+  while ((c = getopt_long (argc, argv, "f:p:b:s:re:Uh", long_options,
                            NULL)) != -1) {
     switch (c) {
     case 'f': format = optarg; break;
@@ -251,6 +260,7 @@ cmd_serve (int argc, char **argv)
       socket = absolute (optarg);
       break;
     case 'r': readonly = true; break;
+    case 'U': shared = true; break;
     case 'K': tls_psk = optarg; break;
     case 'C': tls_certs = optarg; break;
     case 'e': export = optarg; break;
@@ -279,13 +289,28 @@ cmd_serve (int argc, char **argv)
     print_message ("serve", "--tls-certs %s: %s", tls_certs, strerror (errno));
     goto out;
   }
+  if (shared && !readonly) {
+    print_message ("serve", "-U (--force-share) serves an image others "
+                   "write only with --readonly");
+    goto out;
+  }
   if (!have_port)
     port = DEFAULT_PORT;
 
-  /* Note 1. */
-  img = ferry_image_open (image, format, 0);
+  /* Note 1.  A socket where the image is would fail to bind (nbdkit
+   * removes nothing), but say so plainly. */
+  img = ferry_image_open (image, format, shared ? FERRY_OPEN_SHARED : 0);
   if (img == NULL) {
-    print_error ("serve");
+    print_read_error ("serve");
+    goto out;
+  }
+  if (socket && (c = ferry_image_has_file (img, socket)) != 0) {
+    if (c == 1)
+      print_message ("serve", "--socket %s: the socket and the image are the "
+                     "same file (%s)", socket, ferry_get_error ());
+    else
+      print_error ("serve");
+    ferry_image_close (img);
     goto out;
   }
   ferry_image_close (img);
@@ -354,6 +379,8 @@ cmd_serve (int argc, char **argv)
   }
   if (readonly)
     args[n++] = (char *) "readonly=true";
+  if (shared)
+    args[n++] = (char *) "shared=true";
   if (export) {
     if (asprintf (&opt[nopt++], "export=%s", export) == -1)
       goto nomem;

@@ -12,7 +12,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   volatile size_t sink = 0;
   size_t i;
 
-  if (ferry_image_check (path, "qcow2", &r) == 0) {
+  if (ferry_image_check (path, "qcow2", 0, &r) == 0) {
     if (r.nr_messages > 0 && r.messages == NULL)
       abort ();
     for (i = 0; i < r.nr_messages; i++)

@@ -79,7 +79,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     fuzz_exercise_image (img);
     ferry_image_close (img);
   }
-  if (ferry_image_check (path, "vhdx", &r) == 0 && r.nr_messages > 0 &&
+  if (ferry_image_check (path, "vhdx", 0, &r) == 0 && r.nr_messages > 0 &&
       r.messages[r.nr_messages] != NULL)
     abort ();
   ferry_check_result_free (&r);

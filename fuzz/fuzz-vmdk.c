@@ -27,7 +27,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     fuzz_exercise_image (img);
     ferry_image_close (img);
   }
-  if (ferry_image_check (path, "vmdk", &r) == 0 && r.nr_messages > 0 &&
+  if (ferry_image_check (path, "vmdk", 0, &r) == 0 && r.nr_messages > 0 &&
       r.messages[r.nr_messages] != NULL)
     abort ();                 /* the list is NULL-terminated */
   ferry_check_result_free (&r);

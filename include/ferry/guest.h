@@ -44,6 +44,10 @@ struct ferry_guest_disk {
 };
 
 #define FERRY_GUEST_READONLY 0x1   /* the appliance may not write */
+#define FERRY_GUEST_SHARED   0x2   /* with READONLY: the disks may be in
+                                    * use by another process (a running
+                                    * VM); ferry reads them with
+                                    * FERRY_OPEN_SHARED */
 
 /* Start an appliance over the N DISKS.  The caller frees it with
  * ferry_guest_close(). */

@@ -32,6 +32,50 @@ struct ferry_image;
 #define FERRY_OPEN_WRITE       0x1 /* open read-write (default: read-only) */
 #define FERRY_OPEN_NO_BACKING  0x2 /* do not open the backing chain */
 #define FERRY_OPEN_STRICT      0x4 /* refuse what would only be a warning */
+#define FERRY_OPEN_SHARED      0x8 /* read an image others may be writing */
+
+/* Files and locks.  An image is kept in regular files or block devices;
+ * anything else (a FIFO, a socket, a character device, a directory) is
+ * refused at open, without waiting on it, with a message naming the file
+ * and what it is.
+ *
+ * Every file of an image (the image file, a VMDK's extents, a qcow2
+ * external data file, every backing file) is locked while the image is
+ * open, as QEMU locks it, so ferry, qemu-img, qemu-nbd, qemu-io and
+ * running VMs see one another:
+ *   - read-only: ferry reads, and lets others read but not write or
+ *     resize (qemu-img convert's source);
+ *   - FERRY_OPEN_WRITE: ferry reads, writes and resizes, and lets others
+ *     read but not write or resize (a running VM, qemu-nbd);
+ *   - FERRY_OPEN_SHARED, read-only only (qemu-img -U, --force-share):
+ *     ferry reads and lets others do anything, so an image a running VM
+ *     writes can be read, e.g. by warm and live migration, which copy a
+ *     running VM's disks and then what changed; what is read while the
+ *     VM writes is only as consistent as the VM makes it (a snapshot, a
+ *     dirty bitmap, a stopped VM).
+ * A conflict fails the open with EBUSY and "PATH: the image is in use by
+ * another process (failed to get a write lock)".  Backing files are
+ * locked as read-only opens (with FERRY_OPEN_SHARED when the image was
+ * opened with it).  Two opens of one file in one process are two users
+ * too: an image cannot be opened for writing while it is open for
+ * reading elsewhere in the program.  File systems without OFD locks are
+ * not locked.  */
+
+/* Permissions, as the locks of ferry_image_lock_query name them (QEMU's
+ * names, and QEMU's numbers: the bit number is the byte's offset from
+ * 100 or 200 in the lock layout). */
+#define FERRY_PERM_CONSISTENT_READ 0x1
+#define FERRY_PERM_WRITE           0x2
+#define FERRY_PERM_WRITE_UNCHANGED 0x4
+#define FERRY_PERM_RESIZE          0x8
+
+/* What the image locks on the file PATH say about its users (other
+ * processes, and other opens in this one): *HELD gets the FERRY_PERM_*
+ * someone holds, *UNSHARED those someone refuses to share.  A running
+ * VM's disk shows FERRY_PERM_WRITE in both; no locks at all, both 0.
+ * Takes no lock itself.  0, or -1 with the error set. */
+int ferry_image_lock_query (const char *path, unsigned *held /* OUT */,
+                            unsigned *unshared /* OUT */);
 
 /* Open an existing image.  FORMAT is a driver name ("raw", "qcow2", ...)
  * or NULL to probe it from the content (never from the file name).  The
@@ -100,6 +144,19 @@ int ferry_image_rename (const char *from, const char *to, const char *format,
  * raw): its file and every file the format keeps beside it.  For cleaning
  * up after a failed convert.  0, or -1 with the error set. */
 int ferry_image_remove (const char *path, const char *format);
+
+/* Whether writing OTHER would change what IMG reads: some file OTHER is
+ * kept in (a VMDK's extents and a qcow2 external data file count, not
+ * OTHER's backing chain) is a file of IMG or of an image of IMG's backing
+ * chain.  Files are compared by device and inode, so hard and symbolic
+ * links are seen through.  1 (the error set to a message naming both
+ * files, "B and A are the same file"), 0, or -1 with the error set. */
+int ferry_image_same_file (struct ferry_image *img, struct ferry_image *other);
+
+/* Whether the file PATH (links followed) is one of the files of IMG or of
+ * its backing chain: 1 (the error set to a message naming both), 0 (also
+ * when PATH does not exist), or -1 with the error set. */
+int ferry_image_has_file (struct ferry_image *img, const char *path);
 
 /* Probe PATH and return the driver name of its format (a static string),
  * or NULL with the error set. */
@@ -295,8 +352,10 @@ struct ferry_check_result {
 };
 
 /* Returns 0 when the check ran (look at RESULT), -1 when it could not
- * (unreadable file, format without checks). */
-int ferry_image_check (const char *path, const char *format,
+ * (unreadable file, format without checks, in use by a writer).  FLAGS:
+ * FERRY_OPEN_SHARED checks an image others may be writing (its locks,
+ * as for ferry_image_open); other flags are ignored. */
+int ferry_image_check (const char *path, const char *format, unsigned flags,
                        struct ferry_check_result *result /* OUT */);
 void ferry_check_result_free (struct ferry_check_result *result);
 

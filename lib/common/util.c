@@ -92,6 +92,12 @@ full_pwritev (int fd, struct iovec *iov, int n, uint64_t offset)
   return 0;
 }
 
+int
+fd_sync (int fd, bool data_only)
+{
+  return data_only ? fdatasync (fd) : fsync (fd);
+}
+
 char *
 strdup_counted (const void *p, size_t len)
 {

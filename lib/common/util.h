@@ -48,6 +48,12 @@ bool is_zero (const void *buf, size_t len);
 int full_pread (int fd, void *buf, size_t count, uint64_t offset);
 int full_pwrite (int fd, const void *buf, size_t count, uint64_t offset);
 
+/* Make what was written to FD durable: fdatasync when DATA_ONLY (the
+ * data and the metadata needed to read it back), else fsync.  Every flush
+ * of an image's file goes through here, as every write goes through
+ * full_pwrite.  0, or -1 with errno set (nothing else). */
+int fd_sync (int fd, bool data_only);
+
 /* pwritev all of IOV (N buffers, which it consumes) at OFFSET, retrying
  * short writes and EINTR.  0, or -1 with errno set. */
 struct iovec;

@@ -134,7 +134,9 @@ ferry_guest_open (const struct ferry_guest_disk *disks, size_t n,
     }
     /* ferry reads it first: a bad image gets ferry's message naming the
      * file and the structure, not QEMU's, and no appliance starts. */
-    img = ferry_image_open (disks[i].path, fmt, 0);
+    img = ferry_image_open (disks[i].path, fmt,
+                            readonly && (flags & FERRY_GUEST_SHARED) ?
+                            FERRY_OPEN_SHARED : 0);
     if (!img)
       goto err;
     fmt = ferry_image_format (img);

@@ -1,19 +1,90 @@
-/* Zeroing and hole-finding on the host file of a block-mapped format; see
- * hostfile.h. */
+/* The host-file layer: zeroing, holes and the size of the file under an
+ * image; see hostfile.h. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/falloc.h>
+#include <linux/fs.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "hostfile.h"
 #include "internal.h"
+#include "lock.h"
 #include "../common/error.h"
 #include "../common/util.h"
 
-/* True when ERR means "this file system cannot do that", for good. */
+/* What the file of mode MODE is, for a message refusing it. */
+static const char *
+file_kind (mode_t mode)
+{
+  switch (mode & S_IFMT) {
+  case S_IFIFO: return "a FIFO (named pipe)";
+  case S_IFSOCK: return "a socket";
+  case S_IFCHR: return "a character device";
+  case S_IFDIR: return "a directory";
+  case S_IFLNK: return "a symbolic link";
+  default: return "not a file";
+  }
+}
+
+int
+hostfile_open (const char *path, unsigned flags, bool create,
+               struct stat *st)
+{
+  int oflags = (flags & FERRY_OPEN_WRITE) ? O_RDWR : O_RDONLY;
+  struct stat sb;
+  int fd, fl;
+
+  if (st == NULL)
+    st = &sb;
+  if (create)
+    oflags |= O_CREAT | O_EXCL;
+  fd = open (path, oflags | O_NONBLOCK | O_CLOEXEC, 0644);
+  if (fd == -1)
+    return ferry_error_errno (errno, "%s", path);
+  if (fstat (fd, st) == -1) {
+    ferry_error_errno (errno, "%s: stat", path);
+    goto err;
+  }
+  if (!S_ISREG (st->st_mode) && !S_ISBLK (st->st_mode)) {
+    ferry_error (EINVAL, "%s: %s, not an image (a regular file or a block "
+                 "device)", path, file_kind (st->st_mode));
+    goto err;
+  }
+  fl = fcntl (fd, F_GETFL);
+  if (fl == -1 || fcntl (fd, F_SETFL, fl & ~O_NONBLOCK) == -1) {
+    ferry_error_errno (errno, "%s: fcntl", path);
+    goto err;
+  }
+  return fd;
+
+ err:
+  close (fd);
+  if (create)
+    unlink (path);
+  return -1;
+}
+
+int
+hostfile_open_locked (const char *path, unsigned flags, bool create,
+                      struct stat *st)
+{
+  int fd = hostfile_open (path, flags, create, st);
+
+  if (fd != -1 && image_lock (fd, path, flags) == -1) {
+    close (fd);
+    if (create)
+      unlink (path);
+    return -1;
+  }
+  return fd;
+}
+
+/* True when ERR means "this file cannot do that", for good (the top of
+ * hostfile.h): the caps remember it. */
 static bool
 not_supported (int err)
 {
@@ -21,20 +92,36 @@ not_supported (int err)
          err == ENOTTY;
 }
 
-/* Try fallocate MODE on the range; 1 done, 0 fall back, -1 error. */
-static int
-try_fallocate (int fd, int mode, uint64_t offset, uint64_t count,
-               bool *refused, const char *path, const char *what)
+/* True when ERR means "not this request": fall back for it alone. */
+static bool
+refused_here (int err)
 {
-  if (__atomic_load_n (refused, __ATOMIC_RELAXED))
-    return 0;
-  if (fallocate (fd, mode | FALLOC_FL_KEEP_SIZE, offset, count) == 0)
-    return 1;
+  return err == EINVAL;
+}
+
+void
+hostfile_caps_init (struct hostfile_caps *caps, int fd)
+{
+  struct stat st;
+  bool is_block = fstat (fd, &st) == 0 && S_ISBLK (st.st_mode);
+
+  __atomic_store_n (&caps->no_punch_hole, is_block, __ATOMIC_RELAXED);
+  __atomic_store_n (&caps->no_zero_range, false, __ATOMIC_RELAXED);
+  __atomic_store_n (&caps->no_zeroout, !is_block, __ATOMIC_RELAXED);
+  __atomic_store_n (&caps->no_seek_data, is_block, __ATOMIC_RELAXED);
+}
+
+/* After a failed step of the ladder (errno set): remember a "cannot" in
+ * *NO, and say whether to fall back (0) or fail (-1, error set). */
+static int
+ladder_failed (bool *no, const char *path, const char *what, uint64_t count,
+               uint64_t offset)
+{
   if (not_supported (errno)) {
-    __atomic_store_n (refused, true, __ATOMIC_RELAXED);
+    __atomic_store_n (no, true, __ATOMIC_RELAXED);
     return 0;
   }
-  if (errno == EINVAL)          /* not this range: write zeroes instead */
+  if (refused_here (errno))
     return 0;
   return ferry_error_errno (errno, "%s: %s %" PRIu64 " bytes at offset 0x%"
                             PRIx64, path, what, count, offset);
@@ -45,18 +132,32 @@ hostfile_zero (int fd, uint64_t offset, uint64_t count, bool may_trim,
                struct hostfile_caps *caps, const char *path)
 {
   static const uint8_t zeroes[1 << 16];
-  int r;
 
-  if (may_trim) {
-    r = try_fallocate (fd, FALLOC_FL_PUNCH_HOLE, offset, count,
-                       &caps->no_punch_hole, path, "punching a hole of");
-    if (r != 0)
-      return r == 1 ? 0 : -1;
+  if (may_trim && !__atomic_load_n (&caps->no_punch_hole, __ATOMIC_RELAXED)) {
+    if (fallocate (fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset,
+                   count) == 0)
+      return 0;
+    if (ladder_failed (&caps->no_punch_hole, path, "punching a hole of",
+                       count, offset) == -1)
+      return -1;
   }
-  r = try_fallocate (fd, FALLOC_FL_ZERO_RANGE, offset, count,
-                     &caps->no_zero_range, path, "zeroing");
-  if (r != 0)
-    return r == 1 ? 0 : -1;
+  if (!__atomic_load_n (&caps->no_zero_range, __ATOMIC_RELAXED)) {
+    if (fallocate (fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset,
+                   count) == 0)
+      return 0;
+    if (ladder_failed (&caps->no_zero_range, path, "zeroing", count,
+                       offset) == -1)
+      return -1;
+  }
+  if (!__atomic_load_n (&caps->no_zeroout, __ATOMIC_RELAXED) &&
+      IS_ALIGNED (offset | count, 512)) {
+    uint64_t range[2] = { offset, count };
+    if (ioctl (fd, BLKZEROOUT, range) == 0)
+      return 0;
+    if (ladder_failed (&caps->no_zeroout, path, "BLKZEROOUT of", count,
+                       offset) == -1)
+      return -1;
+  }
   while (count > 0) {
     size_t n = MIN (count, sizeof zeroes);
     if (full_pwrite (fd, zeroes, n, offset) == -1)
@@ -120,10 +221,12 @@ hostfile_run (int fd, uint64_t offset, uint64_t len,
       *hole = true;
       return 0;
     }
-    if (not_supported (errno) || errno == EINVAL) {
+    if (not_supported (errno)) {
       __atomic_store_n (&caps->no_seek_data, true, __ATOMIC_RELAXED);
       return 0;
     }
+    if (refused_here (errno))   /* all data, this time */
+      return 0;
     return ferry_error_errno (errno, "%s: SEEK_DATA at offset 0x%" PRIx64,
                               path, offset);
   }

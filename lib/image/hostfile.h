@@ -1,32 +1,70 @@
-/* The host file under a block-mapped format (vhd, vdi): making a range of
- * it read as zeroes, and finding its holes.
+/* The host-file layer: what every driver that keeps an image in a file
+ * or block device of the host (raw, vhd, vdi, vhdx, ...) asks of that
+ * file, written once.
  *
- * Formats that keep guest blocks at offsets of one file (a fixed VHD, a
- * static VDI, an allocated block of a dynamic one) get their zeroing and
- * their finer extents from the file system: a block that is allocated in
- * the image but a hole in the file reads as zeroes, and the copy engine
- * then need not read it.  What the file system refuses with EOPNOTSUPP is
- * remembered in struct hostfile_caps, so it is not asked again.
+ * - Zeroing (hostfile_zero): punch a hole when trimming is allowed, else
+ *   FALLOC_FL_ZERO_RANGE, else BLKZEROOUT on a block device, else writes
+ *   of zeroes.  One errno rule for every step: EOPNOTSUPP, ENOTSUP,
+ *   ENOSYS and ENOTTY mean "this file cannot do that" and are remembered
+ *   for good in struct hostfile_caps; EINVAL means "not this range" (a
+ *   range not aligned to a 4Kn device's blocks) and falls back for that
+ *   request alone; anything else is an error.
+ * - Holes (hostfile_run, hostfile_extents): SEEK_DATA / SEEK_HOLE, all
+ *   data where the file system cannot tell.  Formats that keep guest
+ *   blocks at offsets of one file (a fixed VHD, a static VDI, an
+ *   allocated block of a dynamic one or of a VHDX) get their finer
+ *   extents from the file system: a block allocated in the image but a
+ *   hole in the file reads as zeroes, and the copy engine need not read
+ *   it.
+ * - Data goes through the I/O primitives of lib/common/util.h
+ *   (full_pwrite, full_pread, fd_sync), never bare pwrite or fsync, so
+ *   that a test hook there sees every write and flush.
  */
 #ifndef FERRY_HOSTFILE_H
 #define FERRY_HOSTFILE_H
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include <ferry/image.h>
 
-/* What the file system said it cannot do; all false at first.  Updated
- * with relaxed atomics, so many threads may share one. */
+/* Open PATH, a file of an image, for reading, or reading and writing
+ * with FERRY_OPEN_WRITE in FLAGS; with CREATE, as a new file (O_EXCL,
+ * mode 0644 less the umask).  The open never waits (O_NONBLOCK, cleared
+ * once open), so a FIFO cannot hang it, and anything but a regular file
+ * or a block device is refused with EINVAL and a message naming PATH and
+ * what it is.  *ST (NULL: not wanted) gets its status.  Takes no lock:
+ * image_lock (lock.h) does.  The descriptor, close-on-exec, or -1 with
+ * the error set. */
+int hostfile_open (const char *path, unsigned flags, bool create,
+                   struct stat *st /* OUT */);
+
+/* hostfile_open, then image_lock with FLAGS: how a driver opens a file
+ * of its image beside the one image.c opened (an extent, a data file). */
+int hostfile_open_locked (const char *path, unsigned flags, bool create,
+                          struct stat *st /* OUT */);
+
+/* What the file said it cannot do, or must not be asked; all false
+ * (everything worth a try) for a zeroed struct, hostfile_caps_init sets
+ * it for the kind of file.  Read and set with relaxed atomics only, so
+ * many threads may share one. */
 struct hostfile_caps {
   bool no_punch_hole;
   bool no_zero_range;
-  bool no_seek_data;
+  bool no_zeroout;              /* BLKZEROOUT: block devices only */
+  bool no_seek_data;            /* also set by a driver whose file alone
+                                 * does not say what a range holds */
 };
 
-/* Make COUNT bytes at host OFFSET of FD read as zeroes: punch a hole when
- * MAY_TRIM, else FALLOC_FL_ZERO_RANGE, else write zeroes.  PATH is for
- * messages.  0, or -1 with the error set. */
+/* Set CAPS for the file FD: a block device is never punched (raw's rule
+ * since its first version: a device keeps its blocks) nor asked for holes,
+ * a regular file never gets BLKZEROOUT. */
+void hostfile_caps_init (struct hostfile_caps *caps, int fd);
+
+/* Make COUNT bytes at host OFFSET of FD read as zeroes, the cheapest way
+ * the file allows (see the top of the file).  PATH is for messages.  0,
+ * or -1 with the error set. */
 int hostfile_zero (int fd, uint64_t offset, uint64_t count, bool may_trim,
                    struct hostfile_caps *caps, const char *path);
 

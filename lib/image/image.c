@@ -19,6 +19,12 @@
  * 4. A path whose scheme a driver claims (nbd://, nbds+unix://, ...) is a
  *    URI, not a file: it goes to that driver's open_uri whole, and is
  *    never opened, probed, created or resolved against a directory here.
+ *
+ * 5. A path becomes a file descriptor through hostfile_open, which never
+ *    waits on a FIFO and refuses anything but a regular file or a block
+ *    device, and every file of an image is locked as QEMU locks it
+ *    (lock.c) before anything of it is read: a writer elsewhere cannot
+ *    change it under the probe, and ferry never writes under a reader.
  */
 #include <assert.h>
 #include <errno.h>
@@ -32,7 +38,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "hostfile.h"
 #include "internal.h"
+#include "lock.h"
 #include "../common/cleanup.h"
 #include "../common/util.h"
 
@@ -200,11 +208,9 @@ ferry_image_probe (const char *path)
 
   if (drv)
     return drv->name;
-  fd = open (path, O_RDONLY | O_CLOEXEC);
-  if (fd == -1) {
-    ferry_error_errno (errno, "%s", path);
+  fd = hostfile_open (path, 0, false, NULL);
+  if (fd == -1)
     return NULL;
-  }
   drv = probe_fd (path, fd);
   return drv ? drv->name : NULL;
 }
@@ -244,7 +250,6 @@ open_with_args (const char *path, const char *format,
                 const struct open_args *args)
 {
   const struct image_driver *drv = NULL;
-  int oflags = (args->flags & FERRY_OPEN_WRITE) ? O_RDWR : O_RDONLY;
   struct stat st;
   size_t i;
   int fd;
@@ -259,17 +264,16 @@ open_with_args (const char *path, const char *format,
 
   if (uri_driver (path))
     return open_uri (path, drv, args);
+  if ((args->flags & FERRY_OPEN_WRITE) && (args->flags & FERRY_OPEN_SHARED)) {
+    ferry_error (EINVAL, "%s: an image opened for writing cannot be shared "
+                 "with other writers", path);
+    return NULL;
+  }
 
-  fd = open (path, oflags | O_CLOEXEC);
-  if (fd == -1) {
-    ferry_error_errno (errno, "%s", path);
+  /* Note 5. */
+  fd = hostfile_open (path, args->flags, false, &st);
+  if (fd == -1)
     return NULL;
-  }
-  if (fstat (fd, &st) == -1) {
-    ferry_error_errno (errno, "%s: stat", path);
-    close (fd);
-    return NULL;
-  }
   for (i = 0; i < args->chain_len; i++) {
     if (args->chain[i].dev == st.st_dev && args->chain[i].ino == st.st_ino) {
       ferry_error (ELOOP, "%s: the backing chain loops back to this file",
@@ -281,6 +285,12 @@ open_with_args (const char *path, const char *format,
   if (args->chain_len >= MAX_BACKING_DEPTH) {
     ferry_error (ELOOP, "%s: backing chain deeper than %d images",
                  path, MAX_BACKING_DEPTH);
+    close (fd);
+    return NULL;
+  }
+  /* After the loop check, which has the better message for a chain that
+   * comes back to a file open above. */
+  if (image_lock (fd, path, args->flags) == -1) {
     close (fd);
     return NULL;
   }
@@ -374,12 +384,10 @@ ferry_image_open_stream (const char *path, const char *format,
     unknown_format_error (format);
     return NULL;
   }
-  fd = open (path, O_RDONLY | O_CLOEXEC);
-  if (fd == -1) {
-    ferry_error_errno (errno, "%s", path);
+  fd = hostfile_open_locked (path, flags, false, &st);
+  if (fd == -1)
     return NULL;
-  }
-  if (fstat (fd, &st) == -1 || !S_ISREG (st.st_mode) ||
+  if (!S_ISREG (st.st_mode) ||
       __builtin_add_overflow (offset, length, &end) ||
       end > (uint64_t) st.st_size) {
     ferry_error (EINVAL, "%s: the compressed image at offset %" PRIu64
@@ -459,7 +467,7 @@ image_open_backing (struct ferry_image *img, const char *name,
     memcpy (chain, args->chain, args->chain_len * sizeof *chain);
   chain[args->chain_len].dev = img->dev;
   chain[args->chain_len].ino = img->ino;
-  bargs.flags = args->flags & ~FERRY_OPEN_WRITE;
+  bargs.flags = args->flags & ~FERRY_OPEN_WRITE;   /* SHARED stays */
   bargs.chain = chain;
   bargs.chain_len = args->chain_len + 1;
 
@@ -654,12 +662,8 @@ ferry_image_create (const char *path, const char *format, uint64_t size,
   /* A block device is written in place; anything else must be new, and
    * is removed again if the driver refuses to make an image of it. */
   is_block = stat (path, &st) == 0 && S_ISBLK (st.st_mode);
-  if (is_block)
-    fd = open (path, O_RDWR | O_CLOEXEC);
-  else
-    fd = open (path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  fd = hostfile_open_locked (path, FERRY_OPEN_WRITE, !is_block, NULL);
   if (fd == -1) {
-    ferry_error_errno (errno, "%s", path);
     free_options (&opts);
     return NULL;
   }
@@ -1155,6 +1159,90 @@ ferry_image_path (struct ferry_image *img)
   return img->path;
 }
 
+int
+image_file_of_fd (int fd, const char *path, image_file_fn fn, void *opaque)
+{
+  struct stat st;
+
+  if (fstat (fd, &st) == -1)
+    return ferry_error_errno (errno, "%s: stat", path);
+  return fn (&(struct image_file) { st.st_dev, st.st_ino, path }, opaque);
+}
+
+int
+image_for_each_file (struct ferry_image *img, image_file_fn fn, void *opaque)
+{
+  int r = 0;
+
+  if (img->dev || img->ino)
+    r = fn (&(struct image_file) { img->dev, img->ino, img->path }, opaque);
+  if (r == 0 && img->driver->files)
+    r = img->driver->files (img, fn, opaque);
+  return r;
+}
+
+/* What same_file_fn looks for, and where it found it. */
+struct same_file_search {
+  const struct image_file *want;
+  struct ferry_image *top;      /* the image whose chain is searched */
+  struct ferry_image *layer;    /* the layer being walked */
+};
+
+/* Is FILE the one searched for?  1 with the message set. */
+static int
+same_file_fn (const struct image_file *file, void *opaque)
+{
+  struct same_file_search *s = opaque;
+
+  if (file->dev != s->want->dev || file->ino != s->want->ino)
+    return 0;
+  if (s->layer == s->top)
+    ferry_error (EEXIST, "%s and %s are the same file", s->want->path,
+                 file->path);
+  else
+    ferry_error (EEXIST, "%s and %s are the same file (%s is in the backing "
+                 "chain of %s)", s->want->path, file->path, s->layer->path,
+                 s->top->path);
+  return 1;
+}
+
+/* Whether WANT is a file of IMG or of its backing chain: 1 (message
+ * set), 0, or -1. */
+static int
+chain_has_file (struct ferry_image *img, const struct image_file *want)
+{
+  struct same_file_search s = { .want = want, .top = img };
+  int r = 0;
+
+  for (s.layer = img; s.layer && r == 0; s.layer = s.layer->backing)
+    r = image_for_each_file (s.layer, same_file_fn, &s);
+  return r;
+}
+
+/* image_for_each_file's FN over OTHER: is FILE a file of IMG's chain? */
+static int
+other_file_fn (const struct image_file *file, void *opaque)
+{
+  return chain_has_file (opaque, file);
+}
+
+int
+ferry_image_same_file (struct ferry_image *img, struct ferry_image *other)
+{
+  return image_for_each_file (other, other_file_fn, img);
+}
+
+int
+ferry_image_has_file (struct ferry_image *img, const char *path)
+{
+  struct stat st;
+
+  if (stat (path, &st) == -1)
+    return errno == ENOENT ? 0 : ferry_error_errno (errno, "%s", path);
+  return chain_has_file (img, &(struct image_file) {
+      st.st_dev, st.st_ino, path });
+}
+
 bool
 ferry_image_is_uri (const char *path)
 {
@@ -1246,7 +1334,7 @@ check_report_error (struct ferry_check_result *r, const char *path)
 }
 
 int
-ferry_image_check (const char *path, const char *format,
+ferry_image_check (const char *path, const char *format, unsigned flags,
                    struct ferry_check_result *result)
 {
   const struct image_driver *drv;
@@ -1256,14 +1344,15 @@ ferry_image_check (const char *path, const char *format,
   if (uri_driver (path)) {
     /* An export has no metadata of its own to check: that it answers is
      * all there is to know. */
-    struct ferry_image *img = ferry_image_open (path, format, 0);
+    struct ferry_image *img = ferry_image_open (path, format,
+                                                flags & ~FERRY_OPEN_WRITE);
     if (img == NULL)
       return -1;
     return ferry_image_close (img);
   }
-  fd = open (path, O_RDONLY | O_CLOEXEC);
+  fd = hostfile_open_locked (path, flags & ~FERRY_OPEN_WRITE, false, NULL);
   if (fd == -1)
-    return ferry_error_errno (errno, "%s", path);
+    return -1;
   if (format) {
     drv = find_driver (format);
     if (drv == NULL) {

@@ -98,6 +98,24 @@ struct ferry_image {
 
 struct image_stream;
 
+/* One host file of an image, for image_for_each_file. */
+struct image_file {
+  dev_t dev;
+  ino_t ino;
+  const char *path;             /* for messages */
+};
+typedef int (*image_file_fn) (const struct image_file *file, void *opaque);
+
+/* Call FN for every host file of IMG, its own first (none for a URI),
+ * not its backing chain; FN's first non-zero answer stops the walk and is
+ * returned. */
+int image_for_each_file (struct ferry_image *img, image_file_fn fn,
+                         void *opaque);
+
+/* image_for_each_file's FN for the open descriptor FD of PATH. */
+int image_file_of_fd (int fd, const char *path, image_file_fn fn,
+                      void *opaque);
+
 /* Early write-back (ferry_image_set_early_writeback, hostfile.c): the
  * ranges whose write-back was started and not yet waited for, oldest
  * first.  Once they hold more than a window, the writer that adds one
@@ -203,6 +221,12 @@ struct image_driver {
    * one file, renamed or unlinked as it is. */
   int (*rename) (const char *from, const char *to, bool sync);
   int (*remove) (const char *path);
+
+  /* Call FN (with OPAQUE) for each host file of IMG besides the one
+   * image.c opened (a VMDK's extent files, a qcow2 external data file),
+   * not its backing chain; stop at and return FN's first non-zero
+   * answer.  NULL: the image is that one file. */
+  int (*files) (struct ferry_image *img, image_file_fn fn, void *opaque);
 
   /* Check the file at PATH (open read-only as FD, still owned by the
    * caller) without trusting its metadata.  0 when the check ran. */

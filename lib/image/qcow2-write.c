@@ -1079,9 +1079,9 @@ qcow2_flush (struct ferry_image *img)
 
   if (qcow2_finish (q) == -1)
     return -1;
-  if (fdatasync (q->fd) == -1)
+  if (fd_sync (q->fd, true) == -1)
     return ferry_error_errno (errno, "%s: flush", img->path);
-  if (q->data_fd != q->fd && fdatasync (q->data_fd) == -1)
+  if (q->data_fd != q->fd && fd_sync (q->data_fd, true) == -1)
     return ferry_error_errno (errno, "%s: flush of the data file", img->path);
   return 0;
 }

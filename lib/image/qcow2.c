@@ -44,6 +44,7 @@
 #include <zlib.h>
 #include <zstd.h>
 
+#include "hostfile.h"
 #include "qcow2-internal.h"
 #include "../common/cleanup.h"
 #include "../common/util.h"
@@ -1037,9 +1038,10 @@ load_l1 (struct qcow2_image *q)
   return 0;
 }
 
-/* Open the external data file named in the header. */
+/* Open the external data file named in the header, locked as the image
+ * (open FLAGS). */
 static int
-open_data_file (struct qcow2_image *q)
+open_data_file (struct qcow2_image *q, unsigned flags)
 {
   CLEANUP_FREE char *path = NULL;
   struct stat st;
@@ -1050,12 +1052,11 @@ open_data_file (struct qcow2_image *q)
   path = image_resolve_relative (q->base.path, q->h.data_file);
   if (path == NULL)
     return ferry_error (ENOMEM, "%s: out of memory", q->base.path);
-  q->data_fd = open (path, (q->base.readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-  if (q->data_fd == -1)
-    return ferry_error_errno (errno, "%s: external data file '%s'",
-                              q->base.path, path);
-  if (fstat (q->data_fd, &st) == -1)
-    return ferry_error_errno (errno, "%s: stat", path);
+  q->data_fd = hostfile_open_locked (path, flags, false, &st);
+  if (q->data_fd == -1) {
+    ferry_error_prefix ("%s: external data file", q->base.path);
+    return -1;
+  }
   q->data_size = S_ISBLK (st.st_mode) ?
     (uint64_t) lseek (q->data_fd, 0, SEEK_END) : (uint64_t) st.st_size;
   q->has_data_file = true;
@@ -1124,7 +1125,7 @@ qcow2_open (const char *path, int fd, const struct open_args *args)
   }
   q->base.size = q->h.size;
   if ((q->h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE) &&
-      open_data_file (q) == -1)
+      open_data_file (q, args->flags) == -1)
     goto err;
   if (qcow2_setup (q) == NULL || load_l1 (q) == -1 || claims_init (q) == -1)
     goto err;
@@ -1169,6 +1170,19 @@ qcow2_close (struct ferry_image *img)
   return r;
 }
 
+/* The external data file, for image_for_each_file. */
+static int
+qcow2_files (struct ferry_image *img, image_file_fn fn, void *opaque)
+{
+  struct qcow2_image *q = (struct qcow2_image *) img;
+  CLEANUP_FREE char *path = NULL;
+
+  if (!q->has_data_file || q->data_fd == q->fd)
+    return 0;
+  path = image_resolve_relative (img->path, q->h.data_file);
+  return image_file_of_fd (q->data_fd, path ? path : img->path, fn, opaque);
+}
+
 const struct image_driver qcow2_driver = {
   .name = "qcow2",
   .probe = qcow2_probe,
@@ -1187,4 +1201,5 @@ const struct image_driver qcow2_driver = {
   .close = qcow2_close,
   .describe = qcow2_describe,
   .check = qcow2_check,
+  .files = qcow2_files,
 };

@@ -1,10 +1,8 @@
 /* raw: the disk byte for byte, in a regular file or on a block device.
  *
- * Holes are found with SEEK_DATA / SEEK_HOLE.  Zeroing tries, in order,
- * punching a hole (when trimming is allowed), FALLOC_FL_ZERO_RANGE, the
- * BLKZEROOUT ioctl on devices, and plain writes of zeroes; whatever the
- * file system refuses with EOPNOTSUPP is remembered in the handle so it is
- * not tried again.
+ * Holes and zeroing are the host-file layer's (hostfile.h): SEEK_DATA /
+ * SEEK_HOLE, and punch hole, ZERO_RANGE, BLKZEROOUT on devices, writes of
+ * zeroes, with what the file cannot do remembered in the handle.
  *
  * A raw image may also be a window of a larger file (a disk inside an
  * OVA, see ferry_image_open_window): every file offset is then moved by
@@ -13,7 +11,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <linux/falloc.h>
 #include <linux/fs.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,10 +28,7 @@ struct raw_image {
   uint64_t start;              /* where the disk begins in the file */
   bool windowed;
   bool is_block;
-  bool can_punch_hole;         /* cleared when the kernel says EOPNOTSUPP */
-  bool can_zero_range;
-  bool can_zeroout;            /* BLKZEROOUT, devices only */
-  bool can_seek_data;
+  struct hostfile_caps caps;   /* what the file cannot do */
 };
 
 /* raw claims anything, with the lowest score, so it is the fallback. */
@@ -72,10 +66,7 @@ raw_setup (const char *path, int fd, bool readonly)
   }
   else
     h->base.size = st.st_size;
-  h->can_punch_hole = !h->is_block;
-  h->can_zero_range = true;
-  h->can_zeroout = h->is_block;
-  h->can_seek_data = !h->is_block;
+  hostfile_caps_init (&h->caps, fd);
   return &h->base;
 
  err:
@@ -177,133 +168,27 @@ raw_pwrite (struct ferry_image *img, const void *buf, size_t count,
   return 0;
 }
 
-/* True when ERR means "this file system or device cannot do that", for
- * good: the handle remembers it.  EINVAL is not such an answer (a range
- * not aligned to a 4Kn device's blocks gets it); see is_refused. */
-static bool
-is_not_supported (int err)
-{
-  return err == EOPNOTSUPP || err == ENOTSUP || err == ENOSYS ||
-         err == ENOTTY;
-}
-
-/* True when ERR means "not this request": fall back for it alone. */
-static bool
-is_refused (int err)
-{
-  return err == EINVAL;
-}
-
-/* Make a range read as zeroes, the cheapest way the file system allows
- * (see the top of the file). */
+/* Make a range read as zeroes, the cheapest way the file allows. */
 static int
 raw_zero (struct ferry_image *img, size_t count, uint64_t offset,
           unsigned flags)
 {
   struct raw_image *h = (struct raw_image *) img;
-  static const char zeroes[1 << 16];
 
-  if ((flags & FERRY_ZERO_MAY_TRIM) &&
-      __atomic_load_n (&h->can_punch_hole, __ATOMIC_RELAXED)) {
-    if (fallocate (h->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                   offset, count) == 0)
-      return 0;
-    if (is_not_supported (errno))
-      __atomic_store_n (&h->can_punch_hole, false, __ATOMIC_RELAXED);
-    else if (!is_refused (errno))
-      return ferry_error_errno (errno, "%s: punching a hole of %zu bytes at "
-                                "offset %" PRIu64, img->path, count, offset);
-  }
-
-  if (__atomic_load_n (&h->can_zero_range, __ATOMIC_RELAXED)) {
-    if (fallocate (h->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
-                   offset, count) == 0)
-      return 0;
-    if (is_not_supported (errno))
-      __atomic_store_n (&h->can_zero_range, false, __ATOMIC_RELAXED);
-    else if (!is_refused (errno))
-      return ferry_error_errno (errno, "%s: zeroing %zu bytes at offset %"
-                                PRIu64, img->path, count, offset);
-  }
-
-  if (__atomic_load_n (&h->can_zeroout, __ATOMIC_RELAXED)) {
-    uint64_t range[2] = { offset, count };
-    if (IS_ALIGNED (offset | count, 512)) {
-      if (ioctl (h->fd, BLKZEROOUT, range) == 0)
-        return 0;
-      if (is_not_supported (errno))
-        __atomic_store_n (&h->can_zeroout, false, __ATOMIC_RELAXED);
-      else if (!is_refused (errno))
-        return ferry_error_errno (errno, "%s: BLKZEROOUT of %zu bytes at "
-                                  "offset %" PRIu64, img->path, count, offset);
-    }
-  }
-
-  while (count > 0) {
-    size_t n = MIN (count, sizeof zeroes);
-    if (raw_pwrite (img, zeroes, n, offset) == -1)
-      return -1;
-    count -= n;
-    offset += n;
-  }
-  return 0;
+  return hostfile_zero (h->fd, offset, count, flags & FERRY_ZERO_MAY_TRIM,
+                        &h->caps, img->path);
 }
 
-/* Data and holes, from SEEK_DATA / SEEK_HOLE; all data where the file
- * system or device cannot tell. */
+/* Data and holes of the file (in a window, moved by its start). */
 static int
 raw_extents (struct ferry_image *img, uint64_t offset, uint64_t length,
              struct ferry_extent_list *list)
 {
   struct raw_image *h = (struct raw_image *) img;
-  uint64_t end = offset + length;
-  off_t data, hole;
 
-  /* Offsets of the file, in a window, are the disk's moved by start. */
-#define FILE_OFFSET(x) ((off_t) (h->start + (x)))
-#define DISK_OFFSET(x) ((uint64_t) (x) - h->start)
-
-  if (!__atomic_load_n (&h->can_seek_data, __ATOMIC_RELAXED))
-    return ferry_extent_list_append (list, offset, length, 0);
-
-  while (offset < end) {
-    data = lseek (h->fd, FILE_OFFSET (offset), SEEK_DATA);
-    if (data == -1) {
-      if (errno == ENXIO)     /* no data after OFFSET: a hole to the end */
-        return ferry_extent_list_append (list, offset, end - offset,
-                                   FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO);
-      if (is_not_supported (errno) || is_refused (errno)) {
-        __atomic_store_n (&h->can_seek_data, false, __ATOMIC_RELAXED);
-        return ferry_extent_list_append (list, offset, end - offset, 0);
-      }
-      return ferry_error_errno (errno, "%s: SEEK_DATA at offset %" PRIu64,
-                                img->path, offset);
-    }
-    if (DISK_OFFSET (data) > offset) {
-      uint64_t n = MIN (DISK_OFFSET (data), end) - offset;
-      if (ferry_extent_list_append (list, offset, n,
-                              FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO) == -1)
-        return -1;
-      offset += n;
-      if (offset >= end)
-        break;
-    }
-    hole = lseek (h->fd, FILE_OFFSET (offset), SEEK_HOLE);
-    if (hole == -1)
-      return ferry_error_errno (errno, "%s: SEEK_HOLE at offset %" PRIu64,
-                                img->path, offset);
-    if (DISK_OFFSET (hole) <= offset)   /* cannot happen; do not loop */
-      hole = FILE_OFFSET (end);
-    {
-      uint64_t n = MIN (DISK_OFFSET (hole), end) - offset;
-      if (ferry_extent_list_append (list, offset, n, 0) == -1)
-        return -1;
-      offset += n;
-    }
-  }
-  return 0;
-#undef FILE_OFFSET
-#undef DISK_OFFSET
+  return hostfile_extents (h->fd, h->start + offset, length, offset,
+                           FERRY_EXTENT_HOLE | FERRY_EXTENT_ZERO, &h->caps,
+                           img->path, list);
 }
 
 /* Make what was written durable. */
@@ -312,7 +197,7 @@ raw_flush (struct ferry_image *img)
 {
   struct raw_image *h = (struct raw_image *) img;
 
-  if (fdatasync (h->fd) == -1)
+  if (fd_sync (h->fd, true) == -1)
     return ferry_error_errno (errno, "%s: flush", img->path);
   return 0;
 }

@@ -231,7 +231,7 @@ vdi_finish (struct vdi_image *d, bool sync)
   /* Note 4: room for every block, data, header, map. */
   if (d->file_size < data_end (d) && resize_to (d, data_end (d)) == -1)
     return -1;
-  if (sync && fdatasync (d->fd) == -1)
+  if (sync && fd_sync (d->fd, true) == -1)
     return ferry_error_errno (errno, "%s: flush", d->base.path);
   d->nr_allocated = MAX (d->nr_allocated, d->next_index);
   put_le32 (d->prefix + count_at, d->nr_allocated);
@@ -251,7 +251,7 @@ vdi_flush (struct ferry_image *img)
 
   if (vdi_finish (d, true) == -1)
     return -1;
-  if (fdatasync (d->fd) == -1)
+  if (fd_sync (d->fd, true) == -1)
     return ferry_error_errno (errno, "%s: flush", img->path);
   return 0;
 }

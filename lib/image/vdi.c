@@ -477,6 +477,7 @@ vdi_alloc (const char *path, int fd, bool writable)
   }
   d->fd = fd;
   pthread_mutex_init (&d->lock, NULL);
+  hostfile_caps_init (&d->caps, fd);
   if (image_init_base (&d->base, &vdi_driver, path, fd, !writable) == -1 ||
       hostfile_size (fd, path, &d->file_size) == -1) {
     free (d->base.path);

@@ -379,7 +379,7 @@ vhd_finish (struct vhd_image *v, bool sync)
   if (v->type == VHD_TYPE_FIXED || !v->meta_dirty)
     return 0;
   /* Note 5: data, trailing footer, BAT. */
-  if (sync && fdatasync (v->fd) == -1)
+  if (sync && fd_sync (v->fd, true) == -1)
     return ferry_error_errno (errno, "%s: flush", v->base.path);
   set_checksum (v->footer, VHD_FOOTER_SIZE, VHD_F_CHECKSUM);
   v->footer_checksum_bad = false;
@@ -410,7 +410,7 @@ vhd_flush (struct ferry_image *img)
 
   if (vhd_finish (v, true) == -1)
     return -1;
-  if (fdatasync (v->fd) == -1)
+  if (fd_sync (v->fd, true) == -1)
     return ferry_error_errno (errno, "%s: flush", img->path);
   return 0;
 }

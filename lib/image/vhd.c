@@ -1050,6 +1050,7 @@ vhd_alloc (const char *path, int fd, bool writable)
   }
   v->fd = fd;
   pthread_mutex_init (&v->lock, NULL);
+  hostfile_caps_init (&v->caps, fd);
   if (image_init_base (&v->base, &vhd_driver, path, fd, !writable) == -1 ||
       hostfile_size (fd, path, &v->file_size) == -1) {
     free (v->base.path);

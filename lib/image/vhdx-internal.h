@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "hostfile.h"
 #include "internal.h"
 #include "vhdx-format.h"
 
@@ -105,9 +106,10 @@ struct vhdx_image {
   bool file_guid_updated;       /* this session's FileWriteGuid is on disk */
   bool data_guid_updated;       /* ... and its DataWriteGuid (atomic) */
   bool new_block_state_zero;    /* unwritten blocks of a new image: ZERO */
-  bool can_seek_data;           /* read-only: holes in present blocks */
-  bool can_punch_hole;          /* cleared on EOPNOTSUPP */
-  bool can_zero_range;
+  /* What the file cannot do (hostfile.h); no_seek_data is also set
+   * where the file alone does not say what a range holds (vhdx.c note
+   * 5). */
+  struct hostfile_caps caps;
 };
 
 /* vhdx.c */

@@ -67,7 +67,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <linux/falloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,7 +142,7 @@ vhdx_write_file (struct vhdx_image *v, const void *buf, size_t len,
 int
 vhdx_sync (struct vhdx_image *v)
 {
-  if (fdatasync (v->fd) == -1)
+  if (fd_sync (v->fd, true) == -1)
     return ferry_error_errno (errno, "%s: flush", v->base.path);
   return 0;
 }
@@ -274,48 +273,15 @@ vhdx_pwrite (struct ferry_image *img, const void *buf, size_t count,
   return 0;
 }
 
-/* Make LEN bytes of the file at OFF read as zeroes: punch a hole when
- * TRIM allows, else zero the range, else write zeroes; what the file
- * system refuses is remembered. */
+/* Make LEN bytes of the file at OFF read as zeroes (hostfile_zero),
+ * punching a hole when TRIM allows. */
 int
 vhdx_zero_file_range (struct vhdx_image *v, uint64_t off, uint64_t len,
                       bool trim)
 {
-  CLEANUP_FREE uint8_t *zeroes = NULL;
-  size_t n;
-
   if (vhdx_fault_point (v, "zero", off) == -1)
     return -1;
-  if (trim && v->can_punch_hole) {
-    if (fallocate (v->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
-                   len) == 0)
-      return 0;
-    if (errno != EOPNOTSUPP)
-      return ferry_error_errno (errno, "%s: punching a hole at offset 0x%"
-                                PRIx64, v->base.path, off);
-    v->can_punch_hole = false;
-  }
-  if (v->can_zero_range) {
-    if (fallocate (v->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off,
-                   len) == 0)
-      return 0;
-    if (errno != EOPNOTSUPP)
-      return ferry_error_errno (errno, "%s: zeroing %" PRIu64 " bytes at "
-                                "offset 0x%" PRIx64, v->base.path, len, off);
-    v->can_zero_range = false;
-  }
-  n = MIN (len, (uint64_t) VHDX_MiB);
-  zeroes = calloc (1, n);
-  if (zeroes == NULL)
-    return ferry_error (ENOMEM, "%s: out of memory", v->base.path);
-  while (len > 0) {
-    n = MIN (len, (uint64_t) VHDX_MiB);
-    if (vhdx_write_file (v, zeroes, n, off) == -1)
-      return -1;
-    off += n;
-    len -= n;
-  }
-  return 0;
+  return hostfile_zero (v->fd, off, len, trim, &v->caps, v->base.path);
 }
 
 /* The zero callback (note 5). */

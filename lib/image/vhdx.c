@@ -912,36 +912,8 @@ static int
 present_extents (struct vhdx_image *v, uint64_t offset, uint64_t n,
                  uint64_t host, struct ferry_extent_list *list)
 {
-  uint64_t pos = host, end = host + n;
-
-  if (!__atomic_load_n (&v->can_seek_data, __ATOMIC_RELAXED))
-    return ferry_extent_list_append (list, offset, n, 0);
-  while (pos < end) {
-    off_t r = lseek (v->fd, pos, SEEK_DATA);
-    uint64_t d, h;
-
-    if (r == -1 && errno != ENXIO) {
-      /* The file system cannot say: everything is data. */
-      __atomic_store_n (&v->can_seek_data, false, __ATOMIC_RELAXED);
-      return ferry_extent_list_append (list, offset + (pos - host),
-                                       end - pos, 0);
-    }
-    d = r == -1 ? end : MIN ((uint64_t) r, end);
-    if (d > pos &&
-        ferry_extent_list_append (list, offset + (pos - host), d - pos,
-                                  FERRY_EXTENT_ZERO) == -1)
-      return -1;
-    pos = d;
-    if (pos >= end)
-      break;
-    r = lseek (v->fd, pos, SEEK_HOLE);
-    h = r == -1 ? end : MIN ((uint64_t) r, end);
-    if (ferry_extent_list_append (list, offset + (pos - host), h - pos,
-                                  0) == -1)
-      return -1;
-    pos = h;
-  }
-  return 0;
+  return hostfile_extents (v->fd, host, n, offset, FERRY_EXTENT_ZERO,
+                           &v->caps, v->base.path, list);
 }
 
 /* Extents of COUNT bytes at OFFSET within one partially present block;
@@ -1060,7 +1032,7 @@ vhdx_alloc (int fd)
   if (v == NULL)
     return NULL;
   v->fd = fd;
-  v->can_punch_hole = v->can_zero_range = true;
+  hostfile_caps_init (&v->caps, fd);
   pthread_mutex_init (&v->lock, NULL);
   return v;
 }
@@ -1186,7 +1158,8 @@ vhdx_open (const char *path, int fd, const struct open_args *args)
   if (writable && vhdx_open_for_write (v) == -1)
     goto err;
   /* Note 5. */
-  v->can_seek_data = !writable && !v->is_block && v->replay == NULL;
+  if (writable || v->is_block || v->replay)
+    __atomic_store_n (&v->caps.no_seek_data, true, __ATOMIC_RELAXED);
   free_locator (&loc);
   return &v->base;
 

@@ -238,8 +238,12 @@ check_sparse (struct vmdk_sparse *s, struct ferry_check_result *r)
 int
 vmdk_check (const char *path, int fd, struct ferry_check_result *result)
 {
+  /* FD, open in ferry_image_check, holds the locks the caller asked
+   * for on the descriptor (or monolithic file); the extents of this
+   * second open are read without asking others to keep out. */
   struct ferry_image *img = ferry_image_open (path, "vmdk",
-                                              FERRY_OPEN_NO_BACKING);
+                                              FERRY_OPEN_NO_BACKING |
+                                              FERRY_OPEN_SHARED);
   struct vmdk_image *v = (struct vmdk_image *) img;
   size_t i;
   int r = 0;

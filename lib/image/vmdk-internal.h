@@ -241,6 +241,8 @@ struct vmdk_image {
   bool written;                /* write: something changed since open */
   bool stream_out;             /* write: a streamOptimized target */
   bool created;                /* made by create, not opened */
+  unsigned shared;             /* FERRY_OPEN_SHARED or 0: extents are
+                                * opened (and locked) so too */
 };
 
 /* vmdk-descriptor.c */

@@ -49,6 +49,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "hostfile.h"
 #include "vmdk-internal.h"
 #include "../common/cleanup.h"
 #include "../common/util.h"
@@ -271,7 +272,7 @@ sparse_open_for_write (struct vmdk_sparse *s)
   s->h.unclean = true;
   if (vmdk_sparse_write_header (s) == -1)
     return -1;
-  if (fdatasync (s->fd) == -1)
+  if (fd_sync (s->fd, true) == -1)
     return ferry_error_errno (errno, "%s: flush", s->path);
   return 0;
 }
@@ -579,13 +580,13 @@ vmdk_flush (struct ferry_image *img)
         if (r == -1)
           return -1;
       }
-      if (fdatasync (e->sparse->fd) == -1)
+      if (fd_sync (e->sparse->fd, true) == -1)
         return ferry_error_errno (errno, "%s: flush", e->sparse->path);
     }
     else if (e->raw && ferry_image_flush (e->raw) == -1)
       return -1;
   }
-  if (fdatasync (v->fd) == -1)
+  if (fd_sync (v->fd, true) == -1)
     return ferry_error_errno (errno, "%s: flush", img->path);
   return 0;
 }
@@ -805,9 +806,9 @@ make_extents (struct vmdk_image *v, const struct create_opts *o)
       continue;
     }
 
-    fd = open (e->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    fd = hostfile_open_locked (e->path, FERRY_OPEN_WRITE, true, NULL);
     if (fd == -1)
-      return ferry_error_errno (errno, "%s", e->path);
+      return -1;
     e->created = true;
     if (e->type == VMDK_EXTENT_FLAT) {
       struct option_list none = empty_vector;
@@ -1076,7 +1077,7 @@ vmdk_finish (struct vmdk_image *v)
     if (write_tables (s) == -1)
       r = -1;
     pthread_mutex_unlock (&v->lock);
-    if (r == 0 && !s->is_new && fdatasync (s->fd) == -1)
+    if (r == 0 && !s->is_new && fd_sync (s->fd, true) == -1)
       r = ferry_error_errno (errno, "%s: flush", s->path);
     /* The header last (notes 1 and 4). */
     s->h.unclean = false;

@@ -39,6 +39,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "hostfile.h"
 #include "vmdk-internal.h"
 #include "../common/cleanup.h"
 #include "../common/util.h"
@@ -62,22 +63,18 @@ vmdk_probe (const uint8_t *head, size_t head_len, const uint8_t *tail,
   return 0;
 }
 
-/* Open the extent file PATH (note 2) for reading, or read-write; returns
- * the descriptor and its size in *SIZE, or -1. */
+/* Open the extent file PATH (note 2) of V for reading, or read-write,
+ * locked as V is; returns the descriptor and its size in *SIZE, or -1. */
 static int
-open_extent_file (const char *path, bool writable, uint64_t *size)
+open_extent_file (struct vmdk_image *v, const char *path, bool writable,
+                  uint64_t *size)
 {
   struct stat st;
-  int fd;
+  int fd = hostfile_open_locked (path, (writable ? FERRY_OPEN_WRITE : 0) |
+                                 v->shared, false, &st);
 
-  if (stat (path, &st) == -1)
-    return ferry_error_errno (errno, "%s", path);
-  if (!S_ISREG (st.st_mode) && !S_ISBLK (st.st_mode))
-    return ferry_error (EINVAL, "%s: an extent must be a regular file or a "
-                        "block device", path);
-  fd = open (path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
   if (fd == -1)
-    return ferry_error_errno (errno, "%s", path);
+    return -1;
   if (S_ISBLK (st.st_mode)) {
     off_t end = lseek (fd, 0, SEEK_END);
     if (end == -1) {
@@ -100,7 +97,7 @@ open_sparse_extent (struct vmdk_image *v, struct vmdk_extent *e,
 {
   uint64_t size;
   uint8_t magic[8] = { 0 };
-  int fd = open_extent_file (e->path, writable, &size);
+  int fd = open_extent_file (v, e->path, writable, &size);
   struct vmdk_sparse *s;
   enum vmdk_sparse_kind kind;
   int r;
@@ -199,12 +196,8 @@ open_extents (struct vmdk_image *v, bool writable)
     default: {
       /* FLAT, VMFS, and the raw device maps, read as the raw files they
        * are where the datastore is mounted. */
-      uint64_t size;
-      int fd = open_extent_file (e->path, false, &size);
-      if (fd == -1)
-        goto err;
-      close (fd);
-      e->raw = ferry_image_open (e->path, "raw", rw ? FERRY_OPEN_WRITE : 0);
+      e->raw = ferry_image_open (e->path, "raw",
+                                 (rw ? FERRY_OPEN_WRITE : 0) | v->shared);
       if (e->raw == NULL)
         goto err;
       break;
@@ -365,6 +358,7 @@ vmdk_open (const char *path, int fd, const struct open_args *args)
 
   if (v == NULL)
     return NULL;
+  v->shared = args->flags & FERRY_OPEN_SHARED;
   if (fstat (fd, &st) == -1) {
     ferry_error_errno (errno, "%s: stat", path);
     goto err;
@@ -732,6 +726,24 @@ vmdk_describe (struct ferry_image *img, struct ferry_image_info *info)
   return 0;
 }
 
+/* The extent files, for image_for_each_file. */
+static int
+vmdk_files (struct ferry_image *img, image_file_fn fn, void *opaque)
+{
+  struct vmdk_image *v = (struct vmdk_image *) img;
+  size_t i;
+  int r = 0;
+
+  for (i = 0; i < v->nr_extents && r == 0; i++) {
+    struct vmdk_extent *e = &v->extents[i];
+    if (e->sparse && !e->sparse->shared_fd)
+      r = image_file_of_fd (e->sparse->fd, e->path, fn, opaque);
+    else if (e->raw)
+      r = image_for_each_file (e->raw, fn, opaque);
+  }
+  return r;
+}
+
 const struct image_driver vmdk_driver = {
   .name = "vmdk",
   .probe = vmdk_probe,
@@ -751,6 +763,7 @@ const struct image_driver vmdk_driver = {
   .close = vmdk_close,
   .describe = vmdk_describe,
   .check = vmdk_check,
+  .files = vmdk_files,
   .rename = vmdk_rename,
   .remove = vmdk_remove,
 };

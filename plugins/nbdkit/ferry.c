@@ -1,6 +1,7 @@
 /* nbdkit-ferry-plugin: serve any image ferry opens, over NBD.
  *
- *   nbdkit ferry [file=]IMAGE [format=FMT] [readonly=true] [export=NAME]
+ *   nbdkit ferry [file=]IMAGE [format=FMT] [readonly=true [shared=true]]
+ *                [export=NAME]
  *
  * A thin adapter from nbdkit's plugin API onto lib/image: the image is
  * opened once, at get_ready, and every connection reads and writes it
@@ -28,7 +29,13 @@
  *    writing, and falls back to read-only when the file cannot be written
  *    (nbdkit -r on a read-only file).
  *
- * 4. Trim and zero are offered where the format has them
+ * 4. The image stays open from get_ready to cleanup, so its locks (as
+ *    QEMU's, <ferry/image.h>) are held for as long as nbdkit serves it:
+ *    nobody writes an image served read-only, nor reads or writes one
+ *    served writable.  shared=true (readonly only; ferry serve -U) serves
+ *    an image another process writes, as qemu-nbd --force-share.
+ *
+ * 5. Trim and zero are offered where the format has them
  *    (ferry_image_capabilities); trim is a zero that may deallocate, so a
  *    trimmed range reads as zeroes, which NBD allows.  Fast zero is not
  *    offered: a driver may fall back to writing zeroes.
@@ -56,6 +63,7 @@
 static char *image_path;         /* file=, absolute (or a URI) */
 static const char *image_format; /* format=, NULL: probe */
 static bool readonly_param;      /* readonly=true */
+static bool shared_param;        /* shared=true */
 static const char *export_name;  /* export=, NULL: any name */
 
 static struct ferry_image *img;
@@ -132,11 +140,17 @@ ferry_config (const char *key, const char *value)
       return -1;
     readonly_param = r;
   }
+  else if (strcmp (key, "shared") == 0) {
+    int r = nbdkit_parse_bool (value);
+    if (r == -1)
+      return -1;
+    shared_param = r;
+  }
   else if (strcmp (key, "export") == 0)
     export_name = value;
   else {
     nbdkit_error ("unknown parameter '%s' (ferry takes file, format, "
-                  "readonly and export)", key);
+                  "readonly, shared and export)", key);
     return -1;
   }
   return 0;
@@ -149,6 +163,11 @@ ferry_config_complete (void)
     nbdkit_error ("the image to serve is missing: nbdkit ferry IMAGE");
     return -1;
   }
+  if (shared_param && !readonly_param) {
+    nbdkit_error ("shared=true serves an image others write, and only "
+                  "read-only: give readonly=true too");
+    return -1;
+  }
   return 0;
 }
 
@@ -156,6 +175,8 @@ ferry_config_complete (void)
   "[file=]IMAGE        (required) the image to serve, any format ferry opens\n" \
   "format=FMT          its format (default: probed from the content)\n" \
   "readonly=true       open it read-only (give nbdkit -r too)\n" \
+  "shared=true         with readonly=true: serve an image another process\n" \
+  "                    is writing (its locks let it)\n" \
   "export=NAME         serve it under this export name only"
 
 /* Open the image once for every connection (notes 2 and 3). */
@@ -165,7 +186,8 @@ ferry_get_ready (void)
   struct ferry_image_info info;
 
   img = ferry_image_open (image_path, image_format,
-                          readonly_param ? 0 : FERRY_OPEN_WRITE);
+                          readonly_param ? (shared_param ? FERRY_OPEN_SHARED
+                                            : 0) : FERRY_OPEN_WRITE);
   if (img == NULL && !readonly_param &&
       (ferry_get_errno () == EACCES || ferry_get_errno () == EROFS ||
        ferry_get_errno () == EPERM)) {
@@ -283,7 +305,7 @@ ferry_can_zero (void *handle)
 static int
 ferry_can_fast_zero (void *handle)
 {
-  return 0;                     /* note 4 */
+  return 0;                     /* note 5 */
 }
 
 static int

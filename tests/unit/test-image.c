@@ -1,12 +1,17 @@
 /* Unit tests for lib/image: what the shell tests cannot reach through
  * the ferry binary.
  *
- * - raw zeroing falls back from punching a hole to FALLOC_FL_ZERO_RANGE
- *   to writing zeroes, and remembers what the file system refused.  No
- *   file system here refuses on demand, so this program defines its own
- *   fallocate(), which the raw driver (linked in statically) calls
- *   instead of the C library's; it counts the calls and refuses the modes
- *   a test asks it to, then hands the rest to the real one.
+ * - the host-file layer's zeroing (hostfile.h), under raw and VHDX alike,
+ *   falls back from punching a hole to FALLOC_FL_ZERO_RANGE to writing
+ *   zeroes, remembers what the file system refused for good, and takes
+ *   EINVAL as a refusal of that one request.  No file system here refuses
+ *   on demand, so this program defines its own fallocate(), which the
+ *   drivers (linked in statically) call instead of the C library's; it
+ *   counts the calls and refuses the modes a test asks it to, then hands
+ *   the rest to the real one.
+ * - the image locks: a file locked as a QEMU writer locks it is refused
+ *   for reading (EBUSY, the message naming the lock), read with
+ *   FERRY_OPEN_SHARED, and shown by ferry_image_lock_query.
  * - a qcow2 L2 table that claims a cluster another one holds is reported
  *   the same way every time it is read, not as overlapping itself.
  */
@@ -79,11 +84,13 @@ reset_fallocate (void)
 
 /* ----- helpers ----- */
 
-/* A new raw image of 1 MiB at PATH, every byte 0xff and allocated. */
+/* A new image of FORMAT and 1 MiB at PATH, every byte 0xff and
+ * allocated. */
 static struct ferry_image *
-dirty_raw (const char *path)
+dirty_image (const char *path, const char *format, const char *options)
 {
-  struct ferry_image *img = ferry_image_create (path, "raw", 1 * MiB, NULL);
+  struct ferry_image *img = ferry_image_create (path, format, 1 * MiB,
+                                                options);
   unsigned char *buf = malloc (1 * MiB);
 
   assert_non_null (img);
@@ -92,6 +99,13 @@ dirty_raw (const char *path)
   assert_int_equal (ferry_image_pwrite (img, buf, 1 * MiB, 0), 0);
   free (buf);
   return img;
+}
+
+/* A new raw image of 1 MiB at PATH, every byte 0xff and allocated. */
+static struct ferry_image *
+dirty_raw (const char *path)
+{
+  return dirty_image (path, "raw", NULL);
 }
 
 /* Assert that [OFFSET, OFFSET+LEN) of IMG reads as zeroes and the bytes
@@ -223,9 +237,125 @@ test_raw_zero_error (void **state)
                     -1);
   assert_int_equal (ferry_get_errno (), EIO);
   snprintf (want, sizeof want, "%s: punching a hole of 4096 bytes at offset "
-            "8192: %s", path, strerror (EIO));
+            "0x2000: %s", path, strerror (EIO));
   assert_string_equal (ferry_get_error (), want);
   reset_fallocate ();
+  assert_int_equal (ferry_image_close (img), 0);
+}
+
+/* ----- VHDX zeroing: the same layer ----- */
+
+/* A present VHDX block is zeroed in the file by the same ladder: EINVAL
+ * from punching falls back to ZERO_RANGE for that request only (the
+ * VHDX driver's own ladder failed on it), ENOSYS from ZERO_RANGE is
+ * remembered (it knew EOPNOTSUPP alone), and the zeroes land where they
+ * should. */
+static void
+test_vhdx_zero_ladder (void **state)
+{
+  char path[300];
+  struct ferry_image *img = dirty_image (tmp_path (path, sizeof path,
+                                                   "z.vhdx"),
+                                         "vhdx", "block_size=1M");
+
+  reset_fallocate ();
+  punch_answer = EINVAL;
+  assert_int_equal (ferry_image_zero (img, 64 * KiB, 128 * KiB,
+                                      FERRY_ZERO_MAY_TRIM), 0);
+  assert_int_equal (punch_calls, 1);
+  assert_int_equal (zero_range_calls, 1);
+  assert_zeroed (img, 128 * KiB, 64 * KiB);
+
+  punch_answer = ENOSYS;
+  zero_range_answer = ENOSYS;
+  assert_int_equal (ferry_image_zero (img, 8 * KiB, 400 * KiB,
+                                      FERRY_ZERO_MAY_TRIM), 0);
+  assert_int_equal (ferry_image_zero (img, 8 * KiB, 600 * KiB,
+                                      FERRY_ZERO_MAY_TRIM), 0);
+  assert_int_equal (punch_calls, 2);
+  assert_int_equal (zero_range_calls, 2);
+  assert_zeroed (img, 400 * KiB, 8 * KiB);
+  assert_zeroed (img, 600 * KiB, 8 * KiB);
+
+  /* Any other error fails the request, naming the file. */
+  reset_fallocate ();
+  assert_int_equal (ferry_image_close (img), 0);
+  img = ferry_image_open (path, "vhdx", FERRY_OPEN_WRITE);
+  assert_non_null (img);
+  punch_answer = EIO;
+  assert_int_equal (ferry_image_zero (img, 4096, 8192, FERRY_ZERO_MAY_TRIM),
+                    -1);
+  assert_int_equal (ferry_get_errno (), EIO);
+  assert_non_null (strstr (ferry_get_error (), path));
+  assert_non_null (strstr (ferry_get_error (), "punching a hole"));
+  reset_fallocate ();
+  assert_int_equal (ferry_image_close (img), 0);
+}
+
+/* ----- image locks ----- */
+
+/* A shared OFD lock on BYTE of FD, as QEMU takes them. */
+static void
+qemu_lock_byte (int fd, off_t byte)
+{
+  struct flock fl = {
+    .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1,
+  };
+
+  assert_int_equal (fcntl (fd, F_OFD_SETLK, &fl), 0);
+}
+
+/* A file held as qemu-io and qemu-nbd hold a writable image. */
+static void
+test_locks_of_a_qemu_writer (void **state)
+{
+  char path[300];
+  struct ferry_image *img = ferry_image_create (tmp_path (path, sizeof path,
+                                                          "held.raw"),
+                                                "raw", 1 * MiB, NULL);
+  unsigned held, unshared;
+  int fd;
+
+  assert_non_null (img);
+  assert_int_equal (ferry_image_close (img), 0);
+  assert_int_equal (ferry_image_lock_query (path, &held, &unshared), 0);
+  assert_int_equal (held, 0);
+  assert_int_equal (unshared, 0);
+
+  fd = open (path, O_RDWR | O_CLOEXEC);
+  assert_true (fd >= 0);
+  qemu_lock_byte (fd, 100);     /* consistent read */
+  qemu_lock_byte (fd, 101);     /* write */
+  qemu_lock_byte (fd, 103);     /* resize */
+  qemu_lock_byte (fd, 201);     /* write: not shared */
+  qemu_lock_byte (fd, 203);     /* resize: not shared */
+  assert_int_equal (ferry_image_lock_query (path, &held, &unshared), 0);
+  assert_int_equal (held, FERRY_PERM_CONSISTENT_READ | FERRY_PERM_WRITE |
+                    FERRY_PERM_RESIZE);
+  assert_int_equal (unshared, FERRY_PERM_WRITE | FERRY_PERM_RESIZE);
+
+  assert_null (ferry_image_open (path, "raw", 0));
+  assert_int_equal (ferry_get_errno (), EBUSY);
+  assert_non_null (strstr (ferry_get_error (), "in use by another process "
+                           "(failed to get a shared write lock)"));
+  assert_null (ferry_image_open (path, "raw", FERRY_OPEN_WRITE));
+  assert_int_equal (ferry_get_errno (), EBUSY);
+  assert_null (ferry_image_open (path, "raw",
+                                 FERRY_OPEN_WRITE | FERRY_OPEN_SHARED));
+  assert_int_equal (ferry_get_errno (), EINVAL);
+
+  img = ferry_image_open (path, "raw", FERRY_OPEN_SHARED);
+  assert_non_null (img);
+  assert_int_equal (ferry_image_close (img), 0);
+
+  /* Once the writer is gone, ferry writes it. */
+  close (fd);
+  img = ferry_image_open (path, "raw", FERRY_OPEN_WRITE);
+  assert_non_null (img);
+  assert_int_equal (ferry_image_lock_query (path, &held, &unshared), 0);
+  assert_int_equal (held, FERRY_PERM_CONSISTENT_READ | FERRY_PERM_WRITE |
+                    FERRY_PERM_RESIZE);
+  assert_int_equal (unshared, FERRY_PERM_WRITE | FERRY_PERM_RESIZE);
   assert_int_equal (ferry_image_close (img), 0);
 }
 
@@ -510,6 +640,8 @@ main (void)
     cmocka_unit_test (test_raw_zero_by_writing),
     cmocka_unit_test (test_raw_zero_einval_not_remembered),
     cmocka_unit_test (test_raw_zero_error),
+    cmocka_unit_test (test_vhdx_zero_ladder),
+    cmocka_unit_test (test_locks_of_a_qemu_writer),
     cmocka_unit_test (test_qcow2_bad_table_same_error),
     cmocka_unit_test (test_raw_window),
     cmocka_unit_test (test_qcow2_window),
