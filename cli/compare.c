@@ -14,6 +14,7 @@ cmd_compare (int argc, char **argv)
 {
   static const struct option long_options[] = {
     { "strict", no_argument, NULL, 's' },
+    { "timeout", required_argument, NULL, 'T' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -29,11 +30,19 @@ cmd_compare (int argc, char **argv)
     case 'F': fmt_b = optarg; break;
     case 's': strict = true; break;
     case 'p': break;   /* accepted for qemu-img compatibility */
+    case 'T':
+      if (parse_timeout_option ("compare", optarg) == -1)
+        return 2;
+      break;
     case 'h':
-      printf ("usage: ferry compare [-f FMT] [-F FMT] [-s] A B\n"
+      printf ("usage: ferry compare [-f FMT] [-F FMT] [-s] [--timeout S] A B\n"
               "  -s, --strict   fail on a size mismatch, and refuse images "
               "that would\n"
-              "                 only open with a warning (a bad checksum)\n");
+              "                 only open with a warning (a bad checksum)\n"
+              "  --timeout S    give up on an NBD server that does not "
+              "answer within S\n"
+              "                 seconds (default 30 for the handshake, 60 "
+              "for a request)\n");
       return 0;
     default:
       return 2;

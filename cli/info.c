@@ -165,6 +165,7 @@ cmd_info (int argc, char **argv)
     { "output", required_argument, NULL, 'o' },
     { "format", required_argument, NULL, 'f' },
     { "strict", no_argument, NULL, 's' },
+    { "timeout", required_argument, NULL, 'T' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -183,10 +184,19 @@ cmd_info (int argc, char **argv)
       break;
     case 'f': format = optarg; break;
     case 's': flags |= FERRY_OPEN_STRICT; break;
+    case 'T':
+      if (parse_timeout_option ("info", optarg) == -1)
+        return 1;
+      break;
     case 'h':
-      printf ("usage: ferry info [--json] [-f FMT] [--strict] IMAGE\n"
+      printf ("usage: ferry info [--json] [-f FMT] [--strict] [--timeout S] "
+              "IMAGE\n"
               "  --strict   refuse what would only be a warning (a bad "
-              "checksum)\n");
+              "checksum)\n"
+              "  --timeout S  give up on an NBD server that does not answer "
+              "within S\n"
+              "             seconds (default 30 for the handshake, 60 for "
+              "a request)\n");
       return 0;
     default:
       return 1;
