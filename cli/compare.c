@@ -15,6 +15,7 @@ cmd_compare (int argc, char **argv)
   static const struct option long_options[] = {
     { "strict", no_argument, NULL, 's' },
     { "force-share", no_argument, NULL, 'U' },
+    { "timeout", required_argument, NULL, 'T' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -32,13 +33,21 @@ cmd_compare (int argc, char **argv)
     case 's': strict = true; flags |= FERRY_OPEN_STRICT; break;
     case 'U': flags |= FERRY_OPEN_SHARED; break;
     case 'p': break;   /* accepted for qemu-img compatibility */
+    case 'T':
+      if (parse_timeout_option ("compare", optarg) == -1)
+        return 2;
+      break;
     case 'h':
-      printf ("usage: ferry compare [-f FMT] [-F FMT] [-s] [-U] A B\n"
+      printf ("usage: ferry compare [-f FMT] [-F FMT] [-s] [-U] [--timeout S] A B\n"
               "  -s, --strict   fail on a size mismatch, and refuse images "
               "that would\n"
               "                 only open with a warning (a bad checksum)\n"
               "  -U, --force-share  read images another process is "
-              "writing\n");
+              "writing\n"
+              "  --timeout S    give up on an NBD server that does not "
+              "answer within S\n"
+              "                 seconds (default 30 for the handshake, 60 "
+              "for a request)\n");
       return 0;
     default:
       return 2;

@@ -135,7 +135,9 @@ cmd_convert_guest (int argc, char **argv)
     if (r == 0)
       printf ("converted in %.1f s\n", report ? report->seconds : 0.0);
   }
-  if (r == -1)
+  if (r == -1 && cli_stop)
+    print_interrupted ("convert-guest", "the images were not changed");
+  else if (r == -1)
     print_error ("convert-guest");
   ferry_guest_report_free (report);
   return r == 0 ? 0 : 1;

@@ -14,8 +14,9 @@
  *    DST).  The temporary name carries 48 random bits and is created with
  *    O_EXCL, and ferry removes it only once it has created it itself.
  *
- * 2. SIGINT, SIGTERM, SIGHUP and SIGQUIT only set a flag; the copy engine
- *    sees it, stops, and the temporary file is removed like on any
+ * 2. SIGINT, SIGTERM, SIGHUP and SIGQUIT only set a flag and ask the
+ *    library to stop (ferry.h); the copy engine and any wait on an NBD
+ *    server see it, stop, and the temporary file is removed like on any
  *    failure.  SIGPIPE is ignored, so a closed progress pipe does not kill
  *    ferry half way.
  *
@@ -165,7 +166,7 @@ usage (FILE *fp)
   fprintf (fp,
     "usage: ferry convert [-f FMT] [-O FMT] [-o key=val,...] [-B BACKING [-F FMT]]\n"
     "                     [-c] [-p | --progress=bar|json|none] [-m THREADS] [-n]\n"
-    "                     [--strict] [-U] SRC DST\n"
+    "                     [--strict] [-U] [--timeout S] SRC DST\n"
     "  SRC and DST are files, devices or NBD URIs (nbd://HOST[:PORT]/EXPORT,\n"
     "  nbds://..., nbd+unix:///EXPORT?socket=PATH); an NBD DST is written in\n"
     "  place, as with -n, and must be at least as large as SRC\n"
@@ -182,7 +183,10 @@ usage (FILE *fp)
     "               directsync flush it (ferry's default)\n"
     "  -U, --force-share  read a SRC another process is writing\n"
     "  --strict     refuse a SRC that would only open with a warning (a bad\n"
-    "               checksum)\n");
+    "               checksum)\n"
+    "  --timeout S  give up on an NBD server that does not answer a request\n"
+    "               (or the handshake) within S seconds (default: 60, and 30\n"
+    "               for the handshake; 0: wait for ever)\n");
 }
 
 int
@@ -192,6 +196,7 @@ cmd_convert (int argc, char **argv)
     { "progress", optional_argument, NULL, 'P' },
     { "strict", no_argument, NULL, 'S' },
     { "force-share", no_argument, NULL, 'U' },
+    { "timeout", required_argument, NULL, 'T' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -242,6 +247,10 @@ cmd_convert (int argc, char **argv)
     case 'n': no_create = true; break;
     case 'S': open_flags |= FERRY_OPEN_STRICT; break;
     case 'U': src_flags |= FERRY_OPEN_SHARED; break;
+    case 'T':
+      if (parse_timeout_option ("convert", optarg) == -1)
+        goto out;
+      break;
     case 't':
       if (parse_cache_option ("convert", optarg, &unsafe) == -1)
         goto out;
@@ -272,7 +281,6 @@ cmd_convert (int argc, char **argv)
     goto out;
   }
 
-  install_stop_signals ();
   if (no_create || dst_uri) {
     if (options) {
       print_message ("convert", "-o and -B create a target; %s",
@@ -331,9 +339,9 @@ cmd_convert (int argc, char **argv)
   copts.progress_opaque = &mode;
   if (ferry_copy (src, dst, &copts) == -1) {
     if (cli_stop)
-      print_message ("convert", "interrupted; %s was not written",
-                     no_create || dst_uri ? "the rest of the target"
-                     : dst_path);
+      print_interrupted ("convert", "%s was not written",
+                         no_create || dst_uri ? "the rest of the target"
+                         : dst_path);
     else
       print_convert_error (tmp, dst_path);
     if (dst_uri && !cli_stop)
@@ -350,7 +358,7 @@ cmd_convert (int argc, char **argv)
   dst = NULL;
   if (tmp) {
     if (cli_stop) {
-      print_message ("convert", "interrupted; %s was not written", dst_path);
+      print_interrupted ("convert", "%s was not written", dst_path);
       goto out;
     }
     /* Every file of the image (a VMDK's extents too) is synced and moved;

@@ -5,36 +5,50 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ferry.h"
+
+/* A command that only reads (reads_only) has nothing to undo: a stop
+ * signal ends it STOP_GRACE seconds later at the latest, even should some
+ * loop of it miss the stop request (a check of a huge image). */
+#define STOP_GRACE 1
 
 static const struct {
   const char *name;
   int (*run) (int argc, char **argv);
   const char *synopsis;
+  bool reads_only;
 } commands[] = {
   { "info", cmd_info,
-    "info [--json] [-f FMT] [--backing-chain] [--strict] IMAGE" },
+    "info [--json] [-f FMT] [--backing-chain] [--strict] [--timeout S] IMAGE",
+    true },
   { "convert", cmd_convert,
     "convert [-f FMT] [-O FMT] [-o key=val,...] [-c] [-p | --progress=json]\n"
-    "                [-m THREADS] [-n] [-t CACHE] [--strict] SRC DST" },
+    "                [-m THREADS] [-n] [-t CACHE] [--strict] [--timeout S]\n"
+    "                SRC DST", false },
   { "compare", cmd_compare,
-    "compare [-f FMT] [-F FMT] [-p] [-s|--strict] A B" },
-  { "check", cmd_check, "check [-f FMT] [--json] IMAGE" },
+    "compare [-f FMT] [-F FMT] [-p] [-s|--strict] [--timeout S] A B", true },
+  { "check", cmd_check, "check [-f FMT] [--json] IMAGE", true },
   { "map", cmd_map,
-    "map [-f FMT] [--context NAME] [--totals] [--json] [--strict] IMAGE" },
+    "map [-f FMT] [--context NAME] [--totals] [--json] [--strict]\n"
+    "            [--timeout S] IMAGE", true },
   { "serve", cmd_serve,
     "serve [-f FMT] [--port N [--bind ADDR] | --socket PATH] [--readonly]\n"
-    "              [--tls-psk FILE | --tls-certs DIR] [--export NAME] IMAGE" },
+    "              [--tls-psk FILE | --tls-certs DIR] [--export NAME] IMAGE",
+    false },
   { "v2v", cmd_v2v,
     "v2v SOURCE --to libvirt|qemu|ova|local --out DIR [-O FMT]\n"
-    "                [--network-map SRC=DST] [--name NAME] [--dry-run] ..." },
-  { "inspect", cmd_inspect, "inspect [-f FMT] [--json] IMAGE..." },
+    "                [--network-map SRC=DST] [--name NAME] [--dry-run] ...",
+    false },
+  { "inspect", cmd_inspect, "inspect [-f FMT] [--json] IMAGE...", false },
   { "convert-guest", cmd_convert_guest,
-    "convert-guest [-f FMT] [--mac MAC]... [--no-guest-agent] [--json] IMAGE..." },
+    "convert-guest [-f FMT] [--mac MAC]... [--no-guest-agent] [--json] IMAGE...",
+    false },
   { "verify", cmd_verify,
     "verify --boot [--expect REGEX] [--timeout SECONDS] [--disk-bus BUS]\n"
-    "               [--nic MODEL] [--accel auto|kvm|tcg] [--console] [--json] IMAGE..." },
+    "               [--nic MODEL] [--accel auto|kvm|tcg] [--console] [--json] IMAGE...",
+    false },
 };
 
 static void
@@ -47,7 +61,9 @@ usage (FILE *fp)
   for (i = 0; i < sizeof commands / sizeof commands[0]; i++)
     fprintf (fp, "  ferry %s\n", commands[i].synopsis);
   fprintf (fp, "\nIMAGE, SRC and DST may be NBD URIs: nbd://HOST[:PORT]/EXPORT,\n"
-           "nbds://... (TLS), nbd+unix:///EXPORT?socket=PATH\n");
+           "nbds://... (TLS), nbd+unix:///EXPORT?socket=PATH; --timeout S gives\n"
+           "up on a server that does not answer (default 30 s for the handshake,\n"
+           "60 s for a request)\n");
   fprintf (fp, "\nformats:");
   for (fmt = ferry_image_formats (); *fmt; fmt++)
     fprintf (fp, " %s", *fmt);
@@ -55,11 +71,45 @@ usage (FILE *fp)
 }
 
 volatile sig_atomic_t cli_stop;
+static bool cli_stop_reported;   /* print_interrupted said it */
 
+/* For a command that only reads: its message when STOP_GRACE runs out,
+ * made before it starts (a signal handler cannot format). */
+static bool grace_armed;
+static char grace_message[128];
+static size_t grace_len;
+
+/* SIGALRM, STOP_GRACE seconds after a stop signal to a command that only
+ * reads: say so and die of the stop signal. */
+static void
+on_grace_over (int unused)
+{
+  int sig = cli_stop;
+
+  if (write (STDERR_FILENO, grace_message, grace_len) == -1) {
+    /* Nothing more to do: ending is what matters. */
+  }
+  if (sig == SIGQUIT)
+    _exit (128 + sig);
+  signal (sig, SIG_DFL);
+  raise (sig);
+}
+
+/* The first stop signal asks the library to stop (every wait ends, and
+ * the command cleans up as on any failure); a second one ends ferry at
+ * once, as if there were no handler. */
 static void
 on_stop_signal (int sig)
 {
+  if (cli_stop) {
+    signal (sig, SIG_DFL);
+    raise (sig);
+    return;
+  }
   cli_stop = sig;
+  ferry_request_stop ();
+  if (grace_armed)
+    alarm (STOP_GRACE);
 }
 
 void
@@ -75,12 +125,86 @@ install_stop_signals (void)
   sigaction (SIGHUP, &sa, NULL);
   sigaction (SIGQUIT, &sa, NULL);
   signal (SIGPIPE, SIG_IGN);
+  if (grace_armed) {
+    sa.sa_handler = on_grace_over;
+    sigaction (SIGALRM, &sa, NULL);
+  }
 }
 
 void
 print_error (const char *cmd)
 {
+  /* An interrupted call: main says so, once. */
+  if (cli_stop && ferry_get_errno () == EINTR)
+    return;
   fprintf (stderr, "ferry %s: %s\n", cmd, ferry_get_error ());
+}
+
+/* On a terminal, clear the line a progress bar may have left half
+ * drawn (with the cursor at its end), so the message starts a line. */
+static void
+start_fresh_line (void)
+{
+  if (isatty (STDERR_FILENO))
+    fputs ("\r\033[K", stderr);
+}
+
+void
+print_interrupted (const char *cmd, const char *fmt, ...)
+{
+  va_list ap;
+
+  start_fresh_line ();
+  fprintf (stderr, "ferry %s: interrupted; ", cmd);
+  va_start (ap, fmt);
+  vfprintf (stderr, fmt, ap);
+  va_end (ap);
+  fputc ('\n', stderr);
+  cli_stop_reported = true;
+}
+
+/* End a command CMD that returned RET.  When a stop signal interrupted
+ * it, say so (unless it did) and die of that signal, as qemu-img and
+ * nbdcopy do (a shell sees 128 + its number: 130 for SIGINT, 143 for
+ * SIGTERM), so that a script running ferry stops too; SIGQUIT, whose
+ * default action dumps core, gives exit status 131 instead.  A command
+ * that finished anyway keeps its status. */
+static int
+finish_command (const char *cmd, int ret)
+{
+  int sig = cli_stop;
+
+  alarm (0);
+  if (!sig || ret == 0)
+    return ret;
+  if (!cli_stop_reported) {
+    start_fresh_line ();
+    fprintf (stderr, "ferry %s: interrupted by SIG%s\n", cmd,
+             sigabbrev_np (sig) ? sigabbrev_np (sig) : "?");
+  }
+  fflush (stdout);
+  fflush (stderr);
+  if (sig != SIGQUIT) {
+    signal (sig, SIG_DFL);
+    raise (sig);
+  }
+  return 128 + sig;
+}
+
+int
+parse_timeout_option (const char *cmd, const char *arg)
+{
+  char *end;
+  double t;
+
+  errno = 0;
+  t = strtod (arg, &end);
+  if (errno || end == arg || *end || ferry_nbd_set_timeouts (t, t) == -1) {
+    print_message (cmd, "--timeout %s: expected a number of seconds from 0 "
+                   "(no timeout) to 1000000", arg);
+    return -1;
+  }
+  return 0;
 }
 
 void
@@ -197,8 +321,17 @@ main (int argc, char **argv)
   }
   ferry_set_log_callback (log_to_stderr, NULL);
   for (i = 0; i < sizeof commands / sizeof commands[0]; i++)
-    if (!strcmp (argv[1], commands[i].name))
-      return commands[i].run (argc - 1, argv + 1);
+    if (!strcmp (argv[1], commands[i].name)) {
+      if (commands[i].reads_only) {
+        int n = snprintf (grace_message, sizeof grace_message,
+                          "ferry %s: interrupted\n", commands[i].name);
+        grace_len = n > 0 ? (size_t) n : 0;
+        grace_armed = true;
+      }
+      install_stop_signals ();
+      return finish_command (commands[i].name,
+                             commands[i].run (argc - 1, argv + 1));
+    }
   fprintf (stderr, "ferry: unknown command '%s'\n", argv[1]);
   usage (stderr);
   return 1;

@@ -22,15 +22,33 @@ int cmd_inspect (int argc, char **argv);
 int cmd_convert_guest (int argc, char **argv);
 int cmd_verify (int argc, char **argv);
 
-/* Set by SIGINT, SIGTERM, SIGHUP and SIGQUIT once install_stop_signals
- * has run (the signal's number); long jobs poll it, or hand it to the copy
- * engine as its cancel flag.  SIGPIPE is ignored, so that a closed
- * progress pipe does not kill a job half way. */
+/* Set by SIGINT, SIGTERM, SIGHUP and SIGQUIT (the signal's number):
+ * main installs the handler before any command runs.  The handler also
+ * calls ferry_request_stop, so every library call in progress ends with
+ * EINTR; the command then cleans up as after any failure and returns
+ * non-zero, and main reports the interruption and dies of the signal (see
+ * finish_command in ferry.c).  A second signal ends ferry at once, and
+ * so does the first, a second later, for a command that only reads
+ * (info, compare, check, map: nothing to undo).  SIGPIPE is ignored, so
+ * that a closed progress pipe does not kill a job half way.  serve
+ * installs its own handler: a signal is how it ends. */
 #include <signal.h>
 extern volatile sig_atomic_t cli_stop;
 void install_stop_signals (void);
 
-/* Print "ferry CMD: " and the library's last error to stderr. */
+/* Print "ferry CMD: interrupted; " and the formatted rest, for a command
+ * that has more to say (what it did not write); main then says nothing
+ * more. */
+void print_interrupted (const char *cmd, const char *fmt, ...)
+  __attribute__ ((format (printf, 2, 3)));
+
+/* --timeout SECONDS: how long each wait on an NBD server may last (the
+ * connection and handshake, and each request); 0 for none.  Sets it for
+ * the process, or returns -1 after a message naming CMD. */
+int parse_timeout_option (const char *cmd, const char *arg);
+
+/* Print "ferry CMD: " and the library's last error to stderr (nothing
+ * for an interrupted call: main reports the interruption). */
 void print_error (const char *cmd);
 
 /* print_error for an image that could not be opened for reading: when

@@ -166,6 +166,7 @@ cmd_info (int argc, char **argv)
     { "format", required_argument, NULL, 'f' },
     { "strict", no_argument, NULL, 's' },
     { "force-share", no_argument, NULL, 'U' },
+    { "timeout", required_argument, NULL, 'T' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -185,12 +186,21 @@ cmd_info (int argc, char **argv)
     case 'f': format = optarg; break;
     case 's': flags |= FERRY_OPEN_STRICT; break;
     case 'U': flags |= FERRY_OPEN_SHARED; break;
+    case 'T':
+      if (parse_timeout_option ("info", optarg) == -1)
+        return 1;
+      break;
     case 'h':
-      printf ("usage: ferry info [--json] [-f FMT] [--strict] [-U] IMAGE\n"
+      printf ("usage: ferry info [--json] [-f FMT] [--strict] [-U] [--timeout S] "
+              "IMAGE\n"
               "  --strict   refuse what would only be a warning (a bad "
               "checksum)\n"
               "  -U, --force-share  read an image another process is "
-              "writing\n");
+              "writing\n"
+              "  --timeout S  give up on an NBD server that does not answer "
+              "within S\n"
+              "             seconds (default 30 for the handshake, 60 for "
+              "a request)\n");
       return 0;
     default:
       return 1;

@@ -174,7 +174,7 @@ usage (FILE *fp)
 {
   fprintf (fp,
     "usage: ferry map [-f FMT] [--context NAME] [--totals] [--json]\n"
-    "                 [--strict] [-U] IMAGE\n"
+    "                 [--strict] [-U] [--timeout S] IMAGE\n"
     "  IMAGE           a file or an NBD URI (nbd://, nbds://, nbd+unix://)\n"
     "  --context NAME  the metadata context to map (default base:allocation;\n"
     "                  an NBD export may offer qemu:dirty-bitmap:NAME,\n"
@@ -182,7 +182,10 @@ usage (FILE *fp)
     "  --totals        the bytes of each value instead of the extents\n"
     "  --json          JSON, as nbdinfo --map --json\n"
     "  --strict        refuse what would only be a warning (a bad checksum)\n"
-    "  -U, --force-share  read an image another process is writing\n");
+    "  -U, --force-share  read an image another process is writing\n"
+    "  --timeout S     give up on an NBD server that does not answer within\n"
+    "                  S seconds (default 30 for the handshake, 60 for a\n"
+    "                  request; 0: wait for ever)\n");
 }
 
 int
@@ -195,6 +198,7 @@ cmd_map (int argc, char **argv)
     { "format", required_argument, NULL, 'f' },
     { "strict", no_argument, NULL, 's' },
     { "force-share", no_argument, NULL, 'U' },
+    { "timeout", required_argument, NULL, 'T' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -214,6 +218,10 @@ cmd_map (int argc, char **argv)
     case 'f': format = optarg; break;
     case 's': flags |= FERRY_OPEN_STRICT; break;
     case 'U': flags |= FERRY_OPEN_SHARED; break;
+    case 'T':
+      if (parse_timeout_option ("map", optarg) == -1)
+        return 1;
+      break;
     case 'h': usage (stdout); return 0;
     default: usage (stderr); return 1;
     }
@@ -235,6 +243,8 @@ cmd_map (int argc, char **argv)
     uint64_t before = pos;
     size_t i;
 
+    if (cli_stop)               /* a huge local image: stop between queries */
+      goto out;
     list.len = 0;
     if (ferry_image_context_extents (img, m.context, pos,
                                      MIN (m.size - pos, MAP_QUERY),

@@ -12,7 +12,8 @@
  *    Only then ferry prints the URI that clients use, one line on stdout,
  *    so a script can wait for that line.
  *
- * 3. SIGINT, SIGTERM and SIGHUP only set a flag; the main loop passes
+ * 3. SIGINT, SIGTERM, SIGHUP and SIGQUIT only set a flag (ferry.c's
+ *    handler until nbdkit starts, then serve's own); the main loop passes
  *    SIGTERM on to nbdkit, which finishes the requests in flight and
  *    closes the image (the plugin writes a format's held-back tables
  *    then), and ferry exits 0 after it.  nbdkit gets SIGKILL only when it
@@ -388,14 +389,18 @@ cmd_serve (int argc, char **argv)
   }
   args[n] = NULL;
 
-  /* Note 3: only a flag, looked at by the loops below. */
+  /* Note 3: only a flag, looked at by the loops below (and one that came
+   * while the image was opened counts too). */
   memset (&sa, 0, sizeof sa);
   sa.sa_handler = on_signal;
   sigemptyset (&sa.sa_mask);
   sigaction (SIGINT, &sa, NULL);
   sigaction (SIGTERM, &sa, NULL);
   sigaction (SIGHUP, &sa, NULL);
+  sigaction (SIGQUIT, &sa, NULL);
   signal (SIGPIPE, SIG_IGN);
+  if (cli_stop)
+    stop_signal = cli_stop;
 
   child = fork ();
   if (child == -1) {

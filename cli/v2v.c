@@ -440,7 +440,10 @@ v2v_verify (const char *out, unsigned timeout, bool quiet)
              t.description, o.disk_bus ? o.disk_bus : "virtio", o.nic_model);
   r = ferry_guest_boot (t.disks, t.nr_disks, &o, &res);
   if (r == -1) {
-    print_error ("v2v");
+    if (cli_stop)
+      print_interrupted ("v2v", "%s is complete but was not verified", out);
+    else
+      print_error ("v2v");
     ferry_guest_target_free (&t);
     return 1;
   }
@@ -644,14 +647,13 @@ cmd_v2v (int argc, char **argv)
     print_error ("v2v");
     goto out;
   }
-  install_stop_signals ();
   plan = ferry_v2v_plan (vm, &opts);
   if (plan == NULL) {
     print_error ("v2v");
     goto out;
   }
   if (cli_stop) {
-    print_message ("v2v", "interrupted; nothing was written");
+    print_interrupted ("v2v", "nothing was written");
     goto out;
   }
   if (json) {
@@ -696,8 +698,7 @@ cmd_v2v (int argc, char **argv)
       fflush (stdout);
     }
     if (cli_stop)
-      print_message ("v2v", "interrupted; %s was not written",
-                     plan->out_dir);
+      print_interrupted ("v2v", "%s was not written", plan->out_dir);
     else
       print_error ("v2v");
     goto out;

@@ -41,7 +41,7 @@ struct ferry_copy_options {
   ferry_progress_fn progress;
   void *progress_opaque;
   /* When it becomes non-zero (a signal handler sets it) the copy stops
-   * and returns -1 with errno EINTR. */
+   * and returns -1 with errno EINTR, as on ferry_request_stop. */
   volatile sig_atomic_t *cancel;
   /* Leave DST unflushed at the end (qemu-img's -t unsafe): faster, but
    * the data may still be only in the page cache when ferry_copy returns. */

@@ -36,6 +36,21 @@ typedef void (*ferry_log_fn) (enum ferry_log_level level, const char *msg,
  * be called from any thread; NULL removes it. */
 void ferry_set_log_callback (ferry_log_fn fn, void *opaque);
 
+/* Stopping.  ferry_request_stop asks every library call in progress, on
+ * any thread, to stop as soon as it can: a call that waits on something
+ * outside the process (an NBD server, the QEMU of a boot verification,
+ * the libguestfs appliance, which it stops) or copies, compares or hashes
+ * returns -1 with errno EINTR within a fraction of a second, after
+ * undoing what it would on any failure.  Such a call made while the stop
+ * stands fails the same way at once, so a long job ends as a whole;
+ * closing and freeing still work (an NBD export is then closed without
+ * waiting for its server).  It is async-signal-safe: a program calls it
+ * from its SIGINT and SIGTERM handlers.  ferry_clear_stop withdraws it (a
+ * long-lived program, between two jobs; not while a call runs). */
+void ferry_request_stop (void);
+int ferry_stop_requested (void);
+void ferry_clear_stop (void);
+
 #ifdef __cplusplus
 }
 #endif

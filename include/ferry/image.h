@@ -167,6 +167,21 @@ const char *ferry_image_probe (const char *path);
  * created, and has no file to rename or remove. */
 bool ferry_image_is_uri (const char *path);
 
+/* How long an NBD export opened from now on waits for its server:
+ * CONNECT_SECONDS for the connection and the whole handshake (default
+ * FERRY_NBD_CONNECT_TIMEOUT), REQUEST_SECONDS for the reply to each read,
+ * write, zero or block status request (default FERRY_NBD_REQUEST_TIMEOUT;
+ * a flush may take FERRY_NBD_FLUSH_FACTOR times as long, since a server
+ * may write back gigabytes of cache before it answers).  0 waits without
+ * a deadline.  A request that gets no reply in time fails with ETIMEDOUT
+ * and a message naming the export and the request, and every connection
+ * to that export is closed: the rest of its requests fail at once.  For
+ * the whole process; 0, or -1 (EINVAL) for a negative or absurd value. */
+#define FERRY_NBD_CONNECT_TIMEOUT 30
+#define FERRY_NBD_REQUEST_TIMEOUT 60
+#define FERRY_NBD_FLUSH_FACTOR 10
+int ferry_nbd_set_timeouts (double connect_seconds, double request_seconds);
+
 /* Guest-visible reads and writes.  Reads past the virtual size fail. */
 int ferry_image_pread (struct ferry_image *img, void *buf, size_t count,
                        uint64_t offset);

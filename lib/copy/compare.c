@@ -15,6 +15,7 @@
 
 #include "../common/cleanup.h"
 #include "../common/error.h"
+#include "../common/stop.h"
 #include "../common/util.h"
 
 #define COMPARE_CHUNK (4u << 20)
@@ -75,6 +76,10 @@ ferry_compare (struct ferry_image *a, struct ferry_image *b, unsigned threads,
     uint64_t len_a, len_b, n;
     bool zero_a, zero_b;
 
+    if (stop_requested ()) {
+      ferry_error (EINTR, "interrupted");
+      goto out;
+    }
     /* Past the end of one image it reads as zeroes. */
     if (offset < size_a) {
       if (extent_at (a, offset, MIN (size_a - offset, COMPARE_CHUNK), &la,

@@ -49,8 +49,11 @@
  *
  * 5. Only the calling thread reads *opts->cancel (a signal handler may set
  *    it) and calls opts->progress, so neither needs to be thread-safe.
- *    Workers see a cancel through C->stop.  Workers block SIGINT, SIGTERM,
- *    SIGHUP and SIGQUIT so the handler runs on the calling thread.
+ *    Workers see a cancel through C->stop, and a stop request
+ *    (ferry_request_stop) both ways: through C->stop, and in the drivers,
+ *    whose waits on a server end with EINTR, so a worker blocked in one
+ *    comes back at once.  Workers block SIGINT, SIGTERM, SIGHUP and SIGQUIT
+ *    so the handler runs on the calling thread.
  *
  * 6. Over a backing file, zeroes are written without FERRY_ZERO_MAY_TRIM:
  *    a trimmed cluster would read the backing file's data again.  Only a
@@ -75,6 +78,7 @@
 #include <ferry/copy.h>
 
 #include "../common/error.h"
+#include "../common/stop.h"
 #include "../common/util.h"
 #include "../common/vector.h"
 
@@ -754,11 +758,12 @@ report_progress (struct copy *c, struct progress *pr, uint64_t done,
   c->opts->progress (&p, c->opts->progress_opaque);
 }
 
-/* True when the caller asked to stop. */
+/* True when the caller asked to stop: its cancel flag, or a stop
+ * request for the whole library. */
 static bool
 cancel_requested (const struct ferry_copy_options *opts)
 {
-  return opts->cancel && *opts->cancel;
+  return (opts->cancel && *opts->cancel) || stop_requested ();
 }
 
 /* Sum the source's data extents: the total the progress counts up to.

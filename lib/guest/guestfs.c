@@ -6,17 +6,53 @@
  * TCG: on some hosts /dev/kvm exists but Linux guests hang under it, which
  * no error reports; TCG is slower but always works.  With
  * FERRY_GUESTFS_KVM=1 a launch that fails under KVM is retried under TCG.
+ *
+ * Stopping (ferry_request_stop): libguestfs can cancel nothing but a file
+ * transfer, and its calls, the appliance's start first, take seconds to
+ * minutes.  So each handle has a watchdog thread that, on a stop request,
+ * ends the processes libguestfs started for it (the appliance's QEMU, the
+ * recovery process that watches it, supermin while it builds the
+ * appliance): SIGTERM, then SIGKILL after STOP_GRACE_MS.  The call in
+ * progress then fails at once (the appliance closed its connection), and
+ * so does every later one; guest_error turns those failures into EINTR,
+ * and guestfs_close reaps the processes and removes the appliance's
+ * temporary files as after any failure.  The processes are told apart as
+ * the children the opening thread forked after the watchdog started:
+ * libguestfs forks them from the thread that calls it, and a handle is
+ * used from the thread that opened it.  A QEMU that dies of the signal
+ * while it starts leaves the overlay of its snapshot=on drive (the
+ * appliance's root) in $TMPDIR; the watchdog notes it before the signal
+ * and removes it after (note_qemu_temp_files).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <ferry/image.h>
 
 #include "../common/cleanup.h"
+#include "../common/stop.h"
 #include "internal.h"
+
+/* How long the appliance's processes get to leave after SIGTERM. */
+#define STOP_GRACE_MS 2000
+
+/* The watchdog of one handle (see the top of the file). */
+struct guest_watchdog {
+  pthread_t thread;
+  int wake[2];                  /* a byte on wake[1] ends the thread */
+  pid_t tid;                    /* the thread that runs libguestfs */
+  pid_t *before;                /* its children before, which stay */
+  size_t nr_before;
+  struct qemu_temp_files temp;  /* what the stopped QEMU may leave */
+};
 
 /* The largest guest file guest_read reads (modules.dep of a distribution
  * kernel is about 1 MiB). */
@@ -28,6 +64,9 @@ guest_error (struct ferry_guest *g, const char *what)
   const char *msg = g && g->g ? guestfs_last_error (g->g) : NULL;
   int err = g && g->g ? guestfs_last_errno (g->g) : 0;
 
+  /* The watchdog ended the appliance: that is why it failed. */
+  if (stop_requested ())
+    return ferry_error (EINTR, "%s: interrupted", what);
   if (err == 0)
     err = EIO;
   return ferry_error (err, "%s: %s", what, msg ? msg : "libguestfs failed (FERRY_DEBUG=1 shows its log)");
@@ -43,6 +82,110 @@ guestfs_log (guestfs_h *h, void *opaque, uint64_t event, int event_handle,
     len--;
   if (len)
     ferry_debug ("libguestfs: %.*s", (int) len, buf);
+}
+
+/* Send SIG to the children W->tid forked since the watchdog started. */
+static void
+end_appliance (struct guest_watchdog *w, int sig)
+{
+  pid_t *now;
+  size_t nr, i, j;
+
+  if (list_children (w->tid, &now, &nr) == -1)
+    return;
+  for (i = 0; i < nr; i++) {
+    for (j = 0; j < w->nr_before && w->before[j] != now[i]; j++)
+      ;
+    if (j == w->nr_before) {
+      if (sig == SIGTERM)
+        note_qemu_temp_files (now[i], &w->temp);
+      kill (now[i], sig);
+    }
+  }
+  free (now);
+}
+
+/* The watchdog thread: wait for a stop request (or the end), then end
+ * the appliance. */
+static void *
+watchdog_main (void *arg)
+{
+  struct guest_watchdog *w = arg;
+  struct pollfd fds[2] = {
+    { .fd = w->wake[0], .events = POLLIN },
+    { .fd = stop_fd (), .events = POLLIN },
+  };
+
+  for (;;) {
+    if (poll (fds, 2, STOP_POLL_MS) > 0 && (fds[0].revents & POLLIN))
+      return NULL;
+    if (stop_requested ())
+      break;
+  }
+  ferry_debug ("libguestfs: stopping the appliance");
+  end_appliance (w, SIGTERM);
+  if (poll (fds, 1, STOP_GRACE_MS) > 0)
+    return NULL;
+  end_appliance (w, SIGKILL);
+  return NULL;
+}
+
+/* Start the watchdog of G on the calling thread's behalf; without one
+ * (no thread to be had) a stop waits for the call in progress. */
+static void
+watchdog_start (struct ferry_guest *g)
+{
+  struct guest_watchdog *w = calloc (1, sizeof *w);
+  sigset_t all, old;
+
+  if (!w || pipe2 (w->wake, O_CLOEXEC) == -1) {
+    free (w);
+    return;
+  }
+  w->tid = gettid ();
+  if (list_children (w->tid, &w->before, &w->nr_before) == -1)
+    goto err;
+  /* The program's signal handlers run on its own threads. */
+  sigfillset (&all);
+  pthread_sigmask (SIG_SETMASK, &all, &old);
+  if (pthread_create (&w->thread, NULL, watchdog_main, w) != 0) {
+    pthread_sigmask (SIG_SETMASK, &old, NULL);
+    goto err;
+  }
+  pthread_sigmask (SIG_SETMASK, &old, NULL);
+  g->watchdog = w;
+  return;
+
+ err:
+  ferry_debug ("libguestfs: no watchdog for the appliance");
+  close (w->wake[0]);
+  close (w->wake[1]);
+  free (w->before);
+  free (w);
+}
+
+/* End G's watchdog (after guestfs_close, which reaps the appliance). */
+static void
+watchdog_stop (struct ferry_guest *g)
+{
+  struct guest_watchdog *w = g->watchdog;
+  char c = 0;
+
+  if (!w)
+    return;
+  if (write (w->wake[1], &c, 1) == -1) {
+    /* Cannot be: the pipe is empty.  The join below would hang, so the
+     * thread is left to end with the process. */
+    pthread_detach (w->thread);
+  }
+  else
+    pthread_join (w->thread, NULL);
+  remove_qemu_temp_files (&w->temp);
+  close (w->wake[0]);
+  close (w->wake[1]);
+  free (w->before);
+  free (w);
+  g->watchdog = NULL;
 }
 
 /* qemu's name for a ferry format. */
@@ -148,11 +291,12 @@ ferry_guest_open (const struct ferry_guest_disk *disks, size_t n,
     ferry_image_close (img);
   }
 
+  watchdog_start (g);
   g->g = make_handle (disks, n, readonly, tcg, formats);
   if (!g->g)
     goto err;
   if (guestfs_launch (g->g) == -1) {
-    if (tcg) {
+    if (tcg || stop_requested ()) {
       guest_error (g, "libguestfs: starting the appliance");
       goto err;
     }
@@ -211,6 +355,7 @@ ferry_guest_close (struct ferry_guest *g)
       r = guest_error (g, "libguestfs: stopping the appliance");
     guestfs_close (g->g);
   }
+  watchdog_stop (g);
   guest_free_strings (g->devices);
   if (g->disk_names)
     for (i = 0; i < g->nr_disks; i++)

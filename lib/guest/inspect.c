@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "../common/cleanup.h"
+#include "../common/stop.h"
 #include "internal.h"
 
 #define ESP_GUID "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
@@ -542,6 +543,11 @@ ferry_guest_inspect (struct ferry_guest *g)
     }
     find_firmware (g, &ins->oses[i], ins);
     ins->nr_oses = i + 1;
+  }
+  /* Calls that failed because of a stop look like things absent. */
+  if (stop_requested ()) {
+    ferry_error (EINTR, "libguestfs: inspecting the disks: interrupted");
+    goto err;
   }
   guest_umount_all (g);
   guest_free_strings (roots);

@@ -32,6 +32,8 @@ struct ferry_guest {
   char **devices;            /* the appliance's whole-disk devices, in order
                                 (/dev/sda, /dev/sdb, ...), NULL-terminated */
   char *mounted_root;        /* the root whose file systems are mounted */
+  struct guest_watchdog *watchdog;  /* ends the appliance on a stop, or
+                                       NULL (guestfs.c) */
 };
 
 /* --- guestfs.c ----------------------------------------------------------- */

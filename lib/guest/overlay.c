@@ -33,6 +33,7 @@
 #include <ferry/image.h>
 
 #include "../common/cleanup.h"
+#include "../common/stop.h"
 #include "../common/util.h"
 #include "internal.h"
 
@@ -229,6 +230,13 @@ ferry_guest_convert_image (const struct ferry_guest_disk *disks, size_t n,
   g = NULL;
   if (converted == -1)
     goto out;
+  /* A stop request now still leaves the images as they were (note 3);
+   * once their copy starts, it is short and runs to its end. */
+  if (stop_requested ()) {
+    ferry_error (EINTR, "%s: interrupted; nothing was changed",
+                 disks[0].path);
+    goto out;
+  }
 
   for (i = 0; i < n; i++) {
     bases[i] = ferry_image_open (disks[i].path, disks[i].format, FERRY_OPEN_WRITE);

@@ -11,6 +11,11 @@
  * (journals, first-boot services) goes to a throw-away overlay and the
  * VM's first real boot is still its first.
  *
+ * A stop request (ferry_request_stop) ends the wait at once: QEMU is
+ * stopped as at the end of any boot, and the call fails with EINTR.  QEMU
+ * also gets SIGKILL should ferry die first (PR_SET_PDEATHSIG), so no
+ * guest outlives it.
+ *
  * It lives in lib/guest rather than lib/migrate because it needs nothing
  * of a migration: only disks and what the guest expects of the hardware,
  * which `ferry verify --boot` gets from the user and `ferry v2v --verify`
@@ -26,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -34,6 +40,7 @@
 #include <ferry/image.h>
 
 #include "../common/cleanup.h"
+#include "../common/stop.h"
 #include "../common/util.h"
 #include "internal.h"
 
@@ -271,19 +278,25 @@ build_argv (const struct ferry_guest_disk *disks, size_t n,
     ? ferry_error (ENOMEM, "out of memory") : 0;
 }
 
+/* Stop QEMU (SIGTERM, then SIGKILL after 5 s) and reap it, removing the
+ * temporary overlay it leaves when it dies of the signal. */
 static void
 stop_qemu (pid_t pid)
 {
+  struct qemu_temp_files temp = { 0 };
   int i, status;
 
+  note_qemu_temp_files (pid, &temp);
   kill (pid, SIGTERM);
   for (i = 0; i < 50; i++) {
     if (waitpid (pid, &status, WNOHANG) == pid)
-      return;
+      goto out;
     usleep (100 * 1000);
   }
   kill (pid, SIGKILL);
   waitpid (pid, &status, 0);
+ out:
+  remove_qemu_temp_files (&temp);
 }
 
 void
@@ -315,7 +328,8 @@ boot_once (const struct ferry_guest_disk *disks, size_t n,
   int out[2] = { -1, -1 }, errfd = -1, devnull = -1, ret = -1;
   unsigned timeout = o->timeout ? o->timeout : 600;
   double start = now_seconds (), last_output = start;
-  bool any_output = false;
+  bool any_output = false, interrupted = false;
+  pid_t parent = getpid ();
   const char *reason = NULL;
   pid_t pid;
   size_t i;
@@ -365,6 +379,9 @@ boot_once (const struct ferry_guest_disk *disks, size_t n,
     goto out;
   }
   if (pid == 0) {
+    /* Never outlive ferry, even if it is killed. */
+    if (prctl (PR_SET_PDEATHSIG, SIGKILL) == -1 || getppid () != parent)
+      _exit (127);
     dup2 (devnull, 0);
     dup2 (out[1], 1);
     dup2 (errfd, 2);
@@ -377,21 +394,30 @@ boot_once (const struct ferry_guest_disk *disks, size_t n,
 
   res->accel = strdup (accel == FERRY_GUEST_ACCEL_TCG ? "tcg" : "kvm");
   for (;;) {
-    struct pollfd pfd = { .fd = out[0], .events = POLLIN };
+    struct pollfd pfds[2] = {
+      { .fd = out[0], .events = POLLIN },
+      { .fd = stop_fd (), .events = POLLIN },
+    };
     double left = timeout - (now_seconds () - start);
     char buf[4096];
     ssize_t r;
     int verdict;
 
+    if (stop_requested ()) {
+      interrupted = true;
+      break;
+    }
     if (left <= 0) {
       res->reason = guest_printf ("no %s on the console within %u s",
                                   o->expect ? "match for the marker"
                                             : "login prompt", timeout);
       break;
     }
-    r = poll (&pfd, 1, left > 1 ? 1000 : (int) (left * 1000) + 1);
+    r = poll (pfds, 2, left > 1 ? 1000 : (int) (left * 1000) + 1);
     if (r == -1 && errno == EINTR)
       continue;
+    if (stop_requested ())
+      continue;                 /* the top of the loop says why */
     if (r == 0) {
       if (accel == FERRY_GUEST_ACCEL_KVM && retry_on_silence && !any_output &&
           now_seconds () - start > KVM_SILENCE) {
@@ -454,7 +480,12 @@ boot_once (const struct ferry_guest_disk *disks, size_t n,
     }
   }
   res->last_lines = guest_console_finish (&con);
-  ret = 0;
+  if (interrupted) {
+    ferry_guest_boot_result_free (res);
+    ferry_error (EINTR, "booting %s: interrupted", disks[0].path);
+  }
+  else
+    ret = 0;
 
  out:
   if (out[0] >= 0)

@@ -35,12 +35,13 @@
 #define NBD_MAX_ZERO (1u << 30)
 #define NBD_MAX_BLOCK_STATUS (1u << 31)
 
-/* How long the first connection may take to reach option negotiation,
- * and the extra multi-conn ones to be ready.  A server that accepts the
- * TCP connection but never greets (qemu-nbd busy with its one client)
- * would otherwise hang us. */
-#define NBD_HANDSHAKE_TIMEOUT_MS 30000
-#define NBD_EXTRA_CONN_TIMEOUT_MS 10000
+/* How long the extra multi-conn connections may take to be ready, at
+ * most (never more than the connect timeout): they are optional, so a
+ * slow one is dropped rather than waited for. */
+#define NBD_EXTRA_CONN_TIMEOUT 10.0
+
+/* How long closing waits for the disconnect request to go out. */
+#define NBD_DISCONNECT_WAIT 2.0
 
 struct nbd_image {
   struct ferry_image base;          /* must be first */
@@ -62,12 +63,22 @@ struct nbd_image {
   const char *protocol;             /* static string of libnbd */
   char **contexts;                  /* offered, NULL-terminated */
 
+  /* Deadlines, in seconds (0: none), fixed at open from the process's
+   * settings (ferry_nbd_set_timeouts). */
+  double connect_timeout, request_timeout;
+
+  /* Our own duplicate of each connection's socket, or -1: shutting it
+   * down ends the connection whatever libnbd is doing (nbd-io.c, note
+   * 6).  Closed after the handle. */
+  int socks[NBD_MAX_CONNECTIONS];
+
   /* The event loop (nbd-io.c, note 1), under LOCK. */
   pthread_mutex_t lock;
   pthread_cond_t cond;
   bool polling;                     /* a thread is in poll() */
   int wake_fd;                      /* eventfd that interrupts it */
   char *lost;                       /* why a connection died, or NULL */
+  int aborted;                      /* atomic: errno of nbd_io_abort, or 0 */
 
   /* Read-modify-write of blocks smaller than min_block (note 4). */
   pthread_mutex_t rmw_lock;
@@ -77,14 +88,36 @@ struct nbd_image {
 int nbd_io_init (struct nbd_image *n);
 void nbd_io_fini (struct nbd_image *n);
 
+/* Close every connection of N at once, whatever is in flight (note 6 of
+ * nbd-io.c): their requests fail, later ones too.  ERR (ETIMEDOUT or
+ * EINTR) and WHY (copied) say why.  Only the first call counts. */
+void nbd_io_abort (struct nbd_image *n, int err, const char *why);
+
+/* One stage of opening: its deadline and what to call it in messages. */
+struct nbd_stage {
+  const char *uri;
+  const char *what;                 /* "opening the export (NBD_OPT_GO)" */
+  double deadline;                  /* now_seconds () time; 0: none */
+  double timeout;                   /* the seconds it stands for */
+};
+
 /* Run the state machines of HANDLES (NR of them, none shared with
  * another thread yet) until DONE (H, ARG) holds for each, or one dies,
- * or TIMEOUT_MS passes.  Returns 0 when all are done; otherwise -1 with
- * *FAILED set to the index of the first that is not, and the error set
- * with libnbd's message (or a timeout message) prefixed by URI. */
-int nbd_run_handshake (const char *uri, struct nbd_handle **handles,
-                       unsigned nr, bool (*done) (struct nbd_handle *h),
-                       int timeout_ms, unsigned *failed);
+ * or the stage's deadline passes, or a stop is requested.  Returns 0
+ * when all are done; otherwise -1 with *FAILED set to the index of the
+ * first that is not, and the error set (ETIMEDOUT, EINTR, or libnbd's
+ * error) with a message that starts with the URI and names the stage. */
+int nbd_run_handshake (const struct nbd_stage *stage,
+                       struct nbd_handle **handles, unsigned nr,
+                       bool (*done) (struct nbd_handle *h, void *arg),
+                       void *arg, unsigned *failed);
+
+/* The same loop for closing: run HANDLES until DONE holds for each, at
+ * most SECONDS and not past a stop request; never sets the error.  True
+ * when all are done. */
+bool nbd_run_quietly (struct nbd_handle **handles, unsigned nr,
+                      bool (*done) (struct nbd_handle *h, void *arg),
+                      double seconds);
 
 int nbd_io_pread (struct nbd_image *n, void *buf, size_t count,
                   uint64_t offset);

@@ -44,6 +44,20 @@
  *    a bounce buffer of whole blocks; a write does read-modify-write of
  *    them under rmw_lock.  The driver reports min_block as its cluster
  *    size, so the copy engine keeps two threads out of one block anyway.
+ *
+ * 6. No wait is endless.  A batch fails when none of its requests got a
+ *    reply for request_timeout seconds (the clock restarts at each
+ *    reply, so a slow but working server is never cut off), and every
+ *    wait ends on a stop request (ferry_request_stop: the poller has the
+ *    stop eventfd in its set, the others wake at least every second).
+ *    libnbd 1.14 has no way to cancel a request, and note 4 forbids
+ *    leaving one behind, so giving up means ending the connections:
+ *    nbd_io_abort shuts down our duplicate of each socket (n->socks; a
+ *    dup, so that the number can never name another file by then), the
+ *    poller sees the hang-up, libnbd declares the connection dead and
+ *    completes what was in flight with ENOTCONN, and the batch's wait
+ *    ends as note 4 wants.  The reason is kept in n->lost, so every
+ *    later request fails at once and says why.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -52,19 +66,26 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "nbd-internal.h"
 #include "../common/cleanup.h"
+#include "../common/stop.h"
 #include "../common/util.h"
 
-/* One caller's requests in flight. */
+/* One caller's requests in flight: WHAT of COUNT bytes at OFFSET. */
 struct batch {
   struct nbd_image *n;
+  const char *what;
+  uint64_t count, offset;
+  double timeout;              /* seconds without a reply; 0: none */
   unsigned pending;            /* under n->lock */
   unsigned wake_at;            /* wake the owner when pending drops to it */
   int err;                     /* first error a reply carried */
+  double last_reply;           /* under n->lock: start, or the last reply */
+  bool timed_out;              /* under n->lock: this batch gave up */
 };
 
 /* One block status request: where its extents go. */
@@ -82,6 +103,11 @@ enum op { OP_READ, OP_WRITE, OP_ZERO };
 /* Longest poll() of one round (note 3): a safety net only. */
 #define POLL_TIMEOUT_MS 1000
 
+/* The batch of WHAT of COUNT bytes at OFFSET, with its deadline. */
+#define BATCH(n_, what_, count_, offset_, timeout_)                     \
+  { .n = (n_), .what = (what_), .count = (count_), .offset = (offset_), \
+    .timeout = (timeout_), .last_reply = now_seconds () }
+
 /* True on the thread that is in the poller's round (note 3). */
 static __thread bool in_poll_round;
 
@@ -92,7 +118,13 @@ nbd_io_init (struct nbd_image *n)
   if (n->wake_fd == -1)
     return ferry_error_errno (errno, "%s: eventfd", n->base.path);
   pthread_mutex_init (&n->lock, NULL);
-  pthread_cond_init (&n->cond, NULL);
+  {
+    pthread_condattr_t attr;   /* batch_wait's deadlines are monotonic */
+    pthread_condattr_init (&attr);
+    pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
+    pthread_cond_init (&n->cond, &attr);
+    pthread_condattr_destroy (&attr);
+  }
   pthread_mutex_init (&n->rmw_lock, NULL);
   return 0;
 }
@@ -100,6 +132,11 @@ nbd_io_init (struct nbd_image *n)
 void
 nbd_io_fini (struct nbd_image *n)
 {
+  unsigned i;
+
+  for (i = 0; i < NBD_MAX_CONNECTIONS; i++)
+    if (n->socks[i] >= 0)
+      close (n->socks[i]);
   if (n->wake_fd >= 0) {
     close (n->wake_fd);
     pthread_mutex_destroy (&n->lock);
@@ -138,22 +175,32 @@ handle_pollfd (struct nbd_handle *h, struct pollfd *p)
   p->revents = 0;
 }
 
-/* Tell H what poll found; -1 when the connection died. */
+/* Tell H what poll found; -1 when the connection died.  A hang-up or an
+ * error goes to the side H waits on: a handle blocked in sending only
+ * (a server that stopped reading, a socket nbd_io_abort shut down) learns
+ * of it from its next send. */
 static int
 notify_handle (struct nbd_handle *h, short revents)
 {
-  if (revents & (POLLIN | POLLHUP | POLLERR))
+  unsigned dir = nbd_aio_get_direction (h);
+  bool hup = revents & (POLLHUP | POLLERR);
+
+  if ((revents & POLLIN) || (hup && (dir & LIBNBD_AIO_DIRECTION_READ)))
     return nbd_aio_notify_read (h);
-  if (revents & POLLOUT)
+  if ((revents & POLLOUT) || (hup && (dir & LIBNBD_AIO_DIRECTION_WRITE)))
     return nbd_aio_notify_write (h);
+  if (hup)
+    return nbd_aio_notify_read (h);
   return 0;
 }
 
-/* One round of the event loop over every connection (note 1). */
+/* One round of the event loop over every connection (note 1), at most
+ * WAIT_MS.  The stop eventfd is in the set until the connections are
+ * aborted (after that it would never let poll() sleep). */
 static void
-poll_once (struct nbd_image *n)
+poll_once (struct nbd_image *n, int wait_ms)
 {
-  struct pollfd fds[NBD_MAX_CONNECTIONS + 1];
+  struct pollfd fds[NBD_MAX_CONNECTIONS + 2];
   unsigned i, nr = n->nr_conns;
 
   for (i = 0; i < nr; i++)
@@ -161,7 +208,11 @@ poll_once (struct nbd_image *n)
   fds[nr].fd = n->wake_fd;
   fds[nr].events = POLLIN;
   fds[nr].revents = 0;
-  if (poll (fds, nr + 1, POLL_TIMEOUT_MS) == -1)
+  fds[nr + 1].fd = __atomic_load_n (&n->aborted, __ATOMIC_ACQUIRE) ? -1
+    : stop_fd ();
+  fds[nr + 1].events = POLLIN;
+  fds[nr + 1].revents = 0;
+  if (poll (fds, nr + 2, wait_ms) == -1)
     return;                     /* EINTR: the caller goes round again */
   in_poll_round = true;
   for (i = 0; i < nr; i++)
@@ -190,8 +241,85 @@ all_gone (struct nbd_image *n)
   return true;
 }
 
+/* Interrupt the poller's poll(). */
+static void
+wake_poller (struct nbd_image *n)
+{
+  uint64_t one = 1;
+
+  if (write (n->wake_fd, &one, sizeof one) == -1) {
+    /* EAGAIN: the counter is full, so the poller is awake already. */
+  }
+}
+
+/* nbd_io_abort, with n->lock held. */
+static void
+abort_locked (struct nbd_image *n, int err, const char *why)
+{
+  unsigned i;
+
+  if (__atomic_load_n (&n->aborted, __ATOMIC_ACQUIRE))
+    return;
+  free (n->lost);
+  n->lost = strdup (why);
+  __atomic_store_n (&n->aborted, err, __ATOMIC_RELEASE);
+  for (i = 0; i < NBD_MAX_CONNECTIONS; i++)
+    if (n->socks[i] >= 0)
+      shutdown (n->socks[i], SHUT_RDWR);
+  wake_poller (n);
+}
+
+void
+nbd_io_abort (struct nbd_image *n, int err, const char *why)
+{
+  pthread_mutex_lock (&n->lock);
+  abort_locked (n, err, why);
+  pthread_mutex_unlock (&n->lock);
+}
+
+/* Give up on the connections when a stop was requested or B has waited
+ * too long for a reply (note 6).  Called under n->lock.  Returns the
+ * seconds left to B's deadline (a large number when none). */
+static double
+check_deadline (struct batch *b)
+{
+  struct nbd_image *n = b->n;
+  double left;
+
+  if (__atomic_load_n (&n->aborted, __ATOMIC_ACQUIRE))
+    return 1e9;
+  if (stop_requested ()) {
+    abort_locked (n, EINTR, "interrupted");
+    return 1e9;
+  }
+  if (b->timeout <= 0)
+    return 1e9;
+  left = b->last_reply + b->timeout - now_seconds ();
+  if (left <= 0) {
+    char why[256];
+
+    snprintf (why, sizeof why, "%s of %" PRIu64 " bytes at offset 0x%" PRIx64
+              " got no reply in %g s", b->what, b->count, b->offset,
+              b->timeout);
+    b->timed_out = true;
+    abort_locked (n, ETIMEDOUT, why);
+    return 1e9;
+  }
+  return left;
+}
+
+/* Milliseconds to wait for at most: LEFT seconds, and never more than
+ * POLL_TIMEOUT_MS. */
+static int
+wait_ms (double left)
+{
+  return left * 1000 >= POLL_TIMEOUT_MS ? POLL_TIMEOUT_MS
+    : (int) (left * 1000) + 1;
+}
+
 /* Wait until at most LIMIT of B's requests are in flight, polling when
- * no one else is (note 1).  Returns B's first error, or 0. */
+ * no one else is (note 1), and giving up as note 6 says.  Returns B's
+ * first error (ETIMEDOUT when it timed out itself), or 0. */
 static int
 batch_wait (struct batch *b, unsigned limit)
 {
@@ -201,13 +329,25 @@ batch_wait (struct batch *b, unsigned limit)
   pthread_mutex_lock (&n->lock);
   b->wake_at = limit;
   while (b->pending > limit) {
+    double left = check_deadline (b);
+
     if (n->polling) {
-      pthread_cond_wait (&n->cond, &n->lock);
+      struct timespec ts;
+      int ms = wait_ms (left);
+
+      clock_gettime (CLOCK_MONOTONIC, &ts);
+      ts.tv_sec += ms / 1000;
+      ts.tv_nsec += (long) (ms % 1000) * 1000000;
+      if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+      }
+      pthread_cond_timedwait (&n->cond, &n->lock, &ts);
       continue;
     }
     n->polling = true;
     pthread_mutex_unlock (&n->lock);
-    poll_once (n);
+    poll_once (n, wait_ms (left));
     pthread_mutex_lock (&n->lock);
     n->polling = false;
     pthread_cond_broadcast (&n->cond);
@@ -218,20 +358,9 @@ batch_wait (struct batch *b, unsigned limit)
         b->err = ENOTCONN;
     }
   }
-  err = b->err;
+  err = b->timed_out ? ETIMEDOUT : b->err;
   pthread_mutex_unlock (&n->lock);
   return err;
-}
-
-/* Interrupt the poller's poll(). */
-static void
-wake_poller (struct nbd_image *n)
-{
-  uint64_t one = 1;
-
-  if (write (n->wake_fd, &one, sizeof one) == -1) {
-    /* EAGAIN: the counter is full, so the poller is awake already. */
-  }
 }
 
 /* Completion callback of every request: count the batch down, and wake
@@ -247,6 +376,7 @@ request_done (void *user_data, int *error)
   if (*error && b->err == 0)
     b->err = *error;
   b->pending--;
+  b->last_reply = now_seconds ();
   wake = b->pending <= b->wake_at;
   if (wake)
     pthread_cond_broadcast (&n->cond);
@@ -284,30 +414,54 @@ pick_conn (struct nbd_image *n)
 }
 
 /* Set the error of a failed request: WHAT of COUNT bytes at OFFSET.
- * ERR is what the reply carried (0 when issuing failed, then MSG is
- * libnbd's message). */
+ * ERR is what the reply carried (ETIMEDOUT when its batch timed out; 0
+ * when issuing failed, then MSG is libnbd's message). */
 static int
 request_error (struct nbd_image *n, const char *what, uint64_t count,
                uint64_t offset, int err, const char *msg)
 {
   CLEANUP_FREE char *lost = NULL;
+  int aborted;
 
   pthread_mutex_lock (&n->lock);
   if (n->lost)
     lost = strdup (n->lost);
+  aborted = __atomic_load_n (&n->aborted, __ATOMIC_ACQUIRE);
   pthread_mutex_unlock (&n->lock);
 
+  /* After a timeout, every request says what timed out (note 6). */
+  if (err == ETIMEDOUT || aborted == ETIMEDOUT)
+    return ferry_error (ETIMEDOUT, "%s: %s", n->base.path,
+                        lost ? lost : "no reply");
+  if (aborted == EINTR)
+    return ferry_error (EINTR, "%s: %s of %" PRIu64 " bytes at offset 0x%"
+                        PRIx64 ": interrupted", n->base.path, what, count,
+                        offset);
   if (lost || err == ENOTCONN)
-    return ferry_error (ENOTCONN, "%s: %s of %" PRIu64 " bytes at offset %"
-                        PRIu64 ": the connection to the server was lost (%s)",
+    return ferry_error (ENOTCONN, "%s: %s of %" PRIu64 " bytes at offset 0x%"
+                        PRIx64 ": the connection to the server was lost (%s)",
                         n->base.path, what, count, offset,
                         lost ? lost : "the server closed it");
   if (err)
-    return ferry_error_errno (err, "%s: %s of %" PRIu64 " bytes at offset %"
-                              PRIu64 ": the server answered", n->base.path,
+    return ferry_error_errno (err, "%s: %s of %" PRIu64 " bytes at offset 0x%"
+                              PRIx64 ": the server answered", n->base.path,
                               what, count, offset);
-  return ferry_error (EIO, "%s: %s of %" PRIu64 " bytes at offset %" PRIu64
+  return ferry_error (EIO, "%s: %s of %" PRIu64 " bytes at offset 0x%" PRIx64
                       ": %s", n->base.path, what, count, offset, msg);
+}
+
+/* Before a request: fail at once when the connections were given up,
+ * or when a stop was requested (then give them up).  0, or -1 with the
+ * error of WHAT of COUNT bytes at OFFSET set. */
+static int
+check_usable (struct nbd_image *n, const char *what, uint64_t count,
+              uint64_t offset)
+{
+  if (stop_requested ())
+    nbd_io_abort (n, EINTR, "interrupted");
+  if (__atomic_load_n (&n->aborted, __ATOMIC_ACQUIRE))
+    return request_error (n, what, count, offset, 0, NULL);
+  return 0;
 }
 
 /* Issue one request of OP on H; the libnbd cookie, or -1. */
@@ -340,10 +494,13 @@ static int
 run_range (struct nbd_image *n, enum op op, void *buf, uint64_t count,
            uint64_t offset, uint32_t flags, uint64_t piece)
 {
-  struct batch b = { .n = n };
+  struct batch b = BATCH (n, op_name (op), count, offset, n->request_timeout);
   CLEANUP_FREE char *msg = NULL;
   uint64_t done = 0;
   int err = 0;
+
+  if (check_usable (n, op_name (op), count, offset) == -1)
+    return -1;
 
   while (done < count) {
     uint64_t len = MIN (piece, count - done);
@@ -467,10 +624,13 @@ zero_aligned (struct nbd_image *n, uint64_t count, uint64_t offset,
               uint32_t flags)
 {
   if (n->can_fast_zero && __atomic_load_n (&n->fast_zero, __ATOMIC_RELAXED)) {
-    struct batch b = { .n = n };
     struct nbd_handle *h = n->conns[0];
     uint64_t len = MIN (count, piece_size (n, OP_ZERO));
+    struct batch b = BATCH (n, "zero", len, offset, n->request_timeout);
     int err;
+
+    if (check_usable (n, "zero", len, offset) == -1)
+      return -1;
 
     /* One request decides; the rest of the range follows below. */
     batch_add (&b, 1);
@@ -526,12 +686,15 @@ int
 nbd_io_flush (struct nbd_image *n)
 {
   nbd_completion_callback cb;
-  struct batch b = { .n = n };
+  struct batch b = BATCH (n, "flush", n->base.size, 0,
+                          n->request_timeout * FERRY_NBD_FLUSH_FACTOR);
   CLEANUP_FREE char *msg = NULL;
   int err;
 
   if (!n->can_flush)
     return 0;
+  if (check_usable (n, "flush", n->base.size, 0) == -1)
+    return -1;
   /* One flush covers every connection: the server advertised
    * multi-conn, or there is only one. */
   cb = (nbd_completion_callback) { .callback = request_done, .user_data = &b };
@@ -585,7 +748,8 @@ nbd_io_block_status (struct nbd_image *n, const char *context,
 {
   bool base = strcmp (context, LIBNBD_CONTEXT_BASE_ALLOCATION) == 0;
   struct nbd_handle *h = base ? pick_conn (n) : n->conns[0];
-  struct batch b = { .n = n };
+  struct batch b = BATCH (n, "block status", length, offset,
+                          n->request_timeout);
   struct status_request r = {
     .b = &b, .context = context, .start = offset, .reached = offset,
     .end = offset + MIN (length, (uint64_t) NBD_MAX_BLOCK_STATUS),
@@ -598,6 +762,10 @@ nbd_io_block_status (struct nbd_image *n, const char *context,
   int err;
 
   widen (n, r.end - offset, offset, &ws, &we);
+  b.count = we - ws;
+  b.offset = ws;
+  if (check_usable (n, "block status", we - ws, ws) == -1)
+    return -1;
   batch_add (&b, 1);
   if (nbd_aio_block_status (h, we - ws, ws, ecb, ccb, 0) == -1) {
     msg = strdup (nbd_get_error () ? nbd_get_error () : "failed");
@@ -611,23 +779,27 @@ nbd_io_block_status (struct nbd_image *n, const char *context,
   if (r.err)
     return ferry_error (r.err, "%s: out of memory", n->base.path);
   if (r.reached == offset)
-    return ferry_error (EPROTO, "%s: block status at offset %" PRIu64
+    return ferry_error (EPROTO, "%s: block status at offset 0x%" PRIx64
                         ": the server gave no extent of %s", n->base.path,
                         offset, context);
   return 0;
 }
 
-/* The part of nbd_run_handshake that polls: one round over HANDLES, at
- * most WAIT_MS.  Returns the index of a handle that died, or -1. */
+/* The part of the handshake loops that polls: one round over HANDLES,
+ * at most WAIT_MS, and the stop eventfd.  Returns the index of a handle
+ * that died, or -1. */
 static int
 handshake_round (struct nbd_handle **handles, unsigned nr, int wait_ms)
 {
-  struct pollfd fds[NBD_MAX_CONNECTIONS];
+  struct pollfd fds[NBD_MAX_CONNECTIONS + 1];
   unsigned i;
 
   for (i = 0; i < nr; i++)
     handle_pollfd (handles[i], &fds[i]);
-  if (poll (fds, nr, wait_ms) == -1)
+  fds[nr].fd = stop_fd ();
+  fds[nr].events = POLLIN;
+  fds[nr].revents = 0;
+  if (poll (fds, nr + 1, wait_ms) == -1)
     return -1;
   for (i = 0; i < nr; i++)
     if (fds[i].fd >= 0 && fds[i].revents &&
@@ -636,41 +808,77 @@ handshake_round (struct nbd_handle **handles, unsigned nr, int wait_ms)
   return -1;
 }
 
-int
-nbd_run_handshake (const char *uri, struct nbd_handle **handles, unsigned nr,
-                   bool (*done) (struct nbd_handle *h), int timeout_ms,
-                   unsigned *failed)
+/* Why the handshake loop stopped. */
+enum handshake_end { HS_DONE, HS_GONE, HS_DIED, HS_TIMEOUT, HS_STOP };
+
+/* Run HANDLES until DONE holds for each, or one dies, or DEADLINE (0:
+ * none) passes, or a stop is requested.  *FAILED is the index of the
+ * handle that is not done. */
+static enum handshake_end
+run_handles (struct nbd_handle **handles, unsigned nr,
+             bool (*done) (struct nbd_handle *h, void *arg), void *arg,
+             double deadline, unsigned *failed)
 {
-  double deadline = now_seconds () + timeout_ms / 1000.0;
   unsigned i;
 
   for (;;) {
-    double left = deadline - now_seconds ();
+    double left = deadline > 0 ? deadline - now_seconds () : 1e9;
     int dead;
 
     for (i = 0; i < nr; i++) {
-      if (is_gone (handles[i])) {
-        *failed = i;
-        return ferry_error (ECONNREFUSED, "%s: the connection closed during "
-                            "the handshake", uri);
-      }
-      if (!done (handles[i]))
-        break;
+      if (done (handles[i], arg))
+        continue;
+      *failed = i;
+      if (is_gone (handles[i]))
+        return HS_GONE;
+      break;
     }
     if (i == nr)
-      return 0;
-    if (left <= 0) {
-      *failed = i;
-      return ferry_error (ETIMEDOUT, "%s: no answer from the server within "
-                          "%d seconds (a qemu-nbd serves one client at a "
-                          "time unless started with --shared)", uri,
-                          timeout_ms / 1000);
-    }
-    dead = handshake_round (handles, nr, (int) (left * 1000) + 1);
+      return HS_DONE;
+    if (stop_requested ())
+      return HS_STOP;
+    if (left <= 0)
+      return HS_TIMEOUT;
+    dead = handshake_round (handles, nr, wait_ms (left));
     if (dead >= 0) {
       *failed = dead;
-      return ferry_error (ECONNREFUSED, "%s: %s", uri,
-                          nbd_get_error () ? nbd_get_error () : "handshake failed");
+      return HS_DIED;
     }
   }
+}
+
+int
+nbd_run_handshake (const struct nbd_stage *stage,
+                   struct nbd_handle **handles, unsigned nr,
+                   bool (*done) (struct nbd_handle *h, void *arg),
+                   void *arg, unsigned *failed)
+{
+  switch (run_handles (handles, nr, done, arg, stage->deadline, failed)) {
+  case HS_DONE:
+    return 0;
+  case HS_GONE:
+    return ferry_error (ECONNREFUSED, "%s: the connection closed during %s",
+                        stage->uri, stage->what);
+  case HS_DIED:
+    return ferry_error (ECONNREFUSED, "%s: %s: %s", stage->uri, stage->what,
+                        nbd_get_error () ? nbd_get_error ()
+                                         : "handshake failed");
+  case HS_TIMEOUT:
+    return ferry_error (ETIMEDOUT, "%s: %s got no reply in %g s",
+                        stage->uri, stage->what, stage->timeout);
+  case HS_STOP:
+    break;
+  }
+  return ferry_error (EINTR, "%s: %s: interrupted", stage->uri, stage->what);
+}
+
+bool
+nbd_run_quietly (struct nbd_handle **handles, unsigned nr,
+                 bool (*done) (struct nbd_handle *h, void *arg),
+                 double seconds)
+{
+  unsigned failed;
+
+  return run_handles (handles, nr, done, NULL, now_seconds () + seconds,
+                      &failed) == HS_DONE;
 }

@@ -18,14 +18,20 @@
  *    in flight on it).  An extra connection that fails or is slow is
  *    dropped, never fatal: a server may take fewer clients than it says.
  *
- * 2. The handshake runs on our own poll loop with a deadline, so a
- *    server that accepts the TCP connection but never greets (qemu-nbd
- *    busy with its one client) gives an error instead of a hang.
+ * 2. The handshake runs on our own poll loop (nbd_run_handshake), every
+ *    option of it through nbd_aio_opt_*, with one deadline for the
+ *    connection and the whole handshake (connect_timeout), so a server
+ *    that accepts the TCP connection but never greets (qemu-nbd busy with
+ *    its one client), or stalls in the middle of the options, gives an
+ *    error instead of a hang; and a stop request ends it at once.  The
+ *    synchronous nbd_opt_* and nbd_shutdown calls are never used: they
+ *    wait without a deadline.
  *
  * 3. URIs may name local files (tls-psk-file=, tls-certificates=): the
  *    user typed the URI, as they would have typed a file name.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,11 +39,34 @@
 
 #include "nbd-internal.h"
 #include "../common/cleanup.h"
+#include "../common/stop.h"
 #include "../common/util.h"
 
 static const char *const nbd_schemes[] = {
   "nbd", "nbds", "nbd+unix", "nbds+unix", "nbd+vsock", "nbds+vsock", NULL,
 };
+
+/* The timeouts of ferry_nbd_set_timeouts, in milliseconds (atomic). */
+static int64_t connect_timeout_ms = FERRY_NBD_CONNECT_TIMEOUT * 1000;
+static int64_t request_timeout_ms = FERRY_NBD_REQUEST_TIMEOUT * 1000;
+
+/* The longest timeout that makes sense: a bit over eleven days. */
+#define TIMEOUT_MAX 1e6
+
+int
+ferry_nbd_set_timeouts (double connect_seconds, double request_seconds)
+{
+  if (!(connect_seconds >= 0 && connect_seconds <= TIMEOUT_MAX) ||
+      !(request_seconds >= 0 && request_seconds <= TIMEOUT_MAX))
+    return ferry_error (EINVAL, "NBD timeouts of %g s (connect) and %g s "
+                        "(request): expected 0 (none) to %g seconds",
+                        connect_seconds, request_seconds, TIMEOUT_MAX);
+  __atomic_store_n (&connect_timeout_ms, (int64_t) (connect_seconds * 1000),
+                    __ATOMIC_RELAXED);
+  __atomic_store_n (&request_timeout_ms, (int64_t) (request_seconds * 1000),
+                    __ATOMIC_RELAXED);
+  return 0;
+}
 
 /* A new libnbd handle set up as every connection of ours wants it. */
 static struct nbd_handle *
@@ -67,15 +96,77 @@ flag (int r)
 
 /* Handshake predicates for nbd_run_handshake. */
 static bool
-reached_options (struct nbd_handle *h)
+reached_options (struct nbd_handle *h, void *arg)
 {
   return !nbd_aio_is_created (h) && !nbd_aio_is_connecting (h);
 }
 
 static bool
-reached_ready (struct nbd_handle *h)
+reached_ready (struct nbd_handle *h, void *arg)
 {
   return nbd_aio_is_ready (h);
+}
+
+/* An option in flight (nbd_aio_opt_*): its completion callback says
+ * when it is answered, and with which error. */
+struct option_wait {
+  bool done;
+  int err;
+};
+
+/* Completion callback of an option: note the answer. */
+static int
+option_done (void *user_data, int *error)
+{
+  struct option_wait *w = user_data;
+
+  w->done = true;
+  w->err = *error;
+  return 1;
+}
+
+/* Handshake predicate: the option of ARG (struct option_wait) is
+ * answered. */
+static bool
+option_answered (struct nbd_handle *h, void *arg)
+{
+  return ((struct option_wait *) arg)->done;
+}
+
+/* Closing predicate: the disconnect request went out (or the connection
+ * is gone anyway). */
+static bool
+disconnect_sent (struct nbd_handle *h, void *arg)
+{
+  return nbd_aio_is_dead (h) || nbd_aio_is_closed (h) ||
+    !(nbd_aio_get_direction (h) & LIBNBD_AIO_DIRECTION_WRITE);
+}
+
+/* A stage of opening URI named WHAT, under the deadline of N's
+ * connection and handshake, which started at START. */
+static struct nbd_stage
+stage (struct nbd_image *n, const char *uri, const char *what, double start)
+{
+  return (struct nbd_stage) {
+    .uri = uri, .what = what, .timeout = n->connect_timeout,
+    .deadline = n->connect_timeout > 0 ? start + n->connect_timeout : 0,
+  };
+}
+
+/* Keep our own duplicate of connection I's socket (nbd-io.c, note 6):
+ * without it the connection could not be given up on, so it is an
+ * error.  0, or -1 with the error set. */
+static int
+keep_socket (struct nbd_image *n, const char *uri, unsigned i)
+{
+  int fd = nbd_aio_get_fd (n->conns[i]);
+
+  if (fd == -1)
+    return ferry_error (EPROTO, "%s: %s", uri, nbd_get_error ());
+  n->socks[i] = fcntl (fd, F_DUPFD_CLOEXEC, 0);
+  if (n->socks[i] == -1)
+    return ferry_error_errno (errno, "%s: duplicating the socket", uri);
+  return 0;
 }
 
 /* Context callback of NBD_OPT_LIST_META_CONTEXT: keep each name. */
@@ -147,12 +238,68 @@ explain_connect_error (const char *uri)
                "certificate, or a server without TLS): %s", uri, why);
 }
 
+/* List the server's metadata contexts into N (NBD_OPT_LIST_META_CONTEXT
+ * with no query: all of them).  A refusal only costs the contexts; no
+ * answer in time is an error. */
+static int
+list_contexts (struct nbd_image *n, struct nbd_handle *h, const char *uri,
+               double start)
+{
+  struct nbd_stage st = stage (n, uri, "listing the metadata contexts "
+                               "(NBD_OPT_LIST_META_CONTEXT)", start);
+  struct option_wait w = { 0 };
+  nbd_context_callback cb = { .callback = add_context_name, .user_data = n };
+  nbd_completion_callback done = { .callback = option_done, .user_data = &w };
+  unsigned failed;
+
+  if (nbd_aio_opt_list_meta_context (h, cb, done) == -1) {
+    ferry_debug ("%s: listing metadata contexts: %s", uri, nbd_get_error ());
+    return 0;
+  }
+  if (nbd_run_handshake (&st, &h, 1, option_answered, &w, &failed) == -1)
+    return -1;
+  if (w.err)
+    ferry_debug ("%s: listing metadata contexts: %s", uri, strerror (w.err));
+  return 0;
+}
+
+/* Open the export (NBD_OPT_GO).  0, or -1 with the error set. */
+static int
+open_export (struct nbd_image *n, struct nbd_handle *h, const char *uri,
+             double start)
+{
+  struct nbd_stage st = stage (n, uri, "opening the export (NBD_OPT_GO)",
+                               start);
+  struct option_wait w = { 0 };
+  nbd_completion_callback done = { .callback = option_done, .user_data = &w };
+  unsigned failed;
+  bool hint;
+
+  if (nbd_aio_opt_go (h, done) == -1)
+    return ferry_error (nbd_get_errno () ? nbd_get_errno () : EINVAL,
+                        "%s: %s", uri, nbd_get_error ());
+  if (nbd_run_handshake (&st, &h, 1, option_answered, &w, &failed) == -1)
+    return -1;
+  if (w.err == 0)
+    return 0;
+  /* A server that wants TLS answers a plain client this way. */
+  hint = !flag (nbd_get_tls_negotiated (h)) &&
+    (w.err == ENOTSUP || w.err == EPERM);
+  return ferry_error (w.err, "%s: the server refused to open the export: "
+                      "%s%s", uri, strerror (w.err),
+                      hint ? " (does the server require TLS? then use an "
+                      "nbds:// URI)" : "");
+}
+
 /* Connect the first handle in option mode, learn the contexts, ask for
  * them all, and go.  0, or -1 with the error set. */
 static int
 connect_first (struct nbd_image *n, const char *uri)
 {
   struct nbd_handle *h = new_handle (uri);
+  double start = now_seconds ();
+  struct nbd_stage st = stage (n, uri, "the connection and the server's "
+                               "greeting", start);
   unsigned failed;
   size_t i;
 
@@ -169,36 +316,30 @@ connect_first (struct nbd_image *n, const char *uri)
     explain_connect_error (uri);
     return -1;
   }
-  if (nbd_run_handshake (uri, &h, 1, reached_options,
-                         NBD_HANDSHAKE_TIMEOUT_MS, &failed) == -1) {
-    explain_connect_error (uri);
+  if (nbd_run_handshake (&st, &h, 1, reached_options, NULL, &failed) == -1) {
+    if (ferry_get_errno () == ETIMEDOUT)
+      ferry_error (ETIMEDOUT, "%s: no answer from the server within %g s (a "
+                   "qemu-nbd serves one client at a time unless started "
+                   "with --shared)", uri, n->connect_timeout);
+    else
+      explain_connect_error (uri);
     return -1;
   }
 
   if (nbd_aio_is_negotiating (h)) {
-    nbd_context_callback cb = { .callback = add_context_name, .user_data = n };
-
     /* With no query, the server lists every context it has.  An old
      * server without structured replies has none beyond the data. */
     if (nbd_get_structured_replies_negotiated (h) == 1 &&
-        nbd_opt_list_meta_context (h, cb) == -1)
-      ferry_debug ("%s: listing metadata contexts: %s", uri, nbd_get_error ());
+        list_contexts (n, h, uri, start) == -1)
+      return -1;
     if (!has_context (n, LIBNBD_CONTEXT_BASE_ALLOCATION) &&
         nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1)
       return ferry_error (EINVAL, "%s: %s", uri, nbd_get_error ());
     for (i = 0; n->contexts && n->contexts[i]; i++)
       if (nbd_add_meta_context (h, n->contexts[i]) == -1)
         return ferry_error (EINVAL, "%s: %s", uri, nbd_get_error ());
-    if (nbd_opt_go (h) == -1) {
-      int err = nbd_get_errno () ? nbd_get_errno () : ENOENT;
-      CLEANUP_FREE char *msg = strdup (nbd_get_error ());
-      /* A server that wants TLS answers a plain client this way. */
-      bool hint = !flag (nbd_get_tls_negotiated (h)) &&
-        (err == ENOTSUP || err == EPERM);
-      return ferry_error (err, "%s: %s%s", uri, msg ? msg : "opt_go failed",
-                          hint ? " (does the server require TLS? then "
-                          "use an nbds:// URI)" : "");
-    }
+    if (open_export (n, h, uri, start) == -1)
+      return -1;
   }
   if (!nbd_aio_is_ready (h))
     return ferry_error (EPROTO, "%s: the server did not open the export",
@@ -209,7 +350,7 @@ connect_first (struct nbd_image *n, const char *uri)
       !has_context (n, LIBNBD_CONTEXT_BASE_ALLOCATION))
     add_context_name (n, LIBNBD_CONTEXT_BASE_ALLOCATION);
   keep_negotiated_contexts (n);
-  return 0;
+  return keep_socket (n, uri, 0);
 }
 
 /* Learn what the server said about the export (connection 0). */
@@ -277,6 +418,13 @@ connect_extra (struct nbd_image *n, const char *uri)
 {
   struct nbd_handle *hs[NBD_MAX_CONNECTIONS];
   unsigned nr = 0, i, failed;
+  double timeout = n->connect_timeout > 0 &&
+    n->connect_timeout < NBD_EXTRA_CONN_TIMEOUT ? n->connect_timeout
+    : NBD_EXTRA_CONN_TIMEOUT;
+  struct nbd_stage st = {
+    .uri = uri, .what = "an extra connection", .timeout = timeout,
+    .deadline = now_seconds () + timeout,
+  };
 
   if (!n->can_multi_conn)
     return;
@@ -291,9 +439,9 @@ connect_extra (struct nbd_image *n, const char *uri)
     }
     hs[nr++] = h;
   }
-  while (nr > 0 &&
-         nbd_run_handshake (uri, hs, nr, reached_ready,
-                            NBD_EXTRA_CONN_TIMEOUT_MS, &failed) == -1) {
+  while (nr > 0 && !stop_requested () &&
+         nbd_run_handshake (&st, hs, nr, reached_ready, NULL,
+                            &failed) == -1) {
     ferry_debug ("%s: one connection fewer: %s", uri, ferry_get_error ());
     nbd_close (hs[failed]);
     hs[failed] = hs[--nr];
@@ -309,11 +457,20 @@ connect_extra (struct nbd_image *n, const char *uri)
       nbd_close (h);
       continue;
     }
-    n->conns[n->nr_conns++] = h;
+    n->conns[n->nr_conns] = h;
+    if (keep_socket (n, uri, n->nr_conns) == -1) {
+      ferry_debug ("%s: an extra connection dropped: %s", uri,
+                   ferry_get_error ());
+      nbd_close (h);
+      continue;
+    }
+    n->nr_conns++;
   }
 }
 
-/* Close every connection: a clean NBD_CMD_DISC where it is still up.
+/* Close every connection: a clean NBD_CMD_DISC where it is still up,
+ * waiting at most NBD_DISCONNECT_WAIT for it to go out (never for the
+ * server: every request was answered before, so nothing is lost).
  * Returns -1 when a writable export may miss writes. */
 static int
 disconnect_all (struct nbd_image *n)
@@ -324,7 +481,7 @@ disconnect_all (struct nbd_image *n)
   for (i = 0; i < n->nr_conns; i++) {
     struct nbd_handle *h = n->conns[i];
     if (nbd_aio_is_ready (h)) {
-      if (nbd_shutdown (h, 0) == -1 && !n->base.readonly && r == 0)
+      if (nbd_aio_disconnect (h, 0) == -1 && !n->base.readonly && r == 0)
         r = ferry_error (EIO, "%s: disconnecting: %s", n->base.path,
                          nbd_get_error ());
     }
@@ -332,8 +489,13 @@ disconnect_all (struct nbd_image *n)
       r = ferry_error (ENOTCONN, "%s: the connection to the server was lost "
                        "(%s); the export may miss writes", n->base.path,
                        n->lost ? n->lost : "closed");
-    nbd_close (h);
   }
+  if (n->nr_conns &&
+      !nbd_run_quietly (n->conns, n->nr_conns, disconnect_sent,
+                        NBD_DISCONNECT_WAIT))
+    ferry_debug ("%s: the disconnect request did not go out", n->base.path);
+  for (i = 0; i < n->nr_conns; i++)
+    nbd_close (n->conns[i]);
   n->nr_conns = 0;
   return r;
 }
@@ -358,12 +520,19 @@ nbd_image_open_uri (const char *uri, const struct open_args *args)
 {
   bool write = args->flags & FERRY_OPEN_WRITE;
   struct nbd_image *n = calloc (1, sizeof *n);
+  unsigned i;
 
   if (n == NULL) {
     ferry_error (ENOMEM, "%s: out of memory", uri);
     return NULL;
   }
   n->wake_fd = -1;
+  for (i = 0; i < NBD_MAX_CONNECTIONS; i++)
+    n->socks[i] = -1;
+  n->connect_timeout =
+    __atomic_load_n (&connect_timeout_ms, __ATOMIC_RELAXED) / 1000.0;
+  n->request_timeout =
+    __atomic_load_n (&request_timeout_ms, __ATOMIC_RELAXED) / 1000.0;
   if (image_init_base (&n->base, &nbd_driver, uri, -1, !write) == -1 ||
       nbd_io_init (n) == -1 ||
       connect_first (n, uri) == -1 ||

@@ -44,7 +44,16 @@
 
 #include "internal.h"
 #include "../common/cleanup.h"
+#include "../common/stop.h"
 #include "../common/util.h"
+
+/* True when the caller asked to stop: its cancel flag, or a stop request
+ * (ferry_request_stop). */
+static bool
+cancelled (const struct ferry_v2v_options *opts)
+{
+  return (opts->cancel && *opts->cancel) || stop_requested ();
+}
 
 /* What the per-disk progress callback needs. */
 struct run_progress {
@@ -387,7 +396,7 @@ ferry_v2v_run (struct ferry_v2v_plan *plan,
 
     if (!pd->migrated)
       continue;
-    if (opts->cancel && *opts->cancel) {
+    if (cancelled (opts)) {
       ferry_error (EINTR, "interrupted");
       goto err;
     }
@@ -434,7 +443,7 @@ ferry_v2v_run (struct ferry_v2v_plan *plan,
                     0755 : 0644) == -1)
       goto err;
   }
-  if (opts->cancel && *opts->cancel) {
+  if (cancelled (opts)) {
     ferry_error (EINTR, "interrupted");
     goto err;
   }

@@ -18,6 +18,7 @@
 #include "internal.h"
 #include "../common/cleanup.h"
 #include "../common/hash.h"
+#include "../common/stop.h"
 #include "../common/util.h"
 
 /* Bytes read per call while hashing. */
@@ -177,7 +178,12 @@ ferry_vm_verify_digest (const struct ferry_vm_manifest_entry *entry,
   hash_init (&ctx, alg);
   while (done < length) {
     size_t n = MIN (length - done, HASH_CHUNK);
-    ssize_t r = pread (fd, buf, n, offset + done);
+    ssize_t r;
+
+    if (stop_requested ())      /* gigabytes of OVA take a while */
+      return ferry_error (EINTR, "%s: checking the digest: interrupted",
+                          entry->name);
+    r = pread (fd, buf, n, offset + done);
     if (r == -1 && errno == EINTR)
       continue;
     if (r == -1)

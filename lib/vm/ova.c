@@ -39,6 +39,7 @@
 #include "internal.h"
 #include "../common/cleanup.h"
 #include "../common/hash.h"
+#include "../common/stop.h"
 #include "../common/util.h"
 
 #define BLOCK 512u
@@ -574,8 +575,13 @@ append_file (const char *path, int fd, uint64_t *pos, const char *src,
   if (sfd == -1)
     return ferry_error_errno (errno, "%s", src);
   while ((uint64_t) in < size) {
-    ssize_t r = copy_file_range (sfd, &in, fd, &out,
-                                 MIN (size - in, (uint64_t) 1 << 30), 0);
+    ssize_t r;
+
+    /* In pieces of 256 MiB, so that a stop request is seen. */
+    if (stop_requested ())
+      return ferry_error (EINTR, "%s: interrupted", path);
+    r = copy_file_range (sfd, &in, fd, &out,
+                         MIN (size - in, (uint64_t) 256 << 20), 0);
     if (r == -1 && (errno == EXDEV || errno == ENOSYS ||
                     errno == EOPNOTSUPP || errno == EINVAL)) {
       /* Plain reads and writes, where the kernel cannot copy. */
@@ -584,6 +590,8 @@ append_file (const char *path, int fd, uint64_t *pos, const char *src,
         return ferry_error (ENOMEM, "out of memory");
       while ((uint64_t) in < size) {
         size_t n = MIN (size - in, (uint64_t) 1 << 20);
+        if (stop_requested ())
+          return ferry_error (EINTR, "%s: interrupted", path);
         if (full_pread (sfd, buf, n, in) == -1)
           return ferry_error_errno (errno, "%s: read", src);
         if (full_pwrite (fd, buf, n, out) == -1)

@@ -1,4 +1,4 @@
-/* Unit tests for lib/common: errors, vectors, zero detection. */
+/* Unit tests for lib/common: errors, vectors, zero detection, stopping. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,7 +10,14 @@
 
 #include <cmocka.h>
 
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "common/error.h"
+#include "common/stop.h"
 #include "common/util.h"
 #include "common/vector.h"
 
@@ -34,6 +41,125 @@ test_error_errno_appends_strerror (void **state)
   ferry_error_errno (ENOSPC, "out.qcow2: write");
   assert_string_equal (ferry_get_error (),
                        "out.qcow2: write: No space left on device");
+}
+
+/* True when FD is readable now. */
+static bool
+readable (int fd)
+{
+  struct pollfd p = { .fd = fd, .events = POLLIN };
+
+  return poll (&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
+/* A stop request is seen by the flag and by the eventfd, whether it came
+ * before the eventfd was made (the first call here makes it) or after;
+ * it stands until cleared. */
+static void
+test_stop_request (void **state)
+{
+  int fd;
+
+  assert_false (stop_requested ());
+  ferry_request_stop ();                /* before any stop_fd () */
+  assert_true (stop_requested ());
+  assert_true (ferry_stop_requested ());
+  fd = stop_fd ();
+  assert_true (fd >= 0);
+  assert_true (readable (fd));
+  assert_true (readable (fd));          /* stays readable */
+  ferry_clear_stop ();
+  assert_false (stop_requested ());
+  assert_false (readable (fd));
+  ferry_request_stop ();
+  ferry_request_stop ();
+  assert_int_equal (stop_fd (), fd);
+  assert_true (readable (fd));
+  ferry_clear_stop ();
+  assert_false (readable (fd));
+}
+
+/* A child that waits to be killed, with FILE (when given) open. */
+static pid_t
+start_child (const char *file)
+{
+  pid_t pid = fork ();
+
+  assert_true (pid >= 0);
+  if (pid == 0) {
+    if (file && open (file, O_RDONLY) == -1)
+      _exit (1);
+    pause ();
+    _exit (0);
+  }
+  return pid;
+}
+
+static bool
+has_pid (const pid_t *v, size_t n, pid_t pid)
+{
+  size_t i;
+
+  for (i = 0; i < n; i++)
+    if (v[i] == pid)
+      return true;
+  return false;
+}
+
+/* The children of this thread, and of the process, are listed. */
+static void
+test_list_children (void **state)
+{
+  pid_t child = start_child (NULL), *v;
+  size_t n;
+
+  assert_int_equal (list_children (gettid (), &v, &n), 0);
+  assert_true (has_pid (v, n, child));
+  free (v);
+  assert_int_equal (list_children (0, &v, &n), 0);
+  assert_true (has_pid (v, n, child));
+  free (v);
+  kill (child, SIGKILL);
+  waitpid (child, NULL, 0);
+  assert_int_equal (list_children (gettid (), &v, &n), 0);
+  assert_false (has_pid (v, n, child));
+  free (v);
+}
+
+/* The vl.XXXXXX file a process has open is noted and removed once it is
+ * gone; another file it has open is not. */
+static void
+test_qemu_temp_files (void **state)
+{
+  char dir[] = "/tmp/ferry-test-common-XXXXXX", vl[64], other[64];
+  struct qemu_temp_files t = { 0 };
+  pid_t a, b;
+  int fd;
+
+  assert_non_null (mkdtemp (dir));
+  snprintf (vl, sizeof vl, "%s/vl.Ab12Z3", dir);
+  snprintf (other, sizeof other, "%s/disk.raw", dir);
+  assert_true ((fd = open (vl, O_CREAT | O_WRONLY, 0600)) >= 0);
+  close (fd);
+  assert_true ((fd = open (other, O_CREAT | O_WRONLY, 0600)) >= 0);
+  close (fd);
+  a = start_child (vl);
+  b = start_child (other);
+  usleep (200 * 1000);                  /* both have opened their file */
+  note_qemu_temp_files (a, &t);
+  note_qemu_temp_files (b, &t);
+  assert_int_equal (t.nr, 1);
+  assert_string_equal (t.paths[0], vl);
+  kill (a, SIGKILL);
+  kill (b, SIGKILL);
+  waitpid (a, NULL, 0);
+  waitpid (b, NULL, 0);
+  remove_qemu_temp_files (&t);
+  assert_int_equal (t.nr, 0);
+  assert_int_equal (access (vl, F_OK), -1);
+  assert_int_equal (access (other, F_OK), 0);
+  unlink (other);
+  rmdir (dir);
 }
 
 static void
@@ -118,6 +244,9 @@ main (void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test (test_error_sets_message_and_errno),
+    cmocka_unit_test (test_stop_request),
+    cmocka_unit_test (test_list_children),
+    cmocka_unit_test (test_qemu_temp_files),
     cmocka_unit_test (test_error_errno_appends_strerror),
     cmocka_unit_test (test_vector_grows),
     cmocka_unit_test (test_vector_overflow_is_refused),

@@ -696,6 +696,7 @@ struct progress_log {
   bool monotonic, total_changed, bad_numbers;
   struct ferry_progress last;
   volatile sig_atomic_t *cancel;    /* set it at the first call */
+  bool request_stop;                /* ferry_request_stop at the first call */
 };
 
 /* Record a progress call and check it against the previous one. */
@@ -721,6 +722,8 @@ log_progress (const struct ferry_progress *p, void *opaque)
   log->last = *p;
   if (log->cancel)
     *log->cancel = 1;
+  if (log->request_stop)
+    ferry_request_stop ();
 }
 
 /* Progress: a few calls a second, done never goes back, the total is the
@@ -790,6 +793,45 @@ test_cancel (void **state)
   assert_int_equal (errno, EINTR);
   assert_int_equal (dst->nr_pwrite, 0);
   assert_int_equal (log.calls, 0);
+  ferry_image_close (&src->base);
+  ferry_image_close (&dst->base);
+}
+
+/* ferry_request_stop (what a program's SIGINT handler calls) stops a
+ * copy that has no cancel flag of its own, as promptly; while the stop
+ * stands a new copy does nothing, and once withdrawn copies run again. */
+static void
+test_request_stop (void **state)
+{
+  struct mem_image *src = mem_source ();
+  struct mem_image *dst = mem_new ("dst", MEM_SOURCE_SIZE, 0);
+  struct progress_log log = { .monotonic = true, .request_stop = true };
+  struct ferry_copy_options opts = {
+    .threads = 2, .request_size = 64 * KiB,
+    .progress = log_progress, .progress_opaque = &log,
+  };
+  double start;
+
+  src->read_delay_us = 40000;   /* about four seconds in all */
+  start = now_seconds ();
+  assert_int_equal (ferry_copy (&src->base, &dst->base, &opts), -1);
+  assert_int_equal (ferry_get_errno (), EINTR);
+  assert_true (ferry_stop_requested ());
+  assert_true (now_seconds () - start < 2.0);
+  assert_int_equal (log.finished_calls, 0);
+  assert_int_equal (dst->nr_flush, 0);
+
+  mem_reset_stats (dst);
+  assert_int_equal (ferry_copy (&src->base, &dst->base, &opts), -1);
+  assert_int_equal (ferry_get_errno (), EINTR);
+  assert_int_equal (dst->nr_pwrite, 0);
+
+  ferry_clear_stop ();
+  assert_false (ferry_stop_requested ());
+  src->read_delay_us = 0;
+  log.request_stop = false;
+  assert_int_equal (ferry_copy (&src->base, &dst->base, &opts), 0);
+  assert_memory_equal (src->data, dst->data, MEM_SOURCE_SIZE);
   ferry_image_close (&src->base);
   ferry_image_close (&dst->base);
 }
@@ -1113,6 +1155,7 @@ main (void)
     cmocka_unit_test (test_cluster_alignment),
     cmocka_unit_test (test_progress),
     cmocka_unit_test (test_cancel),
+    cmocka_unit_test (test_request_stop),
     cmocka_unit_test (test_read_error),
     cmocka_unit_test (test_write_error),
     cmocka_unit_test (test_parallel),
