@@ -28,7 +28,7 @@ try_fallocate (int fd, int mode, uint64_t offset, uint64_t count,
 {
   if (__atomic_load_n (refused, __ATOMIC_RELAXED))
     return 0;
-  if (fallocate (fd, mode | FALLOC_FL_KEEP_SIZE, offset, count) == 0)
+  if (fallocate_fd (fd, mode | FALLOC_FL_KEEP_SIZE, offset, count) == 0)
     return 1;
   if (not_supported (errno)) {
     __atomic_store_n (refused, true, __ATOMIC_RELAXED);

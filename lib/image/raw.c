@@ -131,14 +131,14 @@ raw_create (const char *path, int fd, uint64_t size, struct option_list *opts)
     img->size = size ? size : img->size;
     return img;
   }
-  if (ftruncate (fd, size) == -1) {
+  if (truncate_fd (fd, size) == -1) {
     ferry_error_errno (errno, "%s: setting the size to %" PRIu64, path, size);
     goto err;
   }
   if (prealloc && strcmp (prealloc, "off") != 0) {
-    int r = posix_fallocate (fd, 0, size);
-    if (r != 0) {
-      ferry_error_errno (r, "%s: preallocating %" PRIu64 " bytes", path, size);
+    if (preallocate_fd (fd, 0, size) == -1) {
+      ferry_error_errno (errno, "%s: preallocating %" PRIu64 " bytes", path,
+                         size);
       goto err;
     }
   }
@@ -205,7 +205,7 @@ raw_zero (struct ferry_image *img, size_t count, uint64_t offset,
 
   if ((flags & FERRY_ZERO_MAY_TRIM) &&
       __atomic_load_n (&h->can_punch_hole, __ATOMIC_RELAXED)) {
-    if (fallocate (h->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+    if (fallocate_fd (h->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                    offset, count) == 0)
       return 0;
     if (is_not_supported (errno))
@@ -216,7 +216,7 @@ raw_zero (struct ferry_image *img, size_t count, uint64_t offset,
   }
 
   if (__atomic_load_n (&h->can_zero_range, __ATOMIC_RELAXED)) {
-    if (fallocate (h->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+    if (fallocate_fd (h->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
                    offset, count) == 0)
       return 0;
     if (is_not_supported (errno))
@@ -312,7 +312,7 @@ raw_flush (struct ferry_image *img)
 {
   struct raw_image *h = (struct raw_image *) img;
 
-  if (fdatasync (h->fd) == -1)
+  if (datasync_fd (h->fd) == -1)
     return ferry_error_errno (errno, "%s: flush", img->path);
   return 0;
 }

@@ -59,16 +59,11 @@
  *    with the next sequence number and syncs, then the other slot, so one
  *    valid header is on disk at every moment.
  *
- * 7. Fault injection, for the tests: FERRY_VHDX_FAULT=fail:N makes the
- *    Nth write to a VHDX file and every later one fail with EIO;
- *    FERRY_VHDX_FAULT=kill:N kills the process (SIGKILL) instead of doing
- *    the Nth write.  Writes are counted across the process.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/falloc.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,57 +78,12 @@
 
 #define BAT_PAGE 4096u
 
-/* --- fault injection (note 7) ------------------------------------------ */
-
-static pthread_once_t fault_once = PTHREAD_ONCE_INIT;
-static unsigned long fault_at;          /* 0: off */
-static bool fault_kill;
-static unsigned long fault_count;
-
-static void
-fault_init (void)
-{
-  const char *s = getenv ("FERRY_VHDX_FAULT");
-  char *end;
-
-  if (s == NULL)
-    return;
-  if (strncmp (s, "kill:", 5) == 0)
-    fault_kill = true;
-  else if (strncmp (s, "fail:", 5) != 0)
-    return;
-  fault_at = strtoul (s + 5, &end, 10);
-  if (*end)
-    fault_at = 0;
-}
-
-/* Count one write of WHAT at OFFSET, failing or dying when told to. */
-int
-vhdx_fault_point (struct vhdx_image *v, const char *what, uint64_t offset)
-{
-  unsigned long n;
-
-  pthread_once (&fault_once, fault_init);
-  if (fault_at == 0)
-    return 0;
-  n = __atomic_add_fetch (&fault_count, 1, __ATOMIC_SEQ_CST);
-  if (n < fault_at)
-    return 0;
-  if (fault_kill)
-    raise (SIGKILL);
-  return ferry_error (EIO, "%s: %s at offset 0x%" PRIx64 ": injected fault "
-                      "(FERRY_VHDX_FAULT, write %lu)", v->base.path, what,
-                      offset, n);
-}
-
 /* --- writing the file -------------------------------------------------- */
 
 int
 vhdx_write_file (struct vhdx_image *v, const void *buf, size_t len,
                  uint64_t offset)
 {
-  if (vhdx_fault_point (v, "write", offset) == -1)
-    return -1;
   if (full_pwrite (v->fd, buf, len, offset) == -1)
     return ferry_error_errno (errno, "%s: writing %zu bytes at offset 0x%"
                               PRIx64, v->base.path, len, offset);
@@ -143,7 +93,7 @@ vhdx_write_file (struct vhdx_image *v, const void *buf, size_t len,
 int
 vhdx_sync (struct vhdx_image *v)
 {
-  if (fdatasync (v->fd) == -1)
+  if (datasync_fd (v->fd) == -1)
     return ferry_error_errno (errno, "%s: flush", v->base.path);
   return 0;
 }
@@ -284,11 +234,9 @@ vhdx_zero_file_range (struct vhdx_image *v, uint64_t off, uint64_t len,
   CLEANUP_FREE uint8_t *zeroes = NULL;
   size_t n;
 
-  if (vhdx_fault_point (v, "zero", off) == -1)
-    return -1;
   if (trim && v->can_punch_hole) {
-    if (fallocate (v->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
-                   len) == 0)
+    if (fallocate_fd (v->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
+                      len) == 0)
       return 0;
     if (errno != EOPNOTSUPP)
       return ferry_error_errno (errno, "%s: punching a hole at offset 0x%"
@@ -296,8 +244,8 @@ vhdx_zero_file_range (struct vhdx_image *v, uint64_t off, uint64_t len,
     v->can_punch_hole = false;
   }
   if (v->can_zero_range) {
-    if (fallocate (v->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off,
-                   len) == 0)
+    if (fallocate_fd (v->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off,
+                      len) == 0)
       return 0;
     if (errno != EOPNOTSUPP)
       return ferry_error_errno (errno, "%s: zeroing %" PRIu64 " bytes at "
@@ -386,7 +334,7 @@ commit (struct vhdx_image *v, bool sync)
   if (fstat (v->fd, &st) == -1)
     return ferry_error_errno (errno, "%s: stat", v->base.path);
   if ((uint64_t) st.st_size < v->alloc_end &&
-      ftruncate (v->fd, v->alloc_end) == -1)
+      truncate_fd (v->fd, v->alloc_end) == -1)
     return ferry_error_errno (errno, "%s: extending the file to %" PRIu64
                               " bytes", v->base.path, v->alloc_end);
   if ((sync && vhdx_sync (v) == -1) || write_dirty_bat (v) == -1 ||
@@ -693,7 +641,7 @@ vhdx_create (const char *path, int fd, uint64_t size, struct option_list *opts)
   }
   if (init_write_state (v, file_end) == -1)
     goto err;
-  if (ftruncate (fd, file_end) == -1) {
+  if (truncate_fd (fd, file_end) == -1) {
     ferry_error_errno (errno, "%s: setting the size to %" PRIu64, path,
                        file_end);
     goto err;

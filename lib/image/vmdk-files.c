@@ -139,7 +139,7 @@ rewrite_file (const char *path, const char *text, bool sync)
   size_t len = strlen (text);
 
   if (fd == -1 || full_pwrite (fd, text, len, 0) == -1 ||
-      ftruncate (fd, len) == -1 || (sync && fsync (fd) == -1))
+      truncate_fd (fd, len) == -1 || (sync && sync_fd (fd) == -1))
     return ferry_error_errno (errno, "%s: writing the descriptor", path);
   return 0;
 }
@@ -183,9 +183,9 @@ rename_monolithic (const char *from, const char *to, bool sync)
         return ferry_error_errno (errno, "%s: writing the descriptor", from);
     }
   }
-  if (sync && fsync (fd) == -1)
+  if (sync && sync_fd (fd) == -1)
     return ferry_error_errno (errno, "%s: fsync", from);
-  if (image_rename_noreplace (from, to) == -1)
+  if (rename_noreplace (from, to) == -1)
     return ferry_error_errno (errno, "%s: renaming the finished image into "
                               "place", to);
   return 0;
@@ -262,7 +262,7 @@ rename_split (const char *from, const char *to, bool sync,
   for (i = 0; i < n; i++) {
     if (old_paths[i] == NULL)
       continue;
-    if (sync && image_sync_path (old_paths[i]) == -1) {
+    if (sync && sync_path (old_paths[i]) == -1) {
       ferry_error_errno (errno, "%s: fsync", old_paths[i]);
       goto out;
     }
@@ -270,7 +270,7 @@ rename_split (const char *from, const char *to, bool sync,
   for (moved = 0; moved < n; moved++) {
     if (old_paths[moved] == NULL)
       continue;
-    if (image_rename_noreplace (old_paths[moved], new_paths[moved]) == -1) {
+    if (rename_noreplace (old_paths[moved], new_paths[moved]) == -1) {
       ferry_error_errno (errno, "%s: moving extent %s into place",
                          new_paths[moved], old_paths[moved]);
       move_back (old_paths, new_paths, moved);
@@ -281,7 +281,7 @@ rename_split (const char *from, const char *to, bool sync,
     move_back (old_paths, new_paths, n);
     goto out;
   }
-  if (image_rename_noreplace (from, to) == -1) {
+  if (rename_noreplace (from, to) == -1) {
     ferry_error_errno (errno, "%s: renaming the finished image into place",
                        to);
     rewrite_file (from, old_text, false);

@@ -218,7 +218,7 @@ sparse_init_new (struct vmdk_sparse *s, uint64_t capacity, bool desc,
   if (write_directory (s, s->rgd, h->rgd_offset) == -1 ||
       write_directory (s, s->gd, h->gd_offset) == -1)
     return -1;
-  if (ftruncate (s->fd, s->alloc_end) == -1)
+  if (truncate_fd (s->fd, s->alloc_end) == -1)
     return ferry_error_errno (errno, "%s: setting the size", s->path);
   return 0;
 }
@@ -271,7 +271,7 @@ sparse_open_for_write (struct vmdk_sparse *s)
   s->h.unclean = true;
   if (vmdk_sparse_write_header (s) == -1)
     return -1;
-  if (fdatasync (s->fd) == -1)
+  if (datasync_fd (s->fd) == -1)
     return ferry_error_errno (errno, "%s: flush", s->path);
   return 0;
 }
@@ -579,13 +579,13 @@ vmdk_flush (struct ferry_image *img)
         if (r == -1)
           return -1;
       }
-      if (fdatasync (e->sparse->fd) == -1)
+      if (datasync_fd (e->sparse->fd) == -1)
         return ferry_error_errno (errno, "%s: flush", e->sparse->path);
     }
     else if (e->raw && ferry_image_flush (e->raw) == -1)
       return -1;
   }
-  if (fdatasync (v->fd) == -1)
+  if (datasync_fd (v->fd) == -1)
     return ferry_error_errno (errno, "%s: flush", img->path);
   return 0;
 }
@@ -850,7 +850,7 @@ write_descriptor (struct vmdk_image *v, bool embedded)
                                 v->base.path);
     return 0;
   }
-  if (full_pwrite (v->fd, text, len, 0) == -1 || ftruncate (v->fd, len) == -1)
+  if (full_pwrite (v->fd, text, len, 0) == -1 || truncate_fd (v->fd, len) == -1)
     return ferry_error_errno (errno, "%s: writing the descriptor",
                               v->base.path);
   return 0;
@@ -1050,7 +1050,7 @@ update_cid (struct vmdk_image *v)
     return ferry_error (ENOSPC, "%s: the descriptor has no room for the new "
                         "CID", v->base.path);
   if (full_pwrite (v->fd, new_text, n, at) == -1 ||
-      (s == NULL && ftruncate (v->fd, n) == -1))
+      (s == NULL && truncate_fd (v->fd, n) == -1))
     return ferry_error_errno (errno, "%s: writing the descriptor",
                               v->base.path);
   v->desc.cid = cid;
@@ -1076,7 +1076,7 @@ vmdk_finish (struct vmdk_image *v)
     if (write_tables (s) == -1)
       r = -1;
     pthread_mutex_unlock (&v->lock);
-    if (r == 0 && !s->is_new && fdatasync (s->fd) == -1)
+    if (r == 0 && !s->is_new && datasync_fd (s->fd) == -1)
       r = ferry_error_errno (errno, "%s: flush", s->path);
     /* The header last (notes 1 and 4). */
     s->h.unclean = false;

@@ -38,6 +38,7 @@
 
 #include "internal.h"
 #include "../common/cleanup.h"
+#include "../common/fault.h"
 #include "../common/hash.h"
 #include "../common/util.h"
 
@@ -574,8 +575,10 @@ append_file (const char *path, int fd, uint64_t *pos, const char *src,
   if (sfd == -1)
     return ferry_error_errno (errno, "%s", src);
   while ((uint64_t) in < size) {
-    ssize_t r = copy_file_range (sfd, &in, fd, &out,
-                                 MIN (size - in, (uint64_t) 1 << 30), 0);
+    /* A write like full_pwrite's, for fault injection. */
+    ssize_t r = fault_point (FAULT_WRITE, fd, NULL) == -1 ? -1 :
+      copy_file_range (sfd, &in, fd, &out,
+                       MIN (size - in, (uint64_t) 1 << 30), 0);
     if (r == -1 && (errno == EXDEV || errno == ENOSYS ||
                     errno == EOPNOTSUPP || errno == EINVAL)) {
       /* Plain reads and writes, where the kernel cannot copy. */

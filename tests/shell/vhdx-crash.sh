@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # vhdx-crash: the writer dies, or its writes start failing, at every
 # point of a small conversion, and the file it leaves must be sound
-# (vhdx-write.c note 1).  FERRY_VHDX_FAULT=kill:N kills ferry instead of
-# its Nth write to a VHDX file; fail:N makes the Nth and every later write
-# fail with EIO (a full disk, a dead device).  For every N until a run
+# (vhdx-write.c note 1).  FERRY_FAULT=write:N:kill kills ferry instead of
+# its Nth write (lib/common/fault.h); write:N:eio makes the Nth and every
+# later write fail with EIO (a dead device).  For every N until a run
 # completes:
 #
 # - a new image (ferry convert, killed): before its headers are written
@@ -60,7 +60,7 @@ n=0
 while [ $n -lt 200 ]; do
   n=$((n + 1))
   rm -rf out && mkdir out
-  FERRY_VHDX_FAULT=kill:$n fy convert -m 1 -O vhdx -o block_size=1M src.qcow2 out/dst.vhdx
+  FERRY_FAULT=write:$n:kill fy convert -m 1 -O vhdx -o block_size=1M src.qcow2 out/dst.vhdx
   if [ "$RC" = 0 ]; then
     same_content "new image: with no fault at write $n the conversion completes" \
       src.raw raw out/dst.vhdx vhdx
@@ -95,12 +95,12 @@ check_true "new image: the conversion takes several writes ($writes)" test "$wri
 mkimg vhdx old.vhdx $size block_size=1M
 qio vhdx old.vhdx "write -P 0x5e 0 3M" "write -P 0x5f 7M 1M"
 qemu-img convert -f vhdx -O raw old.vhdx old.raw || die "qemu-img convert old"
-for mode in kill fail; do
+for mode in kill eio; do
   n=0
   while [ $n -lt 200 ]; do
     n=$((n + 1))
     cp old.vhdx t.vhdx
-    FERRY_VHDX_FAULT=$mode:$n fy convert -n -m 1 -O vhdx src.qcow2 t.vhdx
+    FERRY_FAULT=write:$n:$mode fy convert -n -m 1 -O vhdx src.qcow2 t.vhdx
     if [ "$RC" = 0 ]; then
       same_content "existing image ($mode): with no fault at write $n, convert -n completes" \
         src.raw raw t.vhdx vhdx
@@ -110,9 +110,9 @@ for mode in kill fail; do
       not_ok "existing image, killed at write $n: exit status $RC" "$(last_run)"
       continue
     fi
-    if [ "$mode" = fail ]; then
+    if [ "$mode" = eio ]; then
       expect_failure "existing image, writes failing from write $n: ferry says so" t.vhdx
-      expect_stderr "injected fault" "existing image, writes failing from write $n: the message is the write's"
+      expect_stderr "Input/output error" "existing image, writes failing from write $n: the message is the write's"
     fi
     qemu_clean "existing image, $mode at write $n: qemu-img check" t.vhdx vhdx
     qemu-img convert -f vhdx -O raw t.vhdx got.raw 2>/dev/null || { not_ok "existing image, $mode at write $n: qemu-img cannot read it"; continue; }
@@ -131,7 +131,7 @@ n=0
 while [ $n -lt 50 ]; do
   n=$((n + 1))
   cp lg.vhdx t.vhdx
-  FERRY_VHDX_FAULT=kill:$n fy convert -n -m 1 -f raw -O vhdx empty.raw t.vhdx
+  FERRY_FAULT=write:$n:kill fy convert -n -m 1 -f raw -O vhdx empty.raw t.vhdx
   if [ "$RC" = 0 ]; then
     same_content "log replay: with no fault at write $n the replay completes" ref.vhdx vhdx t.vhdx vhdx
     break

@@ -1,5 +1,7 @@
-/* Unit tests for lib/common: errors, vectors, zero detection. */
+/* Unit tests for lib/common: errors, vectors, zero detection, fault
+ * injection. */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,10 +9,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "common/error.h"
+#include "common/fault.h"
 #include "common/util.h"
 #include "common/vector.h"
 
@@ -34,6 +38,81 @@ test_error_errno_appends_strerror (void **state)
   ferry_error_errno (ENOSPC, "out.qcow2: write");
   assert_string_equal (ferry_get_error (),
                        "out.qcow2: write: No space left on device");
+}
+
+/* FERRY_FAULT=write:2:enospc fails the second write and every later
+ * one, and nothing else; FERRY_FAULT_TRACE lists every operation. */
+static void
+test_fault_fails_from_the_nth_write (void **state)
+{
+  char dir[] = "/tmp/ferry-test-fault.XXXXXX", path[64], trace[64];
+  char line[256], *text;
+  FILE *fp;
+  int fd, n = 0;
+
+  assert_non_null (mkdtemp (dir));
+  snprintf (path, sizeof path, "%s/f", dir);
+  snprintf (trace, sizeof trace, "%s/trace", dir);
+  fd = open (path, O_RDWR | O_CREAT | O_EXCL, 0644);
+  assert_true (fd >= 0);
+
+  setenv ("FERRY_FAULT", "write:2:enospc", 1);
+  setenv ("FERRY_FAULT_TRACE", trace, 1);
+  fault_reset ();
+  assert_int_equal (full_pwrite (fd, "a", 1, 0), 0);
+  assert_int_equal (sync_fd (fd), 0);
+  assert_int_equal (full_pwrite (fd, "b", 1, 1), -1);
+  assert_int_equal (errno, ENOSPC);
+  assert_int_equal (truncate_fd (fd, 10), -1);
+  assert_int_equal (errno, ENOSPC);
+  assert_int_equal (datasync_fd (fd), 0);
+
+  /* Unset, nothing fails and nothing is counted. */
+  unsetenv ("FERRY_FAULT");
+  unsetenv ("FERRY_FAULT_TRACE");
+  fault_reset ();
+  assert_int_equal (full_pwrite (fd, "c", 1, 2), 0);
+  assert_int_equal (fault_state, 0);
+  close (fd);
+
+  fp = fopen (trace, "r");
+  assert_non_null (fp);
+  while (fgets (line, sizeof line, fp)) {
+    static const char *const want[] = {
+      "1 write ", "2 sync ", "3 write ", "4 write ", "5 sync ",
+    };
+    assert_true (n < 5);
+    assert_memory_equal (line, want[n], strlen (want[n]));
+    text = strchr (line + strlen (want[n]), '\n');
+    assert_non_null (text);
+    *text = '\0';
+    assert_string_equal (line + strlen (want[n]), path);
+    n++;
+  }
+  fclose (fp);
+  assert_int_equal (n, 5);
+  unlink (trace);
+  unlink (path);
+  rmdir (dir);
+}
+
+/* A FERRY_FAULT that does not parse injects nothing. */
+static void
+test_fault_bad_spec_is_ignored (void **state)
+{
+  static const char *const bad[] = {
+    "write", "write:0", "write:x", "write:3:boom", "nosuch:3", "write:3x",
+  };
+  size_t i;
+
+  for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    setenv ("FERRY_FAULT", bad[i], 1);
+    fault_reset ();
+    assert_int_equal (fault_point (FAULT_WRITE, -1, "x"), 0);
+    assert_int_equal (fault_state, 0);
+  }
+  unsetenv ("FERRY_FAULT");
+  fault_reset ();
 }
 
 static void
@@ -119,6 +198,8 @@ main (void)
   const struct CMUnitTest tests[] = {
     cmocka_unit_test (test_error_sets_message_and_errno),
     cmocka_unit_test (test_error_errno_appends_strerror),
+    cmocka_unit_test (test_fault_fails_from_the_nth_write),
+    cmocka_unit_test (test_fault_bad_spec_is_ignored),
     cmocka_unit_test (test_vector_grows),
     cmocka_unit_test (test_vector_overflow_is_refused),
     cmocka_unit_test (test_is_zero),
