@@ -40,6 +40,34 @@ test_error_errno_appends_strerror (void **state)
                        "out.qcow2: write: No space left on device");
 }
 
+/* While an alias is registered, messages name the destination: the
+ * temporary name itself, paths through it, and files named after it. */
+static void
+test_error_alias_names_the_destination (void **state)
+{
+  const char *tmp = ".d.vmdk.ferry-0123456789ab";
+
+  assert_int_equal (error_alias_add (tmp, "d.vmdk"), 0);
+  assert_int_equal (error_alias_add (".out.ferry-ba9876543210", "out"), 0);
+  ferry_error (EIO, "dir/.d.vmdk.ferry-0123456789ab: write");
+  assert_string_equal (ferry_get_error (), "dir/d.vmdk: write");
+  ferry_error (EIO, "dir/.d.vmdk-s002.ferry-0123456789ab: extent of "
+               ".d.vmdk.ferry-0123456789ab");
+  assert_string_equal (ferry_get_error (), "dir/d-s002.vmdk: extent of d.vmdk");
+  ferry_error (EIO, "/a/.out.ferry-ba9876543210/disk.qcow2: short");
+  assert_string_equal (ferry_get_error (), "/a/out/disk.qcow2: short");
+  ferry_error_prefix ("in .out.ferry-ba9876543210");
+  assert_string_equal (ferry_get_error (), "in out: /a/out/disk.qcow2: short");
+  /* Another tag, or a '/' between the parts, is left alone. */
+  ferry_error (EIO, ".d.vmdk.ferry-0123456789ac .d.vmdk/x.ferry-0123456789ab");
+  assert_string_equal (ferry_get_error (),
+                       ".d.vmdk.ferry-0123456789ac .d.vmdk/x.ferry-0123456789ab");
+  error_alias_remove (tmp);
+  error_alias_remove (".out.ferry-ba9876543210");
+  ferry_error (EIO, "%s", tmp);
+  assert_string_equal (ferry_get_error (), tmp);
+}
+
 /* FERRY_FAULT=write:2:enospc fails the second write and every later
  * one, and nothing else; FERRY_FAULT_TRACE lists every operation. */
 static void
@@ -198,6 +226,7 @@ main (void)
   const struct CMUnitTest tests[] = {
     cmocka_unit_test (test_error_sets_message_and_errno),
     cmocka_unit_test (test_error_errno_appends_strerror),
+    cmocka_unit_test (test_error_alias_names_the_destination),
     cmocka_unit_test (test_fault_fails_from_the_nth_write),
     cmocka_unit_test (test_fault_bad_spec_is_ignored),
     cmocka_unit_test (test_vector_grows),
