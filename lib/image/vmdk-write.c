@@ -530,8 +530,12 @@ write_pieces (struct vmdk_image *v, const uint8_t *buf, uint64_t count,
     else
       r = buf ? ferry_image_pwrite (e->raw, buf, n, at) :
         ferry_image_zero (e->raw, n, at, flags);
-    if (r == -1)
+    if (r == -1) {
+      /* An extent file of its own: say which disk it belongs to. */
+      if (e->path && strcmp (e->path, v->base.path) != 0)
+        ferry_error_prefix ("%s", v->base.path);
       return -1;
+    }
     if (buf)
       buf += n;
     count -= n;
@@ -960,8 +964,11 @@ vmdk_create (const char *path, int fd, uint64_t size,
     }
   }
   v->base.size = size;
-  if (make_extents (v, &o) == -1)
+  if (make_extents (v, &o) == -1) {
+    if (o.sub != SUB_MONOLITHIC_SPARSE && o.sub != SUB_STREAM)
+      ferry_error_prefix ("%s", path);   /* the message names an extent */
     goto err;
+  }
   if (o.sub == SUB_STREAM) {
     /* Room for the final name, which vmdk_rename writes in. */
     struct vmdk_sparse *s = v->extents[0].sparse;
