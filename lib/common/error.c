@@ -10,9 +10,6 @@
 
 #include "error.h"
 
-/* Messages longer than this are cut; they are one line for a person. */
-#define ERROR_MAX 1024
-
 static __thread char error_message[ERROR_MAX];
 static __thread int error_errno;
 
@@ -179,6 +176,21 @@ set_error (int errnum, int with_errno, const char *fmt, va_list ap)
   apply_aliases (error_message);
   error_errno = errnum;
   errno = errnum;
+}
+
+void
+error_save (struct error_saved *saved)
+{
+  saved->errnum = error_errno;
+  memcpy (saved->message, error_message, sizeof saved->message);
+}
+
+void
+error_restore (const struct error_saved *saved)
+{
+  memcpy (error_message, saved->message, sizeof error_message);
+  error_errno = saved->errnum;
+  errno = saved->errnum;
 }
 
 int

@@ -23,6 +23,18 @@ int ferry_error_errno (int errnum, const char *fmt, ...)
 void ferry_error_prefix (const char *fmt, ...)
   __attribute__ ((format (printf, 1, 2)));
 
+/* Messages longer than this are cut; they are one line for a person. */
+#define ERROR_MAX 1024
+
+/* The thread's error, kept across calls that may set another (a close
+ * after a failure, whose own complaint would hide the first). */
+struct error_saved {
+  int errnum;
+  char message[ERROR_MAX];
+};
+void error_save (struct error_saved *saved /* OUT */);
+void error_restore (const struct error_saved *saved);
+
 /* Name aliases: while a new target is written under a temporary name
  * beside its destination (lib/image/target.c), every message and log line
  * of the library names the destination instead, whichever layer or

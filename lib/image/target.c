@@ -202,7 +202,7 @@ remove_group (int dfd, const char *dir, const string_vector *names,
 {
   CLEANUP_FREE char *primary = NULL;
   struct stat pst;
-  size_t tag_at, i;
+  size_t tag_at, i, before = removed->len;
   bool links;
 
   if (!parse_temp_name (lock, true, &tag_at) ||
@@ -229,7 +229,9 @@ remove_group (int dfd, const char *dir, const string_vector *names,
       ferry_warn ("%s/%s: cannot remove this temporary file: %s", dir,
                   name, strerror (errno));
   }
-  unlinkat (dfd, lock, 0);
+  /* A lock file alone (note 5a) is a leftover to report too. */
+  if (unlinkat (dfd, lock, 0) == 0 && removed->len == before)
+    note_removed (removed, dir, lock);
 }
 
 /* True when the lock file NAME in DFD is one we may sweep: ours, a
@@ -612,14 +614,12 @@ remove_own_group (struct ferry_target *t)
 void
 ferry_target_free (struct ferry_target *t)
 {
-  char saved[1024];
-  int saved_errno;
+  struct error_saved saved;
   size_t i;
 
   if (t == NULL)
     return;
-  saved_errno = ferry_get_errno ();
-  snprintf (saved, sizeof saved, "%s", ferry_get_error ());
+  error_save (&saved);
   if (t->img) {
     ferry_image_close (t->img);
     t->img = NULL;
@@ -644,6 +644,5 @@ ferry_target_free (struct ferry_target *t)
   free (t->lock_path);
   free (t->format);
   free (t);
-  if (saved_errno)
-    ferry_error (saved_errno, "%s", saved);
+  error_restore (&saved);
 }

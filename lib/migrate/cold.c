@@ -32,11 +32,9 @@
  *    disks, so their digests must be known first); the VMDKs are then
  *    removed, before the rename.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,7 +136,15 @@ convert_disk (struct ferry_v2v_plan *plan, struct ferry_v2v_disk *pd,
     return -1;
   }
   r = src ? ferry_copy (src, dst, &copts) : 0;
-  if (ferry_image_close (dst) == -1)
+  if (r == -1) {
+    /* The copy's error says what failed; the close would only add that
+     * the image is not finished. */
+    struct error_saved saved;
+    error_save (&saved);
+    ferry_image_close (dst);
+    error_restore (&saved);
+  }
+  else if (ferry_image_close (dst) == -1)
     r = -1;
   ferry_image_close (src);
   if (r == -1)
