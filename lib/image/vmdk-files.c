@@ -289,7 +289,7 @@ rename_split (const char *from, const char *to, bool sync,
     if (old_paths[i] == NULL)
       continue;
     if (sync && sync_path (old_paths[i]) == -1) {
-      ferry_error_errno (errno, "%s: fsync", old_paths[i]);
+      ferry_error_errno (errno, "%s: fsync of extent %s", from, old_paths[i]);
       goto out;
     }
   }
@@ -304,8 +304,8 @@ rename_split (const char *from, const char *to, bool sync,
       r = rename_noreplace (old_paths[moved], new_paths[moved]);
     }
     if (r == -1) {
-      ferry_error_errno (errno, "%s: moving extent %s into place",
-                         new_paths[moved], old_paths[moved]);
+      ferry_error_errno (errno, "%s: moving extent %s into place", from,
+                         new_paths[moved]);
       undo_moves (old_paths, new_paths, moved, renamed);
       goto out;
     }

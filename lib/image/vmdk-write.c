@@ -507,6 +507,16 @@ writable_extent (struct vmdk_image *v, uint64_t offset)
   return e;
 }
 
+/* Return -1 for a failure in the extent file FILE of V, saying which disk
+ * it belongs to when it is a file of its own (the message names FILE). */
+static int
+extent_failed (struct vmdk_image *v, const char *file)
+{
+  if (file && strcmp (file, v->base.path) != 0)
+    ferry_error_prefix ("%s", v->base.path);
+  return -1;
+}
+
 /* Write BUF (COUNT bytes at OFFSET), or zeroes with FLAGS when BUF is
  * NULL, cut at extent boundaries. */
 static int
@@ -530,12 +540,8 @@ write_pieces (struct vmdk_image *v, const uint8_t *buf, uint64_t count,
     else
       r = buf ? ferry_image_pwrite (e->raw, buf, n, at) :
         ferry_image_zero (e->raw, n, at, flags);
-    if (r == -1) {
-      /* An extent file of its own: say which disk it belongs to. */
-      if (e->path && strcmp (e->path, v->base.path) != 0)
-        ferry_error_prefix ("%s", v->base.path);
-      return -1;
-    }
+    if (r == -1)
+      return extent_failed (v, e->path);
     if (buf)
       buf += n;
     count -= n;
@@ -581,13 +587,15 @@ vmdk_flush (struct ferry_image *img)
         r = write_tables (e->sparse);
         pthread_mutex_unlock (&v->lock);
         if (r == -1)
-          return -1;
+          return extent_failed (v, e->sparse->path);
       }
-      if (datasync_fd (e->sparse->fd) == -1)
-        return ferry_error_errno (errno, "%s: flush", e->sparse->path);
+      if (datasync_fd (e->sparse->fd) == -1) {
+        ferry_error_errno (errno, "%s: flush", e->sparse->path);
+        return extent_failed (v, e->sparse->path);
+      }
     }
     else if (e->raw && ferry_image_flush (e->raw) == -1)
-      return -1;
+      return extent_failed (v, e->path);
   }
   if (datasync_fd (v->fd) == -1)
     return ferry_error_errno (errno, "%s: flush", img->path);
@@ -1076,19 +1084,21 @@ vmdk_finish (struct vmdk_image *v)
       continue;
     if (s->stream) {
       if (vmdk_stream_finish (s) == -1)
-        r = -1;
+        r = extent_failed (v, s->path);
       continue;
     }
     pthread_mutex_lock (&v->lock);
     if (write_tables (s) == -1)
-      r = -1;
+      r = extent_failed (v, s->path);
     pthread_mutex_unlock (&v->lock);
-    if (r == 0 && !s->is_new && datasync_fd (s->fd) == -1)
-      r = ferry_error_errno (errno, "%s: flush", s->path);
+    if (r == 0 && !s->is_new && datasync_fd (s->fd) == -1) {
+      ferry_error_errno (errno, "%s: flush", s->path);
+      r = extent_failed (v, s->path);
+    }
     /* The header last (notes 1 and 4). */
     s->h.unclean = false;
     if (r == 0 && vmdk_sparse_write_header (s) == -1)
-      r = -1;
+      r = extent_failed (v, s->path);
   }
   if (r == 0 && v->written && !v->created &&
       v->desc.has_cid && update_cid (v) == -1)
