@@ -376,11 +376,14 @@ reserve (struct ferry_target *t, const char *name)
 
     free (t->temp);
     free (t->lock_path);
-    t->lock_path = NULL;
+    t->temp = t->lock_path = NULL;
     if (asprintf (&t->temp, "%s.%s" TAG_MARK "%012" PRIx64, t->prefix,
-                  name, random_tag ()) == -1 ||
-        asprintf (&t->lock_path, "%s" LOCK_SUFFIX, t->temp) == -1) {
+                  name, random_tag ()) == -1) {
       t->temp = NULL;
+      return ferry_error (ENOMEM, "out of memory");
+    }
+    if (asprintf (&t->lock_path, "%s" LOCK_SUFFIX, t->temp) == -1) {
+      t->lock_path = NULL;
       return ferry_error (ENOMEM, "out of memory");
     }
     fd = open (t->lock_path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW |
