@@ -3,16 +3,14 @@
  *
  * NOTES ON CRASH SAFETY
  *
- * 1. Without -n the target is created under a temporary name beside DST
- *    (same directory, so the rename is atomic and a relative backing file
- *    name means the same thing), written, closed (the driver writes its
- *    tables and footers on close) and fsync'd, and only then renamed to
- *    DST with RENAME_NOREPLACE, so nothing that looks like a finished DST
- *    exists before the copy is complete, and an existing file is never
- *    clobbered by a race.  Where the file system cannot rename without
- *    replacing, link + unlink does the same (link fails on an existing
- *    DST).  The temporary name carries 48 random bits and is created with
- *    O_EXCL, and ferry removes it only once it has created it itself.
+ * 1. Without -n the target is a pending target of the library
+ *    (<ferry/target.h>): made under a hidden temporary name beside DST,
+ *    written, then committed (closed, every file fsync'd, renamed to DST
+ *    without ever replacing anything, the folder fsync'd), or removed on
+ *    any failure.  Nothing that looks like a finished DST exists before
+ *    the copy is complete.  The library's messages name DST, never the
+ *    temporary name, and it removes the leftovers of ferry processes
+ *    that died in DST's folder; they are listed here.
  *
  * 2. SIGINT, SIGTERM, SIGHUP and SIGQUIT only set a flag and ask the
  *    library to stop (ferry.h); the copy engine and any wait on an NBD
@@ -20,8 +18,10 @@
  *    failure.  SIGPIPE is ignored, so a closed progress pipe does not kill
  *    ferry half way.
  *
- * 3. With -n the copy goes into the existing DST in place; there is no
- *    atomicity to offer then, which is what -n asks for.
+ * 3. With -n the copy goes into the existing DST in place, as qemu-img
+ *    convert -n does: there is no atomicity to offer then, which is what
+ *    -n asks for.  A failure or an interrupt leaves DST partly written,
+ *    and the message says so.
  *
  * 4. -t unsafe (qemu-img's default cache mode) skips the flush and the
  *    fsync of note 1: the rename still comes last, but after a power cut
@@ -35,38 +35,15 @@
  *    the message says so; the flush at the end is the server's NBD flush.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <libgen.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "ferry.h"
-
-/* Print the library's error, naming DST where the message names the
- * temporary file TMP (the user never asked for TMP). */
-static void
-print_convert_error (const char *tmp, const char *dst)
-{
-  const char *msg = ferry_get_error ();
-  const char *p;
-  size_t tmplen = tmp ? strlen (tmp) : 0;
-
-  fprintf (stderr, "ferry convert: ");
-  while (tmplen && (p = strstr (msg, tmp)) != NULL) {
-    fwrite (msg, 1, p - msg, stderr);
-    fputs (dst, stderr);
-    msg = p + tmplen;
-  }
-  fprintf (stderr, "%s\n", msg);
-}
 
 /* Append "KEY=VALUE" to the option string *OPTS (growing it).  Commas in
  * VALUE are doubled, as the option syntax wants for a literal comma. */
@@ -99,39 +76,6 @@ append_option (char **opts, const char *key, const char *value)
   free (*opts);
   *opts = s;
   return 0;
-}
-
-/* A fresh temporary name in DST's directory: ".NAME.ferry-XXXXXXXX" with
- * 48 random bits, so nobody can plant a file or link there in advance. */
-static char *
-temp_name (const char *dst)
-{
-  char *d1 = strdup (dst), *d2 = strdup (dst), *ret = NULL;
-  uint64_t r = 0;
-
-  if (getrandom (&r, sizeof r, 0) != sizeof r)
-    r = (uint64_t) getpid () << 32 ^ (uint64_t) time (NULL);
-  if (d1 && d2 &&
-      asprintf (&ret, "%s/.%s.ferry-%012" PRIx64, dirname (d1), basename (d2),
-                r & UINT64_C (0xffffffffffff)) == -1)
-    ret = NULL;
-  free (d1);
-  free (d2);
-  return ret;
-}
-
-/* fsync PATH, then its directory after the rename. */
-static int
-sync_path (const char *path)
-{
-  int fd = open (path, O_RDONLY | O_CLOEXEC);
-  int r;
-
-  if (fd == -1)
-    return -1;
-  r = fsync (fd);
-  close (fd);
-  return r;
 }
 
 /* With -n: refuse a DST (of format FMT) that is SRC, or one of its
@@ -202,8 +146,8 @@ cmd_convert (int argc, char **argv)
   };
   const char *src_fmt = NULL, *dst_fmt = NULL, *backing = NULL;
   const char *backing_fmt = NULL, *src_path, *dst_path;
-  char *options = NULL, *tmp = NULL;
-  bool tmp_created = false;            /* note 1: ours to remove */
+  char *options = NULL;
+  struct ferry_target *target = NULL;  /* note 1; NULL with -n */
   enum progress_mode mode = PROGRESS_NONE;
   struct ferry_copy_options copts = { 0 };
   struct ferry_image *src = NULL, *dst = NULL;
@@ -308,27 +252,22 @@ cmd_convert (int argc, char **argv)
     }
   }
   else {
-    if (lstat (dst_path, &st) == 0) {
-      print_message ("convert", "%s exists already; remove it, or give -n "
-                     "to write into it", dst_path);
+    target = ferry_target_begin (dst_path, dst_fmt,
+                                 unsafe ? FERRY_TARGET_NO_SYNC : 0);
+    if (target == NULL) {
+      if (ferry_get_errno () == EEXIST && lstat (dst_path, &st) == 0)
+        print_message ("convert", "%s; remove it, or give -n to write into "
+                       "it", ferry_get_error ());
+      else
+        print_error ("convert");
       goto out;
     }
-    /* ferry_image_create removes what it made when it fails, and never
-     * touches a name that existed (O_EXCL): retry on a clash. */
-    for (int tries = 0; ; tries++) {
-      free (tmp);
-      tmp = temp_name (dst_path);
-      if (tmp == NULL)
-        goto nomem;
-      dst = ferry_image_create (tmp, dst_fmt, ferry_image_size (src), options);
-      if (dst || ferry_get_errno () != EEXIST || tries >= 8)
-        break;
-    }
+    print_removed ("convert", ferry_target_removed (target));
+    dst = ferry_target_create_image (target, ferry_image_size (src), options);
     if (dst == NULL) {
-      print_convert_error (tmp, dst_path);
+      print_error ("convert");
       goto out;
     }
-    tmp_created = true;
   }
 
   copts.threads = threads;
@@ -340,40 +279,34 @@ cmd_convert (int argc, char **argv)
   if (ferry_copy (src, dst, &copts) == -1) {
     if (cli_stop)
       print_interrupted ("convert", "%s was not written",
-                         no_create || dst_uri ? "the rest of the target"
-                         : dst_path);
-    else
-      print_convert_error (tmp, dst_path);
-    if (dst_uri && !cli_stop)
-      print_message ("convert", "%s is only partly written", dst_path);
+                         target ? dst_path : "the rest of the target");
+    else {
+      print_error ("convert");
+      if (!target)
+        print_message ("convert", "%s is only partly written", dst_path);
+    }
     goto out;
   }
 
-  /* Note 1: close (which completes the file), sync, then rename. */
-  if (ferry_image_close (dst) == -1) {
+  if (target) {
+    /* Note 1: the image belongs to the target, which closes it. */
     dst = NULL;
-    print_convert_error (tmp, dst_path);
-    goto out;
-  }
-  dst = NULL;
-  if (tmp) {
     if (cli_stop) {
       print_interrupted ("convert", "%s was not written", dst_path);
       goto out;
     }
-    /* Every file of the image (a VMDK's extents too) is synced and moved;
-     * DST's own name comes last. */
-    if (ferry_image_rename (tmp, dst_path, dst_fmt, !unsafe) == -1) {
-      print_convert_error (tmp, dst_path);
+    if (ferry_target_commit (target) == -1) {
+      print_error ("convert");
       goto out;
     }
-    tmp_created = false;
-    {
-      char *d = unsafe ? NULL : strdup (dst_path);
-      if (d) {
-        sync_path (dirname (d));
-        free (d);
-      }
+  }
+  else {
+    struct ferry_image *img = dst;
+    dst = NULL;
+    if (ferry_image_close (img) == -1) {
+      print_error ("convert");
+      print_message ("convert", "%s is only partly written", dst_path);
+      goto out;
     }
   }
   ret = 0;
@@ -382,12 +315,10 @@ cmd_convert (int argc, char **argv)
  nomem:
   print_message ("convert", "out of memory");
  out:
-  if (dst && ferry_image_close (dst) == -1 && ret == 0)
+  if (!target && dst && ferry_image_close (dst) == -1 && ret == 0)
     ret = 1;
+  ferry_target_free (target);          /* removes it unless committed */
   ferry_image_close (src);
-  if (tmp_created)
-    ferry_image_remove (tmp, dst_fmt);
-  free (tmp);
   free (options);
   return ret;
 }

@@ -231,6 +231,15 @@ print_message (const char *cmd, const char *fmt, ...)
   fputc ('\n', stderr);
 }
 
+/* One line per leftover removed. */
+void
+print_removed (const char *cmd, const char *const *paths)
+{
+  for (; paths && *paths; paths++)
+    print_message (cmd, "removed %s, left by a ferry process that is gone",
+                   *paths);
+}
+
 int
 parse_threads_option (const char *cmd, const char *arg,
                       unsigned long *threads)

@@ -60,6 +60,10 @@ void print_read_error (const char *cmd);
 void print_message (const char *cmd, const char *fmt, ...)
   __attribute__ ((format (printf, 2, 3)));
 
+/* Say, naming CMD, which leftovers of dead ferry processes the library
+ * removed (PATHS: NULL-terminated, or NULL). */
+void print_removed (const char *cmd, const char *const *paths);
+
 /* -m THREADS (1 to 256) and -t CACHE (unsafe skips flushes; writeback,
  * none, writethrough and directsync flush): set *THREADS or *UNSAFE, or
  * -1 after a message naming CMD. */

@@ -527,7 +527,7 @@ cmd_v2v (int argc, char **argv)
   unsigned verify_timeout = 0;
   double verify_seconds = 0;
   json_object *jplan = NULL;
-  int c, ret = 1;
+  int c, r, ret = 1;
 
   while ((c = getopt_long (argc, argv, "O:pm:t:h", long_options, NULL)) != -1) {
     switch (c) {
@@ -688,7 +688,9 @@ cmd_v2v (int argc, char **argv)
     goto out;
   }
 
-  if (ferry_v2v_run (plan, &opts, &summary) == -1) {
+  r = ferry_v2v_run (plan, &opts, &summary);
+  print_removed ("v2v", (const char *const *) summary.removed);
+  if (r == -1) {
     if (json || cp.mode == PROGRESS_JSON) {
       print_result (&jplan, result_json (plan, &opts, &summary, false, -1, 0));
     }

@@ -132,17 +132,20 @@ struct ferry_image *ferry_image_create (const char *path, const char *format,
 
 /* Move the closed image FROM, made by ferry_image_create with FORMAT
  * (NULL: raw), to TO without ever replacing an existing file.  Formats
- * made of several files (a VMDK descriptor and its extents) move them all
- * and rewrite the descriptor to name the new files; FROM's own file moves
- * last, so TO appears only once everything else is in place.  With SYNC,
- * every file is fsync'd before it moves.  0, or -1 with the error set and
- * FROM as it was. */
+ * made of several files (a VMDK descriptor and its extents) give the
+ * others their new names first (as second links where the file system
+ * has them, the old names dropped at the end) and rewrite the descriptor
+ * to name them; FROM's own file moves last, so TO appears only once
+ * everything else is in place.  With SYNC, every file is fsync'd before
+ * it moves; the caller syncs the folder.  0, or -1 with the error set and
+ * FROM as it was.  New targets use <ferry/target.h>, which calls this. */
 int ferry_image_rename (const char *from, const char *to, const char *format,
                         bool sync);
 
 /* Remove the image PATH made by ferry_image_create with FORMAT (NULL:
  * raw): its file and every file the format keeps beside it.  For cleaning
- * up after a failed convert.  0, or -1 with the error set. */
+ * up after a failed write (ferry_target_free does).  0, or -1 with the
+ * error set. */
 int ferry_image_remove (const char *path, const char *format);
 
 /* Whether writing OTHER would change what IMG reads: some file OTHER is

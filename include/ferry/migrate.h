@@ -141,12 +141,17 @@ struct ferry_v2v_summary {
                               ferry_v2v_summary_free) */
   uint64_t *disk_bytes;    /* bytes each disk's target file takes */
   size_t nr_disks;
+  /* Leftovers of ferry processes that died, removed from the output
+   * folder's parent before the run began (<ferry/target.h>): paths,
+   * NULL-terminated, or NULL.  Kept when ferry_v2v_run fails. */
+  char **removed;
 };
 
 /* Carry out PLAN (which must have no errors): convert every disk into a
  * hidden folder beside opts->out_dir, write the description, flush it all
- * and rename the folder to out_dir.  On failure or cancel the folder is
- * removed: out_dir never exists half made.  0, or -1 with the error set. */
+ * and rename the folder to out_dir (a folder target of <ferry/target.h>).
+ * On failure or cancel the folder is removed: out_dir never exists half
+ * made.  0, or -1 with the error set. */
 int ferry_v2v_run (struct ferry_v2v_plan *plan,
                    const struct ferry_v2v_options *opts,
                    struct ferry_v2v_summary *summary /* OUT */);

@@ -1,5 +1,6 @@
 /* Helpers declared in util.h. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/uio.h>
@@ -7,9 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "fault.h"
 #include "util.h"
 
 bool
@@ -54,6 +57,8 @@ full_pwrite (int fd, const void *buf, size_t count, uint64_t offset)
 {
   const char *p = buf;
 
+  if (fault_point (FAULT_WRITE, fd, NULL) == -1)
+    return -1;
   while (count > 0) {
     ssize_t r = pwrite (fd, p, count, offset);
     if (r == -1) {
@@ -71,6 +76,8 @@ full_pwrite (int fd, const void *buf, size_t count, uint64_t offset)
 int
 full_pwritev (int fd, struct iovec *iov, int n, uint64_t offset)
 {
+  if (fault_point (FAULT_WRITE, fd, NULL) == -1)
+    return -1;
   while (n > 0) {
     ssize_t r = pwritev (fd, iov, n, offset);
     if (r == -1) {
@@ -93,9 +100,101 @@ full_pwritev (int fd, struct iovec *iov, int n, uint64_t offset)
 }
 
 int
-fd_sync (int fd, bool data_only)
+truncate_fd (int fd, uint64_t size)
 {
-  return data_only ? fdatasync (fd) : fsync (fd);
+  if (fault_point (FAULT_WRITE, fd, NULL) == -1)
+    return -1;
+  return ftruncate (fd, size);
+}
+
+int
+fallocate_fd (int fd, int mode, uint64_t offset, uint64_t count)
+{
+  if (fault_point (FAULT_WRITE, fd, NULL) == -1)
+    return -1;
+  return fallocate (fd, mode, offset, count);
+}
+
+int
+preallocate_fd (int fd, uint64_t offset, uint64_t count)
+{
+  int r;
+
+  if (fault_point (FAULT_WRITE, fd, NULL) == -1)
+    return -1;
+  r = posix_fallocate (fd, offset, count);
+  if (r == 0)
+    return 0;
+  errno = r;
+  return -1;
+}
+
+int
+sync_fd (int fd)
+{
+  if (fault_point (FAULT_SYNC, fd, NULL) == -1)
+    return -1;
+  return fsync (fd);
+}
+
+int
+datasync_fd (int fd)
+{
+  if (fault_point (FAULT_SYNC, fd, NULL) == -1)
+    return -1;
+  return fdatasync (fd);
+}
+
+int
+sync_path (const char *path)
+{
+  int fd = open (path, O_RDONLY | O_CLOEXEC);
+  int r, saved;
+
+  if (fd == -1)
+    return -1;
+  r = sync_fd (fd);
+  saved = errno;
+  close (fd);
+  errno = saved;
+  return r;
+}
+
+int
+rename_noreplace (const char *from, const char *to)
+{
+  if (fault_point (FAULT_RENAME, -1, to) == -1)
+    return -1;
+  if (renameat2 (AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+    return 0;
+  if (errno != EINVAL && errno != ENOSYS && errno != EPERM)
+    return -1;
+  /* No RENAME_NOREPLACE here (NFS, some FUSE, old kernels): a hard link
+   * fails on an existing TO just the same. */
+  if (link (from, to) == 0)
+    return unlink (from) == -1 && errno != ENOENT ? -1 : 0;
+  if (errno == EPERM) {
+    /* A folder cannot be linked: look, then rename.  Only a folder made
+     * at TO between the two, and empty, could be replaced. */
+    struct stat st;
+    if (lstat (from, &st) == 0 && S_ISDIR (st.st_mode)) {
+      if (lstat (to, &st) == 0) {
+        errno = EEXIST;
+        return -1;
+      }
+      return rename (from, to);
+    }
+    errno = EPERM;
+  }
+  return -1;
+}
+
+int
+link_noreplace (const char *from, const char *to)
+{
+  if (fault_point (FAULT_RENAME, -1, to) == -1)
+    return -1;
+  return link (from, to);
 }
 
 char *

@@ -48,16 +48,30 @@ bool is_zero (const void *buf, size_t len);
 int full_pread (int fd, void *buf, size_t count, uint64_t offset);
 int full_pwrite (int fd, const void *buf, size_t count, uint64_t offset);
 
-/* Make what was written to FD durable: fdatasync when DATA_ONLY (the
- * data and the metadata needed to read it back), else fsync.  Every flush
- * of an image's file goes through here, as every write goes through
- * full_pwrite.  0, or -1 with errno set (nothing else). */
-int fd_sync (int fd, bool data_only);
-
 /* pwritev all of IOV (N buffers, which it consumes) at OFFSET, retrying
  * short writes and EINTR.  0, or -1 with errno set. */
 struct iovec;
 int full_pwritev (int fd, struct iovec *iov, int n, uint64_t offset);
+
+/* The other host-file primitives of every writer: each is the system
+ * call of its name and counts for fault injection (fault.h), like the
+ * writes above, so that a test can fail or kill a writer at any of them.
+ * Every write, flush and rename of an image file goes through these.
+ * 0, or -1 with errno set (nothing else). */
+int truncate_fd (int fd, uint64_t size);                  /* ftruncate */
+int fallocate_fd (int fd, int mode, uint64_t offset, uint64_t count);
+int preallocate_fd (int fd, uint64_t offset, uint64_t count);
+                                       /* posix_fallocate, errno set */
+int sync_fd (int fd);                                     /* fsync */
+int datasync_fd (int fd);                                 /* fdatasync */
+/* fsync the file or folder PATH (opened read-only for it). */
+int sync_path (const char *path);
+/* Rename FROM to TO, failing with EEXIST rather than replacing an
+ * existing TO; where the file system has no RENAME_NOREPLACE, a hard link
+ * and an unlink do the same (a crash between them leaves both names). */
+int rename_noreplace (const char *from, const char *to);
+/* Give the file FROM the second name TO (link(2): never replaces). */
+int link_noreplace (const char *from, const char *to);
 
 /* A NUL-terminated copy of the LEN bytes at P, which need not be
  * terminated themselves (names in image headers are counted, not

@@ -134,16 +134,16 @@ hostfile_zero (int fd, uint64_t offset, uint64_t count, bool may_trim,
   static const uint8_t zeroes[1 << 16];
 
   if (may_trim && !__atomic_load_n (&caps->no_punch_hole, __ATOMIC_RELAXED)) {
-    if (fallocate (fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset,
-                   count) == 0)
+    if (fallocate_fd (fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset,
+                      count) == 0)
       return 0;
     if (ladder_failed (&caps->no_punch_hole, path, "punching a hole of",
                        count, offset) == -1)
       return -1;
   }
   if (!__atomic_load_n (&caps->no_zero_range, __ATOMIC_RELAXED)) {
-    if (fallocate (fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset,
-                   count) == 0)
+    if (fallocate_fd (fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset,
+                      count) == 0)
       return 0;
     if (ladder_failed (&caps->no_zero_range, path, "zeroing", count,
                        offset) == -1)

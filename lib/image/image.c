@@ -1382,35 +1382,6 @@ ferry_check_result_free (struct ferry_check_result *result)
 }
 
 int
-image_rename_noreplace (const char *from, const char *to)
-{
-  if (renameat2 (AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
-    return 0;
-  if (errno != EINVAL && errno != ENOSYS && errno != EPERM)
-    return -1;
-  /* No RENAME_NOREPLACE here (NFS, some FUSE, old kernels): a hard link
-   * fails on an existing TO just the same. */
-  if (link (from, to) == 0)
-    return unlink (from) == -1 && errno != ENOENT ? -1 : 0;
-  return -1;
-}
-
-int
-image_sync_path (const char *path)
-{
-  int fd = open (path, O_RDONLY | O_CLOEXEC);
-  int r, saved;
-
-  if (fd == -1)
-    return -1;
-  r = fsync (fd);
-  saved = errno;
-  close (fd);
-  errno = saved;
-  return r;
-}
-
-int
 ferry_image_rename (const char *from, const char *to, const char *format,
                     bool sync)
 {
@@ -1422,9 +1393,9 @@ ferry_image_rename (const char *from, const char *to, const char *format,
   }
   if (drv->rename)
     return drv->rename (from, to, sync);
-  if (sync && image_sync_path (from) == -1)
+  if (sync && sync_path (from) == -1)
     return ferry_error_errno (errno, "%s: fsync", from);
-  if (image_rename_noreplace (from, to) == -1)
+  if (rename_noreplace (from, to) == -1)
     return ferry_error_errno (errno, "%s: renaming the finished image into "
                               "place", to);
   return 0;

@@ -280,14 +280,6 @@ int image_init_base (struct ferry_image *base,
 int image_open_backing (struct ferry_image *img, const char *name,
                         const char *format, const struct open_args *args);
 
-/* Rename FROM to TO, never replacing an existing TO (RENAME_NOREPLACE,
- * or link and unlink where the file system lacks it).  0, or -1 with
- * errno set (no message). */
-int image_rename_noreplace (const char *from, const char *to);
-
-/* fsync the file PATH.  0, or -1 with errno set (no message). */
-int image_sync_path (const char *path);
-
 /* The path of NAME resolved against the directory of IMG_PATH, as
  * image_open_backing resolves it.  The caller frees it. */
 char *image_resolve_relative (const char *img_path, const char *name);

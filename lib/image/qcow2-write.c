@@ -1055,7 +1055,7 @@ qcow2_finish (struct qcow2_image *q)
     goto out;
   }
   if (S_ISREG (st.st_mode) && (uint64_t) st.st_size < q->alloc_end &&
-      ftruncate (q->fd, q->alloc_end) == -1) {
+      truncate_fd (q->fd, q->alloc_end) == -1) {
     ferry_error_errno (errno, "%s: extending the file to %" PRIu64 " bytes",
                        q->base.path, q->alloc_end);
     goto out;
@@ -1079,9 +1079,9 @@ qcow2_flush (struct ferry_image *img)
 
   if (qcow2_finish (q) == -1)
     return -1;
-  if (fd_sync (q->fd, true) == -1)
+  if (datasync_fd (q->fd) == -1)
     return ferry_error_errno (errno, "%s: flush", img->path);
-  if (q->data_fd != q->fd && fd_sync (q->data_fd, true) == -1)
+  if (q->data_fd != q->fd && datasync_fd (q->data_fd) == -1)
     return ferry_error_errno (errno, "%s: flush of the data file", img->path);
   return 0;
 }
@@ -1262,13 +1262,13 @@ preallocate (struct qcow2_image *q, const char *mode)
   }
   q->alloc_end = data_start + (nclusters << cb);
   end = q->alloc_end;
-  if (ftruncate (q->fd, end) == -1)
+  if (truncate_fd (q->fd, end) == -1)
     return ferry_error_errno (errno, "%s: setting the size to %" PRIu64,
                               q->base.path, end);
   if (!strcmp (mode, "falloc") || !strcmp (mode, "full")) {
-    r = posix_fallocate (q->fd, data_start, end - data_start);
-    if (r != 0 && strcmp (mode, "falloc") == 0)
-      return ferry_error_errno (r, "%s: preallocating %" PRIu64 " bytes",
+    r = preallocate_fd (q->fd, data_start, end - data_start);
+    if (r == -1 && strcmp (mode, "falloc") == 0)
+      return ferry_error_errno (errno, "%s: preallocating %" PRIu64 " bytes",
                                 q->base.path, end - data_start);
   }
   if (!strcmp (mode, "full")) {

@@ -122,14 +122,14 @@ raw_create (const char *path, int fd, uint64_t size, struct option_list *opts)
     img->size = size ? size : img->size;
     return img;
   }
-  if (ftruncate (fd, size) == -1) {
+  if (truncate_fd (fd, size) == -1) {
     ferry_error_errno (errno, "%s: setting the size to %" PRIu64, path, size);
     goto err;
   }
   if (prealloc && strcmp (prealloc, "off") != 0) {
-    int r = posix_fallocate (fd, 0, size);
-    if (r != 0) {
-      ferry_error_errno (r, "%s: preallocating %" PRIu64 " bytes", path, size);
+    if (preallocate_fd (fd, 0, size) == -1) {
+      ferry_error_errno (errno, "%s: preallocating %" PRIu64 " bytes", path,
+                         size);
       goto err;
     }
   }
@@ -197,7 +197,7 @@ raw_flush (struct ferry_image *img)
 {
   struct raw_image *h = (struct raw_image *) img;
 
-  if (fd_sync (h->fd, true) == -1)
+  if (datasync_fd (h->fd) == -1)
     return ferry_error_errno (errno, "%s: flush", img->path);
   return 0;
 }

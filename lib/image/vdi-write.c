@@ -69,7 +69,7 @@ write_at (struct vdi_image *d, const void *buf, size_t len, uint64_t offset,
 static int
 resize_to (struct vdi_image *d, uint64_t len)
 {
-  if (ftruncate (d->fd, len) == -1)
+  if (truncate_fd (d->fd, len) == -1)
     return ferry_error_errno (errno, "%s: setting the file size to %" PRIu64
                               " bytes", d->base.path, len);
   d->file_size = len;
@@ -231,7 +231,7 @@ vdi_finish (struct vdi_image *d, bool sync)
   /* Note 4: room for every block, data, header, map. */
   if (d->file_size < data_end (d) && resize_to (d, data_end (d)) == -1)
     return -1;
-  if (sync && fd_sync (d->fd, true) == -1)
+  if (sync && datasync_fd (d->fd) == -1)
     return ferry_error_errno (errno, "%s: flush", d->base.path);
   d->nr_allocated = MAX (d->nr_allocated, d->next_index);
   put_le32 (d->prefix + count_at, d->nr_allocated);
@@ -251,7 +251,7 @@ vdi_flush (struct ferry_image *img)
 
   if (vdi_finish (d, true) == -1)
     return -1;
-  if (fd_sync (d->fd, true) == -1)
+  if (datasync_fd (d->fd) == -1)
     return ferry_error_errno (errno, "%s: flush", img->path);
   return 0;
 }

@@ -201,7 +201,7 @@ write_at (struct vhd_image *v, const void *buf, size_t len, uint64_t offset,
 static int
 truncate_to (struct vhd_image *v, uint64_t len)
 {
-  if (ftruncate (v->fd, len) == -1)
+  if (truncate_fd (v->fd, len) == -1)
     return ferry_error_errno (errno, "%s: setting the file size to %" PRIu64
                               " bytes", v->base.path, len);
   v->file_size = len;
@@ -379,7 +379,7 @@ vhd_finish (struct vhd_image *v, bool sync)
   if (v->type == VHD_TYPE_FIXED || !v->meta_dirty)
     return 0;
   /* Note 5: data, trailing footer, BAT. */
-  if (sync && fd_sync (v->fd, true) == -1)
+  if (sync && datasync_fd (v->fd) == -1)
     return ferry_error_errno (errno, "%s: flush", v->base.path);
   set_checksum (v->footer, VHD_FOOTER_SIZE, VHD_F_CHECKSUM);
   v->footer_checksum_bad = false;
@@ -410,7 +410,7 @@ vhd_flush (struct ferry_image *img)
 
   if (vhd_finish (v, true) == -1)
     return -1;
-  if (fd_sync (v->fd, true) == -1)
+  if (datasync_fd (v->fd) == -1)
     return ferry_error_errno (errno, "%s: flush", img->path);
   return 0;
 }

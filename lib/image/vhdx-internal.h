@@ -145,8 +145,6 @@ int vhdx_write_file (struct vhdx_image *v, const void *buf, size_t len,
 int vhdx_sync (struct vhdx_image *v);
 int vhdx_zero_file_range (struct vhdx_image *v, uint64_t off, uint64_t len,
                           bool trim);
-int vhdx_fault_point (struct vhdx_image *v, const char *what,
-                      uint64_t offset);
 int vhdx_write_headers (struct vhdx_image *v);
 int vhdx_begin_writing (struct vhdx_image *v);
 

@@ -472,7 +472,7 @@ vhdx_log_replay_to_disk (struct vhdx_image *v, struct vhdx_log_replay *r)
                               op->file_offset) == -1)
       return -1;
   }
-  if (end > v->real_size && ftruncate (v->fd, end) == -1)
+  if (end > v->real_size && truncate_fd (v->fd, end) == -1)
     return ferry_error_errno (errno, "%s: extending the file to %" PRIu64
                               " bytes after the VHDX log replay", v->base.path,
                               end);

@@ -59,15 +59,10 @@
  *    with the next sequence number and syncs, then the other slot, so one
  *    valid header is on disk at every moment.
  *
- * 7. Fault injection, for the tests: FERRY_VHDX_FAULT=fail:N makes the
- *    Nth write to a VHDX file and every later one fail with EIO;
- *    FERRY_VHDX_FAULT=kill:N kills the process (SIGKILL) instead of doing
- *    the Nth write.  Writes are counted across the process.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,57 +77,12 @@
 
 #define BAT_PAGE 4096u
 
-/* --- fault injection (note 7) ------------------------------------------ */
-
-static pthread_once_t fault_once = PTHREAD_ONCE_INIT;
-static unsigned long fault_at;          /* 0: off */
-static bool fault_kill;
-static unsigned long fault_count;
-
-static void
-fault_init (void)
-{
-  const char *s = getenv ("FERRY_VHDX_FAULT");
-  char *end;
-
-  if (s == NULL)
-    return;
-  if (strncmp (s, "kill:", 5) == 0)
-    fault_kill = true;
-  else if (strncmp (s, "fail:", 5) != 0)
-    return;
-  fault_at = strtoul (s + 5, &end, 10);
-  if (*end)
-    fault_at = 0;
-}
-
-/* Count one write of WHAT at OFFSET, failing or dying when told to. */
-int
-vhdx_fault_point (struct vhdx_image *v, const char *what, uint64_t offset)
-{
-  unsigned long n;
-
-  pthread_once (&fault_once, fault_init);
-  if (fault_at == 0)
-    return 0;
-  n = __atomic_add_fetch (&fault_count, 1, __ATOMIC_SEQ_CST);
-  if (n < fault_at)
-    return 0;
-  if (fault_kill)
-    raise (SIGKILL);
-  return ferry_error (EIO, "%s: %s at offset 0x%" PRIx64 ": injected fault "
-                      "(FERRY_VHDX_FAULT, write %lu)", v->base.path, what,
-                      offset, n);
-}
-
 /* --- writing the file -------------------------------------------------- */
 
 int
 vhdx_write_file (struct vhdx_image *v, const void *buf, size_t len,
                  uint64_t offset)
 {
-  if (vhdx_fault_point (v, "write", offset) == -1)
-    return -1;
   if (full_pwrite (v->fd, buf, len, offset) == -1)
     return ferry_error_errno (errno, "%s: writing %zu bytes at offset 0x%"
                               PRIx64, v->base.path, len, offset);
@@ -142,7 +92,7 @@ vhdx_write_file (struct vhdx_image *v, const void *buf, size_t len,
 int
 vhdx_sync (struct vhdx_image *v)
 {
-  if (fd_sync (v->fd, true) == -1)
+  if (datasync_fd (v->fd) == -1)
     return ferry_error_errno (errno, "%s: flush", v->base.path);
   return 0;
 }
@@ -279,8 +229,6 @@ int
 vhdx_zero_file_range (struct vhdx_image *v, uint64_t off, uint64_t len,
                       bool trim)
 {
-  if (vhdx_fault_point (v, "zero", off) == -1)
-    return -1;
   return hostfile_zero (v->fd, off, len, trim, &v->caps, v->base.path);
 }
 
@@ -352,7 +300,7 @@ commit (struct vhdx_image *v, bool sync)
   if (fstat (v->fd, &st) == -1)
     return ferry_error_errno (errno, "%s: stat", v->base.path);
   if ((uint64_t) st.st_size < v->alloc_end &&
-      ftruncate (v->fd, v->alloc_end) == -1)
+      truncate_fd (v->fd, v->alloc_end) == -1)
     return ferry_error_errno (errno, "%s: extending the file to %" PRIu64
                               " bytes", v->base.path, v->alloc_end);
   if ((sync && vhdx_sync (v) == -1) || write_dirty_bat (v) == -1 ||
@@ -659,7 +607,7 @@ vhdx_create (const char *path, int fd, uint64_t size, struct option_list *opts)
   }
   if (init_write_state (v, file_end) == -1)
     goto err;
-  if (ftruncate (fd, file_end) == -1) {
+  if (truncate_fd (fd, file_end) == -1) {
     ferry_error_errno (errno, "%s: setting the size to %" PRIu64, path,
                        file_end);
     goto err;

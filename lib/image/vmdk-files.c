@@ -1,7 +1,7 @@
 /* vmdk: the files of an image ferry made, moved into place or removed.
  *
- * ferry convert writes its target under a temporary name and renames it
- * when it is complete (cli/convert.c).  A VMDK made of several files
+ * ferry writes a new target under a temporary name and renames it when
+ * it is complete (target.c).  A VMDK made of several files
  * (monolithicFlat, twoGbMaxExtent*) names its extents after the
  * descriptor: .disk.vmdk.ferry-1a2b3c (the temporary descriptor) has
  * extents .disk.vmdk-s001.ferry-1a2b3c, ...  vmdk_rename gives them the
@@ -11,17 +11,27 @@
  *
  * NOTES ON CRASH SAFETY
  *
- * 1. Every extent moves with RENAME_NOREPLACE: an existing disk-s001.vmdk
- *    is never replaced.  When a move fails, the extents already moved go
- *    back to their temporary names and the descriptor keeps its old text,
- *    so the caller can remove the temporary image as it was.
+ * 1. The extents get their new names first, as second links (link(2)
+ *    never replaces an existing disk-s001.vmdk); then the descriptor is
+ *    rewritten to name them and renamed (RENAME_NOREPLACE) to its final
+ *    name; only then do the extents' temporary names go.  When a step
+ *    fails before the descriptor's rename, the new links are removed and
+ *    the descriptor keeps its old text, so the caller can remove the
+ *    temporary image as it was.  A file system without hard links gets
+ *    renames instead, moved back on failure.
  *
- * 2. With SYNC, each extent is fsync'd before it moves, and the rewritten
- *    descriptor before the final rename; the caller syncs the folder.
+ * 2. With SYNC, each extent is fsync'd before it is linked, and the
+ *    rewritten descriptor before the final rename; the caller syncs the
+ *    folder.
  *
- * 3. A crash between the extent moves and the descriptor's leaves extent
- *    files under their final names and the descriptor under its temporary
- *    name: nothing that opens as the finished disk.
+ * 3. A crash between the links and the descriptor's rename leaves the
+ *    temporary image whole, some extents with a second, final name, and
+ *    nothing that opens as the finished disk; a later ferry removes both
+ *    names of such extents (target.c note 6).  A crash after the rename
+ *    leaves the finished disk and temporary names linked to its extents,
+ *    whose removal changes nothing.  Without hard links, a crash between
+ *    the renames leaves extents under their final names that nothing
+ *    will remove.
  *
  * 4. vmdk_remove deletes only extent files in the descriptor's own folder
  *    (names without a '/'), never a path the descriptor points elsewhere.
@@ -139,7 +149,7 @@ rewrite_file (const char *path, const char *text, bool sync)
   size_t len = strlen (text);
 
   if (fd == -1 || full_pwrite (fd, text, len, 0) == -1 ||
-      ftruncate (fd, len) == -1 || (sync && fsync (fd) == -1))
+      truncate_fd (fd, len) == -1 || (sync && sync_fd (fd) == -1))
     return ferry_error_errno (errno, "%s: writing the descriptor", path);
   return 0;
 }
@@ -183,21 +193,36 @@ rename_monolithic (const char *from, const char *to, bool sync)
         return ferry_error_errno (errno, "%s: writing the descriptor", from);
     }
   }
-  if (sync && fsync (fd) == -1)
+  if (sync && sync_fd (fd) == -1)
     return ferry_error_errno (errno, "%s: fsync", from);
-  if (image_rename_noreplace (from, to) == -1)
+  if (rename_noreplace (from, to) == -1)
     return ferry_error_errno (errno, "%s: renaming the finished image into "
                               "place", to);
   return 0;
 }
 
-/* Move back the first N extents of OLD_PATHS from NEW_PATHS (note 1). */
+/* Take back the first N new names of the extents: unlink them (they were
+ * links), or, after renames, move them back (note 1). */
 static void
-move_back (char **old_paths, char **new_paths, size_t n)
+undo_moves (char **old_paths, char **new_paths, size_t n, bool renamed)
 {
-  while (n-- > 0)
-    if (old_paths[n] && new_paths[n])
+  while (n-- > 0) {
+    if (old_paths[n] == NULL || new_paths[n] == NULL)
+      continue;
+    if (renamed)
       rename (new_paths[n], old_paths[n]);
+    else
+      unlink (new_paths[n]);
+  }
+}
+
+/* True when link(2) failed with ERR because the file system has no hard
+ * links, as opposed to a name that exists or an I/O error. */
+static bool
+no_hard_links (int err)
+{
+  return err == EPERM || err == ENOTSUP || err == EOPNOTSUPP ||
+    err == ENOSYS || err == EMLINK;
 }
 
 /* Rename a descriptor file and its extents (notes 1 to 3). */
@@ -210,6 +235,7 @@ rename_split (const char *from, const char *to, bool sync,
   size_t n = d->extents.len, i, moved = 0;
   char **old_paths = calloc (n + 1, sizeof *old_paths);
   char **new_paths = calloc (n + 1, sizeof *new_paths);
+  bool renamed = false;        /* no hard links: the extents were renamed */
   const char *to_dir;
   int ret = -1;
 
@@ -262,32 +288,43 @@ rename_split (const char *from, const char *to, bool sync,
   for (i = 0; i < n; i++) {
     if (old_paths[i] == NULL)
       continue;
-    if (sync && image_sync_path (old_paths[i]) == -1) {
-      ferry_error_errno (errno, "%s: fsync", old_paths[i]);
+    if (sync && sync_path (old_paths[i]) == -1) {
+      ferry_error_errno (errno, "%s: fsync of extent %s", from, old_paths[i]);
       goto out;
     }
   }
   for (moved = 0; moved < n; moved++) {
+    int r;
     if (old_paths[moved] == NULL)
       continue;
-    if (image_rename_noreplace (old_paths[moved], new_paths[moved]) == -1) {
-      ferry_error_errno (errno, "%s: moving extent %s into place",
-                         new_paths[moved], old_paths[moved]);
-      move_back (old_paths, new_paths, moved);
+    r = renamed ? rename_noreplace (old_paths[moved], new_paths[moved])
+      : link_noreplace (old_paths[moved], new_paths[moved]);
+    if (r == -1 && !renamed && moved == 0 && no_hard_links (errno)) {
+      renamed = true;
+      r = rename_noreplace (old_paths[moved], new_paths[moved]);
+    }
+    if (r == -1) {
+      ferry_error_errno (errno, "%s: moving extent %s into place", from,
+                         new_paths[moved]);
+      undo_moves (old_paths, new_paths, moved, renamed);
       goto out;
     }
   }
   if (rewrite_file (from, new_text, sync) == -1) {
-    move_back (old_paths, new_paths, n);
+    undo_moves (old_paths, new_paths, n, renamed);
     goto out;
   }
-  if (image_rename_noreplace (from, to) == -1) {
+  if (rename_noreplace (from, to) == -1) {
     ferry_error_errno (errno, "%s: renaming the finished image into place",
                        to);
     rewrite_file (from, old_text, false);
-    move_back (old_paths, new_paths, n);
+    undo_moves (old_paths, new_paths, n, renamed);
     goto out;
   }
+  /* The disk is in place: the temporary names of its extents go. */
+  for (i = 0; i < n && !renamed; i++)
+    if (old_paths[i])
+      unlink (old_paths[i]);
   ret = 0;
 
  out:

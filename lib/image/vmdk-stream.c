@@ -181,7 +181,7 @@ vmdk_stream_finish (struct vmdk_sparse *s)
   if (stream_metadata (s, VMDK_MARKER_FOOTER, buf, 1) == -1 ||
       stream_metadata (s, VMDK_MARKER_EOS, NULL, 0) == -1)
     return -1;
-  if (ftruncate (s->fd, w->pos) == -1)
+  if (truncate_fd (s->fd, w->pos) == -1)
     return ferry_error_errno (errno, "%s: setting the size", s->path);
   return vmdk_sparse_write_header (s);
 }

@@ -219,7 +219,7 @@ sparse_init_new (struct vmdk_sparse *s, uint64_t capacity, bool desc,
   if (write_directory (s, s->rgd, h->rgd_offset) == -1 ||
       write_directory (s, s->gd, h->gd_offset) == -1)
     return -1;
-  if (ftruncate (s->fd, s->alloc_end) == -1)
+  if (truncate_fd (s->fd, s->alloc_end) == -1)
     return ferry_error_errno (errno, "%s: setting the size", s->path);
   return 0;
 }
@@ -272,7 +272,7 @@ sparse_open_for_write (struct vmdk_sparse *s)
   s->h.unclean = true;
   if (vmdk_sparse_write_header (s) == -1)
     return -1;
-  if (fd_sync (s->fd, true) == -1)
+  if (datasync_fd (s->fd) == -1)
     return ferry_error_errno (errno, "%s: flush", s->path);
   return 0;
 }
@@ -508,6 +508,16 @@ writable_extent (struct vmdk_image *v, uint64_t offset)
   return e;
 }
 
+/* Return -1 for a failure in the extent file FILE of V, saying which disk
+ * it belongs to when it is a file of its own (the message names FILE). */
+static int
+extent_failed (struct vmdk_image *v, const char *file)
+{
+  if (file && strcmp (file, v->base.path) != 0)
+    ferry_error_prefix ("%s", v->base.path);
+  return -1;
+}
+
 /* Write BUF (COUNT bytes at OFFSET), or zeroes with FLAGS when BUF is
  * NULL, cut at extent boundaries. */
 static int
@@ -532,7 +542,7 @@ write_pieces (struct vmdk_image *v, const uint8_t *buf, uint64_t count,
       r = buf ? ferry_image_pwrite (e->raw, buf, n, at) :
         ferry_image_zero (e->raw, n, at, flags);
     if (r == -1)
-      return -1;
+      return extent_failed (v, e->path);
     if (buf)
       buf += n;
     count -= n;
@@ -578,15 +588,17 @@ vmdk_flush (struct ferry_image *img)
         r = write_tables (e->sparse);
         pthread_mutex_unlock (&v->lock);
         if (r == -1)
-          return -1;
+          return extent_failed (v, e->sparse->path);
       }
-      if (fd_sync (e->sparse->fd, true) == -1)
-        return ferry_error_errno (errno, "%s: flush", e->sparse->path);
+      if (datasync_fd (e->sparse->fd) == -1) {
+        ferry_error_errno (errno, "%s: flush", e->sparse->path);
+        return extent_failed (v, e->sparse->path);
+      }
     }
     else if (e->raw && ferry_image_flush (e->raw) == -1)
-      return -1;
+      return extent_failed (v, e->path);
   }
-  if (fd_sync (v->fd, true) == -1)
+  if (datasync_fd (v->fd) == -1)
     return ferry_error_errno (errno, "%s: flush", img->path);
   return 0;
 }
@@ -851,7 +863,7 @@ write_descriptor (struct vmdk_image *v, bool embedded)
                                 v->base.path);
     return 0;
   }
-  if (full_pwrite (v->fd, text, len, 0) == -1 || ftruncate (v->fd, len) == -1)
+  if (full_pwrite (v->fd, text, len, 0) == -1 || truncate_fd (v->fd, len) == -1)
     return ferry_error_errno (errno, "%s: writing the descriptor",
                               v->base.path);
   return 0;
@@ -961,8 +973,11 @@ vmdk_create (const char *path, int fd, uint64_t size,
     }
   }
   v->base.size = size;
-  if (make_extents (v, &o) == -1)
+  if (make_extents (v, &o) == -1) {
+    if (o.sub != SUB_MONOLITHIC_SPARSE && o.sub != SUB_STREAM)
+      ferry_error_prefix ("%s", path);   /* the message names an extent */
     goto err;
+  }
   if (o.sub == SUB_STREAM) {
     /* Room for the final name, which vmdk_rename writes in. */
     struct vmdk_sparse *s = v->extents[0].sparse;
@@ -1051,7 +1066,7 @@ update_cid (struct vmdk_image *v)
     return ferry_error (ENOSPC, "%s: the descriptor has no room for the new "
                         "CID", v->base.path);
   if (full_pwrite (v->fd, new_text, n, at) == -1 ||
-      (s == NULL && ftruncate (v->fd, n) == -1))
+      (s == NULL && truncate_fd (v->fd, n) == -1))
     return ferry_error_errno (errno, "%s: writing the descriptor",
                               v->base.path);
   v->desc.cid = cid;
@@ -1070,19 +1085,21 @@ vmdk_finish (struct vmdk_image *v)
       continue;
     if (s->stream) {
       if (vmdk_stream_finish (s) == -1)
-        r = -1;
+        r = extent_failed (v, s->path);
       continue;
     }
     pthread_mutex_lock (&v->lock);
     if (write_tables (s) == -1)
-      r = -1;
+      r = extent_failed (v, s->path);
     pthread_mutex_unlock (&v->lock);
-    if (r == 0 && !s->is_new && fd_sync (s->fd, true) == -1)
-      r = ferry_error_errno (errno, "%s: flush", s->path);
+    if (r == 0 && !s->is_new && datasync_fd (s->fd) == -1) {
+      ferry_error_errno (errno, "%s: flush", s->path);
+      r = extent_failed (v, s->path);
+    }
     /* The header last (notes 1 and 4). */
     s->h.unclean = false;
     if (r == 0 && vmdk_sparse_write_header (s) == -1)
-      r = -1;
+      r = extent_failed (v, s->path);
   }
   if (r == 0 && v->written && !v->created &&
       v->desc.has_cid && update_cid (v) == -1)

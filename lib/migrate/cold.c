@@ -3,17 +3,21 @@
  *
  * NOTES ON CRASH SAFETY
  *
- * 1. Everything is written into a hidden folder beside the output folder
- *    (".NAME.ferry-XXXXXX", made by mkdtemp, so it is ours alone and on
- *    the same file system).  Only when every disk is converted and
- *    closed (the drivers write their tables and footers at close), the
- *    description is written, and every file and the folder itself are
- *    fsync'd, is the folder renamed to the output folder, which must not
- *    exist (RENAME_NOREPLACE).  The parent is fsync'd after the rename.
+ * 1. The output folder is a pending folder target (<ferry/target.h>,
+ *    lib/image/target.c): everything is written into a hidden folder
+ *    beside it (".NAME.ferry-TAG", ours alone, on the same file system).
+ *    Only when every disk is converted and closed (the drivers write
+ *    their tables and footers at close) and the description is written
+ *    does the commit fsync every file and the folder, rename it to the
+ *    output folder, which must not exist (never replacing), and fsync the
+ *    parent, every result checked.
  *
  * 2. On any failure, and on a cancel (the copy engine stops and returns
  *    EINTR), the hidden folder is removed with everything in it.  The
- *    output folder therefore either does not exist, or is complete.
+ *    output folder therefore either does not exist, or is complete; a
+ *    process killed half way leaves the hidden folder, which the next run
+ *    into the same parent removes (target.c notes 5 and 6).  Messages
+ *    name the output folder, never the hidden one.
  *
  * 3. Sources are opened read-only; a disk inside an OVA is read in
  *    place (ferry_image_open_window), so nothing is unpacked.
@@ -28,11 +32,9 @@
  *    disks, so their digests must be known first); the VMDKs are then
  *    removed, before the rename.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +43,7 @@
 
 #include <ferry/copy.h>
 #include <ferry/guest.h>
+#include <ferry/target.h>
 
 #include "internal.h"
 #include "../common/cleanup.h"
@@ -77,47 +80,21 @@ copy_progress (const struct ferry_progress *fp, void *opaque)
   rp->opts->progress (&rp->p, rp->opts->progress_opaque);
 }
 
-/* Remove the folder DIR and every file in it (the run's own: no
- * subfolders are ever made there). */
-static void
-remove_dir (const char *dir)
-{
-  DIR *d = opendir (dir);
-  struct dirent *e;
-
-  if (d) {
-    while ((e = readdir (d)) != NULL)
-      if (strcmp (e->d_name, ".") && strcmp (e->d_name, ".."))
-        unlinkat (dirfd (d), e->d_name, 0);
-    closedir (d);
-  }
-  rmdir (dir);
-}
-
-/* fsync every file of DIR, then DIR. */
+/* Copy the NULL-terminated list REMOVED into SUMMARY. */
 static int
-sync_dir (const char *dir)
+keep_removed (struct ferry_v2v_summary *summary, const char *const *removed)
 {
-  DIR *d = opendir (dir);
-  struct dirent *e;
-  int r = 0;
+  size_t n = 0, i;
 
-  if (d == NULL)
-    return ferry_error_errno (errno, "%s", dir);
-  while ((e = readdir (d)) != NULL && r == 0) {
-    int fd;
-    if (e->d_name[0] == '.')
-      continue;
-    fd = openat (dirfd (d), e->d_name, O_RDONLY | O_CLOEXEC);
-    if (fd == -1 || fsync (fd) == -1)
-      r = ferry_error_errno (errno, "%s/%s: fsync", dir, e->d_name);
-    if (fd >= 0)
-      close (fd);
-  }
-  if (r == 0 && fsync (dirfd (d)) == -1)
-    r = ferry_error_errno (errno, "%s: fsync", dir);
-  closedir (d);
-  return r;
+  while (removed && removed[n])
+    n++;
+  summary->removed = calloc (n + 1, sizeof *summary->removed);
+  if (summary->removed == NULL)
+    return ferry_error (ENOMEM, "out of memory");
+  for (i = 0; i < n; i++)
+    if ((summary->removed[i] = strdup (removed[i])) == NULL)
+      return ferry_error (ENOMEM, "out of memory");
+  return 0;
 }
 
 /* Write TEXT into the new file PATH with MODE. */
@@ -168,7 +145,15 @@ convert_disk (struct ferry_v2v_plan *plan, struct ferry_v2v_disk *pd,
     return -1;
   }
   r = src ? ferry_copy (src, dst, &copts) : 0;
-  if (ferry_image_close (dst) == -1)
+  if (r == -1) {
+    /* The copy's error says what failed; the close would only add that
+     * the image is not finished. */
+    struct error_saved saved;
+    error_save (&saved);
+    ferry_image_close (dst);
+    error_restore (&saved);
+  }
+  else if (ferry_image_close (dst) == -1)
     r = -1;
   ferry_image_close (src);
   if (r == -1)
@@ -300,39 +285,14 @@ pack_ova (struct ferry_v2v_plan *plan, const char *staging, const char *text,
   return r;
 }
 
-/* Rename the finished STAGING to OUT, never replacing anything. */
-static int
-move_into_place (const char *staging, const char *out, bool sync)
-{
-  CLEANUP_FREE char *parent = strdup (out);
-  int fd;
-
-  if (parent == NULL)
-    return ferry_error (ENOMEM, "out of memory");
-  if (renameat2 (AT_FDCWD, staging, AT_FDCWD, out, RENAME_NOREPLACE) == -1) {
-    struct stat st;
-    if (errno != EINVAL && errno != ENOSYS)
-      return ferry_error_errno (errno, "%s: putting the output in place",
-                                out);
-    /* No RENAME_NOREPLACE on this file system: the next best thing. */
-    if (lstat (out, &st) == 0)
-      return ferry_error (EEXIST, "%s: exists already", out);
-    if (rename (staging, out) == -1)
-      return ferry_error_errno (errno, "%s: putting the output in place",
-                                out);
-  }
-  fd = sync ? open (dirname (parent), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-    : -1;
-  if (fd >= 0) {
-    fsync (fd);
-    close (fd);
-  }
-  return 0;
-}
-
 void
 ferry_v2v_summary_free (struct ferry_v2v_summary *summary)
 {
+  size_t i;
+
+  for (i = 0; summary->removed && summary->removed[i]; i++)
+    free (summary->removed[i]);
+  free (summary->removed);
   ferry_guest_report_free (summary->guest);
   free (summary->disk_seconds);
   free (summary->disk_bytes);
@@ -344,11 +304,11 @@ ferry_v2v_run (struct ferry_v2v_plan *plan,
                const struct ferry_v2v_options *opts,
                struct ferry_v2v_summary *summary)
 {
-  CLEANUP_FREE char *staging = NULL, *copy = NULL, *text = NULL;
-  CLEANUP_FREE char *desc_path = NULL;
+  CLEANUP_FREE char *text = NULL, *desc_path = NULL;
   struct run_progress rp = { .opts = opts };
   double start = now_seconds ();
-  const char *base;
+  struct ferry_target *target;
+  const char *staging;
   size_t i;
 
   memset (summary, 0, sizeof *summary);
@@ -359,30 +319,19 @@ ferry_v2v_run (struct ferry_v2v_plan *plan,
   summary->nr_disks = plan->nr_disks;
   summary->disk_seconds = calloc (plan->nr_disks + 1, sizeof (double));
   summary->disk_bytes = calloc (plan->nr_disks + 1, sizeof (uint64_t));
-  copy = strdup (plan->out_dir);
-  if (summary->disk_seconds == NULL || summary->disk_bytes == NULL ||
-      copy == NULL) {
+  if (summary->disk_seconds == NULL || summary->disk_bytes == NULL) {
     ferry_v2v_summary_free (summary);
     return ferry_error (ENOMEM, "out of memory");
   }
-  base = strrchr (plan->out_dir, '/') + 1;
-  if (asprintf (&staging, "%.*s.%s.ferry-XXXXXX",
-                (int) (base - plan->out_dir), plan->out_dir, base) == -1) {
+  target = ferry_target_begin (plan->out_dir, NULL, FERRY_TARGET_FOLDER |
+                               (opts->no_flush ? FERRY_TARGET_NO_SYNC : 0));
+  if (target == NULL) {
     ferry_v2v_summary_free (summary);
-    return ferry_error (ENOMEM, "out of memory");
+    return -1;
   }
-  if (mkdtemp (staging) == NULL) {
-    ferry_v2v_summary_free (summary);
-    return ferry_error_errno (errno, "%s: making the working folder",
-                              plan->out_dir);
-  }
-
-  /* mkdtemp makes it 0700; the output folder gets the usual mode. */
-  {
-    mode_t mask = umask (0);
-    umask (mask);
-    chmod (staging, 0777 & ~mask);
-  }
+  staging = ferry_target_path (target);
+  if (keep_removed (summary, ferry_target_removed (target)) == -1)
+    goto err;
 
   rp.p.phase = "copy";
   rp.p.nr_disks = plan->nr_disks;
@@ -447,20 +396,24 @@ ferry_v2v_run (struct ferry_v2v_plan *plan,
     ferry_error (EINTR, "interrupted");
     goto err;
   }
-  if ((!opts->no_flush && sync_dir (staging) == -1) ||
-      move_into_place (staging, plan->out_dir, !opts->no_flush) == -1)
+  if (ferry_target_commit (target) == -1)
     goto err;
+  ferry_target_free (target);
   summary->seconds = now_seconds () - start;
   return 0;
 
  err:
-  remove_dir (staging);
+  ferry_target_free (target);          /* removes the hidden folder */
   {
-    /* The conversion's report outlives a failure: it says what failed. */
+    /* The conversion's report outlives a failure: it says what failed;
+     * so does the list of what was swept. */
     struct ferry_guest_report *guest = summary->guest;
+    char **removed = summary->removed;
     summary->guest = NULL;
+    summary->removed = NULL;
     ferry_v2v_summary_free (summary);
     summary->guest = guest;
+    summary->removed = removed;
   }
   return -1;
 }

@@ -38,6 +38,7 @@
 
 #include "internal.h"
 #include "../common/cleanup.h"
+#include "../common/fault.h"
 #include "../common/hash.h"
 #include "../common/stop.h"
 #include "../common/util.h"
@@ -577,11 +578,13 @@ append_file (const char *path, int fd, uint64_t *pos, const char *src,
   while ((uint64_t) in < size) {
     ssize_t r;
 
-    /* In pieces of 256 MiB, so that a stop request is seen. */
+    /* In pieces of 256 MiB, so that a stop request is seen; a write like
+     * full_pwrite's, for fault injection. */
     if (stop_requested ())
       return ferry_error (EINTR, "%s: interrupted", path);
-    r = copy_file_range (sfd, &in, fd, &out,
-                         MIN (size - in, (uint64_t) 256 << 20), 0);
+    r = fault_point (FAULT_WRITE, fd, NULL) == -1 ? -1 :
+      copy_file_range (sfd, &in, fd, &out,
+                       MIN (size - in, (uint64_t) 256 << 20), 0);
     if (r == -1 && (errno == EXDEV || errno == ENOSYS ||
                     errno == EOPNOTSUPP || errno == EINVAL)) {
       /* Plain reads and writes, where the kernel cannot copy. */

@@ -1,5 +1,7 @@
-/* Unit tests for lib/common: errors, vectors, zero detection, stopping. */
+/* Unit tests for lib/common: errors, vectors, zero detection, stopping,
+ * fault injection. */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -18,6 +21,7 @@
 
 #include "common/error.h"
 #include "common/stop.h"
+#include "common/fault.h"
 #include "common/util.h"
 #include "common/vector.h"
 
@@ -162,6 +166,109 @@ test_qemu_temp_files (void **state)
   rmdir (dir);
 }
 
+/* While an alias is registered, messages name the destination: the
+ * temporary name itself, paths through it, and files named after it. */
+static void
+test_error_alias_names_the_destination (void **state)
+{
+  const char *tmp = ".d.vmdk.ferry-0123456789ab";
+
+  assert_int_equal (error_alias_add (tmp, "d.vmdk"), 0);
+  assert_int_equal (error_alias_add (".out.ferry-ba9876543210", "out"), 0);
+  ferry_error (EIO, "dir/.d.vmdk.ferry-0123456789ab: write");
+  assert_string_equal (ferry_get_error (), "dir/d.vmdk: write");
+  ferry_error (EIO, "dir/.d.vmdk-s002.ferry-0123456789ab: extent of "
+               ".d.vmdk.ferry-0123456789ab");
+  assert_string_equal (ferry_get_error (), "dir/d-s002.vmdk: extent of d.vmdk");
+  ferry_error (EIO, "/a/.out.ferry-ba9876543210/disk.qcow2: short");
+  assert_string_equal (ferry_get_error (), "/a/out/disk.qcow2: short");
+  ferry_error_prefix ("in .out.ferry-ba9876543210");
+  assert_string_equal (ferry_get_error (), "in out: /a/out/disk.qcow2: short");
+  /* Another tag, or a '/' between the parts, is left alone. */
+  ferry_error (EIO, ".d.vmdk.ferry-0123456789ac .d.vmdk/x.ferry-0123456789ab");
+  assert_string_equal (ferry_get_error (),
+                       ".d.vmdk.ferry-0123456789ac .d.vmdk/x.ferry-0123456789ab");
+  error_alias_remove (tmp);
+  error_alias_remove (".out.ferry-ba9876543210");
+  ferry_error (EIO, "%s", tmp);
+  assert_string_equal (ferry_get_error (), tmp);
+}
+
+/* FERRY_FAULT=write:2:enospc fails the second write and every later
+ * one, and nothing else; FERRY_FAULT_TRACE lists every operation. */
+static void
+test_fault_fails_from_the_nth_write (void **state)
+{
+  char dir[] = "/tmp/ferry-test-fault.XXXXXX", path[64], trace[64];
+  char line[256], *text;
+  FILE *fp;
+  int fd, n = 0;
+
+  assert_non_null (mkdtemp (dir));
+  snprintf (path, sizeof path, "%s/f", dir);
+  snprintf (trace, sizeof trace, "%s/trace", dir);
+  fd = open (path, O_RDWR | O_CREAT | O_EXCL, 0644);
+  assert_true (fd >= 0);
+
+  setenv ("FERRY_FAULT", "write:2:enospc", 1);
+  setenv ("FERRY_FAULT_TRACE", trace, 1);
+  fault_reset ();
+  assert_int_equal (full_pwrite (fd, "a", 1, 0), 0);
+  assert_int_equal (sync_fd (fd), 0);
+  assert_int_equal (full_pwrite (fd, "b", 1, 1), -1);
+  assert_int_equal (errno, ENOSPC);
+  assert_int_equal (truncate_fd (fd, 10), -1);
+  assert_int_equal (errno, ENOSPC);
+  assert_int_equal (datasync_fd (fd), 0);
+
+  /* Unset, nothing fails and nothing is counted. */
+  unsetenv ("FERRY_FAULT");
+  unsetenv ("FERRY_FAULT_TRACE");
+  fault_reset ();
+  assert_int_equal (full_pwrite (fd, "c", 1, 2), 0);
+  assert_int_equal (fault_state, 0);
+  close (fd);
+
+  fp = fopen (trace, "r");
+  assert_non_null (fp);
+  while (fgets (line, sizeof line, fp)) {
+    static const char *const want[] = {
+      "1 write ", "2 sync ", "3 write ", "4 write ", "5 sync ",
+    };
+    assert_true (n < 5);
+    assert_memory_equal (line, want[n], strlen (want[n]));
+    text = strchr (line + strlen (want[n]), '\n');
+    assert_non_null (text);
+    *text = '\0';
+    assert_string_equal (line + strlen (want[n]), path);
+    n++;
+  }
+  fclose (fp);
+  assert_int_equal (n, 5);
+  unlink (trace);
+  unlink (path);
+  rmdir (dir);
+}
+
+/* A FERRY_FAULT that does not parse injects nothing. */
+static void
+test_fault_bad_spec_is_ignored (void **state)
+{
+  static const char *const bad[] = {
+    "write", "write:0", "write:x", "write:3:boom", "nosuch:3", "write:3x",
+  };
+  size_t i;
+
+  for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    setenv ("FERRY_FAULT", bad[i], 1);
+    fault_reset ();
+    assert_int_equal (fault_point (FAULT_WRITE, -1, "x"), 0);
+    assert_int_equal (fault_state, 0);
+  }
+  unsetenv ("FERRY_FAULT");
+  fault_reset ();
+}
+
 static void
 test_vector_grows (void **state)
 {
@@ -248,6 +355,9 @@ main (void)
     cmocka_unit_test (test_list_children),
     cmocka_unit_test (test_qemu_temp_files),
     cmocka_unit_test (test_error_errno_appends_strerror),
+    cmocka_unit_test (test_error_alias_names_the_destination),
+    cmocka_unit_test (test_fault_fails_from_the_nth_write),
+    cmocka_unit_test (test_fault_bad_spec_is_ignored),
     cmocka_unit_test (test_vector_grows),
     cmocka_unit_test (test_vector_overflow_is_refused),
     cmocka_unit_test (test_is_zero),
