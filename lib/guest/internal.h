@@ -187,12 +187,18 @@ struct guest_console {
 
 /* Feed N bytes of console output.  LINE_FN (may be NULL) gets each
  * complete line.  Returns 1 when a line (or the pending partial line: a
- * login prompt does not end its line) matches MARKER, -1 when one shows a
- * known failure (*REASON says which), 0 when nothing decided yet; on 1 and
- * -1, *MATCHED is a copy of that line (the caller frees it). */
+ * login prompt does not end its line) matches MARKER, -1 when a complete
+ * line shows a known failure (*REASON says which), 0 when nothing decided
+ * yet; on 1 and -1, *MATCHED is a copy of that line (the caller frees it). */
 #include <regex.h>
 int guest_console_feed (struct guest_console *c, const char *buf, size_t n,
                         const regex_t *marker,
+                        void (*line_fn) (const char *line, void *opaque),
+                        void *opaque, const char **reason, char **matched);
+/* The console has been quiet a while: judge its pending partial line as
+ * if it were whole (a failure that does not end its line).  Returns as
+ * guest_console_feed. */
+int guest_console_idle (struct guest_console *c, const regex_t *marker,
                         void (*line_fn) (const char *line, void *opaque),
                         void *opaque, const char **reason, char **matched);
 /* The kept lines, oldest first, NULL-terminated (the caller frees them);

@@ -393,44 +393,37 @@ boot_once (const struct ferry_guest_disk *disks, size_t n,
     if (r == -1 && errno == EINTR)
       continue;
     if (r == 0) {
-      if (accel == FERRY_GUEST_ACCEL_KVM && retry_on_silence && !any_output &&
-          now_seconds () - start > KVM_SILENCE) {
-        *retry = true;
-        res->reason = guest_printf ("no console output under KVM within %d s",
-                                    KVM_SILENCE);
+      /* A second without output: a partial line is whole by now. */
+      verdict = guest_console_idle (&con, marker, o->console_line, o->opaque,
+                                    &reason, &res->matched);
+    }
+    else {
+      last_output = now_seconds ();
+      r = read (out[0], buf, sizeof buf);
+      if (r > 0)
+        any_output = true;
+      if (r == -1 && errno == EINTR)
+        continue;
+      if (r > 0)
+        verdict = guest_console_feed (&con, buf, r, marker, o->console_line,
+                                      o->opaque, &reason, &res->matched);
+      else if ((verdict = guest_console_idle (&con, marker, o->console_line,
+                                              o->opaque, &reason,
+                                              &res->matched)) == 0) {
+        /* QEMU exited (a reboot with -no-reboot, a crash, a bad option). */
+        char err[512] = "";
+        ssize_t m = pread (errfd, err, sizeof err - 1, 0);
+        err[m > 0 ? m : 0] = '\0';
+        err[strcspn (err, "\n")] = '\0';
+        if (accel == FERRY_GUEST_ACCEL_KVM && strstr (err, "kvm") &&
+            now_seconds () - start < 30)
+          *retry = true;
+        res->reason = guest_printf ("QEMU stopped before the %s%s%s",
+                                    o->expect ? "marker" : "login prompt",
+                                    *err ? ": " : "", err);
         break;
       }
-      if (con.waiting_root && now_seconds () - last_output > ROOT_WAIT_SILENCE) {
-        res->reason = guest_printf ("the initramfs has been waiting for the "
-                                    "root device for %d s: it does not "
-                                    "appear (is its driver in the initramfs?)",
-                                    ROOT_WAIT_SILENCE);
-        break;
-      }
-      continue;
     }
-    last_output = now_seconds ();
-    r = read (out[0], buf, sizeof buf);
-    if (r > 0)
-      any_output = true;
-    if (r == -1 && errno == EINTR)
-      continue;
-    if (r <= 0) {
-      /* QEMU exited (a reboot with -no-reboot, a crash, a bad option). */
-      char err[512] = "";
-      ssize_t m = pread (errfd, err, sizeof err - 1, 0);
-      err[m > 0 ? m : 0] = '\0';
-      err[strcspn (err, "\n")] = '\0';
-      if (accel == FERRY_GUEST_ACCEL_KVM && strstr (err, "kvm") &&
-          now_seconds () - start < 30)
-        *retry = true;
-      res->reason = guest_printf ("QEMU stopped before the %s%s%s",
-                                  o->expect ? "marker" : "login prompt",
-                                  *err ? ": " : "", err);
-      break;
-    }
-    verdict = guest_console_feed (&con, buf, r, marker, o->console_line, o->opaque,
-                                  &reason, &res->matched);
     if (verdict == 1) {
       res->booted = true;
       break;
@@ -438,6 +431,23 @@ boot_once (const struct ferry_guest_disk *disks, size_t n,
     if (verdict == -1) {
       res->reason = guest_printf ("%s: \"%s\"", reason,
                                   res->matched ? res->matched : "");
+      break;
+    }
+    if (r != 0)
+      continue;
+    /* Nothing new on the console. */
+    if (accel == FERRY_GUEST_ACCEL_KVM && retry_on_silence && !any_output &&
+        now_seconds () - start > KVM_SILENCE) {
+      *retry = true;
+      res->reason = guest_printf ("no console output under KVM within %d s",
+                                  KVM_SILENCE);
+      break;
+    }
+    if (con.waiting_root && now_seconds () - last_output > ROOT_WAIT_SILENCE) {
+      res->reason = guest_printf ("the initramfs has been waiting for the "
+                                  "root device for %d s: it does not "
+                                  "appear (is its driver in the initramfs?)",
+                                  ROOT_WAIT_SILENCE);
       break;
     }
   }
