@@ -34,7 +34,8 @@ static const struct {
     "convert-guest [-f FMT] [--mac MAC]... [--no-guest-agent] [--json] IMAGE..." },
   { "verify", cmd_verify,
     "verify --boot [--expect REGEX] [--timeout SECONDS] [--disk-bus BUS]\n"
-    "               [--nic MODEL] [--accel auto|kvm|tcg] [--console] [--json] IMAGE..." },
+    "               [--nic MODEL] [--accel auto|kvm|tcg] [--kvm-stall SECONDS]\n"
+    "               [--console] [--json] IMAGE..." },
 };
 
 static void

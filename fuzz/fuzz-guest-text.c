@@ -94,8 +94,10 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
                               NULL, NULL, &reason, &matched) != 0)
         break;
     }
-    if (!matched)
+    if (!matched) {
+      (void) guest_console_last_line (&c);
       (void) guest_console_idle (&c, &re, NULL, NULL, &reason, &matched);
+    }
     free (matched);
     lines = guest_console_finish (&c);
     guest_free_strings (lines);

@@ -158,6 +158,31 @@ guest_console_idle (struct guest_console *c, const regex_t *marker,
   return judge_partial (c, marker, line_fn, opaque, true, reason, matched);
 }
 
+/* Is LINE blank (nothing but spaces and tabs)? */
+static bool
+blank_line (const char *line)
+{
+  return line[strspn (line, " \t")] == '\0';
+}
+
+const char *
+guest_console_last_line (struct guest_console *c)
+{
+  size_t i;
+
+  if (c->len) {
+    c->line[c->len] = '\0';
+    if (!blank_line (c->line))
+      return c->line;
+  }
+  for (i = c->nr_last; i > 0; i--) {
+    const char *l = c->last[(c->first + i - 1) % GUEST_CONSOLE_LAST_LINES];
+    if (!blank_line (l))
+      return l;
+  }
+  return NULL;
+}
+
 char **
 guest_console_finish (struct guest_console *c)
 {

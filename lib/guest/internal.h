@@ -204,6 +204,10 @@ int guest_console_idle (struct guest_console *c, const regex_t *marker,
 /* The kept lines, oldest first, NULL-terminated (the caller frees them);
  * C is left empty. */
 char **guest_console_finish (struct guest_console *c);
+/* The last line the console showed that is not blank (the pending
+ * partial line first), or NULL when there is none yet.  The string
+ * belongs to C and lasts until the next feed. */
+const char *guest_console_last_line (struct guest_console *c);
 
 /* The virtio drivers the converted guest needs in its initramfs. */
 extern const char *const guest_virtio_drivers[];

@@ -396,6 +396,32 @@ test_console_partial_failure (void **state)
   regfree (&re);
 }
 
+/* The last line shown, for the report of a stalled boot: the pending
+ * partial line first, else the last complete one, blank lines skipped. */
+static void
+test_console_last_line (void **state)
+{
+  struct guest_console c = { 0 };
+  regex_t re;
+  const char *reason = NULL;
+  char *matched = NULL;
+
+  assert_int_equal (regcomp (&re, "[A-Za-z0-9_.-]+ login:", REG_EXTENDED | REG_NOSUB), 0);
+  assert_null (guest_console_last_line (&c));
+  assert_int_equal (guest_console_feed (&c, "\r\n  \r\n", 6, &re, NULL, NULL,
+                                        &reason, &matched), 0);
+  assert_null (guest_console_last_line (&c));
+  assert_int_equal (guest_console_feed (&c, "Booting Linux...\r\n\r\n\t\n", 22, &re,
+                                        NULL, NULL, &reason, &matched), 0);
+  assert_string_equal (guest_console_last_line (&c), "Booting Linux...");
+  assert_int_equal (guest_console_feed (&c, "\033[2J[    0.000] Linux ver", 25, &re,
+                                        NULL, NULL, &reason, &matched), 0);
+  assert_string_equal (guest_console_last_line (&c), "[    0.000] Linux ver");
+  assert_null (matched);
+  guest_free_strings (guest_console_finish (&c));
+  regfree (&re);
+}
+
 int
 main (void)
 {
@@ -413,6 +439,7 @@ main (void)
     cmocka_unit_test (test_positional),
     cmocka_unit_test (test_console),
     cmocka_unit_test (test_console_partial_failure),
+    cmocka_unit_test (test_console_last_line),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }
