@@ -47,7 +47,8 @@ static const struct {
     false },
   { "verify", cmd_verify,
     "verify --boot [--expect REGEX] [--timeout SECONDS] [--disk-bus BUS]\n"
-    "               [--nic MODEL] [--accel auto|kvm|tcg] [--console] [--json] IMAGE...",
+    "               [--nic MODEL] [--accel auto|kvm|tcg] [--kvm-stall SECONDS]\n"
+    "               [--console] [--json] IMAGE...",
     false },
 };
 

@@ -93,4 +93,12 @@ struct ferry_guest_disk *guest_disks_from_args (char **args, int n,
 void print_guest_report (FILE *fp, const struct ferry_guest_report *r);
 struct json_object *guest_report_to_json (const struct ferry_guest_report *r);
 
+/* A boot's result (verify.c), for verify --boot and v2v --verify: the
+ * accelerator that ran it and why not KVM ("tcg; KVM stalled after ...")
+ * in BUF, and the whole result as JSON (the caller owns the object). */
+struct ferry_guest_boot_result;
+const char *boot_accel_text (const struct ferry_guest_boot_result *res,
+                             char *buf, size_t len);
+struct json_object *boot_result_to_json (const struct ferry_guest_boot_result *res);
+
 #endif /* FERRY_CLI_H */

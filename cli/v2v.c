@@ -263,12 +263,14 @@ print_result (json_object **jplan, json_object *res)
 
 /* What a run did, for --json (the plan's "result") and --progress=json
  * (its last line): the disks, the guest's conversion step by step, the
- * times and the verification.  VERIFIED: -1 not run, 0 failed, 1 booted. */
+ * times and the verification.  VERIFIED: -1 not run, 0 failed, 1 booted;
+ * JBOOT (taken over, may be NULL): the boot's result, accelerator and
+ * all. */
 static json_object *
 result_json (const struct ferry_v2v_plan *plan,
              const struct ferry_v2v_options *opts,
              const struct ferry_v2v_summary *s, bool ok, int verified,
-             double verify_seconds)
+             double verify_seconds, json_object *jboot)
 {
   json_object *o = json_object_new_object (), *a = json_object_new_array ();
   json_object *t = json_object_new_object ();
@@ -304,6 +306,8 @@ result_json (const struct ferry_v2v_plan *plan,
   json_object_object_add (o, "seconds", t);
   if (verified != -1)
     json_object_object_add (o, "verified", json_object_new_boolean (verified == 1));
+  if (jboot)
+    json_object_object_add (o, "verification", jboot);
   return o;
 }
 
@@ -407,15 +411,18 @@ now_seconds_cli (void)
   return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* --verify: boot the output folder OUT as `ferry verify --boot OUT` does.
+/* --verify: boot the output folder OUT as `ferry verify --boot OUT` does;
+ * *JBOOT (OUT) is the boot's result as JSON when it could be tried.
  * Returns the exit status (0 booted). */
 static int
-v2v_verify (const char *out, unsigned timeout, bool quiet)
+v2v_verify (const char *out, unsigned timeout, bool quiet, json_object **jboot)
 {
   struct ferry_guest_target t;
   struct ferry_guest_boot_options o = { .timeout = timeout };
   struct ferry_guest_boot_result res;
   const char *accel = getenv ("FERRY_ACCEL");
+  const char *stall = getenv ("FERRY_KVM_STALL");
+  char text[256];
   size_t i;
   int r;
 
@@ -435,6 +442,16 @@ v2v_verify (const char *out, unsigned timeout, bool quiet)
     o.accel = FERRY_GUEST_ACCEL_TCG;
   else if (accel && strcmp (accel, "kvm") == 0)
     o.accel = FERRY_GUEST_ACCEL_KVM;
+  /* FERRY_KVM_STALL=SECONDS: verify --boot's --kvm-stall. */
+  if (stall && *stall) {
+    char *end;
+    unsigned long v = strtoul (stall, &end, 10);
+    if (*end || v == 0 || v > 86400)
+      print_message ("v2v", "FERRY_KVM_STALL=%s: expected seconds (1 to 86400); "
+                     "using the default", stall);
+    else
+      o.kvm_stall = v;
+  }
   if (!quiet)
     fprintf (stderr, "Verifying: booting %s (%s disk, %s NIC, isolated network)\n",
              t.description, o.disk_bus ? o.disk_bus : "virtio", o.nic_model);
@@ -447,16 +464,18 @@ v2v_verify (const char *out, unsigned timeout, bool quiet)
     ferry_guest_target_free (&t);
     return 1;
   }
+  *jboot = boot_result_to_json (&res);
   if (res.booted) {
     if (!quiet)
       printf ("Verified: booted to \"%s\" in %.0f s (%s)\n",
-              res.matched ? res.matched : "", res.seconds, res.accel ? res.accel : "?");
+              res.matched ? res.matched : "", res.seconds,
+              boot_accel_text (&res, text, sizeof text));
   }
   else {
     print_message ("v2v", "verification failed: %s did not boot: %s (after "
                    "%.0f s, %s); the console's last lines:", out,
                    res.reason ? res.reason : "unknown", res.seconds,
-                   res.accel ? res.accel : "?");
+                   boot_accel_text (&res, text, sizeof text));
     for (i = 0; res.last_lines && res.last_lines[i]; i++)
       fprintf (stderr, "  | %s\n", res.last_lines[i]);
   }
@@ -526,7 +545,7 @@ cmd_v2v (int argc, char **argv)
   bool verify = false;
   unsigned verify_timeout = 0;
   double verify_seconds = 0;
-  json_object *jplan = NULL;
+  json_object *jplan = NULL, *jboot = NULL;
   int c, r, ret = 1;
 
   while ((c = getopt_long (argc, argv, "O:pm:t:h", long_options, NULL)) != -1) {
@@ -692,7 +711,7 @@ cmd_v2v (int argc, char **argv)
   print_removed ("v2v", (const char *const *) summary.removed);
   if (r == -1) {
     if (json || cp.mode == PROGRESS_JSON) {
-      print_result (&jplan, result_json (plan, &opts, &summary, false, -1, 0));
+      print_result (&jplan, result_json (plan, &opts, &summary, false, -1, 0, NULL));
     }
     else if (summary.guest) {
       printf ("Guest conversion:\n");
@@ -721,7 +740,8 @@ cmd_v2v (int argc, char **argv)
   ret = 0;
   if (verify) {
     double t0 = now_seconds_cli ();
-    ret = v2v_verify (plan->out_dir, verify_timeout, json || cp.mode == PROGRESS_JSON);
+    ret = v2v_verify (plan->out_dir, verify_timeout, json || cp.mode == PROGRESS_JSON,
+                      &jboot);
     verify_seconds = now_seconds_cli () - t0;
     if (!json && cp.mode != PROGRESS_JSON)
       printf ("Times: inspection %.1f s, conversion %.1f s, copy %.1f s, "
@@ -734,12 +754,16 @@ cmd_v2v (int argc, char **argv)
             summary.copy_seconds);
   if (json || cp.mode == PROGRESS_JSON) {
     print_result (&jplan, result_json (plan, &opts, &summary, ret == 0,
-                                       verify ? ret == 0 : -1, verify_seconds));
+                                       verify ? ret == 0 : -1, verify_seconds,
+                                       jboot));
+    jboot = NULL;
   }
 
  out:
   if (jplan)
     json_object_put (jplan);
+  if (jboot)
+    json_object_put (jboot);
   ferry_v2v_summary_free (&summary);
   ferry_v2v_plan_free (plan);
   ferry_vm_free (vm);

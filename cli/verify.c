@@ -3,6 +3,7 @@
  * --expect marker) within the timeout.  On failure the console's last
  * lines are printed.  Exit 0 booted, 1 did not (or could not try).
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,10 +27,57 @@ is_description (const char *path)
          (len > 3 && strcmp (path + len - 3, ".sh") == 0);
 }
 
+/* --console: each line the guest prints. */
 static void
 show_line (const char *line, void *opaque)
 {
   fprintf (stderr, "console: %s\n", line);
+}
+
+/* OPTION's ARG, seconds from 1 to a day, into *OUT; -1 after a message. */
+static int
+parse_seconds (const char *option, const char *arg, unsigned *out)
+{
+  char *end;
+  unsigned long v;
+
+  errno = 0;
+  v = strtoul (arg, &end, 10);
+  if (errno || end == arg || *end || arg[0] == '-' || v == 0 || v > 86400) {
+    print_message ("verify", "%s %s: expected seconds (1 to 86400)", option, arg);
+    return -1;
+  }
+  *out = v;
+  return 0;
+}
+
+/* "tcg; KVM stalled after ..." (see ferry.h). */
+const char *
+boot_accel_text (const struct ferry_guest_boot_result *res, char *buf,
+                 size_t len)
+{
+  snprintf (buf, len, "%s%s%s", res->accel ? res->accel : "?",
+            res->fallback ? "; " : "", res->fallback ? res->fallback : "");
+  return buf;
+}
+
+/* The result as JSON: verify --json, and v2v's "verification". */
+struct json_object *
+boot_result_to_json (const struct ferry_guest_boot_result *res)
+{
+  json_object *j = json_object_new_object (), *a = json_object_new_array ();
+  size_t i;
+
+  json_object_object_add (j, "booted", json_object_new_boolean (res->booted));
+  json_object_object_add (j, "seconds", json_object_new_double (res->seconds));
+  json_object_object_add (j, "accel", res->accel ? json_object_new_string (res->accel) : NULL);
+  json_object_object_add (j, "fallback", res->fallback ? json_object_new_string (res->fallback) : NULL);
+  json_object_object_add (j, "matched", res->matched ? json_object_new_string (res->matched) : NULL);
+  json_object_object_add (j, "reason", res->reason ? json_object_new_string (res->reason) : NULL);
+  for (i = 0; res->last_lines && res->last_lines[i]; i++)
+    json_object_array_add (a, json_object_new_string (res->last_lines[i]));
+  json_object_object_add (j, "console", a);
+  return j;
 }
 
 int
@@ -46,6 +94,7 @@ cmd_verify (int argc, char **argv)
     { "vcpus", required_argument, NULL, 'c' },
     { "firmware", required_argument, NULL, 'F' },
     { "accel", required_argument, NULL, 'a' },
+    { "kvm-stall", required_argument, NULL, 'S' },
     { "console", no_argument, NULL, 'C' },
     { "json", no_argument, NULL, 'j' },
     { "format", required_argument, NULL, 'f' },
@@ -59,6 +108,7 @@ cmd_verify (int argc, char **argv)
   struct stat st;
   const char **macs = NULL;
   const char *format = NULL;
+  char accel[256];
   size_t nr_macs = 0, i;
   bool boot = false, json = false;
   char *end;
@@ -69,11 +119,8 @@ cmd_verify (int argc, char **argv)
     case 'b': boot = true; break;
     case 'e': o.expect = optarg; break;
     case 't':
-      o.timeout = strtoul (optarg, &end, 10);
-      if (*end || o.timeout == 0 || o.timeout > 86400) {
-        print_message ("verify", "--timeout %s: expected seconds (1 to 86400)", optarg);
+      if (parse_seconds ("--timeout", optarg, &o.timeout) == -1)
         goto usage_error;
-      }
       break;
     case 'd': o.disk_bus = optarg; break;
     case 'n': o.nic_model = optarg; break;
@@ -118,6 +165,10 @@ cmd_verify (int argc, char **argv)
         goto usage_error;
       }
       break;
+    case 'S':
+      if (parse_seconds ("--kvm-stall", optarg, &o.kvm_stall) == -1)
+        goto usage_error;
+      break;
     case 'C':
       o.console_line = show_line;
       break;
@@ -128,11 +179,16 @@ cmd_verify (int argc, char **argv)
               "                    [--disk-bus virtio|scsi|lsi|sata|ide] [--nic virtio|e1000|none]\n"
               "                    [--mac MAC]... [--memory SIZE] [--vcpus N]\n"
               "                    [--firmware bios|uefi] [--accel auto|kvm|tcg]\n"
-              "                    [--console] [--json] [-f FMT] DISK... | VM\n"
+              "                    [--kvm-stall SECONDS] [--console] [--json]\n"
+              "                    [-f FMT] DISK... | VM\n"
               "  Boot the VM on DISK... (boot disk first), or the migrated VM (a ferry\n"
               "  v2v output folder, or its NAME.xml or NAME.sh), with QEMU on an isolated\n"
               "  network, on a throw-away overlay, until its serial console shows a\n"
-              "  login prompt (or REGEX).  Default: virtio disk and NIC, 1 GiB, 600 s.\n");
+              "  login prompt (or REGEX).  Default: virtio disk and NIC, 1 GiB, 600 s.\n"
+              "  --accel auto (the default) boots under KVM, and under TCG when KVM\n"
+              "  is missing, does not start, or stalls: its console shows nothing new\n"
+              "  for --kvm-stall seconds (default 30) before the login prompt.  The\n"
+              "  TCG boot gets what is left of --timeout.\n");
       free (macs);
       return 0;
     default:
@@ -191,26 +247,19 @@ cmd_verify (int argc, char **argv)
     return 1;
   }
   if (json) {
-    json_object *j = json_object_new_object (), *a = json_object_new_array ();
-    json_object_object_add (j, "booted", json_object_new_boolean (res.booted));
-    json_object_object_add (j, "seconds", json_object_new_double (res.seconds));
-    json_object_object_add (j, "accel", res.accel ? json_object_new_string (res.accel) : NULL);
-    json_object_object_add (j, "matched", res.matched ? json_object_new_string (res.matched) : NULL);
-    json_object_object_add (j, "reason", res.reason ? json_object_new_string (res.reason) : NULL);
-    for (i = 0; res.last_lines && res.last_lines[i]; i++)
-      json_object_array_add (a, json_object_new_string (res.last_lines[i]));
-    json_object_object_add (j, "console", a);
+    json_object *j = boot_result_to_json (&res);
     printf ("%s\n", json_object_to_json_string_ext (j,
             JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put (j);
   }
   else if (res.booted)
     printf ("booted in %.0f s (%s): \"%s\"\n", res.seconds,
-            res.accel ? res.accel : "?", res.matched ? res.matched : "");
+            boot_accel_text (&res, accel, sizeof accel),
+            res.matched ? res.matched : "");
   else {
     fprintf (stderr, "ferry verify: %s did not boot: %s (after %.0f s, %s)\n",
              argv[optind], res.reason ? res.reason : "unknown", res.seconds,
-             res.accel ? res.accel : "?");
+             boot_accel_text (&res, accel, sizeof accel));
     fprintf (stderr, "ferry verify: the console's last lines:\n");
     for (i = 0; res.last_lines && res.last_lines[i]; i++)
       fprintf (stderr, "  | %s\n", res.last_lines[i]);

@@ -87,12 +87,16 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     size_t off;
     if (regcomp (&re, "[A-Za-z0-9_.-]+ login:", REG_EXTENDED | REG_NOSUB) != 0)
       abort ();
-    /* In pieces, as reads from a pipe come. */
+    /* In pieces, as reads from a pipe come; then a quiet console. */
     for (off = 0; off + 1 < size; off += 7) {
       size_t n = size - 1 - off < 7 ? size - 1 - off : 7;
       if (guest_console_feed (&c, (const char *) data + 1 + off, n, &re,
                               NULL, NULL, &reason, &matched) != 0)
         break;
+    }
+    if (!matched) {
+      (void) guest_console_last_line (&c);
+      (void) guest_console_idle (&c, &re, NULL, NULL, &reason, &matched);
     }
     free (matched);
     lines = guest_console_finish (&c);

@@ -5,6 +5,7 @@
  * fuzz/fuzz-guest-text.c feeds it too.
  */
 #include <regex.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -73,6 +74,30 @@ judge_line (const char *line, const regex_t *marker, const char **reason)
   return regexec (marker, line, 0, NULL, 0) == 0 ? 1 : 0;
 }
 
+/* Judge the pending partial line: the marker always, failures only with
+ * FAILURES.  A line judged is kept and handed to LINE_FN as a whole one. */
+static int
+judge_partial (struct guest_console *c, const regex_t *marker,
+               void (*line_fn) (const char *line, void *opaque),
+               void *opaque, bool failures, const char **reason,
+               char **matched)
+{
+  int v;
+
+  if (!c->len)
+    return 0;
+  c->line[c->len] = '\0';
+  v = judge_line (c->line, marker, reason);
+  if (v == 0 || (v == -1 && !failures))
+    return 0;
+  *matched = strdup (c->line);
+  console_keep (c, c->line);
+  if (line_fn)
+    line_fn (c->line, opaque);
+  c->len = 0;
+  return v;
+}
+
 int
 guest_console_feed (struct guest_console *c, const char *buf, size_t n,
                     const regex_t *marker,
@@ -112,22 +137,50 @@ guest_console_feed (struct guest_console *c, const char *buf, size_t n,
       c->line[c->len++] = ch;
   }
   /* A login prompt does not end its line, nor does Debian's "Begin:
-   * Waiting for root file system ... ". */
+   * Waiting for root file system ... ".  A failure is judged on whole
+   * lines only (a read may end anywhere, and "Kernel panic - not
+   * syncing" without its reason says little), or on a partial one that
+   * has stopped growing (guest_console_idle). */
   if (c->len) {
     c->line[c->len] = '\0';
     c->waiting_root = strstr (c->line, "Waiting for root") != NULL;
   }
-  if (!verdict && c->len) {
-    if ((v = judge_line (c->line, marker, reason)) != 0) {
-      verdict = v;
-      *matched = strdup (c->line);
-      console_keep (c, c->line);
-      if (line_fn)
-        line_fn (c->line, opaque);
-      c->len = 0;
-    }
-  }
+  if (!verdict)
+    verdict = judge_partial (c, marker, line_fn, opaque, false, reason, matched);
   return verdict;
+}
+
+int
+guest_console_idle (struct guest_console *c, const regex_t *marker,
+                    void (*line_fn) (const char *line, void *opaque),
+                    void *opaque, const char **reason, char **matched)
+{
+  return judge_partial (c, marker, line_fn, opaque, true, reason, matched);
+}
+
+/* Is LINE blank (nothing but spaces and tabs)? */
+static bool
+blank_line (const char *line)
+{
+  return line[strspn (line, " \t")] == '\0';
+}
+
+const char *
+guest_console_last_line (struct guest_console *c)
+{
+  size_t i;
+
+  if (c->len) {
+    c->line[c->len] = '\0';
+    if (!blank_line (c->line))
+      return c->line;
+  }
+  for (i = c->nr_last; i > 0; i--) {
+    const char *l = c->last[(c->first + i - 1) % GUEST_CONSOLE_LAST_LINES];
+    if (!blank_line (l))
+      return l;
+  }
+  return NULL;
 }
 
 char **

@@ -189,17 +189,27 @@ struct guest_console {
 
 /* Feed N bytes of console output.  LINE_FN (may be NULL) gets each
  * complete line.  Returns 1 when a line (or the pending partial line: a
- * login prompt does not end its line) matches MARKER, -1 when one shows a
- * known failure (*REASON says which), 0 when nothing decided yet; on 1 and
- * -1, *MATCHED is a copy of that line (the caller frees it). */
+ * login prompt does not end its line) matches MARKER, -1 when a complete
+ * line shows a known failure (*REASON says which), 0 when nothing decided
+ * yet; on 1 and -1, *MATCHED is a copy of that line (the caller frees it). */
 #include <regex.h>
 int guest_console_feed (struct guest_console *c, const char *buf, size_t n,
                         const regex_t *marker,
                         void (*line_fn) (const char *line, void *opaque),
                         void *opaque, const char **reason, char **matched);
+/* The console has been quiet a while: judge its pending partial line as
+ * if it were whole (a failure that does not end its line).  Returns as
+ * guest_console_feed. */
+int guest_console_idle (struct guest_console *c, const regex_t *marker,
+                        void (*line_fn) (const char *line, void *opaque),
+                        void *opaque, const char **reason, char **matched);
 /* The kept lines, oldest first, NULL-terminated (the caller frees them);
  * C is left empty. */
 char **guest_console_finish (struct guest_console *c);
+/* The last line the console showed that is not blank (the pending
+ * partial line first), or NULL when there is none yet.  The string
+ * belongs to C and lasts until the next feed. */
+const char *guest_console_last_line (struct guest_console *c);
 
 /* The virtio drivers the converted guest needs in its initramfs. */
 extern const char *const guest_virtio_drivers[];

@@ -2,8 +2,8 @@
  * console until it reaches a login prompt (or the caller's marker), a
  * known failure, or the timeout.
  *
- * Where it runs: QEMU with KVM when that starts and TCG otherwise (or as
- * asked), no display, the first serial port on QEMU's stdout, which ferry
+ * Where it runs: QEMU with KVM when that works and TCG otherwise (or as
+ * asked; see the notes below), no display, the first serial port on QEMU's stdout, which ferry
  * reads through a pipe.  The network is QEMU's user network with
  * restrict=on: the guest gets its DHCP answer and nothing else, no route
  * to the host's networks or beyond.  The disks are opened with
@@ -20,6 +20,27 @@
  * of a migration: only disks and what the guest expects of the hardware,
  * which `ferry verify --boot` gets from the user and `ferry v2v --verify`
  * from the VM description.
+ *
+ * NOTES ON THE CHOICE OF ACCELERATOR (FERRY_GUEST_ACCEL_AUTO)
+ *
+ * 1. KVM is tried first when its device (/dev/kvm; FERRY_KVM_DEVICE names
+ *    another, for tests) can be opened for reading and writing; else the
+ *    boot runs under TCG and the result says why.
+ * 2. On some hosts KVM starts but hangs Linux guests (nested
+ *    virtualisation gone wrong) at any stage: before the first byte,
+ *    after GRUB, after "Booting Linux".  Under KVM, a console that shows
+ *    nothing new for kvm_stall seconds (30 by default: see KVM_STALL) is a
+ *    stall, and so is a QEMU that exits at once complaining about kvm.
+ *    Either way QEMU is stopped and the boot starts again under TCG.
+ * 3. The stall is judged before the initramfs' root-wait rule
+ *    (ROOT_WAIT_SILENCE), and the default stall is the shorter: a root
+ *    wait under KVM looks exactly like a KVM hang at that stage, so it is
+ *    retried, and TCG, which does not hang, is the one that judges it.
+ *    Failures the guest prints (a panic, emergency mode, the initramfs
+ *    giving up) are final under KVM too: the guest said what is wrong.
+ * 4. The user's timeout is what the whole call may take: TCG gets what
+ *    the KVM attempt left (one deadline for both), so a stall costs the
+ *    time to the stall plus kvm_stall, never a second timeout.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -49,10 +70,16 @@
  * "Waiting for root" means the device is not coming (its driver is not in
  * the initramfs). */
 #define ROOT_WAIT_SILENCE 45
-/* On some hosts KVM starts but a Linux guest hangs under it, silently:
- * with --accel auto, a KVM boot whose console stays empty this long is
- * tried again under TCG. */
-#define KVM_SILENCE 60
+/* The default of kvm_stall (note 2).  Under KVM a Linux guest reaches
+ * its login prompt in seconds, and its quietest healthy stretches (GRUB's
+ * menu countdown, the kernel unpacking itself before its console is up,
+ * systemd waiting on a job, which it reports every few seconds) last a
+ * few seconds; 30 s of silence is several times that, and short next to
+ * a TCG boot (a minute or two) and the 600 s default timeout.  A false
+ * alarm costs a boot under TCG; a late one costs each second waited. */
+#define KVM_STALL 30
+/* QEMU that exits this soon with "kvm" in its message did not start KVM. */
+#define KVM_START_FAILURE 30
 
 /* The argument vector being built. */
 DEFINE_VECTOR_TYPE (arg_vector, char *);
@@ -161,6 +188,7 @@ copy_vars (const char *from, int fd, const char *to)
   return 0;
 }
 
+/* QEMU's command line for one boot under ACCEL (KVM or TCG) into V. */
 static int
 build_argv (const struct ferry_guest_disk *disks, size_t n,
             const struct ferry_guest_boot_options *o, const char *qemu,
@@ -182,15 +210,13 @@ build_argv (const struct ferry_guest_disk *disks, size_t n,
       add_arg (v, "-serial") == -1 || add_arg (v, "stdio") == -1 ||
       add_arg (v, "-monitor") == -1 || add_arg (v, "none") == -1)
     return -1;
-  if (accel == FERRY_GUEST_ACCEL_KVM || accel == FERRY_GUEST_ACCEL_AUTO) {
+  if (accel == FERRY_GUEST_ACCEL_KVM) {
     if (add_arg (v, "-accel") == -1 || add_arg (v, "kvm") == -1 ||
         add_arg (v, "-cpu") == -1 || add_arg (v, "host") == -1)
       return -1;
   }
-  if (accel == FERRY_GUEST_ACCEL_TCG || accel == FERRY_GUEST_ACCEL_AUTO) {
-    if (add_arg (v, "-accel") == -1 || add_arg (v, "tcg") == -1)
-      return -1;
-  }
+  else if (add_arg (v, "-accel") == -1 || add_arg (v, "tcg") == -1)
+    return -1;
   if (uefi) {
     int pair = ovmf_pair ();
     const char *code;
@@ -307,34 +333,53 @@ ferry_guest_boot_result_free (struct ferry_guest_boot_result *r)
   free (r->reason);
   free (r->matched);
   free (r->accel);
+  free (r->fallback);
   guest_free_strings (r->last_lines);
   memset (r, 0, sizeof *r);
 }
 
-/* One boot attempt with ACCEL.  *RETRY is set when KVM failed to start (or,
- * with RETRY_ON_SILENCE, the guest stayed silent under it) and TCG is
- * worth a try. */
+/* Why a stalled KVM boot was given up (note 2), from its console C: a
+ * new string or NULL. */
+static char *
+stall_text (struct guest_console *c, unsigned stall)
+{
+  const char *last = guest_console_last_line (c);
+  size_t len;
+
+  if (!last)
+    return guest_printf ("KVM stalled with an empty console for %u s", stall);
+  len = strlen (last);
+  while (len > 0 && (last[len - 1] == ' ' || last[len - 1] == '\t'))
+    len--;
+  return guest_printf ("KVM stalled after '%.*s%s' for %u s",
+                       (int) (len > 80 ? 80 : len), last,
+                       len > 80 ? "..." : "", stall);
+}
+
+/* One boot attempt under ACCEL (KVM or TCG), until START + TIMEOUT.  With
+ * GIVE_UP (OUT, may be NULL) a KVM boot that stalls for STALL seconds or
+ * does not start is stopped and *GIVE_UP says why (note 2): RES then
+ * holds that attempt, for the caller to drop. */
 static int
 boot_once (const struct ferry_guest_disk *disks, size_t n,
            const struct ferry_guest_boot_options *o, const char *qemu,
-           enum ferry_guest_accel accel, bool retry_on_silence,
-           const regex_t *marker, struct ferry_guest_boot_result *res,
-           bool *retry)
+           enum ferry_guest_accel accel, double start, unsigned timeout,
+           unsigned stall, const regex_t *marker,
+           struct ferry_guest_boot_result *res, char **give_up)
 {
   arg_vector args = empty_vector;
   struct guest_console con = { 0 };
   CLEANUP_FREE char *errpath = NULL, *vars = NULL;
   const char *tmpdir = getenv ("TMPDIR");
   int out[2] = { -1, -1 }, errfd = -1, devnull = -1, ret = -1;
-  unsigned timeout = o->timeout ? o->timeout : 600;
-  double start = now_seconds (), last_output = start;
-  bool any_output = false, interrupted = false;
+  double started = now_seconds (), last_output = started;
+  bool watch_kvm = give_up && accel == FERRY_GUEST_ACCEL_KVM;
+  bool interrupted = false;
   pid_t parent = getpid ();
   const char *reason = NULL;
   pid_t pid;
   size_t i;
 
-  *retry = false;
   if (!tmpdir || !*tmpdir)
     tmpdir = "/tmp";
   errpath = guest_printf ("%s/ferry-boot-XXXXXX", tmpdir);
@@ -419,44 +464,37 @@ boot_once (const struct ferry_guest_disk *disks, size_t n,
     if (stop_requested ())
       continue;                 /* the top of the loop says why */
     if (r == 0) {
-      if (accel == FERRY_GUEST_ACCEL_KVM && retry_on_silence && !any_output &&
-          now_seconds () - start > KVM_SILENCE) {
-        *retry = true;
-        res->reason = guest_printf ("no console output under KVM within %d s",
-                                    KVM_SILENCE);
+      /* A second without output: a partial line is whole by now. */
+      verdict = guest_console_idle (&con, marker, o->console_line, o->opaque,
+                                    &reason, &res->matched);
+    }
+    else {
+      last_output = now_seconds ();
+      r = read (out[0], buf, sizeof buf);
+      if (r == -1 && errno == EINTR)
+        continue;
+      if (r > 0)
+        verdict = guest_console_feed (&con, buf, r, marker, o->console_line,
+                                      o->opaque, &reason, &res->matched);
+      else if ((verdict = guest_console_idle (&con, marker, o->console_line,
+                                              o->opaque, &reason,
+                                              &res->matched)) == 0) {
+        /* QEMU exited (a reboot with -no-reboot, a crash, a bad option). */
+        char err[512] = "";
+        ssize_t m = pread (errfd, err, sizeof err - 1, 0);
+        err[m > 0 ? m : 0] = '\0';
+        err[strcspn (err, "\n")] = '\0';
+        if (watch_kvm && strstr (err, "kvm") &&
+            now_seconds () - started < KVM_START_FAILURE) {
+          *give_up = guest_printf ("KVM did not start: %s", err);
+          break;
+        }
+        res->reason = guest_printf ("QEMU stopped before the %s%s%s",
+                                    o->expect ? "marker" : "login prompt",
+                                    *err ? ": " : "", err);
         break;
       }
-      if (con.waiting_root && now_seconds () - last_output > ROOT_WAIT_SILENCE) {
-        res->reason = guest_printf ("the initramfs has been waiting for the "
-                                    "root device for %d s: it does not "
-                                    "appear (is its driver in the initramfs?)",
-                                    ROOT_WAIT_SILENCE);
-        break;
-      }
-      continue;
     }
-    last_output = now_seconds ();
-    r = read (out[0], buf, sizeof buf);
-    if (r > 0)
-      any_output = true;
-    if (r == -1 && errno == EINTR)
-      continue;
-    if (r <= 0) {
-      /* QEMU exited (a reboot with -no-reboot, a crash, a bad option). */
-      char err[512] = "";
-      ssize_t m = pread (errfd, err, sizeof err - 1, 0);
-      err[m > 0 ? m : 0] = '\0';
-      err[strcspn (err, "\n")] = '\0';
-      if (accel == FERRY_GUEST_ACCEL_KVM && strstr (err, "kvm") &&
-          now_seconds () - start < 30)
-        *retry = true;
-      res->reason = guest_printf ("QEMU stopped before the %s%s%s",
-                                  o->expect ? "marker" : "login prompt",
-                                  *err ? ": " : "", err);
-      break;
-    }
-    verdict = guest_console_feed (&con, buf, r, marker, o->console_line, o->opaque,
-                                  &reason, &res->matched);
     if (verdict == 1) {
       res->booted = true;
       break;
@@ -466,19 +504,24 @@ boot_once (const struct ferry_guest_disk *disks, size_t n,
                                   res->matched ? res->matched : "");
       break;
     }
+    if (r != 0)
+      continue;
+    /* Note 3: nothing new on the console; a stall first, then the root
+     * wait. */
+    if (watch_kvm && now_seconds () - last_output >= stall) {
+      *give_up = stall_text (&con, stall);
+      break;
+    }
+    if (con.waiting_root && now_seconds () - last_output > ROOT_WAIT_SILENCE) {
+      res->reason = guest_printf ("the initramfs has been waiting for the "
+                                  "root device for %d s: it does not "
+                                  "appear (is its driver in the initramfs?)",
+                                  ROOT_WAIT_SILENCE);
+      break;
+    }
   }
   res->seconds = now_seconds () - start;
   stop_qemu (pid);
-  {
-    /* What qemu said about the accelerator. */
-    char err[2048] = "";
-    ssize_t m = pread (errfd, err, sizeof err - 1, 0);
-    err[m > 0 ? m : 0] = '\0';
-    if (accel == FERRY_GUEST_ACCEL_AUTO && strstr (err, "kvm")) {
-      free (res->accel);
-      res->accel = strdup ("tcg");
-    }
-  }
   res->last_lines = guest_console_finish (&con);
   if (interrupted) {
     ferry_guest_boot_result_free (res);
@@ -510,9 +553,13 @@ ferry_guest_boot (const struct ferry_guest_disk *disks, size_t n,
   static const struct ferry_guest_boot_options defaults = { 0 };
   const struct ferry_guest_boot_options *o = opts ? opts : &defaults;
   CLEANUP_FREE char *qemu = NULL;
+  const char *kvm_device = getenv ("FERRY_KVM_DEVICE");
   enum ferry_guest_accel accel = o->accel;
+  unsigned timeout = o->timeout ? o->timeout : 600;
+  unsigned stall = o->kvm_stall ? o->kvm_stall : KVM_STALL;
+  double start = now_seconds ();
+  char *fallback = NULL;
   regex_t marker;
-  bool retry;
   int r, rc;
 
   memset (result, 0, sizeof *result);
@@ -530,19 +577,31 @@ ferry_guest_boot (const struct ferry_guest_disk *disks, size_t n,
     regerror (rc, &marker, msg, sizeof msg);
     return ferry_error (EINVAL, "--expect '%s': %s", o->expect, msg);
   }
-  /* KVM first only when /dev/kvm can be opened at all. */
-  if (accel == FERRY_GUEST_ACCEL_AUTO && access ("/dev/kvm", R_OK | W_OK) != 0)
-    accel = FERRY_GUEST_ACCEL_TCG;
-  if (accel == FERRY_GUEST_ACCEL_AUTO)
-    accel = FERRY_GUEST_ACCEL_KVM;
-  r = boot_once (disks, n, o, qemu, accel, o->accel == FERRY_GUEST_ACCEL_AUTO,
-                 &marker, result, &retry);
-  if (r == 0 && retry && o->accel == FERRY_GUEST_ACCEL_AUTO) {
-    ferry_debug ("boot: KVM did not start (%s); trying TCG", result->reason);
-    ferry_guest_boot_result_free (result);
-    r = boot_once (disks, n, o, qemu, FERRY_GUEST_ACCEL_TCG, false, &marker,
-                   result, &retry);
+  /* Note 1. */
+  if (!kvm_device || !*kvm_device)
+    kvm_device = "/dev/kvm";
+  if (accel == FERRY_GUEST_ACCEL_AUTO) {
+    if (access (kvm_device, R_OK | W_OK) == 0)
+      accel = FERRY_GUEST_ACCEL_KVM;
+    else {
+      fallback = guest_printf ("KVM is not available: %s: %s", kvm_device,
+                               strerror (errno));
+      accel = FERRY_GUEST_ACCEL_TCG;
+    }
   }
+  r = boot_once (disks, n, o, qemu, accel, start, timeout, stall, &marker,
+                 result, o->accel == FERRY_GUEST_ACCEL_AUTO ? &fallback : NULL);
+  if (r == 0 && accel == FERRY_GUEST_ACCEL_KVM && fallback) {
+    /* Notes 2 and 4: TCG, with what is left of the timeout. */
+    ferry_debug ("boot: %s; restarting under TCG", fallback);
+    ferry_guest_boot_result_free (result);
+    r = boot_once (disks, n, o, qemu, FERRY_GUEST_ACCEL_TCG, start, timeout,
+                   0, &marker, result, NULL);
+  }
+  if (r == 0)
+    result->fallback = fallback;
+  else
+    free (fallback);
   regfree (&marker);
   return r;
 }

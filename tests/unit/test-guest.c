@@ -349,6 +349,79 @@ test_console (void **state)
   regfree (&re);
 }
 
+/* A failure is judged on its whole line, however the reads cut it: the
+ * report then has the panic's reason.  A partial line that stops growing
+ * (the console goes quiet) is judged as it is. */
+static void
+test_console_partial_failure (void **state)
+{
+  struct guest_console c = { 0 };
+  regex_t re;
+  const char *reason = NULL;
+  char *matched = NULL;
+  const char panic[] = "Kernel panic - not syncing: VFS: Unable to mount root fs\r\n";
+  const char hung[] = "Kernel panic - not syncing: Attempted to kill init!";
+
+  assert_int_equal (regcomp (&re, "[A-Za-z0-9_.-]+ login:", REG_EXTENDED | REG_NOSUB), 0);
+  assert_int_equal (guest_console_feed (&c, panic, 30, &re, NULL, NULL,
+                                        &reason, &matched), 0);
+  assert_null (matched);
+  assert_int_equal (guest_console_idle (&c, &re, NULL, NULL, &reason, &matched), -1);
+  assert_string_equal (matched, "Kernel panic - not syncing: VF");
+  free (matched);
+  matched = NULL;
+  guest_free_strings (guest_console_finish (&c));
+
+  assert_int_equal (guest_console_feed (&c, panic, 30, &re, NULL, NULL,
+                                        &reason, &matched), 0);
+  assert_int_equal (guest_console_feed (&c, panic + 30, sizeof panic - 31, &re,
+                                        NULL, NULL, &reason, &matched), -1);
+  assert_string_equal (reason, "kernel panic");
+  assert_string_equal (matched, "Kernel panic - not syncing: VFS: Unable to mount root fs");
+  free (matched);
+  matched = NULL;
+  guest_free_strings (guest_console_finish (&c));
+
+  /* No line end ever: quiet, so whole. */
+  assert_int_equal (guest_console_feed (&c, hung, sizeof hung - 1, &re, NULL, NULL,
+                                        &reason, &matched), 0);
+  assert_int_equal (guest_console_idle (&c, &re, NULL, NULL, &reason, &matched), -1);
+  assert_string_equal (matched, hung);
+  free (matched);
+  matched = NULL;
+  /* Nothing pending: nothing to judge. */
+  assert_int_equal (guest_console_idle (&c, &re, NULL, NULL, &reason, &matched), 0);
+  assert_null (matched);
+  guest_free_strings (guest_console_finish (&c));
+  regfree (&re);
+}
+
+/* The last line shown, for the report of a stalled boot: the pending
+ * partial line first, else the last complete one, blank lines skipped. */
+static void
+test_console_last_line (void **state)
+{
+  struct guest_console c = { 0 };
+  regex_t re;
+  const char *reason = NULL;
+  char *matched = NULL;
+
+  assert_int_equal (regcomp (&re, "[A-Za-z0-9_.-]+ login:", REG_EXTENDED | REG_NOSUB), 0);
+  assert_null (guest_console_last_line (&c));
+  assert_int_equal (guest_console_feed (&c, "\r\n  \r\n", 6, &re, NULL, NULL,
+                                        &reason, &matched), 0);
+  assert_null (guest_console_last_line (&c));
+  assert_int_equal (guest_console_feed (&c, "Booting Linux...\r\n\r\n\t\n", 22, &re,
+                                        NULL, NULL, &reason, &matched), 0);
+  assert_string_equal (guest_console_last_line (&c), "Booting Linux...");
+  assert_int_equal (guest_console_feed (&c, "\033[2J[    0.000] Linux ver", 25, &re,
+                                        NULL, NULL, &reason, &matched), 0);
+  assert_string_equal (guest_console_last_line (&c), "[    0.000] Linux ver");
+  assert_null (matched);
+  guest_free_strings (guest_console_finish (&c));
+  regfree (&re);
+}
+
 int
 main (void)
 {
@@ -365,6 +438,8 @@ main (void)
     cmocka_unit_test (test_driver_match),
     cmocka_unit_test (test_positional),
     cmocka_unit_test (test_console),
+    cmocka_unit_test (test_console_partial_failure),
+    cmocka_unit_test (test_console_last_line),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }
