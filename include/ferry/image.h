@@ -32,6 +32,14 @@ struct ferry_image;
 #define FERRY_OPEN_WRITE       0x1 /* open read-write (default: read-only) */
 #define FERRY_OPEN_NO_BACKING  0x2 /* do not open the backing chain */
 #define FERRY_OPEN_STRICT      0x4 /* refuse what would only be a warning */
+/* Open even when the backing file (the parent of a VHD, VHDX, VDI or VMDK
+ * differencing image) is missing: what the image records of it and why
+ * it is missing go to ferry_image_describe, and a read or extents query
+ * that reaches it fails with ENOENT naming it.  For showing an image
+ * whose chain is broken (ferry info); never for copying it.  Without
+ * this flag such an image fails to open, with the same reason.  A file
+ * that is there but cannot be opened is an error either way. */
+#define FERRY_OPEN_MISSING_BACKING 0x8
 
 /* Open an existing image.  FORMAT is a driver name ("raw", "qcow2", ...)
  * or NULL to probe it from the content (never from the file name).  The
@@ -245,8 +253,16 @@ struct ferry_image_info {
                                 FERRY_SIZE_UNKNOWN when there is no telling
                                 (an NBD export) */
   uint32_t cluster_size;     /* 0 when the format has none */
-  const char *backing_file;  /* as recorded in the image, or NULL */
+  const char *backing_file;  /* as recorded in the image, or NULL (a VDI
+                                parent is known by its UUID alone) */
   const char *backing_format;/* as recorded, or NULL */
+  const char *full_backing_file; /* where the backing file was opened or
+                                looked for: backing_file resolved against
+                                the image's folder, as qemu-img's
+                                full-backing-filename; or NULL */
+  const char *backing_missing; /* NULL, or why the backing file (parent)
+                                is missing, a sentence naming it
+                                (FERRY_OPEN_MISSING_BACKING) */
   const char *data_file;     /* external data file, or NULL */
   const struct ferry_fact *facts;
   size_t nr_facts;

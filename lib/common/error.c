@@ -14,6 +14,7 @@ static __thread int error_errno;
 
 static ferry_log_fn log_fn;
 static void *log_opaque;
+static __thread unsigned log_muted;
 
 const char *
 ferry_get_error (void)
@@ -97,11 +98,20 @@ ferry_log (enum ferry_log_level level, const char *fmt, ...)
   va_list ap;
   int saved = errno;
 
-  if (fn == NULL)
+  if (fn == NULL || log_muted)
     return;
   va_start (ap, fmt);
   vsnprintf (msg, sizeof msg, fmt, ap);
   va_end (ap);
   fn (level, msg, log_opaque);
   errno = saved;
+}
+
+void
+ferry_log_mute (bool mute)
+{
+  if (mute)
+    log_muted++;
+  else if (log_muted > 0)
+    log_muted--;
 }

@@ -19,6 +19,13 @@
  * 4. A path whose scheme a driver claims (nbd://, nbds+unix://, ...) is a
  *    URI, not a file: it goes to that driver's open_uri whole, and is
  *    never opened, probed, created or resolved against a directory here.
+ *
+ * 5. A backing file that is not there at all is "missing", which
+ *    FERRY_OPEN_MISSING_BACKING tolerates for showing the image: the
+ *    driver finds out (each format looks for its parent its own way) and
+ *    calls image_backing_missing, which keeps the reason for describe.
+ *    Every read of the parent goes through image_backing_pread or
+ *    image_sub_extents, which then fail instead of reading zeroes.
  */
 #include <assert.h>
 #include <errno.h>
@@ -422,7 +429,9 @@ image_resolve_relative (const char *img_path, const char *name)
   CLEANUP_FREE char *copy = NULL;
   char *dir, *ret;
 
-  if (name[0] == '/' || uri_driver (name))
+  /* Beside an image named without a folder, NAME is the path already
+   * (qemu-img's full-backing-filename says the same). */
+  if (name[0] == '/' || uri_driver (name) || strchr (img_path, '/') == NULL)
     return strdup (name);
   copy = strdup (img_path);
   if (copy == NULL)
@@ -433,6 +442,41 @@ image_resolve_relative (const char *img_path, const char *name)
   return ret;
 }
 
+const char *
+image_backing_word (const struct ferry_image *img)
+{
+  return img->driver->backing_word ? img->driver->backing_word :
+    "backing file";
+}
+
+int
+image_backing_missing (struct ferry_image *img, const struct open_args *args,
+                       const char *full, const char *fmt, ...)
+{
+  char *reason;
+  va_list ap;
+  int n;
+
+  va_start (ap, fmt);
+  n = vasprintf (&reason, fmt, ap);
+  va_end (ap);
+  if (n == -1)
+    return ferry_error (ENOMEM, "%s: out of memory", img->path);
+  if (!(args->flags & FERRY_OPEN_MISSING_BACKING) ||
+      (args->flags & FERRY_OPEN_WRITE)) {
+    ferry_error (ENOENT, "%s: %s", img->path, reason);
+    free (reason);
+    return -1;
+  }
+  free (img->backing_missing);
+  free (img->missing_backing_path);
+  img->backing_missing = reason;
+  img->missing_backing_path = full ? strdup (full) : NULL;
+  if (full && img->missing_backing_path == NULL)
+    return ferry_error (ENOMEM, "%s: out of memory", img->path);
+  return 0;
+}
+
 int
 image_open_backing (struct ferry_image *img, const char *name,
                     const char *format, const struct open_args *args)
@@ -440,14 +484,16 @@ image_open_backing (struct ferry_image *img, const char *name,
   CLEANUP_FREE char *path = NULL;
   CLEANUP_FREE struct chain_link *chain = NULL;
   struct open_args bargs = { 0 };
+  const char *word = image_backing_word (img);
+  struct stat st;
 
   /* A name relative to the file would point beside the archive, not
    * inside it. */
   if (args->windowed)
     return ferry_error (EINVAL, "%s: the image at offset %" PRIu64 " names "
-                        "a backing file ('%s'), which an image inside "
-                        "another file cannot have", img->path,
-                        args->window_start, name);
+                        "a %s ('%s'), which an image inside another file "
+                        "cannot have", img->path, args->window_start, word,
+                        name);
   if (args->flags & FERRY_OPEN_NO_BACKING)
     return 0;
 
@@ -455,6 +501,14 @@ image_open_backing (struct ferry_image *img, const char *name,
   chain = calloc (args->chain_len + 1, sizeof *chain);
   if (path == NULL || chain == NULL)
     return ferry_error (ENOMEM, "%s: out of memory", img->path);
+
+  /* Note 5: nothing at all at that path. */
+  if (!uri_driver (path) && stat (path, &st) == -1 &&
+      (errno == ENOENT || errno == ENOTDIR))
+    return image_backing_missing (img, args, path, "the %s '%s' is missing: "
+                                  "there is no file at '%s'", word, name,
+                                  path);
+
   if (args->chain_len)
     memcpy (chain, args->chain, args->chain_len * sizeof *chain);
   chain[args->chain_len].dev = img->dev;
@@ -465,7 +519,7 @@ image_open_backing (struct ferry_image *img, const char *name,
 
   img->backing = open_with_args (path, format, &bargs);
   if (img->backing == NULL) {
-    ferry_error_prefix ("%s: backing file '%s'", img->path, name);
+    ferry_error_prefix ("%s: %s '%s'", img->path, word, name);
     return -1;
   }
   return 0;
@@ -708,6 +762,17 @@ image_init_base (struct ferry_image *base, const struct image_driver *driver,
   return 0;
 }
 
+void
+image_base_discard (struct ferry_image *base)
+{
+  ferry_image_close (base->backing);
+  free (base->path);
+  free (base->backing_missing);
+  free (base->missing_backing_path);
+  base->backing = NULL;
+  base->path = base->backing_missing = base->missing_backing_path = NULL;
+}
+
 /* Check a request of COUNT bytes at OFFSET against the image; WRITE says
  * whether it changes the image. */
 static int
@@ -836,6 +901,18 @@ assert_extents_contract (const struct ferry_extent_list *list, size_t before,
           offset));
 }
 
+/* The error for a read or an extents query of COUNT bytes at OFFSET
+ * that reaches IMG's missing backing file (note 5). */
+static int
+backing_missing_error (struct ferry_image *img, const char *what,
+                       uint64_t count, uint64_t offset)
+{
+  return ferry_error (ENOENT, "%s: %s of %" PRIu64 " bytes at offset %"
+                      PRIu64 " reaches the %s, which is missing (%s)",
+                      img->path, what, count, offset,
+                      image_backing_word (img), img->backing_missing);
+}
+
 int
 image_backing_pread (struct ferry_image *img, void *buf, uint64_t count,
                      uint64_t offset)
@@ -843,6 +920,8 @@ image_backing_pread (struct ferry_image *img, void *buf, uint64_t count,
   struct ferry_image *b = img->backing;
   uint64_t n = 0;
 
+  if (img->backing_missing)
+    return backing_missing_error (img, "read", count, offset);
   if (b && offset < b->size) {
     n = MIN (count, b->size - offset);
     if (ferry_image_pread (b, buf, n, offset) == -1) {
@@ -863,6 +942,8 @@ image_sub_extents (struct ferry_image *img, struct ferry_image *sub,
   uint64_t n, reached = at;
   size_t i;
 
+  if (sub == NULL && img->backing_missing)
+    return backing_missing_error (img, "extents", count, at);
   if (sub == NULL || at >= sub->size) {
     *end = offset + count;
     return ferry_extent_list_append (list, offset, count,
@@ -1047,17 +1128,21 @@ int
 ferry_image_close (struct ferry_image *img)
 {
   struct ferry_image *backing;
-  char *path;
+  char *path, *missing, *missing_path;
   int r;
 
   if (img == NULL)
     return 0;
   backing = img->backing;
   path = img->path;
+  missing = img->backing_missing;
+  missing_path = img->missing_backing_path;
   free_facts (img);
   ferry_image_set_early_writeback (img, false);
   r = img->driver->close (img);   /* frees img itself */
   free (path);
+  free (missing);
+  free (missing_path);
   if (ferry_image_close (backing) == -1)
     r = -1;
   return r;
@@ -1126,6 +1211,19 @@ ferry_image_describe (struct ferry_image *img, struct ferry_image_info *info)
   info->virtual_size = img->size;
   if (img->driver->describe && img->driver->describe (img, info) == -1)
     return -1;
+  info->backing_missing = img->backing_missing;
+  if (img->backing)
+    info->full_backing_file = img->backing->path;
+  else if (img->backing_missing)
+    info->full_backing_file = img->missing_backing_path;
+  else if (info->backing_file) {
+    /* Not opened (FERRY_OPEN_NO_BACKING): where it would be. */
+    CLEANUP_FREE char *full = image_resolve_relative (img->path,
+                                                      info->backing_file);
+    info->full_backing_file = full ? keep_string (img, full) : NULL;
+    if (info->full_backing_file == NULL)
+      return ferry_error (ENOMEM, "%s: out of memory", img->path);
+  }
   info->facts = img->facts.ptr;
   info->nr_facts = img->facts.len;
   return 0;
@@ -1245,6 +1343,32 @@ check_report_error (struct ferry_check_result *r, const char *path)
   return check_report (r, true, "%s", msg);
 }
 
+/* ferry check refuses, as qemu-img check does, an image whose backing
+ * file (parent) is missing, at any depth: -1 with the missing layer's
+ * reason.  An image that does not open is left to the driver's check,
+ * which says what is wrong with it. */
+static int
+parent_present (const char *path, const struct image_driver *drv)
+{
+  struct open_args args = { .flags = FERRY_OPEN_MISSING_BACKING };
+  struct ferry_image *img, *layer;
+  int r = 0;
+
+  if (drv->backing_word == NULL)      /* no backing files in this format */
+    return 0;
+  /* Its warnings (a checksum, a CID) are the check's to report. */
+  ferry_log_mute (true);
+  img = open_with_args (path, drv->name, &args);
+  ferry_log_mute (false);
+  for (layer = img; layer && r == 0; layer = layer->backing)
+    if (layer->backing_missing)
+      r = ferry_error (ENOENT, "%s: %s%s%s", path,
+                       layer == img ? "" : layer->path,
+                       layer == img ? "" : ": ", layer->backing_missing);
+  ferry_image_close (img);
+  return r;
+}
+
 int
 ferry_image_check (const char *path, const char *format,
                    struct ferry_check_result *result)
@@ -1276,6 +1400,8 @@ ferry_image_check (const char *path, const char *format,
     if (drv == NULL)
       return -1;
   }
+  if (parent_present (path, drv) == -1)
+    return -1;
   if (drv->check == NULL)
     return 0;   /* no metadata, nothing that can be inconsistent */
   return drv->check (path, fd, result);

@@ -82,6 +82,12 @@ struct ferry_image {
   bool compress_required;      /* see ferry_image_compress_required */
   struct image_writeback *writeback; /* see ferry_image_set_early_writeback */
   struct ferry_image *backing; /* owned, closed with this one; or NULL */
+  /* FERRY_OPEN_MISSING_BACKING: why the backing file (parent) this image
+   * records is missing, a sentence naming it (image_backing_missing), and
+   * where it was looked for (or NULL); both owned.  NULL when nothing is
+   * missing. */
+  char *backing_missing;
+  char *missing_backing_path;
   dev_t dev;                   /* of the file, for loop detection */
   ino_t ino;
 
@@ -114,6 +120,12 @@ struct image_writeback {
 struct image_driver {
   const char *name;              /* "raw", "qcow2", ... */
   const char *const *aliases;    /* other names it answers to, or NULL */
+
+  /* What the format's documentation calls the image it reads through,
+   * for messages: "parent" (VHD, VHDX, VDI, VMDK), "backing file"
+   * (qcow2); NULL: the format has none (ferry check then does not look
+   * for one). */
+  const char *backing_word;
 
   /* How sure the driver is that the file is in its format: 0 (no) to
    * 100 (magic and header sane).  HEAD holds the first HEAD_LEN bytes
@@ -248,13 +260,35 @@ int image_init_base (struct ferry_image *base,
                      const struct image_driver *driver, const char *path,
                      int fd, bool readonly);
 
+/* Undo what image_init_base and image_open_backing did to BASE, for a
+ * driver's open that fails: close the backing chain, free the path and
+ * the note of a missing backing file.  The driver frees the rest. */
+void image_base_discard (struct ferry_image *base);
+
 /* Open the backing file NAME of IMG as recorded in the image: a relative
  * NAME is relative to IMG's directory.  FORMAT may be NULL (probe).  It is
  * opened read-only, with IMG added to the loop check of ARGS.  Sets
- * IMG->backing on success; returns 0 or -1 with a message naming both
- * files. */
+ * IMG->backing on success; returns 0 or -1 with a message naming IMG and
+ * the layer that failed.  No file at that path is a missing backing file
+ * (image_backing_missing): 0 with IMG->backing NULL under
+ * FERRY_OPEN_MISSING_BACKING. */
 int image_open_backing (struct ferry_image *img, const char *name,
                         const char *format, const struct open_args *args);
+
+/* IMG's backing file (parent) is not where the image says: FULL is where
+ * it was looked for (NULL: nowhere in particular, such as a VDI parent
+ * looked for by UUID), and FMT... the reason, a sentence that names it
+ * without IMG's path ("the backing file 'b.qcow2' is missing: ...").
+ * Under FERRY_OPEN_MISSING_BACKING (read-only) it is kept for describe
+ * and 0 returned, IMG->backing staying NULL; otherwise -1 with that
+ * reason as the error (ENOENT). */
+int image_backing_missing (struct ferry_image *img,
+                           const struct open_args *args, const char *full,
+                           const char *fmt, ...)
+  __attribute__ ((format (printf, 4, 5)));
+
+/* "parent" or "backing file", as IMG's format calls it. */
+const char *image_backing_word (const struct ferry_image *img);
 
 /* Rename FROM to TO, never replacing an existing TO (RENAME_NOREPLACE,
  * or link and unlink where the file system lacks it).  0, or -1 with
@@ -290,7 +324,9 @@ image_backing_extents (struct ferry_image *img, uint64_t offset,
 /* Read COUNT bytes at guest OFFSET of IMG's backing file (a parent) into
  * BUF: what a cluster or grain the image does not hold reads as.  Zeroes
  * past the backing file's end, or without one.  0, or -1 with a message
- * naming both files. */
+ * naming both files; ENOENT when the backing file is missing
+ * (FERRY_OPEN_MISSING_BACKING).  image_sub_extents with SUB NULL fails
+ * the same way. */
 int image_backing_pread (struct ferry_image *img, void *buf, uint64_t count,
                          uint64_t offset);
 

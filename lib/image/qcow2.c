@@ -1138,8 +1138,7 @@ qcow2_open (const char *path, int fd, const struct open_args *args)
   return &q->base;
 
  err:
-  ferry_image_close (q->base.backing);
-  free (q->base.path);
+  image_base_discard (&q->base);
   qcow2_free (q);
   return NULL;
 }
@@ -1166,6 +1165,7 @@ qcow2_close (struct ferry_image *img)
 
 const struct image_driver qcow2_driver = {
   .name = "qcow2",
+  .backing_word = "backing file",
   .probe = qcow2_probe,
   .windows = true,
   .open = qcow2_open,
