@@ -44,7 +44,11 @@ struct ferry_image;
 /* Open an existing image.  FORMAT is a driver name ("raw", "qcow2", ...)
  * or NULL to probe it from the content (never from the file name).  The
  * backing chain is opened too, each layer read-only, unless
- * FERRY_OPEN_NO_BACKING.  The caller frees it with ferry_image_close(). */
+ * FERRY_OPEN_NO_BACKING.  A chain is followed to at most 1000 images
+ * below PATH (MAX_BACKING_DEPTH of lib/image); each layer holds a file
+ * descriptor (a VMDK one per extent), and running out of them (the
+ * RLIMIT_NOFILE of the process) is an error that says so.  The caller
+ * frees it with ferry_image_close(). */
 struct ferry_image *ferry_image_open (const char *path, const char *format,
                                       unsigned flags);
 

@@ -15,6 +15,9 @@
  * 3. A backing chain is followed with the (device, inode) of every image
  *    above, so a chain that loops back is refused at the first repeat
  *    instead of being opened forever (qemu-img 7.2 never returns on one).
+ *    A failure deep in a chain is reported once, as the top image, the
+ *    layer that failed and that layer's own message: prefixing every
+ *    layer on the way up would push the reason out of the message.
  *
  * 4. A path whose scheme a driver claims (nbd://, nbds+unix://, ...) is a
  *    URI, not a file: it goes to that driver's open_uri whole, and is
@@ -36,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -152,11 +156,18 @@ static const struct image_driver *probe_head (const char *path,
 static const struct image_driver *
 probe_bytes (const char *path, int fd, uint64_t start, uint64_t size)
 {
-  uint8_t head[PROBE_HEAD_SIZE], tail[PROBE_TAIL_SIZE];
+  /* On the heap: every layer of a backing chain probes on the stack of
+   * the layer above (note 3). */
+  CLEANUP_FREE uint8_t *head = malloc (PROBE_HEAD_SIZE);
+  CLEANUP_FREE uint8_t *tail = malloc (PROBE_TAIL_SIZE);
   size_t head_len, tail_len;
 
-  head_len = MIN (size, sizeof head);
-  tail_len = MIN (size, sizeof tail);
+  if (head == NULL || tail == NULL) {
+    ferry_error (ENOMEM, "%s: out of memory", path);
+    return NULL;
+  }
+  head_len = MIN (size, (uint64_t) PROBE_HEAD_SIZE);
+  tail_len = MIN (size, (uint64_t) PROBE_TAIL_SIZE);
   if (full_pread (fd, head, head_len, start) == -1 ||
       full_pread (fd, tail, tail_len, start + size - tail_len) == -1) {
     ferry_error_errno (errno, "%s: reading the header", path);
@@ -216,6 +227,43 @@ ferry_image_probe (const char *path)
   return drv ? drv->name : NULL;
 }
 
+/* Refuse PATH, layer ARGS->chain_len of a backing chain, when that is
+ * deeper than MAX_BACKING_DEPTH. */
+static int
+too_deep (const char *path, const struct open_args *args)
+{
+  if (args->chain_len <= MAX_BACKING_DEPTH)
+    return 0;
+  return ferry_error (ELOOP, "%s: the backing chain is deeper than the %d "
+                      "layers ferry follows below the image opened", path,
+                      MAX_BACKING_DEPTH);
+}
+
+/* Set the error for the open of PATH that failed with ERRNUM, saying
+ * what the limit on open files means when that is why. */
+static void
+open_error (const char *path, int errnum, const struct open_args *args)
+{
+  struct rlimit rl;
+
+  if (errnum != EMFILE || getrlimit (RLIMIT_NOFILE, &rl) == -1) {
+    ferry_error_errno (errnum, "%s", path);
+    return;
+  }
+  if (args->chain_len > 0)
+    ferry_error (EMFILE, "%s: cannot open it: the process has used up its "
+                 "limit of %llu open files (RLIMIT_NOFILE), and each of "
+                 "the %zu images of the backing chain above this one "
+                 "holds one or more; raise the limit (ulimit -n) to read "
+                 "this chain", path, (unsigned long long) rl.rlim_cur,
+                 args->chain_len);
+  else
+    ferry_error (EMFILE, "%s: cannot open it: the process has used up its "
+                 "limit of %llu open files (RLIMIT_NOFILE); raise the "
+                 "limit (ulimit -n)", path,
+                 (unsigned long long) rl.rlim_cur);
+}
+
 /* Open the URI PATH with the driver that claims its scheme (note 4).
  * FORMAT_DRV, the driver the caller asked for, may be that driver, raw
  * (the bytes of the export, which is what the URI driver gives), or NULL;
@@ -232,11 +280,8 @@ open_uri (const char *path, const struct image_driver *format_drv,
                  "supported", path, drv->name, format_drv->name);
     return NULL;
   }
-  if (args->chain_len >= MAX_BACKING_DEPTH) {
-    ferry_error (ELOOP, "%s: backing chain deeper than %d images",
-                 path, MAX_BACKING_DEPTH);
+  if (too_deep (path, args) == -1)
     return NULL;
-  }
   if (drv->open_uri == NULL) {
     ferry_error (ENOTSUP, "%s: ferry cannot open %s URIs", path, drv->name);
     return NULL;
@@ -269,7 +314,7 @@ open_with_args (const char *path, const char *format,
 
   fd = open (path, oflags | O_CLOEXEC);
   if (fd == -1) {
-    ferry_error_errno (errno, "%s", path);
+    open_error (path, errno, args);
     return NULL;
   }
   if (fstat (fd, &st) == -1) {
@@ -285,9 +330,7 @@ open_with_args (const char *path, const char *format,
       return NULL;
     }
   }
-  if (args->chain_len >= MAX_BACKING_DEPTH) {
-    ferry_error (ELOOP, "%s: backing chain deeper than %d images",
-                 path, MAX_BACKING_DEPTH);
+  if (too_deep (path, args) == -1) {
     close (fd);
     return NULL;
   }
@@ -485,6 +528,7 @@ image_open_backing (struct ferry_image *img, const char *name,
   CLEANUP_FREE struct chain_link *chain = NULL;
   struct open_args bargs = { 0 };
   const char *word = image_backing_word (img);
+  size_t failed_layer = 0;
   struct stat st;
 
   /* A name relative to the file would point beside the archive, not
@@ -516,10 +560,21 @@ image_open_backing (struct ferry_image *img, const char *name,
   bargs.flags = args->flags & ~FERRY_OPEN_WRITE;
   bargs.chain = chain;
   bargs.chain_len = args->chain_len + 1;
+  bargs.failed_layer = args->failed_layer ? args->failed_layer : &failed_layer;
 
   img->backing = open_with_args (path, format, &bargs);
   if (img->backing == NULL) {
-    ferry_error_prefix ("%s: %s '%s'", img->path, word, name);
+    /* Note 3: the deepest layer that sees the failure records it; only
+     * the top image adds to the message. */
+    if (*bargs.failed_layer == 0)
+      *bargs.failed_layer = bargs.chain_len;
+    if (args->chain_len > 0)
+      return -1;
+    if (failed_layer == 1)
+      ferry_error_prefix ("%s: %s '%s'", img->path, word, name);
+    else
+      ferry_error_prefix ("%s: layer %zu of its backing chain",
+                          img->path, failed_layer);
     return -1;
   }
   return 0;

@@ -39,9 +39,15 @@
 #define PROBE_HEAD_SIZE 4096
 #define PROBE_TAIL_SIZE 512
 
-/* The longest backing chain we follow; a loop is caught sooner by the
- * (device, inode) list of struct open_args. */
-#define MAX_BACKING_DEPTH 64
+/* The longest backing chain we follow: images below the one opened.  A
+ * loop is caught sooner by the (device, inode) list of struct open_args.
+ * qemu-img 7.2 has no limit of its own: it opens what the process's file
+ * descriptors allow (about 1020 layers under the usual soft limit of
+ * 1024).  Ours bounds the stack: opening, reading, mapping and closing
+ * recurse once per layer, about 1 KiB a layer in a plain build and under
+ * 8 KiB under AddressSanitizer, so 1000 layers fit in the 8 MiB of a main
+ * thread or a worker. */
+#define MAX_BACKING_DEPTH 1000
 
 /* Options given with -o, parsed into key=value pairs.  A driver takes the
  * keys it knows with options_get*; image.c fails on any left unused. */
@@ -62,6 +68,11 @@ struct open_args {
   unsigned flags;                       /* FERRY_OPEN_* */
   const struct chain_link *chain;       /* images above this one */
   size_t chain_len;
+  /* Shared by the opens of one chain: the layer (1: the top image's
+   * backing file) whose open failed, set by the deepest
+   * image_open_backing that saw the failure, so that the message names
+   * the top image and that layer once instead of every layer between. */
+  size_t *failed_layer;
   /* ferry_image_open_window: the image is the bytes [window_start,
    * window_start + window_length) of the file, which lie inside it.  A
    * driver sees a window only if it sets .windows; it then reads nothing
