@@ -698,19 +698,58 @@ ferry_parse_size (const char *s, uint64_t *value)
 }
 
 int
-options_get_size (struct option_list *opts, const char *key, uint64_t *value)
+options_get_size (struct option_list *opts, const char *path, const char *key,
+                  uint64_t *value)
 {
   const char *s = options_get (opts, key);
 
   if (s == NULL)
     return 0;
   if (parse_size (s, value) == -1)
-    return ferry_error (EINVAL, "option %s=%s: not a size", key, s);
+    return ferry_error (EINVAL, "%s: %s=%s: not a size (a number with an "
+                        "optional k, M, G or T suffix)", path, key, s);
+  return 1;
+}
+
+/* SIZE as an option would give it: "512", "4k", "2M", "1G". */
+static const char *
+size_text (uint64_t size, char *buf, size_t len)
+{
+  static const char units[] = "kMGTPE";
+  int u = -1;
+
+  while (size >= 1024 && size % 1024 == 0 && u < 5) {
+    size /= 1024;
+    u++;
+  }
+  if (u < 0)
+    snprintf (buf, len, "%" PRIu64, size);
+  else
+    snprintf (buf, len, "%" PRIu64 "%c", size, units[u]);
+  return buf;
+}
+
+int
+options_get_pow2 (struct option_list *opts, const char *path, const char *key,
+                  uint64_t min, uint64_t max, uint64_t *value)
+{
+  const char *s = options_get (opts, key);
+  char lo[24], hi[24];
+  uint64_t v;
+
+  if (s == NULL)
+    return 0;
+  if (parse_size (s, &v) == -1 || !is_power_of_2 (v) || v < min || v > max)
+    return ferry_error (EINVAL, "%s: %s=%s: expected a power of 2 from %s "
+                        "to %s", path, key, s, size_text (min, lo, sizeof lo),
+                        size_text (max, hi, sizeof hi));
+  *value = v;
   return 1;
 }
 
 int
-options_get_bool (struct option_list *opts, const char *key, bool *value)
+options_get_bool (struct option_list *opts, const char *path, const char *key,
+                  bool *value)
 {
   const char *s = options_get (opts, key);
 
@@ -723,7 +762,8 @@ options_get_bool (struct option_list *opts, const char *key, bool *value)
            !strcmp (s, "0"))
     *value = false;
   else
-    return ferry_error (EINVAL, "option %s=%s: expected on or off", key, s);
+    return ferry_error (EINVAL, "%s: %s=%s: expected on or off", path, key,
+                        s);
   return 1;
 }
 

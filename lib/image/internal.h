@@ -341,14 +341,20 @@ image_backing_extents (struct ferry_image *img, uint64_t offset,
 int image_backing_pread (struct ferry_image *img, void *buf, uint64_t count,
                          uint64_t offset);
 
-/* Options lookup; each marks the key used.  *_u64 accepts sizes with
- * k/M/G/T suffixes (powers of 1024) and fails with a message naming the
- * option on a bad value.  Return 1 found, 0 absent, -1 bad value. */
+/* Options lookup; each marks the key used.  options_get_size accepts
+ * sizes with k/M/G/T suffixes (powers of 1024), options_get_pow2 only a
+ * power of 2 from MIN to MAX (so 0 and absurd values too are refused).
+ * On a bad value they fail with a message naming PATH (the image being
+ * created) and the option as it was given.  Return 1 found, 0 absent, -1
+ * bad value. */
 const char *options_get (struct option_list *opts, const char *key);
-int options_get_size (struct option_list *opts, const char *key,
+int options_get_size (struct option_list *opts, const char *path,
+                      const char *key, uint64_t *value);
+int options_get_pow2 (struct option_list *opts, const char *path,
+                      const char *key, uint64_t min, uint64_t max,
                       uint64_t *value);
-int options_get_bool (struct option_list *opts, const char *key,
-                      bool *value);
+int options_get_bool (struct option_list *opts, const char *path,
+                      const char *key, bool *value);
 
 /* Facts for describe.  The strings are copied. */
 int image_fact_string (struct ferry_image *img, const char *key,
