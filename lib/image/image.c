@@ -1499,7 +1499,11 @@ ferry_image_check (const char *path, const char *format,
     return -1;
   if (drv->check == NULL)
     return 0;   /* no metadata, nothing that can be inconsistent */
-  return drv->check (path, fd, result);
+  if (drv->check (path, fd, result) == -1) {
+    ferry_check_result_free (result);   /* what it reported before */
+    return -1;
+  }
+  return 0;
 }
 
 void
