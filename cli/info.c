@@ -2,7 +2,13 @@
  *
  * The human form follows qemu-img info --backing-chain; --json prints one
  * object whose member names follow qemu-img info --output=json, with the
- * next layer nested as "backing-image".
+ * next layer nested as "backing-image", and --backing-chain --json a list
+ * of layers, as qemu-img info --backing-chain --output=json does.
+ *
+ * The image opens with FERRY_OPEN_MISSING_BACKING: a layer whose backing
+ * file (parent) is missing is shown with what it records of it and why
+ * it is missing, and the chain ends there.  ferry's own JSON members:
+ * "backing-missing" (true) and "backing-missing-reason".
  */
 #include <getopt.h>
 #include <inttypes.h>
@@ -14,9 +20,10 @@
 
 #include "ferry.h"
 
-/* The JSON object for one layer, with its backing layers nested. */
+/* The JSON object for one layer, with its backing layers nested unless
+ * FLAT. */
 static json_object *
-layer_to_json (struct ferry_image *img)
+layer_to_json (struct ferry_image *img, bool flat)
 {
   struct ferry_image_info info;
   json_object *o, *specific, *snaps;
@@ -39,9 +46,18 @@ layer_to_json (struct ferry_image *img)
   if (info.backing_file)
     json_object_object_add (o, "backing-filename",
                             json_object_new_string (info.backing_file));
+  if (info.full_backing_file)
+    json_object_object_add (o, "full-backing-filename",
+                            json_object_new_string (info.full_backing_file));
   if (info.backing_format)
     json_object_object_add (o, "backing-filename-format",
                             json_object_new_string (info.backing_format));
+  if (info.backing_missing) {
+    json_object_object_add (o, "backing-missing",
+                            json_object_new_boolean (true));
+    json_object_object_add (o, "backing-missing-reason",
+                            json_object_new_string (info.backing_missing));
+  }
   if (info.data_file)
     json_object_object_add (o, "data-file",
                             json_object_new_string (info.data_file));
@@ -82,8 +98,8 @@ layer_to_json (struct ferry_image *img)
   }
 
   backing = ferry_image_backing (img);
-  if (backing) {
-    json_object *b = layer_to_json (backing);
+  if (backing && !flat) {
+    json_object *b = layer_to_json (backing, false);
     if (b == NULL) {
       json_object_put (o);
       return NULL;
@@ -91,6 +107,24 @@ layer_to_json (struct ferry_image *img)
     json_object_object_add (o, "backing-image", b);
   }
   return o;
+}
+
+/* The JSON list of every layer, top first (--backing-chain). */
+static json_object *
+chain_to_json (struct ferry_image *img)
+{
+  json_object *list = json_object_new_array ();
+  struct ferry_image *layer;
+
+  for (layer = img; layer; layer = ferry_image_backing (layer)) {
+    json_object *o = layer_to_json (layer, true);
+    if (o == NULL) {
+      json_object_put (list);
+      return NULL;
+    }
+    json_object_array_add (list, o);
+  }
+  return list;
 }
 
 /* Print one layer the way people read qemu-img info. */
@@ -113,10 +147,16 @@ print_layer (struct ferry_image *img)
     printf ("disk size: %s\n", human_size (info.allocated, h2, sizeof h2));
   if (info.cluster_size)
     printf ("cluster_size: %" PRIu32 "\n", info.cluster_size);
-  if (info.backing_file)
+  if (info.backing_file && info.full_backing_file &&
+      strcmp (info.backing_file, info.full_backing_file) != 0)
+    printf ("backing file: %s (actual path: %s)\n", info.backing_file,
+            info.full_backing_file);
+  else if (info.backing_file)
     printf ("backing file: %s\n", info.backing_file);
   if (info.backing_format)
     printf ("backing file format: %s\n", info.backing_format);
+  if (info.backing_missing)
+    printf ("backing file missing: %s\n", info.backing_missing);
   if (info.data_file)
     printf ("data file: %s\n", info.data_file);
   if (info.nr_snapshots) {
@@ -167,12 +207,13 @@ cmd_info (int argc, char **argv)
     { "strict", no_argument, NULL, 's' },
     { "force-share", no_argument, NULL, 'U' },
     { "timeout", required_argument, NULL, 'T' },
+    { "backing-chain", no_argument, NULL, 'b' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
   const char *format = NULL;
-  bool json = false;
-  unsigned flags = 0;
+  bool json = false, chain = false;
+  unsigned flags = FERRY_OPEN_MISSING_BACKING;
   struct ferry_image *img, *layer;
   int c, ret = 0;
 
@@ -190,17 +231,23 @@ cmd_info (int argc, char **argv)
       if (parse_timeout_option ("info", optarg) == -1)
         return 1;
       break;
+    case 'b': chain = true; break;
     case 'h':
-      printf ("usage: ferry info [--json] [-f FMT] [--strict] [-U] [--timeout S] "
-              "IMAGE\n"
-              "  --strict   refuse what would only be a warning (a bad "
-              "checksum)\n"
+      printf ("usage: ferry info [--json] [-f FMT] [--backing-chain] "
+              "[--strict] [-U] [--timeout S] IMAGE\n"
+              "  every layer of the backing chain is shown, down to a "
+              "missing one\n"
+              "  --backing-chain  with --json, a list of layers (as "
+              "qemu-img info --backing-chain)\n"
+              "                   instead of each nested in the one above\n"
+              "  --strict         refuse what would only be a warning (a "
+              "bad checksum)\n"
               "  -U, --force-share  read an image another process is "
               "writing\n"
-              "  --timeout S  give up on an NBD server that does not answer "
-              "within S\n"
-              "             seconds (default 30 for the handshake, 60 for "
-              "a request)\n");
+              "  --timeout S      give up on an NBD server that does not "
+              "answer within S\n"
+              "                   seconds (default 30 for the handshake, 60 "
+              "for a request)\n");
       return 0;
     default:
       return 1;
@@ -217,7 +264,7 @@ cmd_info (int argc, char **argv)
     return 1;
   }
   if (json) {
-    json_object *o = layer_to_json (img);
+    json_object *o = chain ? chain_to_json (img) : layer_to_json (img, false);
     if (o == NULL) {
       print_error ("info");
       ret = 1;

@@ -33,6 +33,15 @@ struct ferry_image;
 #define FERRY_OPEN_NO_BACKING  0x2 /* do not open the backing chain */
 #define FERRY_OPEN_STRICT      0x4 /* refuse what would only be a warning */
 #define FERRY_OPEN_SHARED      0x8 /* read an image others may be writing */
+/* Open even when the backing file (the parent of a VHD, VHDX, VDI or VMDK
+ * differencing image) is missing: what the image records of it and why
+ * it is missing go to ferry_image_describe, and a read or extents query
+ * that reaches it fails with ENOENT naming it.  For showing an image
+ * whose chain is broken (ferry info); never for copying it.  Without
+ * this flag such an image fails to open, with the same reason.  A file
+ * that is there but cannot be opened is an error either way. */
+#define FERRY_OPEN_MISSING_BACKING 0x10
+
 
 /* Files and locks.  An image is kept in regular files or block devices;
  * anything else (a FIFO, a socket, a character device, a directory) is
@@ -80,7 +89,11 @@ int ferry_image_lock_query (const char *path, unsigned *held /* OUT */,
 /* Open an existing image.  FORMAT is a driver name ("raw", "qcow2", ...)
  * or NULL to probe it from the content (never from the file name).  The
  * backing chain is opened too, each layer read-only, unless
- * FERRY_OPEN_NO_BACKING.  The caller frees it with ferry_image_close(). */
+ * FERRY_OPEN_NO_BACKING.  A chain is followed to at most 1000 images
+ * below PATH (MAX_BACKING_DEPTH of lib/image); each layer holds a file
+ * descriptor (a VMDK one per extent), and running out of them (the
+ * RLIMIT_NOFILE of the process) is an error that says so.  The caller
+ * frees it with ferry_image_close(). */
 struct ferry_image *ferry_image_open (const char *path, const char *format,
                                       unsigned flags);
 
@@ -320,8 +333,16 @@ struct ferry_image_info {
                                 FERRY_SIZE_UNKNOWN when there is no telling
                                 (an NBD export) */
   uint32_t cluster_size;     /* 0 when the format has none */
-  const char *backing_file;  /* as recorded in the image, or NULL */
+  const char *backing_file;  /* as recorded in the image, or NULL (a VDI
+                                parent is known by its UUID alone) */
   const char *backing_format;/* as recorded, or NULL */
+  const char *full_backing_file; /* where the backing file was opened or
+                                looked for: backing_file resolved against
+                                the image's folder, as qemu-img's
+                                full-backing-filename; or NULL */
+  const char *backing_missing; /* NULL, or why the backing file (parent)
+                                is missing, a sentence naming it
+                                (FERRY_OPEN_MISSING_BACKING) */
   const char *data_file;     /* external data file, or NULL */
   const struct ferry_fact *facts;
   size_t nr_facts;

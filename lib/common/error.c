@@ -15,6 +15,7 @@ static __thread int error_errno;
 
 static ferry_log_fn log_fn;
 static void *log_opaque;
+static __thread unsigned log_muted;
 
 /* One alias (error.h): TP + MIDDLE + TS becomes DP + MIDDLE + DS. */
 struct alias {
@@ -248,7 +249,7 @@ ferry_log (enum ferry_log_level level, const char *fmt, ...)
   va_list ap;
   int saved = errno;
 
-  if (fn == NULL)
+  if (fn == NULL || log_muted)
     return;
   va_start (ap, fmt);
   vsnprintf (msg, sizeof msg, fmt, ap);
@@ -256,4 +257,13 @@ ferry_log (enum ferry_log_level level, const char *fmt, ...)
   apply_aliases (msg);
   fn (level, msg, log_opaque);
   errno = saved;
+}
+
+void
+ferry_log_mute (bool mute)
+{
+  if (mute)
+    log_muted++;
+  else if (log_muted > 0)
+    log_muted--;
 }

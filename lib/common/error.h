@@ -9,6 +9,8 @@
 #ifndef FERRY_COMMON_ERROR_H
 #define FERRY_COMMON_ERROR_H
 
+#include <stdbool.h>
+
 #include <ferry/error.h>
 
 /* Set errno ERRNUM and the message; returns -1. */
@@ -52,6 +54,12 @@ void error_alias_remove (const char *temp);
 /* Send a message to the program's log callback, if any. */
 void ferry_log (enum ferry_log_level level, const char *fmt, ...)
   __attribute__ ((format (printf, 2, 3)));
+
+/* Hold back (MUTE true) or let through again (false) what this thread
+ * logs, for work whose warnings say nothing to the caller (ferry check
+ * opening an image only to see whether its parent is there).  Calls
+ * nest. */
+void ferry_log_mute (bool mute);
 
 #define ferry_warn(...) ferry_log (FERRY_LOG_WARNING, __VA_ARGS__)
 #define ferry_debug(...) ferry_log (FERRY_LOG_DEBUG, __VA_ARGS__)

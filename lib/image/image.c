@@ -15,6 +15,9 @@
  * 3. A backing chain is followed with the (device, inode) of every image
  *    above, so a chain that loops back is refused at the first repeat
  *    instead of being opened forever (qemu-img 7.2 never returns on one).
+ *    A failure deep in a chain is reported once, as the top image, the
+ *    layer that failed and that layer's own message: prefixing every
+ *    layer on the way up would push the reason out of the message.
  *
  * 4. A path whose scheme a driver claims (nbd://, nbds+unix://, ...) is a
  *    URI, not a file: it goes to that driver's open_uri whole, and is
@@ -25,6 +28,13 @@
  *    device, and every file of an image is locked as QEMU locks it
  *    (lock.c) before anything of it is read: a writer elsewhere cannot
  *    change it under the probe, and ferry never writes under a reader.
+ *
+ * 6. A backing file that is not there at all is "missing", which
+ *    FERRY_OPEN_MISSING_BACKING tolerates for showing the image: the
+ *    driver finds out (each format looks for its parent its own way) and
+ *    calls image_backing_missing, which keeps the reason for describe.
+ *    Every read of the parent goes through image_backing_pread or
+ *    image_sub_extents, which then fail instead of reading zeroes.
  */
 #include <assert.h>
 #include <errno.h>
@@ -35,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -153,11 +164,18 @@ static const struct image_driver *probe_head (const char *path,
 static const struct image_driver *
 probe_bytes (const char *path, int fd, uint64_t start, uint64_t size)
 {
-  uint8_t head[PROBE_HEAD_SIZE], tail[PROBE_TAIL_SIZE];
+  /* On the heap: every layer of a backing chain probes on the stack of
+   * the layer above (note 3). */
+  CLEANUP_FREE uint8_t *head = malloc (PROBE_HEAD_SIZE);
+  CLEANUP_FREE uint8_t *tail = malloc (PROBE_TAIL_SIZE);
   size_t head_len, tail_len;
 
-  head_len = MIN (size, sizeof head);
-  tail_len = MIN (size, sizeof tail);
+  if (head == NULL || tail == NULL) {
+    ferry_error (ENOMEM, "%s: out of memory", path);
+    return NULL;
+  }
+  head_len = MIN (size, (uint64_t) PROBE_HEAD_SIZE);
+  tail_len = MIN (size, (uint64_t) PROBE_TAIL_SIZE);
   if (full_pread (fd, head, head_len, start) == -1 ||
       full_pread (fd, tail, tail_len, start + size - tail_len) == -1) {
     ferry_error_errno (errno, "%s: reading the header", path);
@@ -215,6 +233,43 @@ ferry_image_probe (const char *path)
   return drv ? drv->name : NULL;
 }
 
+/* Refuse PATH, layer ARGS->chain_len of a backing chain, when that is
+ * deeper than MAX_BACKING_DEPTH. */
+static int
+too_deep (const char *path, const struct open_args *args)
+{
+  if (args->chain_len <= MAX_BACKING_DEPTH)
+    return 0;
+  return ferry_error (ELOOP, "%s: the backing chain is deeper than the %d "
+                      "layers ferry follows below the image opened", path,
+                      MAX_BACKING_DEPTH);
+}
+
+/* Set the error for the open of PATH that failed with ERRNUM, saying
+ * what the limit on open files means when that is why. */
+static void
+open_error (const char *path, int errnum, const struct open_args *args)
+{
+  struct rlimit rl;
+
+  if (errnum != EMFILE || getrlimit (RLIMIT_NOFILE, &rl) == -1) {
+    ferry_error_errno (errnum, "%s", path);
+    return;
+  }
+  if (args->chain_len > 0)
+    ferry_error (EMFILE, "%s: cannot open it: the process has used up its "
+                 "limit of %llu open files (RLIMIT_NOFILE), and each of "
+                 "the %zu images of the backing chain above this one "
+                 "holds one or more; raise the limit (ulimit -n) to read "
+                 "this chain", path, (unsigned long long) rl.rlim_cur,
+                 args->chain_len);
+  else
+    ferry_error (EMFILE, "%s: cannot open it: the process has used up its "
+                 "limit of %llu open files (RLIMIT_NOFILE); raise the "
+                 "limit (ulimit -n)", path,
+                 (unsigned long long) rl.rlim_cur);
+}
+
 /* Open the URI PATH with the driver that claims its scheme (note 4).
  * FORMAT_DRV, the driver the caller asked for, may be that driver, raw
  * (the bytes of the export, which is what the URI driver gives), or NULL;
@@ -231,11 +286,8 @@ open_uri (const char *path, const struct image_driver *format_drv,
                  "supported", path, drv->name, format_drv->name);
     return NULL;
   }
-  if (args->chain_len >= MAX_BACKING_DEPTH) {
-    ferry_error (ELOOP, "%s: backing chain deeper than %d images",
-                 path, MAX_BACKING_DEPTH);
+  if (too_deep (path, args) == -1)
     return NULL;
-  }
   if (drv->open_uri == NULL) {
     ferry_error (ENOTSUP, "%s: ferry cannot open %s URIs", path, drv->name);
     return NULL;
@@ -272,8 +324,11 @@ open_with_args (const char *path, const char *format,
 
   /* Note 5. */
   fd = hostfile_open (path, args->flags, false, &st);
-  if (fd == -1)
+  if (fd == -1) {
+    if (errno == EMFILE)
+      open_error (path, EMFILE, args);
     return NULL;
+  }
   for (i = 0; i < args->chain_len; i++) {
     if (args->chain[i].dev == st.st_dev && args->chain[i].ino == st.st_ino) {
       ferry_error (ELOOP, "%s: the backing chain loops back to this file",
@@ -282,9 +337,7 @@ open_with_args (const char *path, const char *format,
       return NULL;
     }
   }
-  if (args->chain_len >= MAX_BACKING_DEPTH) {
-    ferry_error (ELOOP, "%s: backing chain deeper than %d images",
-                 path, MAX_BACKING_DEPTH);
+  if (too_deep (path, args) == -1) {
     close (fd);
     return NULL;
   }
@@ -430,7 +483,9 @@ image_resolve_relative (const char *img_path, const char *name)
   CLEANUP_FREE char *copy = NULL;
   char *dir, *ret;
 
-  if (name[0] == '/' || uri_driver (name))
+  /* Beside an image named without a folder, NAME is the path already
+   * (qemu-img's full-backing-filename says the same). */
+  if (name[0] == '/' || uri_driver (name) || strchr (img_path, '/') == NULL)
     return strdup (name);
   copy = strdup (img_path);
   if (copy == NULL)
@@ -441,6 +496,41 @@ image_resolve_relative (const char *img_path, const char *name)
   return ret;
 }
 
+const char *
+image_backing_word (const struct ferry_image *img)
+{
+  return img->driver->backing_word ? img->driver->backing_word :
+    "backing file";
+}
+
+int
+image_backing_missing (struct ferry_image *img, const struct open_args *args,
+                       const char *full, const char *fmt, ...)
+{
+  char *reason;
+  va_list ap;
+  int n;
+
+  va_start (ap, fmt);
+  n = vasprintf (&reason, fmt, ap);
+  va_end (ap);
+  if (n == -1)
+    return ferry_error (ENOMEM, "%s: out of memory", img->path);
+  if (!(args->flags & FERRY_OPEN_MISSING_BACKING) ||
+      (args->flags & FERRY_OPEN_WRITE)) {
+    ferry_error (ENOENT, "%s: %s", img->path, reason);
+    free (reason);
+    return -1;
+  }
+  free (img->backing_missing);
+  free (img->missing_backing_path);
+  img->backing_missing = reason;
+  img->missing_backing_path = full ? strdup (full) : NULL;
+  if (full && img->missing_backing_path == NULL)
+    return ferry_error (ENOMEM, "%s: out of memory", img->path);
+  return 0;
+}
+
 int
 image_open_backing (struct ferry_image *img, const char *name,
                     const char *format, const struct open_args *args)
@@ -448,14 +538,17 @@ image_open_backing (struct ferry_image *img, const char *name,
   CLEANUP_FREE char *path = NULL;
   CLEANUP_FREE struct chain_link *chain = NULL;
   struct open_args bargs = { 0 };
+  const char *word = image_backing_word (img);
+  size_t failed_layer = 0;
+  struct stat st;
 
   /* A name relative to the file would point beside the archive, not
    * inside it. */
   if (args->windowed)
     return ferry_error (EINVAL, "%s: the image at offset %" PRIu64 " names "
-                        "a backing file ('%s'), which an image inside "
-                        "another file cannot have", img->path,
-                        args->window_start, name);
+                        "a %s ('%s'), which an image inside another file "
+                        "cannot have", img->path, args->window_start, word,
+                        name);
   if (args->flags & FERRY_OPEN_NO_BACKING)
     return 0;
 
@@ -463,6 +556,14 @@ image_open_backing (struct ferry_image *img, const char *name,
   chain = calloc (args->chain_len + 1, sizeof *chain);
   if (path == NULL || chain == NULL)
     return ferry_error (ENOMEM, "%s: out of memory", img->path);
+
+  /* Note 5: nothing at all at that path. */
+  if (!uri_driver (path) && stat (path, &st) == -1 &&
+      (errno == ENOENT || errno == ENOTDIR))
+    return image_backing_missing (img, args, path, "the %s '%s' is missing: "
+                                  "there is no file at '%s'", word, name,
+                                  path);
+
   if (args->chain_len)
     memcpy (chain, args->chain, args->chain_len * sizeof *chain);
   chain[args->chain_len].dev = img->dev;
@@ -470,10 +571,21 @@ image_open_backing (struct ferry_image *img, const char *name,
   bargs.flags = args->flags & ~FERRY_OPEN_WRITE;   /* SHARED stays */
   bargs.chain = chain;
   bargs.chain_len = args->chain_len + 1;
+  bargs.failed_layer = args->failed_layer ? args->failed_layer : &failed_layer;
 
   img->backing = open_with_args (path, format, &bargs);
   if (img->backing == NULL) {
-    ferry_error_prefix ("%s: backing file '%s'", img->path, name);
+    /* Note 3: the deepest layer that sees the failure records it; only
+     * the top image adds to the message. */
+    if (*bargs.failed_layer == 0)
+      *bargs.failed_layer = bargs.chain_len;
+    if (args->chain_len > 0)
+      return -1;
+    if (failed_layer == 1)
+      ferry_error_prefix ("%s: %s '%s'", img->path, word, name);
+    else
+      ferry_error_prefix ("%s: layer %zu of its backing chain",
+                          img->path, failed_layer);
     return -1;
   }
   return 0;
@@ -597,19 +709,58 @@ ferry_parse_size (const char *s, uint64_t *value)
 }
 
 int
-options_get_size (struct option_list *opts, const char *key, uint64_t *value)
+options_get_size (struct option_list *opts, const char *path, const char *key,
+                  uint64_t *value)
 {
   const char *s = options_get (opts, key);
 
   if (s == NULL)
     return 0;
   if (parse_size (s, value) == -1)
-    return ferry_error (EINVAL, "option %s=%s: not a size", key, s);
+    return ferry_error (EINVAL, "%s: %s=%s: not a size (a number with an "
+                        "optional k, M, G or T suffix)", path, key, s);
+  return 1;
+}
+
+/* SIZE as an option would give it: "512", "4k", "2M", "1G". */
+static const char *
+size_text (uint64_t size, char *buf, size_t len)
+{
+  static const char units[] = "kMGTPE";
+  int u = -1;
+
+  while (size >= 1024 && size % 1024 == 0 && u < 5) {
+    size /= 1024;
+    u++;
+  }
+  if (u < 0)
+    snprintf (buf, len, "%" PRIu64, size);
+  else
+    snprintf (buf, len, "%" PRIu64 "%c", size, units[u]);
+  return buf;
+}
+
+int
+options_get_pow2 (struct option_list *opts, const char *path, const char *key,
+                  uint64_t min, uint64_t max, uint64_t *value)
+{
+  const char *s = options_get (opts, key);
+  char lo[24], hi[24];
+  uint64_t v;
+
+  if (s == NULL)
+    return 0;
+  if (parse_size (s, &v) == -1 || !is_power_of_2 (v) || v < min || v > max)
+    return ferry_error (EINVAL, "%s: %s=%s: expected a power of 2 from %s "
+                        "to %s", path, key, s, size_text (min, lo, sizeof lo),
+                        size_text (max, hi, sizeof hi));
+  *value = v;
   return 1;
 }
 
 int
-options_get_bool (struct option_list *opts, const char *key, bool *value)
+options_get_bool (struct option_list *opts, const char *path, const char *key,
+                  bool *value)
 {
   const char *s = options_get (opts, key);
 
@@ -622,7 +773,8 @@ options_get_bool (struct option_list *opts, const char *key, bool *value)
            !strcmp (s, "0"))
     *value = false;
   else
-    return ferry_error (EINVAL, "option %s=%s: expected on or off", key, s);
+    return ferry_error (EINVAL, "%s: %s=%s: expected on or off", path, key,
+                        s);
   return 1;
 }
 
@@ -710,6 +862,17 @@ image_init_base (struct ferry_image *base, const struct image_driver *driver,
   base->dev = st.st_dev;
   base->ino = st.st_ino;
   return 0;
+}
+
+void
+image_base_discard (struct ferry_image *base)
+{
+  ferry_image_close (base->backing);
+  free (base->path);
+  free (base->backing_missing);
+  free (base->missing_backing_path);
+  base->backing = NULL;
+  base->path = base->backing_missing = base->missing_backing_path = NULL;
 }
 
 /* Check a request of COUNT bytes at OFFSET against the image; WRITE says
@@ -840,6 +1003,18 @@ assert_extents_contract (const struct ferry_extent_list *list, size_t before,
           offset));
 }
 
+/* The error for a read or an extents query of COUNT bytes at OFFSET
+ * that reaches IMG's missing backing file (note 5). */
+static int
+backing_missing_error (struct ferry_image *img, const char *what,
+                       uint64_t count, uint64_t offset)
+{
+  return ferry_error (ENOENT, "%s: %s of %" PRIu64 " bytes at offset %"
+                      PRIu64 " reaches the %s, which is missing (%s)",
+                      img->path, what, count, offset,
+                      image_backing_word (img), img->backing_missing);
+}
+
 int
 image_backing_pread (struct ferry_image *img, void *buf, uint64_t count,
                      uint64_t offset)
@@ -847,6 +1022,8 @@ image_backing_pread (struct ferry_image *img, void *buf, uint64_t count,
   struct ferry_image *b = img->backing;
   uint64_t n = 0;
 
+  if (img->backing_missing)
+    return backing_missing_error (img, "read", count, offset);
   if (b && offset < b->size) {
     n = MIN (count, b->size - offset);
     if (ferry_image_pread (b, buf, n, offset) == -1) {
@@ -867,6 +1044,8 @@ image_sub_extents (struct ferry_image *img, struct ferry_image *sub,
   uint64_t n, reached = at;
   size_t i;
 
+  if (sub == NULL && img->backing_missing)
+    return backing_missing_error (img, "extents", count, at);
   if (sub == NULL || at >= sub->size) {
     *end = offset + count;
     return ferry_extent_list_append (list, offset, count,
@@ -1051,17 +1230,21 @@ int
 ferry_image_close (struct ferry_image *img)
 {
   struct ferry_image *backing;
-  char *path;
+  char *path, *missing, *missing_path;
   int r;
 
   if (img == NULL)
     return 0;
   backing = img->backing;
   path = img->path;
+  missing = img->backing_missing;
+  missing_path = img->missing_backing_path;
   free_facts (img);
   ferry_image_set_early_writeback (img, false);
   r = img->driver->close (img);   /* frees img itself */
   free (path);
+  free (missing);
+  free (missing_path);
   if (ferry_image_close (backing) == -1)
     r = -1;
   return r;
@@ -1130,6 +1313,19 @@ ferry_image_describe (struct ferry_image *img, struct ferry_image_info *info)
   info->virtual_size = img->size;
   if (img->driver->describe && img->driver->describe (img, info) == -1)
     return -1;
+  info->backing_missing = img->backing_missing;
+  if (img->backing)
+    info->full_backing_file = img->backing->path;
+  else if (img->backing_missing)
+    info->full_backing_file = img->missing_backing_path;
+  else if (info->backing_file) {
+    /* Not opened (FERRY_OPEN_NO_BACKING): where it would be. */
+    CLEANUP_FREE char *full = image_resolve_relative (img->path,
+                                                      info->backing_file);
+    info->full_backing_file = full ? keep_string (img, full) : NULL;
+    if (info->full_backing_file == NULL)
+      return ferry_error (ENOMEM, "%s: out of memory", img->path);
+  }
   info->facts = img->facts.ptr;
   info->nr_facts = img->facts.len;
   return 0;
@@ -1333,6 +1529,32 @@ check_report_error (struct ferry_check_result *r, const char *path)
   return check_report (r, true, "%s", msg);
 }
 
+/* ferry check refuses, as qemu-img check does, an image whose backing
+ * file (parent) is missing, at any depth: -1 with the missing layer's
+ * reason.  An image that does not open is left to the driver's check,
+ * which says what is wrong with it. */
+static int
+parent_present (const char *path, const struct image_driver *drv)
+{
+  struct open_args args = { .flags = FERRY_OPEN_MISSING_BACKING };
+  struct ferry_image *img, *layer;
+  int r = 0;
+
+  if (drv->backing_word == NULL)      /* no backing files in this format */
+    return 0;
+  /* Its warnings (a checksum, a CID) are the check's to report. */
+  ferry_log_mute (true);
+  img = open_with_args (path, drv->name, &args);
+  ferry_log_mute (false);
+  for (layer = img; layer && r == 0; layer = layer->backing)
+    if (layer->backing_missing)
+      r = ferry_error (ENOENT, "%s: %s%s%s", path,
+                       layer == img ? "" : layer->path,
+                       layer == img ? "" : ": ", layer->backing_missing);
+  ferry_image_close (img);
+  return r;
+}
+
 int
 ferry_image_check (const char *path, const char *format, unsigned flags,
                    struct ferry_check_result *result)
@@ -1365,9 +1587,15 @@ ferry_image_check (const char *path, const char *format, unsigned flags,
     if (drv == NULL)
       return -1;
   }
+  if (parent_present (path, drv) == -1)
+    return -1;
   if (drv->check == NULL)
     return 0;   /* no metadata, nothing that can be inconsistent */
-  return drv->check (path, fd, result);
+  if (drv->check (path, fd, result) == -1) {
+    ferry_check_result_free (result);   /* what it reported before */
+    return -1;
+  }
+  return 0;
 }
 
 void

@@ -39,9 +39,15 @@
 #define PROBE_HEAD_SIZE 4096
 #define PROBE_TAIL_SIZE 512
 
-/* The longest backing chain we follow; a loop is caught sooner by the
- * (device, inode) list of struct open_args. */
-#define MAX_BACKING_DEPTH 64
+/* The longest backing chain we follow: images below the one opened.  A
+ * loop is caught sooner by the (device, inode) list of struct open_args.
+ * qemu-img 7.2 has no limit of its own: it opens what the process's file
+ * descriptors allow (about 1020 layers under the usual soft limit of
+ * 1024).  Ours bounds the stack: opening, reading, mapping and closing
+ * recurse once per layer, about 1 KiB a layer in a plain build and under
+ * 8 KiB under AddressSanitizer, so 1000 layers fit in the 8 MiB of a main
+ * thread or a worker. */
+#define MAX_BACKING_DEPTH 1000
 
 /* Options given with -o, parsed into key=value pairs.  A driver takes the
  * keys it knows with options_get*; image.c fails on any left unused. */
@@ -62,6 +68,11 @@ struct open_args {
   unsigned flags;                       /* FERRY_OPEN_* */
   const struct chain_link *chain;       /* images above this one */
   size_t chain_len;
+  /* Shared by the opens of one chain: the layer (1: the top image's
+   * backing file) whose open failed, set by the deepest
+   * image_open_backing that saw the failure, so that the message names
+   * the top image and that layer once instead of every layer between. */
+  size_t *failed_layer;
   /* ferry_image_open_window: the image is the bytes [window_start,
    * window_start + window_length) of the file, which lie inside it.  A
    * driver sees a window only if it sets .windows; it then reads nothing
@@ -82,6 +93,12 @@ struct ferry_image {
   bool compress_required;      /* see ferry_image_compress_required */
   struct image_writeback *writeback; /* see ferry_image_set_early_writeback */
   struct ferry_image *backing; /* owned, closed with this one; or NULL */
+  /* FERRY_OPEN_MISSING_BACKING: why the backing file (parent) this image
+   * records is missing, a sentence naming it (image_backing_missing), and
+   * where it was looked for (or NULL); both owned.  NULL when nothing is
+   * missing. */
+  char *backing_missing;
+  char *missing_backing_path;
   dev_t dev;                   /* of the file, for loop detection */
   ino_t ino;
 
@@ -132,6 +149,12 @@ struct image_writeback {
 struct image_driver {
   const char *name;              /* "raw", "qcow2", ... */
   const char *const *aliases;    /* other names it answers to, or NULL */
+
+  /* What the format's documentation calls the image it reads through,
+   * for messages: "parent" (VHD, VHDX, VDI, VMDK), "backing file"
+   * (qcow2); NULL: the format has none (ferry check then does not look
+   * for one). */
+  const char *backing_word;
 
   /* How sure the driver is that the file is in its format: 0 (no) to
    * 100 (magic and header sane).  HEAD holds the first HEAD_LEN bytes
@@ -272,13 +295,35 @@ int image_init_base (struct ferry_image *base,
                      const struct image_driver *driver, const char *path,
                      int fd, bool readonly);
 
+/* Undo what image_init_base and image_open_backing did to BASE, for a
+ * driver's open that fails: close the backing chain, free the path and
+ * the note of a missing backing file.  The driver frees the rest. */
+void image_base_discard (struct ferry_image *base);
+
 /* Open the backing file NAME of IMG as recorded in the image: a relative
  * NAME is relative to IMG's directory.  FORMAT may be NULL (probe).  It is
  * opened read-only, with IMG added to the loop check of ARGS.  Sets
- * IMG->backing on success; returns 0 or -1 with a message naming both
- * files. */
+ * IMG->backing on success; returns 0 or -1 with a message naming IMG and
+ * the layer that failed.  No file at that path is a missing backing file
+ * (image_backing_missing): 0 with IMG->backing NULL under
+ * FERRY_OPEN_MISSING_BACKING. */
 int image_open_backing (struct ferry_image *img, const char *name,
                         const char *format, const struct open_args *args);
+
+/* IMG's backing file (parent) is not where the image says: FULL is where
+ * it was looked for (NULL: nowhere in particular, such as a VDI parent
+ * looked for by UUID), and FMT... the reason, a sentence that names it
+ * without IMG's path ("the backing file 'b.qcow2' is missing: ...").
+ * Under FERRY_OPEN_MISSING_BACKING (read-only) it is kept for describe
+ * and 0 returned, IMG->backing staying NULL; otherwise -1 with that
+ * reason as the error (ENOENT). */
+int image_backing_missing (struct ferry_image *img,
+                           const struct open_args *args, const char *full,
+                           const char *fmt, ...)
+  __attribute__ ((format (printf, 4, 5)));
+
+/* "parent" or "backing file", as IMG's format calls it. */
+const char *image_backing_word (const struct ferry_image *img);
 
 /* The path of NAME resolved against the directory of IMG_PATH, as
  * image_open_backing resolves it.  The caller frees it. */
@@ -306,18 +351,26 @@ image_backing_extents (struct ferry_image *img, uint64_t offset,
 /* Read COUNT bytes at guest OFFSET of IMG's backing file (a parent) into
  * BUF: what a cluster or grain the image does not hold reads as.  Zeroes
  * past the backing file's end, or without one.  0, or -1 with a message
- * naming both files. */
+ * naming both files; ENOENT when the backing file is missing
+ * (FERRY_OPEN_MISSING_BACKING).  image_sub_extents with SUB NULL fails
+ * the same way. */
 int image_backing_pread (struct ferry_image *img, void *buf, uint64_t count,
                          uint64_t offset);
 
-/* Options lookup; each marks the key used.  *_u64 accepts sizes with
- * k/M/G/T suffixes (powers of 1024) and fails with a message naming the
- * option on a bad value.  Return 1 found, 0 absent, -1 bad value. */
+/* Options lookup; each marks the key used.  options_get_size accepts
+ * sizes with k/M/G/T suffixes (powers of 1024), options_get_pow2 only a
+ * power of 2 from MIN to MAX (so 0 and absurd values too are refused).
+ * On a bad value they fail with a message naming PATH (the image being
+ * created) and the option as it was given.  Return 1 found, 0 absent, -1
+ * bad value. */
 const char *options_get (struct option_list *opts, const char *key);
-int options_get_size (struct option_list *opts, const char *key,
+int options_get_size (struct option_list *opts, const char *path,
+                      const char *key, uint64_t *value);
+int options_get_pow2 (struct option_list *opts, const char *path,
+                      const char *key, uint64_t min, uint64_t max,
                       uint64_t *value);
-int options_get_bool (struct option_list *opts, const char *key,
-                      bool *value);
+int options_get_bool (struct option_list *opts, const char *path,
+                      const char *key, bool *value);
 
 /* Facts for describe.  The strings are copied. */
 int image_fact_string (struct ferry_image *img, const char *key,

@@ -5,7 +5,9 @@
  * L2 tables, data and compressed clusters, bitmaps, the encryption
  * header), counts how often each host cluster is referenced, compares
  * the counts with the stored refcounts, and reports each problem with
- * check_report(), one line naming the structure and its offset.
+ * check_report(), one line naming the structure and its offset.  The
+ * header is decoded by qcow2_read_header, as open decodes it, which
+ * reports each fault it finds in open's words.
  *
  * NOTES ON THE DESIGN
  *
@@ -61,8 +63,6 @@
 #define BME_OFFSET_MASK    UINT64_C (0x00fffffffffffe00)
 #define SNAPSHOT_HEADER_SIZE 40
 #define BITMAP_ENTRY_HEADER_SIZE 24
-#define BITMAPS_EXT_SIZE   24
-#define CRYPTO_EXT_SIZE    16
 #define BITMAP_FLAGS_KNOWN 0x7u
 
 /* What a host cluster was first found to hold. */
@@ -115,22 +115,14 @@ struct checker {
   uint64_t file_size;
   struct ferry_check_result *r;
 
-  /* The header fields, read by read_header; the strings stay NULL. */
+  /* The header, decoded by qcow2_read_header (qcow2-header.c), which
+   * reported what is wrong in it. */
   struct qcow2_header h;
   uint64_t cs;                  /* cluster size */
   unsigned bits;                /* cluster bits */
   uint64_t nb_clusters;         /* of the file, the last one maybe partial */
   bool data_file;               /* guest data lives in an external file */
   bool refcount_order_ok;       /* refcount_order is 0..6 */
-
-  /* From the header extensions. */
-  bool has_bitmaps;
-  uint32_t nb_bitmaps;
-  uint64_t bitmap_dir_size;
-  uint64_t bitmap_dir_offset;
-  bool has_crypto;
-  uint64_t crypto_offset;
-  uint64_t crypto_length;
 
   uint32_t *refs;               /* references found, per cluster */
   uint8_t *flags;               /* kind and F_*, per cluster */
@@ -316,196 +308,6 @@ walk_table (struct checker *c, uint64_t offset, uint64_t nr, enum kind kind,
   if (clash.kind != KIND_FREE)
     REPORT (c, true, "%s overlaps the %s at 0x%" PRIx64, what,
             kind_names[clash.kind], clash.offset);
-  return 0;
-}
-
-/* Read the fixed header fields and check those the walk depends on.
- * 1 when the walk can go on; 0 when the header is too broken to walk
- * (reported); -1 when the file cannot be checked (error set). */
-static int
-read_header (struct checker *c)
-{
-  uint8_t buf[QCOW2_V3_HEADER_LENGTH_COMPRESSION] = { 0 };
-  struct qcow2_header *h = &c->h;
-  uint64_t unknown;
-
-  if (read_at (c, buf, MIN (c->file_size, sizeof buf), 0) == -1)
-    return -1;
-  if (c->file_size < 4 || get_be32 (buf + QCOW2_HDR_MAGIC) != QCOW2_MAGIC)
-    return ferry_error (EINVAL, "%s: not a qcow2 file (no qcow2 magic at "
-                        "offset 0)", c->path);
-  h->version = get_be32 (buf + QCOW2_HDR_VERSION);
-  if (c->file_size >= 8 && h->version != 2 && h->version != 3)
-    return ferry_error (ENOTSUP, "%s: qcow2 version %" PRIu32 " cannot be "
-                        "checked (ferry knows versions 2 and 3)", c->path,
-                        h->version);
-  if (c->file_size < QCOW2_V2_HEADER_LENGTH ||
-      (h->version == 3 && c->file_size < QCOW2_V3_HEADER_LENGTH)) {
-    REPORT (c, true, "header: the file (size 0x%" PRIx64 ") is too short "
-            "for a version %" PRIu32 " header", c->file_size, h->version);
-    return 0;
-  }
-
-  h->cluster_bits = get_be32 (buf + QCOW2_HDR_CLUSTER_BITS);
-  if (h->cluster_bits > QCOW2_MAX_CLUSTER_BITS && h->cluster_bits < 64)
-    return ferry_error (ENOTSUP, "%s: qcow2 clusters of 2^%" PRIu32 " bytes "
-                        "cannot be checked (ferry handles 512 bytes to "
-                        "2 MiB)", c->path, h->cluster_bits);
-  if (h->cluster_bits < QCOW2_MIN_CLUSTER_BITS ||
-      h->cluster_bits > QCOW2_MAX_CLUSTER_BITS) {
-    REPORT (c, true, "header: cluster_bits %" PRIu32 " is invalid (9 or "
-            "more)", h->cluster_bits);
-    return 0;
-  }
-  h->cluster_size = 1u << h->cluster_bits;
-  c->bits = h->cluster_bits;
-  c->cs = h->cluster_size;
-  h->size = get_be64 (buf + QCOW2_HDR_SIZE);
-  h->crypt_method = get_be32 (buf + QCOW2_HDR_CRYPT_METHOD);
-  h->l1_size = get_be32 (buf + QCOW2_HDR_L1_SIZE);
-  h->l1_table_offset = get_be64 (buf + QCOW2_HDR_L1_TABLE_OFFSET);
-  h->refcount_table_offset = get_be64 (buf + QCOW2_HDR_REFCOUNT_TABLE_OFFSET);
-  h->refcount_table_clusters =
-    get_be32 (buf + QCOW2_HDR_REFCOUNT_TABLE_CLUSTERS);
-  h->nb_snapshots = get_be32 (buf + QCOW2_HDR_NB_SNAPSHOTS);
-  h->snapshots_offset = get_be64 (buf + QCOW2_HDR_SNAPSHOTS_OFFSET);
-  h->refcount_order = 4;
-  h->header_length = QCOW2_V2_HEADER_LENGTH;
-
-  if (h->version == 3) {
-    h->incompatible_features =
-      get_be64 (buf + QCOW2_HDR_INCOMPATIBLE_FEATURES);
-    h->compatible_features = get_be64 (buf + QCOW2_HDR_COMPATIBLE_FEATURES);
-    h->autoclear_features = get_be64 (buf + QCOW2_HDR_AUTOCLEAR_FEATURES);
-    h->refcount_order = get_be32 (buf + QCOW2_HDR_REFCOUNT_ORDER);
-    h->header_length = get_be32 (buf + QCOW2_HDR_HEADER_LENGTH);
-    unknown = h->incompatible_features & ~QCOW2_INCOMPAT_KNOWN;
-    if (unknown)
-      return ferry_error (ENOTSUP, "%s: unknown qcow2 incompatible features "
-                          "0x%" PRIx64 ": the image cannot be checked",
-                          c->path, unknown);
-    if (h->header_length < QCOW2_V3_HEADER_LENGTH) {
-      REPORT (c, true, "header: header_length %" PRIu32 " is less than %d",
-              h->header_length, QCOW2_V3_HEADER_LENGTH);
-      h->header_length = QCOW2_V3_HEADER_LENGTH;
-    }
-    else if (!IS_ALIGNED (h->header_length, 8))
-      REPORT (c, true, "header: header_length %" PRIu32 " is not a multiple "
-              "of 8", h->header_length);
-    if (h->header_length > QCOW2_HDR_COMPRESSION_TYPE)
-      h->compression_type = buf[QCOW2_HDR_COMPRESSION_TYPE];
-    if ((h->incompatible_features & QCOW2_INCOMPAT_COMPRESSION) &&
-        h->compression_type == QCOW2_COMPRESSION_ZLIB)
-      REPORT (c, true, "header: the compression type bit is set but the "
-              "compression type is zlib (0)");
-    if (!(h->incompatible_features & QCOW2_INCOMPAT_COMPRESSION) &&
-        h->compression_type != QCOW2_COMPRESSION_ZLIB)
-      REPORT (c, true, "header: compression type %u without the "
-              "compression type bit", h->compression_type);
-    if (h->compression_type > QCOW2_COMPRESSION_ZSTD)
-      REPORT (c, true, "header: unknown compression type %u",
-              h->compression_type);
-  }
-
-  c->refcount_order_ok = h->refcount_order <= 6;
-  if (!c->refcount_order_ok)
-    REPORT (c, true, "header: refcount_order %" PRIu32 " is larger than 6; "
-            "refcounts cannot be compared", h->refcount_order);
-  h->extended_l2 = h->incompatible_features & QCOW2_INCOMPAT_EXTL2;
-  h->l2_entry_size = h->extended_l2 ? 16 : 8;
-  h->l2_entries = h->cluster_size / h->l2_entry_size;
-  if (h->extended_l2 && h->cluster_bits < 14)
-    REPORT (c, true, "header: extended L2 entries need clusters of 16 KiB "
-            "or more, not %" PRIu32 " bytes", h->cluster_size);
-  c->data_file = h->incompatible_features & QCOW2_INCOMPAT_DATA_FILE;
-  if (h->crypt_method > 2)
-    REPORT (c, true, "header: unknown encryption method %" PRIu32,
-            h->crypt_method);
-  return 1;
-}
-
-/* Check the backing file name and walk the header extensions in cluster
- * 0, which must be read into cluster_buf. */
-static int
-read_extensions (struct checker *c)
-{
-  const struct qcow2_header *h = &c->h;
-  const uint8_t *buf = c->cluster_buf;
-  uint64_t backing_offset = get_be64 (buf + QCOW2_HDR_BACKING_FILE_OFFSET);
-  uint32_t backing_size = get_be32 (buf + QCOW2_HDR_BACKING_FILE_SIZE);
-  uint64_t pos = h->header_length, end = c->cs;
-
-  if (h->header_length > c->cs) {
-    REPORT (c, true, "header: header_length %" PRIu32 " is larger than the "
-            "cluster (%" PRIu64 " bytes)", h->header_length, c->cs);
-    return 0;
-  }
-  if (backing_offset != 0) {
-    if (backing_size > QCOW2_MAX_BACKING_NAME)
-      REPORT (c, true, "header: the backing file name is %" PRIu32 " bytes "
-              "long, more than %d", backing_size, QCOW2_MAX_BACKING_NAME);
-    if (backing_offset < h->header_length)
-      REPORT (c, true, "header: the backing file name at 0x%" PRIx64
-              " overlaps the header fields", backing_offset);
-    else if (backing_offset > c->cs || backing_size > c->cs - backing_offset)
-      REPORT (c, true, "header: the backing file name at 0x%" PRIx64
-              " (%" PRIu32 " bytes) runs past the first cluster",
-              backing_offset, backing_size);
-    else
-      end = backing_offset;
-  }
-
-  while (end - pos >= 8) {
-    uint32_t type = get_be32 (buf + pos);
-    uint32_t len = get_be32 (buf + pos + 4);
-    const uint8_t *data = buf + pos + 8;
-
-    if (type == QCOW2_EXT_END)
-      break;
-    if (len > end - pos - 8) {
-      REPORT (c, true, "header extension 0x%08" PRIx32 " at 0x%" PRIx64
-              " (%" PRIu32 " bytes) runs past the end of the header area "
-              "(0x%" PRIx64 ")", type, pos, len, end);
-      break;
-    }
-    if (type == QCOW2_EXT_BITMAPS) {
-      if (len < BITMAPS_EXT_SIZE)
-        REPORT (c, true, "bitmaps header extension at 0x%" PRIx64 " is %"
-                PRIu32 " bytes, fewer than %d", pos, len, BITMAPS_EXT_SIZE);
-      else {
-        c->has_bitmaps = true;
-        c->nb_bitmaps = get_be32 (data);
-        if (get_be32 (data + 4) != 0)
-          REPORT (c, true, "bitmaps header extension at 0x%" PRIx64 " has "
-                  "its reserved field set", pos);
-        c->bitmap_dir_size = get_be64 (data + 8);
-        c->bitmap_dir_offset = get_be64 (data + 16);
-      }
-    }
-    else if (type == QCOW2_EXT_CRYPTO) {
-      if (len < CRYPTO_EXT_SIZE)
-        REPORT (c, true, "encryption header extension at 0x%" PRIx64 " is %"
-                PRIu32 " bytes, fewer than %d", pos, len, CRYPTO_EXT_SIZE);
-      else {
-        c->has_crypto = true;
-        c->crypto_offset = get_be64 (data);
-        c->crypto_length = get_be64 (data + 8);
-      }
-    }
-    pos += 8 + ROUND_UP ((uint64_t) len, 8);
-    if (pos > end)
-      break;
-  }
-
-  if (!c->has_bitmaps && (h->autoclear_features & QCOW2_AUTOCLEAR_BITMAPS))
-    REPORT (c, true, "header: the bitmaps bit is set but there is no "
-            "bitmaps extension");
-  if (c->has_crypto && h->crypt_method != 2)
-    REPORT (c, true, "header: an encryption header extension without LUKS "
-            "encryption");
-  if (!c->has_crypto && h->crypt_method == 2)
-    REPORT (c, true, "header: LUKS encryption without an encryption header "
-            "extension");
   return 0;
 }
 
@@ -916,30 +718,30 @@ bitmap_entry (struct checker *c, void *arg, uint64_t index, uint64_t entry)
 static int
 walk_bitmaps (struct checker *c)
 {
-  const uint64_t dir = c->bitmap_dir_offset;
+  const uint64_t dir = c->h.bitmap_dir_offset;
   uint8_t buf[BITMAP_ENTRY_HEADER_SIZE];
   uint64_t i, pos, end, len, table;
   uint32_t table_size, flags;
   char what[96];
 
-  if (!c->has_bitmaps ||
+  if (!c->h.bitmaps_readable ||
       !(c->h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS))
     return 0;
-  if (c->nb_bitmaps == 0)
+  if (c->h.nb_bitmaps == 0)
     REPORT (c, true, "bitmaps header extension with no bitmaps");
   if (!IS_ALIGNED (dir, c->cs)) {
     REPORT (c, true, "bitmap directory at 0x%" PRIx64 " is not cluster "
             "aligned", dir);
     return 0;
   }
-  if (mark (c, dir, c->bitmap_dir_size, KIND_BITMAP_DIR, "bitmap directory "
+  if (mark (c, dir, c->h.bitmap_dir_size, KIND_BITMAP_DIR, "bitmap directory "
             "at 0x%" PRIx64 " (0x%" PRIx64 " bytes)", dir,
-            c->bitmap_dir_size) == -1)
+            c->h.bitmap_dir_size) == -1)
     return -1;
-  end = dir > c->file_size ? dir : dir + MIN (c->bitmap_dir_size,
+  end = dir > c->file_size ? dir : dir + MIN (c->h.bitmap_dir_size,
                                               c->file_size - dir);
 
-  for (i = 0, pos = dir; i < c->nb_bitmaps; i++, pos += len) {
+  for (i = 0, pos = dir; i < c->h.nb_bitmaps; i++, pos += len) {
     if (end - pos < BITMAP_ENTRY_HEADER_SIZE)
       break;
     if (read_at (c, buf, sizeof buf, pos) == -1)
@@ -967,10 +769,10 @@ walk_bitmaps (struct checker *c)
                     bitmap_entry, &i) == -1)
       return -1;
   }
-  if (i < c->nb_bitmaps)
+  if (i < c->h.nb_bitmaps)
     REPORT (c, true, "bitmap directory at 0x%" PRIx64 " (0x%" PRIx64 " bytes)"
             " holds %" PRIu64 " of its %" PRIu32 " bitmaps", dir,
-            c->bitmap_dir_size, i, c->nb_bitmaps);
+            c->h.bitmap_dir_size, i, c->h.nb_bitmaps);
   return 0;
 }
 
@@ -1089,22 +891,17 @@ walk_image (struct checker *c)
     (uint64_t) h->refcount_table_clusters * c->cs / 8;
   struct l1_walk active = { .active = true, .where = "" };
   bool reftable_ok = false;
-  uint64_t span, needed;
   char what[64];
 
   if (mark (c, 0, c->cs, KIND_HEADER, "header") == -1)
     return -1;
-  if (read_at (c, c->cluster_buf, c->cs, 0) == -1 ||
-      read_extensions (c) == -1)
-    return -1;
 
-  if (h->refcount_table_clusters == 0)
-    REPORT (c, true, "header: the image has no refcount table "
-            "(refcount_table_clusters is 0)");
-  else if (!IS_ALIGNED (reftable, c->cs))
+  /* A refcount table of no clusters, like an L1 table too short for the
+   * disk, was reported by the header decoder. */
+  if (h->refcount_table_clusters > 0 && !IS_ALIGNED (reftable, c->cs))
     REPORT (c, true, "refcount table at 0x%" PRIx64 " is not cluster "
             "aligned", reftable);
-  else {
+  else if (h->refcount_table_clusters > 0) {
     reftable_ok = true;
     snprintf (what, sizeof what, "refcount table at 0x%" PRIx64, reftable);
     if (walk_table (c, reftable, reftable_entries, KIND_REFTABLE, what,
@@ -1112,23 +909,17 @@ walk_image (struct checker *c)
       return -1;
   }
 
-  span = (uint64_t) h->l2_entries << c->bits;
-  needed = h->size / span + (h->size % span != 0);
-  if (h->l1_size < needed)
-    REPORT (c, true, "L1 table at 0x%" PRIx64 " has %" PRIu32 " entries, "
-            "too few for the virtual size 0x%" PRIx64 " (%" PRIu64 " needed)",
-            h->l1_table_offset, h->l1_size, h->size, needed);
   if (walk_l1 (c, h->l1_table_offset, h->l1_size, KIND_L1, &active) == -1 ||
       walk_snapshots (c) == -1 ||
       walk_bitmaps (c) == -1)
     return -1;
-  if (c->has_crypto) {
-    if (!IS_ALIGNED (c->crypto_offset, c->cs))
+  if (c->h.has_crypto) {
+    if (!IS_ALIGNED (c->h.crypto_offset, c->cs))
       REPORT (c, true, "encryption header at 0x%" PRIx64 " is not cluster "
-              "aligned", c->crypto_offset);
-    else if (mark (c, c->crypto_offset, c->crypto_length, KIND_CRYPTO,
+              "aligned", c->h.crypto_offset);
+    else if (mark (c, c->h.crypto_offset, c->h.crypto_length, KIND_CRYPTO,
                    "encryption header at 0x%" PRIx64 " (0x%" PRIx64
-                   " bytes)", c->crypto_offset, c->crypto_length) == -1)
+                   " bytes)", c->h.crypto_offset, c->h.crypto_length) == -1)
       return -1;
   }
   if (recount_shared_l2 (c) == -1)
@@ -1138,22 +929,37 @@ walk_image (struct checker *c)
   return 0;
 }
 
+/* A fault the header decoder found: one corruption line. */
+static int
+report_header_problem (void *opaque, const char *msg)
+{
+  return check_report (opaque, true, "%s", msg);
+}
+
 /* The .check callback of the qcow2 driver: see qcow2-format.h. */
 int
 qcow2_check (const char *path, int fd, struct ferry_check_result *result)
 {
   struct checker c = { .path = path, .fd = fd, .r = result };
+  const struct qcow2_header_report report = {
+    .problem = report_header_problem, .opaque = result,
+  };
   CLEANUP_FREE uint32_t *refs = NULL;
   CLEANUP_FREE uint8_t *flags = NULL, *table_buf = NULL, *cluster_buf = NULL;
   off_t end = lseek (fd, 0, SEEK_END);
-  int r;
 
   if (end == -1)
     return ferry_error_errno (errno, "%s: cannot find the file size", path);
   c.file_size = end;
-  r = read_header (&c);
-  if (r <= 0)
-    return r;
+  if (qcow2_read_header (path, fd, 0, c.file_size, &c.h, &report) == -1)
+    return -1;
+  qcow2_header_free (&c.h);     /* the walk needs none of its strings */
+  if (c.h.stopped)
+    return 0;                   /* reported: nothing more to walk */
+  c.cs = c.h.cluster_size;
+  c.bits = c.h.cluster_bits;
+  c.data_file = c.h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE;
+  c.refcount_order_ok = c.h.refcount_order <= 6;
   c.r->total_clusters = c.h.size / c.cs + (c.h.size % c.cs != 0);
 
   c.nb_clusters = c.file_size / c.cs + (c.file_size % c.cs != 0);

@@ -87,7 +87,7 @@
 #define QCOW2_MAX_SNAPSHOTS    65536
 #define QCOW2_MAX_BACKING_NAME 1023
 
-/* The header, parsed and checked against the file size. */
+/* The header, decoded and checked by qcow2_read_header. */
 struct qcow2_header {
   uint32_t version;                 /* 2 or 3 */
   uint32_t cluster_bits;
@@ -115,21 +115,51 @@ struct qcow2_header {
   char *backing_file;
   char *backing_format;
   char *data_file;
-  bool has_bitmaps;
+  bool has_bitmaps;                 /* a bitmaps extension is there */
+  bool bitmaps_readable;            /* ... of 24 bytes or more: */
+  uint32_t nb_bitmaps;
+  uint64_t bitmap_dir_size;
+  uint64_t bitmap_dir_offset;
+  bool has_crypto;                  /* an encryption extension of 16 bytes */
+  uint64_t crypto_offset;
+  uint64_t crypto_length;
+
+  /* With a report only: decoding stopped at a fault past which nothing
+   * could be decoded (a header cut short, cluster_bits out of range); the
+   * fields after it are 0. */
+  bool stopped;
 };
 
-/* Parse and validate the header of the qcow2 file FD of FILE_SIZE bytes
- * (PATH names it in messages).  Refuses: a bad magic, versions other than
- * 2 and 3, cluster sizes outside 512 B..2 MiB, encryption, unknown
- * incompatible features, tables outside the file or of absurd size, and a
- * backing name or extension that runs past the header cluster.  The
- * corrupt and dirty bits are left to the caller (qcow2_open refuses the
- * corrupt bit for writing or under FERRY_OPEN_STRICT).  Returns 0 or -1
- * with the error set.  The file is FILE_SIZE bytes from START of FD (a
- * window, or all of it from 0). */
+/* Where the faults of a header go when the caller reports them (the
+ * checker) instead of refusing the first (open): PROBLEM gets one line,
+ * without the file's name, and returns 0 (or -1, the error set, if it
+ * cannot keep it). */
+struct qcow2_header_report {
+  int (*problem) (void *opaque, const char *msg);
+  void *opaque;
+};
+
+/* Decode and check the header of the qcow2 file FD of FILE_SIZE bytes
+ * from START (a window, or all of it from 0); PATH names it in messages.
+ * Always refused, -1 with the error set: not a qcow2 file, versions other
+ * than 2 and 3, clusters over 2 MiB, unknown incompatible features.
+ * Damage (a field out of its range, a truncated header, a backing name or
+ * extension that does not fit in the header cluster): with REPORT NULL
+ * the first is the error (-1); with a REPORT each goes to it and decoding
+ * goes on where it can (0; H->stopped when it could not).  REPORT also
+ * gets what only a check cares about (the bitmaps and encryption
+ * extensions).  Encryption, the tables and the corrupt and dirty bits are
+ * left to the caller (qcow2_check_tables for open). */
 int qcow2_read_header (const char *path, int fd, uint64_t start,
-                       uint64_t file_size, struct qcow2_header *h /* OUT */);
+                       uint64_t file_size, struct qcow2_header *h /* OUT */,
+                       const struct qcow2_header_report *report);
 void qcow2_header_free (struct qcow2_header *h);
+
+/* Open's check of the tables H points to: the L1, refcount and snapshot
+ * tables aligned, inside the FILE_SIZE bytes of the file and within the
+ * memory limits above.  0, or -1 with the error set naming PATH. */
+int qcow2_check_tables (const char *path, uint64_t file_size,
+                        const struct qcow2_header *h);
 
 /* Host offset and sector count of a compressed cluster's L2 entry. */
 static inline uint64_t

@@ -1160,15 +1160,13 @@ parse_create_options (const char *path, struct option_list *opts,
       return ferry_error (EINVAL, "%s: compat=%s: expected 0.10 or 1.1",
                           path, s);
   }
-  r = options_get_size (opts, "cluster_size", &v);
+  r = options_get_pow2 (opts, path, "cluster_size",
+                        UINT64_C (1) << QCOW2_MIN_CLUSTER_BITS,
+                        UINT64_C (1) << QCOW2_MAX_CLUSTER_BITS, &v);
   if (r == -1)
     return -1;
-  if (r == 1) {
-    if (!is_power_of_2 (v) || v < 512 || v > (2u << 20))
-      return ferry_error (EINVAL, "%s: cluster_size=%" PRIu64 ": expected a "
-                          "power of 2 from 512 to 2M", path, v);
+  if (r == 1)
     o->cluster_bits = __builtin_ctzll (v);
-  }
   s = options_get (opts, "refcount_bits");
   if (s) {
     char *end;
@@ -1194,8 +1192,9 @@ parse_create_options (const char *path, struct option_list *opts,
       return ferry_error (EINVAL, "%s: compression_type=zstd needs compat=1.1",
                           path);
   }
-  if (options_get_bool (opts, "lazy_refcounts", &o->lazy_refcounts) == -1 ||
-      options_get_bool (opts, "extended_l2", &o->extended_l2) == -1)
+  if (options_get_bool (opts, path, "lazy_refcounts",
+                        &o->lazy_refcounts) == -1 ||
+      options_get_bool (opts, path, "extended_l2", &o->extended_l2) == -1)
     return -1;
   if (o->version == 2 && o->lazy_refcounts)
     return ferry_error (EINVAL, "%s: lazy_refcounts=on needs compat=1.1",

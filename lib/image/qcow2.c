@@ -1107,7 +1107,17 @@ qcow2_open (const char *path, int fd, const struct open_args *args)
     q->file_size = args->window_length;
   }
   q->data_size = q->file_size;
-  if (qcow2_read_header (path, fd, q->start, q->file_size, &q->h) == -1)
+  if (qcow2_read_header (path, fd, q->start, q->file_size, &q->h,
+                         NULL) == -1)
+    goto err;
+  if (q->h.crypt_method != 0) {
+    ferry_error (ENOTSUP, "%s: qcow2 header at offset 0x%x: the image is "
+                 "encrypted (%s), which ferry does not support", path,
+                 QCOW2_HDR_CRYPT_METHOD,
+                 q->h.crypt_method == 1 ? "AES" : "LUKS");
+    goto err;
+  }
+  if (qcow2_check_tables (path, q->file_size, &q->h) == -1)
     goto err;
   if (args->windowed &&
       (q->h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE)) {
@@ -1144,8 +1154,7 @@ qcow2_open (const char *path, int fd, const struct open_args *args)
   return &q->base;
 
  err:
-  ferry_image_close (q->base.backing);
-  free (q->base.path);
+  image_base_discard (&q->base);
   qcow2_free (q);
   return NULL;
 }
@@ -1185,6 +1194,7 @@ qcow2_files (struct ferry_image *img, image_file_fn fn, void *opaque)
 
 const struct image_driver qcow2_driver = {
   .name = "qcow2",
+  .backing_word = "backing file",
   .probe = qcow2_probe,
   .windows = true,
   .open = qcow2_open,

@@ -263,7 +263,7 @@ parse_create_options (const char *path, struct option_list *opts,
 {
   const char *sub = options_get (opts, "subformat");
   bool st = false;
-  int has_static = options_get_bool (opts, "static", &st);
+  int has_static = options_get_bool (opts, path, "static", &st);
 
   if (has_static == -1)
     return -1;

@@ -298,9 +298,9 @@ open_parent (struct vdi_image *d, const struct open_args *args)
   }
   closedir (dp);
   if (d->parent_path == NULL)
-    return ferry_error (ENOENT, "%s: the parent image {%s} is missing: no "
-                        "*.vdi file in %s has that UUID", d->base.path, want,
-                        dir);
+    return image_backing_missing (&d->base, args, NULL, "the parent image "
+                                  "{%s} is missing: no *.vdi file in %s has "
+                                  "that UUID", want, dir);
   if (!best_ok) {
     char got[37];
     vdi_format_uuid (pmod, got);
@@ -538,8 +538,7 @@ vdi_open (const char *path, int fd, const struct open_args *args)
   return &d->base;
 
  err:
-  ferry_image_close (d->base.backing);
-  free (d->base.path);
+  image_base_discard (&d->base);
   vdi_free (d);
   return NULL;
 }
@@ -617,6 +616,7 @@ vdi_close (struct ferry_image *img)
 
 const struct image_driver vdi_driver = {
   .name = "vdi",
+  .backing_word = "parent",
   .probe = vdi_probe,
   .open = vdi_open,
   .create = vdi_create,

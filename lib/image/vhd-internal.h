@@ -110,8 +110,11 @@ struct vhd_image {
 
   /* Differencing disks. */
   char *parent_name;           /* the header's parent name, UTF-8 */
-  char *parent_path;           /* where it was found, as opened */
+  char *parent_path;           /* where it was found, as opened; or where
+                                  the child expects it, when missing */
   const char *parent_locator;  /* the locator that found it */
+  char *locators[VHD_NR_LOCATORS]; /* each locator's path as recorded
+                                  (UTF-8), or NULL, for describe */
 
   struct hostfile_caps caps;
 

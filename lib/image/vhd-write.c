@@ -439,10 +439,12 @@ parse_create_options (const char *path, struct option_list *opts,
     return ferry_error (EINVAL, "%s: subformat=%s: expected fixed or dynamic",
                         path, sub);
   o->fixed = sub && !strcmp (sub, "fixed");
-  has_bs = options_get_size (opts, "block_size", &o->block_size);
-  has_force = options_get_bool (opts, "force_size", &o->force_size);
+  has_bs = options_get_pow2 (opts, path, "block_size",
+                             VHD_MIN_WRITE_BLOCK_SIZE,
+                             VHD_MAX_WRITE_BLOCK_SIZE, &o->block_size);
+  has_force = options_get_bool (opts, path, "force_size", &o->force_size);
   if (has_bs == -1 || has_force == -1 ||
-      options_get_bool (opts, "azure", &o->azure) == -1)
+      options_get_bool (opts, path, "azure", &o->azure) == -1)
     return -1;
   if (o->azure) {
     if (sub && !o->fixed)
@@ -457,11 +459,6 @@ parse_create_options (const char *path, struct option_list *opts,
   if (has_bs && o->fixed)
     return ferry_error (EINVAL, "%s: block_size is for subformat=dynamic; a "
                         "fixed disk has no blocks", path);
-  if (!is_power_of_2 (o->block_size) ||
-      o->block_size < VHD_MIN_WRITE_BLOCK_SIZE ||
-      o->block_size > VHD_MAX_WRITE_BLOCK_SIZE)
-    return ferry_error (EINVAL, "%s: block_size=%" PRIu64 ": expected a power "
-                        "of 2 from 4k to 32M", path, o->block_size);
   return 0;
 }
 

@@ -605,9 +605,16 @@ parent_candidates (struct vhd_image *v, struct candidate_list *l)
   size_t k;
   int i, r = -1;
 
-  for (i = 0; i < VHD_NR_LOCATORS; i++)
+  for (i = 0; i < VHD_NR_LOCATORS; i++) {
     if (read_locator (v, i, &code[i], &data[i]) == -1)
       goto out;
+    free (v->locators[i]);
+    v->locators[i] = data[i] ? strdup (data[i]) : NULL;
+    if (data[i] && v->locators[i] == NULL) {
+      ferry_error (ENOMEM, "%s: out of memory", v->base.path);
+      goto out;
+    }
+  }
   for (k = 0; k < sizeof order / sizeof order[0]; k++)
     for (i = 0; i < VHD_NR_LOCATORS; i++) {
       if (data[i] == NULL || code[i] != order[k].code)
@@ -676,11 +683,17 @@ open_parent (struct vhd_image *v, const struct open_args *args)
   if (found == SIZE_MAX) {
     CLEANUP_FREE char *full = image_resolve_relative (v->base.path,
                                                       l.ptr[0].name);
-    ferry_error (ENOENT, "%s: the parent disk is missing: the child expects "
-                 "it at '%s' (its %s)%s", v->base.path,
-                 full ? full : l.ptr[0].name, l.ptr[0].from,
-                 l.len > 1 ? "; it is not in the other places the locators "
-                 "and the parent name give either" : "");
+    v->parent_path = strdup (l.ptr[0].name);
+    if (full == NULL || v->parent_path == NULL) {
+      ferry_error (ENOMEM, "%s: out of memory", v->base.path);
+      goto out;
+    }
+    r = image_backing_missing (&v->base, args, full, "the parent '%s' is "
+                               "missing: the child expects it at '%s' (its "
+                               "%s)%s", l.ptr[0].name, full, l.ptr[0].from,
+                               l.len > 1 ? "; it is not in the other places "
+                               "the locators and the parent name give "
+                               "either" : "");
     goto out;
   }
   v->parent_path = strdup (l.ptr[found].name);
@@ -921,6 +934,31 @@ vhd_extents (struct ferry_image *img, uint64_t offset, uint64_t length,
   return 0;
 }
 
+/* One fact per parent locator, as recorded: "parent-locator-W2ru" (a
+ * second locator of the same platform gets its index after it). */
+static int
+describe_locators (struct vhd_image *v)
+{
+  char key[64], code[20], other[20];
+  int i, k;
+
+  for (i = 0; i < VHD_NR_LOCATORS; i++) {
+    const uint8_t *e = v->header + VHD_H_LOCATORS + i * VHD_LOCATOR_SIZE;
+    if (v->locators[i] == NULL)
+      continue;
+    format_code (e, code);
+    snprintf (key, sizeof key, "parent-locator-%s", code);
+    for (k = 0; k < i; k++) {
+      format_code (v->header + VHD_H_LOCATORS + k * VHD_LOCATOR_SIZE, other);
+      if (v->locators[k] && strcmp (other, code) == 0)
+        snprintf (key, sizeof key, "parent-locator-%s-%d", code, i);
+    }
+    if (image_fact_string (&v->base, key, v->locators[i]) == -1)
+      return -1;
+  }
+  return 0;
+}
+
 /* Fill INFO and the facts; ferry info shows which size was taken and
  * why (note 2). */
 static int
@@ -985,13 +1023,15 @@ vhd_describe (struct ferry_image *img, struct ferry_image_info *info)
       (v->parent_locator && image_fact_string (img, "parent-found-by",
                                                v->parent_locator) == -1))
     return -1;
-  return 0;
+  return describe_locators (v);
 }
 
 /* Free V and everything it holds, closing its file. */
 void
 vhd_free (struct vhd_image *v)
 {
+  int i;
+
   if (v->fd >= 0)
     close (v->fd);
   pthread_mutex_destroy (&v->lock);
@@ -999,6 +1039,8 @@ vhd_free (struct vhd_image *v)
   free (v->ones);
   free (v->parent_name);
   free (v->parent_path);
+  for (i = 0; i < VHD_NR_LOCATORS; i++)
+    free (v->locators[i]);
   free (v);
 }
 
@@ -1118,8 +1160,7 @@ vhd_open (const char *path, int fd, const struct open_args *args)
   return &v->base;
 
  err:
-  ferry_image_close (v->base.backing);
-  free (v->base.path);
+  image_base_discard (&v->base);
   vhd_free (v);
   return NULL;
 }
@@ -1145,6 +1186,7 @@ static const char *const vhd_aliases[] = { "vpc", NULL };
 
 const struct image_driver vhd_driver = {
   .name = "vhd",
+  .backing_word = "parent",
   .aliases = vhd_aliases,
   .probe = vhd_probe,
   .open = vhd_open,

@@ -38,14 +38,8 @@ vhdx_check (const char *path, int fd, struct ferry_check_result *r)
   if (dupfd == -1)
     return ferry_error_errno (errno, "%s: dup", path);
   img = vhdx_driver.open (path, dupfd, &args);
-  if (img == NULL) {
-    /* Open's message, without the file name that ferry check prints. */
-    const char *msg = ferry_get_error ();
-    size_t len = strlen (path);
-    if (strncmp (msg, path, len) == 0 && strncmp (msg + len, ": ", 2) == 0)
-      msg += len + 2;
-    return check_report (r, true, "%s", msg);
-  }
+  if (img == NULL)
+    return check_report_error (r, path);  /* open's message */
   v = (struct vhdx_image *) img;
 
   p = malloc (MAX (v->bat_entries, (uint64_t) 1) * sizeof *p);

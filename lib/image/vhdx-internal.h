@@ -85,6 +85,9 @@ struct vhdx_image {
   char *parent_path;            /* the path tried, as recorded ('/') */
   char *parent_linkage;         /* "{...}" as recorded */
   char *parent_linkage2;
+  char *parent_relative;        /* the parent locator's paths, as recorded */
+  char *parent_volume;          /* (Windows '\\'), or NULL */
+  char *parent_absolute;
 
   /* The BAT, host byte order; entries are read and written atomically
    * (note 2 of vhdx.c). */

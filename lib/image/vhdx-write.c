@@ -390,32 +390,28 @@ parse_create_options (const char *path, struct option_list *opts,
       return ferry_error (EINVAL, "%s: subformat=%s: expected dynamic or "
                           "fixed", path, s);
   }
-  r = options_get_size (opts, "block_size", &val);
+  /* qemu-img takes block_size=0 for "choose from the size"; leaving the
+   * option out says that, and 0 is no block size. */
+  r = options_get_pow2 (opts, path, "block_size", VHDX_MIN_BLOCK_SIZE,
+                        VHDX_MAX_BLOCK_SIZE, &val);
   if (r == -1)
-    goto bad;
-  if (r == 1 && val != 0) {
-    if (!is_power_of_2 (val) || val < VHDX_MIN_BLOCK_SIZE ||
-        val > VHDX_MAX_BLOCK_SIZE)
-      return ferry_error (EINVAL, "%s: block_size=%" PRIu64 ": expected a "
-                          "power of 2 from 1M to 256M", path, val);
+    return -1;
+  if (r == 1)
     o->block_size = val;
-  }
-  r = options_get_size (opts, "log_size", &val);
+  r = options_get_size (opts, path, "log_size", &val);
   if (r == -1)
-    goto bad;
+    return -1;
   if (r == 1) {
     if (val < VHDX_MiB || val % VHDX_MiB || val > 1024 * VHDX_MiB)
-      return ferry_error (EINVAL, "%s: log_size=%" PRIu64 ": expected a "
-                          "multiple of 1M from 1M to 1G", path, val);
+      return ferry_error (EINVAL, "%s: log_size=%s: expected a multiple of "
+                          "1M from 1M to 1G", path,
+                          options_get (opts, "log_size"));
     o->log_size = val;
   }
-  if (options_get_bool (opts, "block_state_zero", &o->block_state_zero) == -1)
-    goto bad;
+  if (options_get_bool (opts, path, "block_state_zero",
+                        &o->block_state_zero) == -1)
+    return -1;
   return 0;
-
- bad:
-  ferry_error_prefix ("%s", path);
-  return -1;
 }
 
 /* qemu-img's block size for a disk of SIZE bytes, so that both tools

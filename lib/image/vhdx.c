@@ -724,24 +724,35 @@ unix_path (const char *name)
 
 /* Find and open the parent of a differencing image: its relative_path
  * first, then the file name of its absolute paths in the child's folder;
- * when none of them exists, the error names the first.  The parent's
- * DataWriteGuid must match parent_linkage or parent_linkage2. */
+ * when none of them exists, the parent is missing and the reason names
+ * each place looked at.  The parent's DataWriteGuid must match
+ * parent_linkage or parent_linkage2. */
 static int
 open_parent (struct vhdx_image *v, struct locator *l,
              const struct open_args *args)
 {
+  static const char *const keys[3] = {
+    "relative_path", "absolute_win32_path", "volume_path",
+  };
   const char *tries[3] = { l->relative, l->absolute, l->volume };
+  CLEANUP_FREE char *first_full = NULL;
+  char looked[2048] = "";
   struct vhdx_image *p;
+  bool found = false;
   char pg[39];
   int i;
 
   v->parent_linkage = l->linkage;
   v->parent_linkage2 = l->linkage2;
-  l->linkage = l->linkage2 = NULL;
-  for (i = 0; i < 3; i++) {
+  v->parent_relative = l->relative;
+  v->parent_absolute = l->absolute;
+  v->parent_volume = l->volume;
+  l->linkage = l->linkage2 = l->relative = l->absolute = l->volume = NULL;
+  for (i = 0; i < 3 && !found; i++) {
     CLEANUP_FREE char *name = NULL;
     CLEANUP_FREE char *full = NULL;
     char *base;
+    size_t n;
 
     if (tries[i] == NULL)
       continue;
@@ -757,21 +768,32 @@ open_parent (struct vhdx_image *v, struct locator *l,
     full = image_resolve_relative (v->base.path, name);
     if (full == NULL)
       return ferry_error (ENOMEM, "%s: out of memory", v->base.path);
-    if (v->parent_path == NULL || access (full, F_OK) == 0) {
+    found = access (full, F_OK) == 0;
+    if (v->parent_path == NULL || found) {
       free (v->parent_path);
       v->parent_path = name;
       name = NULL;
-      if (access (full, F_OK) == 0)
-        break;
+      free (first_full);
+      first_full = full;
+      full = NULL;
     }
+    n = strlen (looked);
+    snprintf (looked + n, sizeof looked - n, "%s'%s' (%s%s)",
+              n ? ", " : "", full ? full : first_full,
+              i ? "the file name of its " : "its ", keys[i]);
   }
   if (args->flags & FERRY_OPEN_NO_BACKING)
     return 0;
-  if (image_open_backing (&v->base, v->parent_path, "vhdx", args) == -1) {
-    ferry_error_prefix ("VHDX differencing image");
+  if (!found)
+    return image_backing_missing (&v->base, args, first_full, "the parent "
+                                  "'%s' is missing: there is no file at %s",
+                                  tries[0] ? tries[0] : tries[1] ? tries[1] :
+                                  tries[2], looked);
+  if (image_open_backing (&v->base, v->parent_path, "vhdx", args) == -1)
     return -1;
-  }
   p = (struct vhdx_image *) v->base.backing;
+  if (p == NULL)                /* gone since access() saw it */
+    return 0;
   vhdx_format_guid (p->h.data_write_guid, pg);
   if (!linkage_matches (v->parent_linkage, p->h.data_write_guid) &&
       !linkage_matches (v->parent_linkage2, p->h.data_write_guid))
@@ -1018,7 +1040,14 @@ vhdx_describe (struct ferry_image *img, struct ferry_image_info *info)
       (v->parent_linkage &&
        image_fact_string (img, "parent-linkage", v->parent_linkage)) ||
       (v->parent_linkage2 &&
-       image_fact_string (img, "parent-linkage2", v->parent_linkage2)))
+       image_fact_string (img, "parent-linkage2", v->parent_linkage2)) ||
+      (v->parent_relative &&
+       image_fact_string (img, "parent-relative-path", v->parent_relative)) ||
+      (v->parent_volume &&
+       image_fact_string (img, "parent-volume-path", v->parent_volume)) ||
+      (v->parent_absolute &&
+       image_fact_string (img, "parent-absolute-win32-path",
+                          v->parent_absolute)))
     return -1;
   return 0;
 }
@@ -1049,6 +1078,9 @@ vhdx_free (struct vhdx_image *v)
   free (v->parent_path);
   free (v->parent_linkage);
   free (v->parent_linkage2);
+  free (v->parent_relative);
+  free (v->parent_volume);
+  free (v->parent_absolute);
   if (v->fd >= 0)
     close (v->fd);
   free (v);
@@ -1165,8 +1197,7 @@ vhdx_open (const char *path, int fd, const struct open_args *args)
 
  err:
   free_locator (&loc);
-  ferry_image_close (v->base.backing);
-  free (v->base.path);
+  image_base_discard (&v->base);
   vhdx_free (v);
   return NULL;
 }
@@ -1190,6 +1221,7 @@ vhdx_close (struct ferry_image *img)
 
 const struct image_driver vhdx_driver = {
   .name = "vhdx",
+  .backing_word = "parent",
   .probe = vhdx_probe,
   .open = vhdx_open,
   .create = vhdx_create,

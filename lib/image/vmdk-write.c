@@ -681,7 +681,7 @@ parse_create_options (const char *path, struct option_list *opts,
                           "such as 4, 8 or 14", path, s);
     o->hwversion = s;
   }
-  if (options_get_bool (opts, "compat6", &compat6) == -1)
+  if (options_get_bool (opts, path, "compat6", &compat6) == -1)
     return -1;
   if (compat6) {
     if (s && strcmp (s, "undefined") != 0)
@@ -696,7 +696,7 @@ parse_create_options (const char *path, struct option_list *opts,
                           path, s);
     o->toolsversion = s;
   }
-  if (options_get_bool (opts, "zeroed_grain", &o->zeroed_grain) == -1)
+  if (options_get_bool (opts, path, "zeroed_grain", &o->zeroed_grain) == -1)
     return -1;
   o->backing_file = options_get (opts, "backing_file");
   fmt = options_get (opts, "backing_fmt");

@@ -225,14 +225,25 @@ open_parent (struct vmdk_image *v, const struct open_args *args)
   /* ESX records absolute datastore paths; off the host, the parent sits
    * beside the snapshot. */
   if (hint[0] == '/' && stat (hint, &st) == -1) {
+    CLEANUP_FREE char *beside = NULL;
     copy = strdup (hint);
     if (copy == NULL)
       return ferry_error (ENOMEM, "%s: out of memory", v->base.path);
     hint = basename (copy);
+    beside = image_resolve_relative (v->base.path, hint);
+    if (beside == NULL)
+      return ferry_error (ENOMEM, "%s: out of memory", v->base.path);
+    if (stat (beside, &st) == -1 && (errno == ENOENT || errno == ENOTDIR))
+      return image_backing_missing (&v->base, args, beside, "the parent '%s' "
+                                    "is missing: there is no file at that "
+                                    "path, nor beside the snapshot at '%s'",
+                                    v->desc.parent_hint, beside);
   }
   if (image_open_backing (&v->base, hint, "vmdk", args) == -1)
     return -1;
   p = (struct vmdk_image *) v->base.backing;
+  if (p == NULL)                /* missing (FERRY_OPEN_MISSING_BACKING) */
+    return 0;
   if (p->desc.has_cid && v->desc.parent_cid != p->desc.cid) {
     if (args->flags & FERRY_OPEN_STRICT)
       return ferry_error (EINVAL, "%s: parentCID %08" PRIx32 " is not the CID "
@@ -418,8 +429,7 @@ vmdk_image_new (const char *path, int fd, bool readonly)
 void
 vmdk_image_discard (struct vmdk_image *v)
 {
-  ferry_image_close (v->base.backing);
-  free (v->base.path);
+  image_base_discard (&v->base);
   vmdk_image_free (v);
 }
 
@@ -746,6 +756,7 @@ vmdk_files (struct ferry_image *img, image_file_fn fn, void *opaque)
 
 const struct image_driver vmdk_driver = {
   .name = "vmdk",
+  .backing_word = "parent",
   .probe = vmdk_probe,
   .windows = true,
   .open_stream = vmdk_open_stream,

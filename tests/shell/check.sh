@@ -8,7 +8,8 @@
 # refcount table past the end of the file, the L1 table on the refcount
 # table); ferry's report must name each problem.  For each
 # damaged copy the test first makes sure qemu-img check sees what was
-# planted, then asks ferry.
+# planted, then asks ferry.  Faults in the header are found by open and
+# check alike, in the same words (one decoder, qcow2-header.c).
 . "$(dirname "$0")/lib.sh"
 require qemu-img qemu-io python3
 
@@ -172,6 +173,66 @@ for i in 1 2 3; do
   edit l2.qcow2 refcount "$new" 1
 done
 expect_check "three leaked clusters" l2.qcow2 3
+
+# --- the header: one decoder for open and check --------------------------------------
+# A fault in the header is found by ferry info (open) and ferry check alike,
+# in the same words: check reports open's message as one line (exit 2),
+# and what open cannot read at all check cannot check (exit 1).  Some of
+# these qemu-img opens (it reads a backing name up to a NUL, takes a name
+# of no bytes for none, ignores a data file name without its bit); ferry
+# refuses them, and so its check reports them.
+# same_fault WHAT IMG [RC]: ferry info refuses IMG; ferry check exits RC
+# (default 2) with open's message as a line of its report.
+same_fault () {
+  local what=$1 img=$2 want=${3:-2} msg
+  fy info "$img"
+  expect_failure "$what: ferry info refuses it" "$img" || return
+  msg=$(sed -n "s|^ferry info: $img: ||p" "$ERR")
+  fy check "$img"
+  expect_exit "$want" "$what: ferry check exits $want" || return
+  if [ "$want" = 1 ]; then
+    check_true "$what: ferry check gives open's message" grep -q -F -x "ferry check: $img: $msg" "$ERR"
+  else
+    check_true "$what: ferry check reports open's message" grep -q -F -x "$img: $msg" "$OUT"
+  fi
+}
+mkimg qcow2 hb.qcow2 1M
+mkimg qcow2 hh.qcow2 1M "backing_file=hb.qcow2,backing_fmt=qcow2"
+bf=$(edit hh.qcow2 header | python3 -c 'import json,sys; print(json.load(sys.stdin)["backing_file_offset"])')
+cp hh.qcow2 h-nul.qcow2
+printf '\0' | dd of=h-nul.qcow2 bs=1 seek=$((bf + 1)) conv=notrunc status=none
+same_fault "a NUL byte in the backing file name" h-nul.qcow2
+cp hh.qcow2 h-len0.qcow2
+edit h-len0.qcow2 set backing_file_size 0
+same_fault "a backing file name of no bytes" h-len0.qcow2
+cp hh.qcow2 h-past.qcow2
+edit h-past.qcow2 set backing_file_offset $((1 << 40))
+same_fault "a backing file name past the header cluster" h-past.qcow2
+mkimg qcow2 h-df.qcow2 1M data_file=h-df.data
+edit h-df.qcow2 set incompatible_features 0
+same_fault "a data file name without the external data file bit" h-df.qcow2
+mkimg qcow2 h-ct.qcow2 1M
+edit h-ct.qcow2 set incompatible_features 8
+same_fault "the compression type bit without a compression type" h-ct.qcow2
+mkimg qcow2 h-x.qcow2 1M cluster_size=4096
+edit h-x.qcow2 set incompatible_features 16
+same_fault "extended L2 entries with 4 KiB clusters" h-x.qcow2
+# field_fault WHAT FIELD VALUE [RC]: same_fault on a clean image with one
+# header field set to VALUE.
+mkimg qcow2 h-good.qcow2 1M
+n=0
+field_fault () {
+  n=$((n + 1))
+  cp h-good.qcow2 "h-$n.qcow2"
+  edit "h-$n.qcow2" set "$2" "$3"
+  same_fault "$1" "h-$n.qcow2" "${4:-2}"
+}
+field_fault "refcount_order 7" refcount_order 7
+field_fault "header_length 50" header_length 50
+field_fault "an L1 table too short for the virtual size" size $((1 << 40))
+field_fault "cluster_bits 8" cluster_bits 8
+field_fault "version 4" version 4 1
+field_fault "an unknown incompatible feature" incompatible_features $((1 << 9)) 1
 
 # --- could not check ---------------------------------------------------------------
 fy check nosuch.qcow2

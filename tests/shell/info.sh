@@ -5,6 +5,8 @@
 # format, and the qcow2 facts (compat, compression type, refcount bits,
 # extended L2, dirty, corrupt, lazy refcounts, data file, snapshots).  The
 # human output carries the same facts in the documented lines.
+# --backing-chain --json is a list of layers, as qemu-img info
+# --backing-chain --output=json gives it, full-backing-filename included.
 . "$(dirname "$0")/lib.sh"
 require qemu-img qemu-io python3
 
@@ -135,6 +137,56 @@ compare_info "backing chain of depth 3" top.qcow2
 mkdir -p sub
 qemu-img create -q -f qcow2 -b ../l1.qcow2 -F qcow2 sub/rel.qcow2 || die "create"
 compare_info "relative backing name in another directory" sub/rel.qcow2
+
+# --backing-chain: with --json a list of the layers, top first, as
+# qemu-img info --backing-chain --output=json gives it; in text, each
+# layer's "image:" line in qemu-img's order.
+compare_chain () {
+  local what=$1 img=$2 diff
+  fy info --backing-chain --json "$img"
+  expect_exit 0 "$what: ferry info --backing-chain --json" || return 1
+  qemu-img info --backing-chain --output=json "$img" >qemu.json 2>&1 ||
+    die "qemu-img info --backing-chain $img: $(cat qemu.json)"
+  diff=$(python3 - "$OUT" qemu.json <<'EOF2'
+import json, sys
+try:
+    ferry = json.load(open(sys.argv[1]))
+except ValueError as e:
+    print("ferry's output is not JSON: %s" % e)
+    sys.exit(0)
+qemu = json.load(open(sys.argv[2]))
+if not isinstance(ferry, list):
+    print("ferry's output is not a list but %s" % type(ferry).__name__)
+    sys.exit(0)
+if len(ferry) != len(qemu):
+    print("ferry shows %d layers, qemu-img %d" % (len(ferry), len(qemu)))
+for i, (f, q) in enumerate(zip(ferry, qemu)):
+    if "backing-image" in f:
+        print("layer %d nests its backing image" % i)
+    for key in ("filename", "format", "virtual-size", "cluster-size",
+                "backing-filename", "full-backing-filename",
+                "backing-filename-format", "actual-size"):
+        if f.get(key) != q.get(key):
+            print("layer %d %s: ferry says %r, qemu-img says %r" % (i, key, f.get(key), q.get(key)))
+EOF2
+)
+  if [ -z "$diff" ]; then
+    ok "$what: ferry info --backing-chain --json agrees with qemu-img"
+  else
+    not_ok "$what: ferry info --backing-chain --json disagrees with qemu-img" "$diff"
+  fi
+  fy info --backing-chain "$img"
+  expect_exit 0 "$what: ferry info --backing-chain" || return 1
+  if [ "$(grep '^image:' "$OUT")" = "$(qemu-img info --backing-chain "$img" | grep '^image:')" ]; then
+    ok "$what: ferry info --backing-chain shows the layers in qemu-img's order"
+  else
+    not_ok "$what: the layers differ from qemu-img's" "$(last_run)" \
+      "qemu-img: $(qemu-img info --backing-chain "$img" | grep '^image:')"
+  fi
+}
+compare_chain "backing chain of depth 3" top.qcow2
+compare_chain "relative backing name in another directory" sub/rel.qcow2
+compare_chain "no backing file" plain.raw
 
 # The format comes from the content, not the name.
 cp plain.raw looks-like.qcow2

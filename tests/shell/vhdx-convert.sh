@@ -213,7 +213,8 @@ done
 
 # Wrong options and sizes: refused, nothing left behind.
 truncate -s 10M opt.raw
-for bad in "block_size=3M:block_size=3145728" "block_size=512M:block_size" \
+for bad in "block_size=3M:block_size=3M" "block_size=0:block_size=0" \
+           "block_size=512M:block_size" \
            "block_size=512k:block_size" "subformat=sparse:subformat=sparse" \
            "log_size=1000:log_size" "block_state_zero=maybe:block_state_zero" \
            "cluster_size=64k:cluster_size"; do

@@ -6,10 +6,10 @@
 # absolute datastore path); each layer is read by ferry and judged against
 # qemu-img's reading of the same chain, its map against qemu-img map.  ferry info shows the chain.  A
 # parentCID that does not match the parent's CID is a warning naming both
-# files (qemu-img refuses to read such a chain); a missing parent and a
-# chain that loops are refused.  The COWD and seSparse files are self-made
-# by vmdk-make.py from the published layouts (no VMware-written ones are
-# in the corpus).
+# files (qemu-img refuses to read such a chain); a missing parent (ferry
+# info still shows the snapshot and says so) and a chain that loops are
+# refused.  The COWD and seSparse files are self-made by vmdk-make.py from
+# the published layouts (no VMware-written ones are in the corpus).
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/vmdk-lib.sh"
 require qemu-img qemu-io python3
@@ -96,9 +96,14 @@ sed 's|parentFileNameHint="base.vmdk"|parentFileNameHint="/vmfs/volumes/5d3f2b1a
 read_and_judge "absolute ESX parent path, parent beside the snapshot" esx.vmdk base-000001.vmdk vmdk
 sed 's|parentFileNameHint="base.vmdk"|parentFileNameHint="/nonexistent/base-missing.vmdk"|' \
   base-000001.vmdk >missing.vmdk
-fy info missing.vmdk
+fy convert -O raw missing.vmdk missing.raw
 expect_failure "a parent that is nowhere" missing.vmdk
 expect_stderr "base-missing.vmdk" "a parent that is nowhere: the message names it"
+check_true "a parent that is nowhere: no target left" test ! -e missing.raw
+fy info missing.vmdk
+expect_exit 0 "a parent that is nowhere: ferry info shows the snapshot"
+check_true "a parent that is nowhere: ferry info says so" \
+  grep -q "^backing file missing: .*base-missing.vmdk" "$OUT"
 
 # --- CID / parentCID ------------------------------------------------------------------------
 sed 's/^parentCID=.*/parentCID=12345678/' base-000001.vmdk >stale.vmdk

@@ -14,6 +14,8 @@
  *   FERRY_OPEN_SHARED, and shown by ferry_image_lock_query.
  * - a qcow2 L2 table that claims a cluster another one holds is reported
  *   the same way every time it is read, not as overlapping itself.
+ * - an image opened without its missing backing file reads what it holds
+ *   and fails, never reads zeroes, where it would read the backing file.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -418,6 +420,64 @@ test_qcow2_bad_table_same_error (void **state)
   free (buf);
 }
 
+/* A qcow2 overlay whose backing file is gone: refused without
+ * FERRY_OPEN_MISSING_BACKING (ENOENT, naming it); with it, the overlay
+ * opens, describe says what is missing, its own clusters read, and a
+ * read or an extents query that reaches the backing file fails with
+ * ENOENT instead of reading zeroes.  A writable open is refused. */
+static void
+test_qcow2_missing_backing (void **state)
+{
+  char base[300], top[300];
+  unsigned char *buf = malloc (128 * KiB);
+  struct ferry_extent_list list = { 0 };
+  struct ferry_image_info info;
+  struct ferry_image *img;
+
+  assert_non_null (buf);
+  img = ferry_image_create (tmp_path (base, sizeof base, "gone.qcow2"),
+                            "qcow2", 1 * MiB, NULL);
+  assert_non_null (img);
+  assert_int_equal (ferry_image_close (img), 0);
+  img = ferry_image_create (tmp_path (top, sizeof top, "orphan.qcow2"),
+                            "qcow2", 1 * MiB,
+                            "backing_file=gone.qcow2,backing_fmt=qcow2");
+  assert_non_null (img);
+  memset (buf, 0x7e, 64 * KiB);
+  assert_int_equal (ferry_image_pwrite (img, buf, 64 * KiB, 0), 0);
+  assert_int_equal (ferry_image_close (img), 0);
+  assert_int_equal (unlink (base), 0);
+
+  assert_null (ferry_image_open (top, NULL, 0));
+  assert_int_equal (ferry_get_errno (), ENOENT);
+  assert_non_null (strstr (ferry_get_error (), "the backing file "
+                           "'gone.qcow2' is missing"));
+  assert_null (ferry_image_open (top, NULL, FERRY_OPEN_WRITE |
+                                 FERRY_OPEN_MISSING_BACKING));
+  assert_int_equal (ferry_get_errno (), ENOENT);
+
+  img = ferry_image_open (top, NULL, FERRY_OPEN_MISSING_BACKING);
+  assert_non_null (img);
+  assert_null (ferry_image_backing (img));
+  assert_int_equal (ferry_image_describe (img, &info), 0);
+  assert_string_equal (info.backing_file, "gone.qcow2");
+  assert_string_equal (info.full_backing_file, base);
+  assert_non_null (info.backing_missing);
+  assert_non_null (strstr (info.backing_missing, base));
+  assert_int_equal (ferry_image_pread (img, buf, 64 * KiB, 0), 0);
+  assert_int_equal (buf[0], 0x7e);
+  assert_int_equal (ferry_image_pread (img, buf, 128 * KiB, 0), -1);
+  assert_int_equal (ferry_get_errno (), ENOENT);
+  assert_non_null (strstr (ferry_get_error (), "reaches the backing file, "
+                           "which is missing"));
+  assert_int_equal (ferry_image_extents (img, 0, 64 * KiB, &list), 0);
+  assert_int_equal (ferry_image_extents (img, 64 * KiB, 64 * KiB, &list), -1);
+  assert_int_equal (ferry_get_errno (), ENOENT);
+  ferry_extent_list_free (&list);
+  assert_int_equal (ferry_image_close (img), 0);
+  free (buf);
+}
+
 /* A raw disk read in place as bytes [64 KiB, 64 KiB + 1 MiB) of a larger
  * file, as a disk inside an OVA is: reads, extents and the size stay
  * inside the window, and writes, windows past the end and formats that
@@ -643,6 +703,7 @@ main (void)
     cmocka_unit_test (test_vhdx_zero_ladder),
     cmocka_unit_test (test_locks_of_a_qemu_writer),
     cmocka_unit_test (test_qcow2_bad_table_same_error),
+    cmocka_unit_test (test_qcow2_missing_backing),
     cmocka_unit_test (test_raw_window),
     cmocka_unit_test (test_qcow2_window),
     cmocka_unit_test (test_raw_gzip_stream),
