@@ -8,20 +8,23 @@
 
 # Each command's options; a trailing ":" marks one that takes a value in
 # the next word (or after "=").
-_ferry_options_info='-f: --format: --json --output: --strict'
-_ferry_options_convert='-f: -O: -o: -B: -F: -c -p --progress -m: -n -t: --strict'
-_ferry_options_compare='-f: -F: -s --strict -p'
-_ferry_options_check='-f: --format: --json --output:'
-_ferry_options_map='-f: --format: --context: --totals --json --strict'
+_ferry_options_info='-f: --format: --json --output: --backing-chain --strict -U --force-share
+  --timeout:'
+_ferry_options_convert='-f: -O: -o: -B: -F: -c -p --progress -m: -n -t: --strict -U
+  --force-share --timeout:'
+_ferry_options_compare='-f: -F: -s --strict -p -U --force-share --timeout:'
+_ferry_options_check='-f: --format: --json --output: -U --force-share'
+_ferry_options_map='-f: --format: --context: --totals --json --strict -U --force-share
+  --timeout:'
 _ferry_options_serve='-f: --format: -p: --port: -b: --bind: -s: --socket: -r --readonly
-  --tls-psk: --tls-certs: -e: --export:'
+  --tls-psk: --tls-certs: -e: --export: -U --force-share'
 _ferry_options_v2v='--to: --out: -O: --network-map: --name: --keep-devices --flavor:
   --dry-run --json -p --progress -m: -t: --no-convert --no-guest-agent --verify
   --verify-timeout:'
-_ferry_options_inspect='-f: --format: --json --output:'
+_ferry_options_inspect='-f: --format: --json --output: -U --force-share'
 _ferry_options_convert_guest='-f: --format: --mac: --no-guest-agent --json'
 _ferry_options_verify='--boot --expect: --timeout: --disk-bus: --nic: --mac: --memory:
-  --vcpus: --firmware: --accel: --console --json -f: --format:'
+  --vcpus: --firmware: --accel: --kvm-stall: --console --json -f: --format:'
 _ferry_commands='info convert compare check map serve v2v inspect convert-guest verify'
 _ferry_formats='raw qcow2 vmdk vhd vpc vhdx vdi nbd'
 
