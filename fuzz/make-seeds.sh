@@ -103,6 +103,15 @@ if command -v python3 >/dev/null && [ -f "$vvtool" ]; then
   python3 "$vvtool" vdi-diff diff.vdi dyn.vdi --write 0:512:0x46 --discard 3
 fi
 head -c 4096 /dev/urandom >random.raw
+# gzip streams for fuzz-stream, which takes an input that starts with
+# gzip's magic as the stream itself: two members, a member with zero
+# padding after it, one with bytes after it that are no member.
+if command -v gzip >/dev/null; then
+  { head -c 2048 random.raw | gzip -c; tail -c 2048 random.raw | gzip -c; } >stream-two.gz
+  { head -c 512 random.raw | gzip -c; head -c 100 /dev/zero; } >stream-padded.gz
+  { printf 'disk' | gzip -c; printf 'garbage'; } >stream-garbage.gz
+  [ -f vmdk-stream.vmdk ] && gzip -c vmdk-stream.vmdk >stream-vmdk.gz
+fi
 if [ -d "$corpus" ]; then
   cp "$corpus/qemu/qcow1-image.qcow" . 2>/dev/null || true
   bzip2 -dc "$corpus/broken/afl5.img.bz2" >afl5.img 2>/dev/null || rm -f afl5.img

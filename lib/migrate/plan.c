@@ -4,7 +4,10 @@
  * Each check ends as an error (the migration cannot go ahead) or a
  * warning, each with a one-line remedy:
  *   - a disk file missing, or one whose content cannot be read, or one
- *     that is no regular file or block device;
+ *     that is no regular file or block device; a raw disk held in a gzip
+ *     stream is read through once, for its size (which nothing else
+ *     records) and its trailers, and refused when it inflates far past
+ *     the size the description declares;
  *   - for an OVF package, a disk that reads a file outside the package's
  *     folder (a symbolic link, a backing file, a VMDK extent, a data file);
  *   - disks that cannot be migrated: raw device mappings, independent
@@ -104,26 +107,41 @@ ferry_v2v_plan_free (struct ferry_v2v_plan *plan)
   free (plan);
 }
 
+/* Where the compressed bytes of the gzip disk D lie: [*OFFSET,
+ * *OFFSET+*LENGTH) of d->path (a member of an OVA, or the whole file). */
+static int
+stream_range (const struct ferry_vm_disk *d, const char *label,
+              uint64_t *offset, uint64_t *length)
+{
+  struct stat st;
+
+  *offset = *length = 0;
+  if (d->member) {
+    *offset = d->member_offset;
+    *length = d->member_length;
+    return 0;
+  }
+  if (stat (d->path, &st) == -1)
+    return ferry_error_errno (errno, "%s", label);
+  *offset = 0;
+  *length = st.st_size;
+  return 0;
+}
+
 struct ferry_image *
-v2v_open_source (const struct ferry_vm_disk *d, const char *label)
+v2v_open_source (const struct ferry_vm_disk *d, const char *label,
+                 uint64_t size_hint)
 {
   struct ferry_image *img;
 
   if (d->compression == FERRY_VM_COMPRESSION_GZIP) {
     /* Inflated as it is read, never to a file. */
-    uint64_t offset = d->member ? d->member_offset : 0;
-    uint64_t length = d->member_length;
-    struct stat st;
+    uint64_t offset, length;
 
-    if (!d->member) {
-      if (stat (d->path, &st) == -1) {
-        ferry_error_errno (errno, "%s", label);
-        return NULL;
-      }
-      length = st.st_size;
-    }
+    if (stream_range (d, label, &offset, &length) == -1)
+      return NULL;
     img = ferry_image_open_stream (d->path, NULL, offset, length,
-                                   d->capacity, 0);
+                                   size_hint, 0);
   }
   else if (d->member)
     img = ferry_image_open_window (d->path, NULL, d->member_offset,
@@ -328,10 +346,87 @@ find_outside (struct ferry_image *img, const char *root, char **outside)
   return 0;
 }
 
+/* Progress of a pass over the sources before the copy (the manifest's
+ * digests, a stream measured), for the caller's callback. */
+struct verify_progress {
+  const struct ferry_v2v_options *opts;
+  struct ferry_v2v_progress p;
+  uint64_t base;
+  double start;
+};
+
+static void
+verify_progress (uint64_t done, void *opaque)
+{
+  struct verify_progress *vp = opaque;
+  double now = now_seconds ();
+
+  vp->p.done = vp->base + done;
+  vp->p.elapsed = now - vp->start;
+  vp->opts->progress (&vp->p, vp->opts->progress_opaque);
+}
+
+/* A raw disk in a gzip stream records no size: read the stream through
+ * once, checking its trailers, for its size and its data (image.h,
+ * ferry_image_measure_stream).  The disk may be larger than the
+ * description says (its size wins, as for any disk) but not without
+ * bound: a small file of compressed zeroes (a decompression bomb) could
+ * otherwise keep ferry inflating for hours.  The bound is twice the
+ * declared capacity or 1 GiB over it; with none declared, deflate's own
+ * (about 1032:1) is the only one. */
+static int
+measure_raw_stream (struct ferry_v2v_plan *plan,
+                    const struct ferry_v2v_options *opts,
+                    const struct ferry_vm_disk *d, struct ferry_v2v_disk *pd,
+                    const char *id)
+{
+  struct verify_progress vp = { .opts = opts };
+  uint64_t offset, length, size, data, max = UINT64_MAX;
+  int r;
+
+  if (d->capacity)
+    max = MAX (d->capacity > UINT64_MAX / 2 ? UINT64_MAX : d->capacity * 2,
+               d->capacity > UINT64_MAX - (1ull << 30) ? UINT64_MAX :
+               d->capacity + (1ull << 30));
+  vp.p.phase = "inflate";
+  vp.start = now_seconds ();
+  r = stream_range (d, pd->source, &offset, &length);
+  if (r == 0) {
+    vp.p.total = length;
+    r = ferry_image_measure_stream (d->path, offset, length, max, &size,
+                                    &data, opts->progress ? verify_progress
+                                    : NULL, &vp);
+  }
+  if (r == -1) {
+    if (d->member)
+      ferry_error_prefix ("%s", d->member);
+    pd->migrated = false;
+    if (ferry_get_errno () == EFBIG)
+      return add_check (plan, FERRY_V2V_ERROR, "check the package: if the "
+                        "disk is right, correct its capacity in the OVF",
+                        "disk %s: %s, far more than the %" PRIu64 " bytes "
+                        "the description declares: refused as a "
+                        "decompression bomb", id, ferry_get_error (),
+                        d->capacity);
+    return add_check (plan, FERRY_V2V_ERROR, "the package is damaged: "
+                      "fetch it again", "disk %s: %s", id,
+                      ferry_get_error ());
+  }
+  if (opts->progress) {
+    vp.p.done = vp.p.total;
+    vp.p.finished = true;
+    vp.p.elapsed = now_seconds () - vp.start;
+    opts->progress (&vp.p, opts->progress_opaque);
+  }
+  pd->virtual_size = size;
+  pd->data_bytes = data;
+  return 0;
+}
+
 /* Plan disk I of the VM and check it. */
 static int
-plan_disk (struct ferry_v2v_plan *plan, size_t i, const char *base,
-           const char *format)
+plan_disk (struct ferry_v2v_plan *plan, const struct ferry_v2v_options *opts,
+           size_t i, const char *base, const char *format)
 {
   struct ferry_vm *vm = plan->vm;
   struct ferry_vm_disk *d = &vm->disks[i];
@@ -391,7 +486,7 @@ plan_disk (struct ferry_v2v_plan *plan, size_t i, const char *base,
                       "disk %s: file %s is not a regular file or a block "
                       "device", id, d->file ? d->file : d->path);
 
-  img = v2v_open_source (d, pd->source);
+  img = v2v_open_source (d, pd->source, d->capacity);
   if (img == NULL)
     return add_check (plan, FERRY_V2V_ERROR, ferry_get_errno () == ENOTSUP ?
                       "unpack the package (tar xf, gunzip) and migrate from "
@@ -424,7 +519,8 @@ plan_disk (struct ferry_v2v_plan *plan, size_t i, const char *base,
   pd->source_format = strdup (ferry_image_format (img));
   pd->virtual_size = ferry_image_size (img);
   pd->file_bytes = d->member ? d->member_length : (uint64_t) st.st_size;
-  /* A stream cannot be looked ahead in: what the description says. */
+  /* A stream cannot be looked ahead in: what the description says (a
+   * raw one is measured below). */
   if (ferry_image_is_sequential (img))
     pd->data_bytes = d->populated ? MIN (d->populated, pd->virtual_size)
       : pd->virtual_size;
@@ -435,6 +531,13 @@ plan_disk (struct ferry_v2v_plan *plan, size_t i, const char *base,
     return ferry_error (ENOMEM, "out of memory");
   if (pd->data_bytes == UINT64_MAX)
     pd->data_bytes = pd->virtual_size;
+  if (d->compression == FERRY_VM_COMPRESSION_GZIP &&
+      strcmp (pd->source_format, "raw") == 0) {
+    if (measure_raw_stream (plan, opts, d, pd, id) == -1)
+      return -1;
+    if (!pd->migrated)
+      return 0;                 /* the stream is refused */
+  }
   if (d->format && strcmp (d->format, pd->source_format) != 0 &&
       add_check (plan, FERRY_V2V_WARNING, "check the disk is the one meant",
                  "disk %s: the description says %s, the file holds %s; "
@@ -492,25 +595,6 @@ locate_entry (struct ferry_v2v_plan *plan, const struct ferry_ova *ova,
     *length = st.st_size;
     return 1;
   }
-}
-
-/* Progress of the digests, for the caller's callback. */
-struct verify_progress {
-  const struct ferry_v2v_options *opts;
-  struct ferry_v2v_progress p;
-  uint64_t base;
-  double start;
-};
-
-static void
-verify_progress (uint64_t done, void *opaque)
-{
-  struct verify_progress *vp = opaque;
-  double now = now_seconds ();
-
-  vp->p.done = vp->base + done;
-  vp->p.elapsed = now - vp->start;
-  vp->opts->progress (&vp->p, vp->opts->progress_opaque);
 }
 
 /* Check every digest of the manifest. */
@@ -782,7 +866,7 @@ ferry_v2v_plan (struct ferry_vm *vm, const struct ferry_v2v_options *opts)
     goto err;
   }
   for (i = 0; i < vm->nr_disks; i++)
-    if (plan_disk (plan, i, base, format) == -1)
+    if (plan_disk (plan, opts, i, base, format) == -1)
       goto err;
   if (vm->nr_disks == 0 &&
       add_check (plan, FERRY_V2V_WARNING, "nothing to do, unless disks were "

@@ -187,11 +187,19 @@ fy v2v s/base.vmx --to libvirt --out out --network-map =x
 expect_exit 1 "--network-map =x refused"
 expect_stderr "--network-map '=x': expected SRC=DST with both names" "--network-map =x: says why"
 
-# Too little space: a compressed disk whose OVF declares 1 PiB of data
-# (ferry cannot know better without inflating it).
-qemu-img create -q -f raw s/tiny.img 1M || die "qemu-img create"
-gzip -c s/tiny.img >s/tiny.img.gz
-"$PYTHON" "$TESTS_DIR/v2v-tar.py" ovf big tiny.img.gz raw $((1 << 50)) gzip |
+# Too little space: a gzip-compressed streamOptimized VMDK whose header
+# and OVF declare 1 PiB, all of it data says the OVF (ferry cannot know
+# better without inflating the whole stream, which it does only for a raw
+# disk, whose size nothing else records).
+qemu-img create -q -f vmdk -o subformat=streamOptimized s/tiny.vmdk 1M || die "qemu-img create"
+"$PYTHON" -c '
+import struct, sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(12)
+    f.write(struct.pack("<Q", 1 << 41))   # capacity, in sectors: 1 PiB
+' s/tiny.vmdk || die "patching the VMDK header"
+gzip -c s/tiny.vmdk >s/tiny.vmdk.gz
+"$PYTHON" "$TESTS_DIR/v2v-tar.py" ovf big tiny.vmdk.gz vmdk $((1 << 50)) gzip |
   sed 's/ovf:diskId="vmdisk1"/ovf:diskId="vmdisk1" ovf:populatedSize="1125899906842624"/' >s/big.ovf
 fy v2v s/big.ovf --to libvirt --out out
 expect_failure "too little space: refused" s/big.ovf

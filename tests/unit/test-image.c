@@ -431,7 +431,8 @@ test_qcow2_window (void **state)
 /* A raw disk gzip-compressed inside a larger file, read as a stream:
  * forward reads give its bytes (the declared size past the stream's end
  * reads as zeroes), a read behind the stream fails with ESPIPE, and the
- * image says it is sequential. */
+ * image says it is sequential; its end is read and checked after the
+ * reads; measuring the stream gives its size. */
 static void
 test_raw_gzip_stream (void **state)
 {
@@ -441,6 +442,7 @@ test_raw_gzip_stream (void **state)
   uLongf zlen = compressBound (len) + 64;
   struct ferry_image *img;
   z_stream zs = { 0 };
+  uint64_t size, nonzero;
   size_t i;
   int fd;
 
@@ -487,11 +489,36 @@ test_raw_gzip_stream (void **state)
   assert_memory_equal (buf, data + len - 4096, 4096);
   for (i = 4096; i < 8192 + 4096; i++)
     assert_int_equal (buf[i], 0);
+  /* Its end (the trailer) checks out. */
+  assert_int_equal (ferry_image_read_to_end (img), 0);
   assert_int_equal (ferry_image_close (img), 0);
 
-  /* The size comes from the description: none, no raw image. */
-  assert_null (ferry_image_open_stream (path, "raw", 4096, zlen, 0, 0));
-  assert_int_equal (ferry_get_errno (), EINVAL);
+  /* No size declared: an empty image, whose stream holds more than that,
+   * which reading it to its end finds. */
+  img = ferry_image_open_stream (path, "raw", 4096, zlen, 0, 0);
+  assert_non_null (img);
+  assert_int_equal (ferry_image_size (img), 0);
+  assert_int_equal (ferry_image_read_to_end (img), -1);
+  assert_int_equal (ferry_get_errno (), EFBIG);
+  assert_int_equal (ferry_image_close (img), 0);
+  /* Measured: its size and its data (every 4 KiB block holds some); a
+   * stream that passes the bound given is refused. */
+  assert_int_equal (ferry_image_measure_stream (path, 4096, zlen, len, &size,
+                                                &nonzero, NULL, NULL), 0);
+  assert_int_equal (size, len);
+  assert_int_equal (nonzero, len);
+  assert_int_equal (ferry_image_measure_stream (path, 4096, zlen, len - 1,
+                                                &size, &nonzero, NULL, NULL),
+                    -1);
+  assert_int_equal (ferry_get_errno (), EFBIG);
+  /* Opened at that size and read from the middle: the rest and the
+   * trailer are read at the end. */
+  img = ferry_image_open_stream (path, "raw", 4096, zlen, len, 0);
+  assert_non_null (img);
+  assert_int_equal (ferry_image_pread (img, buf, 4096, len / 2), 0);
+  assert_memory_equal (buf, data + len / 2, 4096);
+  assert_int_equal (ferry_image_read_to_end (img), 0);
+  assert_int_equal (ferry_image_close (img), 0);
   /* Bytes that are no gzip stream. */
   assert_null (ferry_image_open_stream (path, NULL, 0, 4096, len, 0));
   assert_non_null (strstr (ferry_get_error (), "gzip stream at offset 0"));
