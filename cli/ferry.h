@@ -30,8 +30,13 @@ int cmd_verify (int argc, char **argv);
 extern volatile sig_atomic_t cli_stop;
 void install_stop_signals (void);
 
-/* Print "ferry CMD: " and the library's last error to stderr. */
+/* Print "ferry CMD: " and the library's last error to stderr, with the
+ * flag that sets the input it concerns (ferry_get_error_input). */
 void print_error (const char *cmd);
+
+/* The flag (and its argument) that sets the library's INPUT, a member of
+ * its options structures ("out_dir": "--out DIR"), or NULL. */
+const char *input_hint (const char *input);
 
 /* Print "ferry CMD: " and a formatted message to stderr. */
 void print_message (const char *cmd, const char *fmt, ...)

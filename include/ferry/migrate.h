@@ -82,6 +82,11 @@ struct ferry_v2v_check {
   enum ferry_v2v_severity severity;
   char *message;           /* one line: what is wrong, naming the thing */
   char *remedy;            /* one line: what to do about it */
+  const char *input;       /* the member of ferry_v2v_options the remedy
+                              changes ("out_dir", "name", "disk_format"),
+                              or NULL; a program adds how its user sets it
+                              (the CLI, the flag), as for
+                              ferry_get_error_input */
 };
 
 struct ferry_v2v_disk {

@@ -45,14 +45,17 @@
 /* How much of the source one extents query covers while counting data. */
 #define EXTENT_QUERY (1ull << 30)
 
-/* Add a check to PLAN. */
+/* Add a check to PLAN whose remedy concerns INPUT, a member of struct
+ * ferry_v2v_options (a static string), or none (NULL). */
 static int
-add_check (struct ferry_v2v_plan *plan, enum ferry_v2v_severity severity,
-           const char *remedy, const char *fmt, ...)
-  __attribute__ ((format (printf, 4, 5)));
+add_check_for (struct ferry_v2v_plan *plan, const char *input,
+               enum ferry_v2v_severity severity, const char *remedy,
+               const char *fmt, ...)
+  __attribute__ ((format (printf, 5, 6)));
 static int
-add_check (struct ferry_v2v_plan *plan, enum ferry_v2v_severity severity,
-           const char *remedy, const char *fmt, ...)
+add_check_for (struct ferry_v2v_plan *plan, const char *input,
+               enum ferry_v2v_severity severity, const char *remedy,
+               const char *fmt, ...)
 {
   struct ferry_v2v_check *c;
   char *msg;
@@ -72,6 +75,7 @@ add_check (struct ferry_v2v_plan *plan, enum ferry_v2v_severity severity,
   plan->checks = c;
   c[plan->nr_checks].severity = severity;
   c[plan->nr_checks].message = msg;
+  c[plan->nr_checks].input = input;
   c[plan->nr_checks].remedy = strdup (remedy);
   if (c[plan->nr_checks].remedy == NULL) {
     free (msg);
@@ -82,6 +86,9 @@ add_check (struct ferry_v2v_plan *plan, enum ferry_v2v_severity severity,
     plan->nr_errors++;
   return 0;
 }
+
+/* Add a check to PLAN, its remedy concerning no option. */
+#define add_check(plan, ...) add_check_for ((plan), NULL, __VA_ARGS__)
 
 void
 ferry_v2v_plan_free (struct ferry_v2v_plan *plan)
@@ -194,7 +201,7 @@ v2v_extension (const char *format)
   return format;
 }
 
-/* Apply --network-map to the NICs of VM.  KEEP_NAMES: a network no rule
+/* Apply the network map (options' network_map) to the NICs of VM.  KEEP_NAMES: a network no rule
  * maps keeps its name (OVA, local, QEMU's comments); otherwise (libvirt)
  * it becomes "default", the network every libvirt host has. */
 static int
@@ -206,14 +213,17 @@ map_networks (struct ferry_vm *vm, const char *const *map, bool keep_names)
   for (j = 0; map && map[j]; j++) {
     const char *eq = strchr (map[j], '=');
     if (eq == NULL) {
-      if (*map[j] == '\0')
-        return ferry_error (EINVAL, "--network-map '': expected SRC=DST or "
-                            "DST");
+      if (*map[j] == '\0') {
+        ferry_error (EINVAL, "network map rule '': expected SRC=DST or DST");
+        return ferry_error_input ("network_map");
+      }
       fallback = map[j];
     }
-    else if (eq == map[j] || eq[1] == '\0')
-      return ferry_error (EINVAL, "--network-map '%s': expected SRC=DST "
-                          "with both names", map[j]);
+    else if (eq == map[j] || eq[1] == '\0') {
+      ferry_error (EINVAL, "network map rule '%s': expected SRC=DST with "
+                   "both names", map[j]);
+      return ferry_error_input ("network_map");
+    }
   }
   for (i = 0; i < vm->nr_nics; i++) {
     struct ferry_vm_nic *n = &vm->nics[i];
@@ -245,10 +255,14 @@ absolute_out_dir (const char *dir, char **out)
     return ferry_error (ENOMEM, "out of memory");
   base = basename (copy1);
   if (*base == '\0' || strcmp (base, ".") == 0 || strcmp (base, "..") == 0 ||
-      strcmp (base, "/") == 0)
-    return ferry_error (EINVAL, "--out %s: name a new folder", dir);
-  if (realpath (dirname (copy2), parent) == NULL)
-    return ferry_error_errno (errno, "--out %s: its parent folder", dir);
+      strcmp (base, "/") == 0) {
+    ferry_error (EINVAL, "output folder %s: name a new folder", dir);
+    return ferry_error_input ("out_dir");
+  }
+  if (realpath (dirname (copy2), parent) == NULL) {
+    ferry_error_errno (errno, "output folder %s: its parent folder", dir);
+    return ferry_error_input ("out_dir");
+  }
   if (asprintf (out, "%s/%s", strcmp (parent, "/") ? parent : "", base) == -1)
     return ferry_error (ENOMEM, "out of memory");
   return 0;
@@ -770,15 +784,17 @@ check_space (struct ferry_v2v_plan *plan, const struct ferry_v2v_options *opts)
   if (opts->target == FERRY_V2V_OVA)
     plan->space_needed *= 2;
   if (statvfs (dirname (parent), &sv) == -1)
-    return add_check (plan, FERRY_V2V_ERROR, "choose another --out",
-                      "%s: %s", parent, strerror (errno));
+    return add_check_for (plan, "out_dir", FERRY_V2V_ERROR, "choose another "
+                          "output folder", "%s: %s", parent,
+                          strerror (errno));
   plan->space_free = (uint64_t) sv.f_bavail * sv.f_frsize;
   if (plan->space_needed > plan->space_free)
-    return add_check (plan, FERRY_V2V_ERROR, "free some space there, or "
-                      "choose another --out", "the output needs about %"
-                      PRIu64 " MiB (the disks' data), and %s has %" PRIu64
-                      " MiB free", plan->space_needed >> 20, parent,
-                      plan->space_free >> 20);
+    return add_check_for (plan, "out_dir", FERRY_V2V_ERROR, "free some "
+                          "space there, or choose another output folder",
+                          "the output needs about %" PRIu64 " MiB (the "
+                          "disks' data), and %s has %" PRIu64 " MiB free",
+                          plan->space_needed >> 20, parent,
+                          plan->space_free >> 20);
   return 0;
 }
 
@@ -796,7 +812,8 @@ ferry_v2v_plan (struct ferry_vm *vm, const struct ferry_v2v_options *opts)
   size_t i;
 
   if (opts->out_dir == NULL || *opts->out_dir == '\0') {
-    ferry_error (EINVAL, "no output folder (--out DIR)");
+    ferry_error (EINVAL, "no output folder given");
+    ferry_error_input ("out_dir");
     return NULL;
   }
   if ((unsigned) opts->target > FERRY_V2V_LOCAL) {
@@ -807,14 +824,16 @@ ferry_v2v_plan (struct ferry_vm *vm, const struct ferry_v2v_options *opts)
     opts->disk_format ? opts->disk_format : "qcow2";
   if (opts->target == FERRY_V2V_OVA && opts->disk_format &&
       strcmp (opts->disk_format, "vmdk") != 0) {
-    ferry_error (EINVAL, "-O %s: an OVA holds streamOptimized VMDK disks",
-                 opts->disk_format);
+    ferry_error (EINVAL, "disk format %s: an OVA holds streamOptimized VMDK "
+                 "disks", opts->disk_format);
+    ferry_error_input ("disk_format");
     return NULL;
   }
   if (opts->flavor && strcasecmp (opts->flavor, "vmware") &&
       strcasecmp (opts->flavor, "virtualbox")) {
-    ferry_error (EINVAL, "--flavor %s: expected vmware or virtualbox",
+    ferry_error (EINVAL, "OVF flavor %s: expected vmware or virtualbox",
                  opts->flavor);
+    ferry_error_input ("flavor");
     return NULL;
   }
   plan = calloc (1, sizeof *plan);
@@ -827,8 +846,9 @@ ferry_v2v_plan (struct ferry_vm *vm, const struct ferry_v2v_options *opts)
     goto err;
   if (opts->name) {
     if (*opts->name == '\0' || strchr (opts->name, '/')) {
-      ferry_error (EINVAL, "--name '%s': a name without slashes",
+      ferry_error (EINVAL, "VM name '%s': a name without slashes",
                    opts->name);
+      ferry_error_input ("name");
       goto err;
     }
     if (ferry_vm_set_string (&vm->name, opts->name) == -1)
@@ -839,8 +859,8 @@ ferry_v2v_plan (struct ferry_vm *vm, const struct ferry_v2v_options *opts)
     goto err;
 
   if ((vm->name == NULL || *vm->name == '\0') &&
-      add_check (plan, FERRY_V2V_ERROR, "give it one with --name NAME",
-                 "the VM has no name") == -1)
+      add_check_for (plan, "name", FERRY_V2V_ERROR, "give it a name",
+                     "the VM has no name") == -1)
     goto err;
   base = safe_name (vm->name && *vm->name ? vm->name : "vm");
   if (base == NULL ||
@@ -850,12 +870,14 @@ ferry_v2v_plan (struct ferry_vm *vm, const struct ferry_v2v_options *opts)
     goto err;
   }
   if (lstat (plan->out_dir, &st) == 0 &&
-      add_check (plan, FERRY_V2V_ERROR, "choose a new --out folder, or "
-                 "remove this one", "%s exists already", plan->out_dir) == -1)
+      add_check_for (plan, "out_dir", FERRY_V2V_ERROR, "choose a new output "
+                     "folder, or remove this one", "%s exists already",
+                     plan->out_dir) == -1)
     goto err;
   if (!known_format (format) &&
-      add_check (plan, FERRY_V2V_ERROR, "choose another format with -O",
-                 "ferry cannot write %s images", format) == -1)
+      add_check_for (plan, "disk_format", FERRY_V2V_ERROR, "choose another "
+                     "disk format", "ferry cannot write %s images",
+                     format) == -1)
     goto err;
 
   plan->nr_disks = vm->nr_disks;

@@ -176,7 +176,8 @@ ferry_vm_to_libvirt (const struct ferry_vm *vm,
   char text[32];
 
   if (vm->name == NULL || *vm->name == '\0') {
-    ferry_error (EINVAL, "the VM has no name (give one with --name)");
+    ferry_error (EINVAL, "the VM has no name");
+    ferry_error_input ("name");
     return NULL;
   }
   if (vm_xw_begin (&x) == -1)

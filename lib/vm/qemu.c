@@ -136,7 +136,8 @@ ferry_vm_to_qemu (const struct ferry_vm *vm, const struct ferry_vm_output *out)
   size_t i;
 
   if (vm->name == NULL || *vm->name == '\0') {
-    ferry_error (EINVAL, "the VM has no name (give one with --name)");
+    ferry_error (EINVAL, "the VM has no name");
+    ferry_error_input ("name");
     return NULL;
   }
   name = quote_opt (vm->name);

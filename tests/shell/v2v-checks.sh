@@ -169,7 +169,7 @@ expect_check "MAC clash" error "NICs ethernet0 and ethernet1 have the same MAC a
 variant noname "-displayName"
 fy v2v s/noname.vmx --to libvirt --out out
 refused "no name" s/noname.vmx
-expect_check "no name" error "the VM has no name" "give it one with --name NAME"
+expect_check "no name" error "the VM has no name" "give it a name (--name NAME)"
 fy v2v s/noname.vmx --to libvirt --out out --name given --dry-run
 expect_exit 0 "no name, --name given: passes"
 
@@ -181,11 +181,11 @@ expect_check "no memory size" warning "the description gives no memory size: the
 
 fy v2v s/base.vmx --to libvirt --out out -O nosuch
 refused "unknown -O format" s/base.vmx
-expect_check "unknown -O format" error "ferry cannot write nosuch images" "choose another format with -O"
+expect_check "unknown -O format" error "ferry cannot write nosuch images" "choose another disk format (-O FMT)"
 
 fy v2v s/base.vmx --to libvirt --out out --network-map =x
 expect_exit 1 "--network-map =x refused"
-expect_stderr "--network-map '=x': expected SRC=DST with both names" "--network-map =x: says why"
+expect_stderr "network map rule '=x': expected SRC=DST with both names (--network-map SRC=DST)" "--network-map =x: says why"
 
 # Too little space: a gzip-compressed streamOptimized VMDK whose header
 # and OVF declare 1 PiB, all of it data says the OVF (ferry cannot know
@@ -204,7 +204,7 @@ gzip -c s/tiny.vmdk >s/tiny.vmdk.gz
 fy v2v s/big.ovf --to libvirt --out out
 expect_failure "too little space: refused" s/big.ovf
 expect_check "too little space" error "the output needs about 10905" \
-  "free some space there, or choose another --out"
+  "free some space there, or choose another output folder (--out DIR)"
 check_true "too little space: says how much is free where" \
   grep -q "MiB (the disks' data), and $WORK has [0-9]* MiB free" "$OUT"
 
