@@ -17,8 +17,9 @@
  *    rather than starting over, which would hide a caller reading at
  *    random behind a pass over the whole file each time.
  *
- * 2. Memory is bounded by one input buffer (STREAM_IN_SIZE) and the first
- *    PROBE_HEAD_SIZE bytes kept for probing, whatever the disk's size.
+ * 2. Memory is bounded by one input buffer (STREAM_IN_SIZE, or the
+ *    compressed bytes when they are fewer) and the first PROBE_HEAD_SIZE
+ *    bytes kept for probing, whatever the disk's size.
  *
  * 3. Concatenated gzip members (what pigz and `cat a.gz b.gz` make) are
  *    one stream.  After the last member only zero bytes may follow (the
@@ -265,9 +266,10 @@ struct image_stream *
 image_stream_open (const char *path, int fd, uint64_t start, uint64_t length)
 {
   struct image_stream *s = calloc (1, sizeof *s);
+  size_t in_size = MIN ((uint64_t) STREAM_IN_SIZE, length + 1);
 
   if (s == NULL || (s->path = strdup (path)) == NULL ||
-      (s->in = malloc (STREAM_IN_SIZE)) == NULL) {
+      (s->in = malloc (in_size)) == NULL) {
     ferry_error (ENOMEM, "out of memory");
     if (s)
       s->fd = -1;
@@ -452,7 +454,7 @@ raw_open_stream (const char *path, struct image_stream *s, uint64_t size_hint,
 
 /* Bytes inflated at a time while measuring, and the blocks whose zeroes
  * are counted as holes (as the copy engine's). */
-#define MEASURE_BUFFER (1u << 20)
+#define MEASURE_BUFFER (256u << 10)
 #define MEASURE_BLOCK 4096u
 
 int
