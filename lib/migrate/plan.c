@@ -10,6 +10,10 @@
  *     the size the description declares;
  *   - for an OVF package, a disk that reads a file outside the package's
  *     folder (a symbolic link, a backing file, a VMDK extent, a data file);
+ *   - a disk that is no disk: in no image format, and no whole number
+ *     of 512-byte sectors (refused from a VMX or .vbox, which may name any
+ *     file of the host; a warning from a package); a VMX disk that holds
+ *     no VMDK;
  *   - disks that cannot be migrated: raw device mappings, independent
  *     disks, encrypted disks;
  *   - snapshots present (the current state is migrated, read through each
@@ -437,6 +441,41 @@ measure_raw_stream (struct ferry_v2v_plan *plan,
   return 0;
 }
 
+/* The checks on a disk D whose content is in no image format (raw):
+ * whether it can be a disk at all.  A disk in no format whose size is not
+ * a whole number of 512-byte sectors was made by no hypervisor: a text
+ * file, /etc/passwd.  A VMX or a .vbox may name any file of this host
+ * (unlike an OVF package, whose files stay in its folder), and ferry would
+ * copy that file out into the output, so from them such a disk is refused,
+ * as virt-v2v, which opens a VMX's disks as VMDKs only, refuses anything
+ * else; from a package it is a warning.  A VMX's disks are VMDKs: one that
+ * holds none is read as the raw bytes it is, with a warning. */
+static int
+check_raw_disk (struct ferry_v2v_plan *plan, const struct ferry_vm_disk *d,
+                const struct ferry_v2v_disk *pd, const char *id)
+{
+  const char *type = plan->vm->source_type;
+  bool anywhere = strcmp (type, "vmx") == 0 || strcmp (type, "vbox") == 0;
+  const char *file = d->file ? d->file : pd->source;
+
+  if (pd->virtual_size % 512 != 0)
+    return add_check (plan, anywhere ? FERRY_V2V_ERROR : FERRY_V2V_WARNING,
+                      anywhere ? "check that the description names the "
+                      "disk's file: it may name any file of this host" :
+                      "check the disk is the one meant", "disk %s: %s is %"
+                      PRIu64 " bytes, %s, in no disk image format: no "
+                      "hypervisor made it a disk", id, file,
+                      pd->virtual_size, pd->virtual_size < 512 ?
+                      "less than one 512-byte sector" :
+                      "not a whole number of 512-byte sectors");
+  if (strcmp (type, "vmx") == 0 && d->format == NULL)
+    return add_check (plan, FERRY_V2V_WARNING, "check that the description "
+                      "names the disk's file", "disk %s: %s holds no VMDK, "
+                      "which a VMX's disks are, nor another image format: "
+                      "it is read as the raw bytes it is", id, file);
+  return 0;
+}
+
 /* Plan disk I of the VM and check it. */
 static int
 plan_disk (struct ferry_v2v_plan *plan, const struct ferry_v2v_options *opts,
@@ -552,6 +591,9 @@ plan_disk (struct ferry_v2v_plan *plan, const struct ferry_v2v_options *opts,
     if (!pd->migrated)
       return 0;                 /* the stream is refused */
   }
+  if (strcmp (pd->source_format, "raw") == 0 &&
+      check_raw_disk (plan, d, pd, id) == -1)
+    return -1;
   if (d->format && strcmp (d->format, pd->source_format) != 0 &&
       add_check (plan, FERRY_V2V_WARNING, "check the disk is the one meant",
                  "disk %s: the description says %s, the file holds %s; "

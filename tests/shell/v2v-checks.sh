@@ -2,7 +2,8 @@
 # v2v-checks: each prerequisite check of `ferry v2v`, run before any byte
 # moves, on a VMX (or OVF) written here to trip it: a missing disk file,
 # disks that cannot be migrated (raw device mapping, independent,
-# encrypted), a disk or a manifest line that is a FIFO, snapshots, too
+# encrypted), a disk or a manifest line that is a FIFO, a disk that is no
+# disk (a text file of 651 bytes, a VMX's "VMDK" of 4), snapshots, too
 # little free space, secure boot, MAC addresses that clash, no name, a
 # format ferry cannot write, a bad --network-map.
 # Errors stop the migration (exit 1, the error repeated on stderr, nothing
@@ -120,6 +121,45 @@ fy v2v s/rdm.vmx --to libvirt --out out
 refused "raw device mapping" s/rdm.vmx
 expect_check "raw device mapping" error "disk scsi0:0 is a raw device mapping: there is no file to copy" \
   "copy the device's contents into a virtual disk on the source, or detach it"
+
+# A disk that is no disk: a VMX may name any file of the host, and
+# /etc/passwd or /etc/shadow would be copied out as a "disk".  A file in
+# no image format whose size is no whole number of 512-byte sectors is
+# refused from a VMX (and only warned about from an OVF package, whose
+# files stay in its folder); one of whole sectors that holds no VMDK is
+# read as raw bytes, with a warning.
+head -c 651 /dev/urandom | base64 -w 64 | head -c 651 >s/passwd
+printf 'root' >s/four
+base64 -w 64 /dev/urandom | head -c 2048 >s/text2k
+variant passwd "-scsi0:0.fileName" 'scsi0:0.fileName = "passwd"'
+fy v2v s/passwd.vmx --to libvirt --out out
+refused "a VMX disk of 651 bytes of text" s/passwd.vmx
+expect_check "a VMX disk of 651 bytes of text" error \
+  "disk scsi0:0: passwd is 651 bytes, not a whole number of 512-byte sectors, in no disk image format: no hypervisor made it a disk" \
+  "check that the description names the disk's file: it may name any file of this host"
+variant four "-scsi0:0.fileName" 'scsi0:0.fileName = "four.vmdk"'
+mv s/four s/four.vmdk
+fy v2v s/four.vmx --to libvirt --out out
+refused "a VMX disk of 4 bytes" s/four.vmx
+expect_check "a VMX disk of 4 bytes" error \
+  "disk scsi0:0: four.vmdk is 4 bytes, less than one 512-byte sector, in no disk image format" \
+  "check that the description names the disk's file"
+expect_check "a VMX disk of 4 bytes: the .vmdk that is none" warning \
+  "disk scsi0:0: the description says vmdk, the file holds raw" "check the disk is the one meant"
+variant text2k "-scsi0:0.fileName" 'scsi0:0.fileName = "text2k"'
+fy v2v s/text2k.vmx --to libvirt --out out --dry-run
+expect_exit 0 "a VMX disk of whole sectors in no format: planned"
+expect_check "a VMX disk of whole sectors in no format" warning \
+  "disk scsi0:0: text2k holds no VMDK, which a VMX's disks are, nor another image format: it is read as the raw bytes it is" \
+  "check that the description names the disk's file"
+mkdir -p pk
+cp s/passwd pk/disk.img
+"$PYTHON" "$TESTS_DIR/v2v-tar.py" ovf pk disk.img raw 651 >pk/pk.ovf
+fy v2v pk/pk.ovf --to libvirt --out out --dry-run
+expect_exit 0 "an OVF disk of 651 bytes: planned (the package's own file)"
+expect_check "an OVF disk of 651 bytes" warning \
+  "disk vmdisk1: disk.img is 651 bytes, not a whole number of 512-byte sectors, in no disk image format" \
+  "check the disk is the one meant"
 
 # Snapshots: the .vmsd beside the VMX counts one.
 variant snap
