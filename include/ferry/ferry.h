@@ -5,5 +5,6 @@
 #include <ferry/error.h>
 #include <ferry/image.h>
 #include <ferry/copy.h>
+#include <ferry/vmdk.h>
 
 #endif /* FERRY_H */

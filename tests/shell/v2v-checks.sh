@@ -122,6 +122,27 @@ refused "raw device mapping" s/rdm.vmx
 expect_check "raw device mapping" error "disk scsi0:0 is a raw device mapping: there is no file to copy" \
   "copy the device's contents into a virtual disk on the source, or detach it"
 
+# An encrypted disk as its own descriptor says (VMware adds encryption.*
+# keys to it), read by the VMDK driver's parser.
+cat >s/encd.vmdk <<'EOF'
+# Disk DescriptorFile
+version=1
+CID=fffffffe
+parentCID=ffffffff
+createType="monolithicFlat"
+encryption.keySafe = "vmware:key/list/(pair/(phrase/a%2fb))"
+encryption.data = "AAAA"
+
+# Extent description
+RW 32768 FLAT "encd-flat.vmdk" 0
+EOF
+head -c $((32768 * 512)) /dev/zero >s/encd-flat.vmdk
+variant encd "-scsi0:0.fileName" 'scsi0:0.fileName = "encd.vmdk"'
+fy v2v s/encd.vmx --to libvirt --out out
+refused "a disk its descriptor says is encrypted" s/encd.vmx
+expect_check "a disk its descriptor says is encrypted" error "disk scsi0:0 is encrypted by the hypervisor" \
+  "decrypt the VM on the source first"
+
 # A disk that is no disk: a VMX may name any file of the host, and
 # /etc/passwd or /etc/shadow would be copied out as a "disk".  A file in
 # no image format whose size is no whole number of 512-byte sectors is
