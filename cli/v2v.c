@@ -436,7 +436,7 @@ v2v_verify (const char *out, unsigned timeout, bool quiet)
   size_t i;
   int r;
 
-  if (ferry_guest_read_target (out, &t) == -1) {
+  if (ferry_v2v_read_target (out, &t) == -1) {
     print_error ("v2v");
     return 1;
   }

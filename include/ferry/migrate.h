@@ -157,6 +157,17 @@ int ferry_v2v_run (struct ferry_v2v_plan *plan,
                    struct ferry_v2v_summary *summary /* OUT */);
 void ferry_v2v_summary_free (struct ferry_v2v_summary *summary);
 
+struct ferry_guest_target;
+
+/* Read back TARGET, a `--to libvirt` or `--to qemu` output (the folder,
+ * or the NAME.xml or NAME.sh in it, read by ferry_vm_read_target), as what
+ * booting it needs (<ferry/guest.h>): the disks, the boot disk's bus, the
+ * NICs' model and MACs, firmware, memory and CPUs.  0, or -1 with the
+ * error set (nothing to free then); the caller frees T with
+ * ferry_guest_target_free(). */
+int ferry_v2v_read_target (const char *target,
+                           struct ferry_guest_target *t /* OUT */);
+
 #ifdef __cplusplus
 }
 #endif
