@@ -84,6 +84,18 @@ write_drive_address (struct vm_xw *x, enum ferry_vm_bus bus, int controller,
   vm_xw_end (x);
 }
 
+/* The count in COUNT (one per bus) that names the next device on BUS:
+ * SCSI, SATA and USB disks are all "sdX" to libvirt, and a target name
+ * may appear once in a domain. */
+static unsigned *
+name_count (unsigned *count, enum ferry_vm_bus bus)
+{
+  if (bus == FERRY_VM_BUS_VIRTIO || bus == FERRY_VM_BUS_IDE ||
+      bus == FERRY_VM_BUS_NVME)
+    return &count[bus];
+  return &count[FERRY_VM_BUS_SCSI];
+}
+
 /* Write the disks, CD-ROMs and the controllers they need. */
 static void
 write_storage (struct vm_xw *x, const struct ferry_vm *vm,
@@ -103,7 +115,7 @@ write_storage (struct vm_xw *x, const struct ferry_vm *vm,
     /* libvirt 9 has no NVMe disk bus: virtio is the nearest. */
     if (bus == FERRY_VM_BUS_NVME)
       bus = FERRY_VM_BUS_VIRTIO;
-    vm_disk_name (bus, count[bus]++, dev, sizeof dev);
+    vm_disk_name (bus, (*name_count (count, bus))++, dev, sizeof dev);
     vm_xw_start (x, "disk");
     vm_xw_attr (x, "type", "file");
     vm_xw_attr (x, "device", "disk");
@@ -134,7 +146,7 @@ write_storage (struct vm_xw *x, const struct ferry_vm *vm,
     enum ferry_vm_bus bus = vm_cdrom_bus (c->bus, out->keep_devices, i440fx);
     char dev[16];
 
-    vm_disk_name (bus, count[bus]++, dev, sizeof dev);
+    vm_disk_name (bus, (*name_count (count, bus))++, dev, sizeof dev);
     vm_xw_start (x, "disk");
     vm_xw_attr (x, "type", "file");
     vm_xw_attr (x, "device", "cdrom");

@@ -369,8 +369,12 @@ test_targets_read_back (void **state)
       assert_string_equal (back->nics[0].mac, "00:50:56:00:00:01");
       assert_string_equal (back->nics[1].mac, "00:0c:29:00:00:02");
       assert_string_equal (back->nics[0].model, keep ? "vmxnet3" : "virtio");
-      if (libvirt)
+      if (libvirt) {
         assert_int_equal (back->nr_cdroms, 1);
+        /* libvirt's target names are unique: SCSI and SATA disks are
+         * both sdX. */
+        assert_string_not_equal (back->disks[0].id, back->disks[1].id);
+      }
       ferry_vm_free (back);
     }
   ferry_vm_free (vm);
