@@ -205,9 +205,10 @@ v2v_extension (const char *format)
   return format;
 }
 
-/* Apply the network map (options' network_map) to the NICs of VM.  KEEP_NAMES: a network no rule
- * maps keeps its name (OVA, local, QEMU's comments); otherwise (libvirt)
- * it becomes "default", the network every libvirt host has. */
+/* Apply the network map MAP (the options' network_map) to the NICs of
+ * VM.  KEEP_NAMES: a network no rule maps keeps its name (OVA, local,
+ * QEMU's comments); otherwise (libvirt) it becomes "default", the network
+ * every libvirt host has. */
 static int
 map_networks (struct ferry_vm *vm, const char *const *map, bool keep_names)
 {
