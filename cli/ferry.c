@@ -132,13 +132,40 @@ install_stop_signals (void)
   }
 }
 
+const char *
+input_hint (const char *input)
+{
+  /* The library's names for its inputs (the members of its options
+   * structures), and the flags that set them here. */
+  static const struct { const char *input, *hint; } hints[] = {
+    { "out_dir", "--out DIR" },
+    { "network_map", "--network-map SRC=DST" },
+    { "name", "--name NAME" },
+    { "flavor", "--flavor vmware|virtualbox" },
+    { "disk_format", "-O FMT" },
+    { "no_convert", "--no-convert copies the disks as they are" },
+    { "expect", "--expect REGEX" },
+    { "strict", "--strict" },
+  };
+  size_t i;
+
+  for (i = 0; input && i < sizeof hints / sizeof hints[0]; i++)
+    if (strcmp (hints[i].input, input) == 0)
+      return hints[i].hint;
+  return NULL;
+}
+
 void
 print_error (const char *cmd)
 {
+  const char *hint;
+
   /* An interrupted call: main says so, once. */
   if (cli_stop && ferry_get_errno () == EINTR)
     return;
-  fprintf (stderr, "ferry %s: %s\n", cmd, ferry_get_error ());
+  hint = input_hint (ferry_get_error_input ());
+  fprintf (stderr, "ferry %s: %s%s%s%s\n", cmd, ferry_get_error (),
+           hint ? " (" : "", hint ? hint : "", hint ? ")" : "");
 }
 
 /* On a terminal, clear the line a progress bar may have left half

@@ -47,14 +47,19 @@ void print_interrupted (const char *cmd, const char *fmt, ...)
  * the process, or returns -1 after a message naming CMD. */
 int parse_timeout_option (const char *cmd, const char *arg);
 
-/* Print "ferry CMD: " and the library's last error to stderr (nothing
- * for an interrupted call: main reports the interruption). */
+/* Print "ferry CMD: " and the library's last error to stderr, with the
+ * flag that sets the input it concerns (ferry_get_error_input); nothing
+ * for an interrupted call: main reports the interruption. */
 void print_error (const char *cmd);
 
 /* print_error for an image that could not be opened for reading: when
  * it is in use by another process (EBUSY), say how to read it anyway
  * (-U, --force-share). */
 void print_read_error (const char *cmd);
+
+/* The flag (and its argument) that sets the library's INPUT, a member of
+ * its options structures ("out_dir": "--out DIR"), or NULL. */
+const char *input_hint (const char *input);
 
 /* Print "ferry CMD: " and a formatted message to stderr. */
 void print_message (const char *cmd, const char *fmt, ...)

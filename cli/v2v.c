@@ -89,6 +89,19 @@ static const char *const target_names[] = {
   [FERRY_V2V_OVA] = "ova", [FERRY_V2V_LOCAL] = "local",
 };
 
+/* The remedy of check C, with the flag that sets the option it changes
+ * (C's input), in BUF when there is one. */
+static const char *
+remedy_of (const struct ferry_v2v_check *c, char *buf, size_t len)
+{
+  const char *hint = input_hint (c->input);
+
+  if (hint == NULL)
+    return c->remedy;
+  snprintf (buf, len, "%s (%s)", c->remedy, hint);
+  return buf;
+}
+
 /* Print the plan for people. */
 static void
 print_plan (const struct ferry_v2v_plan *plan,
@@ -166,10 +179,13 @@ print_plan (const struct ferry_v2v_plan *plan,
     printf ("Checks: all passed\n");
   else {
     printf ("Checks:\n");
-    for (i = 0; i < plan->nr_checks; i++)
+    for (i = 0; i < plan->nr_checks; i++) {
+      char buf[512];
       printf ("  %s: %s\n    remedy: %s\n",
               plan->checks[i].severity == FERRY_V2V_ERROR ? "error"
-              : "warning", plan->checks[i].message, plan->checks[i].remedy);
+              : "warning", plan->checks[i].message,
+              remedy_of (&plan->checks[i], buf, sizeof buf));
+    }
   }
   fflush (stdout);
 }
@@ -226,8 +242,9 @@ plan_json (const struct ferry_v2v_plan *plan,
       plan->checks[i].severity == FERRY_V2V_ERROR ? "error" : "warning"));
     json_object_object_add (c, "message",
                             json_object_new_string (plan->checks[i].message));
-    json_object_object_add (c, "remedy",
-                            json_object_new_string (plan->checks[i].remedy));
+    char buf[512];
+    json_object_object_add (c, "remedy", json_object_new_string (
+                              remedy_of (&plan->checks[i], buf, sizeof buf)));
     json_object_array_add (a, c);
   }
   json_object_object_add (o, "checks", a);
@@ -426,7 +443,7 @@ v2v_verify (const char *out, unsigned timeout, bool quiet, json_object **jboot)
   size_t i;
   int r;
 
-  if (ferry_guest_read_target (out, &t) == -1) {
+  if (ferry_v2v_read_target (out, &t) == -1) {
     print_error ("v2v");
     return 1;
   }
@@ -694,10 +711,13 @@ cmd_v2v (int argc, char **argv)
     size_t i;
     /* The errors again on stderr, naming the source, for whoever reads
      * only that. */
-    for (i = 0; i < plan->nr_checks; i++)
+    for (i = 0; i < plan->nr_checks; i++) {
+      char buf[512];
       if (plan->checks[i].severity == FERRY_V2V_ERROR)
         print_message ("v2v", "%s: %s (%s)", vm->source,
-                       plan->checks[i].message, plan->checks[i].remedy);
+                       plan->checks[i].message,
+                       remedy_of (&plan->checks[i], buf, sizeof buf));
+    }
     print_message ("v2v", "%zu check%s failed: nothing was done",
                    plan->nr_errors, plan->nr_errors == 1 ? "" : "s");
     goto out;

@@ -13,6 +13,7 @@
 #include <json-c/json.h>
 
 #include <ferry/guest.h>
+#include <ferry/migrate.h>
 
 #include "ferry.h"
 
@@ -209,7 +210,7 @@ cmd_verify (int argc, char **argv)
       (S_ISDIR (st.st_mode) || is_description (argv[optind]))) {
     /* A migrated VM: its description says what to boot and on what;
      * options given here still win. */
-    if (ferry_guest_read_target (argv[optind], &target) == -1) {
+    if (ferry_v2v_read_target (argv[optind], &target) == -1) {
       print_error ("verify");
       goto usage_error;
     }

@@ -1,11 +1,17 @@
 /* libFuzzer harness for images read as gzip streams
  * (ferry_image_open_stream: a disk an OVA holds with
- * ovf:compression="gzip"): the input is the uncompressed file, which the
+ * ovf:compression="gzip").  An input is the uncompressed file, which the
  * harness gzips into its memfd, so the fuzzer mutates what the stream
  * readers parse (a streamOptimized VMDK's markers, grains and metadata;
- * raw) rather than the deflate layer zlib already guards.  The image is
- * probed, read from start to end within a budget as the copy engine reads
- * a sequential source (extents, then the data they report), and closed.
+ * raw) rather than the deflate layer zlib already guards; but an input
+ * that starts with gzip's magic (1f 8b) is the gzip stream itself, so that
+ * what lies around the members (their trailers, padding, garbage, members
+ * cut short) reaches the stream's own end handling.  The
+ * stream is measured (ferry_image_measure_stream, as the plan measures a
+ * raw disk); then the image is probed, read from start to end within a
+ * budget as the copy engine reads a sequential source (extents, then the
+ * data they report), read to its end (ferry_image_read_to_end, as the
+ * copy ends), and closed.
  */
 #include <string.h>
 
@@ -54,15 +60,27 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   static uint8_t buf[1 << 16];
   struct ferry_extent_list list = { 0 };
   struct ferry_image *img;
-  uint64_t pos = 0, end, budget = STREAM_READ_LIMIT;
+  uint64_t pos = 0, end, budget = STREAM_READ_LIMIT, msize, mdata;
   size_t len, i, calls = 0;
-  uint8_t *gz = gzip (data, size, &len);
+  uint8_t *gz;
   const char *path;
 
-  if (gz == NULL)
+  if (size >= 2 && data[0] == 0x1f && data[1] == 0x8b) {
+    path = fuzz_input_path (data, size);
+    len = size;
+  }
+  else {
+    gz = gzip (data, size, &len);
+    if (gz == NULL)
+      abort ();
+    path = fuzz_input_path (gz, len);
+    free (gz);
+  }
+  /* What the plan does for a raw disk: the stream's size, bounded. */
+  if (ferry_image_measure_stream (path, 0, len, 4 * STREAM_READ_LIMIT,
+                                  &msize, &mdata, NULL, NULL) == 0 &&
+      (msize > 4 * STREAM_READ_LIMIT || mdata > msize))
     abort ();
-  path = fuzz_input_path (gz, len);
-  free (gz);
   /* A size hint as an OVF would give one, for raw. */
   img = ferry_image_open_stream (path, NULL, 0, len, size, 0);
   if (img == NULL)
@@ -94,6 +112,8 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
       pos = at;
     }
   }
+  /* The copy's end: the rest of the stream and its trailers. */
+  (void) ferry_image_read_to_end (img);
  out:
   ferry_extent_list_free (&list);
   ferry_image_close (img);

@@ -5,7 +5,8 @@
 # corpus's qcow v1 image and fuzzer-made VHD when ../shared is there.
 # VMDK: sparse, stream, COWD and seSparse files, a descriptor, and the
 # corpus's fuzzer-made afl9.vmdk.  Small VHD and VDI images.
-# Each image has small clusters so that it stays under 128 KiB.
+# Each image has small clusters so that it stays under 128 KiB.  A libvirt
+# domain and a QEMU script as v2v writes them.
 set -euo pipefail
 
 dir=${1:?usage: make-seeds.sh DIR}
@@ -103,6 +104,15 @@ if command -v python3 >/dev/null && [ -f "$vvtool" ]; then
   python3 "$vvtool" vdi-diff diff.vdi dyn.vdi --write 0:512:0x46 --discard 3
 fi
 head -c 4096 /dev/urandom >random.raw
+# gzip streams for fuzz-stream, which takes an input that starts with
+# gzip's magic as the stream itself: two members, a member with zero
+# padding after it, one with bytes after it that are no member.
+if command -v gzip >/dev/null; then
+  { head -c 2048 random.raw | gzip -c; tail -c 2048 random.raw | gzip -c; } >stream-two.gz
+  { head -c 512 random.raw | gzip -c; head -c 100 /dev/zero; } >stream-padded.gz
+  { printf 'disk' | gzip -c; printf 'garbage'; } >stream-garbage.gz
+  [ -f vmdk-stream.vmdk ] && gzip -c vmdk-stream.vmdk >stream-vmdk.gz
+fi
 if [ -d "$corpus" ]; then
   cp "$corpus/qemu/qcow1-image.qcow" . 2>/dev/null || true
   bzip2 -dc "$corpus/broken/afl5.img.bz2" >afl5.img 2>/dev/null || rm -f afl5.img
@@ -150,6 +160,67 @@ if [ -d "$corpus" ]; then
     rm -rf ova.d
   fi
 fi
+# What v2v writes for KVM, for fuzz-libvirt and fuzz-qemu-script: a
+# domain and a launch script as ferry writes them (SCSI and SATA disks
+# kept, UEFI, a NIC with its MAC).
+cat >target-domain.xml <<'EOF2'
+<?xml version="1.0" encoding="UTF-8"?>
+<domain type="kvm">
+  <name>seed</name>
+  <memory unit="KiB">1048576</memory>
+  <vcpu>2</vcpu>
+  <os firmware="efi">
+    <type arch="x86_64" machine="q35">hvm</type>
+    <loader secure="yes"/>
+  </os>
+  <devices>
+    <disk type="file" device="disk">
+      <driver name="qemu" type="qcow2"/>
+      <source file="seed-disk1.qcow2"/>
+      <target dev="sda" bus="scsi"/>
+      <address type="drive" controller="0" bus="0" target="0" unit="0"/>
+    </disk>
+    <controller type="scsi" index="0" model="lsilogic"/>
+    <disk type="file" device="disk">
+      <driver name="qemu" type="raw"/>
+      <source file="/var/lib/seed-disk2.img"/>
+      <target dev="sdb" bus="sata"/>
+    </disk>
+    <disk type="file" device="cdrom">
+      <target dev="sdc" bus="sata"/>
+      <readonly/>
+    </disk>
+    <interface type="network">
+      <mac address="00:50:56:00:00:01"/>
+      <source network="default"/>
+      <model type="vmxnet3"/>
+    </interface>
+    <video><model type="vga"/></video>
+  </devices>
+</domain>
+EOF2
+cat >target-script.sh <<'EOF2'
+#!/bin/sh
+set -e
+here=$(cd "$(dirname "$0")" && pwd)
+opt() { printf '%s' "$1" | sed 's/,/,,/g'; }
+exec qemu-system-x86_64 \
+  -name guest='seed,,1' \
+  -machine q35,accel=kvm:tcg \
+  -smp 2,sockets=1,cores=2,threads=1 \
+  -m 1024 \
+  -global driver=cfi.pflash01,property=secure,value=on \
+  -drive if=pflash,format=raw,readonly=on,file="$(opt "$code")" \
+  -device lsi53c895a,id=scsi0 \
+  -drive file="$(opt "$here")"/'seed disk,,1.qcow2',format=qcow2,if=none,id=disk0 \
+  -device scsi-hd,drive=disk0,bus=scsi0.0,scsi-id=0,bootindex=0 \
+  -drive file="$(opt "$here")"/'it'\''s.img',format=raw,if=none,id=disk1 \
+  -device ide-hd,drive=disk1,bus=ide.0 \
+  -drive if=none,id=cd0,media=cdrom \
+  -device ide-cd,drive=cd0,bus=ide.1 \
+  -netdev user,id=net0 -device virtio-net-pci,netdev=net0,mac=00:50:56:00:00:01 \
+  "$@"
+EOF2
 # Guest files for fuzz-guest-text: the first byte picks the parser.
 printf '\000/dev/sda1 / ext4 errors=remount-ro 0 1\nUUID=12 none swap sw 0 0\n' >guest-fstab
 printf '\001\tlinux /vmlinuz root=/dev/sda1 ro resume=/dev/sda2 quiet\nGRUB_DISABLE_LINUX_UUID=true\n' >guest-grub

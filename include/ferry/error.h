@@ -23,6 +23,15 @@ const char *ferry_get_error (void);
  * input, EIO for a failed read or write, ENOSPC for a full target, ...). */
 int ferry_get_errno (void);
 
+/* Which of the caller's inputs the last error on this thread concerns,
+ * when it is one of the members of an options structure: its name there
+ * ("out_dir", "network_map", "name", "flavor", "disk_format" and
+ * "no_convert" of struct ferry_v2v_options; "expect" of struct
+ * ferry_guest_boot_options; "strict" for FERRY_OPEN_STRICT), or NULL.
+ * Messages name no command-line flag (a daemon has none): a program maps
+ * the input to how its user sets it, as the ferry CLI adds the flag. */
+const char *ferry_get_error_input (void);
+
 enum ferry_log_level {
   FERRY_LOG_DEBUG = 0,
   FERRY_LOG_INFO = 1,

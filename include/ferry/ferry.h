@@ -6,5 +6,6 @@
 #include <ferry/image.h>
 #include <ferry/copy.h>
 #include <ferry/target.h>
+#include <ferry/vmdk.h>
 
 #endif /* FERRY_H */

@@ -306,8 +306,9 @@ int ferry_guest_boot (const struct ferry_guest_disk *disks, size_t n,
                       const struct ferry_guest_boot_options *opts,
                       struct ferry_guest_boot_result *result /* OUT */);
 
-/* A migrated VM to boot (target.c): a `ferry v2v --to libvirt|qemu`
- * output folder, or the libvirt domain XML or QEMU script in it. */
+/* A migrated VM to boot: what a `ferry v2v --to libvirt|qemu` output
+ * (the folder, or the libvirt domain XML or QEMU script in it) says, as
+ * ferry_v2v_read_target (<ferry/migrate.h>) reads it. */
 struct ferry_guest_target {
   struct ferry_guest_disk *disks;  /* absolute paths, formats as declared */
   size_t nr_disks;
@@ -321,8 +322,6 @@ struct ferry_guest_target {
   char *description;       /* the file read */
 };
 
-/* Read TARGET.  0, or -1 with the error set (nothing to free then). */
-int ferry_guest_read_target (const char *target, struct ferry_guest_target *t);
 void ferry_guest_target_free (struct ferry_guest_target *t);
 
 #ifdef __cplusplus

@@ -115,9 +115,11 @@ struct ferry_image *ferry_image_open_window (const char *path,
  * read from start to end (ferry_image_is_sequential): a read behind an
  * earlier one fails with ESPIPE; ferry_copy reads it with one worker.
  * SIZE_HINT is the virtual size the description declares, for formats
- * that record none (raw).  Formats: raw, and those whose driver reads
- * streams; others are refused with ENOTSUP.  The caller frees it with
- * ferry_image_close(). */
+ * that record none (raw; 0: none, the image is then empty: measure the
+ * stream with ferry_image_measure_stream first).  Formats: raw, and
+ * those whose driver reads streams; others are refused with ENOTSUP.
+ * ferry_image_read_to_end checks the stream's end after the last read.
+ * The caller frees it with ferry_image_close(). */
 struct ferry_image *ferry_image_open_stream (const char *path,
                                              const char *format,
                                              uint64_t offset, uint64_t length,
@@ -134,6 +136,31 @@ void ferry_image_set_early_writeback (struct ferry_image *img, bool on);
 
 /* True when IMG can only be read in order (ferry_image_open_stream). */
 bool ferry_image_is_sequential (struct ferry_image *img);
+
+/* For an image read in order (ferry_image_is_sequential), once the reads
+ * are done: read what is left of its stream to the end and check it there
+ * (each gzip member's trailer, its CRC-32 and length; for raw, that the
+ * stream holds nothing past the image's size).  Until then a stream is
+ * not known to be whole.  0, or -1 with the error set; other images: 0. */
+int ferry_image_read_to_end (struct ferry_image *img);
+
+/* Read the gzip stream in the bytes [OFFSET, OFFSET+LENGTH) of PATH to
+ * its end as ferry_image_open_stream would, checking each member's
+ * trailer, and keep nothing: *SIZE gets the bytes it inflates to (the
+ * virtual size of a raw disk in it, which nothing else records), *DATA
+ * those of them in 4 KiB blocks that are not all zeroes.  A stream that
+ * inflates to more than MAX bytes is refused with EFBIG as it passes MAX,
+ * so that a small file of compressed zeroes (a decompression bomb) cannot
+ * keep ferry inflating for as long as it likes.  PROGRESS, when not NULL,
+ * is called now and then with the compressed bytes read so far.  0, or -1
+ * with the error set. */
+int ferry_image_measure_stream (const char *path, uint64_t offset,
+                                uint64_t length, uint64_t max,
+                                uint64_t *size /* OUT */,
+                                uint64_t *data /* OUT */,
+                                void (*progress) (uint64_t done,
+                                                  void *opaque),
+                                void *opaque);
 
 /* Create a new image of FORMAT at PATH and return it open for writing.
  * SIZE is the virtual size in bytes (0: take it from the backing file).

@@ -82,6 +82,11 @@ struct ferry_v2v_check {
   enum ferry_v2v_severity severity;
   char *message;           /* one line: what is wrong, naming the thing */
   char *remedy;            /* one line: what to do about it */
+  const char *input;       /* the member of ferry_v2v_options the remedy
+                              changes ("out_dir", "name", "disk_format"),
+                              or NULL; a program adds how its user sets it
+                              (the CLI, the flag), as for
+                              ferry_get_error_input */
 };
 
 struct ferry_v2v_disk {
@@ -156,6 +161,17 @@ int ferry_v2v_run (struct ferry_v2v_plan *plan,
                    const struct ferry_v2v_options *opts,
                    struct ferry_v2v_summary *summary /* OUT */);
 void ferry_v2v_summary_free (struct ferry_v2v_summary *summary);
+
+struct ferry_guest_target;
+
+/* Read back TARGET, a `--to libvirt` or `--to qemu` output (the folder,
+ * or the NAME.xml or NAME.sh in it, read by ferry_vm_read_target), as what
+ * booting it needs (<ferry/guest.h>): the disks, the boot disk's bus, the
+ * NICs' model and MACs, firmware, memory and CPUs.  0, or -1 with the
+ * error set (nothing to free then); the caller frees T with
+ * ferry_guest_target_free(). */
+int ferry_v2v_read_target (const char *target,
+                           struct ferry_guest_target *t /* OUT */);
 
 #ifdef __cplusplus
 }

@@ -148,6 +148,24 @@ struct ferry_vm *ferry_vm_read_vmx (const char *name, const char *dir,
 struct ferry_vm *ferry_vm_read_vbox (const char *name, const char *dir,
                                      const char *text, size_t len);
 
+/* What ferry_vm_to_libvirt and ferry_vm_to_qemu write, read back (a
+ * `v2v --to libvirt|qemu` output, to boot it): a libvirt domain XML (any
+ * of that shape) or a QEMU launch script ferry wrote (its lines, not
+ * arbitrary shell).  The model holds the name, memory, vCPUs, firmware,
+ * the disks (path, format, bus, SCSI controller model), CD-ROMs, NICs
+ * (MAC, model: "virtio", "e1000" ...) and, for libvirt, the video model;
+ * source_type is "libvirt" or "qemu".  NAME is for messages, DIR resolves
+ * relative disk names (the script's own folder, where the writer puts
+ * them). */
+struct ferry_vm *ferry_vm_read_libvirt (const char *name, const char *dir,
+                                        const char *text, size_t len);
+struct ferry_vm *ferry_vm_read_qemu (const char *name, const char *dir,
+                                     const char *text, size_t len);
+/* Read TARGET, such an output folder (its one NAME.xml or NAME.sh) or the
+ * description in it, told apart by content.  The caller frees it with
+ * ferry_vm_free(). */
+struct ferry_vm *ferry_vm_read_target (const char *target);
+
 void ferry_vm_free (struct ferry_vm *vm);
 
 /* Replace the model's string *FIELD (&vm->name, &nic->network ...) by a

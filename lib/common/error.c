@@ -12,6 +12,7 @@
 
 static __thread char error_message[ERROR_MAX];
 static __thread int error_errno;
+static __thread const char *error_input;
 
 static ferry_log_fn log_fn;
 static void *log_opaque;
@@ -162,6 +163,19 @@ ferry_get_errno (void)
   return error_errno;
 }
 
+const char *
+ferry_get_error_input (void)
+{
+  return error_input;
+}
+
+int
+ferry_error_input (const char *input)
+{
+  error_input = input;
+  return -1;
+}
+
 /* Set the message from FMT and AP, with ": strerror" when WITH_ERRNO. */
 static void
 set_error (int errnum, int with_errno, const char *fmt, va_list ap)
@@ -176,6 +190,7 @@ set_error (int errnum, int with_errno, const char *fmt, va_list ap)
   }
   apply_aliases (error_message);
   error_errno = errnum;
+  error_input = NULL;
   errno = errnum;
 }
 

@@ -21,6 +21,11 @@ int ferry_error (int errnum, const char *fmt, ...)
 int ferry_error_errno (int errnum, const char *fmt, ...)
   __attribute__ ((format (printf, 2, 3)));
 
+/* Say which input of the caller the error just set concerns (a static
+ * string: see ferry_get_error_input); ferry_error and ferry_error_errno
+ * clear it, ferry_error_prefix keeps it.  Returns -1. */
+int ferry_error_input (const char *input);
+
 /* Put "PREFIX: " in front of the current message, keeping errno. */
 void ferry_error_prefix (const char *fmt, ...)
   __attribute__ ((format (printf, 1, 2)));

@@ -1073,6 +1073,10 @@ ferry_copy (struct ferry_image *src, struct ferry_image *dst,
     ferry_error (c.err, "%s", c.msg);
     goto out;
   }
+  /* A source read in order is known whole only at the end of its stream
+   * (a gzip trailer): read it there before calling the copy done. */
+  if (ferry_image_read_to_end (src) == -1)
+    goto out;
   if (!opts->no_flush && ferry_image_flush (dst) == -1)
     goto out;
   if (opts->progress)

@@ -268,7 +268,7 @@ guest_install_agent (struct ferry_guest *g, struct ferry_guest_os *os,
 
   if (opts && opts->no_guest_agent)
     return guest_step (r, "guest-agent", FERRY_GUEST_STEP_SKIPPED,
-                       "not asked for (--no-guest-agent)");
+                       "not asked for");
   if (guest_exists (g, "/usr/bin/qemu-ga") || guest_exists (g, "/usr/sbin/qemu-ga"))
     return guest_step (r, "guest-agent", FERRY_GUEST_STEP_SKIPPED,
                        "qemu-guest-agent is installed already");

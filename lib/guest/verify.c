@@ -575,7 +575,8 @@ ferry_guest_boot (const struct ferry_guest_disk *disks, size_t n,
   if (rc != 0) {
     char msg[256];
     regerror (rc, &marker, msg, sizeof msg);
-    return ferry_error (EINVAL, "--expect '%s': %s", o->expect, msg);
+    ferry_error (EINVAL, "the pattern to expect, '%s': %s", o->expect, msg);
+    return ferry_error_input ("expect");
   }
   /* Note 1. */
   if (!kvm_device || !*kvm_device)

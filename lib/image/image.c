@@ -477,6 +477,14 @@ ferry_image_is_sequential (struct ferry_image *img)
   return img->sequential;
 }
 
+int
+ferry_image_read_to_end (struct ferry_image *img)
+{
+  if (!img->sequential || img->driver->read_to_end == NULL)
+    return 0;
+  return img->driver->read_to_end (img);
+}
+
 char *
 image_resolve_relative (const char *img_path, const char *name)
 {

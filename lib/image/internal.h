@@ -176,7 +176,9 @@ struct image_driver {
   /* Open an image from the gzip stream S (ferry_image_open_stream), which
    * the driver owns from here, even on failure, and reads in order with
    * image_stream_read.  SIZE_HINT is the size the description declares
-   * (0: none).  The image must be sequential.  NULL: the format cannot be
+   * (0: none; a raw image is then empty, until the caller has measured
+   * the stream and opens it again with its size).  The image must be
+   * sequential.  NULL: the format cannot be
    * read that way. */
   struct ferry_image *(*open_stream) (const char *path,
                                       struct image_stream *s,
@@ -199,6 +201,9 @@ struct image_driver {
 
   int (*pread) (struct ferry_image *img, void *buf, size_t count,
                 uint64_t offset);
+  /* A sequential image's ferry_image_read_to_end: read what is left of
+   * its stream and check it to the end.  NULL: nothing to check. */
+  int (*read_to_end) (struct ferry_image *img);
   int (*pwrite) (struct ferry_image *img, const void *buf, size_t count,
                  uint64_t offset);
   int (*zero) (struct ferry_image *img, size_t count, uint64_t offset,

@@ -17,11 +17,25 @@
  *    rather than starting over, which would hide a caller reading at
  *    random behind a pass over the whole file each time.
  *
- * 2. Memory is bounded by one input buffer (STREAM_IN_SIZE) and the first
- *    PROBE_HEAD_SIZE bytes kept for probing, whatever the disk's size.
+ * 2. Memory is bounded by one input buffer (STREAM_IN_SIZE, or the
+ *    compressed bytes when they are fewer) and the first PROBE_HEAD_SIZE
+ *    bytes kept for probing, whatever the disk's size.
  *
  * 3. Concatenated gzip members (what pigz and `cat a.gz b.gz` make) are
- *    one stream.  Trailing garbage after the last member is an error.
+ *    one stream.  After the last member only zero bytes may follow (the
+ *    padding some writers leave, as gzip(1) allows); anything else is an
+ *    error, not a member to guess at.
+ *
+ * 4. A stream is only proven whole at its end: zlib checks each member's
+ *    trailer (the CRC-32 and the length, ISIZE, of its data) when the
+ *    member ends, and the last member's end is the stream's.  So a reader
+ *    never stops at the size it was told: ferry_image_read_to_end reads
+ *    what the copy left (for raw, nothing may be left past the image's
+ *    size), and ferry_image_measure_stream reads a raw disk's stream
+ *    through once, before the copy, to learn its size, which only the
+ *    stream's end tells.  Neither keeps more than one buffer (note 2); the
+ *    caller bounds the time a small file full of compressed zeroes could
+ *    take (a decompression bomb) by the size it lets the stream reach.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -55,6 +69,8 @@ struct image_stream {
   size_t head_len;             /* the first bytes, served again after the
                                   probe (note 2) */
   uint64_t inflated;           /* uncompressed bytes out of zlib so far */
+  unsigned members;            /* gzip members that ended, trailer checked */
+  uint64_t member_start;       /* INFLATED when the current member began */
   unsigned char *sink;         /* where skipped bytes go, when asked */
 };
 
@@ -85,6 +101,86 @@ image_stream_position (const struct image_stream *s)
   return s->pos;
 }
 
+/* Give zlib the next compressed bytes, when it has none left and the
+ * stream has more. */
+static int
+fill_input (struct image_stream *s)
+{
+  size_t n;
+
+  if (s->z.avail_in > 0 || s->in_pos == s->length)
+    return 0;
+  n = MIN ((uint64_t) STREAM_IN_SIZE, s->length - s->in_pos);
+  if (full_pread (s->fd, s->in, n, s->start + s->in_pos) == -1)
+    return ferry_error_errno (errno, "%s: read at offset %" PRIu64,
+                              s->path, s->start + s->in_pos);
+  s->in_pos += n;
+  s->z.next_in = s->in;
+  s->z.avail_in = n;
+  return 0;
+}
+
+/* A member ended, its trailer checked by zlib: start the next one, or
+ * end the stream at zero padding or at the end of the bytes (note 3). */
+static int
+after_member (struct image_stream *s)
+{
+  bool padding = false;
+
+  s->members++;
+  for (;;) {
+    uint64_t at;
+
+    if (fill_input (s) == -1)
+      return -1;
+    if (s->z.avail_in == 0) {
+      s->ended = true;
+      return 0;
+    }
+    at = s->start + s->in_pos - s->z.avail_in;
+    if (!padding && s->z.next_in[0] == 0x1f) {
+      if (inflateReset (&s->z) != Z_OK)
+        return ferry_error (EIO, "%s: gzip stream at offset %" PRIu64
+                            ": cannot restart", s->path, s->start);
+      s->member_start = s->inflated;
+      return 0;
+    }
+    if (s->z.next_in[0] != 0)
+      return ferry_error (EINVAL, "%s: the gzip stream at offset %" PRIu64
+                          " holds bytes at offset %" PRIu64 ", after its "
+                          "member %u, that are no gzip member", s->path,
+                          s->start, at, s->members);
+    padding = true;
+    while (s->z.avail_in > 0 && s->z.next_in[0] == 0) {
+      s->z.next_in++;
+      s->z.avail_in--;
+    }
+  }
+}
+
+/* The error for zlib's answer R: a trailer that does not match (note 4)
+ * or damaged data. */
+static int
+stream_error (struct image_stream *s, int r)
+{
+  const char *msg = s->z.msg ? s->z.msg : "zlib error";
+  uint64_t member_bytes = s->inflated - s->member_start;
+
+  if (r == Z_DATA_ERROR && strcmp (msg, "incorrect data check") == 0)
+    return ferry_error (EINVAL, "%s: the gzip stream at offset %" PRIu64
+                        ": member %u's trailer gives a CRC-32 that its %"
+                        PRIu64 " bytes of data do not have", s->path,
+                        s->start, s->members + 1, member_bytes);
+  if (r == Z_DATA_ERROR && strcmp (msg, "incorrect length check") == 0)
+    return ferry_error (EINVAL, "%s: the gzip stream at offset %" PRIu64
+                        ": member %u's trailer gives a length (ISIZE) "
+                        "other than its %" PRIu64 " bytes of data", s->path,
+                        s->start, s->members + 1, member_bytes);
+  return ferry_error (EINVAL, "%s: the gzip stream at offset %" PRIu64
+                      " is damaged after %" PRIu64 " bytes of data (%s)",
+                      s->path, s->start, s->inflated, msg);
+}
+
 /* Inflate up to COUNT bytes into BUF; *GOT is how many came (0 at the
  * end of the stream). */
 static int
@@ -95,15 +191,8 @@ inflate_some (struct image_stream *s, unsigned char *buf, size_t count,
   while (*got == 0 && !s->ended) {
     int r;
 
-    if (s->z.avail_in == 0 && s->in_pos < s->length) {
-      size_t n = MIN ((uint64_t) STREAM_IN_SIZE, s->length - s->in_pos);
-      if (full_pread (s->fd, s->in, n, s->start + s->in_pos) == -1)
-        return ferry_error_errno (errno, "%s: read at offset %" PRIu64,
-                                  s->path, s->start + s->in_pos);
-      s->in_pos += n;
-      s->z.next_in = s->in;
-      s->z.avail_in = n;
-    }
+    if (fill_input (s) == -1)
+      return -1;
     if (s->z.avail_in == 0)
       return ferry_error (EIO, "%s: the gzip stream at offset %" PRIu64
                           " is cut short after %" PRIu64 " bytes of data",
@@ -114,19 +203,11 @@ inflate_some (struct image_stream *s, unsigned char *buf, size_t count,
     *got = s->z.next_out - buf;
     s->inflated += *got;
     if (r == Z_STREAM_END) {
-      /* Another member may follow (note 3); only zero padding may not
-       * be one. */
-      if (s->z.avail_in == 0 && s->in_pos == s->length)
-        s->ended = true;
-      else if (inflateReset (&s->z) != Z_OK)
-        return ferry_error (EIO, "%s: gzip stream at offset %" PRIu64
-                            ": cannot restart", s->path, s->start);
+      if (after_member (s) == -1)
+        return -1;
     }
     else if (r != Z_OK && !(r == Z_BUF_ERROR && *got > 0))
-      return ferry_error (EINVAL, "%s: the gzip stream at offset %" PRIu64
-                          " is damaged after %" PRIu64 " bytes of data (%s)",
-                          s->path, s->start, s->inflated,
-                          s->z.msg ? s->z.msg : "zlib error");
+      return stream_error (s, r);
   }
   return 0;
 }
@@ -185,9 +266,10 @@ struct image_stream *
 image_stream_open (const char *path, int fd, uint64_t start, uint64_t length)
 {
   struct image_stream *s = calloc (1, sizeof *s);
+  size_t in_size = MIN ((uint64_t) STREAM_IN_SIZE, length + 1);
 
   if (s == NULL || (s->path = strdup (path)) == NULL ||
-      (s->in = malloc (STREAM_IN_SIZE)) == NULL) {
+      (s->in = malloc (in_size)) == NULL) {
     ferry_error (ENOMEM, "out of memory");
     if (s)
       s->fd = -1;
@@ -285,6 +367,32 @@ stream_raw_pread (struct ferry_image *img, void *buf, size_t count,
   return r;
 }
 
+/* What is left after the copy: nothing past the image's size, then the
+ * stream's end (note 4). */
+static int
+stream_raw_read_to_end (struct ferry_image *img)
+{
+  struct stream_raw *h = (struct stream_raw *) img;
+  uint64_t pos;
+  size_t got = 1;
+  int r = 0;
+
+  pthread_mutex_lock (&h->lock);
+  for (pos = image_stream_position (h->s); pos < img->size && got > 0;
+       pos += got)
+    if ((r = image_stream_read_some (h->s, NULL, MIN (img->size - pos,
+                                                      (uint64_t) 1 << 30),
+                                     &got)) == -1)
+      goto out;
+  if ((r = image_stream_read_some (h->s, NULL, 1, &got)) == 0 && got > 0)
+    r = ferry_error (EFBIG, "%s: the gzip-compressed raw disk at offset %"
+                     PRIu64 " holds more than the %" PRIu64 " bytes taken "
+                     "as its size", img->path, h->s->start, img->size);
+ out:
+  pthread_mutex_unlock (&h->lock);
+  return r;
+}
+
 static int
 stream_raw_close (struct ferry_image *img)
 {
@@ -308,6 +416,7 @@ stream_raw_describe (struct ferry_image *img, struct ferry_image_info *info)
 static const struct image_driver stream_raw_driver = {
   .name = "raw",
   .pread = stream_raw_pread,
+  .read_to_end = stream_raw_read_to_end,
   .close = stream_raw_close,
   .describe = stream_raw_describe,
 };
@@ -318,13 +427,6 @@ raw_open_stream (const char *path, struct image_stream *s, uint64_t size_hint,
 {
   struct stream_raw *h;
 
-  if (size_hint == 0) {
-    ferry_error (EINVAL, "%s: the size of the gzip-compressed raw disk at "
-                 "offset %" PRIu64 " is not known (the description gives "
-                 "none)", path, s->start);
-    image_stream_free (s);
-    return NULL;
-  }
   h = calloc (1, sizeof *h);
   if (h == NULL) {
     ferry_error (ENOMEM, "out of memory");
@@ -334,6 +436,7 @@ raw_open_stream (const char *path, struct image_stream *s, uint64_t size_hint,
   h->base.driver = &stream_raw_driver;
   h->base.readonly = true;
   h->base.sequential = true;
+  /* The stream's own size is known only at its end (note 4). */
   h->base.size = size_hint;
   h->base.path = strdup (path);
   h->s = s;
@@ -345,4 +448,70 @@ raw_open_stream (const char *path, struct image_stream *s, uint64_t size_hint,
   }
   (void) args;
   return &h->base;
+}
+
+/* --- measuring a stream ------------------------------------------------- */
+
+/* Bytes inflated at a time while measuring, and the blocks whose zeroes
+ * are counted as holes (as the copy engine's). */
+#define MEASURE_BUFFER (256u << 10)
+#define MEASURE_BLOCK 4096u
+
+int
+ferry_image_measure_stream (const char *path, uint64_t offset,
+                            uint64_t length, uint64_t max,
+                            uint64_t *size, uint64_t *data,
+                            void (*progress) (uint64_t done, void *opaque),
+                            void *opaque)
+{
+  struct ferry_image *img;
+  struct image_stream *st;
+  unsigned char *buf;
+  uint64_t pos = 0, nonzero = 0;
+  int r = -1;
+
+  /* Opened as raw, whatever it holds: only its bytes are counted. */
+  img = ferry_image_open_stream (path, "raw", offset, length, 0, 0);
+  if (img == NULL)
+    return -1;
+  st = ((struct stream_raw *) img)->s;
+  buf = malloc (MEASURE_BUFFER);
+  if (buf == NULL) {
+    ferry_error (ENOMEM, "out of memory");
+    goto out;
+  }
+  for (;;) {
+    size_t len = 0, got = 1, i;
+
+    /* A whole buffer, or what is left, so blocks fall where the disk's
+     * do. */
+    while (len < MEASURE_BUFFER && got > 0) {
+      if (image_stream_read_some (st, buf + len, MEASURE_BUFFER - len,
+                                  &got) == -1)
+        goto out;
+      len += got;
+    }
+    if (len > max - MIN (pos, max)) {
+      ferry_error (EFBIG, "%s: the gzip stream at offset %" PRIu64 " holds "
+                   "more than %" PRIu64 " bytes", path, offset, max);
+      goto out;
+    }
+    for (i = 0; i < len; i += MEASURE_BLOCK) {
+      size_t n = MIN (len - i, (size_t) MEASURE_BLOCK);
+      if (!is_zero (buf + i, n))
+        nonzero += n;
+    }
+    pos += len;
+    if (progress)
+      progress (st->in_pos - st->z.avail_in, opaque);
+    if (len < MEASURE_BUFFER)
+      break;
+  }
+  *size = pos;
+  *data = nonzero;
+  r = 0;
+ out:
+  free (buf);
+  ferry_image_close (img);
+  return r;
 }

@@ -304,15 +304,16 @@ open_parent (struct vdi_image *d, const struct open_args *args)
   if (!best_ok) {
     char got[37];
     vdi_format_uuid (pmod, got);
-    if (args->flags & FERRY_OPEN_STRICT)
-      return ferry_error (EINVAL, "%s: the parent image '%s' {%s} was "
-                          "modified after this image was made from it (it "
-                          "is not modification {%s}); refused under "
-                          "--strict", d->base.path, d->parent_path, want,
-                          got);
+    if (args->flags & FERRY_OPEN_STRICT) {
+      ferry_error (EINVAL, "%s: the parent image '%s' {%s} was modified "
+                   "after this image was made from it (it is not "
+                   "modification {%s}); refused in strict mode",
+                   d->base.path, d->parent_path, want, got);
+      return ferry_error_input ("strict");
+    }
     ferry_warn ("%s: the parent image '%s' {%s} was modified after this "
                 "image was made from it (it is not modification {%s}); "
-                "reading it anyway (--strict refuses it)", d->base.path,
+                "reading it anyway (strict mode refuses it)", d->base.path,
                 d->parent_path, want, got);
   }
   return image_open_backing (&d->base, d->parent_path, "vdi", args);

@@ -1054,27 +1054,31 @@ checksum_warnings (struct vhd_image *v, uint64_t footer_off, bool strict)
   if (v->footer_checksum_bad) {
     uint32_t got = get_be32 (v->footer + VHD_F_CHECKSUM);
     uint32_t want = vhd_checksum (v->footer, 512, VHD_F_CHECKSUM);
-    if (strict)
-      return ferry_error (EINVAL, "%s: footer at offset 0x%" PRIx64 ": "
-                          "checksum 0x%08" PRIx32 " does not match its "
-                          "contents (0x%08" PRIx32 "); refused under --strict",
-                          path, footer_off, got, want);
+    if (strict) {
+      ferry_error (EINVAL, "%s: footer at offset 0x%" PRIx64 ": checksum "
+                   "0x%08" PRIx32 " does not match its contents (0x%08"
+                   PRIx32 "); refused in strict mode", path, footer_off, got,
+                   want);
+      return ferry_error_input ("strict");
+    }
     ferry_warn ("%s: footer at offset 0x%" PRIx64 ": checksum 0x%08" PRIx32
                 " does not match its contents (0x%08" PRIx32 "); the rest is "
-                "sound, so it is read anyway (--strict refuses it)", path,
+                "sound, so it is read anyway (strict mode refuses it)", path,
                 footer_off, got, want);
   }
   if (v->header_checksum_bad) {
     uint32_t got = get_be32 (v->header + VHD_H_CHECKSUM);
     uint32_t want = vhd_checksum (v->header, VHD_HEADER_SIZE, VHD_H_CHECKSUM);
-    if (strict)
-      return ferry_error (EINVAL, "%s: dynamic disk header at offset 0x%"
-                          PRIx64 ": checksum 0x%08" PRIx32 " does not match "
-                          "its contents (0x%08" PRIx32 "); refused under "
-                          "--strict", path, v->header_offset, got, want);
+    if (strict) {
+      ferry_error (EINVAL, "%s: dynamic disk header at offset 0x%" PRIx64
+                   ": checksum 0x%08" PRIx32 " does not match its contents "
+                   "(0x%08" PRIx32 "); refused in strict mode", path,
+                   v->header_offset, got, want);
+      return ferry_error_input ("strict");
+    }
     ferry_warn ("%s: dynamic disk header at offset 0x%" PRIx64 ": checksum "
                 "0x%08" PRIx32 " does not match its contents (0x%08" PRIx32
-                "); the rest is sound, so it is read anyway (--strict "
+                "); the rest is sound, so it is read anyway (strict mode "
                 "refuses it)", path, v->header_offset, got, want);
   }
   return 0;

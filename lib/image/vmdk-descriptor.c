@@ -11,17 +11,26 @@
  *   RW 2097152 FLAT "disk-flat.vmdk" 0        ACCESS SECTORS TYPE
  *   RDONLY 1024 ZERO                          ["FILE" [OFFSET]]
  *   ddb.adapterType = "lsilogic"      the disk database
+ *   encryption.keySafe = "..."        VMware's encrypted disks
  *
  * The parser is strict about what it understands (a malformed extent line,
  * an unterminated quote, a bad number is an error that names the line) and
  * keeps keys it does not know out of the way.  It never trusts a length:
  * the text is at most VMDK_MAX_DESCRIPTOR bytes and ends at its first NUL.
+ * It is the one parser of descriptors: ferry_vmdk_read_descriptor
+ * (<ferry/vmdk.h>) gives what it reads, without opening the extents, to
+ * whoever looks at a disk before opening it (lib/vm, for a VMX's disks).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <ferry/vmdk.h>
 
 #include "vmdk-internal.h"
 #include "../common/cleanup.h"
@@ -396,6 +405,8 @@ parse_assignment (const char *path, unsigned lineno, const char *p,
     if (set_string (&d->encoding, val, val_end) == -1)
       goto nomem;
   }
+  else if (key_end - key > 11 && strncmp (key, "encryption.", 11) == 0)
+    d->encrypted = true;        /* encryption.keySafe, encryption.data */
   else if (key_end - key > 4 && strncmp (key, "ddb.", 4) == 0) {
     struct vmdk_ddb_entry e = {
       .key = strdup_counted (key, key_end - key),
@@ -559,4 +570,150 @@ vmdk_descriptor_format (const struct vmdk_descriptor *d)
     return NULL;
   }
   return t.buf;
+}
+
+/* --- the descriptor alone, for those who look before opening ----------- */
+
+void
+ferry_vmdk_descriptor_free (struct ferry_vmdk_descriptor *d)
+{
+  size_t i;
+
+  for (i = 0; i < d->nr_extents; i++) {
+    free (d->extents[i].file);
+    free (d->extents[i].path);
+  }
+  free (d->extents);
+  free (d->create_type);
+  free (d->parent_hint);
+  free (d->adapter);
+  memset (d, 0, sizeof *d);
+}
+
+/* The text of the descriptor in the file FD (PATH, SIZE bytes, whose
+ * first HEAD_LEN bytes are HEAD) into *TEXT and *LEN, and whether it is
+ * embedded; *TEXT NULL when the file holds none. */
+static int
+read_descriptor_text (const char *path, int fd, uint64_t size,
+                      const uint8_t *head, size_t head_len, char **text,
+                      size_t *len, bool *embedded)
+{
+  *text = NULL;
+  *len = 0;
+  *embedded = false;
+  if (head_len >= VMDK_SECTOR && get_le32 (head) == VMDK4_MAGIC) {
+    /* A hosted sparse extent: the descriptor where its first header says
+     * (a stream's footer repeats it). */
+    struct vmdk_sparse_header h;
+    struct vmdk_sparse *s = vmdk_sparse_alloc (VMDK_SPARSE_HOSTED, path, fd,
+                                               true);
+    int r;
+
+    if (s == NULL)
+      return -1;
+    vmdk_header_decode (head, &h);
+    r = vmdk_sparse_read_embedded (s, &h, size, text, len);
+    vmdk_sparse_free (s);
+    *embedded = *text != NULL;
+    return r;
+  }
+  if (size > VMDK_MAX_DESCRIPTOR || !vmdk_looks_like_descriptor (head,
+                                                                 head_len))
+    return 0;                   /* no VMDK, or one with no text */
+  *text = malloc (size + 1);
+  if (*text == NULL)
+    return ferry_error (ENOMEM, "%s: out of memory", path);
+  if (full_pread (fd, *text, size, 0) == -1) {
+    free (*text);
+    *text = NULL;
+    return ferry_error_errno (errno, "%s: reading the descriptor", path);
+  }
+  (*text)[size] = '\0';
+  *len = size;
+  return 0;
+}
+
+/* Fill OUT from the descriptor D of the VMDK at PATH. */
+static int
+export_descriptor (const char *path, const struct vmdk_descriptor *d,
+                   bool embedded, struct ferry_vmdk_descriptor *out)
+{
+  const char *adapter = vmdk_ddb_get (d, "ddb.adapterType");
+  size_t i;
+
+  out->embedded = embedded;
+  out->cid = d->cid;
+  out->parent_cid = d->parent_cid;
+  out->encrypted = d->encrypted;
+  if ((d->create_type && !(out->create_type = strdup (d->create_type))) ||
+      (d->parent_hint && !(out->parent_hint = strdup (d->parent_hint))) ||
+      (adapter && !(out->adapter = strdup (adapter))))
+    return ferry_error (ENOMEM, "%s: out of memory", path);
+  out->raw_device = d->create_type &&
+    (strcmp (d->create_type, "vmfsRawDeviceMap") == 0 ||
+     strcmp (d->create_type, "vmfsPassthroughRawDeviceMap") == 0);
+  out->extents = calloc (d->extents.len + 1, sizeof *out->extents);
+  if (out->extents == NULL)
+    return ferry_error (ENOMEM, "%s: out of memory", path);
+  for (i = 0; i < d->extents.len; i++) {
+    const struct vmdk_extent_line *l = &d->extents.ptr[i];
+    struct ferry_vmdk_extent *e = &out->extents[out->nr_extents++];
+
+    e->access = access_names[l->access];
+    e->sectors = l->sectors;
+    e->type = type_names[l->type];
+    e->offset = l->has_offset ? l->offset : 0;
+    out->capacity += l->sectors * VMDK_SECTOR;
+    if (l->type == VMDK_EXTENT_VMFSRDM || l->type == VMDK_EXTENT_VMFSRAW)
+      out->raw_device = true;
+    if (l->file == NULL)
+      continue;
+    /* An embedded descriptor names its file as it was called when made:
+     * the data is this file, whatever it is called now (vmdk.c). */
+    e->file = strdup (l->file);
+    e->path = embedded ? strdup (path)
+      : image_resolve_relative (path, l->file);
+    if (e->file == NULL || e->path == NULL)
+      return ferry_error (ENOMEM, "%s: out of memory", path);
+  }
+  return 0;
+}
+
+int
+ferry_vmdk_read_descriptor (const char *path,
+                            struct ferry_vmdk_descriptor *out)
+{
+  /* O_NONBLOCK: a FIFO is not waited on (and not read: it is no file). */
+  CLEANUP_CLOSE int fd = open (path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  CLEANUP_FREE char *text = NULL;
+  struct vmdk_descriptor d;
+  uint8_t head[VMDK_SECTOR];
+  size_t len, head_len;
+  bool embedded;
+  struct stat st;
+
+  memset (out, 0, sizeof *out);
+  if (fd == -1)
+    return ferry_error_errno (errno, "%s", path);
+  if (fstat (fd, &st) == -1)
+    return ferry_error_errno (errno, "%s: stat", path);
+  if (!S_ISREG (st.st_mode))
+    return 0;
+  head_len = MIN ((uint64_t) st.st_size, sizeof head);
+  if (full_pread (fd, head, head_len, 0) == -1)
+    return ferry_error_errno (errno, "%s: read", path);
+  if (read_descriptor_text (path, fd, st.st_size, head, head_len, &text,
+                            &len, &embedded) == -1)
+    return -1;
+  if (text == NULL)
+    return 0;
+  if (vmdk_descriptor_parse (path, text, len, &d) == -1)
+    return -1;
+  if (export_descriptor (path, &d, embedded, out) == -1) {
+    vmdk_descriptor_free (&d);
+    ferry_vmdk_descriptor_free (out);
+    return -1;
+  }
+  vmdk_descriptor_free (&d);
+  return 1;
 }

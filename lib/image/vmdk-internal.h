@@ -145,6 +145,7 @@ struct vmdk_descriptor {
   char *create_type;           /* or NULL */
   char *parent_hint;           /* parentFileNameHint, or NULL */
   char *encoding;              /* or NULL */
+  bool encrypted;              /* encryption.* keys: VMware encrypted it */
   vmdk_line_list extents;
   vmdk_ddb_list ddb;
 };
@@ -277,6 +278,14 @@ struct vmdk_sparse *vmdk_sparse_alloc (enum vmdk_sparse_kind kind,
 int vmdk_sparse_open_hosted (struct vmdk_sparse *s, uint64_t file_size,
                              char **desc_text /* OUT, may be NULL */,
                              size_t *desc_len /* OUT */);
+/* The descriptor embedded in the hosted sparse extent S (FILE_SIZE bytes)
+ * whose header is H: *DESC_TEXT, NUL-terminated, which the caller frees,
+ * and *DESC_LEN, or NULL when H gives none. */
+int vmdk_sparse_read_embedded (struct vmdk_sparse *s,
+                               const struct vmdk_sparse_header *h,
+                               uint64_t file_size,
+                               char **desc_text /* OUT */,
+                               size_t *desc_len /* OUT */);
 int vmdk_sparse_setup_map (struct vmdk_sparse *s, uint64_t gd_bytes_entry);
 int vmdk_sparse_map (struct vmdk_sparse *s, uint64_t offset,
                      uint64_t max_len, struct vmdk_run *run /* OUT */);

@@ -273,32 +273,42 @@ vmdk_sparse_open_hosted (struct vmdk_sparse *s, uint64_t file_size,
   s->markers = h.flags & VMDK_FLAG_MARKERS;
   s->zero_grains = h.flags & VMDK_FLAG_ZERO_GRAIN;
 
-  if (desc_text) {
-    *desc_text = NULL;
-    *desc_len = 0;
-    if (h.desc_offset && h.desc_size) {
-      uint64_t off = h.desc_offset * VMDK_SECTOR, len;
-      if (h.desc_offset > file_size / VMDK_SECTOR ||
-          h.desc_size > VMDK_MAX_DESCRIPTOR / VMDK_SECTOR)
-        return ferry_error (EINVAL, "%s: embedded descriptor at sector %"
-                            PRIu64 " of %" PRIu64 " sectors lies outside the "
-                            "file or is too large", s->path, h.desc_offset,
-                            h.desc_size);
-      len = MIN (h.desc_size * VMDK_SECTOR, file_size - off);
-      *desc_text = malloc (len + 1);
-      if (*desc_text == NULL)
-        return ferry_error (ENOMEM, "%s: out of memory", s->path);
-      if (vmdk_sparse_pread (s, *desc_text, len, off) == -1) {
-        free (*desc_text);
-        *desc_text = NULL;
-        return ferry_error_errno (errno, "%s: reading the embedded "
-                                  "descriptor", s->path);
-      }
-      (*desc_text)[len] = '\0';
-      *desc_len = len;
-    }
-  }
+  if (desc_text &&
+      vmdk_sparse_read_embedded (s, &h, file_size, desc_text, desc_len) == -1)
+    return -1;
   return vmdk_sparse_setup_map (s, h.gd_offset * VMDK_SECTOR);
+}
+
+int
+vmdk_sparse_read_embedded (struct vmdk_sparse *s,
+                           const struct vmdk_sparse_header *h,
+                           uint64_t file_size, char **desc_text,
+                           size_t *desc_len)
+{
+  uint64_t off = h->desc_offset * VMDK_SECTOR, len;
+
+  *desc_text = NULL;
+  *desc_len = 0;
+  if (h->desc_offset == 0 || h->desc_size == 0)
+    return 0;
+  if (h->desc_offset > file_size / VMDK_SECTOR ||
+      h->desc_size > VMDK_MAX_DESCRIPTOR / VMDK_SECTOR)
+    return ferry_error (EINVAL, "%s: embedded descriptor at sector %" PRIu64
+                        " of %" PRIu64 " sectors lies outside the file or is "
+                        "too large", s->path, h->desc_offset, h->desc_size);
+  len = MIN (h->desc_size * VMDK_SECTOR, file_size - off);
+  *desc_text = malloc (len + 1);
+  if (*desc_text == NULL)
+    return ferry_error (ENOMEM, "%s: out of memory", s->path);
+  if (vmdk_sparse_pread (s, *desc_text, len, off) == -1) {
+    free (*desc_text);
+    *desc_text = NULL;
+    return ferry_error_errno (errno, "%s: reading the embedded descriptor",
+                              s->path);
+  }
+  (*desc_text)[len] = '\0';
+  *desc_len = len;
+  return 0;
 }
 
 /* Read the grain directory of S at GD_AT (bytes) and set up the map:

@@ -25,7 +25,8 @@
  *
  * 3. Reads are serialized by one lock and must not go back (ESPIPE), as
  *    for every sequential image; the copy engine reads them with one
- *    worker, in order.
+ *    worker, in order, and then reads the rest to the end of the gzip
+ *    stream (ferry_image_read_to_end), where its trailers are checked.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -253,6 +254,28 @@ vmdk_stream_extents (struct ferry_image *img, uint64_t offset,
                                                     end - zero_end, 0) : 0;
 }
 
+/* After the copy: the markers left, to the end-of-stream marker, then
+ * whatever the stream holds after it, so that the gzip trailers are
+ * checked (stream.c, note 4). */
+static int
+vmdk_stream_read_to_end (struct ferry_image *img)
+{
+  struct vmdk_stream_image *v = (struct vmdk_stream_image *) img;
+  size_t got = 1;
+  int r = 0;
+
+  pthread_mutex_lock (&v->lock);
+  while (r == 0 && !v->ended) {
+    r = peek_next (v);
+    if (r == 0 && v->have_next)
+      r = take_next (v, true);
+  }
+  while (r == 0 && got > 0)
+    r = image_stream_read_some (v->s, NULL, 1 << 20, &got);
+  pthread_mutex_unlock (&v->lock);
+  return r;
+}
+
 static int
 vmdk_stream_close (struct ferry_image *img)
 {
@@ -282,6 +305,7 @@ vmdk_stream_describe (struct ferry_image *img, struct ferry_image_info *info)
 static const struct image_driver vmdk_stream_driver = {
   .name = "vmdk",
   .pread = vmdk_stream_pread,
+  .read_to_end = vmdk_stream_read_to_end,
   .extents = vmdk_stream_extents,
   .close = vmdk_stream_close,
   .describe = vmdk_stream_describe,

@@ -134,7 +134,7 @@ convert_disk (struct ferry_v2v_plan *plan, struct ferry_v2v_disk *pd,
   int r;
 
   if (!(d->flags & FERRY_VM_DISK_NO_FILE)) {
-    src = v2v_open_source (d, pd->source);
+    src = v2v_open_source (d, pd->source, pd->virtual_size);
     if (src == NULL)
       return -1;
   }

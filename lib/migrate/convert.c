@@ -112,14 +112,11 @@ v2v_convert_guest (struct ferry_v2v_plan *plan,
   for (i = 0; i < n; i++)
     free (paths[i]);
   if (r == -1) {
-    /* A guest ferry refuses can still be copied as it is. */
-    if (ferry_get_errno () == ENOENT || ferry_get_errno () == ENOTSUP) {
-      CLEANUP_FREE char *msg = strdup (ferry_get_error ());
-      int err = ferry_get_errno ();
-      ferry_error (err, "%s (--no-convert copies the disks as they are)",
-                   msg ? msg : "");
-    }
     ferry_error_prefix ("converting the guest");
+    /* A guest ferry refuses can still be copied as it is: the options'
+     * no_convert does that. */
+    if (ferry_get_errno () == ENOENT || ferry_get_errno () == ENOTSUP)
+      ferry_error_input ("no_convert");
   }
   return r;
 }

@@ -9,10 +9,12 @@
 #include "../common/error.h"
 
 /* Open the source image of disk D (read-only, no backing chain outside
- * the package): the file, or the OVA member in place.  NULL with the
- * error set, naming the disk. */
+ * the package): the file, or the OVA member in place, or its gzip stream.
+ * SIZE_HINT is the size of a raw disk in a stream (which records none):
+ * the plan's, once it has measured the stream.  NULL with the error set,
+ * naming the disk. */
 struct ferry_image *v2v_open_source (const struct ferry_vm_disk *d,
-                                     const char *label);
+                                     const char *label, uint64_t size_hint);
 
 /* The bytes of data in IMG (its extents that do not read as zeroes), by
  * walking the extents; UINT64_MAX when the image cannot tell. */

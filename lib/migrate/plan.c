@@ -4,9 +4,16 @@
  * Each check ends as an error (the migration cannot go ahead) or a
  * warning, each with a one-line remedy:
  *   - a disk file missing, or one whose content cannot be read, or one
- *     that is no regular file or block device;
+ *     that is no regular file or block device; a raw disk held in a gzip
+ *     stream is read through once, for its size (which nothing else
+ *     records) and its trailers, and refused when it inflates far past
+ *     the size the description declares;
  *   - for an OVF package, a disk that reads a file outside the package's
  *     folder (a symbolic link, a backing file, a VMDK extent, a data file);
+ *   - a disk that is no disk: in no image format, and no whole number
+ *     of 512-byte sectors (refused from a VMX or .vbox, which may name any
+ *     file of the host; a warning from a package); a VMX disk that holds
+ *     no VMDK;
  *   - disks that cannot be migrated: raw device mappings, independent
  *     disks, encrypted disks;
  *   - snapshots present (the current state is migrated, read through each
@@ -42,14 +49,17 @@
 /* How much of the source one extents query covers while counting data. */
 #define EXTENT_QUERY (1ull << 30)
 
-/* Add a check to PLAN. */
+/* Add a check to PLAN whose remedy concerns INPUT, a member of struct
+ * ferry_v2v_options (a static string), or none (NULL). */
 static int
-add_check (struct ferry_v2v_plan *plan, enum ferry_v2v_severity severity,
-           const char *remedy, const char *fmt, ...)
-  __attribute__ ((format (printf, 4, 5)));
+add_check_for (struct ferry_v2v_plan *plan, const char *input,
+               enum ferry_v2v_severity severity, const char *remedy,
+               const char *fmt, ...)
+  __attribute__ ((format (printf, 5, 6)));
 static int
-add_check (struct ferry_v2v_plan *plan, enum ferry_v2v_severity severity,
-           const char *remedy, const char *fmt, ...)
+add_check_for (struct ferry_v2v_plan *plan, const char *input,
+               enum ferry_v2v_severity severity, const char *remedy,
+               const char *fmt, ...)
 {
   struct ferry_v2v_check *c;
   char *msg;
@@ -69,6 +79,7 @@ add_check (struct ferry_v2v_plan *plan, enum ferry_v2v_severity severity,
   plan->checks = c;
   c[plan->nr_checks].severity = severity;
   c[plan->nr_checks].message = msg;
+  c[plan->nr_checks].input = input;
   c[plan->nr_checks].remedy = strdup (remedy);
   if (c[plan->nr_checks].remedy == NULL) {
     free (msg);
@@ -79,6 +90,9 @@ add_check (struct ferry_v2v_plan *plan, enum ferry_v2v_severity severity,
     plan->nr_errors++;
   return 0;
 }
+
+/* Add a check to PLAN, its remedy concerning no option. */
+#define add_check(plan, ...) add_check_for ((plan), NULL, __VA_ARGS__)
 
 void
 ferry_v2v_plan_free (struct ferry_v2v_plan *plan)
@@ -104,26 +118,41 @@ ferry_v2v_plan_free (struct ferry_v2v_plan *plan)
   free (plan);
 }
 
+/* Where the compressed bytes of the gzip disk D lie: [*OFFSET,
+ * *OFFSET+*LENGTH) of d->path (a member of an OVA, or the whole file). */
+static int
+stream_range (const struct ferry_vm_disk *d, const char *label,
+              uint64_t *offset, uint64_t *length)
+{
+  struct stat st;
+
+  *offset = *length = 0;
+  if (d->member) {
+    *offset = d->member_offset;
+    *length = d->member_length;
+    return 0;
+  }
+  if (stat (d->path, &st) == -1)
+    return ferry_error_errno (errno, "%s", label);
+  *offset = 0;
+  *length = st.st_size;
+  return 0;
+}
+
 struct ferry_image *
-v2v_open_source (const struct ferry_vm_disk *d, const char *label)
+v2v_open_source (const struct ferry_vm_disk *d, const char *label,
+                 uint64_t size_hint)
 {
   struct ferry_image *img;
 
   if (d->compression == FERRY_VM_COMPRESSION_GZIP) {
     /* Inflated as it is read, never to a file. */
-    uint64_t offset = d->member ? d->member_offset : 0;
-    uint64_t length = d->member_length;
-    struct stat st;
+    uint64_t offset, length;
 
-    if (!d->member) {
-      if (stat (d->path, &st) == -1) {
-        ferry_error_errno (errno, "%s", label);
-        return NULL;
-      }
-      length = st.st_size;
-    }
+    if (stream_range (d, label, &offset, &length) == -1)
+      return NULL;
     img = ferry_image_open_stream (d->path, NULL, offset, length,
-                                   d->capacity, 0);
+                                   size_hint, 0);
   }
   else if (d->member)
     img = ferry_image_open_window (d->path, NULL, d->member_offset,
@@ -176,9 +205,10 @@ v2v_extension (const char *format)
   return format;
 }
 
-/* Apply --network-map to the NICs of VM.  KEEP_NAMES: a network no rule
- * maps keeps its name (OVA, local, QEMU's comments); otherwise (libvirt)
- * it becomes "default", the network every libvirt host has. */
+/* Apply the network map MAP (the options' network_map) to the NICs of
+ * VM.  KEEP_NAMES: a network no rule maps keeps its name (OVA, local,
+ * QEMU's comments); otherwise (libvirt) it becomes "default", the network
+ * every libvirt host has. */
 static int
 map_networks (struct ferry_vm *vm, const char *const *map, bool keep_names)
 {
@@ -188,14 +218,17 @@ map_networks (struct ferry_vm *vm, const char *const *map, bool keep_names)
   for (j = 0; map && map[j]; j++) {
     const char *eq = strchr (map[j], '=');
     if (eq == NULL) {
-      if (*map[j] == '\0')
-        return ferry_error (EINVAL, "--network-map '': expected SRC=DST or "
-                            "DST");
+      if (*map[j] == '\0') {
+        ferry_error (EINVAL, "network map rule '': expected SRC=DST or DST");
+        return ferry_error_input ("network_map");
+      }
       fallback = map[j];
     }
-    else if (eq == map[j] || eq[1] == '\0')
-      return ferry_error (EINVAL, "--network-map '%s': expected SRC=DST "
-                          "with both names", map[j]);
+    else if (eq == map[j] || eq[1] == '\0') {
+      ferry_error (EINVAL, "network map rule '%s': expected SRC=DST with "
+                   "both names", map[j]);
+      return ferry_error_input ("network_map");
+    }
   }
   for (i = 0; i < vm->nr_nics; i++) {
     struct ferry_vm_nic *n = &vm->nics[i];
@@ -227,10 +260,14 @@ absolute_out_dir (const char *dir, char **out)
     return ferry_error (ENOMEM, "out of memory");
   base = basename (copy1);
   if (*base == '\0' || strcmp (base, ".") == 0 || strcmp (base, "..") == 0 ||
-      strcmp (base, "/") == 0)
-    return ferry_error (EINVAL, "--out %s: name a new folder", dir);
-  if (realpath (dirname (copy2), parent) == NULL)
-    return ferry_error_errno (errno, "--out %s: its parent folder", dir);
+      strcmp (base, "/") == 0) {
+    ferry_error (EINVAL, "output folder %s: name a new folder", dir);
+    return ferry_error_input ("out_dir");
+  }
+  if (realpath (dirname (copy2), parent) == NULL) {
+    ferry_error_errno (errno, "output folder %s: its parent folder", dir);
+    return ferry_error_input ("out_dir");
+  }
   if (asprintf (out, "%s/%s", strcmp (parent, "/") ? parent : "", base) == -1)
     return ferry_error (ENOMEM, "out of memory");
   return 0;
@@ -328,10 +365,122 @@ find_outside (struct ferry_image *img, const char *root, char **outside)
   return 0;
 }
 
+/* Progress of a pass over the sources before the copy (the manifest's
+ * digests, a stream measured), for the caller's callback. */
+struct verify_progress {
+  const struct ferry_v2v_options *opts;
+  struct ferry_v2v_progress p;
+  uint64_t base;
+  double start;
+};
+
+static void
+verify_progress (uint64_t done, void *opaque)
+{
+  struct verify_progress *vp = opaque;
+  double now = now_seconds ();
+
+  vp->p.done = vp->base + done;
+  vp->p.elapsed = now - vp->start;
+  vp->opts->progress (&vp->p, vp->opts->progress_opaque);
+}
+
+/* A raw disk in a gzip stream records no size: read the stream through
+ * once, checking its trailers, for its size and its data (image.h,
+ * ferry_image_measure_stream).  The disk may be larger than the
+ * description says (its size wins, as for any disk) but not without
+ * bound: a small file of compressed zeroes (a decompression bomb) could
+ * otherwise keep ferry inflating for hours.  The bound is twice the
+ * declared capacity or 1 GiB over it; with none declared, deflate's own
+ * (about 1032:1) is the only one. */
+static int
+measure_raw_stream (struct ferry_v2v_plan *plan,
+                    const struct ferry_v2v_options *opts,
+                    const struct ferry_vm_disk *d, struct ferry_v2v_disk *pd,
+                    const char *id)
+{
+  struct verify_progress vp = { .opts = opts };
+  uint64_t offset, length, size, data, max = UINT64_MAX;
+  int r;
+
+  if (d->capacity)
+    max = MAX (d->capacity > UINT64_MAX / 2 ? UINT64_MAX : d->capacity * 2,
+               d->capacity > UINT64_MAX - (1ull << 30) ? UINT64_MAX :
+               d->capacity + (1ull << 30));
+  vp.p.phase = "inflate";
+  vp.start = now_seconds ();
+  r = stream_range (d, pd->source, &offset, &length);
+  if (r == 0) {
+    vp.p.total = length;
+    r = ferry_image_measure_stream (d->path, offset, length, max, &size,
+                                    &data, opts->progress ? verify_progress
+                                    : NULL, &vp);
+  }
+  if (r == -1) {
+    if (d->member)
+      ferry_error_prefix ("%s", d->member);
+    pd->migrated = false;
+    if (ferry_get_errno () == EFBIG)
+      return add_check (plan, FERRY_V2V_ERROR, "check the package: if the "
+                        "disk is right, correct its capacity in the OVF",
+                        "disk %s: %s, far more than the %" PRIu64 " bytes "
+                        "the description declares: refused as a "
+                        "decompression bomb", id, ferry_get_error (),
+                        d->capacity);
+    return add_check (plan, FERRY_V2V_ERROR, "the package is damaged: "
+                      "fetch it again", "disk %s: %s", id,
+                      ferry_get_error ());
+  }
+  if (opts->progress) {
+    vp.p.done = vp.p.total;
+    vp.p.finished = true;
+    vp.p.elapsed = now_seconds () - vp.start;
+    opts->progress (&vp.p, opts->progress_opaque);
+  }
+  pd->virtual_size = size;
+  pd->data_bytes = data;
+  return 0;
+}
+
+/* The checks on a disk D whose content is in no image format (raw):
+ * whether it can be a disk at all.  A disk in no format whose size is not
+ * a whole number of 512-byte sectors was made by no hypervisor: a text
+ * file, /etc/passwd.  A VMX or a .vbox may name any file of this host
+ * (unlike an OVF package, whose files stay in its folder), and ferry would
+ * copy that file out into the output, so from them such a disk is refused,
+ * as virt-v2v, which opens a VMX's disks as VMDKs only, refuses anything
+ * else; from a package it is a warning.  A VMX's disks are VMDKs: one that
+ * holds none is read as the raw bytes it is, with a warning. */
+static int
+check_raw_disk (struct ferry_v2v_plan *plan, const struct ferry_vm_disk *d,
+                const struct ferry_v2v_disk *pd, const char *id)
+{
+  const char *type = plan->vm->source_type;
+  bool anywhere = strcmp (type, "vmx") == 0 || strcmp (type, "vbox") == 0;
+  const char *file = d->file ? d->file : pd->source;
+
+  if (pd->virtual_size % 512 != 0)
+    return add_check (plan, anywhere ? FERRY_V2V_ERROR : FERRY_V2V_WARNING,
+                      anywhere ? "check that the description names the "
+                      "disk's file: it may name any file of this host" :
+                      "check the disk is the one meant", "disk %s: %s is %"
+                      PRIu64 " bytes, %s, in no disk image format: no "
+                      "hypervisor made it a disk", id, file,
+                      pd->virtual_size, pd->virtual_size < 512 ?
+                      "less than one 512-byte sector" :
+                      "not a whole number of 512-byte sectors");
+  if (strcmp (type, "vmx") == 0 && d->format == NULL)
+    return add_check (plan, FERRY_V2V_WARNING, "check that the description "
+                      "names the disk's file", "disk %s: %s holds no VMDK, "
+                      "which a VMX's disks are, nor another image format: "
+                      "it is read as the raw bytes it is", id, file);
+  return 0;
+}
+
 /* Plan disk I of the VM and check it. */
 static int
-plan_disk (struct ferry_v2v_plan *plan, size_t i, const char *base,
-           const char *format)
+plan_disk (struct ferry_v2v_plan *plan, const struct ferry_v2v_options *opts,
+           size_t i, const char *base, const char *format)
 {
   struct ferry_vm *vm = plan->vm;
   struct ferry_vm_disk *d = &vm->disks[i];
@@ -391,7 +540,7 @@ plan_disk (struct ferry_v2v_plan *plan, size_t i, const char *base,
                       "disk %s: file %s is not a regular file or a block "
                       "device", id, d->file ? d->file : d->path);
 
-  img = v2v_open_source (d, pd->source);
+  img = v2v_open_source (d, pd->source, d->capacity);
   if (img == NULL)
     return add_check (plan, FERRY_V2V_ERROR, ferry_get_errno () == ENOTSUP ?
                       "unpack the package (tar xf, gunzip) and migrate from "
@@ -424,7 +573,8 @@ plan_disk (struct ferry_v2v_plan *plan, size_t i, const char *base,
   pd->source_format = strdup (ferry_image_format (img));
   pd->virtual_size = ferry_image_size (img);
   pd->file_bytes = d->member ? d->member_length : (uint64_t) st.st_size;
-  /* A stream cannot be looked ahead in: what the description says. */
+  /* A stream cannot be looked ahead in: what the description says (a
+   * raw one is measured below). */
   if (ferry_image_is_sequential (img))
     pd->data_bytes = d->populated ? MIN (d->populated, pd->virtual_size)
       : pd->virtual_size;
@@ -435,6 +585,16 @@ plan_disk (struct ferry_v2v_plan *plan, size_t i, const char *base,
     return ferry_error (ENOMEM, "out of memory");
   if (pd->data_bytes == UINT64_MAX)
     pd->data_bytes = pd->virtual_size;
+  if (d->compression == FERRY_VM_COMPRESSION_GZIP &&
+      strcmp (pd->source_format, "raw") == 0) {
+    if (measure_raw_stream (plan, opts, d, pd, id) == -1)
+      return -1;
+    if (!pd->migrated)
+      return 0;                 /* the stream is refused */
+  }
+  if (strcmp (pd->source_format, "raw") == 0 &&
+      check_raw_disk (plan, d, pd, id) == -1)
+    return -1;
   if (d->format && strcmp (d->format, pd->source_format) != 0 &&
       add_check (plan, FERRY_V2V_WARNING, "check the disk is the one meant",
                  "disk %s: the description says %s, the file holds %s; "
@@ -492,25 +652,6 @@ locate_entry (struct ferry_v2v_plan *plan, const struct ferry_ova *ova,
     *length = st.st_size;
     return 1;
   }
-}
-
-/* Progress of the digests, for the caller's callback. */
-struct verify_progress {
-  const struct ferry_v2v_options *opts;
-  struct ferry_v2v_progress p;
-  uint64_t base;
-  double start;
-};
-
-static void
-verify_progress (uint64_t done, void *opaque)
-{
-  struct verify_progress *vp = opaque;
-  double now = now_seconds ();
-
-  vp->p.done = vp->base + done;
-  vp->p.elapsed = now - vp->start;
-  vp->opts->progress (&vp->p, vp->opts->progress_opaque);
 }
 
 /* Check every digest of the manifest. */
@@ -686,15 +827,17 @@ check_space (struct ferry_v2v_plan *plan, const struct ferry_v2v_options *opts)
   if (opts->target == FERRY_V2V_OVA)
     plan->space_needed *= 2;
   if (statvfs (dirname (parent), &sv) == -1)
-    return add_check (plan, FERRY_V2V_ERROR, "choose another --out",
-                      "%s: %s", parent, strerror (errno));
+    return add_check_for (plan, "out_dir", FERRY_V2V_ERROR, "choose another "
+                          "output folder", "%s: %s", parent,
+                          strerror (errno));
   plan->space_free = (uint64_t) sv.f_bavail * sv.f_frsize;
   if (plan->space_needed > plan->space_free)
-    return add_check (plan, FERRY_V2V_ERROR, "free some space there, or "
-                      "choose another --out", "the output needs about %"
-                      PRIu64 " MiB (the disks' data), and %s has %" PRIu64
-                      " MiB free", plan->space_needed >> 20, parent,
-                      plan->space_free >> 20);
+    return add_check_for (plan, "out_dir", FERRY_V2V_ERROR, "free some "
+                          "space there, or choose another output folder",
+                          "the output needs about %" PRIu64 " MiB (the "
+                          "disks' data), and %s has %" PRIu64 " MiB free",
+                          plan->space_needed >> 20, parent,
+                          plan->space_free >> 20);
   return 0;
 }
 
@@ -712,7 +855,8 @@ ferry_v2v_plan (struct ferry_vm *vm, const struct ferry_v2v_options *opts)
   size_t i;
 
   if (opts->out_dir == NULL || *opts->out_dir == '\0') {
-    ferry_error (EINVAL, "no output folder (--out DIR)");
+    ferry_error (EINVAL, "no output folder given");
+    ferry_error_input ("out_dir");
     return NULL;
   }
   if ((unsigned) opts->target > FERRY_V2V_LOCAL) {
@@ -723,14 +867,16 @@ ferry_v2v_plan (struct ferry_vm *vm, const struct ferry_v2v_options *opts)
     opts->disk_format ? opts->disk_format : "qcow2";
   if (opts->target == FERRY_V2V_OVA && opts->disk_format &&
       strcmp (opts->disk_format, "vmdk") != 0) {
-    ferry_error (EINVAL, "-O %s: an OVA holds streamOptimized VMDK disks",
-                 opts->disk_format);
+    ferry_error (EINVAL, "disk format %s: an OVA holds streamOptimized VMDK "
+                 "disks", opts->disk_format);
+    ferry_error_input ("disk_format");
     return NULL;
   }
   if (opts->flavor && strcasecmp (opts->flavor, "vmware") &&
       strcasecmp (opts->flavor, "virtualbox")) {
-    ferry_error (EINVAL, "--flavor %s: expected vmware or virtualbox",
+    ferry_error (EINVAL, "OVF flavor %s: expected vmware or virtualbox",
                  opts->flavor);
+    ferry_error_input ("flavor");
     return NULL;
   }
   plan = calloc (1, sizeof *plan);
@@ -743,8 +889,9 @@ ferry_v2v_plan (struct ferry_vm *vm, const struct ferry_v2v_options *opts)
     goto err;
   if (opts->name) {
     if (*opts->name == '\0' || strchr (opts->name, '/')) {
-      ferry_error (EINVAL, "--name '%s': a name without slashes",
+      ferry_error (EINVAL, "VM name '%s': a name without slashes",
                    opts->name);
+      ferry_error_input ("name");
       goto err;
     }
     if (ferry_vm_set_string (&vm->name, opts->name) == -1)
@@ -755,8 +902,8 @@ ferry_v2v_plan (struct ferry_vm *vm, const struct ferry_v2v_options *opts)
     goto err;
 
   if ((vm->name == NULL || *vm->name == '\0') &&
-      add_check (plan, FERRY_V2V_ERROR, "give it one with --name NAME",
-                 "the VM has no name") == -1)
+      add_check_for (plan, "name", FERRY_V2V_ERROR, "give it a name",
+                     "the VM has no name") == -1)
     goto err;
   base = safe_name (vm->name && *vm->name ? vm->name : "vm");
   if (base == NULL ||
@@ -766,12 +913,14 @@ ferry_v2v_plan (struct ferry_vm *vm, const struct ferry_v2v_options *opts)
     goto err;
   }
   if (lstat (plan->out_dir, &st) == 0 &&
-      add_check (plan, FERRY_V2V_ERROR, "choose a new --out folder, or "
-                 "remove this one", "%s exists already", plan->out_dir) == -1)
+      add_check_for (plan, "out_dir", FERRY_V2V_ERROR, "choose a new output "
+                     "folder, or remove this one", "%s exists already",
+                     plan->out_dir) == -1)
     goto err;
   if (!known_format (format) &&
-      add_check (plan, FERRY_V2V_ERROR, "choose another format with -O",
-                 "ferry cannot write %s images", format) == -1)
+      add_check_for (plan, "disk_format", FERRY_V2V_ERROR, "choose another "
+                     "disk format", "ferry cannot write %s images",
+                     format) == -1)
     goto err;
 
   plan->nr_disks = vm->nr_disks;
@@ -782,7 +931,7 @@ ferry_v2v_plan (struct ferry_vm *vm, const struct ferry_v2v_options *opts)
     goto err;
   }
   for (i = 0; i < vm->nr_disks; i++)
-    if (plan_disk (plan, i, base, format) == -1)
+    if (plan_disk (plan, opts, i, base, format) == -1)
       goto err;
   if (vm->nr_disks == 0 &&
       add_check (plan, FERRY_V2V_WARNING, "nothing to do, unless disks were "

@@ -17,8 +17,8 @@
 
 #include "../common/error.h"
 
-/* The largest description read whole (OVF, VMX, .vbox, manifest, VMDK
- * descriptor): real ones are tens of KiB. */
+/* The largest description read whole (OVF, VMX, .vbox, manifest): real
+ * ones are tens of KiB. */
 #define VM_MAX_DESCRIPTION (16u << 20)
 
 /* The most devices of a kind a model holds: far above any hypervisor's
@@ -75,26 +75,6 @@ int vm_parse_manifest (struct ferry_vm *vm, const char *name,
  * DIR for file names (NULL inside an archive). */
 struct ferry_vm *vm_ovf_parse (const char *name, const char *dir,
                                const char *text, size_t len);
-
-/* vmdk-desc.c: what a VMDK's text descriptor says about a disk of a
- * VMX or .vbox: the files of the disk, whether it is a snapshot, a raw
- * device mapping or encrypted. */
-struct vm_vmdk_info {
-  char *create_type;       /* as written, or NULL */
-  char *parent;            /* parentFileNameHint, or NULL */
-  char **extent_files;     /* resolved paths of the extents' files */
-  size_t nr_extent_files;
-  bool rdm;                /* vmfsRawDeviceMap, vmfsPassthroughRawDeviceMap,
-                              or an extent on a device */
-  bool encrypted;          /* encryption.* keys */
-  uint64_t capacity;       /* sum of the extents, bytes */
-};
-/* Read the descriptor of the VMDK at PATH: a text descriptor file, or the
- * one embedded in a sparse file.  Returns 1 with INFO filled, 0 when PATH
- * holds no descriptor (not a VMDK, or a VMDK without one), -1 on error
- * (the file cannot be read, or the descriptor is malformed). */
-int vm_vmdk_descriptor (const char *path, struct vm_vmdk_info *info);
-void vm_vmdk_info_free (struct vm_vmdk_info *info);
 
 /* devices.c: the source's devices on KVM (libvirt and QEMU). */
 /* The libvirt NIC model for SOURCE ("virtio" unless KEEP). */

@@ -482,7 +482,8 @@ ferry_vm_to_ovf (const struct ferry_vm *vm, const struct ferry_vm_output *out)
   char *os = NULL;
 
   if (vm->name == NULL || *vm->name == '\0') {
-    ferry_error (EINVAL, "the VM has no name (give one with --name)");
+    ferry_error (EINVAL, "the VM has no name");
+    ferry_error_input ("name");
     return NULL;
   }
   if (out->disk_paths == NULL || out->disk_sizes == NULL) {

@@ -9,9 +9,13 @@
  * controllers, disks and CD-ROMs by their Parent and AddressOnParent,
  * NICs, video; VMware's vmw:Config and vmw:ExtraConfig (firmware, secure
  * boot); VirtualBox's vbox:Machine (firmware, MAC addresses, see
- * vbox.c).  Items of OVF 2.0 (StorageItem, EthernetPortItem) are read like
- * Items.  With a DeploymentOptionSection, the items of the default
- * configuration are taken, each InstanceID's last applicable item winning.
+ * vbox.c).  A disk item names a Disk of DiskSection (ovf:/disk/ID) or, as
+ * VMware VirtualCenter exports may, a File of References itself
+ * (ovf:/file/ID; DSP0243 allows both): that file is then the disk, its
+ * format and size the image's own.  Items of OVF 2.0 (StorageItem,
+ * EthernetPortItem) are read like Items.  With a DeploymentOptionSection,
+ * the items of the default configuration are taken, each InstanceID's
+ * last applicable item winning.
  *
  * Elements and attributes are matched by local name (xml.h), so the
  * namespace each version uses does not matter.  A reference that leads
@@ -40,6 +44,7 @@ enum {
 struct ovf_file {
   const char *id, *href;
   const char *compression;
+  bool used;                   /* a disk item names it (ovf:/file/ID) */
 };
 
 struct ovf_disk {
@@ -196,7 +201,7 @@ read_references (struct ovf *o, xmlNodePtr env)
 }
 
 /* The file whose ovf:id is ID, or NULL. */
-static const struct ovf_file *
+static struct ovf_file *
 find_file (struct ovf *o, const char *id)
 {
   size_t i;
@@ -568,12 +573,33 @@ disk_format (struct ovf *o, struct ferry_vm_disk *d, const char *format)
                   d->id ? d->id : "?", format);
 }
 
+/* Make D's file the References file F: its name, its path, its
+ * compression. */
+static int
+set_disk_file (struct ovf *o, struct ferry_vm_disk *d,
+               const struct ovf_file *f)
+{
+  if (vm_set (&d->file, f->href) == -1)
+    return -1;
+  d->path = vm_path_join (o->dir, f->href);
+  if (d->path == NULL)
+    return ferry_error (ENOMEM, "out of memory");
+  if (f->compression && strcmp (f->compression, "identity") != 0) {
+    if (strcmp (f->compression, "gzip") != 0)
+      return ferry_error (ENOTSUP, "%s: References: file %s: compression "
+                          "'%s' (ferry reads gzip)", o->name, f->id,
+                          f->compression);
+    d->compression = FERRY_VM_COMPRESSION_GZIP;
+  }
+  return 0;
+}
+
 /* Make the model's disk for the DiskSection disk OD. */
 static struct ferry_vm_disk *
 add_disk (struct ovf *o, struct ovf_disk *od)
 {
   struct ferry_vm_disk *d = vm_add_disk (o->vm);
-  const struct ovf_file *f = NULL;
+  struct ovf_file *f = NULL;
 
   if (d == NULL)
     return NULL;
@@ -593,22 +619,44 @@ add_disk (struct ovf *o, struct ovf_disk *od)
                  "References does not list", o->name, od->id, od->file_ref);
     return NULL;
   }
-  if (vm_set (&d->file, f->href) == -1)
+  f->used = true;
+  if (set_disk_file (o, d, f) == -1 || disk_format (o, d, od->format) == -1)
     return NULL;
-  d->path = vm_path_join (o->dir, f->href);
-  if (d->path == NULL) {
-    ferry_error (ENOMEM, "out of memory");
+  return d;
+}
+
+/* The disk of the item IT whose HostResource is "ovf:/file/FID": the file
+ * itself is the disk (DSP0243 lets a disk drive name a File of References
+ * as well as a Disk of DiskSection; VMware VirtualCenter exports do).
+ * Nothing declares its format or capacity: the image is probed and
+ * measured when it is opened.  A DiskSection disk on the same file is
+ * that disk. */
+static struct ferry_vm_disk *
+add_file_disk (struct ovf *o, const struct ovf_item *it, const char *fid)
+{
+  struct ovf_file *f = find_file (o, fid);
+  struct ferry_vm_disk *d;
+  size_t i;
+
+  if (f == NULL) {
+    ferry_error (EINVAL, "%s: item %s (%s): HostResource '%s' names no "
+                 "file of References", o->name, it->instance_id,
+                 it->name ? it->name : "disk", it->host_resource);
     return NULL;
   }
-  if (f->compression && strcmp (f->compression, "identity") != 0) {
-    if (strcmp (f->compression, "gzip") != 0) {
-      ferry_error (ENOTSUP, "%s: References: file %s: compression '%s' "
-                   "(ferry reads gzip)", o->name, f->id, f->compression);
-      return NULL;
-    }
-    d->compression = FERRY_VM_COMPRESSION_GZIP;
+  for (i = 0; i < o->nr_disks; i++)
+    if (o->disks[i].file_ref && strcmp (o->disks[i].file_ref, fid) == 0 &&
+        !o->disks[i].used)
+      return add_disk (o, &o->disks[i]);
+  if (f->used) {
+    ferry_error (EINVAL, "%s: item %s: file %s is attached twice", o->name,
+                 it->instance_id, f->id);
+    return NULL;
   }
-  if (disk_format (o, d, od->format) == -1)
+  f->used = true;
+  d = vm_add_disk (o->vm);
+  if (d == NULL || vm_set (&d->id, f->id) == -1 ||
+      set_disk_file (o, d, f) == -1)
     return NULL;
   return d;
 }
@@ -653,17 +701,21 @@ build_hardware (struct ovf *o, xmlNodePtr hw)
       break;                    /* read through the devices on them */
     case RT_DISK: {
       const char *id = host_resource_id (it->host_resource, "disk");
+      const char *fid = host_resource_id (it->host_resource, "file");
       struct ovf_disk *od = id ? find_disk (o, id) : NULL;
       struct ferry_vm_disk *d;
-      if (od == NULL)
+      if (fid)
+        d = add_file_disk (o, it, fid);
+      else if (od == NULL)
         return ferry_error (EINVAL, "%s: item %s (%s): HostResource '%s' "
                             "names no disk of DiskSection", o->name,
                             it->instance_id, it->name ? it->name : "disk",
                             it->host_resource ? it->host_resource : "");
-      if (od->used)
+      else if (od->used)
         return ferry_error (EINVAL, "%s: item %s: disk %s is attached "
                             "twice", o->name, it->instance_id, od->id);
-      d = add_disk (o, od);
+      else
+        d = add_disk (o, od);
       if (d == NULL ||
           attach (o, it, &d->bus, &d->controller, &d->unit,
                   &d->controller_model) == -1)

@@ -9,6 +9,12 @@
  * first start.  NICs use QEMU's user networking with their MAC address;
  * the source's network names are listed in the header for whoever wires
  * them to a bridge.  Arguments given to the script go to QEMU.
+ *
+ * Read back (ferry_vm_read_qemu), such a script gives what booting it
+ * needs: its -drive files (names as the writer quotes them) and formats,
+ * the bus of each from its -device line, the SCSI controllers' models,
+ * NICs with model and MAC, -m, -smp, -name and the UEFI firmware.  Only
+ * the lines this writer writes are understood, not arbitrary shell.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -18,6 +24,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "../common/cleanup.h"
 #include "../common/util.h"
 
 /* Append to the script S (strbuf_printf, by a short name). */
@@ -136,7 +143,8 @@ ferry_vm_to_qemu (const struct ferry_vm *vm, const struct ferry_vm_output *out)
   size_t i;
 
   if (vm->name == NULL || *vm->name == '\0') {
-    ferry_error (EINVAL, "the VM has no name (give one with --name)");
+    ferry_error (EINVAL, "the VM has no name");
+    ferry_error_input ("name");
     return NULL;
   }
   name = quote_opt (vm->name);
@@ -244,4 +252,289 @@ ferry_vm_to_qemu (const struct ferry_vm *vm, const struct ferry_vm_output *out)
   free (s.buf);
   ferry_error (ENOMEM, "out of memory");
   return NULL;
+}
+
+/* --- reading a script back ---------------------------------------------- */
+
+/* The value of KEY= in the comma-separated QEMU options at OPTS (up to a
+ * blank, a backslash or the end of the line), its doubled commas undone,
+ * as a new string; NULL when absent (*NOMEM tells out of memory). */
+static char *
+option_value (const char *opts, const char *key, bool *nomem)
+{
+  size_t k = strlen (key);
+  const char *p = opts;
+
+  while (p && *p && !strchr (" \\\n", *p)) {
+    if (strncmp (p, key, k) == 0 && p[k] == '=') {
+      const char *v = p + k + 1;
+      char *r = malloc (strcspn (v, " \\\n") + 1), *q = r;
+      if (r == NULL) {
+        *nomem = true;
+        return NULL;
+      }
+      for (; *v && !strchr (" \\\n", *v) && (*v != ',' || v[1] == ',');
+           v++) {
+        *q++ = *v;
+        if (*v == ',')
+          v++;
+      }
+      *q = '\0';
+      return r;
+    }
+    /* The next option: past a comma that is not doubled. */
+    while (*p && !strchr (" \\\n", *p) && (*p != ',' || p[1] == ','))
+      p += *p == ',' ? 2 : 1;
+    p = *p == ',' ? p + 1 : NULL;
+  }
+  return NULL;
+}
+
+/* The file name of a -drive file=F line: F as the writer quotes it,
+ * "$(opt "$here")"/'NAME' (shell-quoted, commas doubled), or an older
+ * script's "$here"/NAME.  A new string, or NULL when out of memory;
+ * *END is where F ends. */
+static char *
+drive_file (const char *f, const char **end)
+{
+  static const char here_opt[] = "\"$(opt \"$here\")\"/", here[] = "\"$here\"/";
+  char *file = malloc (strcspn (f, "\n") + 1);
+  size_t k = 0;
+
+  if (file == NULL)
+    return NULL;
+  if (strncmp (f, here_opt, sizeof here_opt - 1) == 0)
+    f += sizeof here_opt - 1;
+  else if (strncmp (f, here, sizeof here - 1) == 0)
+    f += sizeof here - 1;
+  if (*f == '\'') {
+    for (f++; *f && *f != '\n'; f++) {
+      if (strncmp (f, "'\\''", 4) == 0) {
+        file[k++] = '\'';
+        f += 3;
+      }
+      else if (*f == '\'') {
+        f++;
+        break;
+      }
+      else if (*f == ',' && f[1] == ',') {
+        file[k++] = ',';
+        f++;
+      }
+      else
+        file[k++] = *f;
+    }
+  }
+  else
+    for (; *f && !strchr ("\" \\\n", *f) && (*f != ',' || f[1] == ','); f++) {
+      file[k++] = *f;
+      if (*f == ',')
+        f++;
+    }
+  file[k] = '\0';
+  *end = f;
+  return file;
+}
+
+/* The disk of VM whose id (the drive's, "disk0") is ID, or NULL. */
+static struct ferry_vm_disk *
+disk_by_id (struct ferry_vm *vm, const char *id)
+{
+  size_t i;
+
+  for (i = 0; id && i < vm->nr_disks; i++)
+    if (vm->disks[i].id && strcmp (vm->disks[i].id, id) == 0)
+      return &vm->disks[i];
+  return NULL;
+}
+
+/* Read the -device line at D (after "-device ") into VM: a disk's bus, a
+ * SCSI controller's model.  Q35: the machine is q35 (its IDE ports are
+ * AHCI's). */
+static int
+read_device (struct ferry_vm *vm, const char *d, bool q35,
+             const char **scsi_model)
+{
+  bool nomem = false;
+  CLEANUP_FREE char *drive = option_value (d, "drive", &nomem);
+  CLEANUP_FREE char *id = option_value (d, "id", &nomem);
+  CLEANUP_FREE char *bus = option_value (d, "bus", &nomem);
+  struct ferry_vm_disk *disk = disk_by_id (vm, drive);
+  size_t len = strcspn (d, ", \\\n");
+
+  if (nomem)
+    return ferry_error (ENOMEM, "out of memory");
+  if (disk) {
+    if (strncmp (d, "virtio-blk-pci,", 15) == 0)
+      disk->bus = FERRY_VM_BUS_VIRTIO;
+    else if (strncmp (d, "scsi-hd,", 8) == 0) {
+      disk->bus = FERRY_VM_BUS_SCSI;
+      if (bus && strncmp (bus, "scsi", 4) == 0)
+        disk->controller = atoi (bus + 4) & 7;
+    }
+    else if (strncmp (d, "ide-hd,", 7) == 0)
+      disk->bus = q35 ? FERRY_VM_BUS_SATA : FERRY_VM_BUS_IDE;
+    else if (strncmp (d, "nvme,", 5) == 0)
+      disk->bus = FERRY_VM_BUS_NVME;
+  }
+  else if (id && strncmp (id, "scsi", 4) == 0 && !drive) {
+    int c = atoi (id + 4) & 7;
+    free ((char *) scsi_model[c]);
+    scsi_model[c] = strndup (d, len);
+    if (scsi_model[c] == NULL)
+      return ferry_error (ENOMEM, "out of memory");
+  }
+  return 0;
+}
+
+/* Read a NIC: "-netdev user,id=netN -device MODEL,netdev=netN,mac=M". */
+static int
+read_nic (struct ferry_vm *vm, const char *name, unsigned lineno,
+          const char *dev)
+{
+  struct ferry_vm_nic *nic = vm_add_nic (vm);
+  bool nomem = false;
+  CLEANUP_FREE char *mac = option_value (dev, "mac", &nomem);
+  char norm[18];
+
+  if (nic == NULL)
+    return -1;
+  if (nomem)
+    return ferry_error (ENOMEM, "out of memory");
+  if (vm_setf (&nic->model, "%.*s", (int) strcspn (dev, ", \\\n"), dev) == -1)
+    return -1;
+  if (strncmp (nic->model, "virtio-net", 10) == 0 &&
+      vm_set (&nic->model, "virtio") == -1)
+    return -1;
+  if (mac == NULL)
+    return 0;
+  if (!vm_mac_normalize (mac, norm))
+    return ferry_error (EINVAL, "%s: line %u: '%s' is not a MAC address",
+                        name, lineno, mac);
+  return vm_set (&nic->mac, norm);
+}
+
+/* Read the script TEXT (NAME, its folder DIR) into VM, line by line. */
+static int
+read_script (struct ferry_vm *vm, const char *name, const char *dir,
+             const char *text)
+{
+  const char *scsi_model[8] = { NULL };
+  const char *p, *m = strstr (text, "-machine ");
+  bool q35 = m && strncmp (m + 9, "q35", 3) == 0;
+  unsigned lineno = 0;
+  int r = -1;
+  size_t i;
+
+  for (p = text; *p; p += strcspn (p, "\n"), p += *p == '\n') {
+    const char *line = p + strspn (p, " \t");
+    bool nomem = false;
+    uint64_t v;
+
+    lineno++;
+    if (strncmp (line, "-drive file=", 12) == 0) {
+      struct ferry_vm_disk *d = vm_add_disk (vm);
+      const char *opts = line + 12;
+      CLEANUP_FREE char *file = drive_file (opts, &opts);
+      CLEANUP_FREE char *format = NULL, *id = NULL;
+      if (d == NULL)
+        goto out;
+      /* The options after the file's name. */
+      if (*opts == ',') {
+        format = option_value (opts + 1, "format", &nomem);
+        id = option_value (opts + 1, "id", &nomem);
+      }
+      if (file == NULL || nomem ||
+          (d->path = vm_path_join (dir, file)) == NULL) {
+        ferry_error (ENOMEM, "out of memory");
+        goto out;
+      }
+      if (vm_set (&d->file, file) == -1 || vm_set (&d->format, format) == -1
+          || vm_set (&d->id, id) == -1)
+        goto out;
+    }
+    else if (strncmp (line, "-drive if=pflash", 16) == 0)
+      vm->firmware = FERRY_VM_FIRMWARE_UEFI;
+    else if (strncmp (line, "-global driver=cfi.pflash01,property=secure,"
+                      "value=on", 52) == 0)
+      vm->secure_boot = true;
+    else if (strncmp (line, "-device ", 8) == 0) {
+      if (read_device (vm, line + 8, q35, scsi_model) == -1)
+        goto out;
+    }
+    else if (strncmp (line, "-netdev user", 12) == 0) {
+      const char *eol = line + strcspn (line, "\n");
+      const char *dev = strstr (line, " -device ");
+      if (dev && dev < eol && read_nic (vm, name, lineno, dev + 9) == -1)
+        goto out;
+    }
+    else if (strncmp (line, "-m ", 3) == 0) {
+      CLEANUP_FREE char *mib = strndup (line + 3, strcspn (line + 3,
+                                                           " \\\n"));
+      if (mib == NULL || !vm_parse_u64 (mib, &v) || v > (UINT64_C (1) << 40)) {
+        ferry_error (EINVAL, "%s: line %u: -m '%s' is not a size in MiB",
+                     name, lineno, mib ? mib : "");
+        goto out;
+      }
+      vm->memory = v << 20;
+    }
+    else if (strncmp (line, "-smp ", 5) == 0) {
+      CLEANUP_FREE char *n = strndup (line + 5, strcspn (line + 5,
+                                                         ", \\\n"));
+      if (n == NULL || !vm_parse_u64 (n, &v) || v == 0 || v > 4096) {
+        ferry_error (EINVAL, "%s: line %u: -smp '%s' is not a CPU count",
+                     name, lineno, n ? n : "");
+        goto out;
+      }
+      vm->vcpus = v;
+    }
+    else if (strncmp (line, "-name guest=", 12) == 0) {
+      const char *end;
+      CLEANUP_FREE char *n = drive_file (line + 12, &end);
+      if (n == NULL || vm_set (&vm->name, n) == -1) {
+        ferry_error (ENOMEM, "out of memory");
+        goto out;
+      }
+    }
+  }
+  if (vm->firmware == FERRY_VM_FIRMWARE_UNKNOWN)
+    vm->firmware = FERRY_VM_FIRMWARE_BIOS;
+  for (i = 0; i < vm->nr_disks; i++) {
+    struct ferry_vm_disk *d = &vm->disks[i];
+    if (d->bus == FERRY_VM_BUS_SCSI && scsi_model[MAX (d->controller, 0)] &&
+        vm_set (&d->controller_model, scsi_model[MAX (d->controller, 0)])
+        == -1)
+      goto out;
+  }
+  r = 0;
+ out:
+  for (i = 0; i < 8; i++)
+    free ((char *) scsi_model[i]);
+  return r;
+}
+
+struct ferry_vm *
+ferry_vm_read_qemu (const char *name, const char *dir, const char *text,
+                    size_t len)
+{
+  CLEANUP_FREE char *copy = NULL;
+  struct ferry_vm *vm;
+
+  /* A script is text: it ends at its first NUL, if it has one. */
+  copy = strndup (text, len);
+  if (copy == NULL) {
+    ferry_error (ENOMEM, "out of memory");
+    return NULL;
+  }
+  if (strstr (copy, "qemu-system-") == NULL) {
+    ferry_error (EINVAL, "%s: not a QEMU launch script (it never runs "
+                 "qemu-system-...)", name);
+    return NULL;
+  }
+  vm = vm_new (name, "qemu");
+  if (vm && read_script (vm, name, dir, copy) == -1) {
+    ferry_vm_free (vm);
+    vm = NULL;
+  }
+  return vm;
 }

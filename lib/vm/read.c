@@ -2,6 +2,8 @@
  * content, and read it: an OVA (a tar: the .ovf member, its manifest,
  * and where each disk's bytes lie in the archive), a folder (its one .ovf,
  * .vmx or .vbox), an .ovf (with the .mf beside it), a .vmx or a .vbox.
+ * ferry_vm_read_target: what ferry wrote for KVM (a libvirt domain or a
+ * QEMU script, or the folder holding it), read back.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -290,4 +292,60 @@ ferry_vm_read (const char *source)
     return NULL;
   }
   return read_file (source, kind);
+}
+
+/* In folder DIR, the one description a v2v output for KVM has (NAME.xml
+ * or NAME.sh), as a new path, or NULL with the error set. */
+static char *
+find_target_description (const char *dir)
+{
+  CLEANUP_FREE char *xml = NULL, *sh = NULL;
+  char *found;
+
+  if (find_in_dir (dir, ".xml", &xml) == -1 ||
+      find_in_dir (dir, ".sh", &sh) == -1)
+    return NULL;
+  if ((xml == NULL) == (sh == NULL)) {
+    ferry_error (ENOENT, "%s: expected one libvirt domain (NAME.xml) or QEMU "
+                 "script (NAME.sh) in the folder, found %s", dir,
+                 xml ? "both" : "neither");
+    return NULL;
+  }
+  found = xml ? xml : sh;
+  xml = sh = NULL;
+  return found;
+}
+
+struct ferry_vm *
+ferry_vm_read_target (const char *target)
+{
+  CLEANUP_FREE char *path = NULL, *text = NULL, *dir = NULL;
+  struct stat st;
+  const char *p;
+  size_t len;
+
+  if (stat (target, &st) == -1) {
+    ferry_error_errno (errno, "%s", target);
+    return NULL;
+  }
+  path = S_ISDIR (st.st_mode) ? find_target_description (target)
+    : strdup (target);
+  if (path == NULL) {
+    if (!S_ISDIR (st.st_mode))
+      ferry_error (ENOMEM, "out of memory");
+    return NULL;
+  }
+  if (vm_read_file (path, VM_MAX_DESCRIPTION, "a VM description", &text,
+                    &len) == -1 ||
+      (dir = vm_dirname (path)) == NULL) {
+    if (text)
+      ferry_error (ENOMEM, "out of memory");
+    return NULL;
+  }
+  for (p = text; p < text + len && (*p == ' ' || *p == '\t' || *p == '\r' ||
+                                    *p == '\n'); p++)
+    ;
+  if (p < text + len && *p == '<')
+    return ferry_vm_read_libvirt (path, dir, text, len);
+  return ferry_vm_read_qemu (path, dir, text, len);
 }

@@ -8,8 +8,9 @@
  * (BUSn:m.present, .fileName, .deviceType, .mode): disks and CD-ROMs;
  * ethernetN with its virtualDev, networkName (or connectionType) and MAC
  * (generatedAddress or address, as addressType says).  Each disk's VMDK
- * descriptor is read when the file is there (vmdk-desc.c): a parent makes
- * it a snapshot, an RDM or encryption is flagged.  Keys "encryption.*" in
+ * descriptor is read when the file is there, by the VMDK driver's parser
+ * (<ferry/vmdk.h>): a parent makes it a snapshot, an RDM or encryption is
+ * flagged.  Keys "encryption.*" in
  * the VMX mean every disk is encrypted.
  */
 #include <ctype.h>
@@ -20,6 +21,8 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+
+#include <ferry/vmdk.h>
 
 #include "internal.h"
 #include "../common/cleanup.h"
@@ -214,43 +217,47 @@ device_key (const char *key, const char *prefix, int *controller, int *unit)
   return true;
 }
 
-/* Fill the disk D from its VMDK descriptor, if the file is there. */
+/* Fill the disk D from its VMDK descriptor, if the file is there, as the
+ * VMDK driver reads it (<ferry/vmdk.h>).  A descriptor that does not read
+ * is a note here: the plan opens the disk, and refuses it saying why. */
 static int
 read_descriptor (struct ferry_vm *vm, struct ferry_vm_disk *d)
 {
-  struct vm_vmdk_info info;
+  struct ferry_vmdk_descriptor desc;
   size_t i;
   int r;
 
   if (access (d->path, F_OK) != 0)
     return 0;                   /* the checks report a missing file */
-  r = vm_vmdk_descriptor (d->path, &info);
-  if (r <= 0)
-    return r;
-  if (info.create_type && vm_set (&d->subformat, info.create_type) == -1)
+  r = ferry_vmdk_read_descriptor (d->path, &desc);
+  if (r == -1)
+    return vm_note (vm, "disk %s: %s", d->id, ferry_get_error ());
+  if (r == 0)
+    return 0;
+  if (desc.create_type && vm_set (&d->subformat, desc.create_type) == -1)
     goto err;
-  if (info.parent) {
+  if (desc.parent_hint) {
     d->flags |= FERRY_VM_DISK_SNAPSHOT;
     vm->has_snapshots = true;
   }
-  if (info.rdm)
+  if (desc.raw_device)
     d->flags |= FERRY_VM_DISK_RDM;
-  if (info.encrypted)
+  if (desc.encrypted)
     d->flags |= FERRY_VM_DISK_ENCRYPTED;
-  if (info.capacity && !d->capacity)
-    d->capacity = info.capacity;
-  for (i = 0; i < info.nr_extent_files; i++)
-    if (strcmp (info.extent_files[i], d->path) != 0 &&
-        access (info.extent_files[i], F_OK) != 0 &&
-        !info.rdm &&
-        vm_note (vm, "disk %s: extent file %s is missing", d->id,
-                 info.extent_files[i]) == -1)
+  if (desc.capacity && !d->capacity)
+    d->capacity = desc.capacity;
+  for (i = 0; i < desc.nr_extents; i++) {
+    const char *p = desc.extents[i].path;
+    if (p && strcmp (p, d->path) != 0 && access (p, F_OK) != 0 &&
+        !desc.raw_device &&
+        vm_note (vm, "disk %s: extent file %s is missing", d->id, p) == -1)
       goto err;
-  vm_vmdk_info_free (&info);
+  }
+  ferry_vmdk_descriptor_free (&desc);
   return 0;
 
  err:
-  vm_vmdk_info_free (&info);
+  ferry_vmdk_descriptor_free (&desc);
   return -1;
 }
 

@@ -2,7 +2,8 @@
 # v2v-checks: each prerequisite check of `ferry v2v`, run before any byte
 # moves, on a VMX (or OVF) written here to trip it: a missing disk file,
 # disks that cannot be migrated (raw device mapping, independent,
-# encrypted), a disk or a manifest line that is a FIFO, snapshots, too
+# encrypted), a disk or a manifest line that is a FIFO, a disk that is no
+# disk (a text file of 651 bytes, a VMX's "VMDK" of 4), snapshots, too
 # little free space, secure boot, MAC addresses that clash, no name, a
 # format ferry cannot write, a bad --network-map.
 # Errors stop the migration (exit 1, the error repeated on stderr, nothing
@@ -121,6 +122,66 @@ refused "raw device mapping" s/rdm.vmx
 expect_check "raw device mapping" error "disk scsi0:0 is a raw device mapping: there is no file to copy" \
   "copy the device's contents into a virtual disk on the source, or detach it"
 
+# An encrypted disk as its own descriptor says (VMware adds encryption.*
+# keys to it), read by the VMDK driver's parser.
+cat >s/encd.vmdk <<'EOF'
+# Disk DescriptorFile
+version=1
+CID=fffffffe
+parentCID=ffffffff
+createType="monolithicFlat"
+encryption.keySafe = "vmware:key/list/(pair/(phrase/a%2fb))"
+encryption.data = "AAAA"
+
+# Extent description
+RW 32768 FLAT "encd-flat.vmdk" 0
+EOF
+head -c $((32768 * 512)) /dev/zero >s/encd-flat.vmdk
+variant encd "-scsi0:0.fileName" 'scsi0:0.fileName = "encd.vmdk"'
+fy v2v s/encd.vmx --to libvirt --out out
+refused "a disk its descriptor says is encrypted" s/encd.vmx
+expect_check "a disk its descriptor says is encrypted" error "disk scsi0:0 is encrypted by the hypervisor" \
+  "decrypt the VM on the source first"
+
+# A disk that is no disk: a VMX may name any file of the host, and
+# /etc/passwd or /etc/shadow would be copied out as a "disk".  A file in
+# no image format whose size is no whole number of 512-byte sectors is
+# refused from a VMX (and only warned about from an OVF package, whose
+# files stay in its folder); one of whole sectors that holds no VMDK is
+# read as raw bytes, with a warning.
+head -c 651 /dev/urandom | base64 -w 64 | head -c 651 >s/passwd
+printf 'root' >s/four
+base64 -w 64 /dev/urandom | head -c 2048 >s/text2k
+variant passwd "-scsi0:0.fileName" 'scsi0:0.fileName = "passwd"'
+fy v2v s/passwd.vmx --to libvirt --out out
+refused "a VMX disk of 651 bytes of text" s/passwd.vmx
+expect_check "a VMX disk of 651 bytes of text" error \
+  "disk scsi0:0: passwd is 651 bytes, not a whole number of 512-byte sectors, in no disk image format: no hypervisor made it a disk" \
+  "check that the description names the disk's file: it may name any file of this host"
+variant four "-scsi0:0.fileName" 'scsi0:0.fileName = "four.vmdk"'
+mv s/four s/four.vmdk
+fy v2v s/four.vmx --to libvirt --out out
+refused "a VMX disk of 4 bytes" s/four.vmx
+expect_check "a VMX disk of 4 bytes" error \
+  "disk scsi0:0: four.vmdk is 4 bytes, less than one 512-byte sector, in no disk image format" \
+  "check that the description names the disk's file"
+expect_check "a VMX disk of 4 bytes: the .vmdk that is none" warning \
+  "disk scsi0:0: the description says vmdk, the file holds raw" "check the disk is the one meant"
+variant text2k "-scsi0:0.fileName" 'scsi0:0.fileName = "text2k"'
+fy v2v s/text2k.vmx --to libvirt --out out --dry-run
+expect_exit 0 "a VMX disk of whole sectors in no format: planned"
+expect_check "a VMX disk of whole sectors in no format" warning \
+  "disk scsi0:0: text2k holds no VMDK, which a VMX's disks are, nor another image format: it is read as the raw bytes it is" \
+  "check that the description names the disk's file"
+mkdir -p pk
+cp s/passwd pk/disk.img
+"$PYTHON" "$TESTS_DIR/v2v-tar.py" ovf pk disk.img raw 651 >pk/pk.ovf
+fy v2v pk/pk.ovf --to libvirt --out out --dry-run
+expect_exit 0 "an OVF disk of 651 bytes: planned (the package's own file)"
+expect_check "an OVF disk of 651 bytes" warning \
+  "disk vmdisk1: disk.img is 651 bytes, not a whole number of 512-byte sectors, in no disk image format" \
+  "check the disk is the one meant"
+
 # Snapshots: the .vmsd beside the VMX counts one.
 variant snap
 printf '.encoding = "UTF-8"\nsnapshot.numSnapshots = "1"\nsnapshot0.uid = "1"\n' >s/snap.vmsd
@@ -169,7 +230,7 @@ expect_check "MAC clash" error "NICs ethernet0 and ethernet1 have the same MAC a
 variant noname "-displayName"
 fy v2v s/noname.vmx --to libvirt --out out
 refused "no name" s/noname.vmx
-expect_check "no name" error "the VM has no name" "give it one with --name NAME"
+expect_check "no name" error "the VM has no name" "give it a name (--name NAME)"
 fy v2v s/noname.vmx --to libvirt --out out --name given --dry-run
 expect_exit 0 "no name, --name given: passes"
 
@@ -181,22 +242,30 @@ expect_check "no memory size" warning "the description gives no memory size: the
 
 fy v2v s/base.vmx --to libvirt --out out -O nosuch
 refused "unknown -O format" s/base.vmx
-expect_check "unknown -O format" error "ferry cannot write nosuch images" "choose another format with -O"
+expect_check "unknown -O format" error "ferry cannot write nosuch images" "choose another disk format (-O FMT)"
 
 fy v2v s/base.vmx --to libvirt --out out --network-map =x
 expect_exit 1 "--network-map =x refused"
-expect_stderr "--network-map '=x': expected SRC=DST with both names" "--network-map =x: says why"
+expect_stderr "network map rule '=x': expected SRC=DST with both names (--network-map SRC=DST)" "--network-map =x: says why"
 
-# Too little space: a compressed disk whose OVF declares 1 PiB of data
-# (ferry cannot know better without inflating it).
-qemu-img create -q -f raw s/tiny.img 1M || die "qemu-img create"
-gzip -c s/tiny.img >s/tiny.img.gz
-"$PYTHON" "$TESTS_DIR/v2v-tar.py" ovf big tiny.img.gz raw $((1 << 50)) gzip |
+# Too little space: a gzip-compressed streamOptimized VMDK whose header
+# and OVF declare 1 PiB, all of it data says the OVF (ferry cannot know
+# better without inflating the whole stream, which it does only for a raw
+# disk, whose size nothing else records).
+qemu-img create -q -f vmdk -o subformat=streamOptimized s/tiny.vmdk 1M || die "qemu-img create"
+"$PYTHON" -c '
+import struct, sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(12)
+    f.write(struct.pack("<Q", 1 << 41))   # capacity, in sectors: 1 PiB
+' s/tiny.vmdk || die "patching the VMDK header"
+gzip -c s/tiny.vmdk >s/tiny.vmdk.gz
+"$PYTHON" "$TESTS_DIR/v2v-tar.py" ovf big tiny.vmdk.gz vmdk $((1 << 50)) gzip |
   sed 's/ovf:diskId="vmdisk1"/ovf:diskId="vmdisk1" ovf:populatedSize="1125899906842624"/' >s/big.ovf
 fy v2v s/big.ovf --to libvirt --out out
 expect_failure "too little space: refused" s/big.ovf
 expect_check "too little space" error "the output needs about 10905" \
-  "free some space there, or choose another --out"
+  "free some space there, or choose another output folder (--out DIR)"
 check_true "too little space: says how much is free where" \
   grep -q "MiB (the disks' data), and $WORK has [0-9]* MiB free" "$OUT"
 

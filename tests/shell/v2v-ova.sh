@@ -204,7 +204,8 @@ expect_exit 0 "OVF folder with a gzip-compressed raw disk migrated"
 [ -f out-gz-dir/gz-disk1.qcow2 ] &&
   same_content "gzip folder: the disk equals the original" pkg-gz/disk.img raw \
     out-gz-dir/gz-disk1.qcow2 qcow2
-# A damaged gzip stream fails the copy, naming it; nothing is left.
+# A damaged gzip stream is refused (by the plan, which reads a raw disk's
+# stream through for its size and trailers), naming it; nothing is left.
 cp pkg-gz/disk.img.gz pkg-gz/good.gz
 "$PYTHON" -c '
 import sys
@@ -214,7 +215,7 @@ for i in range(2000, 2100):
 open(sys.argv[1], "wb").write(b)' pkg-gz/disk.img.gz
 fy v2v pkg-gz/gz.ovf --to local --out out-gz-bad
 expect_failure "damaged gzip stream refused" disk.img.gz
-expect_stderr_re "disk.img.gz: the gzip stream at offset 0 is damaged after [0-9]+ bytes of data" \
+expect_stderr_re "disk.img.gz: the gzip stream at offset 0( is damaged after [0-9]+ bytes of data|: member 1's trailer gives a CRC-32)" \
   "damaged gzip stream: the message says where"
 check_true "damaged gzip stream: no output folder" test ! -e out-gz-bad
 mv pkg-gz/good.gz pkg-gz/disk.img.gz

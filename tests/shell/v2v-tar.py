@@ -5,6 +5,11 @@ with Python's tarfile (a tar writer that is not ferry's).
   v2v-tar.py ovf NAME DISK FORMAT CAPACITY [COMPRESSION]
         print a small OVF (VMware style) with one disk file DISK of FORMAT
         (raw, qcow2, vmdk) and CAPACITY bytes, one CPU, 1 GiB, one NIC
+  v2v-tar.py ovf-file NAME DISK FORMAT CAPACITY FILE2 [HOSTRESOURCE2]
+        the same, with a second disk item whose HostResource names the
+        References file FILE2 itself (ovf:/file/vmfile1, as VMware
+        VirtualCenter exports do; or HOSTRESOURCE2), which DiskSection
+        does not list
   v2v-tar.py hostile KIND OUT
         write the OVA OUT, hostile in the way KIND says:
           traversal  a member named ../evil.img, which the OVF names
@@ -105,6 +110,25 @@ def ovf(name, disk, fmt, capacity, compression=None):
                       if compression else '')
 
 
+ITEM2 = '''      <Item>
+        <rasd:AddressOnParent>1</rasd:AddressOnParent>
+        <rasd:ElementName>Hard disk 2</rasd:ElementName>
+        <rasd:HostResource>{host}</rasd:HostResource>
+        <rasd:InstanceID>6</rasd:InstanceID>
+        <rasd:Parent>3</rasd:Parent>
+        <rasd:ResourceType>17</rasd:ResourceType>
+      </Item>
+'''
+
+
+def ovf_file(name, disk, fmt, capacity, file2, host2='ovf:/file/vmfile1'):
+    text = ovf(name, disk, fmt, capacity)
+    text = text.replace('  </References>', '    <File ovf:href="%s" ovf:id="vmfile1"/>\n'
+                        '  </References>' % file2, 1)
+    nic = '      <Item>\n        <rasd:AddressOnParent>7<'
+    return text.replace(nic, ITEM2.format(host=host2) + nic, 1)
+
+
 def add_bytes(tar, name, data, **kw):
     ti = tarfile.TarInfo(name)
     ti.size = len(data)
@@ -175,6 +199,8 @@ def hostile(kind, out):
 def main():
     if sys.argv[1] == 'ovf':
         sys.stdout.write(ovf(*sys.argv[2:]))
+    elif sys.argv[1] == 'ovf-file':
+        sys.stdout.write(ovf_file(*sys.argv[2:]))
     elif sys.argv[1] == 'hostile':
         hostile(sys.argv[2], sys.argv[3])
     else:

@@ -129,7 +129,7 @@ for f in sum-footer.vhd sum-header.vhd; do
   [ -f sum.raw ] && same_content "$f: the contents are intact" sum.raw raw good.raw raw
   fy info --strict "$f"
   expect_failure "$f: ferry info --strict refuses it" "$f"
-  expect_stderr "refused under --strict" "$f: --strict says why"
+  expect_stderr "refused in strict mode (--strict)" "$f: --strict says why"
   fy convert --strict -O raw "$f" strict.raw
   expect_failure "$f: ferry convert --strict refuses it" "$f"
   fy compare --strict "$f" good.raw

@@ -40,6 +40,7 @@
 
 #include <ferry/image.h>
 #include <ferry/error.h>
+#include <ferry/vmdk.h>
 
 #include "common/util.h"
 
@@ -621,7 +622,8 @@ test_qcow2_window (void **state)
 /* A raw disk gzip-compressed inside a larger file, read as a stream:
  * forward reads give its bytes (the declared size past the stream's end
  * reads as zeroes), a read behind the stream fails with ESPIPE, and the
- * image says it is sequential. */
+ * image says it is sequential; its end is read and checked after the
+ * reads; measuring the stream gives its size. */
 static void
 test_raw_gzip_stream (void **state)
 {
@@ -631,6 +633,7 @@ test_raw_gzip_stream (void **state)
   uLongf zlen = compressBound (len) + 64;
   struct ferry_image *img;
   z_stream zs = { 0 };
+  uint64_t size, nonzero;
   size_t i;
   int fd;
 
@@ -677,17 +680,128 @@ test_raw_gzip_stream (void **state)
   assert_memory_equal (buf, data + len - 4096, 4096);
   for (i = 4096; i < 8192 + 4096; i++)
     assert_int_equal (buf[i], 0);
+  /* Its end (the trailer) checks out. */
+  assert_int_equal (ferry_image_read_to_end (img), 0);
   assert_int_equal (ferry_image_close (img), 0);
 
-  /* The size comes from the description: none, no raw image. */
-  assert_null (ferry_image_open_stream (path, "raw", 4096, zlen, 0, 0));
-  assert_int_equal (ferry_get_errno (), EINVAL);
+  /* No size declared: an empty image, whose stream holds more than that,
+   * which reading it to its end finds. */
+  img = ferry_image_open_stream (path, "raw", 4096, zlen, 0, 0);
+  assert_non_null (img);
+  assert_int_equal (ferry_image_size (img), 0);
+  assert_int_equal (ferry_image_read_to_end (img), -1);
+  assert_int_equal (ferry_get_errno (), EFBIG);
+  assert_int_equal (ferry_image_close (img), 0);
+  /* Measured: its size and its data (every 4 KiB block holds some); a
+   * stream that passes the bound given is refused. */
+  assert_int_equal (ferry_image_measure_stream (path, 4096, zlen, len, &size,
+                                                &nonzero, NULL, NULL), 0);
+  assert_int_equal (size, len);
+  assert_int_equal (nonzero, len);
+  assert_int_equal (ferry_image_measure_stream (path, 4096, zlen, len - 1,
+                                                &size, &nonzero, NULL, NULL),
+                    -1);
+  assert_int_equal (ferry_get_errno (), EFBIG);
+  /* Opened at that size and read from the middle: the rest and the
+   * trailer are read at the end. */
+  img = ferry_image_open_stream (path, "raw", 4096, zlen, len, 0);
+  assert_non_null (img);
+  assert_int_equal (ferry_image_pread (img, buf, 4096, len / 2), 0);
+  assert_memory_equal (buf, data + len / 2, 4096);
+  assert_int_equal (ferry_image_read_to_end (img), 0);
+  assert_int_equal (ferry_image_close (img), 0);
   /* Bytes that are no gzip stream. */
   assert_null (ferry_image_open_stream (path, NULL, 0, 4096, len, 0));
   assert_non_null (strstr (ferry_get_error (), "gzip stream at offset 0"));
   free (z);
   free (data);
   free (buf);
+}
+
+/* Write TEXT into the file PATH. */
+static void
+write_text (const char *path, const char *text)
+{
+  FILE *fp = fopen (path, "w");
+
+  assert_non_null (fp);
+  assert_int_equal (fputs (text, fp) >= 0, 1);
+  assert_int_equal (fclose (fp), 0);
+}
+
+/* A VMDK's descriptor read alone (<ferry/vmdk.h>), as lib/vm reads a
+ * VMX's disks: a text descriptor with a parent, encryption keys, an
+ * adapter and two extents, its files resolved beside it; a raw device
+ * mapping; the descriptor embedded in a monolithicSparse file, whose
+ * extent is the file itself; a file that is no VMDK and a FIFO, which
+ * hold none; a malformed line, named. */
+static void
+test_vmdk_read_descriptor (void **state)
+{
+  char path[300], other[300], dir[300], *slash;
+  struct ferry_vmdk_descriptor d;
+  struct ferry_image *img;
+
+  write_text (tmp_path (path, sizeof path, "d.vmdk"),
+              "# Disk DescriptorFile\nversion=1\nCID=1234abcd\n"
+              "parentCID=fffffffe\nparentFileNameHint=\"base.vmdk\"\n"
+              "createType=\"monolithicFlat\"\n"
+              "encryption.keySafe = \"vmware:key/list\"\n"
+              "RW 2048 FLAT \"d-flat.vmdk\" 0\nRDONLY 1024 ZERO\n"
+              "ddb.adapterType = \"lsilogic\"\n");
+  assert_int_equal (ferry_vmdk_read_descriptor (path, &d), 1);
+  assert_false (d.embedded);
+  assert_string_equal (d.create_type, "monolithicFlat");
+  assert_string_equal (d.parent_hint, "base.vmdk");
+  assert_int_equal (d.cid, 0x1234abcd);
+  assert_int_equal (d.parent_cid, 0xfffffffe);
+  assert_string_equal (d.adapter, "lsilogic");
+  assert_true (d.encrypted);
+  assert_false (d.raw_device);
+  assert_int_equal (d.capacity, 3072 * 512);
+  assert_int_equal (d.nr_extents, 2);
+  assert_string_equal (d.extents[0].type, "FLAT");
+  assert_string_equal (d.extents[0].access, "RW");
+  assert_string_equal (d.extents[0].file, "d-flat.vmdk");
+  snprintf (dir, sizeof dir, "%s", path);
+  slash = strrchr (dir, '/');
+  assert_non_null (slash);
+  snprintf (slash + 1, sizeof dir - (slash + 1 - dir), "d-flat.vmdk");
+  assert_string_equal (d.extents[0].path, dir);
+  assert_string_equal (d.extents[1].type, "ZERO");
+  assert_null (d.extents[1].file);
+  ferry_vmdk_descriptor_free (&d);
+
+  write_text (path, "# Disk DescriptorFile\nversion=1\n"
+              "createType=\"vmfsRawDeviceMap\"\n"
+              "RW 2097152 VMFSRDM \"d-rdm.vmdk\"\n");
+  assert_int_equal (ferry_vmdk_read_descriptor (path, &d), 1);
+  assert_true (d.raw_device);
+  assert_false (d.encrypted);
+  ferry_vmdk_descriptor_free (&d);
+
+  img = ferry_image_create (tmp_path (other, sizeof other, "mono.vmdk"),
+                            "vmdk", 1 << 20, NULL);
+  assert_non_null (img);
+  assert_int_equal (ferry_image_close (img), 0);
+  assert_int_equal (ferry_vmdk_read_descriptor (other, &d), 1);
+  assert_true (d.embedded);
+  assert_string_equal (d.create_type, "monolithicSparse");
+  assert_int_equal (d.capacity, 1 << 20);
+  assert_int_equal (d.nr_extents, 1);
+  assert_string_equal (d.extents[0].path, other);
+  ferry_vmdk_descriptor_free (&d);
+
+  write_text (path, "not a descriptor\n");
+  assert_int_equal (ferry_vmdk_read_descriptor (path, &d), 0);
+  assert_int_equal (mkfifo (tmp_path (other, sizeof other, "fifo.vmdk"),
+                            0600), 0);
+  assert_int_equal (ferry_vmdk_read_descriptor (other, &d), 0);
+
+  write_text (path, "# Disk DescriptorFile\nversion=1\nRW many FLAT \"x\"\n");
+  assert_int_equal (ferry_vmdk_read_descriptor (path, &d), -1);
+  assert_int_equal (ferry_get_errno (), EINVAL);
+  assert_non_null (strstr (ferry_get_error (), "descriptor line 3"));
 }
 
 /* Run every test, with the temporary directory around them. */
@@ -707,6 +821,7 @@ main (void)
     cmocka_unit_test (test_raw_window),
     cmocka_unit_test (test_qcow2_window),
     cmocka_unit_test (test_raw_gzip_stream),
+    cmocka_unit_test (test_vmdk_read_descriptor),
   };
   return cmocka_run_group_tests (tests, make_scratch_dir, remove_scratch_dir);
 }

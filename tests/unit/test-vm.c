@@ -9,7 +9,11 @@
  *   unknown algorithm, a digest of the wrong length;
  * - tar headers made here byte by byte: a base-256 size, a checksum
  *   computed over signed bytes, a pax path, an archive without its
- *   end-of-archive blocks.
+ *   end-of-archive blocks;
+ * - the libvirt domain and the QEMU script written for a VM, read back
+ *   (what `verify --boot` boots): disks with their paths, formats and
+ *   buses, the SCSI controller, NICs, memory, CPUs, firmware; and what
+ *   they refuse.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -279,6 +283,127 @@ test_tar_headers (void **state)
                            "bad checksum"));
 }
 
+/* The VM the target tests write: UEFI, 3 CPUs, 1.5 GiB, a SCSI disk on
+ * an LSI controller, a SATA disk, a CD-ROM, two NICs (one vmxnet3). */
+static struct ferry_vm *
+target_vm (void)
+{
+  struct ferry_vm *vm = vmx (
+    "displayName = \"tgt\"\nguestOS = \"rhel8-64\"\nmemSize = \"1536\"\n"
+    "numvcpus = \"3\"\nfirmware = \"efi\"\n"
+    "scsi0.present = \"TRUE\"\nscsi0.virtualDev = \"lsilogic\"\n"
+    "scsi0:0.present = \"TRUE\"\nscsi0:0.fileName = \"a.qcow2\"\n"
+    "sata0.present = \"TRUE\"\nsata0:1.present = \"TRUE\"\n"
+    "sata0:1.fileName = \"b.img\"\nsata0:2.present = \"TRUE\"\n"
+    "sata0:2.deviceType = \"cdrom-raw\"\n"
+    "ethernet0.present = \"TRUE\"\nethernet0.virtualDev = \"vmxnet3\"\n"
+    "ethernet0.addressType = \"static\"\n"
+    "ethernet0.address = \"00:50:56:00:00:01\"\n"
+    "ethernet1.present = \"TRUE\"\n"
+    "ethernet1.generatedAddress = \"00:0c:29:00:00:02\"\n");
+
+  assert_non_null (vm);
+  return vm;
+}
+
+/* Write VM for KVM (libvirt when LIBVIRT, else the QEMU script), keeping
+ * its devices when KEEP, its disks named "x,y 1.qcow2" (a comma and a
+ * blank, as a QEMU option and the shell must carry them) and "/abs/b.img";
+ * read it back as if from /out. */
+static struct ferry_vm *
+write_and_read (const struct ferry_vm *vm, bool libvirt, bool keep)
+{
+  const char *paths[] = { libvirt ? "/out/x,y 1.qcow2" : "x,y 1.qcow2",
+                          libvirt ? "/abs/b.img" : "b 'q'.img" };
+  const char *formats[] = { "qcow2", "raw" };
+  uint64_t sizes[] = { 1 << 20, 1 << 20 };
+  struct ferry_vm_output out = {
+    .disk_paths = paths, .disk_formats = formats, .disk_sizes = sizes,
+    .keep_devices = keep,
+  };
+  char *text = libvirt ? ferry_vm_to_libvirt (vm, &out)
+    : ferry_vm_to_qemu (vm, &out);
+  struct ferry_vm *back;
+
+  assert_non_null (text);
+  back = libvirt ? ferry_vm_read_libvirt ("/out/t.xml", "/out", text,
+                                          strlen (text))
+    : ferry_vm_read_qemu ("/out/t.sh", "/out", text, strlen (text));
+  if (back == NULL)
+    fail_msg ("%s\n%s", ferry_get_error (), text);
+  free (text);
+  return back;
+}
+
+static void
+test_targets_read_back (void **state)
+{
+  struct ferry_vm *vm = target_vm (), *back;
+  int libvirt, keep;
+
+  for (libvirt = 0; libvirt < 2; libvirt++)
+    for (keep = 0; keep < 2; keep++) {
+      back = write_and_read (vm, libvirt, keep);
+      assert_string_equal (back->source_type, libvirt ? "libvirt" : "qemu");
+      assert_string_equal (back->name, "tgt");
+      assert_int_equal (back->memory, 1536ull << 20);
+      assert_int_equal (back->vcpus, 3);
+      assert_int_equal (back->firmware, FERRY_VM_FIRMWARE_UEFI);
+      assert_int_equal (back->nr_disks, 2);
+      assert_string_equal (back->disks[0].path, "/out/x,y 1.qcow2");
+      assert_string_equal (back->disks[0].format, "qcow2");
+      assert_string_equal (back->disks[1].path, libvirt ? "/abs/b.img"
+                           : "/out/b 'q'.img");
+      assert_string_equal (back->disks[1].format, "raw");
+      if (keep) {
+        assert_int_equal (back->disks[0].bus, FERRY_VM_BUS_SCSI);
+        assert_string_equal (back->disks[0].controller_model,
+                             libvirt ? "lsilogic" : "lsi53c895a");
+        assert_int_equal (back->disks[1].bus, FERRY_VM_BUS_SATA);
+      }
+      else {
+        assert_int_equal (back->disks[0].bus, FERRY_VM_BUS_VIRTIO);
+        assert_int_equal (back->disks[1].bus, FERRY_VM_BUS_VIRTIO);
+      }
+      assert_int_equal (back->nr_nics, 2);
+      assert_string_equal (back->nics[0].mac, "00:50:56:00:00:01");
+      assert_string_equal (back->nics[1].mac, "00:0c:29:00:00:02");
+      assert_string_equal (back->nics[0].model, keep ? "vmxnet3" : "virtio");
+      if (libvirt) {
+        assert_int_equal (back->nr_cdroms, 1);
+        /* libvirt's target names are unique: SCSI and SATA disks are
+         * both sdX. */
+        assert_string_not_equal (back->disks[0].id, back->disks[1].id);
+      }
+      ferry_vm_free (back);
+    }
+  ferry_vm_free (vm);
+
+  /* What they refuse, saying where. */
+#define LIBVIRT(t) ferry_vm_read_libvirt ("d.xml", "/", (t), strlen (t))
+#define QEMU(t) ferry_vm_read_qemu ("s.sh", "/", (t), strlen (t))
+  assert_null (LIBVIRT ("<domain><devices><disk device='disk'><source "
+                        "dev='/dev/sda'/></disk></devices></domain>"));
+  assert_non_null (strstr (ferry_get_error (), "d.xml: a <disk> without "
+                           "<source file=...> (line 1)"));
+  assert_null (LIBVIRT ("<vm/>"));
+  assert_non_null (strstr (ferry_get_error (), "not a libvirt domain"));
+  assert_null (LIBVIRT ("<domain><memory unit='parsec'>1</memory></domain>"));
+  assert_non_null (strstr (ferry_get_error (), "<memory> '1 parsec' is not "
+                           "a size"));
+  assert_null (LIBVIRT ("<domain><devices><interface><mac address='x'/>"
+                        "</interface></devices></domain>"));
+  assert_non_null (strstr (ferry_get_error (), "'x' is not a MAC address"));
+  assert_null (QEMU ("#!/bin/sh\necho hi\n"));
+  assert_non_null (strstr (ferry_get_error (), "s.sh: not a QEMU launch "
+                           "script"));
+  assert_null (QEMU ("exec qemu-system-x86_64 \\\n  -m lots \\\n"));
+  assert_non_null (strstr (ferry_get_error (), "s.sh: line 2: -m 'lots' is "
+                           "not a size in MiB"));
+#undef LIBVIRT
+#undef QEMU
+}
+
 int
 main (void)
 {
@@ -287,6 +412,7 @@ main (void)
     cmocka_unit_test (test_ovf_units),
     cmocka_unit_test (test_manifests),
     cmocka_unit_test (test_tar_headers),
+    cmocka_unit_test (test_targets_read_back),
   };
   return cmocka_run_group_tests (tests, make_scratch_dir, remove_scratch_dir);
 }
