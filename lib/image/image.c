@@ -35,6 +35,14 @@
  *    calls image_backing_missing, which keeps the reason for describe.
  *    Every read of the parent goes through image_backing_pread or
  *    image_sub_extents, which then fail instead of reading zeroes.
+ *
+ * 7. A name read from an image (a backing file, a parent, a VMDK extent,
+ *    an external data file) is a file, never a URI: an image is untrusted
+ *    input, and following "nbd+unix:///?socket=..." from it would make
+ *    ferry connect to, and with a write open write to, whatever server
+ *    the image names.  image_refuse_uri says so, before anything is
+ *    resolved or opened.  (qemu-img follows such names; a user who wants
+ *    a chain over NBD opens the export itself.)
  */
 #include <assert.h>
 #include <errno.h>
@@ -504,6 +512,16 @@ image_resolve_relative (const char *img_path, const char *name)
   return ret;
 }
 
+int
+image_refuse_uri (const char *img_path, const char *what, const char *name)
+{
+  if (uri_driver (name) == NULL)
+    return 0;
+  return ferry_error (EINVAL, "%s: the %s '%s' is a URI: ferry opens a name "
+                      "an image records only as a file, and never connects "
+                      "to a server an image names", img_path, what, name);
+}
+
 const char *
 image_backing_word (const struct ferry_image *img)
 {
@@ -557,6 +575,10 @@ image_open_backing (struct ferry_image *img, const char *name,
                         "a %s ('%s'), which an image inside another file "
                         "cannot have", img->path, args->window_start, word,
                         name);
+  /* Note 7, for the names a user gives at create time as well: the image
+   * would name the server for every later open. */
+  if (image_refuse_uri (img->path, word, name) == -1)
+    return -1;
   if (args->flags & FERRY_OPEN_NO_BACKING)
     return 0;
 
@@ -565,8 +587,8 @@ image_open_backing (struct ferry_image *img, const char *name,
   if (path == NULL || chain == NULL)
     return ferry_error (ENOMEM, "%s: out of memory", img->path);
 
-  /* Note 5: nothing at all at that path. */
-  if (!uri_driver (path) && stat (path, &st) == -1 &&
+  /* Note 6: nothing at all at that path. */
+  if (stat (path, &st) == -1 &&
       (errno == ENOENT || errno == ENOTDIR))
     return image_backing_missing (img, args, path, "the %s '%s' is missing: "
                                   "there is no file at '%s'", word, name,
@@ -1012,7 +1034,7 @@ assert_extents_contract (const struct ferry_extent_list *list, size_t before,
 }
 
 /* The error for a read or an extents query of COUNT bytes at OFFSET
- * that reaches IMG's missing backing file (note 5). */
+ * that reaches IMG's missing backing file (note 6). */
 static int
 backing_missing_error (struct ferry_image *img, const char *what,
                        uint64_t count, uint64_t offset)

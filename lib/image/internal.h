@@ -327,6 +327,12 @@ int image_backing_missing (struct ferry_image *img,
                            const char *fmt, ...)
   __attribute__ ((format (printf, 4, 5)));
 
+/* Refuse NAME, a file name read from the image IMG_PATH (WHAT: "backing
+ * file", "extent file", ...), when it is a URI (image.c note 7): -1 with
+ * the error set, else 0. */
+int image_refuse_uri (const char *img_path, const char *what,
+                      const char *name);
+
 /* "parent" or "backing file", as IMG's format calls it. */
 const char *image_backing_word (const struct ferry_image *img);
 

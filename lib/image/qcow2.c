@@ -1049,6 +1049,9 @@ open_data_file (struct qcow2_image *q, unsigned flags)
   if (q->h.data_file == NULL)
     return ferry_error (EINVAL, "%s: the image has the external data file "
                         "bit set but names no data file", q->base.path);
+  if (image_refuse_uri (q->base.path, "external data file",
+                        q->h.data_file) == -1)
+    return -1;
   path = image_resolve_relative (q->base.path, q->h.data_file);
   if (path == NULL)
     return ferry_error (ENOMEM, "%s: out of memory", q->base.path);

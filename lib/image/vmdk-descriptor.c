@@ -249,6 +249,14 @@ parse_extent_line (const char *path, unsigned lineno, const char *p,
     l.file = strdup_counted (name, name_end - name);
     if (l.file == NULL)
       return ferry_error (ENOMEM, "%s: out of memory", path);
+    /* image.c note 7: an extent is a file, whoever reads the descriptor
+     * (the driver, or a VMX's disk through ferry_vmdk_read_descriptor). */
+    if (ferry_image_is_uri (l.file)) {
+      ferry_error (EINVAL, "%s: descriptor line %u: the extent file '%s' is "
+                   "a URI: an extent is a file, and ferry never connects to "
+                   "a server a descriptor names", path, lineno, l.file);
+      goto err;
+    }
     while (p < end && is_space (*p))
       p++;
     if (p < end) {

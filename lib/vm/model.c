@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <ferry/image.h>
+
 #include "internal.h"
 #include "../common/cleanup.h"
 #include "../common/util.h"
@@ -296,6 +298,15 @@ vm_path_join (const char *dir, const char *name)
 {
   char *s;
 
+  /* A description is untrusted: a disk it names is a file, so a name that
+   * would read as a URI (nbd+unix:///?socket=...) gets a "./" and stays
+   * one (lib/image's image.c note 7). */
+  if ((dir == NULL || strcmp (dir, ".") == 0) && name[0] != '/' &&
+      ferry_image_is_uri (name)) {
+    if (asprintf (&s, "./%s", name) == -1)
+      return NULL;
+    return s;
+  }
   if (dir == NULL || name[0] == '/' || strcmp (dir, ".") == 0)
     return strdup (name);
   if (asprintf (&s, "%s/%s", dir, name) == -1)

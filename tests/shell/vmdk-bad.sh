@@ -179,6 +179,79 @@ expect_stderr "too large" "a 2 MiB 'descriptor': says it is too large"
 fy info huge.vmdk
 check_true "a 2 MiB text file is not probed as a descriptor" grep -q '^file format: raw' "$OUT"
 
+# --- names that are URIs ---------------------------------------------------------------------------
+# An image is untrusted input: a name it records (an extent, a parent, a
+# backing file) or a VMX's disk name is a file, never a URI.  A listener
+# on a Unix socket notes every connection; each name below points at it,
+# and ferry must refuse without connecting.
+# (The listener also ends by itself once this shell is gone.)
+python3 -c '
+import os, socket, sys, time
+parent = os.getppid()
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+s.listen(16)
+s.settimeout(1)
+end = time.time() + 600
+while time.time() < end and os.getppid() == parent:
+    try:
+        c, _ = s.accept()
+    except socket.timeout:
+        continue
+    with open(sys.argv[2], "a") as log:
+        log.write("connected\n")
+    c.close()
+' "$WORK/trap.sock" "$WORK/trap.log" </dev/null >/dev/null 2>&1 &
+at_exit "kill $!"
+for ((i = 0; i < 100; i++)); do [ -S "$WORK/trap.sock" ] && break; sleep 0.05; done
+[ -S "$WORK/trap.sock" ] || die "no listener on trap.sock"
+trap_uri="nbd+unix:///?socket=$WORK/trap.sock"
+# no_connection WHAT: nothing has connected to the listener.
+no_connection () {
+  if [ -s "$WORK/trap.log" ]; then
+    not_ok "$1: ferry connected to the socket the image names" "$(last_run)"
+    : >"$WORK/trap.log"
+  else
+    ok "$1: ferry did not connect"
+  fi
+}
+name=uri.vmdk desc "RW 2048 FLAT \"$trap_uri\" 0"
+refuse "a FLAT extent that is an NBD URI" uri.vmdk uri.vmdk 'line 6: the extent file .* is a URI'
+no_connection "a FLAT extent that is an NBD URI"
+fy convert -n -O vmdk good.vmdk uri.vmdk
+expect_failure "a FLAT extent that is an NBD URI, written with -n" uri.vmdk
+no_connection "a FLAT extent that is an NBD URI, written with -n"
+name=urisparse.vmdk desc "RW 2048 SPARSE \"$trap_uri\""
+refuse "a SPARSE extent that is an NBD URI" urisparse.vmdk urisparse.vmdk 'is a URI'
+no_connection "a SPARSE extent that is an NBD URI"
+name=hint.vmdk desc "RW 2048 SPARSE \"good.vmdk\"" "parentFileNameHint=\"$trap_uri\""
+refuse "a parentFileNameHint that is an NBD URI" hint.vmdk hint.vmdk "parent '.*' is a URI"
+no_connection "a parentFileNameHint that is an NBD URI"
+qemu-img create -q -f qcow2 -u -b "$trap_uri" -F raw uri.qcow2 4M ||
+  die "qemu-img create uri.qcow2"
+: >"$WORK/trap.log"
+refuse "a qcow2 backing file that is an NBD URI" uri.qcow2 uri.qcow2 "backing file '.*' is a URI"
+no_connection "a qcow2 backing file that is an NBD URI"
+mkdir -p out
+fy convert -O qcow2 -B "$trap_uri" -F raw good.vmdk out/b.qcow2
+expect_failure "convert -B with an NBD URI" "$trap_uri"
+no_connection "convert -B with an NBD URI"
+# A VMX beside the disks, read from its own folder, names the socket.
+mkdir -p vm
+printf 'displayName = "u"\nguestOS = "other-64"\nmemSize = "512"\nscsi0.present = "TRUE"\nscsi0:0.present = "TRUE"\nscsi0:0.fileName = "%s"\n' \
+  "$trap_uri" >vm/u.vmx
+cd vm || die "cd vm"
+fy v2v u.vmx --to libvirt --out out --dry-run
+no_connection "a VMX disk that is an NBD URI, read from its folder"
+fy v2v u.vmx --to libvirt --out out
+cd "$WORK" || die "cd $WORK"
+if [ "$RC" = 1 ] && [ -z "$CRASH" ] && [ ! -e vm/out ]; then
+  ok "a VMX disk that is an NBD URI: v2v refuses it"
+else
+  not_ok "a VMX disk that is an NBD URI: v2v should refuse it, writing nothing" "$(last_run)"
+fi
+no_connection "a VMX disk that is an NBD URI: v2v"
+
 # --- COWD and seSparse -------------------------------------------------------------------------------
 mkimg raw d.raw 8M
 qio raw d.raw "write -s $RAND 0 1m" "write -P 0x44 5m 8k"
