@@ -113,9 +113,10 @@ check_true "qemu-nbd (no multi-conn): one connection" \
 # --- what goes over the wire: nbdkit's log filter tells ---------------------------
 mkimg qcow2 sparse-src.qcow2 $((32 * mb))
 qio qcow2 sparse-src.qcow2 "write -s $RAND 0 8m" "write -s $RAND 12m 8m" "write -z 24m 2m"
-# (Each write held 5 ms, so that the log sees how many are in flight.)
+# (Each write held 100 ms, so that the log sees how many are in flight even
+# when a loaded machine reads the source slowly.)
 start_nbdkit logged --filter=log --filter=delay memory $((32 * mb)) \
-  logfile="$WORK/wire.log" delay-write=5ms
+  logfile="$WORK/wire.log" delay-write=100ms
 fy convert sparse-src.qcow2 "$URI"
 expect_exit 0 "into nbdkit memory, logged" &&
   same_content "logged: qemu-img compare" sparse-src.qcow2 qcow2 "$URI" raw
