@@ -198,6 +198,7 @@ void
 error_save (struct error_saved *saved)
 {
   saved->errnum = error_errno;
+  saved->input = error_input;
   memcpy (saved->message, error_message, sizeof saved->message);
 }
 
@@ -206,6 +207,7 @@ error_restore (const struct error_saved *saved)
 {
   memcpy (error_message, saved->message, sizeof error_message);
   error_errno = saved->errnum;
+  error_input = saved->input;
   errno = saved->errnum;
 }
 

@@ -37,6 +37,7 @@ void ferry_error_prefix (const char *fmt, ...)
  * after a failure, whose own complaint would hide the first). */
 struct error_saved {
   int errnum;
+  const char *input;            /* ferry_error_input's hint, static */
   char message[ERROR_MAX];
 };
 void error_save (struct error_saved *saved /* OUT */);

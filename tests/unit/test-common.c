@@ -47,6 +47,25 @@ test_error_errno_appends_strerror (void **state)
                        "out.qcow2: write: No space left on device");
 }
 
+/* A saved error comes back whole, with the input it concerns, after a
+ * later error replaced it. */
+static void
+test_error_save_keeps_the_input (void **state)
+{
+  struct error_saved saved;
+
+  ferry_error (EINVAL, "in.vmdk: bad extent");
+  ferry_error_input ("source");
+  error_save (&saved);
+  ferry_error (EIO, "out.qcow2: close");
+  assert_null (ferry_get_error_input ());
+  error_restore (&saved);
+  assert_string_equal (ferry_get_error (), "in.vmdk: bad extent");
+  assert_int_equal (ferry_get_errno (), EINVAL);
+  assert_non_null (ferry_get_error_input ());
+  assert_string_equal (ferry_get_error_input (), "source");
+}
+
 /* True when FD is readable now. */
 static bool
 readable (int fd)
@@ -355,6 +374,7 @@ main (void)
     cmocka_unit_test (test_list_children),
     cmocka_unit_test (test_qemu_temp_files),
     cmocka_unit_test (test_error_errno_appends_strerror),
+    cmocka_unit_test (test_error_save_keeps_the_input),
     cmocka_unit_test (test_error_alias_names_the_destination),
     cmocka_unit_test (test_fault_fails_from_the_nth_write),
     cmocka_unit_test (test_fault_bad_spec_is_ignored),
