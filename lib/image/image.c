@@ -1561,12 +1561,18 @@ check_report_error (struct ferry_check_result *r, const char *path)
 
 /* ferry check refuses, as qemu-img check does, an image whose backing
  * file (parent) is missing, at any depth: -1 with the missing layer's
- * reason.  An image that does not open is left to the driver's check,
- * which says what is wrong with it. */
+ * reason.  The open shares and locks as the caller's FLAGS say.  An image
+ * that does not open for what is wrong inside it is left to the driver's
+ * check, which says what; one that does not open for another reason (in
+ * use, out of memory, unreadable) is refused with that reason. */
 static int
-parent_present (const char *path, const struct image_driver *drv)
+parent_present (const char *path, const struct image_driver *drv,
+                unsigned flags)
 {
-  struct open_args args = { .flags = FERRY_OPEN_MISSING_BACKING };
+  struct open_args args = {
+    .flags = FERRY_OPEN_MISSING_BACKING |
+             (flags & (FERRY_OPEN_SHARED | FERRY_OPEN_STRICT)),
+  };
   struct ferry_image *img, *layer;
   int r = 0;
 
@@ -1576,6 +1582,11 @@ parent_present (const char *path, const struct image_driver *drv)
   ferry_log_mute (true);
   img = open_with_args (path, drv->name, &args);
   ferry_log_mute (false);
+  if (img == NULL) {
+    int e = ferry_get_errno ();
+    if (e == EBUSY || e == ENOMEM || e == EACCES || e == EPERM)
+      return -1;
+  }
   for (layer = img; layer && r == 0; layer = layer->backing)
     if (layer->backing_missing)
       r = ferry_error (ENOENT, "%s: %s%s%s", path,
@@ -1617,7 +1628,7 @@ ferry_image_check (const char *path, const char *format, unsigned flags,
     if (drv == NULL)
       return -1;
   }
-  if (parent_present (path, drv) == -1)
+  if (parent_present (path, drv, flags) == -1)
     return -1;
   if (drv->check == NULL)
     return 0;   /* no metadata, nothing that can be inconsistent */

@@ -4,11 +4,13 @@
 # one bootable ext4 partition, Debian 12 on x86_64 named ferry-debian12,
 # GRUB 2 on BIOS, systemd, the kernel with its virtio modules, open-vm-tools
 # as a package, ifupdown configuring ens33, and fstab and the kernel
-# command line naming /dev/sda1 by its bus name.  Then bad input: a missing
-# image, an image that is not a disk ferry reads.
+# command line naming /dev/sda1 by its bus name.  A disk qemu-nbd writes:
+# refused, and read with -U.  Then bad input: a missing image, an image
+# that is not a disk ferry reads.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/guest-lib.sh"
-require python3
+. "$(dirname "$0")/nbd-lib.sh"
+require python3 qemu-img qemu-nbd
 guest_setup
 cd "$WORK" || die "cd $WORK"
 
@@ -62,6 +64,23 @@ for want in "distribution:    debian 12." "hostname:        $GUEST_HOSTNAME" \
   if grep -q -F -- "$want" "$OUT"; then ok "human form shows '$want'"
   else not_ok "human form lacks '$want'" "$(cat "$OUT")"; fi
 done
+
+# A disk another process writes: inspect refuses it before any appliance
+# starts, and -U reads it all the same (a blank disk: the appliance ran
+# and found no operating system).
+qemu-img create -q -f qcow2 held.qcow2 64M || die "qemu-img create held.qcow2"
+start_qemu_nbd held -f qcow2 "$WORK/held.qcow2"
+FY_TIMEOUT=60 fy inspect held.qcow2
+expect_exit 1 "inspect of a disk qemu-nbd writes: refused"
+expect_stderr "in use by another process" "inspect of a held disk: says it is in use"
+FY_TIMEOUT=600 fy inspect -U held.qcow2
+expect_exit 0 "inspect -U of a disk qemu-nbd writes"
+if grep -q "No operating system found" "$OUT"; then
+  ok "inspect -U of a blank held disk: the appliance read it, no operating system"
+else
+  not_ok "inspect -U of a blank held disk: expected 'No operating system found'" "$(last_run)"
+fi
+stop_server
 
 # Bad input: nothing is started for an image that cannot be read.
 fy inspect "$WORK/missing.vmdk"

@@ -7,7 +7,9 @@
 # - convert -n into an image qemu-nbd holds for writing is refused, and
 #   the image is unchanged; reading it (info, map, compare, check,
 #   convert, inspect) is refused with a hint, and allowed with -U (inspect
-#   -U, which starts an appliance, is left to the guest tests' machinery);
+#   -U, which starts an appliance, is in guest-inspect);
+# - check -U of an image qemu-nbd writes whose backing file is gone is
+#   refused naming it, as qemu-img check -U refuses it;
 # - while ferry serve holds an image for writing, qemu-img and qemu-io
 #   are refused ("Failed to get ... lock"); while it serves one read-only,
 #   qemu-io cannot write it but qemu-img info and convert read it; serve
@@ -75,6 +77,27 @@ expect_exit 1 "serve -U without --readonly: refused"
 stop_server
 same_content "the image qemu-nbd held is unchanged" img.orig qcow2 \
   img.qcow2 qcow2
+
+# --- check -U of an image qemu-nbd writes whose backing file is gone ----------
+# qemu-nbd opens the chain while base.raw exists; then it goes.
+mkimg raw base.raw $((4 * mb))
+qemu-img create -q -f qcow2 -b base.raw -F raw orphan.qcow2 $((4 * mb)) ||
+  die "qemu-img create orphan.qcow2"
+start_qemu_nbd orphan -f qcow2 "$WORK/orphan.qcow2"
+rm base.raw
+out=$(qemu-img check -U orphan.qcow2 2>&1)
+if [ $? != 0 ] && grep -q "base.raw" <<<"$out"; then
+  ok "qemu-img check -U of the orphan qemu-nbd holds: refused, naming base.raw"
+else
+  not_ok "qemu-img check -U of the orphan: expected a refusal naming base.raw" "$out"
+fi
+fy check -U orphan.qcow2
+expect_failure "check -U of an image qemu-nbd writes, its backing file gone" base.raw
+expect_stderr "missing" "check -U of the orphan: says the backing file is missing"
+fy check orphan.qcow2
+expect_exit 1 "check of the orphan without -U: refused"
+expect_stderr "in use by another process" "check of the orphan without -U: says it is in use"
+stop_server
 
 # --- ferry serve holds an image --------------------------------------------------
 start_serve rw --socket "$WORK/rw.sock" img.qcow2 ||
