@@ -151,7 +151,8 @@ int ferry_image_read_to_end (struct ferry_image *img);
  * those of them in 4 KiB blocks that are not all zeroes.  A stream that
  * inflates to more than MAX bytes is refused with EFBIG as it passes MAX,
  * so that a small file of compressed zeroes (a decompression bomb) cannot
- * keep ferry inflating for as long as it likes.  PROGRESS, when not NULL,
+ * keep ferry inflating for as long as it likes; a stop request
+ * (SIGINT) ends it with EINTR within one buffer.  PROGRESS, when not NULL,
  * is called now and then with the compressed bytes read so far.  0, or -1
  * with the error set. */
 int ferry_image_measure_stream (const char *path, uint64_t offset,

@@ -48,6 +48,7 @@
 #include <zlib.h>
 
 #include "internal.h"
+#include "../common/stop.h"
 #include "../common/util.h"
 
 /* Compressed bytes read from the file at a time, and uncompressed bytes
@@ -485,6 +486,11 @@ ferry_image_measure_stream (const char *path, uint64_t offset,
 
     /* A whole buffer, or what is left, so blocks fall where the disk's
      * do. */
+    if (stop_requested ()) {
+      ferry_error (EINTR, "%s: interrupted while reading the gzip stream at "
+                   "offset %" PRIu64 " for its size", path, offset);
+      goto out;
+    }
     while (len < MEASURE_BUFFER && got > 0) {
       if (image_stream_read_some (st, buf + len, MEASURE_BUFFER - len,
                                   &got) == -1)

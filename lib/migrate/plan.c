@@ -391,8 +391,11 @@ verify_progress (uint64_t done, void *opaque)
  * description says (its size wins, as for any disk) but not without
  * bound: a small file of compressed zeroes (a decompression bomb) could
  * otherwise keep ferry inflating for hours.  The bound is twice the
- * declared capacity or 1 GiB over it; with none declared, deflate's own
- * (about 1032:1) is the only one. */
+ * declared capacity or 1 GiB over it; with none declared (a disk named by
+ * ovf:/file/), INFLATE_MAX_UNDECLARED or what FERRY_INFLATE_MAX says.
+ * A stop request ends the measure (EINTR), and the plan with it. */
+#define INFLATE_MAX_UNDECLARED (UINT64_C (1) << 40)   /* 1 TiB */
+
 static int
 measure_raw_stream (struct ferry_v2v_plan *plan,
                     const struct ferry_v2v_options *opts,
@@ -407,6 +410,14 @@ measure_raw_stream (struct ferry_v2v_plan *plan,
     max = MAX (d->capacity > UINT64_MAX / 2 ? UINT64_MAX : d->capacity * 2,
                d->capacity > UINT64_MAX - (1ull << 30) ? UINT64_MAX :
                d->capacity + (1ull << 30));
+  else {
+    const char *env = getenv ("FERRY_INFLATE_MAX");
+    max = INFLATE_MAX_UNDECLARED;
+    if (env && ferry_parse_size (env, &max) == -1)
+      return ferry_error (EINVAL, "FERRY_INFLATE_MAX=%s: not a size (a "
+                          "number with an optional k, M, G or T suffix)",
+                          env);
+  }
   vp.p.phase = "inflate";
   vp.start = now_seconds ();
   r = stream_range (d, pd->source, &offset, &length);
@@ -417,9 +428,18 @@ measure_raw_stream (struct ferry_v2v_plan *plan,
                                     : NULL, &vp);
   }
   if (r == -1) {
+    if (ferry_get_errno () == EINTR)
+      return -1;
     if (d->member)
       ferry_error_prefix ("%s", d->member);
     pd->migrated = false;
+    if (ferry_get_errno () == EFBIG && d->capacity == 0)
+      return add_check (plan, FERRY_V2V_ERROR, "if the disk is right, "
+                        "declare it in the OVF's DiskSection with its "
+                        "capacity, or raise FERRY_INFLATE_MAX",
+                        "disk %s: %s, and its size is declared nowhere: "
+                        "refused as a decompression bomb", id,
+                        ferry_get_error ());
     if (ferry_get_errno () == EFBIG)
       return add_check (plan, FERRY_V2V_ERROR, "check the package: if the "
                         "disk is right, correct its capacity in the OVF",

@@ -10,9 +10,11 @@
 # zero padding after the last member is taken, as gzip(1) takes it; a
 # stream that inflates far past the declared size (a decompression bomb)
 # is refused before the copy; a raw disk named by ovf:/file/ with no size
-# declared anywhere gets its stream's.  qemu-img compare judges every
+# declared anywhere gets its stream's, bounded by FERRY_INFLATE_MAX; SIGINT
+# while the plan measures a stream ends it at once.  qemu-img compare judges every
 # disk migrated against the data gzip(1) compressed.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/interrupt-lib.sh"
 require qemu-img qemu-io python3 tar gzip
 
 cd "$WORK" || die "cd $WORK"
@@ -158,5 +160,39 @@ fy v2v pf/pf.ovf --to libvirt --out out-pf
 expect_exit 0 "ovf:/file/ gzip raw disk, no size declared: migrated"
 [ -f out-pf/pf-disk2.qcow2 ] &&
   same_content "ovf:/file/ gzip raw disk: the disk equals the data" pkg/disk.img raw out-pf/pf-disk2.qcow2 qcow2
+
+# The same bomb behind ovf:/file/, its size declared nowhere: bounded by
+# FERRY_INFLATE_MAX (1 TiB unless set), refused before the copy.
+mkdir -p pb
+cp pkg/bomb.gz pb/data.gz
+"${TAR_PY[@]}" ovf-file pb small.img raw $((1 << 20)) data.gz >pb/pb.ovf
+sed -i 's|<File ovf:href="data.gz" ovf:id="vmfile1"/>|<File ovf:href="data.gz" ovf:id="vmfile1" ovf:compression="gzip"/>|' pb/pb.ovf
+mkimg raw pb/small.img 1M
+FERRY_INFLATE_MAX=256M fy v2v pb/pb.ovf --to libvirt --out out
+expect_failure "ovf:/file/ bomb, no size declared: refused" data.gz
+expect_stderr "its size is declared nowhere: refused as a decompression bomb" \
+  "ovf:/file/ bomb: says so"
+expect_stderr "FERRY_INFLATE_MAX" "ovf:/file/ bomb: says what bounds it"
+check_true "ovf:/file/ bomb: nothing written" test ! -e out
+FERRY_INFLATE_MAX=lots fy v2v pb/pb.ovf --to libvirt --out out --dry-run
+expect_exit 1 "FERRY_INFLATE_MAX=lots: refused"
+expect_stderr "FERRY_INFLATE_MAX=lots: not a size" "FERRY_INFLATE_MAX=lots: says why"
+
+# --- SIGINT while the plan measures a large gzip disk ----------------------
+# Eight members of 1.2 GiB of zeroes: seconds of inflating, at plan time
+# (a dry run too); the signal ends it within 2 s, nothing written.
+mkdir -p pi
+for i in 1 2 3 4 5 6 7 8; do cat pkg/bomb.gz; done >pi/data.gz
+"${TAR_PY[@]}" ovf-file pi small.img raw $((1 << 20)) data.gz >pi/pi.ovf
+sed -i 's|<File ovf:href="data.gz" ovf:id="vmfile1"/>|<File ovf:href="data.gz" ovf:id="vmfile1" ovf:compression="gzip"/>|' pi/pi.ovf
+mkimg raw pi/small.img 1M
+for mode in --dry-run ""; do
+  # shellcheck disable=SC2086
+  bg_ferry v2v pi/pi.ovf --to libvirt --out out $mode
+  sleep 1
+  signal_ferry INT "SIGINT while measuring${mode:+ ($mode)}" &&
+    expect_interrupted "SIGINT while measuring a gzip disk${mode:+ ($mode)}" INT 2
+  check_true "SIGINT while measuring${mode:+ ($mode)}: nothing written" test ! -e out
+done
 
 done_testing
