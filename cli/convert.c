@@ -278,8 +278,8 @@ cmd_convert (int argc, char **argv)
   copts.progress_opaque = &mode;
   if (ferry_copy (src, dst, &copts) == -1) {
     if (cli_stop)
-      print_interrupted ("convert", "%s was not written",
-                         target ? dst_path : "the rest of the target");
+      print_interrupted ("convert", target ? "%s was not written" :
+                         "%s is only partly written", dst_path);
     else {
       print_error ("convert");
       if (!target)

@@ -93,7 +93,7 @@ on_grace_over (int unused)
   if (sig == SIGQUIT)
     _exit (128 + sig);
   signal (sig, SIG_DFL);
-  raise (sig);
+  kill (getpid (), sig);        /* the process, whichever thread runs this */
 }
 
 /* The first stop signal asks the library to stop (every wait ends, and

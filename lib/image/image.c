@@ -145,19 +145,10 @@ fd_size (const char *path, int fd, uint64_t *size)
 
   if (fstat (fd, &st) == -1)
     return ferry_error_errno (errno, "%s: stat", path);
-  if (S_ISBLK (st.st_mode)) {
-    off_t end = lseek (fd, 0, SEEK_END);
-    if (end == -1)
-      return ferry_error_errno (errno, "%s: finding the size of the device",
-                                path);
-    *size = end;
-  }
-  else if (S_ISREG (st.st_mode))
-    *size = st.st_size;
-  else
+  if (!S_ISBLK (st.st_mode) && !S_ISREG (st.st_mode))
     return ferry_error (EINVAL, "%s: not a regular file or block device",
                         path);
-  return 0;
+  return hostfile_size (fd, path, size);
 }
 
 /* Pick the driver for the SIZE bytes of FD that start at START (PATH for

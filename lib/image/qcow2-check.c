@@ -46,6 +46,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "hostfile.h"
 #include "internal.h"
 #include "qcow2-format.h"
 #include "../common/cleanup.h"
@@ -946,11 +947,9 @@ qcow2_check (const char *path, int fd, struct ferry_check_result *result)
   };
   CLEANUP_FREE uint32_t *refs = NULL;
   CLEANUP_FREE uint8_t *flags = NULL, *table_buf = NULL, *cluster_buf = NULL;
-  off_t end = lseek (fd, 0, SEEK_END);
 
-  if (end == -1)
-    return ferry_error_errno (errno, "%s: cannot find the file size", path);
-  c.file_size = end;
+  if (hostfile_size (fd, path, &c.file_size) == -1)
+    return -1;
   if (qcow2_read_header (path, fd, 0, c.file_size, &c.h, &report) == -1)
     return -1;
   qcow2_header_free (&c.h);     /* the walk needs none of its strings */

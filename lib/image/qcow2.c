@@ -1060,8 +1060,8 @@ open_data_file (struct qcow2_image *q, unsigned flags)
     ferry_error_prefix ("%s: external data file", q->base.path);
     return -1;
   }
-  q->data_size = S_ISBLK (st.st_mode) ?
-    (uint64_t) lseek (q->data_fd, 0, SEEK_END) : (uint64_t) st.st_size;
+  if (hostfile_size (q->data_fd, path, &q->data_size) == -1)
+    return -1;
   q->has_data_file = true;
   q->data_raw = (q->h.autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW) != 0;
   return 0;
@@ -1089,7 +1089,6 @@ qcow2_open (const char *path, int fd, const struct open_args *args)
 {
   bool writable = args->flags & FERRY_OPEN_WRITE;
   struct qcow2_image *q = qcow2_alloc (fd);
-  struct stat st;
 
   if (q == NULL) {
     ferry_error (ENOMEM, "%s: out of memory", path);
@@ -1098,12 +1097,8 @@ qcow2_open (const char *path, int fd, const struct open_args *args)
   }
   if (image_init_base (&q->base, &qcow2_driver, path, fd, !writable) == -1)
     goto err;
-  if (fstat (fd, &st) == -1) {
-    ferry_error_errno (errno, "%s: stat", path);
+  if (hostfile_size (fd, path, &q->file_size) == -1)
     goto err;
-  }
-  q->file_size = S_ISBLK (st.st_mode) ?
-    (uint64_t) lseek (fd, 0, SEEK_END) : (uint64_t) st.st_size;
   if (args->windowed) {
     /* A disk inside an OVA: the window is the whole file. */
     q->start = args->window_start;

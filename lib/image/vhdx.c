@@ -52,6 +52,7 @@
 
 #include <isa-l/crc.h>
 
+#include "hostfile.h"
 #include "vhdx-internal.h"
 #include "../common/cleanup.h"
 #include "../common/util.h"
@@ -1165,8 +1166,8 @@ vhdx_open (const char *path, int fd, const struct open_args *args)
     goto err;
   }
   v->is_block = S_ISBLK (st.st_mode);
-  v->real_size = v->is_block ? (uint64_t) lseek (fd, 0, SEEK_END)
-    : (uint64_t) st.st_size;
+  if (hostfile_size (fd, path, &v->real_size) == -1)
+    goto err;
   v->file_size = v->block_limit = v->real_size;
   if (writable && v->is_block) {
     ferry_error (ENOTSUP, "%s: ferry writes VHDX images in regular files "

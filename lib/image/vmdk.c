@@ -75,17 +75,10 @@ open_extent_file (struct vmdk_image *v, const char *path, bool writable,
 
   if (fd == -1)
     return -1;
-  if (S_ISBLK (st.st_mode)) {
-    off_t end = lseek (fd, 0, SEEK_END);
-    if (end == -1) {
-      ferry_error_errno (errno, "%s: finding the size of the device", path);
-      close (fd);
-      return -1;
-    }
-    *size = end;
+  if (hostfile_size (fd, path, size) == -1) {
+    close (fd);
+    return -1;
   }
-  else
-    *size = st.st_size;
   return fd;
 }
 
@@ -364,18 +357,13 @@ vmdk_open (const char *path, int fd, const struct open_args *args)
   struct vmdk_image *v = vmdk_image_new (path, fd, !writable);
   uint8_t head[8] = { 0 };
   uint64_t file_size;
-  struct stat st;
   int r;
 
   if (v == NULL)
     return NULL;
   v->shared = args->flags & FERRY_OPEN_SHARED;
-  if (fstat (fd, &st) == -1) {
-    ferry_error_errno (errno, "%s: stat", path);
+  if (hostfile_size (fd, path, &file_size) == -1)
     goto err;
-  }
-  file_size = S_ISBLK (st.st_mode) ?
-    (uint64_t) lseek (fd, 0, SEEK_END) : (uint64_t) st.st_size;
   if (args->windowed) {
     /* A disk inside an OVA: the window is the whole file. */
     v->windowed = true;

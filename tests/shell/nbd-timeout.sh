@@ -152,7 +152,7 @@ expect_timed_out "convert into a stalled export" 1 \
 expect_stderr "is only partly written" "convert into a stalled export: says it is only partly written"
 stalled write
 interrupt_stalled "convert into a stalled export, SIGINT" INT \
-  "ferry convert: interrupted; the rest of the target was not written" convert -f raw src.raw "$URI"
+  "ferry convert: interrupted; $URI is only partly written" convert -f raw src.raw "$URI"
 
 # --- slow is not stalled: each reply restarts the clock ---------------------------------
 # One request at a time, each answered after 0.4 s: the four reads of 1 MiB
