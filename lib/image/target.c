@@ -627,16 +627,19 @@ ferry_target_free (struct ferry_target *t)
     ferry_image_close (t->img);
     t->img = NULL;
   }
+  /* The alias goes before the removals: their warnings are about the
+   * temporary names left behind, which DEST would misname. */
+  if (t->alias) {
+    const char *base = strrchr (t->temp, '/');
+    error_alias_remove (base ? base + 1 : t->temp);
+    t->alias = false;
+  }
   if (t->made && !t->committed && !(t->flags & FERRY_TARGET_FOLDER) &&
       ferry_image_remove (t->temp, t->format) == -1)
     ferry_warn ("%s", ferry_get_error ());
   if (!t->committed && t->lock_fd >= 0)
     remove_own_group (t);
   release (t);
-  if (t->alias) {
-    const char *base = strrchr (t->temp, '/');
-    error_alias_remove (base ? base + 1 : t->temp);
-  }
   for (i = 0; i < t->removed.len; i++)
     free (t->removed.ptr[i]);
   free (t->removed.ptr);

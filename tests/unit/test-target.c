@@ -165,6 +165,52 @@ test_messages_name_dest (void **state)
   assert_string_equal (ferry_get_error (), msg);
 }
 
+/* The warnings the library logs, kept for a test to read. */
+static char warnings[4096];
+
+/* The log callback: append each warning, a line each. */
+static void
+keep_warnings (enum ferry_log_level level, const char *msg, void *opaque)
+{
+  size_t len = strlen (warnings);
+
+  if (level >= FERRY_LOG_WARNING)
+    snprintf (warnings + len, sizeof warnings - len, "%s\n", msg);
+}
+
+/* A cleanup that cannot remove the temporary folder (deeper than the
+ * sweep goes) warns naming the temporary folder, which is what is left,
+ * not DEST, which never existed. */
+static void
+test_cleanup_warning_names_leftover (void **state)
+{
+  char dir[300], dest[400], tmp[400], path[600];
+  struct ferry_target *t;
+  const char *base;
+  int i;
+
+  fresh_dir (dir, sizeof dir, "warn");
+  snprintf (dest, sizeof dest, "%s/out", dir);
+  t = ferry_target_begin (dest, NULL, FERRY_TARGET_FOLDER);
+  assert_non_null (t);
+  snprintf (tmp, sizeof tmp, "%s", ferry_target_path (t));
+  snprintf (path, sizeof path, "%s", tmp);
+  for (i = 0; i < 12; i++) {
+    strcat (path, "/d");
+    assert_int_equal (mkdir (path, 0755), 0);
+  }
+  warnings[0] = '\0';
+  ferry_set_log_callback (keep_warnings, NULL);
+  ferry_target_free (t);
+  ferry_set_log_callback (NULL, NULL);
+  base = strrchr (tmp, '/') + 1;
+  assert_non_null (strstr (warnings, base));
+  assert_non_null (strstr (warnings, "cannot remove"));
+  snprintf (path, sizeof path, "%s: cannot", dest);
+  assert_null (strstr (warnings, path));
+  assert_true (exists (tmp));
+}
+
 /* A folder target: its files are there under DEST after the commit. */
 static void
 test_folder_commit (void **state)
@@ -261,6 +307,7 @@ main (void)
     cmocka_unit_test (test_abort_and_existing),
     cmocka_unit_test (test_messages_name_dest),
     cmocka_unit_test (test_folder_commit),
+    cmocka_unit_test (test_cleanup_warning_names_leftover),
     cmocka_unit_test (test_sweep),
   };
   return cmocka_run_group_tests (tests, make_scratch_dir, remove_scratch_dir);
