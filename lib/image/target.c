@@ -17,8 +17,12 @@
  *    is done.  It lives on the lock file, not on the image, so it never
  *    meets the byte-range locks that QEMU and ferry take on images, and
  *    it goes with its process however that ends (on NFS the server drops
- *    it).  Where the file system has no locks, the writer goes on without
- *    one, and sweepers, which cannot lock either, leave its files alone.
+ *    it).  Where the file system has no locks (EINVAL, EOPNOTSUPP, ENOSYS:
+ *    lock.h's rule), the writer goes on without one, and sweepers, which
+ *    cannot lock either, leave its files alone.  Any other lock error
+ *    (ENOLCK: an NFS server without its lock service) fails the begin: a
+ *    writer going on unlocked there would look dead to a sweeper whose
+ *    lock does succeed, which would remove its files while it writes.
  *
  * 3. Begin: remove the dead leftovers of DIR (note 6), create the lock
  *    file, lock it, and check that the name is still that file (a sweeper
@@ -73,6 +77,7 @@
 #include <ferry/target.h>
 
 #include "internal.h"
+#include "lock.h"
 #include "../common/cleanup.h"
 #include "../common/util.h"
 #include "../common/vector.h"
@@ -393,12 +398,23 @@ reserve (struct ferry_target *t, const char *name)
     if (fd == -1)
       return ferry_error_errno (errno, "%s: making a temporary file beside "
                                 "it", t->dest);
-    if (fcntl (fd, F_OFD_SETLK, &fl) == -1 &&
-        (errno == EAGAIN || errno == EACCES)) {
-      close (fd);              /* a sweeper holds it, and removes it */
-      continue;
+    if (fcntl (fd, F_OFD_SETLK, &fl) == -1) {
+      int err = errno;
+      if (err == EAGAIN || err == EACCES) {
+        close (fd);            /* a sweeper holds it, and removes it */
+        continue;
+      }
+      /* Only a file system without locks lets us go on unlocked (note
+       * 2); any other failure would leave our files to the next sweeper
+       * as a dead writer's. */
+      if (!locks_unsupported (err)) {
+        unlink (t->lock_path);
+        close (fd);
+        return ferry_error_errno (err, "%s: cannot lock the temporary "
+                                  "file that marks it as being written",
+                                  t->dest);
+      }
     }
-    /* Other lock errors: no locks here (note 2). */
     if (fstat (fd, &st) == -1 || lstat (t->lock_path, &now) == -1 ||
         st.st_dev != now.st_dev || st.st_ino != now.st_ino) {
       close (fd);

@@ -4,8 +4,15 @@
  * The fault suite (tests/shell/fault-*.sh) kills and fails real writers;
  * here the leftovers are made by hand, to reach the cases a kill cannot
  * choose (a lock still held, a planted link).
+ *
+ * No file system here fails a lock or an unlink on demand, so this
+ * program defines its own fcntl64 (what <fcntl.h>'s fcntl calls with
+ * 64-bit offsets), renameat2 and unlink, which libferry (linked in
+ * statically) calls instead of the C library's: each fails as a test asks
+ * and hands everything else to the real one.
  */
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -28,6 +35,77 @@
 #include <ferry/target.h>
 
 #include "common/error.h"
+
+/* ----- the system calls libferry makes here ----- */
+
+/* Nonzero: the errno that every F_OFD_SETLK fails with. */
+static int lock_answer;
+/* Nonzero: the errno that renameat2 fails with. */
+static int rename_answer;
+/* Non-empty: the paths that unlink fails on (EIO), a NUL each, the list
+ * ending in an empty one. */
+static char unlink_refused[2048];
+
+int
+fcntl64 (int fd, int cmd, ...)
+{
+  static int (*real) (int, int, ...);
+  va_list ap;
+  void *arg;
+
+  va_start (ap, cmd);
+  arg = va_arg (ap, void *);
+  va_end (ap);
+  if (real == NULL)
+    real = (int (*) (int, int, ...)) dlsym (RTLD_NEXT, "fcntl64");
+  if (cmd == F_OFD_SETLK && lock_answer) {
+    errno = lock_answer;
+    return -1;
+  }
+  return real (fd, cmd, arg);
+}
+
+int
+renameat2 (int olddirfd, const char *oldpath, int newdirfd,
+           const char *newpath, unsigned flags)
+{
+  static int (*real) (int, const char *, int, const char *, unsigned);
+
+  if (real == NULL)
+    real = (int (*) (int, const char *, int, const char *, unsigned))
+      dlsym (RTLD_NEXT, "renameat2");
+  if (rename_answer) {
+    errno = rename_answer;
+    return -1;
+  }
+  return real (olddirfd, oldpath, newdirfd, newpath, flags);
+}
+
+int
+unlink (const char *path)
+{
+  static int (*real) (const char *);
+  const char *p;
+
+  if (real == NULL)
+    real = (int (*) (const char *)) dlsym (RTLD_NEXT, "unlink");
+  for (p = unlink_refused; *p; p += strlen (p) + 1)
+    if (strcmp (p, path) == 0) {
+      errno = EIO;
+      return -1;
+    }
+  return real (path);
+}
+
+/* Every system call as the C library makes it again. */
+static void
+answer_normally (void)
+{
+  lock_answer = rename_answer = 0;
+  memset (unlink_refused, 0, sizeof unlink_refused);
+}
+
+/* ----- helpers ----- */
 
 /* A fresh empty folder NAME in the scratch directory, into BUF. */
 static const char *
@@ -163,6 +241,40 @@ test_messages_name_dest (void **state)
   assert_int_equal (ferry_get_errno (), EIO);
   ferry_error (EIO, "%s", msg);
   assert_string_equal (ferry_get_error (), msg);
+}
+
+/* A lock that fails for any reason but "no locks on this file system"
+ * (ENOLCK: an NFS server without its lock service) fails the begin,
+ * leaving nothing: a writer that went on unlocked would look dead to a
+ * later sweeper and lose its files.  Where the file system has no locks
+ * (EOPNOTSUPP), the writer goes on without one. */
+static void
+test_lock_errors (void **state)
+{
+  char dir[300], dest[400];
+  struct ferry_target *t;
+
+  fresh_dir (dir, sizeof dir, "lock-errors");
+  snprintf (dest, sizeof dest, "%s/d.raw", dir);
+  lock_answer = ENOLCK;
+  t = ferry_target_begin (dest, "raw", 0);
+  answer_normally ();
+  assert_null (t);
+  assert_int_equal (ferry_get_errno (), ENOLCK);
+  assert_non_null (strstr (ferry_get_error (), dest));
+  assert_non_null (strstr (ferry_get_error (), "cannot lock"));
+  assert_null (strstr (ferry_get_error (), ".ferry-"));
+  assert_int_equal (count_entries (dir), 0);
+
+  lock_answer = EOPNOTSUPP;
+  t = ferry_target_begin (dest, "raw", 0);
+  assert_non_null (t);
+  assert_non_null (ferry_target_create_image (t, 1 << 20, NULL));
+  assert_int_equal (ferry_target_commit (t), 0);
+  ferry_target_free (t);
+  answer_normally ();
+  assert_true (exists (dest));
+  assert_int_equal (count_entries (dir), 1);
 }
 
 /* The warnings the library logs, kept for a test to read. */
@@ -308,6 +420,7 @@ main (void)
     cmocka_unit_test (test_messages_name_dest),
     cmocka_unit_test (test_folder_commit),
     cmocka_unit_test (test_cleanup_warning_names_leftover),
+    cmocka_unit_test (test_lock_errors),
     cmocka_unit_test (test_sweep),
   };
   return cmocka_run_group_tests (tests, make_scratch_dir, remove_scratch_dir);
