@@ -171,8 +171,19 @@ rename_noreplace (const char *from, const char *to)
     return -1;
   /* No RENAME_NOREPLACE here (NFS, some FUSE, old kernels): a hard link
    * fails on an existing TO just the same. */
-  if (link (from, to) == 0)
-    return unlink (from) == -1 && errno != ENOENT ? -1 : 0;
+  if (link (from, to) == 0) {
+    int err;
+    if (unlink (from) == 0 || errno == ENOENT)
+      return 0;
+    /* Both names are there: undo, so that a failure means no TO.  Where
+     * TO cannot go either, the move is done as far as it can be: TO is
+     * there, FROM a second name, as after a crash between the two. */
+    err = errno;
+    if (unlink (to) == -1)
+      return 0;
+    errno = err;
+    return -1;
+  }
   if (errno == EPERM) {
     /* A folder cannot be linked: look, then rename.  Only a folder made
      * at TO between the two, and empty, could be replaced. */

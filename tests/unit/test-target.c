@@ -97,6 +97,20 @@ unlink (const char *path)
   return real (path);
 }
 
+/* Make unlink refuse PATH too. */
+static void
+refuse_unlink (const char *path)
+{
+  char *end = unlink_refused;
+
+  while (*end)
+    end += strlen (end) + 1;
+  assert_true (end + strlen (path) + 2 <= unlink_refused +
+               sizeof unlink_refused);
+  strcpy (end, path);
+  end[strlen (path) + 1] = '\0';
+}
+
 /* Every system call as the C library makes it again. */
 static void
 answer_normally (void)
@@ -277,6 +291,51 @@ test_lock_errors (void **state)
   assert_int_equal (count_entries (dir), 1);
 }
 
+/* Where the file system has no RENAME_NOREPLACE, the commit links DEST
+ * and unlinks the temporary name.  When that unlink fails, the commit
+ * fails and leaves no DEST (it unlinks DEST again); when DEST cannot be
+ * unlinked either, the move counts as done: DEST is there and the commit
+ * succeeds.  Either way, the result says whether DEST exists. */
+static void
+test_commit_by_link (void **state)
+{
+  char dir[300], dest[400], tmp[400];
+  struct ferry_target *t;
+  int r;
+
+  fresh_dir (dir, sizeof dir, "link");
+  snprintf (dest, sizeof dest, "%s/d.raw", dir);
+  t = ferry_target_begin (dest, "raw", 0);
+  assert_non_null (t);
+  assert_non_null (ferry_target_create_image (t, 1 << 20, NULL));
+  rename_answer = EINVAL;
+  refuse_unlink (ferry_target_path (t));
+  r = ferry_target_commit (t);
+  answer_normally ();
+  assert_int_equal (r, -1);
+  assert_int_equal (ferry_get_errno (), EIO);
+  assert_non_null (strstr (ferry_get_error (), dest));
+  assert_false (exists (dest));
+  ferry_target_free (t);
+  assert_int_equal (count_entries (dir), 0);
+
+  t = ferry_target_begin (dest, "raw", 0);
+  assert_non_null (t);
+  assert_non_null (ferry_target_create_image (t, 1 << 20, NULL));
+  snprintf (tmp, sizeof tmp, "%s", ferry_target_path (t));
+  rename_answer = EINVAL;
+  refuse_unlink (tmp);
+  refuse_unlink (dest);
+  r = ferry_target_commit (t);
+  answer_normally ();
+  assert_int_equal (r, 0);
+  ferry_target_free (t);
+  assert_true (exists (dest));
+  /* The temporary name is a second name of DEST, which stays. */
+  assert_int_equal (unlink (tmp), 0);
+  assert_int_equal (count_entries (dir), 1);
+}
+
 /* The warnings the library logs, kept for a test to read. */
 static char warnings[4096];
 
@@ -421,6 +480,7 @@ main (void)
     cmocka_unit_test (test_folder_commit),
     cmocka_unit_test (test_cleanup_warning_names_leftover),
     cmocka_unit_test (test_lock_errors),
+    cmocka_unit_test (test_commit_by_link),
     cmocka_unit_test (test_sweep),
   };
   return cmocka_run_group_tests (tests, make_scratch_dir, remove_scratch_dir);
