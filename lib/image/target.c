@@ -24,8 +24,10 @@
  *    writer going on unlocked there would look dead to a sweeper whose
  *    lock does succeed, which would remove its files while it writes.
  *
- * 3. Begin: remove the dead leftovers of DIR (note 6), create the lock
- *    file, lock it, and check that the name is still that file (a sweeper
+ * 3. Begin: remove the dead leftovers of DIR (note 6), before DEST is
+ *    looked at, so that a rerun after a kill that came after the rename
+ *    (DEST complete, state 5a or 5d) removes them and only then refuses
+ *    DEST as existing; create the lock file, lock it, and check that the name is still that file (a sweeper
  *    may have removed it between the two); only then the primary is made
  *    (a folder at once, an image by ferry_target_create_image).
  *
@@ -433,6 +435,7 @@ ferry_target_begin (const char *dest, const char *format, unsigned flags)
   struct ferry_target *t = calloc (1, sizeof *t);
   CLEANUP_FREE char *name = NULL;
   struct stat st;
+  size_t i;
 
   if (t == NULL) {
     ferry_error (ENOMEM, "out of memory");
@@ -453,13 +456,16 @@ ferry_target_begin (const char *dest, const char *format, unsigned flags)
   }
   if (split_dest (t, &name) == -1)
     goto err;
-  if (lstat (dest, &st) == 0) {
-    ferry_error (EEXIST, "%s exists already", dest);
-    goto err;
-  }
+  /* The sweep comes before the check on DEST (note 3): a writer killed
+   * after its rename left DEST whole beside its leftovers, and running
+   * the same command again is how a user cleans up after it. */
   sweep (t->dir, &t->removed);
   if (string_vector_append (&t->removed, NULL) == -1) {
     ferry_error (ENOMEM, "out of memory");
+    goto err;
+  }
+  if (lstat (dest, &st) == 0) {
+    ferry_error (EEXIST, "%s exists already", dest);
     goto err;
   }
   if (reserve (t, name) == -1)
@@ -478,6 +484,10 @@ ferry_target_begin (const char *dest, const char *format, unsigned flags)
   return t;
 
  err:
+  /* The caller gets no target to ask what the sweep removed. */
+  for (i = 0; i < t->removed.len && t->removed.ptr[i]; i++)
+    ferry_warn ("removed %s, left by a ferry process that is gone",
+                t->removed.ptr[i]);
   ferry_target_free (t);
   return NULL;
 }
