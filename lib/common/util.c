@@ -1,12 +1,14 @@
 /* Helpers declared in util.h. */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/uio.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -127,6 +129,16 @@ preallocate_fd (int fd, uint64_t offset, uint64_t count)
     return 0;
   errno = r;
   return -1;
+}
+
+int
+zeroout_fd (int fd, uint64_t offset, uint64_t count)
+{
+  uint64_t range[2] = { offset, count };
+
+  if (fault_point (FAULT_WRITE, fd, NULL) == -1)
+    return -1;
+  return ioctl (fd, BLKZEROOUT, range);
 }
 
 int

@@ -62,6 +62,9 @@ int truncate_fd (int fd, uint64_t size);                  /* ftruncate */
 int fallocate_fd (int fd, int mode, uint64_t offset, uint64_t count);
 int preallocate_fd (int fd, uint64_t offset, uint64_t count);
                                        /* posix_fallocate, errno set */
+/* Zero COUNT bytes at OFFSET of the block device FD (the BLKZEROOUT
+ * ioctl: both multiples of 512).  A write for fault injection. */
+int zeroout_fd (int fd, uint64_t offset, uint64_t count);
 int sync_fd (int fd);                                     /* fsync */
 int datasync_fd (int fd);                                 /* fdatasync */
 /* fsync the file or folder PATH (opened read-only for it). */

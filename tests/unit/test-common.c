@@ -1,5 +1,6 @@
 /* Unit tests for lib/common: errors, vectors, zero detection, stopping,
- * fault injection. */
+ * fault injection (with the host-file layer's zeroing, which it must
+ * see). */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -24,6 +25,7 @@
 #include "common/fault.h"
 #include "common/util.h"
 #include "common/vector.h"
+#include "image/hostfile.h"
 
 DEFINE_VECTOR_TYPE (int_vector, int);
 
@@ -269,6 +271,67 @@ test_fault_bad_spec_is_ignored (void **state)
   fault_reset ();
 }
 
+/* The host-file layer's BLKZEROOUT step counts as a write: a fault
+ * strikes there as at any write, and the trace lists it.  A regular file
+ * stands in for the block device, its caps set as a device's would be
+ * where punching and FALLOC_FL_ZERO_RANGE are refused: its ioctl fails
+ * with ENOTTY, and zeroes are written instead, where no fault strikes. */
+static void
+test_fault_counts_zeroout (void **state)
+{
+  char dir[] = "/tmp/ferry-test-zeroout.XXXXXX", path[64], trace[64];
+  struct hostfile_caps caps = {
+    .no_punch_hole = true, .no_zero_range = true, .no_zeroout = false,
+  };
+  char buf[4096], line[256];
+  FILE *fp;
+  int fd, n = 0;
+
+  assert_non_null (mkdtemp (dir));
+  snprintf (path, sizeof path, "%s/f", dir);
+  snprintf (trace, sizeof trace, "%s/trace", dir);
+  fd = open (path, O_RDWR | O_CREAT | O_EXCL, 0644);
+  assert_true (fd >= 0);
+  memset (buf, 0xff, sizeof buf);
+  assert_int_equal (full_pwrite (fd, buf, sizeof buf, 0), 0);
+
+  setenv ("FERRY_FAULT", "write:1:eio", 1);
+  setenv ("FERRY_FAULT_TRACE", trace, 1);
+  fault_reset ();
+  assert_int_equal (hostfile_zero (fd, 0, 4096, false, &caps, path), -1);
+  assert_int_equal (ferry_get_errno (), EIO);
+  assert_non_null (strstr (ferry_get_error (), "BLKZEROOUT"));
+  assert_non_null (strstr (ferry_get_error (), path));
+  assert_false (caps.no_zeroout);
+  assert_int_equal (full_pread (fd, buf, sizeof buf, 0), 0);
+  assert_int_equal (buf[0], (char) 0xff);
+
+  unsetenv ("FERRY_FAULT");
+  fault_reset ();
+  assert_int_equal (hostfile_zero (fd, 0, 4096, false, &caps, path), 0);
+  assert_true (caps.no_zeroout);
+  assert_int_equal (full_pread (fd, buf, sizeof buf, 0), 0);
+  assert_true (is_zero (buf, sizeof buf));
+  unsetenv ("FERRY_FAULT_TRACE");
+  fault_reset ();
+  close (fd);
+
+  /* The struck BLKZEROOUT; then BLKZEROOUT and the write of zeroes. */
+  fp = fopen (trace, "r");
+  assert_non_null (fp);
+  while (fgets (line, sizeof line, fp)) {
+    static const char *const want[] = { "1 write ", "1 write ", "2 write " };
+    assert_true (n < 3);
+    assert_memory_equal (line, want[n], strlen (want[n]));
+    n++;
+  }
+  fclose (fp);
+  assert_int_equal (n, 3);
+  unlink (trace);
+  unlink (path);
+  rmdir (dir);
+}
+
 static void
 test_vector_grows (void **state)
 {
@@ -358,6 +421,7 @@ main (void)
     cmocka_unit_test (test_error_alias_names_the_destination),
     cmocka_unit_test (test_fault_fails_from_the_nth_write),
     cmocka_unit_test (test_fault_bad_spec_is_ignored),
+    cmocka_unit_test (test_fault_counts_zeroout),
     cmocka_unit_test (test_vector_grows),
     cmocka_unit_test (test_vector_overflow_is_refused),
     cmocka_unit_test (test_is_zero),
