@@ -382,6 +382,31 @@ test_cleanup_warning_names_leftover (void **state)
   assert_true (exists (tmp));
 }
 
+/* A writer killed after its rename leaves DEST whole beside its lock
+ * file: running it again removes the lock file, says so, and only then
+ * refuses DEST as existing. */
+static void
+test_existing_dest_swept (void **state)
+{
+  char dir[300], dest[400];
+
+  fresh_dir (dir, sizeof dir, "rerun");
+  snprintf (dest, sizeof dest, "%s/d.raw", dir);
+  make_file (dir, "d.raw", "whole");
+  make_file (dir, ".d.raw.ferry-0000000000aa.lock", "");
+  warnings[0] = '\0';
+  ferry_set_log_callback (keep_warnings, NULL);
+  assert_null (ferry_target_begin (dest, "raw", 0));
+  ferry_set_log_callback (NULL, NULL);
+  assert_int_equal (ferry_get_errno (), EEXIST);
+  assert_non_null (strstr (ferry_get_error (), "d.raw exists already"));
+  assert_non_null (strstr (warnings, "removed "));
+  assert_non_null (strstr (warnings, "/.d.raw.ferry-0000000000aa.lock, left "
+                           "by a ferry process that is gone"));
+  assert_false (exists_in (dir, ".d.raw.ferry-0000000000aa.lock"));
+  assert_int_equal (count_entries (dir), 1);
+}
+
 /* A folder target: its files are there under DEST after the commit. */
 static void
 test_folder_commit (void **state)
@@ -479,6 +504,7 @@ main (void)
     cmocka_unit_test (test_messages_name_dest),
     cmocka_unit_test (test_folder_commit),
     cmocka_unit_test (test_cleanup_warning_names_leftover),
+    cmocka_unit_test (test_existing_dest_swept),
     cmocka_unit_test (test_lock_errors),
     cmocka_unit_test (test_commit_by_link),
     cmocka_unit_test (test_sweep),
