@@ -23,7 +23,8 @@
  * A process that dies (SIGKILL, a power cut) leaves its temporary name
  * behind.  ferry_target_begin removes, from DEST's folder, those left by
  * processes that are gone (each target holds a lock while it lives) and
- * says what it removed.  The states a dead writer can leave are listed in
+ * says what it removed, even when it then fails (an existing DEST): the
+ * same command run again after a kill cleans up.  The states a dead writer can leave are listed in
  * the notes at the top of lib/image/target.c.
  */
 #ifndef FERRY_TARGET_H
@@ -46,7 +47,8 @@ struct ferry_target;
                                     data that never reached the disk */
 
 /* Begin the new target DEST, which must not exist: remove the leftovers
- * of dead ferry processes from DEST's folder, then reserve a temporary
+ * of dead ferry processes from DEST's folder (whether DEST exists or
+ * not), then reserve a temporary
  * name beside DEST (same folder, so the final rename is atomic and a
  * relative backing file means the same thing).  A folder target's folder
  * is made at once, empty; an image target's image is made by
@@ -70,7 +72,8 @@ const char *ferry_target_dest (const struct ferry_target *t);
 
 /* What ferry_target_begin removed: paths of the leftovers of dead ferry
  * processes, NULL-terminated (empty when there were none).  They belong
- * to the target. */
+ * to the target.  A begin that fails logs them instead, as warnings
+ * ("removed PATH, left by a ferry process that is gone"). */
 const char *const *ferry_target_removed (const struct ferry_target *t);
 
 /* Complete the target and give it its name: close the image (which writes

@@ -2,12 +2,12 @@
  *
  * Every write, flush and rename that a writer makes on a host file goes
  * through the primitives of util.h (full_pwrite, full_pwritev,
- * truncate_fd, fallocate_fd, preallocate_fd, sync_fd, datasync_fd,
- * sync_path, rename_noreplace, link_noreplace), and each of them calls
- * fault_point first.  Two environment variables, read once, turn it on:
+ * truncate_fd, fallocate_fd, preallocate_fd, zeroout_fd, sync_fd,
+ * datasync_fd, sync_path, rename_noreplace, link_noreplace), and each of
+ * them calls fault_point first.  Two environment variables, read once, turn it on:
  *
  *   FERRY_FAULT=OP:N[:ACTION]
- *     OP      write (writes, truncates, fallocate), sync (fsync,
+ *     OP      write (writes, truncates, fallocate, BLKZEROOUT), sync (fsync,
  *             fdatasync), rename (renames and links that put a name in
  *             place), or any (all of them on one count)
  *     N       the operation of that kind, counted from 1 across the

@@ -1,12 +1,14 @@
 /* Helpers declared in util.h. */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/uio.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -130,6 +132,16 @@ preallocate_fd (int fd, uint64_t offset, uint64_t count)
 }
 
 int
+zeroout_fd (int fd, uint64_t offset, uint64_t count)
+{
+  uint64_t range[2] = { offset, count };
+
+  if (fault_point (FAULT_WRITE, fd, NULL) == -1)
+    return -1;
+  return ioctl (fd, BLKZEROOUT, range);
+}
+
+int
 sync_fd (int fd)
 {
   if (fault_point (FAULT_SYNC, fd, NULL) == -1)
@@ -171,8 +183,19 @@ rename_noreplace (const char *from, const char *to)
     return -1;
   /* No RENAME_NOREPLACE here (NFS, some FUSE, old kernels): a hard link
    * fails on an existing TO just the same. */
-  if (link (from, to) == 0)
-    return unlink (from) == -1 && errno != ENOENT ? -1 : 0;
+  if (link (from, to) == 0) {
+    int err;
+    if (unlink (from) == 0 || errno == ENOENT)
+      return 0;
+    /* Both names are there: undo, so that a failure means no TO.  Where
+     * TO cannot go either, the move is done as far as it can be: TO is
+     * there, FROM a second name, as after a crash between the two. */
+    err = errno;
+    if (unlink (to) == -1)
+      return 0;
+    errno = err;
+    return -1;
+  }
   if (errno == EPERM) {
     /* A folder cannot be linked: look, then rename.  Only a folder made
      * at TO between the two, and empty, could be replaced. */

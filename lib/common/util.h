@@ -62,13 +62,20 @@ int truncate_fd (int fd, uint64_t size);                  /* ftruncate */
 int fallocate_fd (int fd, int mode, uint64_t offset, uint64_t count);
 int preallocate_fd (int fd, uint64_t offset, uint64_t count);
                                        /* posix_fallocate, errno set */
+/* Zero COUNT bytes at OFFSET of the block device FD (the BLKZEROOUT
+ * ioctl: both multiples of 512).  A write for fault injection. */
+int zeroout_fd (int fd, uint64_t offset, uint64_t count);
 int sync_fd (int fd);                                     /* fsync */
 int datasync_fd (int fd);                                 /* fdatasync */
 /* fsync the file or folder PATH (opened read-only for it). */
 int sync_path (const char *path);
 /* Rename FROM to TO, failing with EEXIST rather than replacing an
  * existing TO; where the file system has no RENAME_NOREPLACE, a hard link
- * and an unlink do the same (a crash between them leaves both names). */
+ * and an unlink do the same (a crash between them leaves both names).
+ * The result says whether TO names the file: -1 leaves no TO of ours
+ * (when FROM cannot be unlinked after the link, TO is unlinked again and
+ * the first errno kept), 0 means TO is in place (FROM may remain a second
+ * name when neither unlink succeeds). */
 int rename_noreplace (const char *from, const char *to);
 /* Give the file FROM the second name TO (link(2): never replaces). */
 int link_noreplace (const char *from, const char *to);

@@ -4,9 +4,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/falloc.h>
-#include <linux/fs.h>
 #include <stdlib.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -151,8 +149,7 @@ hostfile_zero (int fd, uint64_t offset, uint64_t count, bool may_trim,
   }
   if (!__atomic_load_n (&caps->no_zeroout, __ATOMIC_RELAXED) &&
       IS_ALIGNED (offset | count, 512)) {
-    uint64_t range[2] = { offset, count };
-    if (ioctl (fd, BLKZEROOUT, range) == 0)
+    if (zeroout_fd (fd, offset, count) == 0)
       return 0;
     if (ladder_failed (&caps->no_zeroout, path, "BLKZEROOUT of", count,
                        offset) == -1)

@@ -17,9 +17,9 @@
  *   hole in the file reads as zeroes, and the copy engine need not read
  *   it.
  * - Data goes through the I/O primitives of lib/common/util.h
- *   (full_pwrite, full_pread, datasync_fd, fallocate_fd, ...), never a
- *   bare pwrite, fallocate or fsync, so that the fault injection there
- *   (fault.h) sees every write and flush.
+ *   (full_pwrite, full_pread, datasync_fd, fallocate_fd, zeroout_fd,
+ *   ...), never a bare pwrite, fallocate, ioctl or fsync, so that the
+ *   fault injection there (fault.h) sees every write and flush.
  */
 #ifndef FERRY_HOSTFILE_H
 #define FERRY_HOSTFILE_H

@@ -75,8 +75,7 @@ byte_taken (int fd, off_t byte)
   return fl.l_type != F_UNLCK;
 }
 
-/* True when ERR means the file system has no OFD locks. */
-static bool
+bool
 locks_unsupported (int err)
 {
   return err == EINVAL || err == EOPNOTSUPP || err == ENOSYS;

@@ -22,4 +22,10 @@
  * is locked.  0, or -1 with the error set and FD's locks dropped. */
 int image_lock (int fd, const char *path, unsigned flags);
 
+/* True when ERR, from an F_OFD_SETLK or F_OFD_GETLK, means the file
+ * system has no OFD locks (EINVAL, EOPNOTSUPP, ENOSYS): go on without
+ * them.  Any other error (ENOLCK from an NFS server without its lock
+ * service, say) is a failure, never a licence to go on unlocked. */
+bool locks_unsupported (int err);
+
 #endif /* FERRY_IMAGE_LOCK_H */

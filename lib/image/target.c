@@ -17,11 +17,17 @@
  *    is done.  It lives on the lock file, not on the image, so it never
  *    meets the byte-range locks that QEMU and ferry take on images, and
  *    it goes with its process however that ends (on NFS the server drops
- *    it).  Where the file system has no locks, the writer goes on without
- *    one, and sweepers, which cannot lock either, leave its files alone.
+ *    it).  Where the file system has no locks (EINVAL, EOPNOTSUPP, ENOSYS:
+ *    lock.h's rule), the writer goes on without one, and sweepers, which
+ *    cannot lock either, leave its files alone.  Any other lock error
+ *    (ENOLCK: an NFS server without its lock service) fails the begin: a
+ *    writer going on unlocked there would look dead to a sweeper whose
+ *    lock does succeed, which would remove its files while it writes.
  *
- * 3. Begin: remove the dead leftovers of DIR (note 6), create the lock
- *    file, lock it, and check that the name is still that file (a sweeper
+ * 3. Begin: remove the dead leftovers of DIR (note 6), before DEST is
+ *    looked at, so that a rerun after a kill that came after the rename
+ *    (DEST complete, state 5a or 5d) removes them and only then refuses
+ *    DEST as existing; create the lock file, lock it, and check that the name is still that file (a sweeper
  *    may have removed it between the two); only then the primary is made
  *    (a folder at once, an image by ferry_target_create_image).
  *
@@ -73,6 +79,7 @@
 #include <ferry/target.h>
 
 #include "internal.h"
+#include "lock.h"
 #include "../common/cleanup.h"
 #include "../common/util.h"
 #include "../common/vector.h"
@@ -393,12 +400,23 @@ reserve (struct ferry_target *t, const char *name)
     if (fd == -1)
       return ferry_error_errno (errno, "%s: making a temporary file beside "
                                 "it", t->dest);
-    if (fcntl (fd, F_OFD_SETLK, &fl) == -1 &&
-        (errno == EAGAIN || errno == EACCES)) {
-      close (fd);              /* a sweeper holds it, and removes it */
-      continue;
+    if (fcntl (fd, F_OFD_SETLK, &fl) == -1) {
+      int err = errno;
+      if (err == EAGAIN || err == EACCES) {
+        close (fd);            /* a sweeper holds it, and removes it */
+        continue;
+      }
+      /* Only a file system without locks lets us go on unlocked (note
+       * 2); any other failure would leave our files to the next sweeper
+       * as a dead writer's. */
+      if (!locks_unsupported (err)) {
+        unlink (t->lock_path);
+        close (fd);
+        return ferry_error_errno (err, "%s: cannot lock the temporary "
+                                  "file that marks it as being written",
+                                  t->dest);
+      }
     }
-    /* Other lock errors: no locks here (note 2). */
     if (fstat (fd, &st) == -1 || lstat (t->lock_path, &now) == -1 ||
         st.st_dev != now.st_dev || st.st_ino != now.st_ino) {
       close (fd);
@@ -417,6 +435,7 @@ ferry_target_begin (const char *dest, const char *format, unsigned flags)
   struct ferry_target *t = calloc (1, sizeof *t);
   CLEANUP_FREE char *name = NULL;
   struct stat st;
+  size_t i;
 
   if (t == NULL) {
     ferry_error (ENOMEM, "out of memory");
@@ -437,13 +456,16 @@ ferry_target_begin (const char *dest, const char *format, unsigned flags)
   }
   if (split_dest (t, &name) == -1)
     goto err;
-  if (lstat (dest, &st) == 0) {
-    ferry_error (EEXIST, "%s exists already", dest);
-    goto err;
-  }
+  /* The sweep comes before the check on DEST (note 3): a writer killed
+   * after its rename left DEST whole beside its leftovers, and running
+   * the same command again is how a user cleans up after it. */
   sweep (t->dir, &t->removed);
   if (string_vector_append (&t->removed, NULL) == -1) {
     ferry_error (ENOMEM, "out of memory");
+    goto err;
+  }
+  if (lstat (dest, &st) == 0) {
+    ferry_error (EEXIST, "%s exists already", dest);
     goto err;
   }
   if (reserve (t, name) == -1)
@@ -462,6 +484,10 @@ ferry_target_begin (const char *dest, const char *format, unsigned flags)
   return t;
 
  err:
+  /* The caller gets no target to ask what the sweep removed. */
+  for (i = 0; i < t->removed.len && t->removed.ptr[i]; i++)
+    ferry_warn ("removed %s, left by a ferry process that is gone",
+                t->removed.ptr[i]);
   ferry_target_free (t);
   return NULL;
 }
@@ -627,16 +653,19 @@ ferry_target_free (struct ferry_target *t)
     ferry_image_close (t->img);
     t->img = NULL;
   }
+  /* The alias goes before the removals: their warnings are about the
+   * temporary names left behind, which DEST would misname. */
+  if (t->alias) {
+    const char *base = strrchr (t->temp, '/');
+    error_alias_remove (base ? base + 1 : t->temp);
+    t->alias = false;
+  }
   if (t->made && !t->committed && !(t->flags & FERRY_TARGET_FOLDER) &&
       ferry_image_remove (t->temp, t->format) == -1)
     ferry_warn ("%s", ferry_get_error ());
   if (!t->committed && t->lock_fd >= 0)
     remove_own_group (t);
   release (t);
-  if (t->alias) {
-    const char *base = strrchr (t->temp, '/');
-    error_alias_remove (base ? base + 1 : t->temp);
-  }
   for (i = 0; i < t->removed.len; i++)
     free (t->removed.ptr[i]);
   free (t->removed.ptr);

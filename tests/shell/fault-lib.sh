@@ -16,6 +16,9 @@
 #   (lib/image/target.c notes 5 and 6): the kills of one kind share a
 #   folder, so each run cleans after the one before, and one more run
 #   after the last kill leaves the folder holding nothing but its own file;
+#   for a conversion, a kill that left the target whole is followed by the
+#   same command again, which must clean up and refuse the existing target
+#   (what a user does after a kill);
 # - failing (EIO at any write, flush or rename, ENOSPC at a write): exit
 #   status 1, a message that names the target and not its temporary name,
 #   says what failed, and nothing at all left in the folder.
@@ -124,6 +127,22 @@ removed_all () {
 }
 head -c 65536 /dev/urandom >"$WORK/later-src.raw"
 
+# rerun_refused DIR TARGET LEFT: prints why the last run, the killed
+# command run again while DIR/TARGET stood whole beside the leftovers LEFT
+# of the kill, did not refuse TARGET as existing after removing and naming
+# each of LEFT (nothing when it did); no hidden name may be left in DIR.
+rerun_refused () {
+  local dir=$1 target=$2 hidden
+  if [ -n "$CRASH" ] || [ "$RC" != 1 ]; then
+    echo "exit status $RC${CRASH:+ ($CRASH)}, expected 1: $(last_run)"
+  elif ! grep -q -F -- "$dir/$target exists already" "$ERR"; then
+    echo "the message does not say $dir/$target exists already: $(last_run)"
+  fi
+  removed_all "$dir" "$3"
+  hidden=$(ls -A "$dir" | grep '^\.' || true)
+  [ -n "$hidden" ] && echo "left in $dir: $hidden"
+}
+
 # fault_each WHAT DIR TARGET JUDGE QUIET FERRY-ARGS...: a fault at each
 # operation of `ferry FERRY-ARGS`, which makes DIR/TARGET (DIR is made
 # here), as the header says.  JUDGE is a function that prints why its
@@ -132,7 +151,11 @@ head -c 65536 /dev/urandom >"$WORK/later-src.raw"
 # FAULT_AFTER_KILL names a function, it is called after each kill at a
 # write with the temporary file left behind (if any), and prints why that
 # file is wrong.  (A kill at a flush or a rename leaves the file's content
-# as a kill at the next write does, or complete.)
+# as a kill at the next write does, or complete.)  Where FAULT_RERUN is
+# set, each kill that left the target whole is followed by the same
+# command, without removing anything: it must remove what the kill left
+# and refuse the target as existing (rerun_refused); the target is then
+# removed by hand, as after every kill that left it whole.
 fault_each () {
   local what=$1 dir=$2 target=$3 judge=$4 quiet=$5 kind action n total
   local bad why points absent whole tmp left
@@ -171,6 +194,12 @@ fault_each () {
         why=$($judge "$dir/$target")
         [ -n "$why" ] && bad+=("$kind $n: $dir/$target exists and is not whole: $why")
         whole=$((whole + 1))
+        if [ -n "${FAULT_RERUN:-}" ]; then
+          fy "$@"
+          why=$(rerun_refused "$dir" "$target" "$left")
+          [ -n "$why" ] && bad+=("$kind $n, the same command again: $why")
+          left=""
+        fi
         rm -rf "$dir"/[!.]*            # the target (and its extents)
       else
         absent=$((absent + 1))
@@ -216,7 +245,7 @@ fault_convert () {
   local what=$1 dst=$4
   FAULT_SRC=$2 FAULT_SQFMT=$3 FAULT_QFMT=$5
   shift 5
-  fault_each "$what" f "$dst" judge_image "" \
+  FAULT_RERUN=1 fault_each "$what" f "$dst" judge_image "" \
     convert -m 1 "$@" "$FAULT_SRC" "f/$dst"
 }
 

@@ -1,5 +1,6 @@
 /* Unit tests for lib/common: errors, vectors, zero detection, stopping,
- * fault injection. */
+ * fault injection (with the host-file layer's zeroing, which it must
+ * see). */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -24,6 +25,7 @@
 #include "common/fault.h"
 #include "common/util.h"
 #include "common/vector.h"
+#include "image/hostfile.h"
 
 DEFINE_VECTOR_TYPE (int_vector, int);
 
@@ -213,24 +215,66 @@ test_error_alias_names_the_destination (void **state)
   assert_string_equal (ferry_get_error (), tmp);
 }
 
+/* A fault test's files: a scratch folder holding the file PATH the test
+ * writes and the trace of its operations. */
+struct fault_files {
+  char dir[64], path[80], trace[80];
+};
+
+/* Make F's folder and file; the file's descriptor, open read-write. */
+static int
+fault_files_make (struct fault_files *f)
+{
+  int fd;
+
+  snprintf (f->dir, sizeof f->dir, "/tmp/ferry-test-fault.XXXXXX");
+  assert_non_null (mkdtemp (f->dir));
+  snprintf (f->path, sizeof f->path, "%s/f", f->dir);
+  snprintf (f->trace, sizeof f->trace, "%s/trace", f->dir);
+  fd = open (f->path, O_RDWR | O_CREAT | O_EXCL, 0644);
+  assert_true (fd >= 0);
+  return fd;
+}
+
+/* Assert that F's trace lists the N operations WANT ("1 write ", ...),
+ * each on F's file; then remove F's files. */
+static void
+fault_files_check (struct fault_files *f, const char *const *want, int n)
+{
+  char line[256], *text;
+  FILE *fp = fopen (f->trace, "r");
+  int i = 0;
+
+  assert_non_null (fp);
+  while (fgets (line, sizeof line, fp)) {
+    assert_true (i < n);
+    assert_memory_equal (line, want[i], strlen (want[i]));
+    text = strchr (line + strlen (want[i]), '\n');
+    assert_non_null (text);
+    *text = '\0';
+    assert_string_equal (line + strlen (want[i]), f->path);
+    i++;
+  }
+  fclose (fp);
+  assert_int_equal (i, n);
+  unlink (f->trace);
+  unlink (f->path);
+  rmdir (f->dir);
+}
+
 /* FERRY_FAULT=write:2:enospc fails the second write and every later
  * one, and nothing else; FERRY_FAULT_TRACE lists every operation. */
 static void
 test_fault_fails_from_the_nth_write (void **state)
 {
-  char dir[] = "/tmp/ferry-test-fault.XXXXXX", path[64], trace[64];
-  char line[256], *text;
-  FILE *fp;
-  int fd, n = 0;
-
-  assert_non_null (mkdtemp (dir));
-  snprintf (path, sizeof path, "%s/f", dir);
-  snprintf (trace, sizeof trace, "%s/trace", dir);
-  fd = open (path, O_RDWR | O_CREAT | O_EXCL, 0644);
-  assert_true (fd >= 0);
+  static const char *const want[] = {
+    "1 write ", "2 sync ", "3 write ", "4 write ", "5 sync ",
+  };
+  struct fault_files f;
+  int fd = fault_files_make (&f);
 
   setenv ("FERRY_FAULT", "write:2:enospc", 1);
-  setenv ("FERRY_FAULT_TRACE", trace, 1);
+  setenv ("FERRY_FAULT_TRACE", f.trace, 1);
   fault_reset ();
   assert_int_equal (full_pwrite (fd, "a", 1, 0), 0);
   assert_int_equal (sync_fd (fd), 0);
@@ -247,26 +291,7 @@ test_fault_fails_from_the_nth_write (void **state)
   assert_int_equal (full_pwrite (fd, "c", 1, 2), 0);
   assert_int_equal (fault_state, 0);
   close (fd);
-
-  fp = fopen (trace, "r");
-  assert_non_null (fp);
-  while (fgets (line, sizeof line, fp)) {
-    static const char *const want[] = {
-      "1 write ", "2 sync ", "3 write ", "4 write ", "5 sync ",
-    };
-    assert_true (n < 5);
-    assert_memory_equal (line, want[n], strlen (want[n]));
-    text = strchr (line + strlen (want[n]), '\n');
-    assert_non_null (text);
-    *text = '\0';
-    assert_string_equal (line + strlen (want[n]), path);
-    n++;
-  }
-  fclose (fp);
-  assert_int_equal (n, 5);
-  unlink (trace);
-  unlink (path);
-  rmdir (dir);
+  fault_files_check (&f, want, 5);
 }
 
 /* A FERRY_FAULT that does not parse injects nothing. */
@@ -286,6 +311,48 @@ test_fault_bad_spec_is_ignored (void **state)
   }
   unsetenv ("FERRY_FAULT");
   fault_reset ();
+}
+
+/* The host-file layer's BLKZEROOUT step counts as a write: a fault
+ * strikes there as at any write, and the trace lists it.  A regular file
+ * stands in for the block device, its caps set as a device's would be
+ * where punching and FALLOC_FL_ZERO_RANGE are refused: its ioctl fails
+ * with ENOTTY, and zeroes are written instead, where no fault strikes. */
+static void
+test_fault_counts_zeroout (void **state)
+{
+  /* The struck BLKZEROOUT; then BLKZEROOUT and the write of zeroes. */
+  static const char *const want[] = { "1 write ", "1 write ", "2 write " };
+  struct hostfile_caps caps = {
+    .no_punch_hole = true, .no_zero_range = true, .no_zeroout = false,
+  };
+  struct fault_files f;
+  int fd = fault_files_make (&f);
+  char buf[4096];
+
+  memset (buf, 0xff, sizeof buf);
+  assert_int_equal (full_pwrite (fd, buf, sizeof buf, 0), 0);
+  setenv ("FERRY_FAULT", "write:1:eio", 1);
+  setenv ("FERRY_FAULT_TRACE", f.trace, 1);
+  fault_reset ();
+  assert_int_equal (hostfile_zero (fd, 0, 4096, false, &caps, f.path), -1);
+  assert_int_equal (ferry_get_errno (), EIO);
+  assert_non_null (strstr (ferry_get_error (), "BLKZEROOUT"));
+  assert_non_null (strstr (ferry_get_error (), f.path));
+  assert_false (caps.no_zeroout);
+  assert_int_equal (full_pread (fd, buf, sizeof buf, 0), 0);
+  assert_int_equal (buf[0], (char) 0xff);
+
+  unsetenv ("FERRY_FAULT");
+  fault_reset ();
+  assert_int_equal (hostfile_zero (fd, 0, 4096, false, &caps, f.path), 0);
+  assert_true (caps.no_zeroout);
+  assert_int_equal (full_pread (fd, buf, sizeof buf, 0), 0);
+  assert_true (is_zero (buf, sizeof buf));
+  unsetenv ("FERRY_FAULT_TRACE");
+  fault_reset ();
+  close (fd);
+  fault_files_check (&f, want, 3);
 }
 
 static void
@@ -378,6 +445,7 @@ main (void)
     cmocka_unit_test (test_error_alias_names_the_destination),
     cmocka_unit_test (test_fault_fails_from_the_nth_write),
     cmocka_unit_test (test_fault_bad_spec_is_ignored),
+    cmocka_unit_test (test_fault_counts_zeroout),
     cmocka_unit_test (test_vector_grows),
     cmocka_unit_test (test_vector_overflow_is_refused),
     cmocka_unit_test (test_is_zero),
