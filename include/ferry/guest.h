@@ -244,7 +244,8 @@ int ferry_guest_convert_image (const struct ferry_guest_disk *disks, size_t n,
 
 enum ferry_guest_accel {
   FERRY_GUEST_ACCEL_AUTO = 0,   /* KVM, and TCG when KVM is not there, does
-                                   not start or stalls (see kvm_stall) */
+                                   not start, fails or stalls (see
+                                   kvm_stall) */
   FERRY_GUEST_ACCEL_KVM,
   FERRY_GUEST_ACCEL_TCG,
 };
@@ -262,7 +263,9 @@ struct ferry_guest_boot_options {
   /* With FERRY_GUEST_ACCEL_AUTO: a KVM boot whose console shows nothing
    * new for this many seconds before the marker has stalled (KVM hangs
    * guests on some hosts) and the boot starts again under TCG with the
-   * rest of the timeout.  Seconds; 0: 30. */
+   * rest of the timeout.  Seconds; 0: 30.  A guest that reports a stuck
+   * CPU (a soft lockup, an RCU stall) has stalled at once; under TCG such
+   * reports are only counted, for the reason of a timeout. */
   unsigned kvm_stall;
   /* A regular expression (POSIX extended) the console must show; NULL:
    * a login prompt ("NAME login:"). */
@@ -284,8 +287,10 @@ struct ferry_guest_boot_result {
   char *accel;              /* "kvm" or "tcg": what ran last, the boot
                                this result describes */
   /* With FERRY_GUEST_ACCEL_AUTO, why that was TCG and not KVM, or NULL:
-   * "KVM stalled after 'Booting Linux...' for 30 s", "KVM did not start:
-   * ...", "KVM is not available: /dev/kvm: ...". */
+   * "KVM stalled after 'Booting Linux...' for 30 s", "KVM stalled: the
+   * guest reported '... soft lockup ...'", "KVM failed after 'Booting
+   * Linux...': KVM internal error. ...", "KVM did not start: ...", "KVM
+   * is not available: /dev/kvm: ...". */
   char *fallback;
   char **last_lines;        /* the console's last lines, NULL-terminated */
 };
@@ -296,9 +301,10 @@ void ferry_guest_boot_result_free (struct ferry_guest_boot_result *r);
  * (restrict=on) and the first serial port read by ferry, until the marker
  * appears, a known failure does (the initramfs gives up on its root
  * device, a kernel panic, emergency mode), QEMU exits, or the timeout.
- * With FERRY_GUEST_ACCEL_AUTO, a KVM that is missing, does not start or
- * stalls is replaced by TCG within the same timeout; a known failure
- * under KVM is final (the guest said what is wrong).
+ * With FERRY_GUEST_ACCEL_AUTO, a KVM that is missing, does not start,
+ * fails (QEMU names KVM in an error, at any stage) or stalls is replaced
+ * by TCG within the same timeout; a known failure under KVM is final (the
+ * guest said what is wrong).
  * Returns 0 when the boot could be tried (RESULT says how it went), -1
  * when it could not (no QEMU, a disk that does not open).  The caller frees
  * RESULT's members with ferry_guest_boot_result_free(). */

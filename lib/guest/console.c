@@ -27,6 +27,42 @@ static const struct {
   { "Boot failed: not a bootable disk", "not a bootable disk" },
 };
 
+/* What a Linux kernel prints when a CPU has made no progress for tens of
+ * seconds: its soft-lockup watchdog ("watchdog: BUG: soft lockup - CPU#0
+ * stuck for 22s! [swapper/0:1]", "BUG: soft lockup" alone before Linux
+ * 4.15), the hard-lockup one, and RCU's stall warnings, by the CPU that
+ * stalled or by another, for either flavour ("rcu: INFO: rcu_sched
+ * detected stalls on CPUs/tasks:", "INFO: rcu_preempt self-detected stall
+ * on CPU", "... detected expedited stalls ...").  verify.c decides what
+ * they mean under each accelerator. */
+static const char *const cpu_stall_markers[] = {
+  "BUG: soft lockup",
+  "detected hard LOCKUP",
+  "rcu_sched detected stall",
+  "rcu_sched self-detected stall",
+  "rcu_sched detected expedited stall",
+  "rcu_preempt detected stall",
+  "rcu_preempt self-detected stall",
+  "rcu_preempt detected expedited stall",
+};
+
+/* Count LINE (whole) if it reports a stalled CPU, keeping it as the last
+ * such report. */
+static void
+note_cpu_stall (struct guest_console *c, const char *line)
+{
+  size_t i;
+
+  for (i = 0; i < sizeof cpu_stall_markers / sizeof cpu_stall_markers[0]; i++)
+    if (strstr (line, cpu_stall_markers[i])) {
+      size_t len = strnlen (line, sizeof c->cpu_stall - 1);
+      c->cpu_stalls++;
+      memcpy (c->cpu_stall, line, len);
+      c->cpu_stall[len] = '\0';
+      return;
+    }
+}
+
 /* The console, line by line: escape sequences and carriage returns go,
  * the last GUEST_CONSOLE_LAST_LINES lines stay. */
 
@@ -121,6 +157,7 @@ guest_console_feed (struct guest_console *c, const char *buf, size_t n,
     if (ch == '\n') {
       c->line[c->len] = '\0';
       c->waiting_root = strstr (c->line, "Waiting for root") != NULL;
+      note_cpu_stall (c, c->line);
       console_keep (c, c->line);
       if (line_fn)
         line_fn (c->line, opaque);

@@ -176,9 +176,15 @@ int guest_install_agent (struct ferry_guest *g, struct ferry_guest_os *os,
 
 #define GUEST_CONSOLE_LAST_LINES 40
 #define GUEST_CONSOLE_LINE_MAX 1024
+#define GUEST_CONSOLE_CPU_STALL_MAX 128
 
 struct guest_console {
   bool waiting_root;       /* the last line says it waits for root */
+  /* The kernel's reports of a CPU that made no progress for tens of
+   * seconds (a soft or hard lockup, an RCU stall): how many whole lines
+   * said so, and the last of them (cut to fit). */
+  unsigned cpu_stalls;
+  char cpu_stall[GUEST_CONSOLE_CPU_STALL_MAX];
   bool in_escape;          /* inside an escape sequence */
   char line[GUEST_CONSOLE_LINE_MAX];
   size_t len;

@@ -30,8 +30,8 @@
  *    virtualisation gone wrong) at any stage: before the first byte,
  *    after GRUB, after "Booting Linux".  Under KVM, a console that shows
  *    nothing new for kvm_stall seconds (30 by default: see KVM_STALL) is a
- *    stall, and so is a QEMU that exits at once complaining about kvm.
- *    Either way QEMU is stopped and the boot starts again under TCG.
+ *    stall: QEMU is stopped and the boot starts again under TCG (and so
+ *    on a KVM failure, note 5, or a stuck CPU, note 6).
  * 3. The stall is judged before the initramfs' root-wait rule
  *    (ROOT_WAIT_SILENCE), and the default stall is the shorter: a root
  *    wait under KVM looks exactly like a KVM hang at that stage, so it is
@@ -41,6 +41,29 @@
  * 4. The user's timeout is what the whole call may take: TCG gets what
  *    the KVM attempt left (one deadline for both), so a stall costs the
  *    time to the stall plus kvm_stall, never a second timeout.
+ * 5. A broken KVM may also fail outright, at any stage before the marker,
+ *    not only as it starts: "KVM internal error" (an emulation failure),
+ *    "kvm run failed", "KVM: entry failed".  QEMU writes such a line to
+ *    its stderr and then either exits or, as it does after an internal
+ *    error, keeps running with the VM paused and the console silent.  So
+ *    QEMU's stderr is watched throughout a KVM boot: a line that names
+ *    KVM (in any case) and is not a warning gives up KVM at once, whether
+ *    QEMU exited or not ("KVM did not start: ..." on an empty console,
+ *    "KVM failed after 'LINE': ..." once the guest printed).  A guest
+ *    that errs the same way under TCG then fails on its own account.
+ * 6. A guest that KVM hangs may keep printing: Linux reports a CPU stuck
+ *    for 20 s or more (a soft lockup, an RCU stall) every 20 s or so, which
+ *    would keep resetting the stall clock of note 2 for ever.  Under KVM
+ *    such a report (guest_console's cpu_stalls) is a stall by itself: the
+ *    guest's own clock says it made no progress for longer than a healthy
+ *    boot is ever quiet.  Under TCG (and under KVM without the fall-back:
+ *    FERRY_GUEST_ACCEL_KVM) the same reports are warnings, not a verdict:
+ *    TCG's virtual CPUs fall behind the guest's clock on a busy host and a
+ *    slow boot often reports stalls it recovers from, and there is no
+ *    other accelerator to try.  The boot goes on to its marker, a known
+ *    failure or the timeout; a timeout's reason then says how many stalls
+ *    the guest reported and the last one, since a guest that is truly
+ *    stuck shows exactly that.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -53,6 +76,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -78,8 +102,11 @@
  * a TCG boot (a minute or two) and the 600 s default timeout.  A false
  * alarm costs a boot under TCG; a late one costs each second waited. */
 #define KVM_STALL 30
-/* QEMU that exits this soon with "kvm" in its message did not start KVM. */
-#define KVM_START_FAILURE 30
+/* How much of QEMU's stderr is searched for a KVM failure (note 5): the
+ * line comes first, before any register dump.  The line quoted is cut to
+ * KVM_ERROR_QUOTE bytes. */
+#define KVM_ERROR_SCAN 16384
+#define KVM_ERROR_QUOTE 200
 
 /* The argument vector being built. */
 DEFINE_VECTOR_TYPE (arg_vector, char *);
@@ -338,28 +365,104 @@ ferry_guest_boot_result_free (struct ferry_guest_boot_result *r)
   memset (r, 0, sizeof *r);
 }
 
+/* LINE as the result quotes it: its trailing blanks dropped, cut to 80
+ * bytes.  A new string or NULL. */
+static char *
+quote_line (const char *line)
+{
+  size_t len = strlen (line);
+
+  while (len > 0 && (line[len - 1] == ' ' || line[len - 1] == '\t'))
+    len--;
+  return guest_printf ("'%.*s%s'", (int) (len > 80 ? 80 : len), line,
+                       len > 80 ? "..." : "");
+}
+
 /* Why a stalled KVM boot was given up (note 2), from its console C: a
  * new string or NULL. */
 static char *
 stall_text (struct guest_console *c, unsigned stall)
 {
   const char *last = guest_console_last_line (c);
-  size_t len;
+  CLEANUP_FREE char *quoted = last ? quote_line (last) : NULL;
 
   if (!last)
     return guest_printf ("KVM stalled with an empty console for %u s", stall);
-  len = strlen (last);
-  while (len > 0 && (last[len - 1] == ' ' || last[len - 1] == '\t'))
-    len--;
-  return guest_printf ("KVM stalled after '%.*s%s' for %u s",
-                       (int) (len > 80 ? 80 : len), last,
-                       len > 80 ? "..." : "", stall);
+  return guest_printf ("KVM stalled after %s for %u s", quoted ? quoted : "?",
+                       stall);
+}
+
+/* The first line of QEMU's stderr (ERRFD) that names KVM in any case and
+ * is not a warning (note 5), or NULL.  While QEMU runs (not EXITED) a line
+ * is judged once it ends, and *SCANNED, the size already searched, spares
+ * reading a file that has not grown.  A new string. */
+static char *
+kvm_error_line (int errfd, off_t *scanned, bool exited)
+{
+  CLEANUP_FREE char *buf = NULL;
+  char *line, *next, *found = NULL;
+  struct stat st;
+  ssize_t r;
+
+  if (!exited &&
+      (fstat (errfd, &st) == -1 || st.st_size == *scanned ||
+       *scanned >= KVM_ERROR_SCAN))
+    return NULL;
+  if ((buf = malloc (KVM_ERROR_SCAN + 1)) == NULL)
+    return NULL;
+  r = pread (errfd, buf, KVM_ERROR_SCAN, 0);
+  if (r <= 0)
+    return NULL;
+  *scanned = r;
+  buf[r] = '\0';
+  for (line = buf; line && !found; line = next) {
+    next = strchr (line, '\n');
+    if (next)
+      *next++ = '\0';
+    else if (!exited || r == KVM_ERROR_SCAN)
+      break;                    /* not whole yet, or cut */
+    if (strcasestr (line, "kvm") && !strstr (line, "warning:"))
+      found = strndup (line, KVM_ERROR_QUOTE);
+  }
+  return found;
+}
+
+/* Why the boot failed at the timeout: with EXPECT, the caller's marker
+ * was not seen, else the login prompt; what the guest reported of a
+ * stuck CPU, if it did (note 6).  A new string or NULL. */
+static char *
+timeout_text (struct guest_console *c, bool expect, unsigned timeout)
+{
+  const char *what = expect ? "match for the marker" : "login prompt";
+  CLEANUP_FREE char *stuck = NULL;
+
+  if (!c->cpu_stalls)
+    return guest_printf ("no %s on the console within %u s", what, timeout);
+  stuck = quote_line (c->cpu_stall);
+  return guest_printf ("no %s on the console within %u s; the guest "
+                       "reported a stuck CPU %u time%s, the last: %s", what,
+                       timeout, c->cpu_stalls, c->cpu_stalls == 1 ? "" : "s",
+                       stuck ? stuck : "?");
+}
+
+/* Why KVM was given up after QEMU's stderr named it (note 5): ERR, with
+ * where the console was.  A new string or NULL. */
+static char *
+kvm_error_text (struct guest_console *c, const char *err)
+{
+  const char *last = guest_console_last_line (c);
+  CLEANUP_FREE char *quoted = last ? quote_line (last) : NULL;
+
+  if (!last)
+    return guest_printf ("KVM did not start: %s", err);
+  return guest_printf ("KVM failed after %s: %s", quoted ? quoted : "?", err);
 }
 
 /* One boot attempt under ACCEL (KVM or TCG), until START + TIMEOUT.  With
- * GIVE_UP (OUT, may be NULL) a KVM boot that stalls for STALL seconds or
- * does not start is stopped and *GIVE_UP says why (note 2): RES then
- * holds that attempt, for the caller to drop. */
+ * GIVE_UP (OUT, may be NULL) a KVM boot that stalls for STALL seconds,
+ * whose guest reports a stuck CPU, or whose QEMU names a KVM failure is
+ * stopped and *GIVE_UP says why (notes 2, 5 and 6): RES then holds that
+ * attempt, for the caller to drop. */
 static int
 boot_once (const struct ferry_guest_disk *disks, size_t n,
            const struct ferry_guest_boot_options *o, const char *qemu,
@@ -372,7 +475,8 @@ boot_once (const struct ferry_guest_disk *disks, size_t n,
   CLEANUP_FREE char *errpath = NULL, *vars = NULL;
   const char *tmpdir = getenv ("TMPDIR");
   int out[2] = { -1, -1 }, errfd = -1, devnull = -1, ret = -1;
-  double started = now_seconds (), last_output = started;
+  double last_output = now_seconds ();
+  off_t err_scanned = 0;
   bool watch_kvm = give_up && accel == FERRY_GUEST_ACCEL_KVM;
   bool interrupted = false;
   pid_t parent = getpid ();
@@ -453,9 +557,7 @@ boot_once (const struct ferry_guest_disk *disks, size_t n,
       break;
     }
     if (left <= 0) {
-      res->reason = guest_printf ("no %s on the console within %u s",
-                                  o->expect ? "match for the marker"
-                                            : "login prompt", timeout);
+      res->reason = timeout_text (&con, o->expect != NULL, timeout);
       break;
     }
     r = poll (pfds, 2, left > 1 ? 1000 : (int) (left * 1000) + 1);
@@ -479,16 +581,19 @@ boot_once (const struct ferry_guest_disk *disks, size_t n,
       else if ((verdict = guest_console_idle (&con, marker, o->console_line,
                                               o->opaque, &reason,
                                               &res->matched)) == 0) {
-        /* QEMU exited (a reboot with -no-reboot, a crash, a bad option). */
+        /* QEMU exited (a reboot with -no-reboot, a crash, a bad option,
+         * a KVM failure: note 5). */
+        CLEANUP_FREE char *kvm_err =
+          watch_kvm ? kvm_error_line (errfd, &err_scanned, true) : NULL;
         char err[512] = "";
-        ssize_t m = pread (errfd, err, sizeof err - 1, 0);
-        err[m > 0 ? m : 0] = '\0';
-        err[strcspn (err, "\n")] = '\0';
-        if (watch_kvm && strstr (err, "kvm") &&
-            now_seconds () - started < KVM_START_FAILURE) {
-          *give_up = guest_printf ("KVM did not start: %s", err);
+        ssize_t m;
+        if (kvm_err) {
+          *give_up = kvm_error_text (&con, kvm_err);
           break;
         }
+        m = pread (errfd, err, sizeof err - 1, 0);
+        err[m > 0 ? m : 0] = '\0';
+        err[strcspn (err, "\n")] = '\0';
         res->reason = guest_printf ("QEMU stopped before the %s%s%s",
                                     o->expect ? "marker" : "login prompt",
                                     *err ? ": " : "", err);
@@ -503,6 +608,21 @@ boot_once (const struct ferry_guest_disk *disks, size_t n,
       res->reason = guest_printf ("%s: \"%s\"", reason,
                                   res->matched ? res->matched : "");
       break;
+    }
+    if (watch_kvm) {
+      /* Note 5: QEMU names a KVM failure, and may still be running. */
+      CLEANUP_FREE char *kvm_err = kvm_error_line (errfd, &err_scanned, false);
+      if (kvm_err) {
+        *give_up = kvm_error_text (&con, kvm_err);
+        break;
+      }
+      /* Note 6: the guest says a CPU is stuck. */
+      if (con.cpu_stalls) {
+        CLEANUP_FREE char *stuck = quote_line (con.cpu_stall);
+        *give_up = guest_printf ("KVM stalled: the guest reported %s",
+                                 stuck ? stuck : "a stuck CPU");
+        break;
+      }
     }
     if (r != 0)
       continue;

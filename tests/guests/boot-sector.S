@@ -17,6 +17,11 @@
  *                      waits for its root device (no line end), then
  *                      hangs, as one waits for a disk whose driver it
  *                      lacks
+ *   GUEST=6  lockup    prints a stage, then Linux's report of a soft
+ *                      lockup and of an RCU stall a second apart, again
+ *                      and again: under TCG twice and then a login
+ *                      prompt, anywhere else for ever (a guest that KVM
+ *                      hangs but whose watchdogs keep talking)
  *
  * The hypervisor leaf is QEMU's: its TCG fills it unless the CPU says
  * tcg-cpuid=off; its KVM, and real KVM hosts, put "KVMKVMKVM" there.
@@ -48,21 +53,23 @@ main:
         call stages
 .endif
 .if GUEST == 1
-        /* CPUID 0x40000000: the hypervisor's signature in EBX, ECX, EDX. */
-        movl $0x40000000, %eax
-        xorl %ecx, %ecx
-        cpuid
-        movl %ebx, sig
-        movl %ecx, sig + 4
-        movl %edx, sig + 8
-        movw $sig, %si
-        movw $tcg, %di
-        movw $12, %cx
-        cld
-        repe cmpsb
+        call is_tcg
         jne hang
 .endif
-.if GUEST == 1 || GUEST == 4
+.if GUEST == 6
+        movw $18, %cx
+        movw $booting, %si
+        call stages
+        movw $2, %bp                    /* reports before TCG logs in */
+1:      movw $18, %cx
+        movw $lockups, %si
+        call stages
+        call is_tcg
+        jne 1b
+        decw %bp
+        jnz 1b
+.endif
+.if GUEST == 1 || GUEST == 4 || GUEST == 6
         movw $login, %si
         call puts
 .elseif GUEST == 3
@@ -78,6 +85,24 @@ hang:
         cli
         hlt
         jmp hang
+
+.if GUEST == 1 || GUEST == 6
+/* ZF set when CPUID leaf 0x40000000, the hypervisor's signature in EBX,
+ * ECX and EDX, reads TCG's. */
+is_tcg:
+        movl $0x40000000, %eax
+        xorl %ecx, %ecx
+        cpuid
+        movl %ebx, sig
+        movl %ecx, sig + 4
+        movl %edx, sig + 8
+        movw $sig, %si
+        movw $tcg, %di
+        movw $12, %cx
+        cld
+        repe cmpsb
+        ret
+.endif
 
 /* Print the strings that follow one another from SI (each NUL-terminated,
  * the list ended by an empty one), each after CX ticks of the BIOS timer
@@ -115,6 +140,15 @@ puts:
 2:      ret
 
 banner: .asciz "SeaBIOS-style boot: ferry test guest\r\n"
+.if GUEST == 6
+booting:
+        .asciz "Booting Linux...\r\n"
+        .byte 0
+lockups:
+        .asciz "[   22.104181] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [swapper/0:1]\r\n"
+        .asciz "[   43.118002] rcu: INFO: rcu_sched self-detected stall on CPU\r\n"
+        .byte 0
+.endif
 .if GUEST == 1 || GUEST == 4
 stagelist:
         .asciz "Loading stage 1...\r\n"
@@ -128,7 +162,10 @@ stagelist:
         .byte 0
 login:  .asciz "\r\nferry-test login: "
 .endif
-.if GUEST == 1
+.if GUEST == 6
+login:  .asciz "\r\nferry-test login: "
+.endif
+.if GUEST == 1 || GUEST == 6
 tcg:    .ascii "TCGTCGTCGTCG"
 sig:    .fill 12, 1, 0
 .endif

@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
 # make-boot-sector.sh GUEST OUT: OUT, a 1 MiB raw disk that boots the test
-# guest GUEST of boot-sector.S (tcg-only, hang, panic, slow or root-wait:
-# see there), assembled now with GNU as and ld from binutils.  The same
+# guest GUEST of boot-sector.S (tcg-only, hang, panic, slow, root-wait or
+# lockup: see there), assembled now with GNU as and ld from binutils.  The same
 # source and tools give the same bytes, so the guest is deterministic.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-guest=${1:?usage: make-boot-sector.sh tcg-only|hang|panic|slow|root-wait OUT}
-out=${2:?usage: make-boot-sector.sh tcg-only|hang|panic|slow|root-wait OUT}
+guest=${1:?usage: make-boot-sector.sh tcg-only|hang|panic|slow|root-wait|lockup OUT}
+out=${2:?usage: make-boot-sector.sh tcg-only|hang|panic|slow|root-wait|lockup OUT}
 case $guest in
   tcg-only) n=1 ;;
   hang) n=2 ;;
   panic) n=3 ;;
   slow) n=4 ;;
   root-wait) n=5 ;;
-  *) echo "make-boot-sector.sh: no test guest '$guest' (tcg-only, hang, panic, slow, root-wait)" >&2
+  lockup) n=6 ;;
+  *) echo "make-boot-sector.sh: no test guest '$guest' (tcg-only, hang, panic, slow, root-wait, lockup)" >&2
      exit 1 ;;
 esac
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/boot-sector.XXXXXX")

@@ -13,8 +13,13 @@
 #   - panic prints a kernel panic: a known failure, final under KVM and
 #     under TCG;
 #   - root-wait prints what Debian's initramfs prints while it waits for
-#     its root device: under auto a stall, judged again under TCG.
-# Also: a KVM that does not start, and bad option values.  The stalls are
+#     its root device: under auto a stall, judged again under TCG;
+#   - lockup keeps printing Linux's reports of a soft lockup and an RCU
+#     stall under KVM (output that never lets the console go quiet), and
+#     logs in after two of them under TCG: under auto the first report is
+#     a stall; under TCG, and under --accel kvm, they are warnings.
+# Also: a KVM that does not start, one that fails after the guest printed
+# ("KVM internal error", QEMU exiting or paused), and bad option values.  The stalls are
 # set short (--kvm-stall, FERRY_KVM_STALL for v2v), yet above the seconds
 # QEMU can take to print its first line on a loaded machine.
 # A KVM that hangs is needed whether or not this host has one: a stand-in
@@ -33,7 +38,7 @@ require qemu-system-x86_64 as ld python3
 FERRY_VMEM_LIMIT_KB=unlimited
 FY_TIMEOUT=120
 cd "$WORK" || die "cd $WORK"
-for g in tcg-only hang panic slow root-wait; do
+for g in tcg-only hang panic slow root-wait lockup; do
   "$SRCDIR/tests/guests/make-boot-sector.sh" "$g" "$g.img" 2>"$WORK/.mk" ||
     die "the $g test guest: $(cat "$WORK/.mk")"
 done
@@ -69,7 +74,7 @@ timed_fy () {
 # last run's stdout, is true.
 result_is () {
   local what=$1 expr=$2 out
-  if out=$("$PYTHON" -c 'import json, sys
+  if out=$("$PYTHON" -c 'import json, os, re, sys
 PANIC = "Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)"
 j = json.load(open(sys.argv[1]))
 sys.exit(0 if eval(sys.argv[2]) else 1)' "$OUT" "$expr" 2>&1); then
@@ -93,28 +98,33 @@ no_qemu_left () {
   if [ -z "$left" ]; then ok "$1"; else not_ok "$1" "$left"; fi
 }
 
-# --- the initramfs' root wait: started in section 2, judged in 8 ----------
-# Under auto, the stand-in KVM's silence at "Waiting for root" is a stall
-# (note 3 in lib/guest/verify.c): TCG takes over and judges the wait (45 s
-# of silence); under --accel kvm the wait is judged under KVM.  They run
-# beside the other checks, since they only wait.
-# background NAME ARGS...: ferry ARGS under the stand-in KVM, in the
-# background, its output in NAME.out and NAME.err, its pid in BG_PID.
+# --- runs in the background: started after section 1, judged later -------
+# The root waits (section 8) and the KVM failures and stuck CPUs (6b, 6c)
+# mostly wait, so they run beside the other checks.
+# background NAME ARGS...: ferry ARGS under the stand-in KVM (the QEMU
+# BG_QEMU names, else hung-kvm-qemu), in the background, its output in
+# NAME.out and NAME.err, its wall time in NAME.time, its pid in BG_PID.
 background () {
   local name=$1
   shift
-  FERRY_QEMU=$WORK/hung-kvm-qemu FERRY_KVM_DEVICE=$WORK/fake-kvm \
-    timeout 150 "$FERRY" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" </dev/null &
+  (
+    t0=$(date +%s.%N) rc=0
+    FERRY_QEMU=${BG_QEMU:-$WORK/hung-kvm-qemu} FERRY_KVM_DEVICE=$WORK/fake-kvm \
+      timeout 150 "$FERRY" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" </dev/null || rc=$?
+    awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }' >"$WORK/$name.time"
+    exit "$rc"
+  ) &
   BG_PID=$!
 }
-# collect NAME PID ARGS...: wait for the run, then RC, OUT, ERR and
-# LAST_CMD describe it as for fy.
+# collect NAME PID ARGS...: wait for the run, then RC, OUT, ERR, LAST_CMD
+# and SECONDS_TAKEN describe it as for fy and timed_fy.
 collect () {
   local name=$1 pid=$2
   shift 2
   RC=0
   wait "$pid" || RC=$?
   OUT=$WORK/$name.out ERR=$WORK/$name.err LAST_CMD="ferry $*"
+  SECONDS_TAKEN=$(cat "$WORK/$name.time" 2>/dev/null)
   crash_reason
 }
 # --- bad values: refused before anything boots ------------------------------
@@ -148,6 +158,41 @@ rw_auto=$BG_PID
 rw_kvm_args=(verify --boot --accel kvm --timeout 120 --json "$WORK/root-wait.img")
 background rw-kvm "${rw_kvm_args[@]}"
 rw_kvm=$BG_PID
+
+# A KVM that fails after the guest printed (judged in 6b).  QEMU reports a
+# broken nested KVM on its stderr ("KVM internal error" at any stage) and
+# then exits, or stays with the VM paused and the console silent (what
+# QEMU does after an internal error).  The stand-in's "KVM" prints the
+# first stages of tcg-only, then fails so 3 s in.
+cat >kvm-error-qemu <<'EOF'
+#!/usr/bin/env bash
+case " $* " in
+  *" -accel kvm "*)
+    printf 'SeaBIOS-style boot: ferry test guest\r\n'
+    sleep 1
+    printf 'Booting Linux...\r\n'
+    sleep 2
+    printf 'KVM internal error. Suberror: 1\nemulation failure\nEAX=00000000 EBX=00000000 ECX=00000000 EDX=000306a9\n' >&2
+    if [ "$KVM_ERROR" = pause ]; then exec -a "kvm-error-paused-$WORK" sleep 300; fi
+    exit 1 ;;
+esac
+exec qemu-system-x86_64 "$@"
+EOF
+chmod +x kvm-error-qemu
+at_exit 'for p in $(pgrep -f -- "kvm-error-paused-$WORK"); do kill "$p"; done'
+ke_exit_args=(verify --boot --timeout 60 --json "$WORK/tcg-only.img")
+KVM_ERROR=exit WORK=$WORK BG_QEMU=$WORK/kvm-error-qemu background ke-exit "${ke_exit_args[@]}"
+ke_exit=$BG_PID
+ke_pause_args=(verify --boot --timeout 60 --json "$WORK/tcg-only.img")
+KVM_ERROR=pause WORK=$WORK BG_QEMU=$WORK/kvm-error-qemu background ke-pause "${ke_pause_args[@]}"
+ke_pause=$BG_PID
+# A guest whose kernel keeps reporting a stuck CPU (judged in 6c).
+lk_auto_args=(verify --boot --kvm-stall 8 --timeout 40 --json "$WORK/lockup.img")
+background lk-auto "${lk_auto_args[@]}"
+lk_auto=$BG_PID
+lk_kvm_args=(verify --boot --accel kvm --timeout 8 --json "$WORK/lockup.img")
+background lk-kvm "${lk_kvm_args[@]}"
+lk_kvm=$BG_PID
 
 # --- 2. slow but alive: never restarted ------------------------------------
 timed_fy standin verify --boot --kvm-stall 10 --timeout 60 --json "$WORK/slow.img"
@@ -215,6 +260,40 @@ FERRY_KVM_STALL=8 standin v2v src/vm.vmx --to qemu --out v2v-out -O raw \
 expect_exit 0 "v2v --verify: the stalling guest boots under TCG"
 result_is "...its result says tcg, why, and the login line" \
   'j["result"]["verified"] and j["result"]["verification"]["accel"] == "tcg" and j["result"]["verification"]["fallback"] == "KVM stalled after '"'"'Starting init...'"'"' for 8 s" and j["result"]["verification"]["matched"].strip() == "ferry-test login:"'
+
+# --- 6b. a KVM that fails after the guest printed (started after 1) -------
+# Before, only an exit within 30 s whose first stderr line said "kvm" in
+# lower case gave way to TCG: this exit was a final failure, and the pause
+# waited out the whole stall (30 s by default, as here).
+KVM_FAILED="KVM failed after 'Booting Linux...': KVM internal error. Suberror: 1"
+export KVM_FAILED
+collect ke-exit "$ke_exit" "${ke_exit_args[@]}"
+expect_exit 0 "auto: a KVM QEMU that exits with 'KVM internal error' after the guest printed"
+result_is "...gives way to TCG, which boots the guest, saying where KVM failed and QEMU's words" \
+  'j["accel"] == "tcg" and j["fallback"] == os.environ["KVM_FAILED"] and j["matched"].strip() == "ferry-test login:"'
+collect ke-pause "$ke_pause" "${ke_pause_args[@]}"
+expect_exit 0 "auto: a KVM QEMU that says 'KVM internal error' and stays, its VM paused"
+result_is "...gives way to TCG as well" \
+  'j["accel"] == "tcg" and j["fallback"] == os.environ["KVM_FAILED"]'
+faster_than "...at once, not after the 30 s stall" 20
+if pgrep -f -- "kvm-error-paused-$WORK" >/dev/null; then
+  not_ok "...the paused QEMU is stopped" "$(pgrep -a -f -- "kvm-error-paused-$WORK")"
+else
+  ok "...the paused QEMU is stopped"
+fi
+
+# --- 6c. a guest whose kernel keeps reporting a stuck CPU (started after 1)
+# Before, output every second kept the stall clock from ever running out:
+# this waited out its 40 s under KVM and failed.
+collect lk-auto "$lk_auto" "${lk_auto_args[@]}"
+expect_exit 0 "auto: a guest that KVM hangs while its kernel keeps reporting a stuck CPU"
+result_is "...gives way to TCG at the first report, quoting it; under TCG the same reports do not stop the boot" \
+  'j["accel"] == "tcg" and j["fallback"] == "KVM stalled: the guest reported '"'"'[   22.104181] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [swapper/0:1]'"'"'" and j["matched"].strip() == "ferry-test login:"'
+faster_than "...well before the timeout" 25
+collect lk-kvm "$lk_kvm" "${lk_kvm_args[@]}"
+expect_exit 1 "--accel kvm: the same guest (no fall-back)"
+result_is "...times out under KVM, the reason counting the reports of a stuck CPU and quoting the last" \
+  'j["accel"] == "kvm" and j["fallback"] is None and re.fullmatch(r"no login prompt on the console within 8 s; the guest reported a stuck CPU [0-9]+ times?, the last: '"'"'\[   (22\.104181\] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! \[swapper/0:1\]|43\.118002\] rcu: INFO: rcu_sched self-detected stall on CPU)'"'"'", j["reason"])'
 
 # --- 7. this host's own accelerators ---------------------------------------
 timed_fy fy verify --boot --kvm-stall 8 --timeout 60 --json "$WORK/tcg-only.img"

@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -396,6 +397,60 @@ test_console_partial_failure (void **state)
   regfree (&re);
 }
 
+/* Linux's reports of a stuck CPU are counted on whole lines, in every
+ * wording verify.c acts on, the last kept (cut to fit); lines that only
+ * mention the watchdog or RCU are not such a report. */
+static void
+test_console_cpu_stall (void **state)
+{
+  struct guest_console c = { 0 };
+  regex_t re;
+  const char *reason = NULL;
+  char *matched = NULL;
+  static const char *const reports[] = {
+    "[   22.104181] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [swapper/0:1]",
+    "BUG: soft lockup - CPU#1 stuck for 67s! [kworker/1:1:52]",
+    "[   30.000001] NMI watchdog: Watchdog detected hard LOCKUP on cpu 1",
+    "[   43.118002] rcu: INFO: rcu_sched detected stalls on CPUs/tasks:",
+    "[   43.118002] rcu: INFO: rcu_sched self-detected stall on CPU",
+    "INFO: rcu_preempt detected stalls on CPUs/tasks:",
+    "rcu: INFO: rcu_preempt self-detected stall on CPU",
+    "rcu: INFO: rcu_sched detected expedited stalls on CPUs/tasks: "
+    "{ 0-...D 1-...D 2-...D 3-...D 4-...D 5-...D 6-...D 7-...D } 21002 jiffies s: 61 root: 0xff/.",
+  };
+  static const char *const others[] = {
+    "[    0.112000] NMI watchdog: Enabled. Permanently consumes one hw-PMU counter.",
+    "[   43.118100] rcu: rcu_sched kthread starved for 21002 jiffies! g-1079 f0x0",
+    "[    1.000000] rcu: Hierarchical RCU implementation.",
+    "soft lockup detector enabled",
+  };
+  char line[2048];
+  size_t i;
+
+  assert_int_equal (regcomp (&re, "[A-Za-z0-9_.-]+ login:", REG_EXTENDED | REG_NOSUB), 0);
+  for (i = 0; i < sizeof others / sizeof others[0]; i++) {
+    snprintf (line, sizeof line, "%s\r\n", others[i]);
+    assert_int_equal (guest_console_feed (&c, line, strlen (line), &re, NULL,
+                                          NULL, &reason, &matched), 0);
+  }
+  assert_int_equal (c.cpu_stalls, 0);
+  for (i = 0; i < sizeof reports / sizeof reports[0]; i++) {
+    /* Not until the line is whole. */
+    assert_int_equal (guest_console_feed (&c, reports[i], strlen (reports[i]),
+                                          &re, NULL, NULL, &reason, &matched), 0);
+    assert_int_equal (c.cpu_stalls, i);
+    assert_int_equal (guest_console_feed (&c, "\r\n", 2, &re, NULL, NULL,
+                                          &reason, &matched), 0);
+    assert_int_equal (c.cpu_stalls, i + 1);
+    assert_null (matched);
+  }
+  /* The last report, cut to GUEST_CONSOLE_CPU_STALL_MAX - 1 bytes. */
+  assert_int_equal (strlen (c.cpu_stall), GUEST_CONSOLE_CPU_STALL_MAX - 1);
+  assert_memory_equal (c.cpu_stall, reports[7], GUEST_CONSOLE_CPU_STALL_MAX - 1);
+  guest_free_strings (guest_console_finish (&c));
+  regfree (&re);
+}
+
 /* The last line shown, for the report of a stalled boot: the pending
  * partial line first, else the last complete one, blank lines skipped. */
 static void
@@ -440,6 +495,7 @@ main (void)
     cmocka_unit_test (test_console),
     cmocka_unit_test (test_console_partial_failure),
     cmocka_unit_test (test_console_last_line),
+    cmocka_unit_test (test_console_cpu_stall),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }
