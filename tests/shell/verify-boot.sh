@@ -310,7 +310,7 @@ else
     'j["accel"] == "tcg" and j["fallback"].startswith("KVM is not available: /dev/kvm: ")'
 fi
 
-# --- 8. the root waits started in section 2 ----------------------------------------
+# --- 8. the root waits started after section 1 ---------------------------------
 collect rw-auto "$rw_auto" "${rw_auto_args[@]}"
 expect_exit 1 "auto: an initramfs waiting for its root device under KVM"
 result_is "...is a stall under KVM, and TCG finds the root device is not coming" \

@@ -415,8 +415,9 @@ test_console_cpu_stall (void **state)
     "[   43.118002] rcu: INFO: rcu_sched self-detected stall on CPU",
     "INFO: rcu_preempt detected stalls on CPUs/tasks:",
     "rcu: INFO: rcu_preempt self-detected stall on CPU",
-    "rcu: INFO: rcu_sched detected expedited stalls on CPUs/tasks: "
-    "{ 0-...D 1-...D 2-...D 3-...D 4-...D 5-...D 6-...D 7-...D } 21002 jiffies s: 61 root: 0xff/.",
+    ("rcu: INFO: rcu_sched detected expedited stalls on CPUs/tasks: "
+     "{ 0-...D 1-...D 2-...D 3-...D 4-...D 5-...D 6-...D 7-...D } 21002 "
+     "jiffies s: 61 root: 0xff/."),
   };
   static const char *const others[] = {
     "[    0.112000] NMI watchdog: Enabled. Permanently consumes one hw-PMU counter.",
