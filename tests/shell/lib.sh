@@ -258,9 +258,25 @@ qio () {
     die "qemu-io -f $fmt $* $img: $(cat "$WORK/.qio")"
   fi
 }
-# A file of random bytes for qemu-io's write -s (path in $RAND).
+# A file of random bytes for qemu-io's write -s (path in $RAND).  Written
+# at a disk's offset 0, random bytes would now and then look like a boot
+# sector (0xeb at byte 0: 1 run in 256) or another signature ferry's
+# blank-disk test knows (0x55aa at 510, ext4's 0x53ef at 1080), and a v2v
+# of that disk would start an appliance: such bytes are changed by one bit.
 RAND=$WORK/.random
 head -c $((8 << 20)) /dev/urandom >"$RAND" || die "no /dev/urandom"
+# unsign OFFSET HEX: flip the low bit of the byte at OFFSET when the bytes
+# there read HEX.
+unsign () {
+  local at
+  at=$(od -A n -t x1 -j "$1" -N $((${#2} / 2)) "$RAND" | tr -d ' \n')
+  [ "$at" = "$2" ] || return 0
+  printf "\\x$(printf %02x $((0x${2:0:2} ^ 1)))" |
+    dd of="$RAND" bs=1 seek="$1" conv=notrunc status=none || die "dd $RAND"
+}
+unsign 0 eb
+unsign 510 55aa
+unsign 1080 53ef
 
 # fill_pattern FMT IMG CLUSTER SIZE [compress]: write the standard mix into
 # IMG (virtual SIZE >= 8*CLUSTER + 1536): random data across a cluster
