@@ -368,6 +368,11 @@ image_backing_extents (struct ferry_image *img, uint64_t offset,
 int image_backing_pread (struct ferry_image *img, void *buf, uint64_t count,
                          uint64_t offset);
 
+/* options.c: split "key=val,key=val" into OPTS (",," is a comma inside a
+ * value), -1 with the error set on a malformed list; free what it made. */
+int parse_options (const char *s, struct option_list *opts);
+void free_options (struct option_list *opts);
+
 /* Options lookup; each marks the key used.  options_get_size accepts
  * sizes with k/M/G/T suffixes (powers of 1024), options_get_pow2 only a
  * power of 2 from MIN to MAX (so 0 and absurd values too are refused).
