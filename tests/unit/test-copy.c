@@ -381,7 +381,9 @@ mem_compress (struct ferry_image *img, const void *in, size_t count,
   if (is_zero (in, count))
     __atomic_fetch_add (&h->zero_compressed, 1, __ATOMIC_RELAXED);
   enter_call (&h->compress_now, &h->compress_max);
-  usleep (200 + (p[1] * 37u) % 400);
+  /* Long enough that every worker is in here at some point, even on a
+   * loaded machine under the sanitizers. */
+  usleep (2000 + (p[1] * 37u) % 2000);
   leave_call (&h->compress_now);
   if (p[0] == 0xEE)
     return 0;
