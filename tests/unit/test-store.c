@@ -513,6 +513,8 @@ test_bad_files (void **state)
   assert_error (EINVAL, want);
   assert_int_equal (sqlite3_int (path, "SELECT count(*) FROM sqlite_schema"),
                     1);
+  sqlite3_cmd (path, "PRAGMA journal_mode", want, sizeof want);
+  assert_string_equal (want, "delete");
 
   /* An empty file becomes a store. */
   tmp_path (path, sizeof path, "empty.db");
@@ -643,12 +645,33 @@ test_locked (void **state)
   ferry_store_close (st);
 }
 
-/* Two processes adding 200 jobs each at once: every add succeeds. */
+/* Add one to the counter that is job ID's document, reading again
+ * whenever another writer saved first.  -1 on an error. */
+static int
+increment (struct ferry_store *st, int64_t id)
+{
+  struct ferry_store_record r;
+  char doc[32];
+  int saved;
+
+  do {
+    if (ferry_store_job_get (st, id, &r) == -1)
+      return -1;
+    snprintf (doc, sizeof doc, "%d", atoi (r.doc) + 1);
+    saved = ferry_store_job_save (st, id, r.rev, "running", doc, NULL);
+    ferry_store_record_free (&r);
+  } while (saved == 0);
+  return saved == 1 ? 0 : -1;
+}
+
+/* Two processes adding 200 jobs each at once: every add succeeds; each
+ * also counts to 100 in one job's document, and no count is lost. */
 static void
 test_concurrent (void **state)
 {
-  char path[512];
+  char path[512], out[64];
   struct ferry_store *st = fresh_store (path, sizeof path, "busy.db");
+  int64_t counter = ferry_store_job_add (st, 0, "planned", "0");
   pid_t pids[2];
   int status;
 
@@ -664,7 +687,8 @@ test_concurrent (void **state)
       }
       for (int i = 0; i < 200; i++) {
         int64_t id = ferry_store_job_add (s, 0, "planned", "{}");
-        if (id <= 0 || ferry_store_event_add (s, id, "info", "added")) {
+        if (id <= 0 || ferry_store_event_add (s, id, "info", "added") ||
+            (i % 2 == 0 && increment (s, counter) == -1)) {
           fprintf (stderr, "child %d, job %d: %s\n", c, i,
                    ferry_get_error ());
           _exit (1);
@@ -679,10 +703,13 @@ test_concurrent (void **state)
     assert_true (WIFEXITED (status));
     assert_int_equal (WEXITSTATUS (status), 0);
   }
-  assert_int_equal (sqlite3_int (path, "SELECT count(*) FROM jobs"), 400);
+  assert_int_equal (sqlite3_int (path, "SELECT count(*) FROM jobs"), 401);
   assert_int_equal (sqlite3_int (path, "SELECT count(DISTINCT id) "
-                                 "FROM jobs"), 400);
+                                 "FROM jobs"), 401);
   assert_int_equal (sqlite3_int (path, "SELECT count(*) FROM events"), 400);
+  sqlite3_cmd (path, "SELECT doc || ' ' || rev FROM jobs WHERE id = 1", out,
+               sizeof out);
+  assert_string_equal (out, "200 201");
 }
 
 /* The default path's rules. */
