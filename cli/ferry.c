@@ -41,6 +41,12 @@ static const struct {
     "v2v SOURCE --to libvirt|qemu|ova|local --out DIR [-O FMT]\n"
     "                [--network-map SRC=DST] [--name NAME] [--dry-run] ...",
     false },
+  { "job", cmd_job,
+    "job add|list|show|start|pause|resume|cancel|retry|rm|run|cutover ...",
+    false },
+  { "plan", cmd_plan,
+    "plan run [--parallel N] [--stagger S] [--per-source K] FILE | show ID",
+    false },
   { "inspect", cmd_inspect, "inspect [-f FMT] [--json] IMAGE...", false },
   { "convert-guest", cmd_convert_guest,
     "convert-guest [-f FMT] [--mac MAC]... [--no-guest-agent] [--json] IMAGE...",

@@ -84,6 +84,31 @@ const char *human_size (uint64_t bytes, char *buf, size_t len);
 
 /* Progress output for the copy engine (progress.c). */
 enum progress_mode { PROGRESS_NONE, PROGRESS_BAR, PROGRESS_JSON };
+
+/* v2v.c, shared with job.c: the plan printed for people or as JSON, the
+ * progress of a migration (a bar per disk with the overall figure, JSON
+ * lines, or, not on a terminal, a line per tenth), the summary. */
+struct ferry_v2v_plan;
+struct ferry_v2v_options;
+struct ferry_v2v_progress;
+struct ferry_v2v_summary;
+struct json_object;
+struct cli_progress {
+  enum progress_mode mode;
+  bool tty;
+  int last_tenth;
+  const char *last_phase;
+};
+void print_plan (const struct ferry_v2v_plan *plan,
+                 const struct ferry_v2v_options *opts);
+struct json_object *plan_json (const struct ferry_v2v_plan *plan,
+                               const struct ferry_v2v_options *opts);
+void print_json_object (struct json_object *o, bool pretty);
+void v2v_progress (const struct ferry_v2v_progress *p, void *opaque);
+void print_summary (const struct ferry_v2v_plan *plan,
+                    const struct ferry_v2v_summary *s);
+int cmd_job (int argc, char **argv);
+int cmd_plan (int argc, char **argv);
 void progress_print (const struct ferry_progress *p, void *opaque);
 
 /* A guest conversion's report (convert-guest.c): one line per step, or

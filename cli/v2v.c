@@ -21,7 +21,9 @@
 #include <json-c/json.h>
 
 #include <ferry/guest.h>
+#include <ferry/job.h>
 #include <ferry/migrate.h>
+#include <ferry/store.h>
 #include <ferry/vm.h>
 
 #include "ferry.h"
@@ -61,7 +63,10 @@ usage (FILE *fp)
     "  --no-guest-agent  do not install qemu-guest-agent at first boot\n"
     "  --verify        boot the result with QEMU on an isolated network until a\n"
     "                  login prompt (see ferry verify --boot); exit 1 if it does not\n"
-    "  --verify-timeout S  seconds the boot may take (default 600)\n");
+    "  --verify-timeout S  seconds the boot may take (default 600)\n"
+    "  --store PATH    the job store the migration is kept in, so that an\n"
+    "                  interrupted one resumes (ferry job resume ID; default\n"
+    "                  $FERRY_STORE, else $XDG_STATE_HOME/ferry/ferry.db)\n");
 }
 
 /* "1.5 GiB" into BUF. */
@@ -103,7 +108,7 @@ remedy_of (const struct ferry_v2v_check *c, char *buf, size_t len)
 }
 
 /* Print the plan for people. */
-static void
+void
 print_plan (const struct ferry_v2v_plan *plan,
             const struct ferry_v2v_options *opts)
 {
@@ -192,7 +197,7 @@ print_plan (const struct ferry_v2v_plan *plan,
 
 /* The plan as one JSON object: the model, the disks' plan, the checks.
  * NULL with the error set. */
-static json_object *
+json_object *
 plan_json (const struct ferry_v2v_plan *plan,
            const struct ferry_v2v_options *opts)
 {
@@ -252,8 +257,8 @@ plan_json (const struct ferry_v2v_plan *plan,
 }
 
 /* Print O on stdout (pretty, or one line for --progress=json) and drop it. */
-static void
-print_json (json_object *o, bool pretty)
+void
+print_json_object (json_object *o, bool pretty)
 {
   printf ("%s\n", json_object_to_json_string_ext (o,
           (pretty ? JSON_C_TO_STRING_PRETTY : JSON_C_TO_STRING_PLAIN) |
@@ -269,12 +274,12 @@ print_result (json_object **jplan, json_object *res)
 {
   if (*jplan) {
     json_object_object_add (*jplan, "result", res);
-    print_json (*jplan, true);
+    print_json_object (*jplan, true);
     *jplan = NULL;
   }
   else {
     json_object_object_add (res, "phase", json_object_new_string ("result"));
-    print_json (res, false);
+    print_json_object (res, false);
   }
 }
 
@@ -328,16 +333,7 @@ result_json (const struct ferry_v2v_plan *plan,
   return o;
 }
 
-/* Progress output: a bar per disk with the overall figure, JSON lines, or
- * (not a terminal) a line per tenth. */
-struct cli_progress {
-  enum progress_mode mode;
-  bool tty;
-  int last_tenth;
-  const char *last_phase;
-};
-
-static void
+void
 v2v_progress (const struct ferry_v2v_progress *p, void *opaque)
 {
   struct cli_progress *cp = opaque;
@@ -503,7 +499,7 @@ v2v_verify (const char *out, unsigned timeout, bool quiet, json_object **jboot)
 }
 
 /* Print what was done. */
-static void
+void
 print_summary (const struct ferry_v2v_plan *plan,
                const struct ferry_v2v_summary *s)
 {
@@ -528,12 +524,70 @@ print_summary (const struct ferry_v2v_plan *plan,
   printf ("Output: %s/%s\n", plan->out_dir, plan->description);
 }
 
+/* Run PLAN as a job of the store (STORE_PATH, or the default): added,
+ * then run here, so that an interruption leaves it to be resumed.  When
+ * no store can be opened, the run goes on without one (a warning says
+ * so).  *JOB_ID (OUT): the job's id, 0 when none.  0 done, -1 failed
+ * (the error set), -2 paused or cancelled from elsewhere (said). */
+static int
+run_as_job (const char *source, const char *store_path, struct ferry_vm *vm,
+            struct ferry_v2v_plan *plan, const struct ferry_v2v_options *opts,
+            struct ferry_v2v_summary *summary, int64_t *job_id)
+{
+  struct ferry_job_spec spec = {
+    .source = source, .to = target_names[opts->target],
+    .out = opts->out_dir, .format = opts->disk_format, .name = opts->name,
+    .network_map = opts->network_map, .keep_devices = opts->keep_devices,
+    .flavor = opts->flavor, .threads = opts->threads,
+    .no_flush = opts->no_flush, .no_convert = opts->no_convert,
+    .no_guest_agent = opts->no_guest_agent,
+  };
+  struct ferry_job_run_options o = {
+    .progress = opts->progress, .progress_opaque = opts->progress_opaque,
+    .interrupt = &cli_stop, .vm = vm, .plan = plan,
+  };
+  struct ferry_job_outcome out;
+  struct ferry_store *st;
+  int r;
+
+  *job_id = 0;
+  st = ferry_store_open (store_path, 0);
+  if (st == NULL) {
+    if (store_path)
+      return -1;
+    print_message ("v2v", "warning: %s; the migration runs without a job, "
+                   "so it cannot be resumed if interrupted",
+                   ferry_get_error ());
+    return ferry_v2v_run (plan, opts, summary);
+  }
+  *job_id = ferry_job_add_plan (st, &spec, vm, plan);
+  if (*job_id <= 0) {
+    *job_id = 0;
+    ferry_store_close (st);
+    return -1;
+  }
+  r = ferry_job_run (st, *job_id, &o, &out);
+  if (out.have_summary) {
+    *summary = out.summary;
+    out.have_summary = false;
+  }
+  if (r == 0 && strcmp (out.state, "done") != 0) {
+    /* Paused or cancelled from elsewhere (ferry job pause ID). */
+    print_message ("v2v", "%s was not written: job %" PRId64 " is %s",
+                   plan->out_dir, *job_id, out.state);
+    r = -2;
+  }
+  ferry_job_outcome_free (&out);
+  ferry_store_close (st);
+  return r;
+}
+
 int
 cmd_v2v (int argc, char **argv)
 {
   enum { OPT_TO = 256, OPT_OUT, OPT_NETMAP, OPT_NAME, OPT_KEEP, OPT_FLAVOR,
          OPT_DRY, OPT_JSON, OPT_PROGRESS, OPT_NO_CONVERT, OPT_NO_AGENT,
-         OPT_VERIFY, OPT_VERIFY_TIMEOUT };
+         OPT_VERIFY, OPT_VERIFY_TIMEOUT, OPT_STORE };
   static const struct option long_options[] = {
     { "to", required_argument, NULL, OPT_TO },
     { "out", required_argument, NULL, OPT_OUT },
@@ -548,6 +602,7 @@ cmd_v2v (int argc, char **argv)
     { "no-guest-agent", no_argument, NULL, OPT_NO_AGENT },
     { "verify", no_argument, NULL, OPT_VERIFY },
     { "verify-timeout", required_argument, NULL, OPT_VERIFY_TIMEOUT },
+    { "store", required_argument, NULL, OPT_STORE },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -563,6 +618,8 @@ cmd_v2v (int argc, char **argv)
   unsigned verify_timeout = 0;
   double verify_seconds = 0;
   json_object *jplan = NULL, *jboot = NULL;
+  const char *store_path = NULL;
+  int64_t job_id = 0;
   int c, r, ret = 1;
 
   while ((c = getopt_long (argc, argv, "O:pm:t:h", long_options, NULL)) != -1) {
@@ -614,6 +671,7 @@ cmd_v2v (int argc, char **argv)
       break;
     }
     case OPT_JSON: json = true; break;
+    case OPT_STORE: store_path = optarg; break;
     case 'p':
       cp.mode = PROGRESS_BAR;
       progress_set = true;
@@ -701,7 +759,7 @@ cmd_v2v (int argc, char **argv)
       goto out;
     }
     if (dry_run || plan->nr_errors) {
-      print_json (jplan, true);
+      print_json_object (jplan, true);
       jplan = NULL;
     }
   }
@@ -727,8 +785,10 @@ cmd_v2v (int argc, char **argv)
     goto out;
   }
 
-  r = ferry_v2v_run (plan, &opts, &summary);
+  r = run_as_job (argv[optind], store_path, vm, plan, &opts, &summary, &job_id);
   print_removed ("v2v", (const char *const *) summary.removed);
+  if (r == -2)
+    goto out;
   if (r == -1) {
     if (json || cp.mode == PROGRESS_JSON) {
       print_result (&jplan, result_json (plan, &opts, &summary, false, -1, 0, NULL));
@@ -738,10 +798,20 @@ cmd_v2v (int argc, char **argv)
       print_guest_report (stdout, summary.guest);
       fflush (stdout);
     }
-    if (cli_stop)
+    if (cli_stop && job_id > 0)
+      print_interrupted ("v2v", "%s was not written; job %" PRId64 " is "
+                         "paused: ferry job resume %" PRId64 " goes on where "
+                         "it stopped", plan->out_dir, job_id, job_id);
+    else if (cli_stop)
       print_interrupted ("v2v", "%s was not written", plan->out_dir);
-    else
+    else {
       print_error ("v2v");
+      if (job_id > 0)
+        print_message ("v2v", "job %" PRId64 " keeps what was done: ferry job "
+                       "retry %" PRId64 " goes on from there once the cause "
+                       "is fixed, ferry job cancel %" PRId64 " removes it",
+                       job_id, job_id, job_id);
+    }
     goto out;
   }
   if (!json && cp.mode != PROGRESS_JSON) {

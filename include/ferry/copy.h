@@ -46,7 +46,37 @@ struct ferry_copy_options {
   /* Leave DST unflushed at the end (qemu-img's -t unsafe): faster, but
    * the data may still be only in the page cache when ferry_copy returns. */
   bool no_flush;
+  /* Resume an earlier copy of SRC into this DST: DST already holds SRC's
+   * contents over [0, resume_from) for good (a checkpoint's DURABLE).
+   * The copy starts there.  0: copy everything. */
+  uint64_t resume_from;
+  /* Called on the calling thread with every worker idle and DST flushed
+   * (unless no_flush): DST now holds SRC over [0, durable) for good.
+   * Called every checkpoint_bytes of the source or checkpoint_seconds,
+   * whichever comes first, and once more when a cancel (or stop request)
+   * stops the copy, before ferry_copy returns -1/EINTR; not after other
+   * errors (the last checkpoint stands).  A -1 return (error set) stops
+   * the copy with that error.  NULL: no checkpoints. */
+  int (*checkpoint) (uint64_t durable, void *opaque);
+  void *checkpoint_opaque;
+  uint64_t checkpoint_bytes;     /* 0: 64 MiB */
+  double checkpoint_seconds;     /* 0: 2 s */
 };
+
+/* What a checkpoint records of the target file, so a later process can
+ * tell whether the partial target is still the one it describes. */
+struct ferry_copy_mark {
+  uint64_t durable;      /* SRC's bytes [0, durable) are in the target */
+  uint64_t file_size;    /* the target file's size at that moment */
+  uint64_t dev, ino;     /* which file */
+};
+
+int ferry_copy_mark_target (const char *path, uint64_t durable,
+                            struct ferry_copy_mark *mark);
+struct ferry_image *ferry_copy_reopen_target (const char *path,
+                                              const char *format,
+                                              const struct ferry_copy_mark *mark);
+bool ferry_image_can_resume (struct ferry_image *dst);
 
 /* Copy the guest-visible contents of SRC into DST, which must be at least
  * as large.  Where DST has a backing file, only what differs from it is

@@ -162,6 +162,66 @@ int ferry_v2v_run (struct ferry_v2v_plan *plan,
                    struct ferry_v2v_summary *summary /* OUT */);
 void ferry_v2v_summary_free (struct ferry_v2v_summary *summary);
 
+/* --- durable runs (a job: lib/job, <ferry/job.h>) ----------------------
+ *
+ * A durable run is ferry_v2v_run cut into steps that a later process can
+ * take up where an earlier one stopped (paused, killed, failed): the
+ * caller's journal says which steps are done and keeps each disk's
+ * checkpoint; lib/migrate knows nothing of where they are kept.  Steps:
+ * "copy" (one per migrated disk, DISK its index in the plan), "convert",
+ * "describe", "verify" (a test run only), "commit".  The working folder
+ * (journal->staging) is kept when the run stops short of the commit. */
+
+/* What a journal keeps of one disk's copy. */
+struct ferry_v2v_disk_state {
+  struct ferry_copy_mark mark;   /* mark.durable == 0: nothing kept */
+  char source[160];              /* the source as it was ("" unknown):
+                                    ferry_v2v_source_ident */
+};
+
+struct ferry_v2v_journal {
+  const char *staging;           /* the working folder beside out_dir */
+  bool test;                     /* stop after "verify": boot the result
+                                    isolated and leave it uncommitted */
+  unsigned boot_timeout;         /* the test's boot: seconds (0: 600) */
+  uint64_t checkpoint_bytes;     /* the copy's checkpoints (0: defaults) */
+  double checkpoint_seconds;
+  void *opaque;
+  /* True when STEP (of DISK, -1 for none) is done already. */
+  bool (*done) (void *opaque, const char *step, int disk);
+  /* STEP begins; or ends (OK: done; else failed, with the error set and
+   * OUTCOME the message).  OUTCOME: a line for the record, or NULL.  -1
+   * stops the run with the error set. */
+  int (*begin) (void *opaque, const char *step, int disk);
+  int (*end) (void *opaque, const char *step, int disk, bool ok,
+              const char *outcome);
+  /* Disk DISK's state from an earlier run (NULL: none); and its new
+   * checkpoint (after the target's flush). */
+  const struct ferry_v2v_disk_state *(*disk_state) (void *opaque, int disk);
+  int (*checkpoint) (void *opaque, int disk,
+                     const struct ferry_v2v_disk_state *st);
+  /* Something worth the record ("disk 2: the source changed since the
+   * checkpoint, copying it again"). */
+  void (*note) (void *opaque, const char *level, const char *message);
+};
+
+/* The identity of plan disk DISK's source, to tell later whether it
+ * changed: its file (or the OVA's) device, inode, size and modification
+ * time, in BUF.  0, or -1 with the error set. */
+int ferry_v2v_source_ident (const struct ferry_v2v_plan *plan, size_t disk,
+                            char *buf, size_t len);
+
+/* Run PLAN as ferry_v2v_run does, step by step through JOURNAL: steps it
+ * says are done are skipped, a disk with a checkpoint whose source and
+ * partial target are unchanged resumes from it, and anything else starts
+ * again.  On failure or cancel the working folder is kept (the caller
+ * discards it on a cancel).  Returns 0 when committed, 1 when a test run
+ * stopped before the commit as it should, -1 with the error set. */
+int ferry_v2v_run_journal (struct ferry_v2v_plan *plan,
+                           const struct ferry_v2v_options *opts,
+                           const struct ferry_v2v_journal *journal,
+                           struct ferry_v2v_summary *summary /* OUT */);
+
 struct ferry_guest_target;
 
 /* Read back TARGET, a `--to libvirt` or `--to qemu` output (the folder,

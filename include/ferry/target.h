@@ -85,6 +85,30 @@ const char *const *ferry_target_removed (const struct ferry_target *t);
  * error set. */
 int ferry_target_commit (struct ferry_target *t);
 
+/* A folder target whose working folder outlives its process: a job's,
+ * which another process resumes after a pause, a crash or a kill.
+ * STAGING is the working folder's path, in DEST's folder (the caller
+ * names it and keeps the name in its job, e.g. ".NAME.ferry-job-7": a name
+ * that does not end in ".ferry-TAG", so sweepers leave it alone); it is
+ * made when missing and taken as it is when it exists.  There is no lock
+ * file: whoever holds the job (the job store) is the only writer.  DEST
+ * must not exist.  Freed without a commit, the target keeps its folder,
+ * unless ferry_target_discard removed it.  Flags as for
+ * ferry_target_begin (FERRY_TARGET_FOLDER is implied). */
+struct ferry_target *ferry_target_begin_kept (const char *dest,
+                                              const char *staging,
+                                              unsigned flags);
+
+/* Remove the working folder of a target of ferry_target_begin_kept, with
+ * everything in it (a job cancelled or removed).  0, or -1 with the error
+ * set. */
+int ferry_target_discard (struct ferry_target *t);
+
+/* Remove the working folder STAGING of a kept target that no process
+ * has open as one (a job cancelled or removed while nothing runs it).
+ * A folder already gone is no error.  0, or -1 with the error set. */
+int ferry_target_remove_kept (const char *staging);
+
 /* Free T.  A target that was not committed is removed with everything it
  * made (the image is closed first).  The thread's error is kept, so the
  * caller may report a failure after freeing.  T may be NULL. */

@@ -90,6 +90,9 @@
 /* How deep a leftover folder is removed (ferry makes none inside). */
 #define REMOVE_DEPTH 8
 
+/* A target of ferry_target_begin_kept (internal flag). */
+#define FERRY_TARGET_KEPT 0x100
+
 DEFINE_VECTOR_TYPE (string_vector, char *);
 
 struct ferry_target {
@@ -490,6 +493,72 @@ ferry_target_begin (const char *dest, const char *format, unsigned flags)
                 t->removed.ptr[i]);
   ferry_target_free (t);
   return NULL;
+}
+
+struct ferry_target *
+ferry_target_begin_kept (const char *dest, const char *staging,
+                         unsigned flags)
+{
+  struct ferry_target *t = calloc (1, sizeof *t);
+  CLEANUP_FREE char *name = NULL;
+  struct stat st;
+
+  if (t == NULL) {
+    ferry_error (ENOMEM, "out of memory");
+    return NULL;
+  }
+  t->lock_fd = -1;
+  t->flags = flags | FERRY_TARGET_FOLDER | FERRY_TARGET_KEPT;
+  t->dest = strdup (dest);
+  t->temp = strdup (staging);
+  if (t->dest == NULL || t->temp == NULL) {
+    ferry_error (ENOMEM, "out of memory");
+    goto err;
+  }
+  if (split_dest (t, &name) == -1)
+    goto err;
+  if (lstat (dest, &st) == 0) {
+    ferry_error (EEXIST, "%s exists already", dest);
+    goto err;
+  }
+  if (mkdir (t->temp, 0777) == -1 && errno != EEXIST) {
+    ferry_error_errno (errno, "%s: making its working folder %s", dest,
+                       staging);
+    goto err;
+  }
+  if (lstat (t->temp, &st) == -1 || !S_ISDIR (st.st_mode)) {
+    ferry_error (ENOTDIR, "%s: its working folder %s is not a folder", dest,
+                 staging);
+    goto err;
+  }
+  t->made = true;
+  return t;
+
+ err:
+  ferry_target_free (t);
+  return NULL;
+}
+
+int
+ferry_target_discard (struct ferry_target *t)
+{
+  if (!(t->flags & FERRY_TARGET_KEPT) || t->committed || !t->made)
+    return 0;
+  if (remove_tree_at (AT_FDCWD, t->temp, REMOVE_DEPTH) == -1 &&
+      errno != ENOENT)
+    return ferry_error_errno (errno, "%s: removing its working folder %s",
+                              t->dest, t->temp);
+  t->made = false;
+  return 0;
+}
+
+int
+ferry_target_remove_kept (const char *staging)
+{
+  if (remove_tree_at (AT_FDCWD, staging, REMOVE_DEPTH) == -1 &&
+      errno != ENOENT)
+    return ferry_error_errno (errno, "%s: removing it", staging);
+  return 0;
 }
 
 struct ferry_image *

@@ -35,6 +35,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,13 +117,96 @@ write_text (const char *path, const char *text, mode_t mode)
   return 0;
 }
 
-/* Convert disk PD of the plan into the file PATH. */
+/* What the checkpoint callback of one disk's copy needs. */
+struct disk_checkpoint {
+  const struct ferry_v2v_journal *j;
+  int disk;
+  const char *path;
+  struct ferry_v2v_disk_state st;
+};
+
+/* The copy engine's checkpoint: mark the target file, tell the journal. */
 static int
-convert_disk (struct ferry_v2v_plan *plan, struct ferry_v2v_disk *pd,
-              const char *path, const struct ferry_v2v_options *opts,
-              struct run_progress *rp)
+disk_checkpoint (uint64_t durable, void *opaque)
 {
+  struct disk_checkpoint *dc = opaque;
+
+  if (ferry_copy_mark_target (dc->path, durable, &dc->st.mark) == -1)
+    return -1;
+  return dc->j->checkpoint (dc->j->opaque, dc->disk, &dc->st);
+}
+
+/* Tell the journal's notes, if it keeps any, a line at LEVEL. */
+static void
+journal_note (const struct ferry_v2v_journal *j, const char *level,
+              const char *fmt, ...)
+{
+  CLEANUP_FREE char *msg = NULL;
+  va_list ap;
+  int r;
+
+  if (j == NULL || j->note == NULL)
+    return;
+  va_start (ap, fmt);
+  r = vasprintf (&msg, fmt, ap);
+  va_end (ap);
+  if (r >= 0)
+    j->note (j->opaque, level, msg);
+}
+
+/* The partial target PATH of plan disk I, reopened to go on where the
+ * journal's checkpoint says, or NULL (with a note saying why) when the
+ * disk must be copied again: no checkpoint, the source changed, the
+ * target is not the checkpoint's or cannot resume. */
+static struct ferry_image *
+reopen_partial (const struct ferry_v2v_journal *j, size_t i,
+                struct ferry_v2v_disk *pd, const char *path,
+                const char *ident, uint64_t *resume_from)
+{
+  const struct ferry_v2v_disk_state *old;
+  struct ferry_image *dst;
+
+  *resume_from = 0;
+  old = j->disk_state ? j->disk_state (j->opaque, i) : NULL;
+  if (old == NULL || old->mark.durable == 0)
+    return NULL;
+  if (strcmp (old->source, ident) != 0) {
+    journal_note (j, "warning", "disk %zu (%s): its source changed since "
+                  "the checkpoint, so it is copied again from the start",
+                  i + 1, pd->source);
+    return NULL;
+  }
+  dst = ferry_copy_reopen_target (path, pd->target_format, &old->mark);
+  if (dst == NULL) {
+    journal_note (j, "warning", "disk %zu (%s): cannot resume it (%s), so "
+                  "it is copied again from the start", i + 1, pd->source,
+                  ferry_get_error ());
+    return NULL;
+  }
+  if (!ferry_image_can_resume (dst)) {
+    ferry_image_close (dst);
+    journal_note (j, "info", "disk %zu (%s): a %s target cannot resume "
+                  "half way, so it is copied again from the start", i + 1,
+                  pd->source, pd->target_format);
+    return NULL;
+  }
+  *resume_from = old->mark.durable;
+  journal_note (j, "info", "disk %zu (%s): resuming at %" PRIu64 " bytes "
+                "of %" PRIu64, i + 1, pd->source, *resume_from,
+                pd->virtual_size);
+  return dst;
+}
+
+/* Convert disk I of the plan into the file PATH, resuming from the
+ * journal's checkpoint when it has one that still holds. */
+static int
+convert_disk (struct ferry_v2v_plan *plan, size_t i, const char *path,
+              const struct ferry_v2v_options *opts, struct run_progress *rp,
+              const struct ferry_v2v_journal *j)
+{
+  struct ferry_v2v_disk *pd = &plan->disks[i];
   const struct ferry_vm_disk *d = &plan->vm->disks[pd->index];
+  struct disk_checkpoint dc = { .j = j, .disk = i, .path = path };
   struct ferry_copy_options copts = {
     .threads = opts->threads,
     .no_flush = opts->no_flush,
@@ -130,7 +215,7 @@ convert_disk (struct ferry_v2v_plan *plan, struct ferry_v2v_disk *pd,
     .progress_opaque = rp,
   };
   bool stream = opts->target == FERRY_V2V_OVA;
-  struct ferry_image *src = NULL, *dst;
+  struct ferry_image *src = NULL, *dst = NULL;
   int r;
 
   if (!(d->flags & FERRY_VM_DISK_NO_FILE)) {
@@ -138,11 +223,37 @@ convert_disk (struct ferry_v2v_plan *plan, struct ferry_v2v_disk *pd,
     if (src == NULL)
       return -1;
   }
-  dst = ferry_image_create (path, pd->target_format, pd->virtual_size,
-                            stream ? "subformat=streamOptimized" : NULL);
+  if (j) {
+    if (ferry_v2v_source_ident (plan, i, dc.st.source,
+                                sizeof dc.st.source) == -1) {
+      ferry_image_close (src);
+      return -1;
+    }
+    dst = reopen_partial (j, i, pd, path, dc.st.source, &copts.resume_from);
+    if (dst == NULL) {
+      /* A fresh start: whatever an earlier run left goes first. */
+      struct stat st;
+      if (lstat (path, &st) == 0 &&
+          ferry_image_remove (path, pd->target_format) == -1 &&
+          unlink (path) == -1 && errno != ENOENT) {
+        ferry_error_errno (errno, "%s", path);
+        ferry_image_close (src);
+        return -1;
+      }
+    }
+  }
+  if (dst == NULL)
+    dst = ferry_image_create (path, pd->target_format, pd->virtual_size,
+                              stream ? "subformat=streamOptimized" : NULL);
   if (dst == NULL) {
     ferry_image_close (src);
     return -1;
+  }
+  if (j && j->checkpoint && ferry_image_can_resume (dst)) {
+    copts.checkpoint = disk_checkpoint;
+    copts.checkpoint_opaque = &dc;
+    copts.checkpoint_bytes = j->checkpoint_bytes;
+    copts.checkpoint_seconds = j->checkpoint_seconds;
   }
   r = src ? ferry_copy (src, dst, &copts) : 0;
   if (r == -1) {
@@ -159,6 +270,28 @@ convert_disk (struct ferry_v2v_plan *plan, struct ferry_v2v_disk *pd,
   if (r == -1)
     ferry_error_prefix ("disk %zu (%s)", pd->index + 1, pd->source);
   return r;
+}
+
+int
+ferry_v2v_source_ident (const struct ferry_v2v_plan *plan, size_t disk,
+                        char *buf, size_t len)
+{
+  const struct ferry_v2v_disk *pd = &plan->disks[disk];
+  const struct ferry_vm_disk *d = &plan->vm->disks[pd->index];
+  struct stat st;
+
+  if (d->path == NULL || (d->flags & FERRY_VM_DISK_NO_FILE)) {
+    snprintf (buf, len, "none");
+    return 0;
+  }
+  if (stat (d->path, &st) == -1)
+    return ferry_error_errno (errno, "%s", d->path);
+  snprintf (buf, len, "%ju:%ju:%jd:%jd.%09ld:%" PRIu64 ":%" PRIu64 ":%"
+            PRIu64, (uintmax_t) st.st_dev, (uintmax_t) st.st_ino,
+            (intmax_t) st.st_size, (intmax_t) st.st_mtim.tv_sec,
+            st.st_mtim.tv_nsec, d->member_offset, d->member_length,
+            pd->virtual_size);
+  return 0;
 }
 
 /* The description of the target, with the disks where they now are. */
@@ -231,8 +364,8 @@ describe (struct ferry_v2v_plan *plan, const struct ferry_v2v_options *opts,
   return NULL;
 }
 
-/* Pack the OVF TEXT and the staged VMDKs into STAGING/NAME.ova, then
- * remove the VMDKs (note 5). */
+/* Pack the OVF TEXT and the staged VMDKs into STAGING/NAME.ova; the
+ * VMDKs are removed before the commit (note 5). */
 static int
 pack_ova (struct ferry_v2v_plan *plan, const char *staging, const char *text,
           const struct ferry_v2v_options *opts)
@@ -268,10 +401,6 @@ pack_ova (struct ferry_v2v_plan *plan, const char *staging, const char *text,
   if (opts->progress)
     opts->progress (&p, opts->progress_opaque);
   r = ferry_ova_write (ova, in, k, mf_name, "SHA256");
-  if (r == 0)
-    for (i = 0; i < plan->nr_disks; i++)
-      if (paths[i] && unlink (paths[i]) == -1)
-        r = ferry_error_errno (errno, "%s", paths[i]);
   if (r == 0 && opts->progress) {
     p.finished = true;
     opts->progress (&p, opts->progress_opaque);
@@ -299,17 +428,216 @@ ferry_v2v_summary_free (struct ferry_v2v_summary *summary)
   memset (summary, 0, sizeof *summary);
 }
 
-int
-ferry_v2v_run (struct ferry_v2v_plan *plan,
-               const struct ferry_v2v_options *opts,
-               struct ferry_v2v_summary *summary)
+/* --- steps ------------------------------------------------------------------ */
+
+/* True when the journal says STEP (of DISK) is done. */
+static bool
+step_done (const struct ferry_v2v_journal *j, const char *step, int disk)
+{
+  return j && j->done && j->done (j->opaque, step, disk);
+}
+
+/* STEP (of DISK) begins. */
+static int
+step_begin (const struct ferry_v2v_journal *j, const char *step, int disk)
+{
+  return j && j->begin ? j->begin (j->opaque, step, disk) : 0;
+}
+
+/* STEP (of DISK) ended: R is its result (0 ok, -1 failed with the error
+ * set, which stays set).  Returns R, or -1 when the journal failed. */
+static int
+step_end (const struct ferry_v2v_journal *j, const char *step, int disk,
+          int r, const char *outcome)
+{
+  struct error_saved saved;
+  int jr;
+
+  if (j == NULL || j->end == NULL)
+    return r;
+  if (r == 0)
+    return j->end (j->opaque, step, disk, true, outcome);
+  error_save (&saved);
+  jr = j->end (j->opaque, step, disk, false, ferry_get_error ());
+  error_restore (&saved);
+  (void) jr;
+  return -1;
+}
+
+/* Remove the staged VMDKs of an OVA target (packed into NAME.ova; note
+ * 5), before the commit.  A file already gone is no error. */
+static int
+remove_packed (struct ferry_v2v_plan *plan, const char *staging)
+{
+  size_t i;
+
+  for (i = 0; i < plan->nr_disks; i++) {
+    CLEANUP_FREE char *path = NULL;
+    if (!plan->disks[i].migrated)
+      continue;
+    if (asprintf (&path, "%s/%s", staging, plan->disks[i].target_name) == -1)
+      return ferry_error (ENOMEM, "out of memory");
+    if (unlink (path) == -1 && errno != ENOENT)
+      return ferry_error_errno (errno, "%s", path);
+  }
+  return 0;
+}
+
+/* The copy of every disk (the "copy" steps). */
+static int
+copy_disks (struct ferry_v2v_plan *plan, const struct ferry_v2v_options *opts,
+            const struct ferry_v2v_journal *j, const char *staging,
+            struct ferry_v2v_summary *summary)
+{
+  struct run_progress rp = { .opts = opts };
+  size_t i;
+
+  rp.p.phase = "copy";
+  rp.p.nr_disks = plan->nr_disks;
+  rp.p.total = plan->data_bytes;
+  rp.start = now_seconds ();
+  for (i = 0; i < plan->nr_disks; i++) {
+    struct ferry_v2v_disk *pd = &plan->disks[i];
+    CLEANUP_FREE char *path = NULL;
+    double t0 = now_seconds ();
+    struct stat st;
+    int r;
+
+    if (!pd->migrated)
+      continue;
+    if (asprintf (&path, "%s/%s", staging, pd->target_name) == -1)
+      return ferry_error (ENOMEM, "out of memory");
+    if (!step_done (j, "copy", i)) {
+      if (cancelled (opts))
+        return ferry_error (EINTR, "interrupted");
+      if (step_begin (j, "copy", i) == -1)
+        return -1;
+      rp.p.disk = i;
+      rp.p.disk_name = pd->target_name;
+      memset (&rp.p.disk_progress, 0, sizeof rp.p.disk_progress);
+      r = convert_disk (plan, i, path, opts, &rp, j);
+      if (step_end (j, "copy", i, r, NULL) == -1)
+        return -1;
+      summary->bytes += pd->data_bytes;
+    }
+    summary->disk_seconds[i] = now_seconds () - t0;
+    if (stat (path, &st) == 0)
+      summary->disk_bytes[i] = (uint64_t) st.st_blocks * 512;
+    rp.before += pd->data_bytes;
+  }
+  if (opts->progress) {
+    rp.p.done = rp.p.total = MAX (rp.before, rp.p.total);
+    rp.p.finished = true;
+    rp.p.elapsed = now_seconds () - rp.start;
+    opts->progress (&rp.p, opts->progress_opaque);
+  }
+  summary->copy_seconds = now_seconds () - rp.start;
+  return 0;
+}
+
+/* The description of the target (the "describe" step): NAME.xml,
+ * NAME.sh or NAME.json, or NAME.ova packed with the disks. */
+static int
+write_description (struct ferry_v2v_plan *plan,
+                   const struct ferry_v2v_options *opts, const char *staging)
 {
   CLEANUP_FREE char *text = NULL, *desc_path = NULL;
-  struct run_progress rp = { .opts = opts };
+
+  text = describe (plan, opts, staging);
+  if (text == NULL)
+    return -1;
+  if (asprintf (&desc_path, "%s/%s", staging, plan->description) == -1)
+    return ferry_error (ENOMEM, "out of memory");
+  /* What an earlier, interrupted run wrote goes first. */
+  if (unlink (desc_path) == -1 && errno != ENOENT)
+    return ferry_error_errno (errno, "%s", desc_path);
+  if (opts->target == FERRY_V2V_OVA)
+    return pack_ova (plan, staging, text, opts);
+  return write_text (desc_path, text, opts->target == FERRY_V2V_QEMU ?
+                     0755 : 0644);
+}
+
+/* The test boot (the "verify" step of a test run): boot what is in
+ * STAGING, isolated, on a throw-away overlay, until a login prompt. */
+static int
+test_boot (struct ferry_v2v_plan *plan, const struct ferry_v2v_journal *j,
+           const char *staging)
+{
+  struct ferry_guest_target t;
+  struct ferry_guest_boot_options o = {
+    .timeout = j->boot_timeout ? j->boot_timeout : 600,
+  };
+  struct ferry_guest_boot_result res;
+  CLEANUP_FREE char **paths = NULL;
+  size_t i, n = strlen (plan->out_dir);
+  int r;
+
+  if (ferry_v2v_read_target (staging, &t) == -1)
+    return -1;
+  /* A libvirt description names the disks where they will be, in the
+   * output folder: boot them where they are now. */
+  paths = calloc (t.nr_disks + 1, sizeof *paths);
+  if (paths == NULL) {
+    ferry_guest_target_free (&t);
+    return ferry_error (ENOMEM, "out of memory");
+  }
+  for (i = 0; i < t.nr_disks; i++)
+    if (strncmp (t.disks[i].path, plan->out_dir, n) == 0 &&
+        t.disks[i].path[n] == '/') {
+      if (asprintf (&paths[i], "%s%s", staging, t.disks[i].path + n) == -1) {
+        paths[i] = NULL;
+        r = ferry_error (ENOMEM, "out of memory");
+        goto out;
+      }
+      t.disks[i].path = paths[i];
+    }
+  o.disk_bus = t.lsi_scsi && t.disk_bus && strcmp (t.disk_bus, "scsi") == 0
+    ? "lsi" : t.disk_bus;
+  o.nic_model = t.nic_model ? t.nic_model : "none";
+  o.macs = (const char *const *) t.macs;
+  o.firmware = t.firmware;
+  o.memory = t.memory;
+  o.vcpus = t.vcpus;
+  {
+    const char *accel = getenv ("FERRY_ACCEL");
+    if (accel && strcmp (accel, "tcg") == 0)
+      o.accel = FERRY_GUEST_ACCEL_TCG;
+  }
+  r = ferry_guest_boot (t.disks, t.nr_disks, &o, &res);
+  if (r == 0) {
+    if (res.booted)
+      journal_note (j, "info", "test boot: booted to \"%s\" in %.0f s",
+                    res.matched ? res.matched : "", res.seconds);
+    else
+      r = ferry_error (EIO, "the test boot failed: %s (after %.0f s)",
+                       res.reason ? res.reason : "no login prompt",
+                       res.seconds);
+    ferry_guest_boot_result_free (&res);
+  }
+ out:
+  /* The paths were ours: give the target back its own before freeing. */
+  for (i = 0; i < t.nr_disks; i++)
+    if (paths[i] && t.disks[i].path == paths[i])
+      t.disks[i].path = NULL;
+  for (i = 0; i < t.nr_disks; i++)
+    free (paths[i]);
+  ferry_guest_target_free (&t);
+  return r;
+}
+
+int
+ferry_v2v_run_journal (struct ferry_v2v_plan *plan,
+                       const struct ferry_v2v_options *opts,
+                       const struct ferry_v2v_journal *j,
+                       struct ferry_v2v_summary *summary)
+{
   double start = now_seconds ();
   struct ferry_target *target;
   const char *staging;
-  size_t i;
+  struct stat st;
+  unsigned tflags = FERRY_TARGET_FOLDER |
+    (opts->no_flush ? FERRY_TARGET_NO_SYNC : 0);
+  int r;
 
   memset (summary, 0, sizeof *summary);
   if (plan->nr_errors)
@@ -323,87 +651,74 @@ ferry_v2v_run (struct ferry_v2v_plan *plan,
     ferry_v2v_summary_free (summary);
     return ferry_error (ENOMEM, "out of memory");
   }
-  target = ferry_target_begin (plan->out_dir, NULL, FERRY_TARGET_FOLDER |
-                               (opts->no_flush ? FERRY_TARGET_NO_SYNC : 0));
-  if (target == NULL) {
-    ferry_v2v_summary_free (summary);
-    return -1;
+  /* Killed after the rename, before the journal heard of it: the output
+   * folder is whole and the working folder gone. */
+  if (j && step_done (j, "describe", -1) && !step_done (j, "commit", -1) &&
+      lstat (plan->out_dir, &st) == 0 && lstat (j->staging, &st) == -1) {
+    if (step_begin (j, "commit", -1) == -1 ||
+        step_end (j, "commit", -1, 0, "found done") == -1)
+      goto err_nofree;
+    summary->seconds = now_seconds () - start;
+    return 0;
   }
+  target = j ? ferry_target_begin_kept (plan->out_dir, j->staging, tflags)
+    : ferry_target_begin (plan->out_dir, NULL, tflags);
+  if (target == NULL)
+    goto err_nofree;
   staging = ferry_target_path (target);
   if (keep_removed (summary, ferry_target_removed (target)) == -1)
     goto err;
 
-  rp.p.phase = "copy";
-  rp.p.nr_disks = plan->nr_disks;
-  rp.p.total = plan->data_bytes;
-  rp.start = now_seconds ();
-  for (i = 0; i < plan->nr_disks; i++) {
-    struct ferry_v2v_disk *pd = &plan->disks[i];
-    CLEANUP_FREE char *path = NULL;
-    double t0 = now_seconds ();
-    struct stat st;
-
-    if (!pd->migrated)
-      continue;
-    if (cancelled (opts)) {
-      ferry_error (EINTR, "interrupted");
-      goto err;
-    }
-    if (asprintf (&path, "%s/%s", staging, pd->target_name) == -1) {
-      ferry_error (ENOMEM, "out of memory");
-      goto err;
-    }
-    rp.p.disk = i;
-    rp.p.disk_name = pd->target_name;
-    memset (&rp.p.disk_progress, 0, sizeof rp.p.disk_progress);
-    if (convert_disk (plan, pd, path, opts, &rp) == -1)
-      goto err;
-    summary->disk_seconds[i] = now_seconds () - t0;
-    if (stat (path, &st) == 0)
-      summary->disk_bytes[i] = (uint64_t) st.st_blocks * 512;
-    rp.before += pd->data_bytes;
-    summary->bytes += pd->data_bytes;
-  }
-  if (opts->progress) {
-    rp.p.done = rp.p.total = MAX (rp.before, rp.p.total);
-    rp.p.finished = true;
-    rp.p.elapsed = now_seconds () - rp.start;
-    opts->progress (&rp.p, opts->progress_opaque);
-  }
-  summary->copy_seconds = now_seconds () - rp.start;
-
-  /* The guest, on the copies (convert.c). */
-  if (v2v_convert_guest (plan, opts, staging, summary) == -1)
+  if (copy_disks (plan, opts, j, staging, summary) == -1)
     goto err;
 
-  text = describe (plan, opts, staging);
-  if (text == NULL)
-    goto err;
-  if (opts->target == FERRY_V2V_OVA) {
-    if (pack_ova (plan, staging, text, opts) == -1)
+  /* The guest, on the copies (convert.c); in a durable run on overlays,
+   * so that a kill during it leaves the copies as they were. */
+  if (!step_done (j, "convert", -1)) {
+    if (step_begin (j, "convert", -1) == -1)
+      goto err;
+    r = v2v_convert_guest (plan, opts, staging, summary, j != NULL);
+    if (step_end (j, "convert", -1, r, summary->convert_skipped) == -1)
       goto err;
   }
-  else {
-    if (asprintf (&desc_path, "%s/%s", staging, plan->description) == -1) {
-      ferry_error (ENOMEM, "out of memory");
+  if (!step_done (j, "describe", -1)) {
+    if (step_begin (j, "describe", -1) == -1)
       goto err;
-    }
-    if (write_text (desc_path, text, opts->target == FERRY_V2V_QEMU ?
-                    0755 : 0644) == -1)
+    r = write_description (plan, opts, staging);
+    if (step_end (j, "describe", -1, r, NULL) == -1)
       goto err;
   }
   if (cancelled (opts)) {
     ferry_error (EINTR, "interrupted");
     goto err;
   }
-  if (ferry_target_commit (target) == -1)
+  if (j && j->test && !step_done (j, "verify", -1)) {
+    if (step_begin (j, "verify", -1) == -1)
+      goto err;
+    r = test_boot (plan, j, staging);
+    if (step_end (j, "verify", -1, r, NULL) == -1)
+      goto err;
+    ferry_target_free (target);
+    summary->seconds = now_seconds () - start;
+    return 1;
+  }
+  if (step_begin (j, "commit", -1) == -1)
+    goto err;
+  r = 0;
+  if (opts->target == FERRY_V2V_OVA)
+    r = remove_packed (plan, staging);
+  if (r == 0)
+    r = ferry_target_commit (target);
+  if (step_end (j, "commit", -1, r, NULL) == -1)
     goto err;
   ferry_target_free (target);
   summary->seconds = now_seconds () - start;
   return 0;
 
  err:
-  ferry_target_free (target);          /* removes the hidden folder */
+  /* Removes the working folder, unless the journal keeps it. */
+  ferry_target_free (target);
+ err_nofree:
   {
     /* The conversion's report outlives a failure: it says what failed;
      * so does the list of what was swept. */
@@ -416,4 +731,12 @@ ferry_v2v_run (struct ferry_v2v_plan *plan,
     summary->removed = removed;
   }
   return -1;
+}
+
+int
+ferry_v2v_run (struct ferry_v2v_plan *plan,
+               const struct ferry_v2v_options *opts,
+               struct ferry_v2v_summary *summary)
+{
+  return ferry_v2v_run_journal (plan, opts, NULL, summary);
 }

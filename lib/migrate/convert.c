@@ -26,7 +26,8 @@
 int
 v2v_convert_guest (struct ferry_v2v_plan *plan,
                    const struct ferry_v2v_options *opts,
-                   const char *staging, struct ferry_v2v_summary *summary)
+                   const char *staging, struct ferry_v2v_summary *summary,
+                   bool overlay)
 {
   struct ferry_vm *vm = plan->vm;
   size_t n = 0, i, nr_macs = 0;
@@ -88,13 +89,19 @@ v2v_convert_guest (struct ferry_v2v_plan *plan,
   }
   if (opts->progress)
     opts->progress (&p, opts->progress_opaque);
-  g = ferry_guest_open (disks, n, 0);
-  if (!g)
-    goto out;
-  launched = now_seconds ();
-  r = ferry_guest_convert (g, &copts, &summary->guest);
-  if (ferry_guest_close (g) == -1)
-    r = -1;
+  if (overlay) {
+    launched = now_seconds ();
+    r = ferry_guest_convert_image (disks, n, &copts, &summary->guest);
+  }
+  else {
+    g = ferry_guest_open (disks, n, 0);
+    if (!g)
+      goto out;
+    launched = now_seconds ();
+    r = ferry_guest_convert (g, &copts, &summary->guest);
+    if (ferry_guest_close (g) == -1)
+      r = -1;
+  }
   if (r == -1)
     goto out;
   /* Inspection: the appliance's start and finding the OS; conversion:

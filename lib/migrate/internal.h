@@ -25,9 +25,12 @@ const char *v2v_extension (const char *format);
 
 /* convert.c: convert the guest on the disks copied into STAGING, unless
  * OPTS says not to or the target is not KVM.  Sets summary->guest and
- * summary->convert_seconds.  0, or -1 with the error set. */
+ * summary->convert_seconds.  OVERLAY: convert on overlays, written into
+ * the copies only when the conversion succeeded (a durable run, whose
+ * conversion starts again after a kill).  0, or -1 with the error set. */
 int v2v_convert_guest (struct ferry_v2v_plan *plan,
                        const struct ferry_v2v_options *opts,
-                       const char *staging, struct ferry_v2v_summary *summary);
+                       const char *staging, struct ferry_v2v_summary *summary,
+                       bool overlay);
 
 #endif /* FERRY_MIGRATE_INTERNAL_H */

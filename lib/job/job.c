@@ -1,0 +1,772 @@
+/* Migration jobs: the spec (what was asked), adding a job, and the
+ * controls that work from any process (pause, cancel, reset, cutover,
+ * remove).  The runner is in runner.c.
+ *
+ * NOTES
+ *
+ * 1. A job no runner holds is changed here directly; a job a live runner
+ *    holds is only asked (the store's request column), and its runner
+ *    acts at its next safe point: the runner is the only writer of a
+ *    running job's document.
+ *
+ * 2. A cancel removes the working folder: the partial output goes, the
+ *    record stays (state cancelled, with its events).  The output folder
+ *    itself is never touched: it exists only when the job is done.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ferry/target.h>
+#include <ferry/vm.h>
+
+#include "job-internal.h"
+#include "../common/cleanup.h"
+#include "../common/util.h"
+
+double
+job_now (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_REALTIME, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+const char *
+job_str (json_object *o, const char *key)
+{
+  json_object *v;
+
+  if (o && json_object_object_get_ex (o, key, &v) &&
+      json_object_is_type (v, json_type_string))
+    return json_object_get_string (v);
+  return NULL;
+}
+
+double
+job_num (json_object *o, const char *key)
+{
+  json_object *v;
+
+  if (o && json_object_object_get_ex (o, key, &v) &&
+      (json_object_is_type (v, json_type_int) ||
+       json_object_is_type (v, json_type_double)))
+    return json_object_get_double (v);
+  return 0;
+}
+
+bool
+job_bool (json_object *o, const char *key)
+{
+  json_object *v;
+
+  return o && json_object_object_get_ex (o, key, &v) &&
+    json_object_is_type (v, json_type_boolean) && json_object_get_boolean (v);
+}
+
+json_object *
+job_doc_parse (const struct ferry_store_record *r)
+{
+  json_object *doc = json_tokener_parse (r->doc ? r->doc : "");
+
+  if (doc == NULL || !json_object_is_type (doc, json_type_object)) {
+    json_object_put (doc);
+    ferry_error (EINVAL, "job %" PRId64 ": its record is not a JSON object",
+                 r->id);
+    return NULL;
+  }
+  return doc;
+}
+
+int
+job_doc_save (struct ferry_store *st, int64_t id, int64_t *rev,
+              const char *state, json_object *doc)
+{
+  const char *text = json_object_to_json_string_ext (doc,
+                                                     JSON_C_TO_STRING_PLAIN);
+  int tries;
+
+  json_object_object_add (doc, "state", json_object_new_string (state));
+  text = json_object_to_json_string_ext (doc, JSON_C_TO_STRING_PLAIN);
+  for (tries = 0; tries < 8; tries++) {
+    struct ferry_store_record r = { 0 };
+    int s = ferry_store_job_save (st, id, *rev, state, text, rev);
+
+    if (s != 0)
+      return s == 1 ? 0 : -1;
+    /* Changed under us: only its request or heartbeat can have (note 1). */
+    if (ferry_store_job_get (st, id, &r) == -1)
+      return -1;
+    *rev = r.rev;
+    ferry_store_record_free (&r);
+  }
+  return ferry_error (EBUSY, "job %" PRId64 ": its record keeps changing "
+                      "under its runner", id);
+}
+
+/* --- the spec --------------------------------------------------------------- */
+
+struct ferry_job_spec_hold {
+  json_object *obj;              /* the strings point into it */
+  const char **netmap;
+};
+
+void
+ferry_job_spec_free (struct ferry_job_spec_hold *hold)
+{
+  if (hold == NULL)
+    return;
+  json_object_put (hold->obj);
+  free (hold->netmap);
+  free (hold);
+}
+
+/* Member KEY of the spec object V as what *SPEC needs. */
+static int
+spec_member (struct ferry_job_spec *spec, struct ferry_job_spec_hold *hold,
+             const char *key, json_object *v)
+{
+  static const struct { const char *key; size_t off; } strings[] = {
+    { "source", offsetof (struct ferry_job_spec, source) },
+    { "to", offsetof (struct ferry_job_spec, to) },
+    { "out", offsetof (struct ferry_job_spec, out) },
+    { "format", offsetof (struct ferry_job_spec, format) },
+    { "name", offsetof (struct ferry_job_spec, name) },
+    { "flavor", offsetof (struct ferry_job_spec, flavor) },
+  };
+  static const struct { const char *key; size_t off; } bools[] = {
+    { "keep-devices", offsetof (struct ferry_job_spec, keep_devices) },
+    { "no-convert", offsetof (struct ferry_job_spec, no_convert) },
+    { "no-guest-agent", offsetof (struct ferry_job_spec, no_guest_agent) },
+    { "verify", offsetof (struct ferry_job_spec, verify) },
+    { "test", offsetof (struct ferry_job_spec, test) },
+  };
+  size_t i;
+
+  for (i = 0; i < sizeof strings / sizeof strings[0]; i++)
+    if (strcmp (key, strings[i].key) == 0) {
+      if (!json_object_is_type (v, json_type_string))
+        return ferry_error (EINVAL, "\"%s\": expected a string", key);
+      *(const char **) ((char *) spec + strings[i].off) =
+        json_object_get_string (v);
+      return 0;
+    }
+  for (i = 0; i < sizeof bools / sizeof bools[0]; i++)
+    if (strcmp (key, bools[i].key) == 0) {
+      if (!json_object_is_type (v, json_type_boolean))
+        return ferry_error (EINVAL, "\"%s\": expected true or false", key);
+      *(bool *) ((char *) spec + bools[i].off) = json_object_get_boolean (v);
+      return 0;
+    }
+  if (strcmp (key, "threads") == 0 || strcmp (key, "verify-timeout") == 0) {
+    int64_t n;
+    if (!json_object_is_type (v, json_type_int) ||
+        (n = json_object_get_int64 (v)) < 0 || n > 86400)
+      return ferry_error (EINVAL, "\"%s\": expected a whole number (0 to "
+                          "86400)", key);
+    if (key[0] == 't')
+      spec->threads = n;
+    else
+      spec->verify_timeout = n;
+    return 0;
+  }
+  if (strcmp (key, "cache") == 0) {
+    const char *c = json_object_is_type (v, json_type_string)
+      ? json_object_get_string (v) : "";
+    if (strcmp (c, "unsafe") && strcmp (c, "writeback"))
+      return ferry_error (EINVAL, "\"cache\": expected \"unsafe\" or "
+                          "\"writeback\"");
+    spec->no_flush = strcmp (c, "unsafe") == 0;
+    return 0;
+  }
+  if (strcmp (key, "network-map") == 0) {
+    size_t n = json_object_is_type (v, json_type_array)
+      ? json_object_array_length (v) : 1;
+    if (!json_object_is_type (v, json_type_array) &&
+        !json_object_is_type (v, json_type_string))
+      return ferry_error (EINVAL, "\"network-map\": expected a string or an "
+                          "array of strings");
+    if (n > 1024)
+      return ferry_error (EINVAL, "\"network-map\": more than 1024 rules");
+    free (hold->netmap);
+    hold->netmap = calloc (n + 1, sizeof *hold->netmap);
+    if (hold->netmap == NULL)
+      return ferry_error (ENOMEM, "out of memory");
+    for (i = 0; i < n; i++) {
+      json_object *e = json_object_is_type (v, json_type_array)
+        ? json_object_array_get_idx (v, i) : v;
+      if (!json_object_is_type (e, json_type_string))
+        return ferry_error (EINVAL, "\"network-map\": expected strings");
+      hold->netmap[i] = json_object_get_string (e);
+    }
+    spec->network_map = hold->netmap;
+    return 0;
+  }
+  return ferry_error (EINVAL, "\"%s\": not an option of a migration (known: "
+                      "source, to, out, format, name, network-map, "
+                      "keep-devices, flavor, threads, cache, no-convert, "
+                      "no-guest-agent, verify, verify-timeout, test)", key);
+}
+
+/* Read the spec object OBJ (taken over) into *SPEC. */
+static int
+spec_from_object (json_object *obj, struct ferry_job_spec *spec,
+                  struct ferry_job_spec_hold **holdp)
+{
+  struct ferry_job_spec_hold *hold = calloc (1, sizeof *hold);
+
+  memset (spec, 0, sizeof *spec);
+  *holdp = NULL;
+  if (hold == NULL) {
+    json_object_put (obj);
+    return ferry_error (ENOMEM, "out of memory");
+  }
+  hold->obj = obj;
+  if (!json_object_is_type (obj, json_type_object)) {
+    ferry_job_spec_free (hold);
+    return ferry_error (EINVAL, "a migration is a JSON object");
+  }
+  json_object_object_foreach (obj, key, v) {
+    if (spec_member (spec, hold, key, v) == -1) {
+      ferry_job_spec_free (hold);
+      return -1;
+    }
+  }
+  *holdp = hold;
+  return 0;
+}
+
+int
+ferry_job_spec_parse (const char *text, struct ferry_job_spec *spec,
+                      struct ferry_job_spec_hold **hold)
+{
+  json_tokener *tok = json_tokener_new ();
+  json_object *obj;
+
+  if (tok == NULL)
+    return ferry_error (ENOMEM, "out of memory");
+  obj = json_tokener_parse_ex (tok, text, strlen (text));
+  if (obj == NULL) {
+    int e = json_tokener_get_error (tok);
+    json_tokener_free (tok);
+    return ferry_error (EINVAL, "not JSON: %s", json_tokener_error_desc (e));
+  }
+  json_tokener_free (tok);
+  return spec_from_object (obj, spec, hold);
+}
+
+int
+job_doc_spec (json_object *doc, struct ferry_job_spec *spec,
+              struct ferry_job_spec_hold **hold)
+{
+  json_object *o;
+
+  if (!json_object_object_get_ex (doc, "options", &o))
+    return ferry_error (EINVAL, "the job has no options");
+  return spec_from_object (json_object_get (o), spec, hold);
+}
+
+/* SPEC as the JSON object of a job's "options", with the paths made
+ * absolute (a job runs from any folder). */
+static json_object *
+spec_to_json (const struct ferry_job_spec *spec, const char *source,
+              const char *out)
+{
+  json_object *o = json_object_new_object ();
+  size_t i;
+
+#define STR(k, v) if (v) json_object_object_add (o, k, json_object_new_string (v))
+#define BOOL(k, v) if (v) json_object_object_add (o, k, json_object_new_boolean (true))
+  STR ("source", source);
+  STR ("to", spec->to);
+  STR ("out", out);
+  STR ("format", spec->format);
+  STR ("name", spec->name);
+  STR ("flavor", spec->flavor);
+  BOOL ("keep-devices", spec->keep_devices);
+  BOOL ("no-convert", spec->no_convert);
+  BOOL ("no-guest-agent", spec->no_guest_agent);
+  BOOL ("verify", spec->verify);
+  BOOL ("test", spec->test);
+#undef STR
+#undef BOOL
+  if (spec->threads)
+    json_object_object_add (o, "threads", json_object_new_int (spec->threads));
+  if (spec->verify_timeout)
+    json_object_object_add (o, "verify-timeout",
+                            json_object_new_int (spec->verify_timeout));
+  if (spec->no_flush)
+    json_object_object_add (o, "cache", json_object_new_string ("unsafe"));
+  if (spec->network_map && spec->network_map[0]) {
+    json_object *a = json_object_new_array ();
+    for (i = 0; spec->network_map[i]; i++)
+      json_object_array_add (a, json_object_new_string (spec->network_map[i]));
+    json_object_object_add (o, "network-map", a);
+  }
+  return o;
+}
+
+int
+job_v2v_options (const struct ferry_job_spec *spec,
+                 struct ferry_v2v_options *opts)
+{
+  static const char *const targets[] = {
+    [FERRY_V2V_LIBVIRT] = "libvirt", [FERRY_V2V_QEMU] = "qemu",
+    [FERRY_V2V_OVA] = "ova", [FERRY_V2V_LOCAL] = "local",
+  };
+  size_t i;
+
+  memset (opts, 0, sizeof *opts);
+  if (spec->to == NULL)
+    return ferry_error (EINVAL, "no target (libvirt, qemu, ova or local)");
+  for (i = 0; i < sizeof targets / sizeof targets[0]; i++)
+    if (strcmp (spec->to, targets[i]) == 0)
+      break;
+  if (i == sizeof targets / sizeof targets[0])
+    return ferry_error (EINVAL, "target %s: expected libvirt, qemu, ova or "
+                        "local", spec->to);
+  opts->target = i;
+  opts->out_dir = spec->out;
+  opts->disk_format = spec->format;
+  opts->name = spec->name;
+  opts->network_map = spec->network_map;
+  opts->keep_devices = spec->keep_devices;
+  opts->flavor = spec->flavor;
+  opts->threads = spec->threads;
+  opts->no_flush = spec->no_flush;
+  opts->no_convert = spec->no_convert;
+  opts->no_guest_agent = spec->no_guest_agent;
+  return 0;
+}
+
+/* --- adding ----------------------------------------------------------------- */
+
+/* The key that --per-source counts: the folder of a file source (a
+ * datastore, an OVA folder), or the host of a URI. */
+static char *
+source_key (const char *source)
+{
+  const char *p = strstr (source, "://");
+
+  if (p) {
+    const char *h = p + 3, *e = h + strcspn (h, "/:?");
+    return strndup (source, e - source);
+  }
+  p = strrchr (source, '/');
+  return p == NULL ? strdup (".") : p == source ? strdup ("/")
+    : strndup (source, p - source);
+}
+
+/* The checks of PLAN as a JSON array. */
+static json_object *
+checks_json (const struct ferry_v2v_plan *plan)
+{
+  json_object *a = json_object_new_array ();
+  size_t i;
+
+  for (i = 0; plan && i < plan->nr_checks; i++) {
+    json_object *c = json_object_new_object ();
+    json_object_object_add (c, "severity", json_object_new_string (
+      plan->checks[i].severity == FERRY_V2V_ERROR ? "error" : "warning"));
+    json_object_object_add (c, "message",
+                            json_object_new_string (plan->checks[i].message));
+    if (plan->checks[i].remedy)
+      json_object_object_add (c, "remedy",
+                              json_object_new_string (plan->checks[i].remedy));
+    json_object_array_add (a, c);
+  }
+  return a;
+}
+
+/* The plan's disks as the document's "disks". */
+static json_object *
+disks_json (const struct ferry_v2v_plan *plan)
+{
+  json_object *a = json_object_new_array ();
+  size_t i;
+
+  for (i = 0; plan && i < plan->nr_disks; i++) {
+    const struct ferry_v2v_disk *pd = &plan->disks[i];
+    json_object *d = json_object_new_object ();
+    json_object_object_add (d, "source", json_object_new_string (pd->source));
+    json_object_object_add (d, "target",
+                            json_object_new_string (pd->target_name));
+    json_object_object_add (d, "format",
+                            json_object_new_string (pd->target_format));
+    json_object_object_add (d, "migrated",
+                            json_object_new_boolean (pd->migrated));
+    json_object_object_add (d, "virtual-size",
+                            json_object_new_uint64 (pd->virtual_size));
+    json_object_object_add (d, "total", json_object_new_uint64 (pd->data_bytes));
+    json_object_object_add (d, "done", json_object_new_uint64 (0));
+    json_object_array_add (a, d);
+  }
+  return a;
+}
+
+/* Record a new job of SPEC with the absolute SOURCE, its VM and PLAN
+ * (either may be NULL when it could not be planned), in STATE, ERROR its
+ * reason when failed.  Its id, or -1. */
+static int64_t
+record_job (struct ferry_store *st, const struct ferry_job_spec *spec,
+            const char *source, const struct ferry_vm *vm,
+            const struct ferry_v2v_plan *plan, const char *state,
+            const char *error)
+{
+  CLEANUP_FREE char *key = source_key (source), *staging = NULL;
+  json_object *doc;
+  int64_t id;
+
+  if (key == NULL)
+    return ferry_error (ENOMEM, "out of memory");
+  doc = json_object_new_object ();
+  json_object_object_add (doc, "mode", json_object_new_string ("cold"));
+  json_object_object_add (doc, "source", json_object_new_string (source));
+  if (vm && vm->name)
+    json_object_object_add (doc, "vm", json_object_new_string (vm->name));
+  json_object_object_add (doc, "options", spec_to_json (
+    spec, source, plan ? plan->out_dir : spec->out));
+  json_object_object_add (doc, "test", json_object_new_boolean (spec->test));
+  json_object_object_add (doc, "out", json_object_new_string (
+    plan ? plan->out_dir : spec->out));
+  json_object_object_add (doc, "source-key", json_object_new_string (key));
+  json_object_object_add (doc, "created", json_object_new_double (job_now ()));
+  json_object_object_add (doc, "checks", checks_json (plan));
+  json_object_object_add (doc, "disks", disks_json (plan));
+  json_object_object_add (doc, "steps", json_object_new_array ());
+  if (error)
+    json_object_object_add (doc, "error", json_object_new_string (error));
+  json_object_object_add (doc, "state", json_object_new_string (state));
+  id = ferry_store_job_add (st, spec->plan, state,
+                            json_object_to_json_string_ext (
+                              doc, JSON_C_TO_STRING_PLAIN));
+  if (id > 0 && plan) {
+    /* The working folder's name carries the job's id (target.h). */
+    CLEANUP_FREE char *dir = strdup (plan->out_dir);
+    char *slash = dir ? strrchr (dir, '/') : NULL;
+    struct ferry_store_record r = { 0 };
+    int64_t rev;
+
+    if (slash == NULL || asprintf (&staging, "%.*s/.%s.ferry-job-%" PRId64,
+                                   (int) (slash - dir), dir, slash + 1,
+                                   id) == -1) {
+      staging = NULL;
+      id = ferry_error (ENOMEM, "out of memory");
+    }
+    else if (ferry_store_job_get (st, id, &r) == -1)
+      id = -1;
+    else {
+      rev = r.rev;
+      ferry_store_record_free (&r);
+      json_object_object_add (doc, "staging", json_object_new_string (staging));
+      if (job_doc_save (st, id, &rev, state, doc) == -1)
+        id = -1;
+    }
+  }
+  if (id > 0 && error)
+    ferry_store_event_add (st, id, "error", error);
+  else if (id > 0)
+    ferry_store_event_add (st, id, "info", "added");
+  json_object_put (doc);
+  return id;
+}
+
+int64_t
+ferry_job_add_plan (struct ferry_store *st, const struct ferry_job_spec *spec,
+                    const struct ferry_vm *vm,
+                    const struct ferry_v2v_plan *plan)
+{
+  CLEANUP_FREE char *source = ferry_image_is_uri (spec->source)
+    ? strdup (spec->source) : realpath (spec->source, NULL);
+
+  if (source == NULL)
+    return ferry_error_errno (errno, "%s", spec->source);
+  if (plan->nr_errors)
+    return ferry_error (EINVAL, "%zu check%s failed", plan->nr_errors,
+                        plan->nr_errors == 1 ? "" : "s");
+  return record_job (st, spec, source, vm, plan, "planned", NULL);
+}
+
+int64_t
+ferry_job_add (struct ferry_store *st, const struct ferry_job_spec *spec,
+               bool add_failed, struct ferry_vm **vmp,
+               struct ferry_v2v_plan **planp)
+{
+  struct ferry_v2v_options opts;
+  struct ferry_vm *vm = NULL;
+  struct ferry_v2v_plan *plan = NULL;
+  CLEANUP_FREE char *source = NULL;
+  CLEANUP_FREE char *error = NULL;
+  const char *state = "planned";
+  int64_t id;
+
+  if (vmp)
+    *vmp = NULL;
+  if (planp)
+    *planp = NULL;
+  if (spec->source == NULL)
+    return ferry_error (EINVAL, "no source");
+  if (job_v2v_options (spec, &opts) == -1)
+    return -1;
+  if (opts.out_dir == NULL) {
+    ferry_error (EINVAL, "no output folder");
+    return ferry_error_input ("out_dir");
+  }
+  source = ferry_image_is_uri (spec->source) ? strdup (spec->source)
+    : realpath (spec->source, NULL);
+  if (source == NULL) {
+    if (!add_failed)
+      return ferry_error_errno (errno, "%s", spec->source);
+    source = strdup (spec->source);
+    if (source == NULL)
+      return ferry_error (ENOMEM, "out of memory");
+  }
+  vm = ferry_vm_read (source);
+  if (vm)
+    plan = ferry_v2v_plan (vm, &opts);
+  if (plan == NULL) {
+    if (!add_failed) {
+      ferry_vm_free (vm);
+      return -1;
+    }
+    error = strdup (ferry_get_error ());
+    state = "failed";
+  }
+  else if (plan->nr_errors) {
+    if (!add_failed) {
+      if (planp)
+        *planp = plan;
+      else
+        ferry_v2v_plan_free (plan);
+      if (vmp)
+        *vmp = vm;
+      else
+        ferry_vm_free (vm);
+      return 0;
+    }
+    if (asprintf (&error, "%zu check%s failed", plan->nr_errors,
+                  plan->nr_errors == 1 ? "" : "s") == -1)
+      error = NULL;
+    state = "failed";
+  }
+  id = record_job (st, spec, source, vm, plan, state, error);
+  if (planp)
+    *planp = plan;
+  else
+    ferry_v2v_plan_free (plan);
+  if (vmp)
+    *vmp = vm;
+  else
+    ferry_vm_free (vm);
+  return id;
+}
+
+/* --- controls (note 1) ------------------------------------------------------ */
+
+const char *
+ferry_job_shown_state (struct ferry_store *st, const struct ferry_store_record *r)
+{
+  if (r->state && strcmp (r->state, "running") == 0 &&
+      ferry_store_job_runner_alive (st, r, FERRY_JOB_STALE) == 0)
+    return "interrupted";
+  return r->state ? r->state : "?";
+}
+
+/* Read job ID, its document and whether a live runner holds it. */
+static int
+load (struct ferry_store *st, int64_t id, struct ferry_store_record *r,
+      json_object **doc, bool *live)
+{
+  if (ferry_store_job_get (st, id, r) == -1)
+    return -1;
+  *doc = job_doc_parse (r);
+  if (*doc == NULL) {
+    ferry_store_record_free (r);
+    return -1;
+  }
+  *live = r->runner && ferry_store_job_runner_alive (st, r,
+                                                     FERRY_JOB_STALE) == 1;
+  return 0;
+}
+
+/* True when STATE is one of the NULL-terminated list. */
+static bool
+state_in (const char *state, const char *const *list)
+{
+  for (; *list; list++)
+    if (strcmp (state, *list) == 0)
+      return true;
+  return false;
+}
+
+/* Record that the job ended in STATE here (no runner). */
+static int
+set_state (struct ferry_store *st, struct ferry_store_record *r,
+           json_object *doc, const char *state)
+{
+  int64_t rev = r->rev;
+
+  json_object_object_add (doc, "finished", json_object_new_double (job_now ()));
+  return job_doc_save (st, r->id, &rev, state, doc);
+}
+
+int
+ferry_job_pause (struct ferry_store *st, int64_t id)
+{
+  static const char *const pausable[] = { "planned", "running", NULL };
+  struct ferry_store_record r;
+  json_object *doc;
+  bool live;
+  int ret = -1;
+
+  if (load (st, id, &r, &doc, &live) == -1)
+    return -1;
+  if (live) {
+    ret = ferry_store_job_request (st, id, "pause") == -1 ? -1 : 0;
+  }
+  else if (!state_in (r.state, pausable))
+    ferry_error (EINVAL, "job %" PRId64 " is %s: only a planned or running "
+                 "job can be paused", id, ferry_job_shown_state (st, &r));
+  else if (set_state (st, &r, doc, "paused") == 0) {
+    ferry_store_event_add (st, id, "info", "paused");
+    ret = 1;
+  }
+  json_object_put (doc);
+  ferry_store_record_free (&r);
+  return ret;
+}
+
+int
+ferry_job_cancel (struct ferry_store *st, int64_t id)
+{
+  struct ferry_store_record r;
+  json_object *doc;
+  const char *staging;
+  bool live;
+  int ret = -1;
+
+  if (load (st, id, &r, &doc, &live) == -1)
+    return -1;
+  staging = job_str (doc, "staging");
+  if (live)
+    ret = ferry_store_job_request (st, id, "cancel") == -1 ? -1 : 0;
+  else if (strcmp (r.state, "done") == 0 || strcmp (r.state, "cancelled") == 0)
+    ferry_error (EINVAL, "job %" PRId64 " is %s already", id, r.state);
+  else if ((staging == NULL || ferry_target_remove_kept (staging) == 0) &&
+           set_state (st, &r, doc, "cancelled") == 0) {
+    ferry_store_event_add (st, id, "info", "cancelled; its partial output "
+                           "was removed");
+    ret = 1;
+  }
+  json_object_put (doc);
+  ferry_store_record_free (&r);
+  return ret;
+}
+
+int
+ferry_job_reset (struct ferry_store *st, int64_t id, bool restart)
+{
+  static const char *const resettable[] = {
+    "paused", "failed", "cancelled", "awaiting-cutover", "running", NULL,
+  };
+  struct ferry_store_record r;
+  json_object *doc;
+  bool live;
+  int ret = -1;
+
+  if (load (st, id, &r, &doc, &live) == -1)
+    return -1;
+  if (live)
+    ferry_error (EBUSY, "job %" PRId64 " is running (process %s)", id,
+                 r.runner);
+  else if (!state_in (r.state, resettable))
+    ferry_error (EINVAL, "job %" PRId64 " is %s: nothing to resume or retry",
+                 id, r.state);
+  else {
+    int64_t rev = r.rev;
+    const char *staging = job_str (doc, "staging");
+    /* A cancelled job lost its partial output; a restart drops it. */
+    if (restart || strcmp (r.state, "cancelled") == 0) {
+      json_object *disks;
+      size_t i;
+      json_object_object_add (doc, "steps", json_object_new_array ());
+      if (json_object_object_get_ex (doc, "disks", &disks))
+        for (i = 0; i < json_object_array_length (disks); i++) {
+          json_object *d = json_object_array_get_idx (disks, i);
+          json_object_object_del (d, "checkpoint");
+          json_object_object_add (d, "done", json_object_new_uint64 (0));
+        }
+      if (staging && ferry_target_remove_kept (staging) == -1)
+        goto out;
+    }
+    json_object_object_del (doc, "error");
+    json_object_object_del (doc, "finished");
+    if (ferry_store_job_request (st, id, NULL) == -1 ||
+        job_doc_save (st, id, &rev, "planned", doc) == -1)
+      goto out;
+    ferry_store_event_add (st, id, "info", restart ? "reset: it starts again "
+                           "from the beginning" : "to be resumed");
+    ret = 0;
+  }
+ out:
+  json_object_put (doc);
+  ferry_store_record_free (&r);
+  return ret;
+}
+
+int
+ferry_job_cutover (struct ferry_store *st, int64_t id)
+{
+  struct ferry_store_record r;
+  json_object *doc;
+  bool live;
+  int ret = -1;
+
+  if (load (st, id, &r, &doc, &live) == -1)
+    return -1;
+  if (strcmp (r.state, "awaiting-cutover") != 0)
+    ferry_error (EINVAL, "job %" PRId64 " is %s: only a job awaiting its "
+                 "cutover (added with --test) can be cut over", id,
+                 ferry_job_shown_state (st, &r));
+  else {
+    int64_t rev = r.rev;
+    json_object_object_add (doc, "cutover", json_object_new_boolean (true));
+    if (job_doc_save (st, id, &rev, "planned", doc) == 0) {
+      ferry_store_event_add (st, id, "info", "cutover asked");
+      ret = 0;
+    }
+  }
+  json_object_put (doc);
+  ferry_store_record_free (&r);
+  return ret;
+}
+
+int
+ferry_job_remove (struct ferry_store *st, int64_t id)
+{
+  struct ferry_store_record r;
+  json_object *doc;
+  const char *staging;
+  bool live;
+  int ret = -1;
+
+  if (load (st, id, &r, &doc, &live) == -1)
+    return -1;
+  staging = job_str (doc, "staging");
+  if (live)
+    ferry_error (EBUSY, "job %" PRId64 " is running (process %s): cancel it "
+                 "first", id, r.runner);
+  else if ((staging == NULL || ferry_target_remove_kept (staging) == 0) &&
+           ferry_store_job_delete (st, id) == 0)
+    ret = 0;
+  json_object_put (doc);
+  ferry_store_record_free (&r);
+  return ret;
+}
