@@ -22,7 +22,8 @@
  *    data) or stays as unreferenced space (qcow2, vhdx), which readers
  *    ignore and qemu-img check does not count as a leak.
  *
- * 2. The size check (at least file_size) and the device and inode catch
+ * 2. The size check (at least file_size, less a dynamic VHD's footer,
+ *    which its writer cuts and rewrites) and the device and inode catch
  *    a target that was replaced or cut by something else since the mark:
  *    it is not the one the checkpoint describes, and ESTALE tells the
  *    caller to start that disk again.  So does a file no driver opens
@@ -33,6 +34,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
 
 #include <ferry/copy.h>
@@ -52,6 +54,16 @@ open_error_is_stale (int errnum)
   default:
     return true;
   }
+}
+
+/* How much shorter than at a checkpoint the writer of FORMAT may leave
+ * its file: a dynamic VHD's first new block after a flush cuts the
+ * trailing footer (vhd-write.c, note 3), which the next flush or close
+ * writes again. */
+static uint64_t
+trailer_cut (const char *format)
+{
+  return format && strcmp (format, "vpc") == 0 ? 512 : 0;
 }
 
 /* Whether a copy into DST can be resumed mid-file. */
@@ -98,7 +110,8 @@ ferry_copy_reopen_target (const char *path, const char *format,
                  "describes (another file by that name)", path);
     return NULL;
   }
-  if (S_ISREG (st.st_mode) && (uint64_t) st.st_size < mark->file_size) {
+  if (S_ISREG (st.st_mode) &&
+      (uint64_t) st.st_size + trailer_cut (format) < mark->file_size) {
     ferry_error (ESTALE, "%s: the partial target holds %" PRIu64 " bytes, "
                  "less than the %" PRIu64 " it held at the checkpoint",
                  path, (uint64_t) st.st_size, mark->file_size);
