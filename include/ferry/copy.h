@@ -48,20 +48,39 @@ struct ferry_copy_options {
   bool no_flush;
   /* Resume an earlier copy of SRC into this DST: DST already holds SRC's
    * contents over [0, resume_from) for good (a checkpoint's DURABLE).
-   * The copy starts there.  0: copy everything. */
+   * The copy starts there, rounded down to the engine's item alignment
+   * (a whole number of target clusters); progress counts the source's
+   * data below it as done.  0: copy everything. */
   uint64_t resume_from;
   /* Called on the calling thread with every worker idle and DST flushed
    * (unless no_flush): DST now holds SRC over [0, durable) for good.
    * Called every checkpoint_bytes of the source or checkpoint_seconds,
    * whichever comes first, and once more when a cancel (or stop request)
    * stops the copy, before ferry_copy returns -1/EINTR; not after other
-   * errors (the last checkpoint stands).  A -1 return (error set) stops
-   * the copy with that error.  NULL: no checkpoints. */
+   * errors (the last checkpoint stands), nor at the end of a copy that
+   * succeeds (ferry_copy's 0 says DST holds everything).  A -1 return
+   * (error set) stops the copy with that error.  NULL: no checkpoints. */
   int (*checkpoint) (uint64_t durable, void *opaque);
   void *checkpoint_opaque;
   uint64_t checkpoint_bytes;     /* 0: 64 MiB */
   double checkpoint_seconds;     /* 0: 2 s */
 };
+
+/* Copy the guest-visible contents of SRC into DST, which must be at least
+ * as large.  Where DST has a backing file, only what differs from it is
+ * written.  Returns 0, or -1 with the error set; DST is flushed on
+ * success unless opts->no_flush. */
+int ferry_copy (struct ferry_image *src, struct ferry_image *dst,
+                const struct ferry_copy_options *opts);
+
+/* Whether a copy into DST, open for writing, can be stopped and later
+ * resumed mid-file in another process (ferry_copy_reopen_target, then
+ * ferry_copy with resume_from): false for targets written strictly in
+ * order, which must be written again from the start (a streamOptimized
+ * VMDK, and anything else that takes only compressed data), true for
+ * every other target ferry writes.  A compressed copy into qcow2 (-c)
+ * resumes too: the clusters after the checkpoint are appended again. */
+bool ferry_image_can_resume (struct ferry_image *dst);
 
 /* What a checkpoint records of the target file, so a later process can
  * tell whether the partial target is still the one it describes. */
@@ -71,19 +90,24 @@ struct ferry_copy_mark {
   uint64_t dev, ino;     /* which file */
 };
 
+/* Fill *MARK for the target file PATH at a checkpoint (from the
+ * checkpoint callback, after the flush), DURABLE being the callback's
+ * argument.  0, or -1 with the error set. */
 int ferry_copy_mark_target (const char *path, uint64_t durable,
-                            struct ferry_copy_mark *mark);
+                            struct ferry_copy_mark *mark /* OUT */);
+
+/* Reopen the partial target PATH of FORMAT (a driver name) for writing,
+ * to resume a copy checkpointed by MARK: check that it is the file MARK
+ * describes (device, inode, a size of at least MARK->file_size), bring
+ * it back to the checkpoint where the format needs it (see checkpoint.c)
+ * and open it with FERRY_OPEN_WRITE.  The copy then goes on with
+ * resume_from = MARK->durable.  NULL with the error set; errno ESTALE
+ * when it is not the file MARK describes or cannot be resumed (the
+ * caller then starts that disk again).  The caller frees it with
+ * ferry_image_close(). */
 struct ferry_image *ferry_copy_reopen_target (const char *path,
                                               const char *format,
                                               const struct ferry_copy_mark *mark);
-bool ferry_image_can_resume (struct ferry_image *dst);
-
-/* Copy the guest-visible contents of SRC into DST, which must be at least
- * as large.  Where DST has a backing file, only what differs from it is
- * written.  Returns 0, or -1 with the error set; DST is flushed on
- * success unless opts->no_flush. */
-int ferry_copy (struct ferry_image *src, struct ferry_image *dst,
-                const struct ferry_copy_options *opts);
 
 /* Compare the guest-visible contents of A and B.  Returns 0 when equal,
  * 1 when not (*FIRST_DIFF is then the first differing byte offset), -1 on

@@ -65,6 +65,35 @@
  * 7. Memory is bounded by the workers' buffers (one item each, all of
  *    them under BUFFER_BUDGET) and the extent lists, whose queries cover
  *    at most EXTENT_QUERY bytes: nothing grows with the image's size.
+ *
+ * 8. Checkpoints (only with opts->checkpoint; without it none of this
+ *    runs and workers take no extra lock).  Items are handed out in
+ *    ascending offset order, so once every item handed out is written,
+ *    the target holds the source over [0, C->pos).  C->paused, under
+ *    C->lock, holds the dispatcher: the calling thread raises it when
+ *    checkpoint_seconds have passed, the dispatcher itself (waking the
+ *    calling thread) when it has handed out checkpoint_bytes since the
+ *    last checkpoint, so a checkpoint never lags more than one item
+ *    behind its bytes, and what a kill loses is at most checkpoint_bytes
+ *    plus one request.  The calling thread waits, POLL_INTERVAL at a time and watching the
+ *    cancel flag, until C->busy (items held by workers) is 0.  Compressed
+ *    items complete too: their numbers are all below C->next_seq and
+ *    each is held by a running worker (note 2).  It then flushes the
+ *    target, which races with nothing since every worker is idle, calls
+ *    the callback with C->pos (aligned, note 1), and lets the workers go.
+ *
+ * 9. A cancel raises C->stop at once, as before; the workers finish or
+ *    drop the item they hold and leave.  Once they are joined, each
+ *    worker whose item did not complete (W->busy still set) holds the
+ *    start of a range that may be partly written, and the lowest of
+ *    those (or C->pos when there is none) is what the target holds for
+ *    good after a flush: the last checkpoint is made there, so a cancel
+ *    ends the copy as fast as it did.  Other errors make no checkpoint.
+ *
+ * 10. A resumed copy (opts->resume_from) starts the dispatcher at
+ *    resume_from rounded down to C->align, so its first item starts on a
+ *    boundary as every other does (note 1), and progress counts the
+ *    source's data below it as done.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -103,6 +132,10 @@
  * whatever the image size and -m. */
 #define BUFFER_BUDGET (128u << 20)
 #define MAX_THREADS 64u
+
+/* Checkpoint cadence when the caller does not say (note 8). */
+#define DEFAULT_CHECKPOINT_BYTES (64ull << 20)
+#define DEFAULT_CHECKPOINT_SECONDS 2.0
 
 /* How often the calling thread wakes to look at the cancel flag, and how
  * often it reports progress. */
@@ -150,6 +183,7 @@ struct worker {
   unsigned char *acts;             /* enum action of each unit */
   struct ferry_extent_list bext;   /* backing extents, scratch */
   struct item item;
+  bool busy;                       /* holds ITEM, not yet written (note 9) */
 };
 
 /* The state every thread of one copy shares. */
@@ -166,6 +200,8 @@ struct copy {
   bool compress;
   uint32_t unit;                   /* compress unit, compress mode */
   size_t bound;                    /* compress bound, compress mode */
+  uint64_t resume_from;            /* where the copy starts (note 10) */
+  bool checkpointing;              /* opts->checkpoint is set (note 8) */
 
   /* The dispatcher, the first error and the count of running workers,
    * under LOCK. */
@@ -179,6 +215,14 @@ struct copy {
   bool failed;
   int err;
   char msg[ERROR_MSG_MAX];
+  /* Checkpoints (note 8), under LOCK too. */
+  bool paused;                     /* hand out no item */
+  bool ckpt_due;                   /* the dispatcher asks for a checkpoint */
+  uint64_t ckpt_pos;               /* where the last checkpoint was */
+  uint64_t ckpt_bytes;             /* source bytes between checkpoints */
+  unsigned busy;                   /* items handed out and not written */
+  pthread_cond_t idle_cond;        /* BUSY dropped to 0 while PAUSED */
+  pthread_cond_t resume_cond;      /* PAUSED dropped, or a stop */
 
   /* In-order writing of compressed output (note 2). */
   pthread_mutex_t order_lock;
@@ -234,9 +278,11 @@ record_error (struct copy *c, int errnum, const char *msg)
     c->err = errnum ? errnum : EIO;
     snprintf (c->msg, sizeof c->msg, "%s", msg);
   }
+  __atomic_store_n (&c->stop, 1, __ATOMIC_RELEASE);
+  /* Wake the workers a checkpoint holds back. */
+  pthread_cond_broadcast (&c->resume_cond);
   pthread_mutex_unlock (&c->lock);
 
-  __atomic_store_n (&c->stop, 1, __ATOMIC_RELEASE);
   /* Wake the workers waiting for their turn to write. */
   pthread_mutex_lock (&c->order_lock);
   pthread_cond_broadcast (&c->order_cond);
@@ -688,7 +734,20 @@ worker_main (void *arg)
     int r;
 
     pthread_mutex_lock (&c->lock);
-    r = next_item (c, &w->item);
+    /* Past a checkpoint's worth of the source, the dispatcher holds
+     * itself and calls the calling thread (note 8). */
+    if (c->checkpointing && !c->paused &&
+        c->pos - c->ckpt_pos >= c->ckpt_bytes && c->pos < c->size) {
+      c->paused = c->ckpt_due = true;
+      pthread_cond_signal (&c->finished_cond);
+    }
+    while (c->paused && !stopped (c))
+      pthread_cond_wait (&c->resume_cond, &c->lock);
+    r = stopped (c) ? 0 : next_item (c, &w->item);
+    if (r == 1 && c->checkpointing) {
+      w->busy = true;
+      c->busy++;
+    }
     pthread_mutex_unlock (&c->lock);
     if (r == -1) {
       record_thread_error (c);
@@ -696,9 +755,17 @@ worker_main (void *arg)
     }
     if (r == 0)
       break;
+    /* A write the stop cut short leaves BUSY set (note 9). */
     if (process_item (c, w, &w->item) == -1) {
       record_thread_error (c);
       break;
+    }
+    if (c->checkpointing && !stopped (c)) {
+      pthread_mutex_lock (&c->lock);
+      w->busy = false;
+      if (--c->busy == 0 && c->paused)
+        pthread_cond_signal (&c->idle_cond);
+      pthread_mutex_unlock (&c->lock);
     }
     if (w->item.data_bytes)
       __atomic_fetch_add (&c->done, w->item.data_bytes, __ATOMIC_RELAXED);
@@ -766,15 +833,17 @@ cancel_requested (const struct ferry_copy_options *opts)
   return (opts->cancel && *opts->cancel) || stop_requested ();
 }
 
-/* Sum the source's data extents: the total the progress counts up to.
- * Runs on the calling thread while the workers copy. */
+/* Sum the source's data extents: the total the progress counts up to,
+ * and in *BELOW those under C->resume_from, which a resumed copy counts
+ * as done (note 10).  Runs on the calling thread while the workers copy. */
 static int
-count_data_bytes (struct copy *c, uint64_t *total)
+count_data_bytes (struct copy *c, uint64_t *total, uint64_t *below)
 {
   struct ferry_extent_list list = { 0 };
   uint64_t pos = 0;
 
   *total = 0;
+  *below = 0;
   while (pos < c->size && !stopped (c) && !cancel_requested (c->opts)) {
     size_t i;
 
@@ -790,8 +859,11 @@ count_data_bytes (struct copy *c, uint64_t *total)
                                                   c->size);
       if (e <= s)
         continue;
-      if (!extent_is_zero (x->flags))
+      if (!extent_is_zero (x->flags)) {
         *total += e - s;
+        if (s < c->resume_from)
+          *below += MIN (e, c->resume_from) - s;
+      }
       pos = e;
     }
   }
@@ -799,26 +871,95 @@ count_data_bytes (struct copy *c, uint64_t *total)
   return 0;
 }
 
-/* Watch the workers until they have all left: poll the cancel flag and
- * report progress. */
+/* The deadline POLL_INTERVAL from now on CLOCK_MONOTONIC, for the
+ * timed waits of the calling thread. */
+static void
+poll_deadline (struct timespec *ts)
+{
+  clock_gettime (CLOCK_MONOTONIC, ts);
+  ts->tv_nsec += (long) (POLL_INTERVAL * 1e9);
+  if (ts->tv_nsec >= 1000000000) {
+    ts->tv_sec++;
+    ts->tv_nsec -= 1000000000;
+  }
+}
+
+/* Flush the target and tell the caller it holds the source over
+ * [0, DURABLE) for good.  On the calling thread, with no worker writing. */
+static int
+make_checkpoint (struct copy *c, uint64_t durable)
+{
+  if (!c->opts->no_flush && ferry_image_flush (c->dst) == -1)
+    return -1;
+  return c->opts->checkpoint (durable, c->opts->checkpoint_opaque);
+}
+
+/* Hold the dispatcher, wait until every item handed out is written, and
+ * make a checkpoint at C->pos (note 8).  A cancel or an error during the
+ * wait stops the copy instead; the caller's loop then sees the workers
+ * leave.  *LAST gets the position checkpointed, if one was made. */
+static void
+periodic_checkpoint (struct copy *c, uint64_t *last)
+{
+  uint64_t durable = 0;
+  bool idle;
+
+  pthread_mutex_lock (&c->lock);
+  c->paused = true;
+  c->ckpt_due = false;
+  while (c->busy > 0 && !stopped (c)) {
+    struct timespec ts;
+
+    poll_deadline (&ts);
+    pthread_cond_timedwait (&c->idle_cond, &c->lock, &ts);
+    if (c->busy > 0 && cancel_requested (c->opts)) {
+      pthread_mutex_unlock (&c->lock);
+      record_error (c, EINTR, "interrupted");
+      pthread_mutex_lock (&c->lock);
+    }
+  }
+  idle = c->busy == 0 && !stopped (c);
+  durable = c->pos;
+  pthread_mutex_unlock (&c->lock);
+
+  if (idle && durable > *last) {
+    if (make_checkpoint (c, durable) == -1)
+      record_thread_error (c);
+    else
+      *last = durable;
+  }
+
+  pthread_mutex_lock (&c->lock);
+  c->ckpt_pos = durable;
+  c->paused = false;
+  pthread_cond_broadcast (&c->resume_cond);
+  pthread_mutex_unlock (&c->lock);
+}
+
+/* Watch the workers until they have all left: poll the cancel flag,
+ * report progress and make the checkpoints. */
 static void
 supervise (struct copy *c, struct progress *pr)
 {
+  double ckpt_seconds = c->opts->checkpoint_seconds > 0 ?
+    c->opts->checkpoint_seconds : DEFAULT_CHECKPOINT_SECONDS;
+  double last_ckpt_time = now_seconds ();
+  uint64_t last_ckpt = c->resume_from;
+
   for (;;) {
     struct timespec ts;
     unsigned running;
+    uint64_t pos;
+    bool due;
     double now;
 
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    ts.tv_nsec += (long) (POLL_INTERVAL * 1e9);
-    if (ts.tv_nsec >= 1000000000) {
-      ts.tv_sec++;
-      ts.tv_nsec -= 1000000000;
-    }
+    poll_deadline (&ts);
     pthread_mutex_lock (&c->lock);
     if (c->running > 0)
       pthread_cond_timedwait (&c->finished_cond, &c->lock, &ts);
     running = c->running;
+    pos = c->pos;
+    due = c->ckpt_due;
     pthread_mutex_unlock (&c->lock);
     if (running == 0)
       return;
@@ -826,6 +967,11 @@ supervise (struct copy *c, struct progress *pr)
     if (cancel_requested (c->opts))
       record_error (c, EINTR, "interrupted");
     now = now_seconds ();
+    if (c->checkpointing && !stopped (c) &&
+        (due || (pos > last_ckpt && now - last_ckpt_time >= ckpt_seconds))) {
+      periodic_checkpoint (c, &last_ckpt);
+      last_ckpt_time = now = now_seconds ();
+    }
     if (c->opts->progress && !stopped (c) &&
         now - pr->last_report >= PROGRESS_INTERVAL)
       report_progress (c, pr, __atomic_load_n (&c->done, __ATOMIC_RELAXED),
@@ -968,6 +1114,11 @@ plan_copy (struct copy *c, const struct ferry_copy_options *opts,
     n--;
   c->request = request;
   *threads = n;
+  /* Note 10. */
+  c->resume_from = MIN (align_down (opts->resume_from, c->align), c->size);
+  c->pos = c->ckpt_pos = c->resume_from;
+  c->ckpt_bytes = opts->checkpoint_bytes ? opts->checkpoint_bytes
+    : DEFAULT_CHECKPOINT_BYTES;
   return 0;
 }
 
@@ -986,6 +1137,23 @@ block_user_signals (sigset_t *old)
   pthread_sigmask (SIG_BLOCK, &set, old);
 }
 
+/* After a cancel stopped the copy and the workers are joined: flush the
+ * target and make the last checkpoint below every item that did not
+ * complete (note 9). */
+static void
+stop_checkpoint (struct copy *c, struct worker *workers, unsigned threads)
+{
+  uint64_t durable = c->pos;
+  unsigned i;
+
+  for (i = 0; i < threads; i++)
+    if (workers[i].started && workers[i].busy)
+      durable = MIN (durable, workers[i].item.start);
+  /* The copy's own error stands whatever the checkpoint says. */
+  if (make_checkpoint (c, durable) == -1)
+    ferry_debug ("no checkpoint at the stop: %s", ferry_get_error ());
+}
+
 /* Plan the copy, run the workers, watch them, and flush the target. */
 int
 ferry_copy (struct ferry_image *src, struct ferry_image *dst,
@@ -997,7 +1165,7 @@ ferry_copy (struct ferry_image *src, struct ferry_image *dst,
   struct worker *workers = NULL;
   pthread_condattr_t attr;
   unsigned threads = 0, i;
-  uint64_t total = 0;
+  uint64_t total = 0, below = 0;
   sigset_t oldmask;
   int ret = -1;
 
@@ -1020,7 +1188,10 @@ ferry_copy (struct ferry_image *src, struct ferry_image *dst,
   pthread_condattr_init (&attr);
   pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
   pthread_cond_init (&c.finished_cond, &attr);
+  pthread_cond_init (&c.idle_cond, &attr);
   pthread_condattr_destroy (&attr);
+  pthread_cond_init (&c.resume_cond, NULL);
+  c.checkpointing = opts->checkpoint != NULL;
 
   workers = calloc (threads, sizeof *workers);
   if (workers == NULL) {
@@ -1057,9 +1228,10 @@ ferry_copy (struct ferry_image *src, struct ferry_image *dst,
   pthread_sigmask (SIG_SETMASK, &oldmask, NULL);
 
   if (opts->progress) {
-    if (count_data_bytes (&c, &total) == -1)
+    if (count_data_bytes (&c, &total, &below) == -1)
       record_thread_error (&c);
     pr.total = total;
+    __atomic_fetch_add (&c.done, below, __ATOMIC_RELAXED);
   }
   supervise (&c, &pr);
 
@@ -1069,6 +1241,8 @@ ferry_copy (struct ferry_image *src, struct ferry_image *dst,
 
   if (!c.failed && cancel_requested (opts))
     record_error (&c, EINTR, "interrupted");
+  if (c.failed && c.err == EINTR && c.checkpointing && cancel_requested (opts))
+    stop_checkpoint (&c, workers, threads);
   if (c.failed) {
     ferry_error (c.err, "%s", c.msg);
     goto out;
@@ -1091,6 +1265,8 @@ ferry_copy (struct ferry_image *src, struct ferry_image *dst,
   }
   ferry_extent_list_free (&c.ext);
   pthread_cond_destroy (&c.finished_cond);
+  pthread_cond_destroy (&c.idle_cond);
+  pthread_cond_destroy (&c.resume_cond);
   pthread_cond_destroy (&c.order_cond);
   pthread_mutex_destroy (&c.order_lock);
   pthread_mutex_destroy (&c.lock);

@@ -10,8 +10,13 @@
  *    grains from the first grain boundary on.  Every table has its place
  *    from the start; tables live in memory and are written at flush and
  *    close, after the data they map.  The header of a new extent is
- *    written last, at close: until then sector 0 holds zeroes, so a file
- *    left by a crash is not mistaken for a finished VMDK.
+ *    written at its first flush with the uncleanShutdown flag (as an
+ *    existing image opened for writing has it, note 4), after the data
+ *    and tables are synced, and again without the flag last, at close:
+ *    until the first flush sector 0 holds zeroes, so a file left by a
+ *    crash before it is not mistaken for a VMDK, and after it the file
+ *    is the flushed state, which a copy resumes from (lib/copy's
+ *    checkpoints) and which says it was not closed.
  *
  * 2. New grains are taken from the end of the extent (alloc_end) under
  *    the image lock; the data is written without it, and the table entry
@@ -593,6 +598,15 @@ vmdk_flush (struct ferry_image *img)
       if (datasync_fd (e->sparse->fd) == -1) {
         ferry_error_errno (errno, "%s: flush", e->sparse->path);
         return extent_failed (v, e->sparse->path);
+      }
+      /* A new extent's first flush gives it its header, unclean (note 1). */
+      if (!e->sparse->stream && e->sparse->is_new && !e->sparse->h.unclean) {
+        e->sparse->h.unclean = true;
+        if (vmdk_sparse_write_header (e->sparse) == -1 ||
+            datasync_fd (e->sparse->fd) == -1) {
+          ferry_error_errno (errno, "%s: flush", e->sparse->path);
+          return extent_failed (v, e->sparse->path);
+        }
       }
     }
     else if (e->raw && ferry_image_flush (e->raw) == -1)

@@ -1145,6 +1145,132 @@ test_empty (void **state)
   ferry_image_close (&dst->base);
 }
 
+/* What the checkpoint tests see of each call. */
+struct ckpt_log {
+  struct mem_image *src, *dst;
+  unsigned calls;
+  uint64_t last;                 /* the last durable */
+  int last_flushes;              /* DST's flushes at the last call */
+  bool bad;                      /* a call broke a promise (see below) */
+  uint64_t first_done;           /* progress: the first call's done */
+  bool have_first;
+};
+
+/* A checkpoint: DST flushed since the last one, no write running, the
+ * offset aligned and ascending, and DST already holding SRC below it. */
+static int
+log_checkpoint (uint64_t durable, void *opaque)
+{
+  struct ckpt_log *log = opaque;
+  int flushes = __atomic_load_n (&log->dst->nr_flush, __ATOMIC_ACQUIRE);
+
+  if (flushes <= log->last_flushes ||
+      __atomic_load_n (&log->dst->writes_now, __ATOMIC_ACQUIRE) != 0 ||
+      durable <= log->last || (durable % (64 * KiB) != 0 &&
+                               durable != log->src->base.size) ||
+      memcmp (log->src->data, log->dst->data, durable) != 0)
+    log->bad = true;
+  log->last = durable;
+  log->last_flushes = flushes;
+  log->calls++;
+  return 0;
+}
+
+/* Checkpoints come every checkpoint_bytes of the source, with every
+ * worker idle and the target flushed, and the copy is still whole. */
+static void
+test_checkpoint_cadence (void **state)
+{
+  struct mem_image *src = mem_source ();
+  struct mem_image *dst = mem_new ("dst", MEM_SOURCE_SIZE, 64 * KiB);
+  struct ckpt_log log = { .src = src, .dst = dst };
+  struct ferry_copy_options opts = {
+    .threads = 4, .request_size = 256 * KiB,
+    .checkpoint = log_checkpoint, .checkpoint_opaque = &log,
+    .checkpoint_bytes = 1 * MiB,
+  };
+
+  dst->write_delay_us = 2000;
+  assert_int_equal (ferry_copy (&src->base, &dst->base, &opts), 0);
+  assert_false (log.bad);
+  /* 24 MiB with 1 MiB steps, less the holes a step jumps over. */
+  assert_true (log.calls >= 8);
+  assert_int_equal (dst->overlaps, 0);
+  assert_memory_equal (src->data, dst->data, MEM_SOURCE_SIZE);
+  ferry_image_close (&src->base);
+  ferry_image_close (&dst->base);
+}
+
+/* Progress of a resumed copy: remember the first done. */
+static void
+first_progress (const struct ferry_progress *p, void *opaque)
+{
+  struct ckpt_log *log = opaque;
+
+  if (!log->have_first) {
+    log->first_done = p->done;
+    log->have_first = true;
+  }
+}
+
+/* resume_from off the item alignment is rounded down to it: nothing
+ * below is written, the block it falls in is, and progress starts at
+ * the source's data below it. */
+static void
+test_resume_alignment (void **state)
+{
+  struct mem_image *src = mem_source ();
+  struct mem_image *dst = mem_new ("dst", MEM_SOURCE_SIZE, 64 * KiB);
+  struct ckpt_log log = { .src = src, .dst = dst };
+  const uint64_t at = 8 * MiB + 64 * KiB;
+  struct ferry_copy_options opts = {
+    .threads = 2, .request_size = 256 * KiB,
+    .resume_from = at + 5000,
+    .progress = first_progress, .progress_opaque = &log,
+  };
+
+  /* DST holds SRC below AT, as a checkpoint at AT left it. */
+  memcpy (dst->data, src->data, at);
+  dst->write_delay_us = 300000;
+  assert_int_equal (ferry_copy (&src->base, &dst->base, &opts), 0);
+  assert_true (mem_untouched (dst, 0, at));
+  assert_false (mem_untouched (dst, at, 64 * KiB));
+  assert_memory_equal (src->data, dst->data, MEM_SOURCE_SIZE);
+  assert_true (log.have_first);
+  /* The data below AT: [0, 4 MiB) and [8 MiB, AT). */
+  assert_true (log.first_done >= 4 * MiB + 64 * KiB);
+  assert_true (log.first_done < MEM_SOURCE_DATA);
+  ferry_image_close (&src->base);
+  ferry_image_close (&dst->base);
+}
+
+/* A cancel makes one last checkpoint, below every item it cut short,
+ * and the copy fails with EINTR. */
+static void
+test_checkpoint_at_cancel (void **state)
+{
+  struct mem_image *src = mem_source ();
+  struct mem_image *dst = mem_new ("dst", MEM_SOURCE_SIZE, 64 * KiB);
+  struct ckpt_log log = { .src = src, .dst = dst };
+  volatile sig_atomic_t cancel = 0;
+  struct progress_log plog = { .monotonic = true, .cancel = &cancel };
+  struct ferry_copy_options opts = {
+    .threads = 4, .request_size = 256 * KiB, .cancel = &cancel,
+    .progress = log_progress, .progress_opaque = &plog,
+    .checkpoint = log_checkpoint, .checkpoint_opaque = &log,
+    .checkpoint_bytes = 64 * MiB,
+  };
+
+  dst->write_delay_us = 100000;
+  assert_int_equal (ferry_copy (&src->base, &dst->base, &opts), -1);
+  assert_int_equal (ferry_get_errno (), EINTR);
+  assert_int_equal (log.calls, 1);
+  assert_false (log.bad);
+  assert_true (log.last < MEM_SOURCE_SIZE);
+  ferry_image_close (&src->base);
+  ferry_image_close (&dst->base);
+}
+
 /* Run every test, with the temporary directory around them. */
 int
 main (void)
@@ -1168,6 +1294,9 @@ main (void)
     cmocka_unit_test (test_existing_overlay),
     cmocka_unit_test (test_qcow2_round_trip),
     cmocka_unit_test (test_empty),
+    cmocka_unit_test (test_checkpoint_cadence),
+    cmocka_unit_test (test_resume_alignment),
+    cmocka_unit_test (test_checkpoint_at_cancel),
   };
   return cmocka_run_group_tests (tests, make_scratch_dir, remove_scratch_dir);
 }
