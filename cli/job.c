@@ -334,11 +334,14 @@ settled (const char *state)
   return strcmp (state, "running") != 0;
 }
 
-/* Wait until job ID is no longer running (a live runner holds it), at
- * most TIMEOUT seconds (0: no limit).  0, or 1 on timeout or interrupt. */
+/* Wait for job ID: until a runner has taken it (it leaves "planned"; at
+ * most CLAIM_WAIT seconds) when NEED_RUNNER, then, when UNTIL_SETTLED,
+ * until it no longer runs (at most TIMEOUT seconds, 0: no limit).  0, or
+ * 1 on a timeout or an interrupt. */
+#define CLAIM_WAIT 15
 static int
-wait_settled (struct ferry_store *st, int64_t id, double timeout,
-              bool need_runner)
+wait_for (struct ferry_store *st, int64_t id, bool need_runner,
+          bool until_settled, double timeout)
 {
   struct timespec t0;
   clock_gettime (CLOCK_MONOTONIC, &t0);
@@ -346,20 +349,25 @@ wait_settled (struct ferry_store *st, int64_t id, double timeout,
   for (;;) {
     struct ferry_store_record r;
     struct timespec t1;
+    const char *state;
+    double elapsed;
     bool done;
 
     if (cli_stop)
       return 1;
     if (ferry_store_job_get (st, id, &r) == -1)
       return 1;
-    done = settled (ferry_job_shown_state (st, &r)) &&
-      !(need_runner && strcmp (r.state, "planned") == 0);
+    state = ferry_job_shown_state (st, &r);
+    clock_gettime (CLOCK_MONOTONIC, &t1);
+    elapsed = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+    if (need_runner && strcmp (state, "planned") == 0)
+      done = elapsed > CLAIM_WAIT;
+    else
+      done = !until_settled || settled (state);
     ferry_store_record_free (&r);
     if (done)
       return 0;
-    clock_gettime (CLOCK_MONOTONIC, &t1);
-    if (timeout > 0 && (t1.tv_sec - t0.tv_sec) +
-        (t1.tv_nsec - t0.tv_nsec) / 1e9 > timeout)
+    if (timeout > 0 && elapsed > timeout)
       return 1;
     usleep (100000);
   }
@@ -603,7 +611,7 @@ job_add (struct ferry_store *st, const struct common *c,
   if (c->start && job_cli_spawn ("job add", st, id) == -1)
     goto out;
   if (c->start)
-    wait_settled (st, id, 10, true);
+    wait_for (st, id, true, c->wait, 0);
   if (c->json)
     show_one ("job add", st, id, true);
   else
@@ -631,7 +639,7 @@ job_control (const char *sub, struct ferry_store *st, int64_t id,
       return 1;
     }
     /* A running job stops at its next safe point, within seconds. */
-    if (r == 0 && wait_settled (st, id, c->wait ? 0 : 10, false) == 1 &&
+    if (r == 0 && wait_for (st, id, false, true, c->wait ? 0 : 10) == 1 &&
         !cli_stop)
       print_message (cmd, "job %" PRId64 " was asked, and has not stopped "
                      "yet", id);
@@ -683,7 +691,7 @@ job_control (const char *sub, struct ferry_store *st, int64_t id,
     }
     if (job_cli_spawn (cmd, st, id) == -1)
       return 1;
-    wait_settled (st, id, c->wait ? 0 : 10, !c->wait);
+    wait_for (st, id, true, c->wait, 0);
   }
   return show_one (cmd, st, id, c->json);
 }
