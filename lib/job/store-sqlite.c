@@ -273,23 +273,6 @@ column_text (sqlite3_stmt *stmt, int i, char **out)
   return 0;
 }
 
-/* Read the integer a one-row query SQL gives into *V. */
-static int
-query_int (struct sqlite_store *s, const char *sql, int64_t *v,
-           const char *what)
-{
-  CLEANUP_STMT sqlite3_stmt *stmt = NULL;
-  int r;
-
-  if (prepare (s, sql, &stmt, what) == -1)
-    return -1;
-  r = step (s, stmt, what);
-  if (r == -1)
-    return -1;
-  *v = r ? sqlite3_column_int64 (stmt, 0) : 0;
-  return 0;
-}
-
 /* Read the file's application id and schema version (*VERSION) and
  * refuse another program's database or a newer schema (note 4).  1 when
  * the schema must be made or upgraded, 0 when it is current, -1. */
@@ -297,15 +280,23 @@ static int
 store_identify (struct sqlite_store *s, int64_t *version)
 {
   const char *path = s->base.path;
+  const char *what = "reading the schema version";
+  CLEANUP_STMT sqlite3_stmt *stmt = NULL;
   int64_t app, tables;
+  int r;
 
-  if (query_int (s, "PRAGMA application_id", &app,
-                 "reading the application id") == -1 ||
-      query_int (s, "PRAGMA user_version", version,
-                 "reading the schema version") == -1 ||
-      query_int (s, "SELECT count(*) FROM sqlite_schema", &tables,
-                 "reading the schema") == -1)
+  /* One statement, so one snapshot: three reads could straddle the
+   * commit of another process making the schema. */
+  if (prepare (s, "SELECT (SELECT application_id FROM pragma_application_id),"
+               " (SELECT user_version FROM pragma_user_version),"
+               " (SELECT count(*) FROM sqlite_schema)", &stmt, what) == -1 ||
+      (r = step (s, stmt, what)) == -1)
     return -1;
+  if (r == 0)
+    return ferry_error (EIO, "%s: %s: no answer", path, what);
+  app = sqlite3_column_int64 (stmt, 0);
+  *version = sqlite3_column_int64 (stmt, 1);
+  tables = sqlite3_column_int64 (stmt, 2);
   if (app != STORE_APPLICATION_ID && (tables > 0 || *version != 0 || app))
     return ferry_error (EINVAL, "%s: not a ferry job store (a SQLite "
                         "database of another program: application id 0x%"
@@ -414,26 +405,31 @@ store_create (const char *path)
   return 0;
 }
 
-/* Set one pragma whose answer must be EXPECT (NULL: any). */
+/* Put the file in WAL mode (note 1).  Changing the journal mode needs
+ * the file to itself and SQLite answers SQLITE_BUSY at once, without its
+ * busy handler, while another process has it open (two programs opening
+ * a new store together): retry for as long as the busy timeout. */
 static int
-pragma (struct sqlite_store *s, const char *sql, const char *expect,
-        const char *what)
+set_wal (struct sqlite_store *s)
 {
+  const char *what = "setting the WAL journal";
   CLEANUP_STMT sqlite3_stmt *stmt = NULL;
-  const unsigned char *t;
-  int r;
+  double deadline = store_now () + s->busy_ms / 1000.0;
+  const unsigned char *mode;
+  int rc;
 
-  if (prepare (s, sql, &stmt, what) == -1)
+  if (prepare (s, "PRAGMA journal_mode = WAL", &stmt, what) == -1)
     return -1;
-  r = step (s, stmt, what);
-  if (r == -1)
-    return -1;
-  if (expect == NULL)
-    return 0;
-  t = r ? sqlite3_column_text (stmt, 0) : NULL;
-  if (t == NULL || strcasecmp ((const char *) t, expect))
-    return ferry_error (EIO, "%s: %s: SQLite answered \"%s\"",
-                        s->base.path, what, t ? (const char *) t : "");
+  while ((rc = sqlite3_step (stmt)) != SQLITE_ROW) {
+    if ((rc & 0xff) != SQLITE_BUSY || store_now () > deadline)
+      return db_error (s, rc, what);
+    sqlite3_reset (stmt);
+    usleep (10000);
+  }
+  mode = sqlite3_column_text (stmt, 0);
+  if (mode == NULL || strcmp ((const char *) mode, "wal"))
+    return ferry_error (EIO, "%s: %s: SQLite answered \"%s\"", s->base.path,
+                        what, mode ? (const char *) mode : "");
   return 0;
 }
 
@@ -488,12 +484,9 @@ store_sqlite_open (const char *path, unsigned flags)
    * be ours or empty. */
   if (store_check (s) == -1 ||
       (upgrade = store_identify (s, &version)) == -1 ||
-      pragma (s, "PRAGMA journal_mode = WAL", "wal",
-              "setting the WAL journal") == -1 ||
-      pragma (s, "PRAGMA synchronous = NORMAL", NULL,
-              "setting synchronous") == -1 ||
-      pragma (s, "PRAGMA foreign_keys = ON", NULL,
-              "turning on foreign keys") == -1 ||
+      set_wal (s) == -1 ||
+      exec (s, "PRAGMA synchronous = NORMAL", "setting synchronous") == -1 ||
+      exec (s, "PRAGMA foreign_keys = ON", "turning on foreign keys") == -1 ||
       (upgrade && store_upgrade (s) == -1))
     goto err;
   return &s->base;

@@ -712,6 +712,50 @@ test_concurrent (void **state)
   assert_string_equal (out, "200 201");
 }
 
+/* Four processes opening one new store at once, again and again: each
+ * open succeeds and the store is made once (the journal mode changes only
+ * with the file to itself; the schema is read in one snapshot). */
+static void
+test_concurrent_create (void **state)
+{
+  char path[512], name[32];
+  pid_t pids[4];
+  int status, go[2];
+
+  for (int round = 0; round < 30; round++) {
+    snprintf (name, sizeof name, "fresh-%d.db", round);
+    tmp_path (path, sizeof path, name);
+    assert_int_equal (pipe (go), 0);
+    for (int c = 0; c < 4; c++) {
+      pids[c] = fork ();
+      assert_true (pids[c] >= 0);
+      if (pids[c] == 0) {
+        struct ferry_store *s;
+        char b;
+        close (go[1]);
+        if (read (go[0], &b, 1) != 0)
+          _exit (2);
+        s = ferry_store_open (path, 0);
+        if (s == NULL) {
+          fprintf (stderr, "round %d, child %d: %s\n", round, c,
+                   ferry_get_error ());
+          _exit (1);
+        }
+        ferry_store_close (s);
+        _exit (0);
+      }
+    }
+    close (go[0]);
+    close (go[1]);              /* all four go */
+    for (int c = 0; c < 4; c++) {
+      assert_int_equal (waitpid (pids[c], &status, 0), pids[c]);
+      assert_true (WIFEXITED (status));
+      assert_int_equal (WEXITSTATUS (status), 0);
+    }
+    assert_int_equal (sqlite3_int (path, "PRAGMA user_version"), 1);
+  }
+}
+
 /* The default path's rules. */
 static void
 test_default_path (void **state)
@@ -752,6 +796,7 @@ main (void)
     cmocka_unit_test (test_folders),
     cmocka_unit_test (test_locked),
     cmocka_unit_test (test_concurrent),
+    cmocka_unit_test (test_concurrent_create),
   };
 
   unsetenv ("FERRY_STORE_BUSY_TIMEOUT");
