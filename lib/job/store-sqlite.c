@@ -507,11 +507,12 @@ sqlite_close (struct ferry_store *st)
   free (s);
 }
 
-/* "no job ID in PATH", errno ENOENT. */
+/* "no KIND ID in PATH", errno ENOENT. */
 static int
-no_job (struct sqlite_store *s, int64_t id)
+no_such (struct sqlite_store *s, const char *kind, int64_t id)
 {
-  return ferry_error (ENOENT, "no job %" PRId64 " in %s", id, s->base.path);
+  return ferry_error (ENOENT, "no %s %" PRId64 " in %s", kind, id,
+                      s->base.path);
 }
 
 /* Whether job ID exists: 1, 0, or -1. */
@@ -528,6 +529,22 @@ job_exists (struct sqlite_store *s, int64_t id)
   return step (s, stmt, what);
 }
 
+/* Step the INSERT STMT: the new row's id, or -1.  A row whose PARENT
+ * (a foreign key: "job", "plan") is missing fails with ENOENT, naming
+ * it and PARENT_ID. */
+static int64_t
+insert (struct sqlite_store *s, sqlite3_stmt *stmt, const char *what,
+        const char *parent, int64_t parent_id)
+{
+  int rc = sqlite3_step (stmt);
+
+  if (rc == SQLITE_CONSTRAINT_FOREIGNKEY && parent)
+    return no_such (s, parent, parent_id);
+  if (rc != SQLITE_DONE)
+    return db_error (s, rc, what);
+  return sqlite3_last_insert_rowid (s->db);
+}
+
 /* Add a job. */
 static int64_t
 sqlite_job_add (struct ferry_store *st, int64_t plan, const char *state,
@@ -536,7 +553,6 @@ sqlite_job_add (struct ferry_store *st, int64_t plan, const char *state,
   struct sqlite_store *s = (struct sqlite_store *) st;
   CLEANUP_STMT sqlite3_stmt *stmt = NULL;
   const char *what = "adding a job";
-  int rc;
 
   /* Plan 0 is none: NULL, which the foreign key lets through. */
   if (prepare_bind (s, &stmt, what,
@@ -544,13 +560,7 @@ sqlite_job_add (struct ferry_store *st, int64_t plan, const char *state,
                     "updated) VALUES (nullif (?1, 0), ?2, 1, ?3, ?4, ?4)",
                     "ittn", plan, state, doc) == -1)
     return -1;
-  rc = sqlite3_step (stmt);
-  if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
-    return ferry_error (ENOENT, "no plan %" PRId64 " in %s", plan,
-                        s->base.path);
-  if (rc != SQLITE_DONE)
-    return db_error (s, rc, what);
-  return sqlite3_last_insert_rowid (s->db);
+  return insert (s, stmt, what, "plan", plan);
 }
 
 #define RECORD_COLUMNS \
@@ -595,7 +605,7 @@ sqlite_job_get (struct ferry_store *st, int64_t id,
   if (found == -1)
     return -1;
   if (found == 0)
-    return no_job (s, id);
+    return no_such (s, "job", id);
   return read_record (stmt, r);
 }
 
@@ -629,7 +639,7 @@ sqlite_job_save (struct ferry_store *st, int64_t id, int64_t rev,
   if (exists == -1)
     return -1;
   if (exists == 0)
-    return no_job (s, id);
+    return no_such (s, "job", id);
   return 0;
 }
 
@@ -680,7 +690,7 @@ sqlite_job_delete (struct ferry_store *st, int64_t id)
       step (s, stmt, what) == -1)
     return -1;
   if (sqlite3_changes (s->db) == 0)
-    return no_job (s, id);
+    return no_such (s, "job", id);
   return 0;
 }
 
@@ -703,7 +713,7 @@ sqlite_job_claim (struct ferry_store *st, int64_t id, const char *runner,
       (found = step (s, get, what)) == -1)
     return rollback (s);
   if (found == 0) {
-    no_job (s, id);
+    no_such (s, "job", id);
     return rollback (s);
   }
   {
@@ -755,7 +765,7 @@ sqlite_job_heartbeat (struct ferry_store *st, int64_t id, const char *runner,
       (found = step (s, get, what)) == -1)
     return rollback (s);
   if (found == 0) {
-    no_job (s, id);
+    no_such (s, "job", id);
     return rollback (s);
   }
   if (sqlite3_changes (s->db) == 0) {
@@ -808,7 +818,7 @@ sqlite_job_request (struct ferry_store *st, int64_t id, const char *request)
       step (s, stmt, what) == -1)
     return -1;
   if (sqlite3_changes (s->db) == 0)
-    return no_job (s, id);
+    return no_such (s, "job", id);
   return 0;
 }
 
@@ -820,18 +830,13 @@ sqlite_event_add (struct ferry_store *st, int64_t job, const char *level,
   struct sqlite_store *s = (struct sqlite_store *) st;
   CLEANUP_STMT sqlite3_stmt *stmt = NULL;
   const char *what = "adding an event";
-  int rc;
 
   if (prepare_bind (s, &stmt, what,
                     "INSERT INTO events (job, time, level, message) VALUES "
                     "(?, ?, ?, ?)",
-                    "intt", job, level, message) == -1)
+                    "intt", job, level, message) == -1 ||
+      insert (s, stmt, what, "job", job) == -1)
     return -1;
-  rc = sqlite3_step (stmt);
-  if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
-    return no_job (s, job);
-  if (rc != SQLITE_DONE)
-    return db_error (s, rc, what);
   return 0;
 }
 
@@ -889,10 +894,9 @@ sqlite_plan_add (struct ferry_store *st, const char *doc)
 
   if (prepare_bind (s, &stmt, what,
                     "INSERT INTO plans (doc, created) VALUES (?, ?)",
-                    "tn", doc) == -1 ||
-      step (s, stmt, what) == -1)
+                    "tn", doc) == -1)
     return -1;
-  return sqlite3_last_insert_rowid (s->db);
+  return insert (s, stmt, what, NULL, 0);
 }
 
 /* Read a plan's document. */
@@ -910,8 +914,7 @@ sqlite_plan_get (struct ferry_store *st, int64_t id, char **doc)
       (found = step (s, stmt, what)) == -1)
     return -1;
   if (found == 0)
-    return ferry_error (ENOENT, "no plan %" PRId64 " in %s", id,
-                        s->base.path);
+    return no_such (s, "plan", id);
   return column_text (stmt, 0, doc);
 }
 
