@@ -133,7 +133,9 @@ db_error (struct sqlite_store *s, int rc, const char *what)
   case SQLITE_AUTH:
     return ferry_error (EACCES, "%s: %s: %s", path, what, msg);
   case SQLITE_CANTOPEN:
-    return ferry_error (errno ? errno : EIO, "%s: %s: %s", path, what, msg);
+    return ferry_error_errno (s->db && sqlite3_system_errno (s->db)
+                              ? sqlite3_system_errno (s->db) : EIO,
+                              "%s: %s", path, what);
   default:
     return ferry_error (EIO, "%s: %s: %s", path, what, msg);
   }
@@ -749,16 +751,17 @@ sqlite_job_heartbeat (struct ferry_store *st, int64_t id, const char *runner,
   CLEANUP_STMT sqlite3_stmt *set = NULL;
   CLEANUP_STMT sqlite3_stmt *get = NULL;
   const char *what = "recording a heartbeat";
-  int found;
+  int found, held;
 
   if (begin (s, what) == -1)
     return -1;
   if (prepare_bind (s, &set, what,
-                    "UPDATE jobs SET heartbeat = ? WHERE id = ? AND runner "
-                    "= ?",
+                    "UPDATE jobs SET heartbeat = ? WHERE id = ? AND "
+                    "runner = ?",
                     "nit", id, runner) == -1 ||
       step (s, set, what) == -1)
     return rollback (s);
+  held = sqlite3_changes (s->db) == 1;
   if (prepare_bind (s, &get, what,
                     "SELECT runner, request FROM jobs WHERE id = ?",
                     "i", id) == -1 ||
@@ -768,7 +771,7 @@ sqlite_job_heartbeat (struct ferry_store *st, int64_t id, const char *runner,
     no_such (s, "job", id);
     return rollback (s);
   }
-  if (sqlite3_changes (s->db) == 0) {
+  if (!held) {
     const char *holder = (const char *) sqlite3_column_text (get, 0);
     ferry_error (ESTALE, "%s: job %" PRId64 " is no longer held by %s (%s)",
                  s->base.path, id, runner,
