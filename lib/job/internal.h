@@ -11,6 +11,7 @@
 #ifndef FERRY_JOB_INTERNAL_H
 #define FERRY_JOB_INTERNAL_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -48,10 +49,13 @@ struct store_ops {
   int (*plan_list) (struct ferry_store *st, int64_t **ids, size_t *n);
 };
 
-/* The base of every driver's handle (its first member). */
+/* The base of every driver's handle (its first member).  The public
+ * calls hold LOCK around each op, so a driver sees one call at a time and
+ * threads sharing a handle never interleave inside one transaction. */
 struct ferry_store {
   const struct store_ops *ops;
   char *path;                             /* owned by the handle */
+  pthread_mutex_t lock;                   /* store.c initialises it */
 };
 
 /* The SQLite driver (store-sqlite.c): open PATH (not NULL) as

@@ -133,7 +133,9 @@ db_error (struct sqlite_store *s, int rc, const char *what)
   case SQLITE_AUTH:
     return ferry_error (EACCES, "%s: %s: %s", path, what, msg);
   case SQLITE_CANTOPEN:
-    return ferry_error (errno ? errno : EIO, "%s: %s: %s", path, what, msg);
+    return ferry_error_errno (s->db && sqlite3_system_errno (s->db)
+                              ? sqlite3_system_errno (s->db) : EIO,
+                              "%s: %s", path, what);
   default:
     return ferry_error (EIO, "%s: %s: %s", path, what, msg);
   }
@@ -273,23 +275,6 @@ column_text (sqlite3_stmt *stmt, int i, char **out)
   return 0;
 }
 
-/* Read the integer a one-row query SQL gives into *V. */
-static int
-query_int (struct sqlite_store *s, const char *sql, int64_t *v,
-           const char *what)
-{
-  CLEANUP_STMT sqlite3_stmt *stmt = NULL;
-  int r;
-
-  if (prepare (s, sql, &stmt, what) == -1)
-    return -1;
-  r = step (s, stmt, what);
-  if (r == -1)
-    return -1;
-  *v = r ? sqlite3_column_int64 (stmt, 0) : 0;
-  return 0;
-}
-
 /* Read the file's application id and schema version (*VERSION) and
  * refuse another program's database or a newer schema (note 4).  1 when
  * the schema must be made or upgraded, 0 when it is current, -1. */
@@ -297,15 +282,23 @@ static int
 store_identify (struct sqlite_store *s, int64_t *version)
 {
   const char *path = s->base.path;
+  const char *what = "reading the schema version";
+  CLEANUP_STMT sqlite3_stmt *stmt = NULL;
   int64_t app, tables;
+  int r;
 
-  if (query_int (s, "PRAGMA application_id", &app,
-                 "reading the application id") == -1 ||
-      query_int (s, "PRAGMA user_version", version,
-                 "reading the schema version") == -1 ||
-      query_int (s, "SELECT count(*) FROM sqlite_schema", &tables,
-                 "reading the schema") == -1)
+  /* One statement, so one snapshot: three reads could straddle the
+   * commit of another process making the schema. */
+  if (prepare (s, "SELECT (SELECT application_id FROM pragma_application_id),"
+               " (SELECT user_version FROM pragma_user_version),"
+               " (SELECT count(*) FROM sqlite_schema)", &stmt, what) == -1 ||
+      (r = step (s, stmt, what)) == -1)
     return -1;
+  if (r == 0)
+    return ferry_error (EIO, "%s: %s: no answer", path, what);
+  app = sqlite3_column_int64 (stmt, 0);
+  *version = sqlite3_column_int64 (stmt, 1);
+  tables = sqlite3_column_int64 (stmt, 2);
   if (app != STORE_APPLICATION_ID && (tables > 0 || *version != 0 || app))
     return ferry_error (EINVAL, "%s: not a ferry job store (a SQLite "
                         "database of another program: application id 0x%"
@@ -414,26 +407,31 @@ store_create (const char *path)
   return 0;
 }
 
-/* Set one pragma whose answer must be EXPECT (NULL: any). */
+/* Put the file in WAL mode (note 1).  Changing the journal mode needs
+ * the file to itself and SQLite answers SQLITE_BUSY at once, without its
+ * busy handler, while another process has it open (two programs opening
+ * a new store together): retry for as long as the busy timeout. */
 static int
-pragma (struct sqlite_store *s, const char *sql, const char *expect,
-        const char *what)
+set_wal (struct sqlite_store *s)
 {
+  const char *what = "setting the WAL journal";
   CLEANUP_STMT sqlite3_stmt *stmt = NULL;
-  const unsigned char *t;
-  int r;
+  double deadline = store_now () + s->busy_ms / 1000.0;
+  const unsigned char *mode;
+  int rc;
 
-  if (prepare (s, sql, &stmt, what) == -1)
+  if (prepare (s, "PRAGMA journal_mode = WAL", &stmt, what) == -1)
     return -1;
-  r = step (s, stmt, what);
-  if (r == -1)
-    return -1;
-  if (expect == NULL)
-    return 0;
-  t = r ? sqlite3_column_text (stmt, 0) : NULL;
-  if (t == NULL || strcasecmp ((const char *) t, expect))
-    return ferry_error (EIO, "%s: %s: SQLite answered \"%s\"",
-                        s->base.path, what, t ? (const char *) t : "");
+  while ((rc = sqlite3_step (stmt)) != SQLITE_ROW) {
+    if ((rc & 0xff) != SQLITE_BUSY || store_now () > deadline)
+      return db_error (s, rc, what);
+    sqlite3_reset (stmt);
+    usleep (10000);
+  }
+  mode = sqlite3_column_text (stmt, 0);
+  if (mode == NULL || strcmp ((const char *) mode, "wal"))
+    return ferry_error (EIO, "%s: %s: SQLite answered \"%s\"", s->base.path,
+                        what, mode ? (const char *) mode : "");
   return 0;
 }
 
@@ -488,12 +486,9 @@ store_sqlite_open (const char *path, unsigned flags)
    * be ours or empty. */
   if (store_check (s) == -1 ||
       (upgrade = store_identify (s, &version)) == -1 ||
-      pragma (s, "PRAGMA journal_mode = WAL", "wal",
-              "setting the WAL journal") == -1 ||
-      pragma (s, "PRAGMA synchronous = NORMAL", NULL,
-              "setting synchronous") == -1 ||
-      pragma (s, "PRAGMA foreign_keys = ON", NULL,
-              "turning on foreign keys") == -1 ||
+      set_wal (s) == -1 ||
+      exec (s, "PRAGMA synchronous = NORMAL", "setting synchronous") == -1 ||
+      exec (s, "PRAGMA foreign_keys = ON", "turning on foreign keys") == -1 ||
       (upgrade && store_upgrade (s) == -1))
     goto err;
   return &s->base;
@@ -514,11 +509,12 @@ sqlite_close (struct ferry_store *st)
   free (s);
 }
 
-/* "no job ID in PATH", errno ENOENT. */
+/* "no KIND ID in PATH", errno ENOENT. */
 static int
-no_job (struct sqlite_store *s, int64_t id)
+no_such (struct sqlite_store *s, const char *kind, int64_t id)
 {
-  return ferry_error (ENOENT, "no job %" PRId64 " in %s", id, s->base.path);
+  return ferry_error (ENOENT, "no %s %" PRId64 " in %s", kind, id,
+                      s->base.path);
 }
 
 /* Whether job ID exists: 1, 0, or -1. */
@@ -535,6 +531,22 @@ job_exists (struct sqlite_store *s, int64_t id)
   return step (s, stmt, what);
 }
 
+/* Step the INSERT STMT: the new row's id, or -1.  A row whose PARENT
+ * (a foreign key: "job", "plan") is missing fails with ENOENT, naming
+ * it and PARENT_ID. */
+static int64_t
+insert (struct sqlite_store *s, sqlite3_stmt *stmt, const char *what,
+        const char *parent, int64_t parent_id)
+{
+  int rc = sqlite3_step (stmt);
+
+  if (rc == SQLITE_CONSTRAINT_FOREIGNKEY && parent)
+    return no_such (s, parent, parent_id);
+  if (rc != SQLITE_DONE)
+    return db_error (s, rc, what);
+  return sqlite3_last_insert_rowid (s->db);
+}
+
 /* Add a job. */
 static int64_t
 sqlite_job_add (struct ferry_store *st, int64_t plan, const char *state,
@@ -543,7 +555,6 @@ sqlite_job_add (struct ferry_store *st, int64_t plan, const char *state,
   struct sqlite_store *s = (struct sqlite_store *) st;
   CLEANUP_STMT sqlite3_stmt *stmt = NULL;
   const char *what = "adding a job";
-  int rc;
 
   /* Plan 0 is none: NULL, which the foreign key lets through. */
   if (prepare_bind (s, &stmt, what,
@@ -551,13 +562,7 @@ sqlite_job_add (struct ferry_store *st, int64_t plan, const char *state,
                     "updated) VALUES (nullif (?1, 0), ?2, 1, ?3, ?4, ?4)",
                     "ittn", plan, state, doc) == -1)
     return -1;
-  rc = sqlite3_step (stmt);
-  if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
-    return ferry_error (ENOENT, "no plan %" PRId64 " in %s", plan,
-                        s->base.path);
-  if (rc != SQLITE_DONE)
-    return db_error (s, rc, what);
-  return sqlite3_last_insert_rowid (s->db);
+  return insert (s, stmt, what, "plan", plan);
 }
 
 #define RECORD_COLUMNS \
@@ -602,7 +607,7 @@ sqlite_job_get (struct ferry_store *st, int64_t id,
   if (found == -1)
     return -1;
   if (found == 0)
-    return no_job (s, id);
+    return no_such (s, "job", id);
   return read_record (stmt, r);
 }
 
@@ -636,7 +641,7 @@ sqlite_job_save (struct ferry_store *st, int64_t id, int64_t rev,
   if (exists == -1)
     return -1;
   if (exists == 0)
-    return no_job (s, id);
+    return no_such (s, "job", id);
   return 0;
 }
 
@@ -687,7 +692,7 @@ sqlite_job_delete (struct ferry_store *st, int64_t id)
       step (s, stmt, what) == -1)
     return -1;
   if (sqlite3_changes (s->db) == 0)
-    return no_job (s, id);
+    return no_such (s, "job", id);
   return 0;
 }
 
@@ -710,7 +715,7 @@ sqlite_job_claim (struct ferry_store *st, int64_t id, const char *runner,
       (found = step (s, get, what)) == -1)
     return rollback (s);
   if (found == 0) {
-    no_job (s, id);
+    no_such (s, "job", id);
     return rollback (s);
   }
   {
@@ -746,26 +751,27 @@ sqlite_job_heartbeat (struct ferry_store *st, int64_t id, const char *runner,
   CLEANUP_STMT sqlite3_stmt *set = NULL;
   CLEANUP_STMT sqlite3_stmt *get = NULL;
   const char *what = "recording a heartbeat";
-  int found;
+  int found, held;
 
   if (begin (s, what) == -1)
     return -1;
   if (prepare_bind (s, &set, what,
-                    "UPDATE jobs SET heartbeat = ? WHERE id = ? AND runner "
-                    "= ?",
+                    "UPDATE jobs SET heartbeat = ? WHERE id = ? AND "
+                    "runner = ?",
                     "nit", id, runner) == -1 ||
       step (s, set, what) == -1)
     return rollback (s);
+  held = sqlite3_changes (s->db) == 1;
   if (prepare_bind (s, &get, what,
                     "SELECT runner, request FROM jobs WHERE id = ?",
                     "i", id) == -1 ||
       (found = step (s, get, what)) == -1)
     return rollback (s);
   if (found == 0) {
-    no_job (s, id);
+    no_such (s, "job", id);
     return rollback (s);
   }
-  if (sqlite3_changes (s->db) == 0) {
+  if (!held) {
     const char *holder = (const char *) sqlite3_column_text (get, 0);
     ferry_error (ESTALE, "%s: job %" PRId64 " is no longer held by %s (%s)",
                  s->base.path, id, runner,
@@ -815,7 +821,7 @@ sqlite_job_request (struct ferry_store *st, int64_t id, const char *request)
       step (s, stmt, what) == -1)
     return -1;
   if (sqlite3_changes (s->db) == 0)
-    return no_job (s, id);
+    return no_such (s, "job", id);
   return 0;
 }
 
@@ -827,18 +833,13 @@ sqlite_event_add (struct ferry_store *st, int64_t job, const char *level,
   struct sqlite_store *s = (struct sqlite_store *) st;
   CLEANUP_STMT sqlite3_stmt *stmt = NULL;
   const char *what = "adding an event";
-  int rc;
 
   if (prepare_bind (s, &stmt, what,
                     "INSERT INTO events (job, time, level, message) VALUES "
                     "(?, ?, ?, ?)",
-                    "intt", job, level, message) == -1)
+                    "intt", job, level, message) == -1 ||
+      insert (s, stmt, what, "job", job) == -1)
     return -1;
-  rc = sqlite3_step (stmt);
-  if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
-    return no_job (s, job);
-  if (rc != SQLITE_DONE)
-    return db_error (s, rc, what);
   return 0;
 }
 
@@ -896,10 +897,9 @@ sqlite_plan_add (struct ferry_store *st, const char *doc)
 
   if (prepare_bind (s, &stmt, what,
                     "INSERT INTO plans (doc, created) VALUES (?, ?)",
-                    "tn", doc) == -1 ||
-      step (s, stmt, what) == -1)
+                    "tn", doc) == -1)
     return -1;
-  return sqlite3_last_insert_rowid (s->db);
+  return insert (s, stmt, what, NULL, 0);
 }
 
 /* Read a plan's document. */
@@ -917,8 +917,7 @@ sqlite_plan_get (struct ferry_store *st, int64_t id, char **doc)
       (found = step (s, stmt, what)) == -1)
     return -1;
   if (found == 0)
-    return ferry_error (ENOENT, "no plan %" PRId64 " in %s", id,
-                        s->base.path);
+    return no_such (s, "plan", id);
   return column_text (stmt, 0, doc);
 }
 

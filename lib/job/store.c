@@ -106,6 +106,7 @@ struct ferry_store *
 ferry_store_open (const char *path, unsigned flags)
 {
   CLEANUP_FREE char *def = NULL;
+  struct ferry_store *st;
 
   if (flags & ~FERRY_STORE_NO_CREATE) {
     ferry_error (EINVAL, "ferry_store_open: unknown flags 0x%x", flags);
@@ -121,7 +122,10 @@ ferry_store_open (const char *path, unsigned flags)
     ferry_error (EINVAL, "the job store's path is empty");
     return NULL;
   }
-  return store_sqlite_open (path, flags);
+  st = store_sqlite_open (path, flags);
+  if (st)
+    pthread_mutex_init (&st->lock, NULL);
+  return st;
 }
 
 /* The path the store was opened with. */
@@ -135,8 +139,10 @@ ferry_store_path (const struct ferry_store *st)
 void
 ferry_store_close (struct ferry_store *st)
 {
-  if (st)
+  if (st) {
+    pthread_mutex_destroy (&st->lock);
     st->ops->close (st);
+  }
 }
 
 /* The schema version this program writes. */
@@ -202,6 +208,7 @@ ferry_store_job_add (struct ferry_store *st, int64_t plan,
     return -1;
   if (plan < 0)
     return ferry_error (EINVAL, "%s: no plan %" PRId64, st->path, plan);
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&st->lock);
   return st->ops->job_add (st, plan, state, doc);
 }
 
@@ -211,6 +218,7 @@ ferry_store_job_get (struct ferry_store *st, int64_t id,
                      struct ferry_store_record *r)
 {
   memset (r, 0, sizeof *r);
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&st->lock);
   return st->ops->job_get (st, id, r);
 }
 
@@ -222,6 +230,7 @@ ferry_store_job_save (struct ferry_store *st, int64_t id, int64_t rev,
   if (check_string ("ferry_store_job_save", "the state", state) == -1 ||
       check_string ("ferry_store_job_save", "the document", doc) == -1)
     return -1;
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&st->lock);
   return st->ops->job_save (st, id, rev, state, doc, new_rev);
 }
 
@@ -232,6 +241,7 @@ ferry_store_job_list (struct ferry_store *st, int64_t plan,
 {
   *out = NULL;
   *n = 0;
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&st->lock);
   return st->ops->job_list (st, plan, out, n);
 }
 
@@ -239,6 +249,7 @@ ferry_store_job_list (struct ferry_store *st, int64_t plan,
 int
 ferry_store_job_delete (struct ferry_store *st, int64_t id)
 {
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&st->lock);
   return st->ops->job_delete (st, id);
 }
 
@@ -249,6 +260,7 @@ ferry_store_job_claim (struct ferry_store *st, int64_t id,
 {
   if (check_string ("ferry_store_job_claim", "the runner", runner) == -1)
     return -1;
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&st->lock);
   return st->ops->job_claim (st, id, runner, stale);
 }
 
@@ -261,6 +273,7 @@ ferry_store_job_heartbeat (struct ferry_store *st, int64_t id,
     *request = NULL;
   if (check_string ("ferry_store_job_heartbeat", "the runner", runner) == -1)
     return -1;
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&st->lock);
   return st->ops->job_heartbeat (st, id, runner, request);
 }
 
@@ -271,6 +284,7 @@ ferry_store_job_release (struct ferry_store *st, int64_t id,
 {
   if (check_string ("ferry_store_job_release", "the runner", runner) == -1)
     return -1;
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&st->lock);
   return st->ops->job_release (st, id, runner);
 }
 
@@ -282,6 +296,7 @@ ferry_store_job_request (struct ferry_store *st, int64_t id,
   if (request && strcmp (request, "pause") && strcmp (request, "cancel"))
     return ferry_error (EINVAL, "%s: job %" PRId64 ": unknown request "
                         "\"%s\" (pause or cancel)", st->path, id, request);
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&st->lock);
   return st->ops->job_request (st, id, request);
 }
 
@@ -308,6 +323,7 @@ ferry_store_event_add (struct ferry_store *st, int64_t job,
     return ferry_error (EINVAL, "%s: job %" PRId64 ": unknown event level "
                         "\"%s\" (info, warning or error)",
                         st->path, job, level);
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&st->lock);
   return st->ops->event_add (st, job, level, message);
 }
 
@@ -319,6 +335,7 @@ ferry_store_event_list (struct ferry_store *st, int64_t job,
 {
   *out = NULL;
   *n = 0;
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&st->lock);
   return st->ops->event_list (st, job, after, limit, out, n);
 }
 
@@ -328,6 +345,7 @@ ferry_store_plan_add (struct ferry_store *st, const char *doc)
 {
   if (check_string ("ferry_store_plan_add", "the document", doc) == -1)
     return -1;
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&st->lock);
   return st->ops->plan_add (st, doc);
 }
 
@@ -336,6 +354,7 @@ int
 ferry_store_plan_get (struct ferry_store *st, int64_t id, char **doc)
 {
   *doc = NULL;
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&st->lock);
   return st->ops->plan_get (st, id, doc);
 }
 
@@ -345,6 +364,7 @@ ferry_store_plan_list (struct ferry_store *st, int64_t **ids, size_t *n)
 {
   *ids = NULL;
   *n = 0;
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&st->lock);
   return st->ops->plan_list (st, ids, n);
 }
 

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -712,6 +713,94 @@ test_concurrent (void **state)
   assert_string_equal (out, "200 201");
 }
 
+struct counting {
+  struct ferry_store *st;
+  int64_t id;
+  int failed;
+};
+
+/* A thread that counts to 100 in a job's document and logs each step. */
+static void *
+count_thread (void *arg)
+{
+  struct counting *c = arg;
+
+  for (int i = 0; i < 100 && !c->failed; i++)
+    if (increment (c->st, c->id) == -1 ||
+        ferry_store_event_add (c->st, c->id, "info", "counted") == -1) {
+      fprintf (stderr, "thread: %s\n", ferry_get_error ());
+      c->failed = 1;
+    }
+  return NULL;
+}
+
+/* Two threads sharing one handle: their transactions never interleave. */
+static void
+test_threads (void **state)
+{
+  char path[512], out[64];
+  struct ferry_store *st = fresh_store (path, sizeof path, "threads.db");
+  struct counting c[2];
+  pthread_t t[2];
+
+  c[0].st = c[1].st = st;
+  c[0].id = c[1].id = ferry_store_job_add (st, 0, "planned", "0");
+  c[0].failed = c[1].failed = 0;
+  for (int i = 0; i < 2; i++)
+    assert_int_equal (pthread_create (&t[i], NULL, count_thread, &c[i]), 0);
+  for (int i = 0; i < 2; i++)
+    assert_int_equal (pthread_join (t[i], NULL), 0);
+  assert_int_equal (c[0].failed + c[1].failed, 0);
+  ferry_store_close (st);
+  sqlite3_cmd (path, "SELECT doc || ' ' || rev FROM jobs", out, sizeof out);
+  assert_string_equal (out, "200 201");
+  assert_int_equal (sqlite3_int (path, "SELECT count(*) FROM events"), 200);
+}
+
+/* Four processes opening one new store at once, again and again: each
+ * open succeeds and the store is made once (the journal mode changes only
+ * with the file to itself; the schema is read in one snapshot). */
+static void
+test_concurrent_create (void **state)
+{
+  char path[512], name[32];
+  pid_t pids[4];
+  int status, go[2];
+
+  for (int round = 0; round < 30; round++) {
+    snprintf (name, sizeof name, "fresh-%d.db", round);
+    tmp_path (path, sizeof path, name);
+    assert_int_equal (pipe (go), 0);
+    for (int c = 0; c < 4; c++) {
+      pids[c] = fork ();
+      assert_true (pids[c] >= 0);
+      if (pids[c] == 0) {
+        struct ferry_store *s;
+        char b;
+        close (go[1]);
+        if (read (go[0], &b, 1) != 0)
+          _exit (2);
+        s = ferry_store_open (path, 0);
+        if (s == NULL) {
+          fprintf (stderr, "round %d, child %d: %s\n", round, c,
+                   ferry_get_error ());
+          _exit (1);
+        }
+        ferry_store_close (s);
+        _exit (0);
+      }
+    }
+    close (go[0]);
+    close (go[1]);              /* all four go */
+    for (int c = 0; c < 4; c++) {
+      assert_int_equal (waitpid (pids[c], &status, 0), pids[c]);
+      assert_true (WIFEXITED (status));
+      assert_int_equal (WEXITSTATUS (status), 0);
+    }
+    assert_int_equal (sqlite3_int (path, "PRAGMA user_version"), 1);
+  }
+}
+
 /* The default path's rules. */
 static void
 test_default_path (void **state)
@@ -752,6 +841,8 @@ main (void)
     cmocka_unit_test (test_folders),
     cmocka_unit_test (test_locked),
     cmocka_unit_test (test_concurrent),
+    cmocka_unit_test (test_concurrent_create),
+    cmocka_unit_test (test_threads),
   };
 
   unsetenv ("FERRY_STORE_BUSY_TIMEOUT");
