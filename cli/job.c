@@ -471,11 +471,16 @@ job_list (struct ferry_store *st, const struct common *c)
       double speed, eta;
       json_object_object_get_ex (doc, "options", &o);
       totals (doc, &done, &total, &speed, &eta);
-      printf ("%-5" PRId64 " %-17s %-20.20s %-8s %6.1f%%  %s\n", r[i].id,
+      char pct[16];
+      if (total)
+        snprintf (pct, sizeof pct, "%.1f%%", 100.0 * done / total);
+      else
+        snprintf (pct, sizeof pct, "%s", strcmp (r[i].state, "done") == 0
+                  ? "100.0%" : "-");
+      printf ("%-5" PRId64 " %-17s %-20.20s %-8s %7s  %s\n", r[i].id,
               ferry_job_shown_state (st, &r[i]),
               str (doc, "vm") ? str (doc, "vm") : "?",
-              str (o, "to") ? str (o, "to") : "?",
-              total ? 100.0 * done / total : 100.0,
+              str (o, "to") ? str (o, "to") : "?", pct,
               str (doc, "out") ? str (doc, "out") : "?");
       json_object_put (doc);
     }

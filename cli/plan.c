@@ -76,7 +76,6 @@ read_plan_file (const char *file)
   char *buf;
   size_t n;
   json_object *o;
-  json_tokener *tok;
 
   if (fp == NULL) {
     print_message ("plan run", "%s: %s", file, strerror (errno));
@@ -97,17 +96,16 @@ read_plan_file (const char *file)
     return NULL;
   }
   fclose (fp);
-  tok = json_tokener_new ();
-  o = tok ? json_tokener_parse_ex (tok, buf, n) : NULL;
-  if (o == NULL || !json_object_is_type (o, json_type_object)) {
-    print_message ("plan run", "%s: not a plan (a JSON object with \"vms\"): "
-                   "%s", file, o ? "not an object"
-                   : json_tokener_error_desc (json_tokener_get_error (tok)));
+  if (ferry_job_json_parse (buf, n, &o) == -1) {
+    print_message ("plan run", "%s: %s", file, ferry_get_error ());
+    o = NULL;
+  }
+  else if (!json_object_is_type (o, json_type_object)) {
+    print_message ("plan run", "%s: not a plan (a JSON object with \"vms\")",
+                   file);
     json_object_put (o);
     o = NULL;
   }
-  if (tok)
-    json_tokener_free (tok);
   free (buf);
   return o;
 }

@@ -44,7 +44,6 @@ struct ferry_job_spec {
   bool no_flush;               /* -t unsafe */
   bool no_convert;
   bool no_guest_agent;
-  bool verify;                 /* --verify: boot the result after the commit */
   unsigned verify_timeout;
   bool test;                   /* --test: boot before the cutover, then wait */
   int64_t plan;                /* the plan it belongs to, 0: none */
@@ -60,6 +59,13 @@ struct ferry_job_spec_hold;
 int ferry_job_spec_parse (const char *text, struct ferry_job_spec *spec,
                           struct ferry_job_spec_hold **hold);
 void ferry_job_spec_free (struct ferry_job_spec_hold *hold);
+
+/* Parse TEXT (LEN bytes) as one JSON value and nothing after it (a plan
+ * file, a spec).  *OUT (caller puts it) or -1 with the error set: cut
+ * short, bad at byte N, more after the value. */
+struct json_object;
+int ferry_job_json_parse (const char *text, size_t len,
+                          struct json_object **out);
 
 /* Plan the migration SPEC asks for, run its checks and add it to the
  * store as a planned job, whose id is returned (> 0).  *PLAN (OUT, may

@@ -111,6 +111,38 @@ job_doc_save (struct ferry_store *st, int64_t id, int64_t *rev,
                       "under its runner", id);
 }
 
+int
+ferry_job_json_parse (const char *text, size_t len, json_object **out)
+{
+  json_tokener *tok = json_tokener_new ();
+  enum json_tokener_error e;
+  json_object *obj;
+  size_t end;
+
+  *out = NULL;
+  if (tok == NULL)
+    return ferry_error (ENOMEM, "out of memory");
+  obj = json_tokener_parse_ex (tok, text, len);
+  e = json_tokener_get_error (tok);
+  end = json_tokener_get_parse_end (tok);
+  json_tokener_free (tok);
+  if (obj == NULL && e == json_tokener_continue)
+    return ferry_error (EINVAL, "not JSON: it ends before the JSON does "
+                        "(cut short?)");
+  if (obj == NULL)
+    return ferry_error (EINVAL, "not JSON: %s at byte %zu",
+                        json_tokener_error_desc (e), end);
+  while (end < len && strchr (" \t\r\n", text[end]) && text[end])
+    end++;
+  if (end < len) {
+    json_object_put (obj);
+    return ferry_error (EINVAL, "not JSON: more after the JSON value, at "
+                        "byte %zu", end);
+  }
+  *out = obj;
+  return 0;
+}
+
 /* --- the spec --------------------------------------------------------------- */
 
 struct ferry_job_spec_hold {
@@ -145,7 +177,6 @@ spec_member (struct ferry_job_spec *spec, struct ferry_job_spec_hold *hold,
     { "keep-devices", offsetof (struct ferry_job_spec, keep_devices) },
     { "no-convert", offsetof (struct ferry_job_spec, no_convert) },
     { "no-guest-agent", offsetof (struct ferry_job_spec, no_guest_agent) },
-    { "verify", offsetof (struct ferry_job_spec, verify) },
     { "test", offsetof (struct ferry_job_spec, test) },
   };
   size_t i;
@@ -167,10 +198,11 @@ spec_member (struct ferry_job_spec *spec, struct ferry_job_spec_hold *hold,
     }
   if (strcmp (key, "threads") == 0 || strcmp (key, "verify-timeout") == 0) {
     int64_t n;
+    int64_t max = key[0] == 't' ? 256 : 86400;
     if (!json_object_is_type (v, json_type_int) ||
-        (n = json_object_get_int64 (v)) < 0 || n > 86400)
+        (n = json_object_get_int64 (v)) < 0 || n > max)
       return ferry_error (EINVAL, "\"%s\": expected a whole number (0 to "
-                          "86400)", key);
+                          "%" PRId64 ")", key, max);
     if (key[0] == 't')
       spec->threads = n;
     else
@@ -212,7 +244,7 @@ spec_member (struct ferry_job_spec *spec, struct ferry_job_spec_hold *hold,
   return ferry_error (EINVAL, "\"%s\": not an option of a migration (known: "
                       "source, to, out, format, name, network-map, "
                       "keep-devices, flavor, threads, cache, no-convert, "
-                      "no-guest-agent, verify, verify-timeout, test)", key);
+                      "no-guest-agent, verify-timeout, test)", key);
 }
 
 /* Read the spec object OBJ (taken over) into *SPEC. */
@@ -247,18 +279,10 @@ int
 ferry_job_spec_parse (const char *text, struct ferry_job_spec *spec,
                       struct ferry_job_spec_hold **hold)
 {
-  json_tokener *tok = json_tokener_new ();
   json_object *obj;
 
-  if (tok == NULL)
-    return ferry_error (ENOMEM, "out of memory");
-  obj = json_tokener_parse_ex (tok, text, strlen (text));
-  if (obj == NULL) {
-    int e = json_tokener_get_error (tok);
-    json_tokener_free (tok);
-    return ferry_error (EINVAL, "not JSON: %s", json_tokener_error_desc (e));
-  }
-  json_tokener_free (tok);
+  if (ferry_job_json_parse (text, strlen (text), &obj) == -1)
+    return -1;
   return spec_from_object (obj, spec, hold);
 }
 
@@ -293,7 +317,6 @@ spec_to_json (const struct ferry_job_spec *spec, const char *source,
   BOOL ("keep-devices", spec->keep_devices);
   BOOL ("no-convert", spec->no_convert);
   BOOL ("no-guest-agent", spec->no_guest_agent);
-  BOOL ("verify", spec->verify);
   BOOL ("test", spec->test);
 #undef STR
 #undef BOOL

@@ -213,10 +213,14 @@ j_end (void *opaque, const char *step, int disk, bool ok, const char *outcome)
   struct runner *r = opaque;
   json_object *s = find_step (r, step, disk);
 
+  bool stopped = !ok && ferry_get_errno () == EINTR;
+
   if (s == NULL)
     return 0;
+  /* A stop (pause, cancel, ^C) is not the step's failure: it goes on
+   * from there. */
   json_object_object_add (s, "state", json_object_new_string (
-                            ok ? "done" : "failed"));
+                            ok ? "done" : stopped ? "stopped" : "failed"));
   json_object_object_add (s, "finished", json_object_new_double (job_now ()));
   if (outcome)
     json_object_object_add (s, "outcome", json_object_new_string (outcome));
@@ -229,11 +233,15 @@ j_end (void *opaque, const char *step, int disk, bool ok, const char *outcome)
       json_object_object_add (d, "eta", json_object_new_double (0));
     }
   }
+  if (stopped)
+    outcome = NULL;
   if (disk >= 0)
-    event (r, ok ? "info" : "error", "%s of disk %d %s%s%s", step, disk + 1,
-           ok ? "done" : "failed", outcome ? ": " : "", outcome ? outcome : "");
+    event (r, ok || stopped ? "info" : "error", "%s of disk %d %s%s%s", step,
+           disk + 1, ok ? "done" : stopped ? "stopped" : "failed",
+           outcome ? ": " : "", outcome ? outcome : "");
   else
-    event (r, ok ? "info" : "error", "%s %s%s%s", step, ok ? "done" : "failed",
+    event (r, ok || stopped ? "info" : "error", "%s %s%s%s", step,
+           ok ? "done" : stopped ? "stopped" : "failed",
            outcome ? ": " : "", outcome ? outcome : "");
   return save (r, "running");
 }

@@ -53,9 +53,9 @@
 
 #include <ferry/store.h>
 
-#include "common/cleanup.h"
-#include "common/error.h"
-#include "common/vector.h"
+#include "../common/cleanup.h"
+#include "../common/error.h"
+#include "../common/vector.h"
 #include "job/internal.h"
 
 DEFINE_VECTOR_TYPE (record_vector, struct ferry_store_record);

@@ -35,8 +35,8 @@
 
 #include <ferry/store.h>
 
-#include "common/cleanup.h"
-#include "common/error.h"
+#include "../common/cleanup.h"
+#include "../common/error.h"
 #include "job/internal.h"
 
 /* The path a store opened without one uses. */

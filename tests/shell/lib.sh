@@ -68,6 +68,8 @@ die () {
 
 # --- the work directory, removed on any exit ----------------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ferry-$TEST_NAME.XXXXXX") || die "mktemp"
+# Migrations are jobs kept in a store: the test's own, never the user's.
+export FERRY_STORE="$WORK/.ferry-store/ferry.db"
 CLEANUP_HOOKS=()
 # Run COMMAND... when the test ends (before the work directory goes).
 at_exit () {
