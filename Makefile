@@ -69,6 +69,7 @@ bench: build
 	bench/v2v.sh $(BUILD)
 	bench/vhd-vdi.sh $(BUILD)
 	bench/v2v-guest.sh $(BUILD)
+	bench/jobs.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(RELEASE_BUILD) $(CLANG_BUILD)

@@ -30,22 +30,29 @@ bench_setup () {
 
 INPUT_VERSION=1     # bump when a recipe below changes
 
+# random_chunks FILE SLOTS USED SEED: FILE, SLOTS MiB sparse, with random
+# data in USED of its 1 MiB slots (chosen with SEED).
+random_chunks () {
+  "$PYTHON" - "$@" <<'EOF'
+import os, random, sys
+mib = 1 << 20
+path, nr, used, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+slots = random.Random(seed).sample(range(nr), used)
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+os.ftruncate(fd, nr * mib)
+for slot in sorted(slots):
+    os.pwrite(fd, os.urandom(mib), slot * mib)
+os.close(fd)
+EOF
+}
+
 # make_random_inputs: random.raw, 4 GiB sparse with 2 GiB of random data
 # in scattered 1 MiB chunks, and random.qcow2, the same made by qemu-img.
 make_random_inputs () {
   if [ "$(cat random.ok 2>/dev/null)" != $INPUT_VERSION ]; then
     echo "bench: making random.raw (4 GiB, 2 GiB of random data in 1 MiB chunks)..."
     rm -f random.raw random.qcow2 random.ok
-    "$PYTHON" - random.raw <<'EOF'
-import os, random, sys
-mib = 1 << 20
-slots = random.Random(20240601).sample(range(4096), 2048)
-fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-os.ftruncate(fd, 4096 * mib)
-for slot in sorted(slots):
-    os.pwrite(fd, os.urandom(mib), slot * mib)
-os.close(fd)
-EOF
+    random_chunks random.raw 4096 2048 20240601
     echo "bench: making random.qcow2 with qemu-img..."
     qemu-img convert -f raw -O qcow2 random.raw random.qcow2
     echo $INPUT_VERSION >random.ok

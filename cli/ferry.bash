@@ -20,26 +20,35 @@ _ferry_options_serve='-f: --format: -p: --port: -b: --bind: -s: --socket: -r --r
   --tls-psk: --tls-certs: -e: --export: -U --force-share'
 _ferry_options_v2v='--to: --out: -O: --network-map: --name: --keep-devices --flavor:
   --dry-run --json -p --progress -m: -t: --no-convert --no-guest-agent --verify
-  --verify-timeout:'
+  --verify-timeout: --store:'
+_ferry_options_job='--store: --start --test --json --plan: --watch --wait -p --progress --to:
+  --out: -O: --network-map: --name: --keep-devices --flavor: -m: -t: --no-convert
+  --no-guest-agent --verify-timeout:'
+_ferry_options_plan='--store: --parallel: --stagger: --per-source: --json'
 _ferry_options_inspect='-f: --format: --json --output: -U --force-share'
 _ferry_options_convert_guest='-f: --format: --mac: --no-guest-agent --json'
 _ferry_options_verify='--boot --expect: --timeout: --disk-bus: --nic: --mac: --memory:
   --vcpus: --firmware: --accel: --kvm-stall: --console --json -f: --format:'
-_ferry_commands='info convert compare check map serve v2v inspect convert-guest verify'
+_ferry_commands='info convert compare check map serve v2v job plan inspect convert-guest
+  verify'
+# The subcommands of the commands that have them, in the word after the
+# command.
+_ferry_subcommands_job='add list show start pause resume cancel retry rm run cutover'
+_ferry_subcommands_plan='run show'
 _ferry_formats='raw qcow2 vmdk vhd vpc vhdx vdi nbd'
 
 # _ferry_values CMD OPTION: what OPTION of CMD takes, as a word list, or
 # "@files" or "@dirs"; nothing when its value is free text.
 _ferry_values () {
   case $1:$2 in
-    *:-f|*:--format|convert:-O|convert:-F|compare:-F|v2v:-O) echo "$_ferry_formats" ;;
+    *:-f|*:--format|convert:-O|convert:-F|compare:-F|v2v:-O|job:-O) echo "$_ferry_formats" ;;
     *:-t) echo "unsafe writeback none writethrough directsync" ;;
     *:--progress) echo "bar json none" ;;
     *:--output) echo "json human" ;;
-    convert:-B|serve:-s|serve:--socket|serve:--tls-psk) echo "@files" ;;
-    serve:--tls-certs|v2v:--out) echo "@dirs" ;;
-    v2v:--to) echo "libvirt qemu ova local" ;;
-    v2v:--flavor) echo "vmware virtualbox" ;;
+    convert:-B|serve:-s|serve:--socket|serve:--tls-psk|*:--store) echo "@files" ;;
+    serve:--tls-certs|v2v:--out|job:--out) echo "@dirs" ;;
+    v2v:--to|job:--to) echo "libvirt qemu ova local" ;;
+    v2v:--flavor|job:--flavor) echo "vmware virtualbox" ;;
     verify:--disk-bus) echo "virtio scsi lsi sata ide" ;;
     verify:--nic) echo "virtio e1000 none" ;;
     verify:--firmware) echo "bios uefi" ;;
@@ -65,7 +74,7 @@ _ferry_complete_values () {
 
 # _ferry: the completion function (complete -F).
 _ferry () {
-  local cur=${COMP_WORDS[COMP_CWORD]} prev="" cmd="" opts="" o i values
+  local cur=${COMP_WORDS[COMP_CWORD]} prev="" cmd="" cmd_at=0 opts="" o i values
   COMPREPLY=()
   [ "$COMP_CWORD" -gt 0 ] && prev=${COMP_WORDS[COMP_CWORD - 1]}
 
@@ -73,7 +82,7 @@ _ferry () {
   for ((i = 1; i < COMP_CWORD; i++)); do
     case ${COMP_WORDS[i]} in
       -*) ;;
-      *) cmd=${COMP_WORDS[i]}; break ;;
+      *) cmd=${COMP_WORDS[i]}; cmd_at=$i; break ;;
     esac
   done
   if [ -z "$cmd" ]; then
@@ -121,6 +130,12 @@ _ferry () {
 
   if [[ $cur == -* ]]; then
     mapfile -t COMPREPLY < <(compgen -W "${opts//:/} --help" -- "$cur")
+    return 0
+  fi
+  # A subcommand (job, plan) in the word after the command.
+  o=_ferry_subcommands_${cmd//-/_}
+  if [ -n "${!o:-}" ] && [ "$COMP_CWORD" -eq $((cmd_at + 1)) ]; then
+    mapfile -t COMPREPLY < <(compgen -W "${!o}" -- "$cur")
     return 0
   fi
   # Images, sources and folders.

@@ -6,7 +6,7 @@
 # VMDK: sparse, stream, COWD and seSparse files, a descriptor, and the
 # corpus's fuzzer-made afl9.vmdk.  Small VHD and VDI images.
 # Each image has small clusters so that it stays under 128 KiB.  A libvirt
-# domain and a QEMU script as v2v writes them.
+# domain and a QEMU script as v2v writes them; job specs (JSON).
 set -euo pipefail
 
 dir=${1:?usage: make-seeds.sh DIR}
@@ -226,6 +226,23 @@ printf '\000/dev/sda1 / ext4 errors=remount-ro 0 1\nUUID=12 none swap sw 0 0\n' 
 printf '\001\tlinux /vmlinuz root=/dev/sda1 ro resume=/dev/sda2 quiet\nGRUB_DISABLE_LINUX_UUID=true\n' >guest-grub
 printf '\002auto ens33\niface ens33 inet dhcp\nnetwork:\n  ethernets:\n    eth0:\n      match:\n        driver: vmxnet3\nDEVICE=eth1\nHWADDR=00:50:56:aa:bb:cc\n' >guest-net
 printf '\004[  OK  ] \033[0;32mStarted\033[0m getty\r\nBegin: Waiting for root file system ... \nDebian GNU/Linux 12 host ttyS0\n\nhost login: ' >guest-console
+# Job specs for fuzz-job-spec: a VM of a plan file, a job's options as
+# the store keeps them (every member), and refusals of each kind.
+cat >job-spec-plan.json <<'EOF2'
+{"source": "a.ova", "to": "libvirt", "out": "/srv/a", "format": "qcow2"}
+EOF2
+cat >job-spec-all.json <<'EOF2'
+{"source": "/vms/web/web.vmx", "to": "ova", "out": "/srv/web", "format": "vmdk",
+ "name": "web01", "network-map": ["VM Network=br0", "default"],
+ "keep-devices": true, "flavor": "virtualbox", "threads": 4, "cache": "unsafe",
+ "no-convert": false, "no-guest-agent": true, "verify": true,
+ "verify-timeout": 900, "test": true}
+EOF2
+printf '{"source": "b.vbox", "to": "qemu", "out": "b", "network-map": "br1", "cache": "writeback"}' >job-spec-netmap.json
+printf '{"source": "c.ovf", "to": "local", "out": "c", "threads": -1, "verify-timeout": 1e9}' >job-spec-bad-number.json
+printf '{"source": "d.ova", "to": "libvirt", "out": "d", "unknown": 1}' >job-spec-unknown.json
+printf '[{"source": "e.ova"}]' >job-spec-array.json
+printf '{"source": "f.ova", "to": "qemu", "out": "f\u0000g", "name": "\ud83d\ude00"' >job-spec-truncated.json
 # The fuzzers take inputs up to 128 KiB; a larger seed would only be cut.
 for f in *; do
   [ "$(stat -c %s "$f")" -le 131072 ] || rm -f "$f"
