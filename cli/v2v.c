@@ -560,7 +560,22 @@ run_as_job (const char *source, const char *store_path, struct ferry_vm *vm,
                    ferry_get_error ());
     return ferry_v2v_run (plan, opts, summary);
   }
-  *job_id = ferry_job_add_plan (st, &spec, vm, plan);
+  /* The same migration, interrupted before: it goes on from there. */
+  *job_id = ferry_job_find_resumable (st, &spec, plan->out_dir);
+  if (*job_id > 0) {
+    struct ferry_store_record rec;
+    if (ferry_store_job_get (st, *job_id, &rec) == 0) {
+      print_message ("v2v", "resuming job %" PRId64 " (%s), the same "
+                     "migration, where it stopped", *job_id,
+                     ferry_job_shown_state (st, &rec));
+      if (strcmp (rec.state, "planned") != 0 &&
+          ferry_job_reset (st, *job_id, false) == -1)
+        *job_id = -1;
+      ferry_store_record_free (&rec);
+    }
+  }
+  else if (*job_id == 0)
+    *job_id = ferry_job_add_plan (st, &spec, vm, plan);
   if (*job_id <= 0) {
     *job_id = 0;
     ferry_store_close (st);

@@ -87,6 +87,15 @@ int64_t ferry_job_add_plan (struct ferry_store *st,
                             const struct ferry_vm *vm,
                             const struct ferry_v2v_plan *plan);
 
+/* The unfinished job (planned, paused, failed, or interrupted: its
+ * runner gone) that migrates SPEC's source into OUT (absolute) with the
+ * same options, the newest one, not part of a plan: what running the
+ * same `ferry v2v` again resumes.  Its id, 0 when there is none, -1 on
+ * error. */
+int64_t ferry_job_find_resumable (struct ferry_store *st,
+                                  const struct ferry_job_spec *spec,
+                                  const char *out);
+
 /* How a run reports to its caller (the CLI's progress, on the run's
  * thread). */
 struct ferry_job_run_options {

@@ -71,6 +71,9 @@ struct ferry_v2v_options {
   ferry_v2v_progress_fn progress;
   void *progress_opaque;
   volatile sig_atomic_t *cancel;
+  /* Bytes of the output already written (a resumed job's working folder,
+   * beside out_dir): the space check asks only for the rest. */
+  uint64_t space_written;
 };
 
 enum ferry_v2v_severity {

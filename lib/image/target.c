@@ -532,6 +532,11 @@ ferry_target_begin_kept (const char *dest, const char *staging,
     goto err;
   }
   t->made = true;
+  {
+    /* Messages name DEST, never the working folder (note 1). */
+    const char *base = strrchr (t->temp, '/');
+    t->alias = error_alias_add (base ? base + 1 : t->temp, name) == 0;
+  }
   return t;
 
  err:

@@ -574,8 +574,13 @@ ferry_job_add (struct ferry_store *st, const struct ferry_job_spec *spec,
         ferry_vm_free (vm);
       return 0;
     }
-    if (asprintf (&error, "%zu check%s failed", plan->nr_errors,
-                  plan->nr_errors == 1 ? "" : "s") == -1)
+    size_t k;
+    for (k = 0; k < plan->nr_checks; k++)
+      if (plan->checks[k].severity == FERRY_V2V_ERROR)
+        break;
+    if (asprintf (&error, "%zu check%s failed: %s", plan->nr_errors,
+                  plan->nr_errors == 1 ? "" : "s",
+                  plan->checks[k].message) == -1)
       error = NULL;
     state = "failed";
   }
@@ -589,6 +594,48 @@ ferry_job_add (struct ferry_store *st, const struct ferry_job_spec *spec,
   else
     ferry_vm_free (vm);
   return id;
+}
+
+int64_t
+ferry_job_find_resumable (struct ferry_store *st,
+                          const struct ferry_job_spec *spec, const char *out)
+{
+  static const char *const resumable[] = {
+    "planned", "paused", "failed", "running", NULL,
+  };
+  CLEANUP_FREE char *source = ferry_image_is_uri (spec->source)
+    ? strdup (spec->source) : realpath (spec->source, NULL);
+  struct ferry_store_record *r = NULL;
+  json_object *want;
+  size_t n = 0, i, k;
+  int64_t found = 0;
+
+  if (source == NULL)
+    return 0;
+  if (ferry_store_job_list (st, -1, &r, &n) == -1)
+    return -1;
+  want = spec_to_json (spec, source, out);
+  /* The newest first: the last one added for this migration. */
+  for (i = n; i-- > 0 && found == 0;) {
+    json_object *doc, *opts;
+    for (k = 0; resumable[k]; k++)
+      if (strcmp (r[i].state, resumable[k]) == 0)
+        break;
+    if (resumable[k] == NULL || r[i].plan)
+      continue;
+    if (strcmp (r[i].state, "running") == 0 &&
+        ferry_store_job_runner_alive (st, &r[i], FERRY_JOB_STALE) != 0)
+      continue;
+    doc = job_doc_parse (&r[i]);
+    if (doc && json_object_object_get_ex (doc, "options", &opts) &&
+        json_object_equal (opts, want) &&
+        !job_bool (doc, "test") && job_str (doc, "staging"))
+      found = r[i].id;
+    json_object_put (doc);
+  }
+  json_object_put (want);
+  ferry_store_records_free (r, n);
+  return found;
 }
 
 /* --- controls (note 1) ------------------------------------------------------ */
@@ -756,7 +803,7 @@ ferry_job_cutover (struct ferry_store *st, int64_t id)
     return -1;
   if (strcmp (r.state, "awaiting-cutover") != 0)
     ferry_error (EINVAL, "job %" PRId64 " is %s: only a job awaiting its "
-                 "cutover (added with --test) can be cut over", id,
+                 "cutover (one that ran its test first) can be cut over", id,
                  ferry_job_shown_state (st, &r));
   else {
     int64_t rev = r.rev;

@@ -28,7 +28,9 @@
  *    on.  A kill leaves it "running" with a runner that is gone, which
  *    every reader shows as interrupted and the next claim takes over.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -342,6 +344,27 @@ run_progress (const struct ferry_v2v_progress *p, void *opaque)
 
 /* --- the run ---------------------------------------------------------------- */
 
+/* Bytes the files of the folder PATH take (a working folder holds files
+ * only), 0 when it does not exist. */
+static uint64_t
+tree_bytes (const char *path)
+{
+  DIR *d = opendir (path);
+  struct dirent *e;
+  uint64_t n = 0;
+
+  if (d == NULL)
+    return 0;
+  while ((e = readdir (d)) != NULL) {
+    struct stat sb;
+    if (fstatat (dirfd (d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+        S_ISREG (sb.st_mode))
+      n += (uint64_t) sb.st_blocks * 512;
+  }
+  closedir (d);
+  return n;
+}
+
 void
 ferry_job_outcome_free (struct ferry_job_outcome *o)
 {
@@ -492,6 +515,8 @@ ferry_job_run (struct ferry_store *st, int64_t id,
       j.checkpoint_bytes = strtoull (e, NULL, 10);
   }
   opts.cancel = o ? o->interrupt : NULL;
+  if (staging)
+    opts.space_written = tree_bytes (staging);
   opts.progress = run_progress;
   opts.progress_opaque = &r;
 
@@ -526,8 +551,13 @@ ferry_job_run (struct ferry_store *st, int64_t id,
   }
   record_checks (&r, r.plan);
   if (r.plan->nr_errors) {
-    ferry_error (EINVAL, "%zu check%s failed", r.plan->nr_errors,
-                 r.plan->nr_errors == 1 ? "" : "s");
+    size_t k;
+    for (k = 0; k < r.plan->nr_checks; k++)
+      if (r.plan->checks[k].severity == FERRY_V2V_ERROR)
+        break;
+    ferry_error (EINVAL, "%zu check%s failed: %s", r.plan->nr_errors,
+                 r.plan->nr_errors == 1 ? "" : "s",
+                 r.plan->checks[k].message);
     j_end (&r, "checks", -1, false, ferry_get_error ());
     finish (&r, "failed", true, out);
     goto out_release;
@@ -540,6 +570,24 @@ ferry_job_run (struct ferry_store *st, int64_t id,
     goto out_release;
   }
   load_states (&r);
+  {
+    /* Steps done in a working folder that is gone (removed by hand):
+     * nothing of them is left, so everything starts again. */
+    struct stat sb;
+    json_object *steps;
+    if (staging && lstat (staging, &sb) == -1 &&
+        json_object_object_get_ex (r.doc, "steps", &steps) &&
+        json_object_array_length (steps) > 1) {
+      json_object *fresh = json_object_new_array ();
+      json_object *checks = find_step (&r, "checks", -1);
+      if (checks)
+        json_object_array_add (fresh, json_object_get (checks));
+      json_object_object_add (r.doc, "steps", fresh);
+      memset (r.states, 0, (r.plan->nr_disks + 1) * sizeof *r.states);
+      event (&r, "warning", "its working folder %s is gone: everything "
+             "starts again", staging);
+    }
+  }
 
   if (pthread_create (&r.hb, NULL, heartbeat_main, &r) == 0)
     r.hb_started = true;

@@ -846,6 +846,7 @@ check_space (struct ferry_v2v_plan *plan, const struct ferry_v2v_options *opts)
     (4u << 20) * plan->nr_disks;
   if (opts->target == FERRY_V2V_OVA)
     plan->space_needed *= 2;
+  plan->space_needed -= MIN (plan->space_needed, opts->space_written);
   if (statvfs (dirname (parent), &sv) == -1)
     return add_check_for (plan, "out_dir", FERRY_V2V_ERROR, "choose another "
                           "output folder", "%s: %s", parent,

@@ -10,7 +10,12 @@
 #   its disks compare equal); the next run into the same parent removes
 #   what the dead one left, and says so when it gets to its end;
 # - failing (EIO at any point, ENOSPC at a write): exit 1, a message that
-#   names the output folder and never the hidden one, nothing left.
+#   names the output folder and never the hidden one.
+#
+# `ferry v2v` runs as a job (FAULT_JOBS): a kill leaves the job's working
+# folder, which the same command, run again, resumes (and the test then
+# runs it once more to its end, judging the output); a failure keeps it for
+# a retry, and `ferry job cancel` leaves nothing.
 . "$(dirname "$0")/lib.sh"
 . "$TESTS_DIR/fault-lib.sh"
 
@@ -69,6 +74,7 @@ PYEOF
 judge_libvirt () { whole_output "$1" libvirt; }
 judge_ova () { whole_output "$1" ova; }
 
+export FAULT_JOBS=1
 for to in libvirt ova; do
   fault_each "--to $to" out vm judge_$to quiet \
     v2v s/vm.vmx --to $to --no-convert -m 1 --out out/vm

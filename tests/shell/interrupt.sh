@@ -123,9 +123,10 @@ if signal_ferry INT "v2v, guest conversion"; then
   expect_interrupted "v2v, guest conversion" INT 5 \
     "ferry v2v: interrupted; $WORK/conv was not written"
   check_true "v2v, guest conversion: no output folder" test ! -e conv
-  check_true "v2v, guest conversion: no working folder" \
-    test -z "$(ls -A | grep -F '.conv.ferry-')"
+  expect_stderr_re "job [0-9]+ is paused: ferry job resume [0-9]+" \
+    "v2v, guest conversion: says which job resumes it"
   nothing_left "v2v, guest conversion"
+  job_left "v2v, guest conversion" conv
 fi
 
 # A blank disk is copied without the appliance; --verify then boots it.

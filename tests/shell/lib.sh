@@ -69,7 +69,7 @@ die () {
 # --- the work directory, removed on any exit ----------------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ferry-$TEST_NAME.XXXXXX") || die "mktemp"
 # Migrations are jobs kept in a store: the test's own, never the user's.
-export FERRY_STORE="$WORK/.ferry-store/ferry.db"
+export FERRY_STORE="$WORK/.jobs/ferry.db"
 CLEANUP_HOOKS=()
 # Run COMMAND... when the test ends (before the work directory goes).
 at_exit () {
@@ -239,6 +239,29 @@ expect_failure () {
   else
     ok "$what"
   fi
+}
+
+# job_left WHAT OUT: a migration into OUT that stopped short (interrupted,
+# or failed once it had begun to copy) keeps its job's working folder
+# beside OUT, to be resumed; one that failed before leaves nothing.  Either
+# way, `ferry job cancel` of that job leaves no trace under OUT's name.
+job_left () {
+  local what=$1 out=$2 dir base kept id
+  dir=$(dirname "$out")
+  base=$(basename "$out")
+  kept=$(ls -A "$dir" | grep -E "^\.$base\.ferry-job-[0-9]+\$" || true)
+  case $(printf '%s' "$kept" | grep -c .) in
+    0) ok "$what: nothing left beside $out" ;;
+    1)
+      id=${kept##*-}
+      if "$FERRY" job cancel "$id" >"$WORK/.cancel" 2>&1; then
+        check_true "$what: the job's working folder, kept to resume, goes with ferry job cancel" \
+          test -z "$(ls -A "$dir" | grep -F ".$base.ferry")"
+      else
+        not_ok "$what: ferry job cancel $id" "$(cat "$WORK/.cancel")"
+      fi ;;
+    *) not_ok "$what: one working folder at most beside $out" "$kept" ;;
+  esac
 }
 
 # --- making images with the peers -----------------------------------------

@@ -5,8 +5,9 @@
 # virtio by default, the source's devices with --keep-devices, networks
 # mapped), qemu (qemu-system-x86_64 starts the script's VM, paused),
 # local (the JSON), each disk judged by qemu-img compare and check.  The
-# output folder is complete or absent: an existing one is refused, a full
-# disk half way and a SIGINT leave nothing behind.
+# output folder is complete or absent: an existing one is refused; a full
+# disk half way and a SIGINT leave only the job's working folder, to
+# resume, which ferry job cancel removes.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/v2v-lib.sh"
 require qemu-img qemu-io python3 virt-xml-validate
@@ -218,7 +219,9 @@ FY_FSIZE_KB=16384 fy v2v src/big.vmx --to libvirt --out full
 expect_exit 1 "a full disk half way fails"
 expect_stderr_re "disk 2 .*big\.img.*(File too large|No space)" "full disk: the message names the disk"
 check_true "full disk: no output folder" test ! -e full
-check_true "full disk: no working folder left" test -z "$(ls -A | grep ferry-)"
+expect_stderr_re "job [0-9]+ keeps what was done: ferry job retry [0-9]+" \
+  "full disk: says the job can be retried"
+job_left "full disk" full
 
 # SIGINT while a disk is copied.
 for i in $(seq 32); do cat "$RAND"; done >src/huge.img
@@ -248,9 +251,9 @@ else
   # ferry cleans up, then dies of the signal, as qemu-img does.
   check_true "SIGINT: died of it (exit status $RC, expected 130)" test "$RC" = 130
   check_true "SIGINT: ended within 2 s ($ms ms)" test "$ms" -le 2000
-  expect_stderr "interrupted; $WORK/int was not written" "SIGINT: says the output was not written"
+  expect_stderr "interrupted; $WORK/int was not written; job" "SIGINT: says the output was not written"
   check_true "SIGINT: no output folder" test ! -e int
-  check_true "SIGINT: no working folder left" test -z "$(ls -A | grep ferry-)"
+  job_left "SIGINT" int
 fi
 
 done_testing

@@ -1,0 +1,262 @@
+#!/usr/bin/env bash
+# job-control: migration jobs driven from other processes, as a user
+# would from another terminal: pause within 2 s and resume, cancel (no
+# partial output left, the record kept), a second runner on a running job
+# refused, a full disk (a small tmpfs) failing the job with the reason and
+# a retry finishing it once space is freed, a rerun of the same v2v
+# resuming its job, a plan of 6 VMs with --parallel 2 and one bad VM, and
+# stores that cannot be used (corrupt, not a store, newer schema, locked).
+# Outputs are judged by qemu-img compare and check.
+. "$(dirname "$0")/lib.sh"
+require qemu-img qemu-io python3 sqlite3
+
+cd "$WORK" || die "cd $WORK"
+mkdir -p src
+mkimg raw src/d0.img 1G
+qio raw src/d0.img "write -s $RAND 0 8M" "write -P 0x33 8M 600M"
+mkimg qcow2 src/d1.qcow2 64M
+qio qcow2 src/d1.qcow2 "write -P 0x55 0 30M" "write -s $RAND 40M 8M"
+vmx () {                       # vmx NAME DISK0 DISK1
+  cat <<EOF
+displayName = "$1"
+guestOS = "other-64"
+memSize = "512"
+scsi0.present = "TRUE"
+scsi0:0.present = "TRUE"
+scsi0:0.fileName = "$2"
+scsi0:1.present = "TRUE"
+scsi0:1.fileName = "$3"
+EOF
+}
+vmx ctl d0.img d1.qcow2 >src/vm.vmx
+export FERRY_CHECKPOINT_BYTES=$((16 << 20))
+
+# json_field FILE KEY: a top-level member of the JSON in FILE.
+json_field () {
+  python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"
+}
+job_state () {
+  "$FERRY" job show --json "$1" 2>/dev/null |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["state"])'
+}
+# judge OUT NAME WHAT: the two disks of OUT equal the sources and are clean.
+judge () {
+  same_content "$3: disk 1 equals its source" src/d0.img raw "$1/$2-disk1.qcow2" qcow2
+  same_content "$3: disk 2 equals its source" src/d1.qcow2 qcow2 "$1/$2-disk2.qcow2" qcow2
+  qemu_clean "$3: disk 1 is clean" "$1/$2-disk1.qcow2"
+  qemu_clean "$3: disk 2 is clean" "$1/$2-disk2.qcow2"
+}
+# wait_state ID STATE SECONDS: until job ID is in STATE.
+wait_state () {
+  local i
+  for i in $(seq $(($3 * 20))); do
+    [ "$(job_state "$1")" = "$2" ] && return 0
+    sleep 0.05
+  done
+  return 1
+}
+# wait_copying ID: until job ID has copied something.
+wait_copying () {
+  local i
+  for i in $(seq 400); do
+    "$FERRY" job show --json "$1" 2>/dev/null | python3 -c '
+import json, sys
+j = json.load(sys.stdin)
+sys.exit(0 if j["state"] == "running" and j["bytes_done"] > (64 << 20) else 1)' && return 0
+    sleep 0.05
+  done
+  return 1
+}
+
+# --- pause and resume -------------------------------------------------------
+fy job add src/vm.vmx --to libvirt --out p --no-convert -m 1 --json
+expect_exit 0 "add: exit 0"
+id=$(json_field "$OUT" id)
+check_true "add: the job is planned" test "$(json_field "$OUT" state)" = planned
+check_true "add: nothing is written yet" test ! -e p
+fy job start "$id" --json
+expect_exit 0 "start: exit 0"
+wait_copying "$id" || not_ok "start: job $id did not get to copying"
+t0=$(date +%s%N)
+fy job pause "$id" --json
+ms=$((($(date +%s%N) - t0) / 1000000))
+expect_exit 0 "pause: exit 0"
+check_true "pause: the job is paused ($(json_field "$OUT" state))" test "$(json_field "$OUT" state)" = paused
+check_true "pause: it stopped within 2 s ($ms ms)" test $ms -le 2000
+check_true "pause: no output folder" test ! -e p
+check_true "pause: its working folder is kept" test -d ".p.ferry-job-$id"
+fy job show "$id"
+check_true "show: the copy step stopped, not failed" \
+  sh -c "grep -E '^  copy disk 1 +stopped' '$OUT' && ! grep -q 'failed' '$OUT'"
+fy job resume "$id" --wait --json
+expect_exit 0 "resume --wait: exit 0"
+check_true "resume: the job is done ($(json_field "$OUT" state))" test "$(json_field "$OUT" state)" = done
+judge p ctl "pause and resume"
+check_true "resume: it went on from its checkpoint" \
+  sh -c "'$FERRY' job show '$id' | grep -q 'resuming at'"
+
+# --- cancel -------------------------------------------------------------------
+fy job add src/vm.vmx --to libvirt --out c --no-convert -m 1 --start --json
+expect_exit 0 "add --start: exit 0"
+id=$(json_field "$OUT" id)
+wait_copying "$id" || not_ok "add --start: job $id did not get to copying"
+# A second runner on the running job.
+fy job run "$id"
+expect_exit 1 "a second runner: refused"
+expect_stderr_re "job $id is already being run by process [0-9]+" "a second runner: says who runs it"
+fy job rm "$id"
+expect_exit 1 "rm while it runs: refused"
+expect_stderr "cancel it first" "rm while it runs: says to cancel it first"
+fy job cancel "$id" --json
+expect_exit 0 "cancel: exit 0"
+check_true "cancel: the job is cancelled" test "$(json_field "$OUT" state)" = cancelled
+check_true "cancel: nothing left (no output, no working folder)" \
+  sh -c "test ! -e c && test -z \"\$(ls -A | grep -F .c.ferry)\""
+fy job show "$id"
+expect_exit 0 "cancel: the record is kept"
+fy job rm "$id"
+expect_exit 0 "rm: exit 0"
+fy job show "$id"
+expect_exit 1 "rm: the record is gone"
+expect_stderr "no job $id in" "rm: show says there is no such job"
+
+# --- a rerun of the same v2v resumes its job ---------------------------------
+set -m
+"$FERRY" v2v src/vm.vmx --to libvirt --out v --no-convert -m 1 >"$OUT" 2>"$ERR" </dev/null &
+pid=$!
+set +m
+for i in $(seq 400); do
+  ls -d .v.ferry-job-*/ctl-disk1.qcow2 >/dev/null 2>&1 &&
+    [ "$(du -k .v.ferry-job-*/ctl-disk1.qcow2 | cut -f1)" -gt 65536 ] && break
+  sleep 0.05
+done
+kill -INT $pid
+RC=0
+wait $pid || RC=$?
+check_true "v2v, SIGINT: died of it ($RC)" test $RC = 130
+expect_stderr_re "interrupted; .*v was not written; job [0-9]+ is paused: ferry job resume [0-9]+" \
+  "v2v, SIGINT: says which job to resume"
+fy v2v src/vm.vmx --to libvirt --out v --no-convert -m 1
+expect_exit 0 "v2v again: exit 0"
+expect_stderr_re "resuming job [0-9]+ \\(paused\\)" "v2v again: resumes the paused job"
+judge v ctl "v2v resumed"
+check_true "v2v again: no working folder left" test -z "$(ls -A | grep -F .v.ferry)"
+
+# --- a full disk -------------------------------------------------------------
+# A 200 MiB tmpfs; 138 MiB of data to write as raw; 110 MiB of it taken
+# while the job runs.
+mkimg raw src/e0.img 128M
+qio raw src/e0.img "write -s $RAND 0 8M" "write -P 0x35 8M 92M"
+vmx enospc e0.img d1.qcow2 >src/e.vmx
+mkdir small
+if mount -t tmpfs -o size=200m ferry-test "$WORK/small" 2>"$WORK/mount.err"; then
+  at_exit umount -l "$WORK/small"
+  head -c $((120 << 20)) /dev/zero >small/ballast
+  fy job add src/e.vmx --to libvirt -O raw --out small/o --no-convert --json
+  expect_exit 1 "full disk: the space check refuses a job that cannot fit"
+  expect_stderr "no job was added" "full disk: says no job was added"
+  rm small/ballast
+  fy job add src/e.vmx --to libvirt -O raw --out small/o --no-convert --json
+  expect_exit 0 "full disk: a job that fits is added"
+  id=$(json_field "$OUT" id)
+  "$FERRY" job run "$id" >"$OUT" 2>"$ERR" </dev/null &
+  pid=$!
+  # Once the copy is under way, what is left of the space goes.
+  for i in $(seq 400); do
+    f=$(ls -d small/.o.ferry-job-*/enospc-disk1.img 2>/dev/null)
+    [ -n "$f" ] && [ "$(du -k "$f" | cut -f1)" -gt 20480 ] && break
+    sleep 0.02
+  done
+  # Stopped while another process fills the disk.
+  kill -STOP $pid
+  head -c $((200 << 20)) /dev/zero >small/ballast 2>/dev/null
+  kill -CONT $pid
+  RC=0
+  wait $pid || RC=$?
+  LAST_CMD="ferry job run $id, the disk filled while it runs"
+  expect_exit 1 "full disk: the job fails"
+  expect_stderr "No space left on device" "full disk: says the disk is full"
+  check_true "full disk: the job is failed" test "$(job_state "$id")" = failed
+  check_true "full disk: the reason is in the record" \
+    sh -c "'$FERRY' job show '$id' | grep -q 'error: .*No space left'"
+  rm small/ballast
+  fy job retry "$id" --wait --json
+  expect_exit 0 "full disk: retry after freeing space"
+  check_true "full disk: the job is done" test "$(json_field "$OUT" state)" = done
+  same_content "full disk: disk 1 equals its source" src/e0.img raw small/o/enospc-disk1.img raw
+  same_content "full disk: disk 2 equals its source" src/d1.qcow2 qcow2 small/o/enospc-disk2.img raw
+  check_true "full disk: the retry went on from the checkpoint" \
+    sh -c "'$FERRY' job show '$id' | grep -q 'resuming at'"
+else
+  not_ok "full disk: cannot mount a tmpfs" "$(cat "$WORK/mount.err")"
+fi
+
+# --- a plan of 6 VMs, one bad, 2 at a time ------------------------------------
+for v in 1 2 3 4 5; do
+  mkimg qcow2 src/p$v.qcow2 32M
+  qio qcow2 src/p$v.qcow2 "write -P 0x$v$v 0 8M"
+  vmx "vm$v" p$v.qcow2 d1.qcow2 >src/p$v.vmx
+done
+vmx vm6 missing.vmdk d1.qcow2 >src/p6.vmx
+python3 - >plan.json <<'EOF'
+import json
+vms = [{"source": "src/p%d.vmx" % v, "to": "local", "out": "plan/vm%d" % v,
+        "format": "qcow2", "no-convert": True} for v in range(1, 7)]
+print(json.dumps({"vms": vms}))
+EOF
+mkdir plan
+fy plan run plan.json --parallel 2 --json
+expect_exit 1 "plan: exit 1 (one VM failed)"
+plan_id=$(json_field "$OUT" id)
+python3 - "$OUT" >"$WORK/plan.sum" <<'EOF'
+import json, sys
+p = json.load(open(sys.argv[1]))
+print(" ".join(sorted(j["state"] for j in p["jobs"])))
+EOF
+check_true "plan: 5 done, 1 failed ($(cat "$WORK/plan.sum"))" \
+  test "$(cat "$WORK/plan.sum")" = "done done done done done failed"
+for v in 1 2 3 4 5; do
+  same_content "plan: vm$v's disk equals its source" src/p$v.qcow2 qcow2 plan/vm$v/vm$v-disk1.qcow2 qcow2
+done
+# At most 2 at once: the runs' step times, from the store.
+fy job list --plan "$plan_id" --json
+python3 - "$OUT" >"$WORK/overlap" <<'EOF'
+import json, sys
+spans = []
+for j in json.load(open(sys.argv[1])):
+    if j.get("started") and j.get("finished"):
+        spans.append((j["started"], j["finished"]))
+print(max(sum(1 for a, b in spans if a <= t < b) for t, _ in spans) if spans else 0)
+EOF
+check_true "plan: at most 2 ran at once ($(cat "$WORK/overlap"))" test "$(cat "$WORK/overlap")" -le 2
+fy plan show "$plan_id"
+expect_exit 0 "plan show: exit 0"
+check_true "plan show: names the failed VM's reason" grep -q "missing.vmdk" "$OUT"
+
+# --- stores that cannot be used ----------------------------------------------
+head -c 8192 /dev/urandom >bad.db
+fy job list --store bad.db
+expect_exit 1 "a corrupt store: refused"
+expect_stderr "bad.db: not a ferry job store" "a corrupt store: says so"
+echo "hello" >text.db
+fy job list --store text.db
+expect_exit 1 "a text file as the store: refused"
+expect_stderr "text.db: not a ferry job store" "a text file: says so"
+fy job list --store new.db
+expect_exit 0 "a new store: made"
+sqlite3 new.db "PRAGMA user_version = 99" || die "sqlite3"
+fy job list --store new.db
+expect_exit 1 "a newer schema: refused"
+expect_stderr "schema version 99, newer than this ferry knows" "a newer schema: says so"
+fy job list --store locked.db
+sqlite3 locked.db "PRAGMA user_version" >/dev/null || die "sqlite3"
+(echo "BEGIN EXCLUSIVE; CREATE TABLE lockit (a);"; sleep 3) |
+  sqlite3 locked.db &
+lockpid=$!
+sleep 0.5
+FERRY_STORE_BUSY_TIMEOUT=500 fy job add --store locked.db src/vm.vmx --to local --out l --no-convert
+expect_exit 1 "a locked store: refused"
+expect_stderr "locked by another process" "a locked store: says so"
+wait $lockpid
+
+done_testing
