@@ -75,8 +75,9 @@
  *    calling thread) when it has handed out checkpoint_bytes since the
  *    last checkpoint, so a checkpoint never lags more than one item
  *    behind its bytes, and what a kill loses is at most checkpoint_bytes
- *    plus one request.  The calling thread waits, POLL_INTERVAL at a time and watching the
- *    cancel flag, until C->busy (items held by workers) is 0.  Compressed
+ *    of data plus one item.  The calling thread waits, POLL_INTERVAL at
+ *    a time and watching the cancel flag, until C->busy (items held by
+ *    workers) is 0.  Compressed
  *    items complete too: their numbers are all below C->next_seq and
  *    each is held by a running worker (note 2).  It then flushes the
  *    target, which races with nothing since every worker is idle, calls
@@ -737,14 +738,18 @@ worker_main (void *arg)
 
     pthread_mutex_lock (&c->lock);
     /* Past a checkpoint's worth of the source, the dispatcher holds
-     * itself and calls the calling thread (note 8). */
-    if (c->checkpointing && !c->paused &&
-        c->pos - c->ckpt_pos >= c->ckpt_bytes && c->pos < c->size) {
-      c->paused = c->ckpt_due = true;
-      pthread_cond_signal (&c->finished_cond);
-    }
-    while (c->paused && !stopped (c))
+     * itself and calls the calling thread (note 8); a worker that waited
+     * looks again, since others may have taken items since. */
+    while (c->checkpointing && !stopped (c)) {
+      if (!c->paused && c->pos - c->ckpt_pos >= c->ckpt_bytes &&
+          c->pos < c->size) {
+        c->paused = c->ckpt_due = true;
+        pthread_cond_signal (&c->finished_cond);
+      }
+      if (!c->paused)
+        break;
       pthread_cond_wait (&c->resume_cond, &c->lock);
+    }
     r = stopped (c) ? 0 : next_item (c, &w->item);
     if (r == 1 && c->checkpointing) {
       w->busy = true;
