@@ -14,7 +14,8 @@
  *
  * The calling thread starts the workers, sums the source's data extents
  * for progress, and then watches: it reports progress, polls the cancel
- * flag, and waits for the workers to finish.
+ * flag, makes the checkpoints (notes 8 and 9), and waits for the workers
+ * to finish.  A resumed copy starts at the last checkpoint (note 10).
  *
  * NOTES ON THE DESIGN
  *
