@@ -6,6 +6,7 @@
  *     every CKPT_BYTES; each checkpoint's mark, and each progress call's
  *     done, go to STATE (replaced atomically: written beside it, renamed)
  *     as "durable file_size dev ino done".  The test kills it at random.
+ *     CKPT_BYTES 0 makes no checkpoints (to time what they cost).
  *   copy-resume cancel SRC DST FORMAT OPTIONS STATE CKPT_BYTES AT [compress]
  *     the same, but raises the cancel flag once progress or a checkpoint
  *     passes AT bytes;
@@ -19,6 +20,8 @@
  *
  * copy and cancel print "can_resume true|false" (ferry_image_can_resume
  * of the new target) first.
+ * SRC may be a gzip file (NAME.gz), read as a stream, see open_source.
+ *
  * Exit status 0, 1 on an error (printed on stderr), 3 for ESTALE.
  */
 #include <errno.h>
@@ -27,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <ferry/copy.h>
 #include <ferry/error.h>
@@ -135,8 +139,36 @@ load_state (struct state *s)
   fclose (f);
 }
 
+static void fail (const char *what) __attribute__ ((noreturn));
+
+/* Open the source PATH: a raw image, or with a name ending in .gz, a raw
+ * image gzip-compressed, read as a stream (ferry_image_open_stream) of
+ * the virtual size $SOURCE_SIZE. */
+static struct ferry_image *
+open_source (const char *path)
+{
+  size_t len = strlen (path);
+  struct ferry_image *img;
+  struct stat st;
+
+  if (len > 3 && strcmp (path + len - 3, ".gz") == 0) {
+    const char *size = getenv ("SOURCE_SIZE");
+    if (size == NULL || stat (path, &st) == -1) {
+      fprintf (stderr, "%s: set SOURCE_SIZE to its inflated size\n", path);
+      exit (1);
+    }
+    img = ferry_image_open_stream (path, "raw", 0, st.st_size,
+                                   strtoull (size, NULL, 0), 0);
+  }
+  else
+    img = ferry_image_open (path, "raw", 0);
+  if (img == NULL)
+    fail ("open source");
+  return img;
+}
+
 /* Print the library's error and exit. */
-static void __attribute__ ((noreturn))
+static void
 fail (const char *what)
 {
   fprintf (stderr, "copy-resume: %s: %s (errno %d)\n", what,
@@ -153,18 +185,19 @@ do_copy (char **argv, int argc, bool cancel)
   struct ferry_image *src, *dst;
   int compress_arg = cancel ? 9 : 8;
 
-  src = ferry_image_open (argv[2], "raw", 0);
-  if (src == NULL)
-    fail ("open source");
+  src = open_source (argv[2]);
   dst = ferry_image_create (argv[3], argv[4], ferry_image_size (src),
                             *argv[5] ? argv[5] : NULL);
   if (dst == NULL)
     fail ("create target");
   printf ("can_resume %s\n", ferry_image_can_resume (dst) ? "true" : "false");
   fflush (stdout);
-  opts.checkpoint = on_checkpoint;
-  opts.checkpoint_opaque = &s;
+  /* CKPT_BYTES 0: no checkpoints at all (to time their cost). */
   opts.checkpoint_bytes = strtoull (argv[7], NULL, 0);
+  if (opts.checkpoint_bytes) {
+    opts.checkpoint = on_checkpoint;
+    opts.checkpoint_opaque = &s;
+  }
   opts.progress = on_progress;
   opts.progress_opaque = &s;
   opts.compress = argc > compress_arg && strcmp (argv[compress_arg], "compress") == 0;
@@ -251,9 +284,7 @@ do_resume (char **argv, int argc)
 
   load_state (&s);
   killed_done = s.done;
-  src = ferry_image_open (argv[2], "raw", 0);
-  if (src == NULL)
-    fail ("open source");
+  src = open_source (argv[2]);
   dst = ferry_copy_reopen_target (argv[3], argv[4], &s.mark);
   if (dst == NULL)
     fail ("reopen target");

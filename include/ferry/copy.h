@@ -96,14 +96,20 @@ struct ferry_copy_mark {
 int ferry_copy_mark_target (const char *path, uint64_t durable,
                             struct ferry_copy_mark *mark /* OUT */);
 
-/* Reopen the partial target PATH of FORMAT (a driver name) for writing,
- * to resume a copy checkpointed by MARK: check that it is the file MARK
- * describes (device, inode, a size of at least MARK->file_size), bring
- * it back to the checkpoint where the format needs it (see checkpoint.c)
- * and open it with FERRY_OPEN_WRITE.  The copy then goes on with
- * resume_from = MARK->durable.  NULL with the error set; errno ESTALE
- * when it is not the file MARK describes or cannot be resumed (the
- * caller then starts that disk again).  The caller frees it with
+/* Reopen the partial target PATH of FORMAT (a driver name, never NULL:
+ * a probe would take a new qcow2 file without its header for raw) for
+ * writing, to resume a copy checkpointed by MARK: check that it is the
+ * file MARK describes (device, inode, a size of at least
+ * MARK->file_size, a dynamic VHD's footer less) and open it with
+ * FERRY_OPEN_WRITE.  Nothing is cut: what the killed writer did after
+ * the checkpoint is overwritten by the resumed copy or left unreferenced
+ * (checkpoint.c, note 1).  The copy then goes on with resume_from =
+ * MARK->durable.  NULL with the error set; errno ESTALE when it is not
+ * the file MARK describes or no longer an image the driver opens (a new
+ * qcow2 or VMDK killed before its first flush) or cannot be resumed
+ * (ferry_image_can_resume), and the caller then starts that disk again;
+ * EINVAL without FORMAT; other errors (EBUSY for a file another process
+ * holds, EACCES) as the open gives them.  The caller frees it with
  * ferry_image_close(). */
 struct ferry_image *ferry_copy_reopen_target (const char *path,
                                               const char *format,

@@ -99,6 +99,12 @@ ferry_copy_reopen_target (const char *path, const char *format,
   struct ferry_image *img;
   struct stat st;
 
+  /* Probing would take a qcow2 file that has no header yet for raw. */
+  if (format == NULL) {
+    ferry_error (EINVAL, "%s: reopening a partial target needs its format",
+                 path);
+    return NULL;
+  }
   if (stat (path, &st) == -1) {
     int e = errno;
     ferry_error_errno (e == ENOENT ? ESTALE : e, "%s: the partial target "

@@ -14,7 +14,8 @@
  *
  * The calling thread starts the workers, sums the source's data extents
  * for progress, and then watches: it reports progress, polls the cancel
- * flag, and waits for the workers to finish.
+ * flag, makes the checkpoints (notes 8 and 9), and waits for the workers
+ * to finish.  A resumed copy starts at the last checkpoint (note 10).
  *
  * NOTES ON THE DESIGN
  *
@@ -75,8 +76,9 @@
  *    calling thread) when it has handed out checkpoint_bytes since the
  *    last checkpoint, so a checkpoint never lags more than one item
  *    behind its bytes, and what a kill loses is at most checkpoint_bytes
- *    plus one request.  The calling thread waits, POLL_INTERVAL at a time and watching the
- *    cancel flag, until C->busy (items held by workers) is 0.  Compressed
+ *    of data plus one item.  The calling thread waits, POLL_INTERVAL at
+ *    a time and watching the cancel flag, until C->busy (items held by
+ *    workers) is 0.  Compressed
  *    items complete too: their numbers are all below C->next_seq and
  *    each is held by a running worker (note 2).  It then flushes the
  *    target, which races with nothing since every worker is idle, calls
@@ -220,6 +222,8 @@ struct copy {
   bool ckpt_due;                   /* the dispatcher asks for a checkpoint */
   uint64_t ckpt_pos;               /* where the last checkpoint was */
   uint64_t ckpt_bytes;             /* source bytes between checkpoints */
+  double ckpt_seconds;             /* seconds between checkpoints */
+  double ckpt_time;                /* when the last one was (calling thread) */
   unsigned busy;                   /* items handed out and not written */
   pthread_cond_t idle_cond;        /* BUSY dropped to 0 while PAUSED */
   pthread_cond_t resume_cond;      /* PAUSED dropped, or a stop */
@@ -735,14 +739,18 @@ worker_main (void *arg)
 
     pthread_mutex_lock (&c->lock);
     /* Past a checkpoint's worth of the source, the dispatcher holds
-     * itself and calls the calling thread (note 8). */
-    if (c->checkpointing && !c->paused &&
-        c->pos - c->ckpt_pos >= c->ckpt_bytes && c->pos < c->size) {
-      c->paused = c->ckpt_due = true;
-      pthread_cond_signal (&c->finished_cond);
-    }
-    while (c->paused && !stopped (c))
+     * itself and calls the calling thread (note 8); a worker that waited
+     * looks again, since others may have taken items since. */
+    while (c->checkpointing && !stopped (c)) {
+      if (!c->paused && c->pos - c->ckpt_pos >= c->ckpt_bytes &&
+          c->pos < c->size) {
+        c->paused = c->ckpt_due = true;
+        pthread_cond_signal (&c->finished_cond);
+      }
+      if (!c->paused)
+        break;
       pthread_cond_wait (&c->resume_cond, &c->lock);
+    }
     r = stopped (c) ? 0 : next_item (c, &w->item);
     if (r == 1 && c->checkpointing) {
       w->busy = true;
@@ -833,6 +841,8 @@ cancel_requested (const struct ferry_copy_options *opts)
   return (opts->cancel && *opts->cancel) || stop_requested ();
 }
 
+static void checkpoint_if_due (struct copy *c);
+
 /* Sum the source's data extents: the total the progress counts up to,
  * and in *BELOW those under C->resume_from, which a resumed copy counts
  * as done (note 10).  Runs on the calling thread while the workers copy. */
@@ -866,6 +876,8 @@ count_data_bytes (struct copy *c, uint64_t *total, uint64_t *below)
       }
       pos = e;
     }
+    /* A long count must not hold back a checkpoint the workers wait for. */
+    checkpoint_if_due (c);
   }
   ferry_extent_list_free (&list);
   return 0;
@@ -897,14 +909,15 @@ make_checkpoint (struct copy *c, uint64_t durable)
 /* Hold the dispatcher, wait until every item handed out is written, and
  * make a checkpoint at C->pos (note 8).  A cancel or an error during the
  * wait stops the copy instead; the caller's loop then sees the workers
- * leave.  *LAST gets the position checkpointed, if one was made. */
+ * leave. */
 static void
-periodic_checkpoint (struct copy *c, uint64_t *last)
+periodic_checkpoint (struct copy *c)
 {
-  uint64_t durable = 0;
+  uint64_t durable = 0, last;
   bool idle;
 
   pthread_mutex_lock (&c->lock);
+  last = c->ckpt_pos;
   c->paused = true;
   c->ckpt_due = false;
   while (c->busy > 0 && !stopped (c)) {
@@ -922,12 +935,9 @@ periodic_checkpoint (struct copy *c, uint64_t *last)
   durable = c->pos;
   pthread_mutex_unlock (&c->lock);
 
-  if (idle && durable > *last) {
-    if (make_checkpoint (c, durable) == -1)
-      record_thread_error (c);
-    else
-      *last = durable;
-  }
+  if (idle && durable > last && make_checkpoint (c, durable) == -1)
+    record_thread_error (c);
+  c->ckpt_time = now_seconds ();
 
   pthread_mutex_lock (&c->lock);
   c->ckpt_pos = durable;
@@ -936,21 +946,34 @@ periodic_checkpoint (struct copy *c, uint64_t *last)
   pthread_mutex_unlock (&c->lock);
 }
 
+/* Make a checkpoint when one is due: the dispatcher asked for it
+ * (checkpoint_bytes), or checkpoint_seconds have passed since the last
+ * and the copy moved on.  On the calling thread. */
+static void
+checkpoint_if_due (struct copy *c)
+{
+  uint64_t pos, last;
+  bool due;
+
+  if (!c->checkpointing || stopped (c))
+    return;
+  pthread_mutex_lock (&c->lock);
+  pos = c->pos;
+  last = c->ckpt_pos;
+  due = c->ckpt_due;
+  pthread_mutex_unlock (&c->lock);
+  if (due || (pos > last && now_seconds () - c->ckpt_time >= c->ckpt_seconds))
+    periodic_checkpoint (c);
+}
+
 /* Watch the workers until they have all left: poll the cancel flag,
  * report progress and make the checkpoints. */
 static void
 supervise (struct copy *c, struct progress *pr)
 {
-  double ckpt_seconds = c->opts->checkpoint_seconds > 0 ?
-    c->opts->checkpoint_seconds : DEFAULT_CHECKPOINT_SECONDS;
-  double last_ckpt_time = now_seconds ();
-  uint64_t last_ckpt = c->resume_from;
-
   for (;;) {
     struct timespec ts;
     unsigned running;
-    uint64_t pos;
-    bool due;
     double now;
 
     poll_deadline (&ts);
@@ -958,20 +981,14 @@ supervise (struct copy *c, struct progress *pr)
     if (c->running > 0)
       pthread_cond_timedwait (&c->finished_cond, &c->lock, &ts);
     running = c->running;
-    pos = c->pos;
-    due = c->ckpt_due;
     pthread_mutex_unlock (&c->lock);
     if (running == 0)
       return;
 
     if (cancel_requested (c->opts))
       record_error (c, EINTR, "interrupted");
+    checkpoint_if_due (c);
     now = now_seconds ();
-    if (c->checkpointing && !stopped (c) &&
-        (due || (pos > last_ckpt && now - last_ckpt_time >= ckpt_seconds))) {
-      periodic_checkpoint (c, &last_ckpt);
-      last_ckpt_time = now = now_seconds ();
-    }
     if (c->opts->progress && !stopped (c) &&
         now - pr->last_report >= PROGRESS_INTERVAL)
       report_progress (c, pr, __atomic_load_n (&c->done, __ATOMIC_RELAXED),
@@ -1119,6 +1136,8 @@ plan_copy (struct copy *c, const struct ferry_copy_options *opts,
   c->pos = c->ckpt_pos = c->resume_from;
   c->ckpt_bytes = opts->checkpoint_bytes ? opts->checkpoint_bytes
     : DEFAULT_CHECKPOINT_BYTES;
+  c->ckpt_seconds = opts->checkpoint_seconds > 0 ? opts->checkpoint_seconds
+    : DEFAULT_CHECKPOINT_SECONDS;
   return 0;
 }
 
@@ -1202,7 +1221,7 @@ ferry_copy (struct ferry_image *src, struct ferry_image *dst,
     if (init_worker (&c, &workers[i]) == -1)
       goto out;
 
-  pr.start = pr.last_report = now_seconds ();
+  pr.start = pr.last_report = c.ckpt_time = now_seconds ();
   block_user_signals (&oldmask);
   for (i = 0; i < threads; i++) {
     int r;

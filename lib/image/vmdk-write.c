@@ -602,8 +602,9 @@ vmdk_flush (struct ferry_image *img)
       /* A new extent's first flush gives it its header, unclean (note 1). */
       if (!e->sparse->stream && e->sparse->is_new && !e->sparse->h.unclean) {
         e->sparse->h.unclean = true;
-        if (vmdk_sparse_write_header (e->sparse) == -1 ||
-            datasync_fd (e->sparse->fd) == -1) {
+        if (vmdk_sparse_write_header (e->sparse) == -1)
+          return extent_failed (v, e->sparse->path);
+        if (datasync_fd (e->sparse->fd) == -1) {
           ferry_error_errno (errno, "%s: flush", e->sparse->path);
           return extent_failed (v, e->sparse->path);
         }

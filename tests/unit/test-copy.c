@@ -1176,10 +1176,12 @@ log_checkpoint (uint64_t durable, void *opaque)
   return 0;
 }
 
-/* Checkpoints come every checkpoint_bytes of the source, with every
- * worker idle and the target flushed, and the copy is still whole. */
+/* Copy mem_source with a checkpoint every BYTES or SECONDS, writes
+ * taking DELAY_US each: every checkpoint keeps its promises, there are at
+ * least MIN_CALLS, and the copy is whole. */
 static void
-test_checkpoint_cadence (void **state)
+checkpointed_copy (uint64_t bytes, double seconds, unsigned delay_us,
+                   unsigned min_calls)
 {
   struct mem_image *src = mem_source ();
   struct mem_image *dst = mem_new ("dst", MEM_SOURCE_SIZE, 64 * KiB);
@@ -1187,18 +1189,34 @@ test_checkpoint_cadence (void **state)
   struct ferry_copy_options opts = {
     .threads = 4, .request_size = 256 * KiB,
     .checkpoint = log_checkpoint, .checkpoint_opaque = &log,
-    .checkpoint_bytes = 1 * MiB,
+    .checkpoint_bytes = bytes, .checkpoint_seconds = seconds,
   };
 
-  dst->write_delay_us = 2000;
+  dst->write_delay_us = delay_us;
   assert_int_equal (ferry_copy (&src->base, &dst->base, &opts), 0);
   assert_false (log.bad);
-  /* 24 MiB with 1 MiB steps, less the holes a step jumps over. */
-  assert_true (log.calls >= 8);
+  assert_true (log.calls >= min_calls);
   assert_int_equal (dst->overlaps, 0);
   assert_memory_equal (src->data, dst->data, MEM_SOURCE_SIZE);
   ferry_image_close (&src->base);
   ferry_image_close (&dst->base);
+}
+
+/* Checkpoints come every checkpoint_bytes of the source, with every
+ * worker idle and the target flushed, and the copy is still whole:
+ * 24 MiB in 1 MiB steps, less the holes a step jumps over. */
+static void
+test_checkpoint_cadence (void **state)
+{
+  checkpointed_copy (1 * MiB, 0, 2000, 8);
+}
+
+/* With checkpoint_bytes out of reach, checkpoint_seconds still makes
+ * checkpoints, each a whole one. */
+static void
+test_checkpoint_seconds (void **state)
+{
+  checkpointed_copy (1ull << 40, 0.05, 20000, 2);
 }
 
 /* Progress of a resumed copy: remember the first done. */
@@ -1295,6 +1313,7 @@ main (void)
     cmocka_unit_test (test_qcow2_round_trip),
     cmocka_unit_test (test_empty),
     cmocka_unit_test (test_checkpoint_cadence),
+    cmocka_unit_test (test_checkpoint_seconds),
     cmocka_unit_test (test_resume_alignment),
     cmocka_unit_test (test_checkpoint_at_cancel),
   };
