@@ -56,7 +56,7 @@
 #include "../common/cleanup.h"
 #include "../common/error.h"
 #include "../common/vector.h"
-#include "job/internal.h"
+#include "internal.h"
 
 DEFINE_VECTOR_TYPE (record_vector, struct ferry_store_record);
 DEFINE_VECTOR_TYPE (event_vector, struct ferry_store_event);

@@ -37,7 +37,7 @@
 
 #include "../common/cleanup.h"
 #include "../common/error.h"
-#include "job/internal.h"
+#include "internal.h"
 
 /* The path a store opened without one uses. */
 char *

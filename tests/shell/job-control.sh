@@ -235,6 +235,48 @@ fy plan show "$plan_id"
 expect_exit 0 "plan show: exit 0"
 check_true "plan show: names the failed VM's reason" grep -q "missing.vmdk" "$OUT"
 
+# --per-source 1: the three VMs of one folder one at a time; --stagger 1:
+# their starts at least a second apart.
+for v in 1 2 3; do vmx "s$v" p$v.qcow2 d1.qcow2 >src/s$v.vmx; done
+python3 - >plan2.json <<'EOF'
+import json
+print(json.dumps({"vms": [{"source": "src/s%d.vmx" % v, "to": "local",
+                           "out": "plan2/s%d" % v, "no-convert": True}
+                          for v in (1, 2, 3)]}))
+EOF
+mkdir plan2
+fy plan run plan2.json --parallel 3 --per-source 1 --stagger 1 --json
+expect_exit 0 "plan, --per-source 1 --stagger 1: exit 0"
+python3 - "$OUT" >"$WORK/plan2.sum" <<'EOF'
+import json, sys
+jobs = json.load(open(sys.argv[1]))["jobs"]
+spans = sorted((j["started"], j["finished"]) for j in jobs)
+overlap = max(sum(1 for a, b in spans if a <= t < b) for t, _ in spans)
+gap = min(b[0] - a[0] for a, b in zip(spans, spans[1:]))
+print(len(jobs), overlap, "%.2f" % gap, " ".join(j["state"] for j in jobs))
+EOF
+read -r n overlap gap states <"$WORK/plan2.sum"
+check_true "plan, --per-source 1: all 3 done ($states)" test "$states" = "done done done"
+check_true "plan, --per-source 1: one at a time ($overlap)" test "$overlap" = 1
+check_true "plan, --stagger 1: starts at least 1 s apart ($gap s)" \
+  python3 -c "import sys; sys.exit(0 if float('$gap') >= 0.95 else 1)"
+
+# --- show --watch ---------------------------------------------------------------
+fy job add src/vm.vmx --to local --out w --no-convert -m 1 --start --json
+id=$(json_field "$OUT" id)
+fy job show --watch --json "$id"
+expect_exit 0 "show --watch: exit 0 when the job ends"
+python3 - "$OUT" >"$WORK/watch" <<'EOF'
+import json, sys
+text = open(sys.argv[1]).read()
+lines = [json.loads(l) for l in text.splitlines() if l.startswith("{") and l.endswith("}")]
+last = json.loads(text[text.rindex("\n{\n") + 1:]) if "\n{\n" in text else {}
+print(len(lines), lines[0]["state"] if lines else "-", last.get("state", "-"))
+EOF
+read -r nlines first last <"$WORK/watch"
+check_true "show --watch: progress lines while it runs, then the job, done ($nlines, $first, $last)" \
+  test "$nlines" -ge 1 -a "$last" = done
+
 # --- stores that cannot be used ----------------------------------------------
 head -c 8192 /dev/urandom >bad.db
 fy job list --store bad.db
