@@ -127,7 +127,7 @@ num (json_object *o, const char *key)
 }
 
 static const char *
-str (json_object *o, const char *key)
+str_opt (json_object *o, const char *key)
 {
   json_object *v;
 
@@ -135,6 +135,15 @@ str (json_object *o, const char *key)
       json_object_is_type (v, json_type_string))
     return json_object_get_string (v);
   return NULL;
+}
+
+/* Member KEY of O, "?" when missing. */
+static const char *
+str (json_object *o, const char *key)
+{
+  const char *v = str_opt (o, key);
+
+  return v ? v : "?";
 }
 
 /* Bytes done and to do over the job's disks. */
@@ -223,10 +232,10 @@ print_job (struct ferry_store *st, const struct ferry_store_record *r)
 
   json_object_object_get_ex (doc, "options", &opts);
   printf ("Job %" PRId64 ": %s\n", r->id, ferry_job_shown_state (st, r));
-  printf ("  VM: %s\n", str (doc, "vm") ? str (doc, "vm") : "?");
-  printf ("  source: %s\n", str (doc, "source") ? str (doc, "source") : "?");
-  printf ("  target: %s, %s\n", str (opts, "to") ? str (opts, "to") : "?",
-          str (doc, "out") ? str (doc, "out") : "?");
+  printf ("  VM: %s\n", str (doc, "vm"));
+  printf ("  source: %s\n", str (doc, "source"));
+  printf ("  target: %s, %s\n", str (opts, "to"),
+          str (doc, "out"));
   if (r->plan)
     printf ("  plan: %" PRId64 "\n", r->plan);
   if (num (doc, "test") || json_object_get_boolean (
@@ -245,7 +254,7 @@ print_job (struct ferry_store *st, const struct ferry_store_record *r)
   if (num (doc, "finished"))
     printf (", ended %s", when (num (doc, "finished"), b1, sizeof b1));
   printf ("\n");
-  if (str (doc, "error"))
+  if (str_opt (doc, "error"))
     printf ("  error: %s\n", str (doc, "error"));
   if (json_object_object_get_ex (doc, "disks", &a)) {
     printf ("Disks:\n");
@@ -253,9 +262,9 @@ print_job (struct ferry_store *st, const struct ferry_store_record *r)
       json_object *d = json_object_array_get_idx (a, i), *c;
       double t = num (d, "total"), dn = num (d, "done");
       printf ("  %zu. %s -> %s (%s): %s of %s (%.0f%%)", i + 1,
-              str (d, "source") ? str (d, "source") : "?",
-              str (d, "target") ? str (d, "target") : "?",
-              str (d, "format") ? str (d, "format") : "?",
+              str (d, "source"),
+              str (d, "target"),
+              str (d, "format"),
               human_size (dn, b1, sizeof b1), human_size (t, b2, sizeof b2),
               t > 0 ? 100.0 * dn / t : 100.0);
       if (strcmp (r->state, "running") == 0 && num (d, "speed") > 0 && dn < t)
@@ -273,7 +282,7 @@ print_job (struct ferry_store *st, const struct ferry_store_record *r)
     for (i = 0; i < json_object_array_length (a); i++) {
       json_object *c = json_object_array_get_idx (a, i);
       printf ("  %s: %s\n", str (c, "severity"), str (c, "message"));
-      if (str (c, "remedy"))
+      if (str_opt (c, "remedy"))
         printf ("    remedy: %s\n", str (c, "remedy"));
     }
   }
@@ -293,7 +302,7 @@ print_job (struct ferry_store *st, const struct ferry_store_record *r)
               when (t0, b1, sizeof b1));
       if (t1 > 0)
         printf (" (%s)", duration (t1 - t0, b2, sizeof b2));
-      if (str (s, "outcome"))
+      if (str_opt (s, "outcome"))
         printf (": %s", str (s, "outcome"));
       printf ("\n");
     }
@@ -479,9 +488,9 @@ job_list (struct ferry_store *st, const struct common *c)
                   ? "100.0%" : "-");
       printf ("%-5" PRId64 " %-17s %-20.20s %-8s %7s  %s\n", r[i].id,
               ferry_job_shown_state (st, &r[i]),
-              str (doc, "vm") ? str (doc, "vm") : "?",
-              str (o, "to") ? str (o, "to") : "?", pct,
-              str (doc, "out") ? str (doc, "out") : "?");
+              str (doc, "vm"),
+              str (o, "to"), pct,
+              str (doc, "out"));
       json_object_put (doc);
     }
   }
