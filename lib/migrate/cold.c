@@ -692,12 +692,16 @@ ferry_v2v_run_journal (struct ferry_v2v_plan *plan,
     ferry_error (EINTR, "interrupted");
     goto err;
   }
-  if (j && j->test && !step_done (j, "verify", -1)) {
-    if (step_begin (j, "verify", -1) == -1)
-      goto err;
-    r = test_boot (plan, j, staging);
-    if (step_end (j, "verify", -1, r, NULL) == -1)
-      goto err;
+  /* A test run never commits: one that booted already (its job reset
+   * without a cutover) waits for the cutover again. */
+  if (j && j->test) {
+    if (!step_done (j, "verify", -1)) {
+      if (step_begin (j, "verify", -1) == -1)
+        goto err;
+      r = test_boot (plan, j, staging);
+      if (step_end (j, "verify", -1, r, NULL) == -1)
+        goto err;
+    }
     ferry_target_free (target);
     summary->seconds = now_seconds () - start;
     return 1;
