@@ -235,6 +235,27 @@ fy plan show "$plan_id"
 expect_exit 0 "plan show: exit 0"
 check_true "plan show: names the failed VM's reason" grep -q "missing.vmdk" "$OUT"
 
+# --- a VM of a plan paused before its turn is not run ------------------------
+last=$("$FERRY" job list --json | python3 -c 'import json, sys; print(max([j["id"] for j in json.load(sys.stdin)] or [0]))')
+python3 - >plan2.json <<'EOF'
+import json
+print(json.dumps({"vms": [
+    {"source": "src/vm.vmx", "to": "local", "out": "plan2/big", "format": "qcow2", "no-convert": True},
+    {"source": "src/p1.vmx", "to": "local", "out": "plan2/small", "format": "qcow2", "no-convert": True}]}))
+EOF
+mkdir plan2
+"$FERRY" plan run plan2.json --parallel 1 >"$WORK/plan2.out" 2>&1 &
+plan_pid=$!
+wait_state $((last + 1)) running 20 || not_ok "plan 2: its first job did not start"
+fy job pause $((last + 2)) --json
+expect_exit 0 "plan 2: pause of the queued job: exit 0"
+check_true "plan 2: the queued job is paused" test "$(json_field "$OUT" state)" = paused
+wait "$plan_pid"
+check_true "plan 2: the first job is done" test "$(job_state $((last + 1)))" = done
+check_true "plan 2: the paused job stayed paused ($(job_state $((last + 2))))" \
+  test "$(job_state $((last + 2)))" = paused
+check_true "plan 2: the paused job wrote nothing" test ! -e plan2/small
+
 # --- stores that cannot be used ----------------------------------------------
 head -c 8192 /dev/urandom >bad.db
 fy job list --store bad.db
