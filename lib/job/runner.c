@@ -437,6 +437,7 @@ ferry_job_run (struct ferry_store *st, int64_t id,
   };
   struct ferry_vm *vm = NULL;
   const char *staging, *prev;
+  char *staging_made = NULL;
   size_t i;
   int ret = -1, rr;
 
@@ -563,6 +564,25 @@ ferry_job_run (struct ferry_store *st, int64_t id,
     goto out_release;
   }
   j_end (&r, "checks", -1, true, NULL);
+  if (staging == NULL) {
+    /* Added when it could not be planned (its source was missing): its
+     * working folder and disks are known only now. */
+    json_object *disks;
+    staging_made = job_staging_path (r.plan->out_dir, id);
+    if (staging_made == NULL) {
+      finish (&r, "failed", true, out);
+      goto out_release;
+    }
+    json_object_object_add (r.doc, "staging",
+                            json_object_new_string (staging_made));
+    staging = j.staging = staging_made;
+    if (!json_object_object_get_ex (r.doc, "disks", &disks) ||
+        json_object_array_length (disks) == 0)
+      json_object_object_add (r.doc, "disks", job_disks_json (r.plan));
+    if (job_str (r.doc, "vm") == NULL && r.plan->vm->name)
+      json_object_object_add (r.doc, "vm",
+                              json_object_new_string (r.plan->vm->name));
+  }
   r.states = calloc (r.plan->nr_disks + 1, sizeof *r.states);
   if (r.states == NULL) {
     ferry_error (ENOMEM, "out of memory");
@@ -655,6 +675,7 @@ ferry_job_run (struct ferry_store *st, int64_t id,
     ferry_v2v_plan_free (r.plan);
   ferry_vm_free (vm);
   free (r.states);
+  free (staging_made);
   json_object_put (r.doc);
   ferry_store_record_free (&rec);
   free (r.me);

@@ -256,6 +256,24 @@ check_true "plan 2: the paused job stayed paused ($(job_state $((last + 2))))" \
   test "$(job_state $((last + 2)))" = paused
 check_true "plan 2: the paused job wrote nothing" test ! -e plan2/small
 
+# --- a VM of a plan whose source was missing, resumed once it is there -------
+python3 - >plan4.json <<'EOF'
+import json
+print(json.dumps({"vms": [{"source": "src/late.vmx", "to": "local", "out": "plan4/late",
+                           "format": "qcow2", "no-convert": True}]}))
+EOF
+mkdir plan4
+fy plan run plan4.json --json
+expect_exit 1 "plan 4: exit 1 (its source is missing)"
+id=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["jobs"][0]["id"])' "$OUT")
+check_true "plan 4: the job failed" test "$(job_state "$id")" = failed
+vmx late p2.qcow2 d1.qcow2 >src/late.vmx
+fy job resume "$id" --wait --json
+expect_exit 0 "plan 4: resume once the source is there: exit 0"
+check_true "plan 4: the job is done ($(json_field "$OUT" state))" test "$(json_field "$OUT" state)" = done
+same_content "plan 4: its disk equals the source" src/p2.qcow2 qcow2 plan4/late/late-disk1.qcow2 qcow2
+check_true "plan 4: no working folder left" test -z "$(ls -A plan4 | grep -F .late.ferry)"
+
 # --- stores that cannot be used ----------------------------------------------
 head -c 8192 /dev/urandom >bad.db
 fy job list --store bad.db
