@@ -437,7 +437,7 @@ ferry_job_run (struct ferry_store *st, int64_t id,
   };
   struct ferry_vm *vm = NULL;
   const char *staging, *prev;
-  char *staging_made = NULL;
+  char *staging_made = NULL, *last_runner = NULL;
   size_t i;
   int ret = -1, rr;
 
@@ -450,6 +450,14 @@ ferry_job_run (struct ferry_store *st, int64_t id,
   if (r.me == NULL || r.store_path == NULL) {
     ferry_error (ENOMEM, "out of memory");
     goto out_free;
+  }
+  {
+    /* The runner it had, for the takeover's event: the claim puts ours
+     * in its place. */
+    struct ferry_store_record before = { 0 };
+    if (ferry_store_job_get (st, id, &before) == 0 && before.runner)
+      last_runner = strdup (before.runner);
+    ferry_store_record_free (&before);
   }
   if (ferry_store_job_claim (st, id, r.me, FERRY_JOB_STALE) == -1)
     goto out_free;
@@ -488,7 +496,7 @@ ferry_job_run (struct ferry_store *st, int64_t id,
   ferry_store_job_request (st, id, NULL);
   if (strcmp (prev, "running") == 0)
     event (&r, "warning", "its last runner (%s) is gone: taking it over",
-           rec.runner ? rec.runner : "?");
+           last_runner ? last_runner : "?");
   event (&r, "info", "run by %s", r.me);
   if (job_num (r.doc, "started") == 0)
     json_object_object_add (r.doc, "started",
@@ -676,6 +684,7 @@ ferry_job_run (struct ferry_store *st, int64_t id,
   ferry_vm_free (vm);
   free (r.states);
   free (staging_made);
+  free (last_runner);
   json_object_put (r.doc);
   ferry_store_record_free (&rec);
   free (r.me);

@@ -274,6 +274,28 @@ check_true "plan 4: the job is done ($(json_field "$OUT" state))" test "$(json_f
 same_content "plan 4: its disk equals the source" src/p2.qcow2 qcow2 plan4/late/late-disk1.qcow2 qcow2
 check_true "plan 4: no working folder left" test -z "$(ls -A plan4 | grep -F .late.ferry)"
 
+# --- a runner killed after the commit's rename -------------------------------
+# A traced run of the same migration counts the syncs up to the output's
+# parent's, after the rename.
+fy job add src/p3.vmx --to local --out k0 --no-convert --json
+FERRY_FAULT_TRACE="$WORK/k0.trace" "$FERRY" job run "$(json_field "$OUT" id)" >/dev/null 2>&1
+n=$(awk '$2 == "sync" { n++ } $2 == "rename" { r = 1 } r && $2 == "sync" { print n; exit }' "$WORK/k0.trace")
+fy job add src/p3.vmx --to local --out k --no-convert --json
+id=$(json_field "$OUT" id)
+FERRY_FAULT=sync:$n:kill "$FERRY" job run "$id" >/dev/null 2>&1 &
+pid=$!
+RC=0
+wait "$pid" || RC=$?
+check_true "killed after the rename: SIGKILL ($RC)" test $RC = 137
+check_true "killed after the rename: the output is in place" test -d k
+fy job run "$id"
+expect_exit 0 "killed after the rename: run again: exit 0"
+check_true "killed after the rename: the job is done" test "$(job_state "$id")" = done
+fy job show "$id"
+check_true "killed after the rename: the takeover names the killed runner" \
+  grep -q "its last runner ([^:]*:$pid:[0-9]*) is gone" "$OUT"
+check_true "killed after the rename: the commit was found done" grep -q "found done" "$OUT"
+
 # --- stores that cannot be used ----------------------------------------------
 head -c 8192 /dev/urandom >bad.db
 fy job list --store bad.db
