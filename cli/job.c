@@ -571,6 +571,9 @@ job_run_here (const char *cmd, struct ferry_store *st, int64_t id, bool json,
     else
       print_error (cmd);
   }
+  else if (!json && strcmp (out.state, "awaiting-cutover") == 0)
+    fprintf (stderr, "ferry %s: job %" PRId64 " is awaiting its cutover: "
+             "ferry job cutover %" PRId64 " puts it in place\n", cmd, id, id);
   else if (!json && strcmp (out.state, "done") != 0)
     fprintf (stderr, "ferry %s: job %" PRId64 " is %s\n", cmd, id, out.state);
   if (json)

@@ -628,8 +628,7 @@ ferry_job_run (struct ferry_store *st, int64_t id,
     ret = 0;
   }
   else if (rr == 1) {
-    event (&r, "info", "the test booted: waiting for the cutover "
-           "(ferry job cutover %" PRId64 ")", id);
+    event (&r, "info", "the test booted: waiting for the cutover");
     finish (&r, "awaiting-cutover", false, out);
     ret = 0;
   }
