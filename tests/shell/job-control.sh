@@ -296,6 +296,22 @@ check_true "killed after the rename: the takeover names the killed runner" \
   grep -q "its last runner ([^:]*:$pid:[0-9]*) is gone" "$OUT"
 check_true "killed after the rename: the commit was found done" grep -q "found done" "$OUT"
 
+# --- a disk's copy removed by hand from the working folder -------------------
+fy job add src/p4.vmx --to local --out g0 --no-convert --json
+FERRY_FAULT_TRACE="$WORK/g0.trace" "$FERRY" job run "$(json_field "$OUT" id)" >/dev/null 2>&1
+n=$(awk '$2 == "write" { n++ } $2 == "write" && $3 ~ /-disk2\./ { print n; exit }' "$WORK/g0.trace")
+fy job add src/p4.vmx --to local --out g --no-convert --json
+id=$(json_field "$OUT" id)
+FERRY_FAULT=write:$n:kill "$FERRY" job run "$id" >/dev/null 2>&1
+check_true "copy removed by hand: killed while copying disk 2" \
+  test -f ".g.ferry-job-$id/vm4-disk1.qcow2"
+rm -f ".g.ferry-job-$id/vm4-disk1.qcow2"
+fy job run "$id"
+expect_exit 0 "copy removed by hand: run again: exit 0"
+check_true "copy removed by hand: the output has disk 1" test -f g/vm4-disk1.qcow2
+same_content "copy removed by hand: disk 1 equals its source" src/p4.qcow2 qcow2 g/vm4-disk1.qcow2 qcow2
+same_content "copy removed by hand: disk 2 equals its source" src/d1.qcow2 qcow2 g/vm4-disk2.qcow2 qcow2
+
 # --- stores that cannot be used ----------------------------------------------
 head -c 8192 /dev/urandom >bad.db
 fy job list --store bad.db
