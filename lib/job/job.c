@@ -651,6 +651,27 @@ ferry_job_find_resumable (struct ferry_store *st,
 
 /* --- controls (note 1) ------------------------------------------------------ */
 
+bool
+job_found_done (json_object *doc)
+{
+  const char *staging = job_str (doc, "staging"), *out = job_str (doc, "out");
+  json_object *steps;
+  struct stat sb;
+  size_t i;
+  bool described = false;
+
+  if (!json_object_object_get_ex (doc, "steps", &steps))
+    return false;
+  for (i = 0; i < json_object_array_length (steps); i++) {
+    json_object *s = json_object_array_get_idx (steps, i);
+    const char *name = job_str (s, "name"), *state = job_str (s, "state");
+    if (name && state && !strcmp (name, "describe") && !strcmp (state, "done"))
+      described = true;
+  }
+  return described && staging && out && lstat (staging, &sb) == -1 &&
+    lstat (out, &sb) == 0;
+}
+
 const char *
 ferry_job_shown_state (struct ferry_store *st, const struct ferry_store_record *r)
 {
@@ -740,6 +761,11 @@ ferry_job_cancel (struct ferry_store *st, int64_t id)
     ret = ferry_store_job_request (st, id, "cancel") == -1 ? -1 : 0;
   else if (strcmp (r.state, "done") == 0 || strcmp (r.state, "cancelled") == 0)
     ferry_error (EINVAL, "job %" PRId64 " is %s already", id, r.state);
+  else if (job_found_done (doc))
+    /* Note 2: the output folder is never touched. */
+    ferry_error (EINVAL, "job %" PRId64 " is done: its output %s is in place "
+                 "(its runner stopped after putting it there)", id,
+                 job_str (doc, "out"));
   else if ((staging == NULL || ferry_target_remove_kept (staging) == 0) &&
            set_state (st, &r, doc, "cancelled") == 0) {
     ferry_store_event_add (st, id, "info", "cancelled; its partial output "

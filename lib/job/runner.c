@@ -546,9 +546,7 @@ ferry_job_run (struct ferry_store *st, int64_t id,
   {
     /* A run killed after its commit's rename left the output whole: its
      * "exists already" is the job done. */
-    struct stat sb;
-    if (j_done (&r, "describe", -1) && staging &&
-        lstat (staging, &sb) == -1 && lstat (r.plan->out_dir, &sb) == 0) {
+    if (job_found_done (r.doc)) {
       j_end (&r, "checks", -1, true, NULL);
       j_begin (&r, "commit", -1);
       j_end (&r, "commit", -1, true, "found done: the output folder is in "

@@ -296,6 +296,20 @@ check_true "killed after the rename: the takeover names the killed runner" \
   grep -q "its last runner ([^:]*:$pid:[0-9]*) is gone" "$OUT"
 check_true "killed after the rename: the commit was found done" grep -q "found done" "$OUT"
 
+# Cancel of a job killed after its rename: it is done, and its output stays.
+fy job add src/p3.vmx --to local --out k2 --no-convert --json
+id=$(json_field "$OUT" id)
+FERRY_FAULT=sync:$n:kill "$FERRY" job run "$id" >/dev/null 2>&1
+check_true "cancel after the rename: the output is in place" test -d k2
+fy job cancel "$id"
+expect_exit 1 "cancel after the rename: refused"
+expect_stderr "is in place" "cancel after the rename: says its output is in place"
+check_true "cancel after the rename: not recorded cancelled" test "$(job_state "$id")" != cancelled
+fy job run "$id"
+expect_exit 0 "cancel after the rename: run: exit 0"
+check_true "cancel after the rename: the job is done" test "$(job_state "$id")" = done
+same_content "cancel after the rename: disk 1 equals its source" src/p3.qcow2 qcow2 k2/vm3-disk1.qcow2 qcow2
+
 # --- a disk's copy removed by hand from the working folder -------------------
 fy job add src/p4.vmx --to local --out g0 --no-convert --json
 FERRY_FAULT_TRACE="$WORK/g0.trace" "$FERRY" job run "$(json_field "$OUT" id)" >/dev/null 2>&1
