@@ -700,6 +700,17 @@ job_control (const char *sub, struct ferry_store *st, int64_t id,
     if (job_cli_spawn (cmd, st, id) == -1)
       return 1;
     wait_for (st, id, true, c->wait, 0);
+    /* --wait: the status says how it ended, for scripts. */
+    if (c->wait) {
+      struct ferry_store_record end;
+      bool ok = false;
+      if (ferry_store_job_get (st, id, &end) == 0) {
+        const char *state = ferry_job_shown_state (st, &end);
+        ok = !strcmp (state, "done") || !strcmp (state, "awaiting-cutover");
+        ferry_store_record_free (&end);
+      }
+      return show_one (cmd, st, id, c->json) || !ok;
+    }
   }
   return show_one (cmd, st, id, c->json);
 }

@@ -326,6 +326,18 @@ check_true "copy removed by hand: the output has disk 1" test -f g/vm4-disk1.qco
 same_content "copy removed by hand: disk 1 equals its source" src/p4.qcow2 qcow2 g/vm4-disk1.qcow2 qcow2
 same_content "copy removed by hand: disk 2 equals its source" src/d1.qcow2 qcow2 g/vm4-disk2.qcow2 qcow2
 
+# --- --wait: the exit status says how the job ended ---------------------------
+fy job add src/p5.vmx --to local --out w --no-convert --json
+id=$(json_field "$OUT" id)
+mv src/p5.qcow2 src/p5.away
+fy job start "$id" --wait --json
+expect_exit 1 "start --wait of a job that fails: exit 1"
+check_true "start --wait of a job that fails: it failed" test "$(json_field "$OUT" state)" = failed
+mv src/p5.away src/p5.qcow2
+fy job resume "$id" --wait --json
+expect_exit 0 "resume --wait, its source back: exit 0"
+check_true "resume --wait, its source back: done" test "$(json_field "$OUT" state)" = done
+
 # --- stores that cannot be used ----------------------------------------------
 head -c 8192 /dev/urandom >bad.db
 fy job list --store bad.db
