@@ -580,6 +580,9 @@ job_run_here (const char *cmd, struct ferry_store *st, int64_t id, bool json,
     else
       print_error (cmd);
   }
+  else if (!json && strcmp (out.state, "awaiting-cutover") == 0)
+    fprintf (stderr, "ferry %s: job %" PRId64 " is awaiting its cutover: "
+             "ferry job cutover %" PRId64 " puts it in place\n", cmd, id, id);
   else if (!json && strcmp (out.state, "done") != 0)
     fprintf (stderr, "ferry %s: job %" PRId64 " is %s\n", cmd, id, out.state);
   if (json)
@@ -706,6 +709,17 @@ job_control (const char *sub, struct ferry_store *st, int64_t id,
     if (job_cli_spawn (cmd, st, id) == -1)
       return 1;
     wait_for (st, id, true, c->wait, 0);
+    /* --wait: the status says how it ended, for scripts. */
+    if (c->wait) {
+      struct ferry_store_record end;
+      bool ok = false;
+      if (ferry_store_job_get (st, id, &end) == 0) {
+        const char *state = ferry_job_shown_state (st, &end);
+        ok = !strcmp (state, "done") || !strcmp (state, "awaiting-cutover");
+        ferry_store_record_free (&end);
+      }
+      return show_one (cmd, st, id, c->json) || !ok;
+    }
   }
   return show_one (cmd, st, id, c->json);
 }

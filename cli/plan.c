@@ -216,6 +216,22 @@ print_status (struct ferry_store *st, int64_t plan, bool json)
   return not_done;
 }
 
+/* Whether job ID is still planned: one paused, cancelled or removed
+ * from another terminal while it waited for its turn is not run (a
+ * runner would run a paused job). */
+static bool
+still_planned (struct ferry_store *st, int64_t id)
+{
+  struct ferry_store_record r;
+  bool planned;
+
+  if (ferry_store_job_get (st, id, &r) == -1)
+    return false;
+  planned = strcmp (r.state, "planned") == 0;
+  ferry_store_record_free (&r);
+  return planned;
+}
+
 /* Run the plan's SLOTS to the end (note at the top). */
 static void
 schedule (struct ferry_store *st, struct slot *slots, size_t n,
@@ -262,6 +278,10 @@ schedule (struct ferry_store *st, struct slot *slots, size_t n,
         continue;
       if (mono_now () - last_start < stagger)
         break;
+      if (!still_planned (st, slots[i].id)) {
+        slots[i].pid = -1;
+        continue;
+      }
       slots[i].pid = start_runner (ferry_store_path (st), log_dir, slots[i].id);
       if (slots[i].pid <= 0) {
         slots[i].pid = -1;

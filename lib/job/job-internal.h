@@ -47,6 +47,19 @@ int job_doc_spec (json_object *doc, struct ferry_job_spec *spec,
 int job_v2v_options (const struct ferry_job_spec *spec,
                      struct ferry_v2v_options *opts);
 
+/* The working folder of job ID whose output folder is the absolute
+ * OUT_DIR: ".NAME.ferry-job-ID" beside it (its name carries the job's id,
+ * target.h).  The caller frees it; NULL with the error set. */
+char *job_staging_path (const char *out_dir, int64_t id);
+
+/* The disks of PLAN as the document's "disks" (the caller puts it). */
+json_object *job_disks_json (const struct ferry_v2v_plan *plan);
+
+/* Whether the job of DOC is done though not recorded so: a run stopped
+ * after its commit's rename (its description written, its working
+ * folder gone and its output folder in place). */
+bool job_found_done (json_object *doc);
+
 /* Remove a job's working folder STAGING (what ferry_target_discard does
  * for a kept target).  0 or -1. */
 int job_remove_staging (const char *staging);

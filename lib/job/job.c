@@ -408,9 +408,8 @@ checks_json (const struct ferry_v2v_plan *plan)
   return a;
 }
 
-/* The plan's disks as the document's "disks". */
-static json_object *
-disks_json (const struct ferry_v2v_plan *plan)
+json_object *
+job_disks_json (const struct ferry_v2v_plan *plan)
 {
   json_object *a = json_object_new_array ();
   size_t i;
@@ -432,6 +431,24 @@ disks_json (const struct ferry_v2v_plan *plan)
     json_object_array_add (a, d);
   }
   return a;
+}
+
+char *
+job_staging_path (const char *out_dir, int64_t id)
+{
+  const char *slash = strrchr (out_dir, '/');
+  char *staging;
+
+  if (slash == NULL) {
+    ferry_error (EINVAL, "%s: not an absolute path", out_dir);
+    return NULL;
+  }
+  if (asprintf (&staging, "%.*s/.%s.ferry-job-%" PRId64,
+                (int) (slash - out_dir), out_dir, slash + 1, id) == -1) {
+    ferry_error (ENOMEM, "out of memory");
+    return NULL;
+  }
+  return staging;
 }
 
 /* Record a new job of SPEC with the absolute SOURCE, its VM and PLAN
@@ -462,7 +479,7 @@ record_job (struct ferry_store *st, const struct ferry_job_spec *spec,
   json_object_object_add (doc, "source-key", json_object_new_string (key));
   json_object_object_add (doc, "created", json_object_new_double (job_now ()));
   json_object_object_add (doc, "checks", checks_json (plan));
-  json_object_object_add (doc, "disks", disks_json (plan));
+  json_object_object_add (doc, "disks", job_disks_json (plan));
   json_object_object_add (doc, "steps", json_object_new_array ());
   if (error)
     json_object_object_add (doc, "error", json_object_new_string (error));
@@ -471,18 +488,12 @@ record_job (struct ferry_store *st, const struct ferry_job_spec *spec,
                             json_object_to_json_string_ext (
                               doc, JSON_C_TO_STRING_PLAIN));
   if (id > 0 && plan) {
-    /* The working folder's name carries the job's id (target.h). */
-    CLEANUP_FREE char *dir = strdup (plan->out_dir);
-    char *slash = dir ? strrchr (dir, '/') : NULL;
     struct ferry_store_record r = { 0 };
     int64_t rev;
 
-    if (slash == NULL || asprintf (&staging, "%.*s/.%s.ferry-job-%" PRId64,
-                                   (int) (slash - dir), dir, slash + 1,
-                                   id) == -1) {
-      staging = NULL;
-      id = ferry_error (ENOMEM, "out of memory");
-    }
+    staging = job_staging_path (plan->out_dir, id);
+    if (staging == NULL)
+      id = -1;
     else if (ferry_store_job_get (st, id, &r) == -1)
       id = -1;
     else {
@@ -640,6 +651,27 @@ ferry_job_find_resumable (struct ferry_store *st,
 
 /* --- controls (note 1) ------------------------------------------------------ */
 
+bool
+job_found_done (json_object *doc)
+{
+  const char *staging = job_str (doc, "staging"), *out = job_str (doc, "out");
+  json_object *steps;
+  struct stat sb;
+  size_t i;
+  bool described = false;
+
+  if (!json_object_object_get_ex (doc, "steps", &steps))
+    return false;
+  for (i = 0; i < json_object_array_length (steps); i++) {
+    json_object *s = json_object_array_get_idx (steps, i);
+    const char *name = job_str (s, "name"), *state = job_str (s, "state");
+    if (name && state && !strcmp (name, "describe") && !strcmp (state, "done"))
+      described = true;
+  }
+  return described && staging && out && lstat (staging, &sb) == -1 &&
+    lstat (out, &sb) == 0;
+}
+
 const char *
 ferry_job_shown_state (struct ferry_store *st, const struct ferry_store_record *r)
 {
@@ -729,6 +761,11 @@ ferry_job_cancel (struct ferry_store *st, int64_t id)
     ret = ferry_store_job_request (st, id, "cancel") == -1 ? -1 : 0;
   else if (strcmp (r.state, "done") == 0 || strcmp (r.state, "cancelled") == 0)
     ferry_error (EINVAL, "job %" PRId64 " is %s already", id, r.state);
+  else if (job_found_done (doc))
+    /* Note 2: the output folder is never touched. */
+    ferry_error (EINVAL, "job %" PRId64 " is done: its output %s is in place "
+                 "(its runner stopped after putting it there)", id,
+                 job_str (doc, "out"));
   else if ((staging == NULL || ferry_target_remove_kept (staging) == 0) &&
            set_state (st, &r, doc, "cancelled") == 0) {
     ferry_store_event_add (st, id, "info", "cancelled; its partial output "

@@ -437,6 +437,7 @@ ferry_job_run (struct ferry_store *st, int64_t id,
   };
   struct ferry_vm *vm = NULL;
   const char *staging, *prev;
+  char *staging_made = NULL, *last_runner = NULL;
   size_t i;
   int ret = -1, rr;
 
@@ -449,6 +450,14 @@ ferry_job_run (struct ferry_store *st, int64_t id,
   if (r.me == NULL || r.store_path == NULL) {
     ferry_error (ENOMEM, "out of memory");
     goto out_free;
+  }
+  {
+    /* The runner it had, for the takeover's event: the claim puts ours
+     * in its place. */
+    struct ferry_store_record before = { 0 };
+    if (ferry_store_job_get (st, id, &before) == 0 && before.runner)
+      last_runner = strdup (before.runner);
+    ferry_store_record_free (&before);
   }
   if (ferry_store_job_claim (st, id, r.me, FERRY_JOB_STALE) == -1)
     goto out_free;
@@ -487,7 +496,7 @@ ferry_job_run (struct ferry_store *st, int64_t id,
   ferry_store_job_request (st, id, NULL);
   if (strcmp (prev, "running") == 0)
     event (&r, "warning", "its last runner (%s) is gone: taking it over",
-           rec.runner ? rec.runner : "?");
+           last_runner ? last_runner : "?");
   event (&r, "info", "run by %s", r.me);
   if (job_num (r.doc, "started") == 0)
     json_object_object_add (r.doc, "started",
@@ -537,9 +546,7 @@ ferry_job_run (struct ferry_store *st, int64_t id,
   {
     /* A run killed after its commit's rename left the output whole: its
      * "exists already" is the job done. */
-    struct stat sb;
-    if (j_done (&r, "describe", -1) && staging &&
-        lstat (staging, &sb) == -1 && lstat (r.plan->out_dir, &sb) == 0) {
+    if (job_found_done (r.doc)) {
       j_end (&r, "checks", -1, true, NULL);
       j_begin (&r, "commit", -1);
       j_end (&r, "commit", -1, true, "found done: the output folder is in "
@@ -563,6 +570,25 @@ ferry_job_run (struct ferry_store *st, int64_t id,
     goto out_release;
   }
   j_end (&r, "checks", -1, true, NULL);
+  if (staging == NULL) {
+    /* Added when it could not be planned (its source was missing): its
+     * working folder and disks are known only now. */
+    json_object *disks;
+    staging_made = job_staging_path (r.plan->out_dir, id);
+    if (staging_made == NULL) {
+      finish (&r, "failed", true, out);
+      goto out_release;
+    }
+    json_object_object_add (r.doc, "staging",
+                            json_object_new_string (staging_made));
+    staging = j.staging = staging_made;
+    if (!json_object_object_get_ex (r.doc, "disks", &disks) ||
+        json_object_array_length (disks) == 0)
+      json_object_object_add (r.doc, "disks", job_disks_json (r.plan));
+    if (job_str (r.doc, "vm") == NULL && r.plan->vm->name)
+      json_object_object_add (r.doc, "vm",
+                              json_object_new_string (r.plan->vm->name));
+  }
   r.states = calloc (r.plan->nr_disks + 1, sizeof *r.states);
   if (r.states == NULL) {
     ferry_error (ENOMEM, "out of memory");
@@ -600,8 +626,7 @@ ferry_job_run (struct ferry_store *st, int64_t id,
     ret = 0;
   }
   else if (rr == 1) {
-    event (&r, "info", "the test booted: waiting for the cutover "
-           "(ferry job cutover %" PRId64 ")", id);
+    event (&r, "info", "the test booted: waiting for the cutover");
     finish (&r, "awaiting-cutover", false, out);
     ret = 0;
   }
@@ -655,6 +680,8 @@ ferry_job_run (struct ferry_store *st, int64_t id,
     ferry_v2v_plan_free (r.plan);
   ferry_vm_free (vm);
   free (r.states);
+  free (staging_made);
+  free (last_runner);
   json_object_put (r.doc);
   ferry_store_record_free (&rec);
   free (r.me);

@@ -483,11 +483,12 @@ remove_packed (struct ferry_v2v_plan *plan, const char *staging)
   return 0;
 }
 
-/* The copy of every disk (the "copy" steps). */
+/* The copy of every disk (the "copy" steps).  *RECOPIED (OUT): a disk
+ * whose copy was done was copied again (its guest conversion is gone). */
 static int
 copy_disks (struct ferry_v2v_plan *plan, const struct ferry_v2v_options *opts,
             const struct ferry_v2v_journal *j, const char *staging,
-            struct ferry_v2v_summary *summary)
+            struct ferry_v2v_summary *summary, bool *recopied)
 {
   struct run_progress rp = { .opts = opts };
   size_t i;
@@ -501,13 +502,26 @@ copy_disks (struct ferry_v2v_plan *plan, const struct ferry_v2v_options *opts,
     CLEANUP_FREE char *path = NULL;
     double t0 = now_seconds ();
     struct stat st;
+    bool gone;
     int r;
 
     if (!pd->migrated)
       continue;
     if (asprintf (&path, "%s/%s", staging, pd->target_name) == -1)
       return ferry_error (ENOMEM, "out of memory");
-    if (!step_done (j, "copy", i)) {
+    /* A copy done, then removed from the working folder (by hand): copied
+     * again, or the output would lack it.  An OVA's disks are removed
+     * once packed (note 5), so there only before the packing. */
+    gone = step_done (j, "copy", i) &&
+      !(opts->target == FERRY_V2V_OVA && step_done (j, "describe", -1)) &&
+      lstat (path, &st) == -1 && errno == ENOENT;
+    if (gone) {
+      journal_note (j, "warning", "disk %zu (%s): its copy is gone from the "
+                    "working folder, so it is copied again", i + 1,
+                    pd->source);
+      *recopied = true;
+    }
+    if (!step_done (j, "copy", i) || gone) {
       if (cancelled (opts))
         return ferry_error (EINTR, "interrupted");
       if (step_begin (j, "copy", i) == -1)
@@ -635,6 +649,7 @@ ferry_v2v_run_journal (struct ferry_v2v_plan *plan,
   struct ferry_target *target;
   const char *staging;
   struct stat st;
+  bool recopied = false;
   unsigned tflags = FERRY_TARGET_FOLDER |
     (opts->no_flush ? FERRY_TARGET_NO_SYNC : 0);
   int r;
@@ -669,12 +684,13 @@ ferry_v2v_run_journal (struct ferry_v2v_plan *plan,
   if (keep_removed (summary, ferry_target_removed (target)) == -1)
     goto err;
 
-  if (copy_disks (plan, opts, j, staging, summary) == -1)
+  if (copy_disks (plan, opts, j, staging, summary, &recopied) == -1)
     goto err;
 
   /* The guest, on the copies (convert.c); in a durable run on overlays,
-   * so that a kill during it leaves the copies as they were. */
-  if (!step_done (j, "convert", -1)) {
+   * so that a kill during it leaves the copies as they were.  A disk
+   * copied again lost its conversion: it runs again. */
+  if (!step_done (j, "convert", -1) || recopied) {
     if (step_begin (j, "convert", -1) == -1)
       goto err;
     r = v2v_convert_guest (plan, opts, staging, summary, j != NULL);
@@ -692,12 +708,16 @@ ferry_v2v_run_journal (struct ferry_v2v_plan *plan,
     ferry_error (EINTR, "interrupted");
     goto err;
   }
-  if (j && j->test && !step_done (j, "verify", -1)) {
-    if (step_begin (j, "verify", -1) == -1)
-      goto err;
-    r = test_boot (plan, j, staging);
-    if (step_end (j, "verify", -1, r, NULL) == -1)
-      goto err;
+  /* A test run never commits: one that booted already (its job reset
+   * without a cutover) waits for the cutover again. */
+  if (j && j->test) {
+    if (!step_done (j, "verify", -1)) {
+      if (step_begin (j, "verify", -1) == -1)
+        goto err;
+      r = test_boot (plan, j, staging);
+      if (step_end (j, "verify", -1, r, NULL) == -1)
+        goto err;
+    }
     ferry_target_free (target);
     summary->seconds = now_seconds () - start;
     return 1;

@@ -238,16 +238,16 @@ check_true "plan show: names the failed VM's reason" grep -q "missing.vmdk" "$OU
 # --per-source 1: the three VMs of one folder one at a time; --stagger 2:
 # their starts 2 s apart (over 1.5 s by the runners' clocks).
 for v in 1 2 3; do vmx "s$v" p$v.qcow2 d1.qcow2 >src/s$v.vmx; done
-python3 - >plan2.json <<'EOF'
+python3 - >plan3.json <<'EOF'
 import json
 print(json.dumps({"vms": [{"source": "src/s%d.vmx" % v, "to": "local",
-                           "out": "plan2/s%d" % v, "no-convert": True}
+                           "out": "plan3/s%d" % v, "no-convert": True}
                           for v in (1, 2, 3)]}))
 EOF
-mkdir plan2
-fy plan run plan2.json --parallel 3 --per-source 1 --stagger 2 --json
+mkdir plan3
+fy plan run plan3.json --parallel 3 --per-source 1 --stagger 2 --json
 expect_exit 0 "plan, --per-source 1 --stagger 2: exit 0"
-python3 - "$OUT" >"$WORK/plan2.sum" <<'EOF'
+python3 - "$OUT" >"$WORK/plan3.sum" <<'EOF'
 import json, sys
 jobs = json.load(open(sys.argv[1]))["jobs"]
 spans = sorted((j["started"], j["finished"]) for j in jobs)
@@ -255,7 +255,7 @@ overlap = max(sum(1 for a, b in spans if a <= t < b) for t, _ in spans)
 gap = min(b[0] - a[0] for a, b in zip(spans, spans[1:]))
 print(len(jobs), overlap, "%.2f" % gap, " ".join(j["state"] for j in jobs))
 EOF
-read -r n overlap gap states <"$WORK/plan2.sum"
+read -r n overlap gap states <"$WORK/plan3.sum"
 check_true "plan, --per-source 1: all 3 done ($states)" test "$states" = "done done done"
 check_true "plan, --per-source 1: one at a time ($overlap)" test "$overlap" = 1
 check_true "plan, --stagger 2: starts well over 1 s apart ($gap s)" \
@@ -276,6 +276,109 @@ EOF
 read -r nlines first last <"$WORK/watch"
 check_true "show --watch: progress lines while it runs, then the job, done ($nlines, $first, $last)" \
   test "$nlines" -ge 1 -a "$last" = done
+
+# --- a VM of a plan paused before its turn is not run ------------------------
+last=$("$FERRY" job list --json | python3 -c 'import json, sys; print(max([j["id"] for j in json.load(sys.stdin)] or [0]))')
+python3 - >plan2.json <<'EOF'
+import json
+print(json.dumps({"vms": [
+    {"source": "src/vm.vmx", "to": "local", "out": "plan2/big", "format": "qcow2", "no-convert": True},
+    {"source": "src/p1.vmx", "to": "local", "out": "plan2/small", "format": "qcow2", "no-convert": True}]}))
+EOF
+mkdir plan2
+"$FERRY" plan run plan2.json --parallel 1 >"$WORK/plan2.out" 2>&1 &
+plan_pid=$!
+wait_state $((last + 1)) running 20 || not_ok "plan 2: its first job did not start"
+fy job pause $((last + 2)) --json
+expect_exit 0 "plan 2: pause of the queued job: exit 0"
+check_true "plan 2: the queued job is paused" test "$(json_field "$OUT" state)" = paused
+wait "$plan_pid"
+check_true "plan 2: the first job is done" test "$(job_state $((last + 1)))" = done
+check_true "plan 2: the paused job stayed paused ($(job_state $((last + 2))))" \
+  test "$(job_state $((last + 2)))" = paused
+check_true "plan 2: the paused job wrote nothing" test ! -e plan2/small
+
+# --- a VM of a plan whose source was missing, resumed once it is there -------
+python3 - >plan4.json <<'EOF'
+import json
+print(json.dumps({"vms": [{"source": "src/late.vmx", "to": "local", "out": "plan4/late",
+                           "format": "qcow2", "no-convert": True}]}))
+EOF
+mkdir plan4
+fy plan run plan4.json --json
+expect_exit 1 "plan 4: exit 1 (its source is missing)"
+id=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["jobs"][0]["id"])' "$OUT")
+check_true "plan 4: the job failed" test "$(job_state "$id")" = failed
+vmx late p2.qcow2 d1.qcow2 >src/late.vmx
+fy job resume "$id" --wait --json
+expect_exit 0 "plan 4: resume once the source is there: exit 0"
+check_true "plan 4: the job is done ($(json_field "$OUT" state))" test "$(json_field "$OUT" state)" = done
+same_content "plan 4: its disk equals the source" src/p2.qcow2 qcow2 plan4/late/late-disk1.qcow2 qcow2
+check_true "plan 4: no working folder left" test -z "$(ls -A plan4 | grep -F .late.ferry)"
+
+# --- a runner killed after the commit's rename -------------------------------
+# A traced run of the same migration counts the syncs up to the output's
+# parent's, after the rename.
+fy job add src/p3.vmx --to local --out k0 --no-convert --json
+FERRY_FAULT_TRACE="$WORK/k0.trace" "$FERRY" job run "$(json_field "$OUT" id)" >/dev/null 2>&1
+n=$(awk '$2 == "sync" { n++ } $2 == "rename" { r = 1 } r && $2 == "sync" { print n; exit }' "$WORK/k0.trace")
+fy job add src/p3.vmx --to local --out k --no-convert --json
+id=$(json_field "$OUT" id)
+FERRY_FAULT=sync:$n:kill "$FERRY" job run "$id" >/dev/null 2>&1 &
+pid=$!
+RC=0
+wait "$pid" || RC=$?
+check_true "killed after the rename: SIGKILL ($RC)" test $RC = 137
+check_true "killed after the rename: the output is in place" test -d k
+fy job run "$id"
+expect_exit 0 "killed after the rename: run again: exit 0"
+check_true "killed after the rename: the job is done" test "$(job_state "$id")" = done
+fy job show "$id"
+check_true "killed after the rename: the takeover names the killed runner" \
+  grep -q "its last runner ([^:]*:$pid:[0-9]*) is gone" "$OUT"
+check_true "killed after the rename: the commit was found done" grep -q "found done" "$OUT"
+
+# Cancel of a job killed after its rename: it is done, and its output stays.
+fy job add src/p3.vmx --to local --out k2 --no-convert --json
+id=$(json_field "$OUT" id)
+FERRY_FAULT=sync:$n:kill "$FERRY" job run "$id" >/dev/null 2>&1
+check_true "cancel after the rename: the output is in place" test -d k2
+fy job cancel "$id"
+expect_exit 1 "cancel after the rename: refused"
+expect_stderr "is in place" "cancel after the rename: says its output is in place"
+check_true "cancel after the rename: not recorded cancelled" test "$(job_state "$id")" != cancelled
+fy job run "$id"
+expect_exit 0 "cancel after the rename: run: exit 0"
+check_true "cancel after the rename: the job is done" test "$(job_state "$id")" = done
+same_content "cancel after the rename: disk 1 equals its source" src/p3.qcow2 qcow2 k2/vm3-disk1.qcow2 qcow2
+
+# --- a disk's copy removed by hand from the working folder -------------------
+fy job add src/p4.vmx --to local --out g0 --no-convert --json
+FERRY_FAULT_TRACE="$WORK/g0.trace" "$FERRY" job run "$(json_field "$OUT" id)" >/dev/null 2>&1
+n=$(awk '$2 == "write" { n++ } $2 == "write" && $3 ~ /-disk2\./ { print n; exit }' "$WORK/g0.trace")
+fy job add src/p4.vmx --to local --out g --no-convert --json
+id=$(json_field "$OUT" id)
+FERRY_FAULT=write:$n:kill "$FERRY" job run "$id" >/dev/null 2>&1
+check_true "copy removed by hand: killed while copying disk 2" \
+  test -f ".g.ferry-job-$id/vm4-disk1.qcow2"
+rm -f ".g.ferry-job-$id/vm4-disk1.qcow2"
+fy job run "$id"
+expect_exit 0 "copy removed by hand: run again: exit 0"
+check_true "copy removed by hand: the output has disk 1" test -f g/vm4-disk1.qcow2
+same_content "copy removed by hand: disk 1 equals its source" src/p4.qcow2 qcow2 g/vm4-disk1.qcow2 qcow2
+same_content "copy removed by hand: disk 2 equals its source" src/d1.qcow2 qcow2 g/vm4-disk2.qcow2 qcow2
+
+# --- --wait: the exit status says how the job ended ---------------------------
+fy job add src/p5.vmx --to local --out w --no-convert --json
+id=$(json_field "$OUT" id)
+mv src/p5.qcow2 src/p5.away
+fy job start "$id" --wait --json
+expect_exit 1 "start --wait of a job that fails: exit 1"
+check_true "start --wait of a job that fails: it failed" test "$(json_field "$OUT" state)" = failed
+mv src/p5.away src/p5.qcow2
+fy job resume "$id" --wait --json
+expect_exit 0 "resume --wait, its source back: exit 0"
+check_true "resume --wait, its source back: done" test "$(json_field "$OUT" state)" = done
 
 # --- stores that cannot be used ----------------------------------------------
 head -c 8192 /dev/urandom >bad.db

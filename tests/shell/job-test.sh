@@ -49,9 +49,18 @@ check_true "run: the record says it booted to the login prompt" \
   sh -c "'$FERRY' job show '$id' | grep -q 'test boot: booted to \"ferry-test login:'"
 same_content "run: the tested copy is the source, untouched by the boot" \
   src/tcg-only.img raw ".good.ferry-job-$id/good-disk1.img" raw
+check_true "run: the record's events name no command (the library speaks none)" \
+  sh -c "! '$FERRY' job show '$id' | grep -q 'ferry job'"
 fy job run "$id"
 expect_exit 1 "run again: refused while it awaits its cutover"
 expect_stderr "awaiting its cutover" "run again: says so"
+
+# Resume is no cutover: the job stays tested, awaiting it, with no output.
+fy job resume "$id" --wait --json
+check_true "resume: still awaiting the cutover" test "$(json_field "$OUT" state)" = awaiting-cutover
+check_true "resume: no output folder" test ! -e good
+check_true "resume: the copy still waits in the working folder" \
+  test -f ".good.ferry-job-$id/good-disk1.img"
 
 # Retry: test again, from the start.
 fy job retry "$id" --wait --json
