@@ -681,20 +681,62 @@ ferry_job_shown_state (struct ferry_store *st, const struct ferry_store_record *
   return r->state ? r->state : "?";
 }
 
-/* Read job ID, its document and whether a live runner holds it. */
+/* Let go of job ID if load took it (*HELD). */
+static void
+unload (struct ferry_store *st, int64_t id, char **held)
+{
+  struct error_saved saved;
+
+  if (*held == NULL)
+    return;
+  error_save (&saved);
+  ferry_store_job_release (st, id, *held);
+  error_restore (&saved);
+  free (*held);
+  *held = NULL;
+}
+
+/* Read job ID, its document and whether a live runner holds it.  When
+ * none does, take the job ourselves (*HELD, our runner id) while we act
+ * on it, so that no runner starts on it meanwhile (note 1); a claim
+ * refused means a runner has just taken it: *LIVE then. */
 static int
 load (struct ferry_store *st, int64_t id, struct ferry_store_record *r,
-      json_object **doc, bool *live)
+      json_object **doc, bool *live, char **held)
 {
+  *held = NULL;
   if (ferry_store_job_get (st, id, r) == -1)
     return -1;
+  *live = r->runner && ferry_store_job_runner_alive (st, r,
+                                                     FERRY_JOB_STALE) == 1;
+  if (!*live) {
+    char *me = ferry_store_runner_id ();
+    if (me == NULL)
+      return ferry_error (ENOMEM, "out of memory");
+    if (ferry_store_job_claim (st, id, me, FERRY_JOB_STALE) == 0)
+      *held = me;
+    else if (ferry_get_errno () == EBUSY) {
+      free (me);
+      *live = true;
+    }
+    else {
+      free (me);
+      ferry_store_record_free (r);
+      return -1;
+    }
+    /* Read again: what we hold is the record as it is now. */
+    ferry_store_record_free (r);
+    if (ferry_store_job_get (st, id, r) == -1) {
+      unload (st, id, held);
+      return -1;
+    }
+  }
   *doc = job_doc_parse (r);
   if (*doc == NULL) {
     ferry_store_record_free (r);
+    unload (st, id, held);
     return -1;
   }
-  *live = r->runner && ferry_store_job_runner_alive (st, r,
-                                                     FERRY_JOB_STALE) == 1;
   return 0;
 }
 
@@ -726,9 +768,10 @@ ferry_job_pause (struct ferry_store *st, int64_t id)
   struct ferry_store_record r;
   json_object *doc;
   bool live;
+  char *held = NULL;
   int ret = -1;
 
-  if (load (st, id, &r, &doc, &live) == -1)
+  if (load (st, id, &r, &doc, &live, &held) == -1)
     return -1;
   if (live) {
     ret = ferry_store_job_request (st, id, "pause") == -1 ? -1 : 0;
@@ -740,6 +783,7 @@ ferry_job_pause (struct ferry_store *st, int64_t id)
     ferry_store_event_add (st, id, "info", "paused");
     ret = 1;
   }
+  unload (st, id, &held);
   json_object_put (doc);
   ferry_store_record_free (&r);
   return ret;
@@ -752,9 +796,10 @@ ferry_job_cancel (struct ferry_store *st, int64_t id)
   json_object *doc;
   const char *staging;
   bool live;
+  char *held = NULL;
   int ret = -1;
 
-  if (load (st, id, &r, &doc, &live) == -1)
+  if (load (st, id, &r, &doc, &live, &held) == -1)
     return -1;
   staging = job_str (doc, "staging");
   if (live)
@@ -772,6 +817,7 @@ ferry_job_cancel (struct ferry_store *st, int64_t id)
                            "was removed");
     ret = 1;
   }
+  unload (st, id, &held);
   json_object_put (doc);
   ferry_store_record_free (&r);
   return ret;
@@ -786,9 +832,10 @@ ferry_job_reset (struct ferry_store *st, int64_t id, bool restart)
   struct ferry_store_record r;
   json_object *doc;
   bool live;
+  char *held = NULL;
   int ret = -1;
 
-  if (load (st, id, &r, &doc, &live) == -1)
+  if (load (st, id, &r, &doc, &live, &held) == -1)
     return -1;
   if (live)
     ferry_error (EBUSY, "job %" PRId64 " is running (process %s)", id,
@@ -823,6 +870,7 @@ ferry_job_reset (struct ferry_store *st, int64_t id, bool restart)
     ret = 0;
   }
  out:
+  unload (st, id, &held);
   json_object_put (doc);
   ferry_store_record_free (&r);
   return ret;
@@ -834,9 +882,10 @@ ferry_job_cutover (struct ferry_store *st, int64_t id)
   struct ferry_store_record r;
   json_object *doc;
   bool live;
+  char *held = NULL;
   int ret = -1;
 
-  if (load (st, id, &r, &doc, &live) == -1)
+  if (load (st, id, &r, &doc, &live, &held) == -1)
     return -1;
   if (strcmp (r.state, "awaiting-cutover") != 0)
     ferry_error (EINVAL, "job %" PRId64 " is %s: only a job awaiting its "
@@ -850,6 +899,7 @@ ferry_job_cutover (struct ferry_store *st, int64_t id)
       ret = 0;
     }
   }
+  unload (st, id, &held);
   json_object_put (doc);
   ferry_store_record_free (&r);
   return ret;
@@ -862,9 +912,10 @@ ferry_job_remove (struct ferry_store *st, int64_t id)
   json_object *doc;
   const char *staging;
   bool live;
+  char *held = NULL;
   int ret = -1;
 
-  if (load (st, id, &r, &doc, &live) == -1)
+  if (load (st, id, &r, &doc, &live, &held) == -1)
     return -1;
   staging = job_str (doc, "staging");
   if (live)
@@ -873,6 +924,7 @@ ferry_job_remove (struct ferry_store *st, int64_t id)
   else if ((staging == NULL || ferry_target_remove_kept (staging) == 0) &&
            ferry_store_job_delete (st, id) == 0)
     ret = 0;
+  unload (st, id, &held);
   json_object_put (doc);
   ferry_store_record_free (&r);
   return ret;

@@ -493,7 +493,6 @@ ferry_job_run (struct ferry_store *st, int64_t id,
     ret = 0;
     goto out_release;
   }
-  ferry_store_job_request (st, id, NULL);
   if (strcmp (prev, "running") == 0)
     event (&r, "warning", "its last runner (%s) is gone: taking it over",
            last_runner ? last_runner : "?");
@@ -621,6 +620,12 @@ ferry_job_run (struct ferry_store *st, int64_t id,
   out->have_summary = true;
   stop_heartbeat (&r);
 
+  if (rr >= 0 && __atomic_load_n (&r.request, __ATOMIC_SEQ_CST) != REQ_NONE) {
+    /* Asked to stop as the run ended anyway: the request is spent, and the
+     * stop must not cut short what the caller does next. */
+    ferry_store_job_request (st, id, NULL);
+    ferry_clear_stop ();
+  }
   if (rr == 0) {
     finish (&r, "done", false, out);
     ret = 0;

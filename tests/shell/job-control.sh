@@ -369,7 +369,7 @@ same_content "copy removed by hand: disk 1 equals its source" src/p4.qcow2 qcow2
 same_content "copy removed by hand: disk 2 equals its source" src/d1.qcow2 qcow2 g/vm4-disk2.qcow2 qcow2
 
 # --- --wait: the exit status says how the job ended ---------------------------
-fy job add src/p5.vmx --to local --out w --no-convert --json
+fy job add src/p5.vmx --to local --out w2 --no-convert --json
 id=$(json_field "$OUT" id)
 mv src/p5.qcow2 src/p5.away
 fy job start "$id" --wait --json

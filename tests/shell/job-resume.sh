@@ -141,9 +141,15 @@ for k in 1 2 3; do
   written=$(qemu-img map -f raw --output=json "$f" | python3 -c '
 import json, sys
 print(max([e["start"] + e["length"] for e in json.load(sys.stdin) if e["data"]] or [0]))')
+  # Resumed, and killed again as soon as it says where it resumes, so
+  # that the next round has a partial disk 1 to measure.
   "$FERRY" job run "$id" >/dev/null 2>"$WORK/run.err" </dev/null &
   pid=$!
-  sleep 0.3
+  for i in $(seq 500); do
+    "$FERRY" job show "$id" 2>/dev/null | grep -q "disk 1 .*resuming at" &&
+      [ "$("$FERRY" job show "$id" | grep -c 'resuming at')" -ge "$k" ] && break
+    sleep 0.01
+  done
   kill -KILL $pid 2>/dev/null
   wait $pid 2>/dev/null
   resumed=$("$FERRY" job show --json "$id" | python3 -c '
@@ -155,8 +161,12 @@ print(re.search(r"resuming at (\d+)", ev[-1]).group(1) if ev else -1)')
   check_true "raw kill $k: resumed ($resumed) at most one checkpoint interval and the requests in flight below what was written ($written)" \
     test "$resumed" -ge 0 -a "$again" -le $((CKPT + (8 << 20)))
 done
-fy job run "$id"
-expect_exit 0 "raw: the last resume finishes"
+# (The short runs between the kills may have finished it.)
+if [ "$(job_state "$id")" != done ]; then
+  fy job run "$id"
+  expect_exit 0 "raw: the last resume finishes"
+fi
+check_true "raw: the job is done" test "$(job_state "$id")" = done
 same_content "raw: disk 1 equals the source" src/big.img raw rawout/resume-disk1.img raw
 same_content "raw: disk 2 equals the source" src/d1.qcow2 qcow2 rawout/resume-disk2.img raw
 
