@@ -64,6 +64,9 @@ bool job_found_done (json_object *doc);
  * for a kept target).  0 or -1. */
 int job_remove_staging (const char *staging);
 
+/* The checks of PLAN (may be NULL) as the document's "checks". */
+json_object *job_checks_json (const struct ferry_v2v_plan *plan);
+
 /* Unix time now. */
 double job_now (void);
 

@@ -388,8 +388,8 @@ source_key (const char *source)
 }
 
 /* The checks of PLAN as a JSON array. */
-static json_object *
-checks_json (const struct ferry_v2v_plan *plan)
+json_object *
+job_checks_json (const struct ferry_v2v_plan *plan)
 {
   json_object *a = json_object_new_array ();
   size_t i;
@@ -478,7 +478,7 @@ record_job (struct ferry_store *st, const struct ferry_job_spec *spec,
     plan ? plan->out_dir : spec->out));
   json_object_object_add (doc, "source-key", json_object_new_string (key));
   json_object_object_add (doc, "created", json_object_new_double (job_now ()));
-  json_object_object_add (doc, "checks", checks_json (plan));
+  json_object_object_add (doc, "checks", job_checks_json (plan));
   json_object_object_add (doc, "disks", job_disks_json (plan));
   json_object_object_add (doc, "steps", json_object_new_array ());
   if (error)

@@ -378,23 +378,12 @@ ferry_job_outcome_free (struct ferry_job_outcome *o)
 static void
 record_checks (struct runner *r, const struct ferry_v2v_plan *plan)
 {
-  json_object *a = json_object_new_array ();
   size_t i;
 
-  for (i = 0; i < plan->nr_checks; i++) {
-    json_object *c = json_object_new_object ();
-    json_object_object_add (c, "severity", json_object_new_string (
-      plan->checks[i].severity == FERRY_V2V_ERROR ? "error" : "warning"));
-    json_object_object_add (c, "message",
-                            json_object_new_string (plan->checks[i].message));
-    if (plan->checks[i].remedy)
-      json_object_object_add (c, "remedy",
-                              json_object_new_string (plan->checks[i].remedy));
-    json_object_array_add (a, c);
+  for (i = 0; i < plan->nr_checks; i++)
     if (plan->checks[i].severity == FERRY_V2V_ERROR)
       event (r, "error", "check: %s", plan->checks[i].message);
-  }
-  json_object_object_add (r->doc, "checks", a);
+  json_object_object_add (r->doc, "checks", job_checks_json (plan));
 }
 
 /* End the run in STATE with the error (if FAILED) as its reason. */
