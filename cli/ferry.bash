@@ -23,7 +23,7 @@ _ferry_options_v2v='--to: --out: -O: --network-map: --name: --keep-devices --fla
   --verify-timeout: --store:'
 _ferry_options_job='--store: --start --test --json --plan: --watch --wait -p --progress --to:
   --out: -O: --network-map: --name: --keep-devices --flavor: -m: -t: --no-convert
-  --no-guest-agent --verify-timeout:'
+  --no-guest-agent --verify --verify-timeout:'
 _ferry_options_plan='--store: --parallel: --stagger: --per-source: --json'
 _ferry_options_inspect='-f: --format: --json --output: -U --force-share'
 _ferry_options_convert_guest='-f: --format: --mac: --no-guest-agent --json'

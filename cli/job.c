@@ -38,7 +38,8 @@ usage (FILE *fp)
     "                 --to libvirt|qemu|ova|local --out DIR [-O FMT]\n"
     "                 [--network-map SRC=DST]... [--name NAME] [--keep-devices]\n"
     "                 [--flavor vmware|virtualbox] [-m THREADS] [-t CACHE]\n"
-    "                 [--no-convert] [--no-guest-agent] [--verify-timeout S]\n"
+    "                 [--no-convert] [--no-guest-agent] [--verify]\n"
+    "                 [--verify-timeout S]\n"
     "       ferry job list [--store PATH] [--json] [--plan ID]\n"
     "       ferry job show [--store PATH] [--json] [--watch] ID\n"
     "       ferry job start|pause|resume|cancel|retry|rm|cutover [--store PATH]\n"
@@ -55,7 +56,9 @@ usage (FILE *fp)
     "  --wait          wait until the job stops (start, resume, retry) or\n"
     "                  until it has paused or been cancelled\n"
     "  -p, --progress  progress while it runs (run)\n"
-    "  --verify-timeout S  seconds the test boot may take (default 600)\n"
+    "  --verify        after the commit, boot the output isolated until a login\n"
+    "                  prompt (as ferry verify --boot); the job fails if it does not\n"
+    "  --verify-timeout S  seconds a boot may take (default 600)\n"
     "  the other options are those of ferry v2v\n");
 }
 
@@ -728,7 +731,7 @@ int
 cmd_job (int argc, char **argv)
 {
   enum { OPT_STORE = 256, OPT_JSON, OPT_START, OPT_TEST, OPT_PLAN, OPT_WATCH,
-         OPT_WAIT, OPT_PROGRESS };
+         OPT_WAIT, OPT_PROGRESS, OPT_VERIFY };
   static const struct option long_options[] = {
     { "store", required_argument, NULL, OPT_STORE },
     { "json", no_argument, NULL, OPT_JSON },
@@ -738,6 +741,7 @@ cmd_job (int argc, char **argv)
     { "watch", no_argument, NULL, OPT_WATCH },
     { "wait", no_argument, NULL, OPT_WAIT },
     { "progress", optional_argument, NULL, OPT_PROGRESS },
+    { "verify", no_argument, NULL, OPT_VERIFY },
     JOB_V2V_LONG_OPTIONS,
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
@@ -769,6 +773,7 @@ cmd_job (int argc, char **argv)
     case OPT_TEST: c.test = true; break;
     case OPT_WATCH: c.watch = true; break;
     case OPT_WAIT: c.wait = true; break;
+    case OPT_VERIFY: va.spec.verify = true; break;
     case OPT_PLAN:
       if (job_cli_parse_id (cmd, optarg, &c.plan) == -1)
         goto out;

@@ -46,6 +46,7 @@ struct ferry_job_spec {
   bool no_guest_agent;
   unsigned verify_timeout;
   bool test;                   /* --test: boot before the cutover, then wait */
+  bool verify;                 /* --verify: boot the output after the commit */
   int64_t plan;                /* the plan it belongs to, 0: none */
 };
 

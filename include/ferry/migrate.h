@@ -186,7 +186,9 @@ struct ferry_v2v_journal {
   const char *staging;           /* the working folder beside out_dir */
   bool test;                     /* stop after "verify": boot the result
                                     isolated and leave it uncommitted */
-  unsigned boot_timeout;         /* the test's boot: seconds (0: 600) */
+  bool boot_after;               /* after the commit, boot the output in
+                                    place ("boot" step: --verify) */
+  unsigned boot_timeout;         /* the boots: seconds (0: 600) */
   uint64_t checkpoint_bytes;     /* the copy's checkpoints (0: defaults) */
   double checkpoint_seconds;
   void *opaque;

@@ -178,6 +178,7 @@ spec_member (struct ferry_job_spec *spec, struct ferry_job_spec_hold *hold,
     { "no-convert", offsetof (struct ferry_job_spec, no_convert) },
     { "no-guest-agent", offsetof (struct ferry_job_spec, no_guest_agent) },
     { "test", offsetof (struct ferry_job_spec, test) },
+    { "verify", offsetof (struct ferry_job_spec, verify) },
   };
   size_t i;
 
@@ -244,7 +245,7 @@ spec_member (struct ferry_job_spec *spec, struct ferry_job_spec_hold *hold,
   return ferry_error (EINVAL, "\"%s\": not an option of a migration (known: "
                       "source, to, out, format, name, network-map, "
                       "keep-devices, flavor, threads, cache, no-convert, "
-                      "no-guest-agent, verify-timeout, test)", key);
+                      "no-guest-agent, verify, verify-timeout, test)", key);
 }
 
 /* Read the spec object OBJ (taken over) into *SPEC. */
@@ -318,6 +319,7 @@ spec_to_json (const struct ferry_job_spec *spec, const char *source,
   BOOL ("no-convert", spec->no_convert);
   BOOL ("no-guest-agent", spec->no_guest_agent);
   BOOL ("test", spec->test);
+  BOOL ("verify", spec->verify);
 #undef STR
 #undef BOOL
   if (spec->threads)

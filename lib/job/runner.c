@@ -503,6 +503,7 @@ ferry_job_run (struct ferry_store *st, int64_t id,
   j.staging = staging;
   j.test = job_bool (r.doc, "test") && !job_bool (r.doc, "cutover");
   j.boot_timeout = spec.verify_timeout;
+  j.boot_after = spec.verify;
   j.checkpoint_bytes = o ? o->checkpoint_bytes : 0;
   j.checkpoint_seconds = o ? o->checkpoint_seconds : 0;
   {

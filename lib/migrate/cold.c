@@ -583,6 +583,7 @@ test_boot (struct ferry_v2v_plan *plan, const struct ferry_v2v_journal *j,
   };
   struct ferry_guest_boot_result res;
   CLEANUP_FREE char **paths = NULL;
+  CLEANUP_FREE const char **origs = NULL;
   size_t i, n = strlen (plan->out_dir);
   int r;
 
@@ -591,11 +592,12 @@ test_boot (struct ferry_v2v_plan *plan, const struct ferry_v2v_journal *j,
   /* A libvirt description names the disks where they will be, in the
    * output folder: boot them where they are now. */
   paths = calloc (t.nr_disks + 1, sizeof *paths);
-  if (paths == NULL) {
+  origs = calloc (t.nr_disks + 1, sizeof *origs);
+  if (paths == NULL || origs == NULL) {
     ferry_guest_target_free (&t);
     return ferry_error (ENOMEM, "out of memory");
   }
-  for (i = 0; i < t.nr_disks; i++)
+  for (i = 0; i < t.nr_disks && strcmp (staging, plan->out_dir) != 0; i++)
     if (strncmp (t.disks[i].path, plan->out_dir, n) == 0 &&
         t.disks[i].path[n] == '/') {
       if (asprintf (&paths[i], "%s%s", staging, t.disks[i].path + n) == -1) {
@@ -603,6 +605,7 @@ test_boot (struct ferry_v2v_plan *plan, const struct ferry_v2v_journal *j,
         r = ferry_error (ENOMEM, "out of memory");
         goto out;
       }
+      origs[i] = t.disks[i].path;
       t.disks[i].path = paths[i];
     }
   o.disk_bus = t.lsi_scsi && t.disk_bus && strcmp (t.disk_bus, "scsi") == 0
@@ -632,7 +635,7 @@ test_boot (struct ferry_v2v_plan *plan, const struct ferry_v2v_journal *j,
   /* The paths were ours: give the target back its own before freeing. */
   for (i = 0; i < t.nr_disks; i++)
     if (paths[i] && t.disks[i].path == paths[i])
-      t.disks[i].path = NULL;
+      t.disks[i].path = origs[i];
   for (i = 0; i < t.nr_disks; i++)
     free (paths[i]);
   ferry_guest_target_free (&t);
@@ -733,6 +736,18 @@ ferry_v2v_run_journal (struct ferry_v2v_plan *plan,
     goto err;
   ferry_target_free (target);
   summary->seconds = now_seconds () - start;
+  /* --verify: the output, in place, booted as `ferry verify --boot`
+   * would; a failure leaves it there and says so. */
+  if (j && j->boot_after && !step_done (j, "boot", -1)) {
+    if (step_begin (j, "boot", -1) == -1)
+      return -1;
+    r = test_boot (plan, j, plan->out_dir);
+    if (r == -1)
+      ferry_error_prefix ("%s is in place, but its verification failed",
+                          plan->out_dir);
+    if (step_end (j, "boot", -1, r, NULL) == -1)
+      return -1;
+  }
   return 0;
 
  err:

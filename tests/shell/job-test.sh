@@ -91,4 +91,22 @@ fy job cancel "$id"
 expect_exit 0 "cancel: exit 0"
 check_true "cancel: nothing left" test -z "$(ls -A | grep -F .bad.ferry)"
 
+# --verify: the output booted in place after the commit.
+fy job add src/good.vmx --to qemu -O raw --out vgood --no-convert --verify \
+  --verify-timeout 60 --json
+id=$(json_field "$OUT" id)
+fy job run "$id" --json
+expect_exit 0 "--verify: the output boots"
+check_true "--verify: the job is done" test "$(json_field "$OUT" state)" = done
+check_true "--verify: its boot step is recorded" \
+  sh -c "'$FERRY' job show '$id' | grep -E -q '^  boot +done'"
+fy job add src/bad.vmx --to qemu -O raw --out vbad --no-convert --verify \
+  --verify-timeout 60 --json
+id=$(json_field "$OUT" id)
+fy job run "$id"
+expect_exit 1 "--verify, a guest that panics: the job fails"
+expect_stderr "vbad is in place, but its verification failed" \
+  "--verify, a guest that panics: says the output is in place but did not boot"
+check_true "--verify, a guest that panics: the output stays" test -x vbad/bad.sh
+
 done_testing
