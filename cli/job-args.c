@@ -68,6 +68,47 @@ job_v2v_args_option (const char *cmd, struct job_v2v_args *a, int ch,
     s->verify_timeout = t;
     return 1;
   }
+  case JOB_OPT_MODE:
+    if (strcmp (arg, "cold") && strcmp (arg, "warm")) {
+      print_message (cmd, "--mode %s: expected cold or warm", arg);
+      return -1;
+    }
+    s->mode = arg;
+    return 1;
+  case JOB_OPT_DOMAIN: s->domain = arg; return 1;
+  case JOB_OPT_CUTOVER: s->cutover = arg; return 1;
+  case JOB_OPT_SOURCE_STOP:
+    if (strcmp (arg, "shutdown") && strcmp (arg, "pause")) {
+      print_message (cmd, "--source-stop %s: expected shutdown or pause", arg);
+      return -1;
+    }
+    s->source_stop = arg;
+    return 1;
+  case JOB_OPT_MAX_DOWNTIME:
+  case JOB_OPT_ROUND_INTERVAL:
+  case JOB_OPT_SHUTDOWN_TIMEOUT: {
+    const char *name = ch == JOB_OPT_MAX_DOWNTIME ? "--max-downtime"
+      : ch == JOB_OPT_ROUND_INTERVAL ? "--round-interval"
+      : "--shutdown-timeout";
+    char *end;
+    double t;
+    errno = 0;
+    t = strtod (arg, &end);
+    if (errno || end == arg || *end || !(t > 0) || t > 86400 ||
+        (ch == JOB_OPT_SHUTDOWN_TIMEOUT && t != (unsigned) t)) {
+      print_message (cmd, "%s %s: expected seconds (more than 0, at most "
+                     "86400%s)", name, arg,
+                     ch == JOB_OPT_SHUTDOWN_TIMEOUT ? ", whole" : "");
+      return -1;
+    }
+    if (ch == JOB_OPT_MAX_DOWNTIME)
+      s->max_downtime = t;
+    else if (ch == JOB_OPT_ROUND_INTERVAL)
+      s->round_interval = t;
+    else
+      s->shutdown_timeout = t;
+    return 1;
+  }
   case 'm': {
     unsigned long t;
     if (parse_threads_option (cmd, arg, &t) == -1)

@@ -17,7 +17,18 @@ struct json_object;
 enum {
   JOB_OPT_TO = 512, JOB_OPT_OUT, JOB_OPT_NETMAP, JOB_OPT_NAME, JOB_OPT_KEEP,
   JOB_OPT_FLAVOR, JOB_OPT_NO_CONVERT, JOB_OPT_NO_AGENT, JOB_OPT_VERIFY_TIMEOUT,
+  JOB_OPT_MODE, JOB_OPT_DOMAIN, JOB_OPT_CUTOVER, JOB_OPT_MAX_DOWNTIME,
+  JOB_OPT_ROUND_INTERVAL, JOB_OPT_SOURCE_STOP, JOB_OPT_SHUTDOWN_TIMEOUT,
 };
+/* The options of a warm migration (ferry job add only). */
+#define JOB_WARM_LONG_OPTIONS \
+  { "mode", required_argument, NULL, JOB_OPT_MODE }, \
+  { "domain", required_argument, NULL, JOB_OPT_DOMAIN }, \
+  { "cutover", required_argument, NULL, JOB_OPT_CUTOVER }, \
+  { "max-downtime", required_argument, NULL, JOB_OPT_MAX_DOWNTIME }, \
+  { "round-interval", required_argument, NULL, JOB_OPT_ROUND_INTERVAL }, \
+  { "source-stop", required_argument, NULL, JOB_OPT_SOURCE_STOP }, \
+  { "shutdown-timeout", required_argument, NULL, JOB_OPT_SHUTDOWN_TIMEOUT }
 #define JOB_V2V_LONG_OPTIONS \
   { "to", required_argument, NULL, JOB_OPT_TO }, \
   { "out", required_argument, NULL, JOB_OPT_OUT }, \

@@ -231,7 +231,7 @@ print_job (struct ferry_store *st, const struct ferry_store_record *r)
   json_object *a, *opts = NULL;
   struct ferry_store_event *ev = NULL;
   size_t n = 0, i;
-  char b1[32], b2[32], b3[32];
+  char b1[32], b2[32], b3[32], b4[32];
 
   json_object_object_get_ex (doc, "options", &opts);
   printf ("Job %" PRId64 ": %s\n", r->id, ferry_job_shown_state (st, r));
@@ -279,6 +279,28 @@ print_job (struct ferry_store *st, const struct ferry_store_record *r)
       printf ("\n");
     }
   }
+  if (json_object_object_get_ex (doc, "rounds", &a) &&
+      json_object_array_length (a)) {
+    printf ("Rounds:\n");
+    for (i = 0; i < json_object_array_length (a); i++) {
+      json_object *w = json_object_array_get_idx (a, i);
+      printf ("  %2.0f. %-6s %s in %s, dirtied %s/s, copied at %s/s%s\n",
+              num (w, "number"), str (w, "kind"),
+              human_size (num (w, "bytes"), b1, sizeof b1),
+              duration (num (w, "seconds"), b2, sizeof b2),
+              human_size (num (w, "dirty_rate"), b3, sizeof b3),
+              human_size (num (w, "throughput"), b4, sizeof b4),
+              json_object_get_boolean (json_object_object_get (w, "final"))
+              ? " (the last delta, source stopped)" : "");
+    }
+  }
+  if (json_object_object_get_ex (doc, "predicted_downtime_s", &a))
+    printf ("  predicted downtime: %.2f s\n", json_object_get_double (a));
+  if (json_object_object_get_ex (doc, "downtime_s", &a))
+    printf ("  measured downtime: %.2f s (disks final after %.2f s)\n",
+            json_object_get_double (a), num (doc, "disks_final_s"));
+  if (str_opt (doc, "waiting"))
+    printf ("  waiting: %s\n", str (doc, "waiting"));
   if (json_object_object_get_ex (doc, "checks", &a) &&
       json_object_array_length (a)) {
     printf ("Checks:\n");
@@ -695,8 +717,17 @@ job_control (const char *sub, struct ferry_store *st, int64_t id,
     }
     if (!strcmp (sub, "resume") && !strcmp (rec.state, "planned"))
       ;                         /* nothing to reset: just start */
-    else if (cutover)
+    else if (cutover) {
       r = ferry_job_cutover (st, id);
+      /* A warm job's runner, live, was asked: it goes on by itself. */
+      if (r == 0 && rec.runner &&
+          ferry_store_job_runner_alive (st, &rec, FERRY_JOB_STALE) == 1) {
+        ferry_store_record_free (&rec);
+        if (c->wait)
+          wait_for (st, id, true, true, 0);
+        return show_one (cmd, st, id, c->json);
+      }
+    }
     else if (strcmp (rec.state, "planned") != 0)
       r = ferry_job_reset (st, id, retry &&
                            !strcmp (rec.state, "awaiting-cutover"));
@@ -743,6 +774,7 @@ cmd_job (int argc, char **argv)
     { "progress", optional_argument, NULL, OPT_PROGRESS },
     { "verify", no_argument, NULL, OPT_VERIFY },
     JOB_V2V_LONG_OPTIONS,
+    JOB_WARM_LONG_OPTIONS,
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };

@@ -29,6 +29,10 @@ struct ferry_progress {
   bool finished;
 };
 
+/* An extent flag of ferry_copy_options' extents: a range the copy leaves
+ * alone, because DST already holds it. */
+#define FERRY_EXTENT_SKIP 0x80000000u
+
 typedef void (*ferry_progress_fn) (const struct ferry_progress *p,
                                    void *opaque);
 
@@ -64,6 +68,20 @@ struct ferry_copy_options {
   void *checkpoint_opaque;
   uint64_t checkpoint_bytes;     /* 0: 64 MiB */
   double checkpoint_seconds;     /* 0: 2 s */
+  /* What to copy (a delta: a dirty bitmap's ranges, a snapshot's
+   * grains).  NULL: all of SRC.  Otherwise it describes [OFFSET,
+   * OFFSET+LENGTH) of SRC as ferry_image_extents does (at least one
+   * extent from OFFSET, may stop short), with FERRY_EXTENT_SKIP on the
+   * ranges the copy must leave alone; the others are copied by their
+   * flags.  A skipped range that covers only part of a target cluster
+   * is copied instead (the engine writes whole clusters).  Called from
+   * two threads at once. */
+  int (*extents) (void *opaque, uint64_t offset, uint64_t length,
+                  struct ferry_extent_list *list);
+  void *extents_opaque;
+  /* DST already holds older contents (a delta round): ranges that read
+   * as zeroes are written as zeroes, never skipped. */
+  bool overwrite;
 };
 
 /* Copy the guest-visible contents of SRC into DST, which must be at least

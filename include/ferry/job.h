@@ -48,12 +48,22 @@ struct ferry_job_spec {
   bool test;                   /* --test: boot before the cutover, then wait */
   bool verify;                 /* --verify: boot the output after the commit */
   int64_t plan;                /* the plan it belongs to, 0: none */
+  /* A warm migration (<ferry/warm.h>): mode "warm" (NULL: "cold"). */
+  const char *mode;
+  const char *domain;          /* --domain: a qmp source's description */
+  const char *cutover;         /* "now", "manual" (NULL), a time */
+  double max_downtime;         /* seconds, 0: none */
+  double round_interval;       /* seconds, 0: the default */
+  const char *source_stop;     /* "shutdown" (NULL) or "pause" */
+  unsigned shutdown_timeout;   /* seconds, 0: the default */
 };
 
 /* Read a spec from the JSON object TEXT (a job's "options", or a plan's
  * VM: "source", "to", "out", "format", "name", "network-map" (a string or
  * an array), "keep-devices", "flavor", "threads", "cache", "no-convert",
- * "no-guest-agent", "verify", "verify-timeout", "test").  Unknown members
+ * "no-guest-agent", "verify", "verify-timeout", "test"; a warm one's
+ * "mode", "domain", "cutover", "max-downtime", "round-interval",
+ * "source-stop", "shutdown-timeout").  Unknown members
  * are refused, naming them.  The strings point into *HOLD, which the
  * caller frees with ferry_job_spec_free.  0, or -1 with the error set. */
 struct ferry_job_spec_hold;
@@ -150,7 +160,9 @@ int ferry_job_cancel (struct ferry_store *st, int64_t id);
 int ferry_job_reset (struct ferry_store *st, int64_t id, bool restart);
 
 /* Finalise a test job waiting for its cutover: mark it so that its next
- * run commits. 0 or -1. */
+ * run commits; a warm job's runner is asked to stop the source and copy
+ * the last delta now (a warm job no runner holds cuts over as soon as its
+ * next run has caught up). 0 or -1. */
 int ferry_job_cutover (struct ferry_store *st, int64_t id);
 
 /* Remove job ID: its partial output and its record.  Refused while a

@@ -171,7 +171,8 @@ void ferry_v2v_summary_free (struct ferry_v2v_summary *summary);
  * take up where an earlier one stopped (paused, killed, failed): the
  * caller's journal says which steps are done and keeps each disk's
  * checkpoint; lib/migrate knows nothing of where they are kept.  Steps:
- * "copy" (one per migrated disk, DISK its index in the plan), "convert",
+ * "copy" (one per migrated disk, DISK its index in the plan), "sync" (a
+ * warm run only), "convert",
  * "describe", "verify" (a test run only), "commit".  The working folder
  * (journal->staging) is kept when the run stops short of the commit. */
 
@@ -208,6 +209,13 @@ struct ferry_v2v_journal {
   /* Something worth the record ("disk 2: the source changed since the
    * checkpoint, copying it again"). */
   void (*note) (void *opaque, const char *level, const char *message);
+  /* A warm run (<ferry/warm.h>): the "sync" step, after the copies and
+   * before "convert", brings the disks in STAGING up to date with a
+   * source that kept running, and stops it.  NULL: none.  NO_COPY: the
+   * sync step copies the disks itself, there is no "copy" step. */
+  int (*sync) (void *opaque, struct ferry_v2v_plan *plan,
+               const char *staging);
+  bool no_copy;
 };
 
 /* The identity of plan disk DISK's source, to tell later whether it

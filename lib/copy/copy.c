@@ -96,6 +96,14 @@
  *    resume_from rounded down to C->align, so its first item starts on a
  *    boundary as every other does (note 1), and progress counts the
  *    source's data below it as done.
+ *
+ * 11. A delta copy (opts->extents) walks the caller's extents instead of
+ *    the source's: FERRY_EXTENT_SKIP ranges are passed over like a zero
+ *    range into a target that reads as zeroes, whole aligned blocks only
+ *    (note 1), so a cluster shared with a copied range is copied whole
+ *    from the source, which is what the target must hold anyway.  The
+ *    target holds older data there (opts->overwrite), so zeroes inside
+ *    the ranges copied are written, never skipped.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -300,6 +308,24 @@ record_thread_error (struct copy *c)
   record_error (c, ferry_get_errno (), ferry_get_error ());
 }
 
+/* The source's extents over [OFF, OFF+LEN): the caller's delta
+ * (opts->extents) when it gives one, else the image's. */
+static int
+source_extents (struct copy *c, uint64_t off, uint64_t len,
+                struct ferry_extent_list *list)
+{
+  if (c->opts->extents)
+    return c->opts->extents (c->opts->extents_opaque, off, len, list);
+  return ferry_image_extents (c->src, off, len, list);
+}
+
+/* True when an extent's flags say the copy leaves it alone. */
+static bool
+extent_is_skip (uint32_t flags)
+{
+  return (flags & FERRY_EXTENT_SKIP) != 0;
+}
+
 /* True when an extent's flags say it reads as zeroes. */
 static bool
 extent_is_zero (uint32_t flags)
@@ -335,9 +361,8 @@ extent_at_pos (struct copy *c, struct ferry_extent *e)
                           ferry_image_format (c->src), c->pos);
     c->ext.len = 0;
     c->ext_idx = 0;
-    if (ferry_image_extents (c->src, c->pos,
-                             MIN (c->size - c->pos, EXTENT_QUERY),
-                             &c->ext) == -1)
+    if (source_extents (c, c->pos, MIN (c->size - c->pos, EXTENT_QUERY),
+                        &c->ext) == -1)
       return -1;
     fresh = true;
   }
@@ -358,6 +383,18 @@ next_item (struct copy *c, struct item *it)
       return 0;
     if (extent_at_pos (c, &e) == -1)
       return -1;
+    if (extent_is_skip (e.flags)) {
+      /* A range left alone: its whole aligned blocks are passed over;
+       * less than one block is copied as data (note 1). */
+      zend = e.offset + e.length >= c->size ? c->size
+        : align_down (e.offset + e.length, c->align);
+      if (zend <= c->pos) {
+        e.flags = 0;
+        break;
+      }
+      c->pos = zend;
+      continue;
+    }
     if (!extent_is_zero (e.flags))
       break;
     /* A zero range: its whole aligned blocks need no reading.  C->pos is
@@ -396,19 +433,23 @@ next_item (struct copy *c, struct item *it)
       if (extent_at_pos (c, &e) == -1)
         return -1;
     }
-    if (extent_is_zero (e.flags) && c->pos > it->start) {
+    if ((extent_is_zero (e.flags) || extent_is_skip (e.flags)) &&
+        c->pos > it->start) {
       uint64_t b = MIN (align_up (c->pos, c->align), c->size);
       uint64_t zend = e.offset + e.length >= c->size ? c->size
         : align_down (e.offset + e.length, c->align);
       if (zend > b) {
         if (b > c->pos) {
-          if (ferry_extent_list_append (&it->ext, c->pos, b - c->pos, e.flags) == -1)
+          if (ferry_extent_list_append (&it->ext, c->pos, b - c->pos,
+                                        e.flags & ~FERRY_EXTENT_SKIP) == -1)
             return -1;
           c->pos = b;
         }
         break;
       }
     }
+    /* What is left of a skipped range inside an item is copied. */
+    e.flags &= ~FERRY_EXTENT_SKIP;
     n = MIN (e.length, limit - c->pos);
     if (ferry_extent_list_append (&it->ext, c->pos, n, e.flags) == -1)
       return -1;
@@ -858,8 +899,8 @@ count_data_bytes (struct copy *c, uint64_t *total, uint64_t *below)
     size_t i;
 
     list.len = 0;
-    if (ferry_image_extents (c->src, pos, MIN (c->size - pos, EXTENT_QUERY),
-                             &list) == -1) {
+    if (source_extents (c, pos, MIN (c->size - pos, EXTENT_QUERY),
+                        &list) == -1) {
       ferry_extent_list_free (&list);
       return -1;
     }
@@ -869,7 +910,7 @@ count_data_bytes (struct copy *c, uint64_t *total, uint64_t *below)
                                                   c->size);
       if (e <= s)
         continue;
-      if (!extent_is_zero (x->flags)) {
+      if (!extent_is_zero (x->flags) && !extent_is_skip (x->flags)) {
         *total += e - s;
         if (s < c->resume_from)
           *below += MIN (e, c->resume_from) - s;
@@ -1081,7 +1122,8 @@ plan_copy (struct copy *c, const struct ferry_copy_options *opts,
   c->no_trim = ferry_image_backing (c->dst) != NULL;
   c->backing = ferry_image_reads_as_backing (c->dst) ?
     ferry_image_backing (c->dst) : NULL;
-  c->skip_zero = ferry_image_is_zero_initialized (c->dst) && !c->no_trim;
+  c->skip_zero = ferry_image_is_zero_initialized (c->dst) && !c->no_trim &&
+    !opts->overwrite;
   /* A streamOptimized VMDK takes nothing but compressed grains. */
   c->compress = opts->compress || ferry_image_compress_required (c->dst);
   if (c->compress) {

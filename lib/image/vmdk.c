@@ -602,8 +602,10 @@ vmdk_extents (struct ferry_image *img, uint64_t offset, uint64_t length,
         offset += run.length;
         continue;
       }
+      /* A zeroed grain is this layer's own (it hides the parent's data),
+       * as QEMU reports it: zero, not a hole. */
       if (run.kind == VMDK_RUN_ZERO)
-        flags = FERRY_EXTENT_ZERO | FERRY_EXTENT_HOLE;
+        flags = FERRY_EXTENT_ZERO;
       if (ferry_extent_list_append (list, offset, run.length, flags) == -1)
         return -1;
       offset += run.length;

@@ -52,6 +52,17 @@ int job_v2v_options (const struct ferry_job_spec *spec,
  * target.h).  The caller frees it; NULL with the error set. */
 char *job_staging_path (const char *out_dir, int64_t id);
 
+/* True for a warm migration's spec. */
+bool job_is_warm (const struct ferry_job_spec *spec);
+/* Check SPEC's mode and its warm options, and fill *WO from them (its
+ * source, workdir and tag are the caller's to set).  0, or -1 with the
+ * error set. */
+struct ferry_warm_options;
+int job_warm_options (const struct ferry_job_spec *spec,
+                      struct ferry_warm_options *wo);
+/* The folder of ferry's own files for warm job ID of the store ST. */
+char *job_warm_workdir (struct ferry_store *st, int64_t id);
+
 /* The disks of PLAN as the document's "disks" (the caller puts it). */
 json_object *job_disks_json (const struct ferry_v2v_plan *plan);
 

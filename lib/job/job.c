@@ -25,6 +25,7 @@
 
 #include <ferry/target.h>
 #include <ferry/vm.h>
+#include <ferry/warm.h>
 
 #include "job-internal.h"
 #include "../common/cleanup.h"
@@ -172,6 +173,10 @@ spec_member (struct ferry_job_spec *spec, struct ferry_job_spec_hold *hold,
     { "format", offsetof (struct ferry_job_spec, format) },
     { "name", offsetof (struct ferry_job_spec, name) },
     { "flavor", offsetof (struct ferry_job_spec, flavor) },
+    { "mode", offsetof (struct ferry_job_spec, mode) },
+    { "domain", offsetof (struct ferry_job_spec, domain) },
+    { "cutover", offsetof (struct ferry_job_spec, cutover) },
+    { "source-stop", offsetof (struct ferry_job_spec, source_stop) },
   };
   static const struct { const char *key; size_t off; } bools[] = {
     { "keep-devices", offsetof (struct ferry_job_spec, keep_devices) },
@@ -197,6 +202,29 @@ spec_member (struct ferry_job_spec *spec, struct ferry_job_spec_hold *hold,
       *(bool *) ((char *) spec + bools[i].off) = json_object_get_boolean (v);
       return 0;
     }
+  if (strcmp (key, "max-downtime") == 0 ||
+      strcmp (key, "round-interval") == 0) {
+    double d;
+    if ((!json_object_is_type (v, json_type_int) &&
+         !json_object_is_type (v, json_type_double)) ||
+        !((d = json_object_get_double (v)) >= 0) || d > 86400)
+      return ferry_error (EINVAL, "\"%s\": expected seconds (0 to 86400)",
+                          key);
+    if (key[0] == 'm')
+      spec->max_downtime = d;
+    else
+      spec->round_interval = d;
+    return 0;
+  }
+  if (strcmp (key, "shutdown-timeout") == 0) {
+    int64_t n;
+    if (!json_object_is_type (v, json_type_int) ||
+        (n = json_object_get_int64 (v)) < 0 || n > 86400)
+      return ferry_error (EINVAL, "\"%s\": expected a whole number (0 to "
+                          "86400)", key);
+    spec->shutdown_timeout = n;
+    return 0;
+  }
   if (strcmp (key, "threads") == 0 || strcmp (key, "verify-timeout") == 0) {
     int64_t n;
     int64_t max = key[0] == 't' ? 256 : 86400;
@@ -245,7 +273,9 @@ spec_member (struct ferry_job_spec *spec, struct ferry_job_spec_hold *hold,
   return ferry_error (EINVAL, "\"%s\": not an option of a migration (known: "
                       "source, to, out, format, name, network-map, "
                       "keep-devices, flavor, threads, cache, no-convert, "
-                      "no-guest-agent, verify, verify-timeout, test)", key);
+                      "no-guest-agent, verify, verify-timeout, test, mode, "
+                      "domain, cutover, max-downtime, round-interval, "
+                      "source-stop, shutdown-timeout)", key);
 }
 
 /* Read the spec object OBJ (taken over) into *SPEC. */
@@ -320,6 +350,10 @@ spec_to_json (const struct ferry_job_spec *spec, const char *source,
   BOOL ("no-guest-agent", spec->no_guest_agent);
   BOOL ("test", spec->test);
   BOOL ("verify", spec->verify);
+  STR ("mode", spec->mode);
+  STR ("domain", spec->domain);
+  STR ("cutover", spec->cutover);
+  STR ("source-stop", spec->source_stop);
 #undef STR
 #undef BOOL
   if (spec->threads)
@@ -329,6 +363,15 @@ spec_to_json (const struct ferry_job_spec *spec, const char *source,
                             json_object_new_int (spec->verify_timeout));
   if (spec->no_flush)
     json_object_object_add (o, "cache", json_object_new_string ("unsafe"));
+  if (spec->max_downtime > 0)
+    json_object_object_add (o, "max-downtime",
+                            json_object_new_double (spec->max_downtime));
+  if (spec->round_interval > 0)
+    json_object_object_add (o, "round-interval",
+                            json_object_new_double (spec->round_interval));
+  if (spec->shutdown_timeout)
+    json_object_object_add (o, "shutdown-timeout",
+                            json_object_new_int (spec->shutdown_timeout));
   if (spec->network_map && spec->network_map[0]) {
     json_object *a = json_object_new_array ();
     for (i = 0; spec->network_map[i]; i++)
@@ -369,6 +412,120 @@ job_v2v_options (const struct ferry_job_spec *spec,
   opts->no_convert = spec->no_convert;
   opts->no_guest_agent = spec->no_guest_agent;
   return 0;
+}
+
+bool
+job_is_warm (const struct ferry_job_spec *spec)
+{
+  return spec->mode && strcmp (spec->mode, "warm") == 0;
+}
+
+int
+job_warm_options (const struct ferry_job_spec *spec,
+                  struct ferry_warm_options *wo)
+{
+  memset (wo, 0, sizeof *wo);
+  if (spec->mode && strcmp (spec->mode, "cold") && strcmp (spec->mode, "warm"))
+    return ferry_error (EINVAL, "--mode %s: expected cold or warm",
+                        spec->mode);
+  if (!job_is_warm (spec)) {
+    const char *opt = spec->domain ? "--domain" : spec->cutover ? "--cutover"
+      : spec->max_downtime > 0 ? "--max-downtime"
+      : spec->round_interval > 0 ? "--round-interval"
+      : spec->source_stop ? "--source-stop"
+      : spec->shutdown_timeout ? "--shutdown-timeout" : NULL;
+    if (opt)
+      return ferry_error (EINVAL, "%s is an option of a warm migration "
+                          "(--mode warm)", opt);
+    return 0;
+  }
+  if (spec->test)
+    return ferry_error (EINVAL, "--test is for cold migrations: a warm one "
+                        "keeps the source running until its cutover");
+  if (spec->cutover &&
+      ferry_warm_parse_cutover (spec->cutover, &wo->cutover,
+                                &wo->cutover_at) == -1)
+    return -1;
+  if (spec->source_stop && strcmp (spec->source_stop, "shutdown") &&
+      strcmp (spec->source_stop, "pause"))
+    return ferry_error (EINVAL, "--source-stop %s: expected shutdown or pause",
+                        spec->source_stop);
+  wo->domain = spec->domain;
+  wo->max_downtime = spec->max_downtime;
+  wo->round_interval = spec->round_interval;
+  wo->source_pause = spec->source_stop &&
+    strcmp (spec->source_stop, "pause") == 0;
+  wo->shutdown_timeout = spec->shutdown_timeout;
+  wo->converts = !spec->no_convert && strncmp (spec->source, "qmp:", 4) != 0;
+  return 0;
+}
+
+char *
+job_warm_workdir (struct ferry_store *st, int64_t id)
+{
+  const char *store = ferry_store_path (st), *slash = strrchr (store, '/');
+  char *dir;
+
+  /* Beside the store, as its logs are; a socket's path must be short. */
+  if (slash && slash - store + 40 < 100) {
+    if (asprintf (&dir, "%.*s/warm-job-%" PRId64, (int) (slash - store),
+                  store, id) == -1)
+      dir = NULL;
+  }
+  else if (asprintf (&dir, "/tmp/ferry-warm-%ju-%" PRId64,
+                     (uintmax_t) getuid (), id) == -1)
+    dir = NULL;
+  if (dir == NULL)
+    ferry_error (ENOMEM, "out of memory");
+  return dir;
+}
+
+/* The VM of the warm migration SPEC (its absolute SOURCE), read for
+ * planning only; NULL with the error set. */
+static struct ferry_vm *
+warm_vm (const struct ferry_job_spec *spec, const char *source,
+         struct ferry_warm **wp)
+{
+  struct ferry_warm_options wo;
+  char dir[] = "/tmp/ferry-add-XXXXXX";
+  char tag[64];
+
+  *wp = NULL;
+  if (job_warm_options (spec, &wo) == -1)
+    return NULL;
+  if (mkdtemp (dir) == NULL) {
+    ferry_error_errno (errno, "%s", dir);
+    return NULL;
+  }
+  snprintf (tag, sizeof tag, "ferry-add%ld", (long) getpid ());
+  wo.source = source;
+  wo.workdir = dir;
+  wo.tag = tag;
+  *wp = ferry_warm_open (&wo, false, NULL);
+  if (*wp == NULL) {
+    rmdir (dir);
+    return NULL;
+  }
+  return ferry_warm_take_vm (*wp);
+}
+
+/* SOURCE made absolute: a file's real path, "qmp:" and its socket's. */
+static char *
+absolute_source (const char *source)
+{
+  char *s, *real;
+
+  if (ferry_image_is_uri (source))
+    return strdup (source);
+  if (strncmp (source, "qmp:", 4) != 0)
+    return realpath (source, NULL);
+  real = realpath (source + 4, NULL);
+  if (real == NULL)
+    return NULL;
+  if (asprintf (&s, "qmp:%s", real) == -1)
+    s = NULL;
+  free (real);
+  return s;
 }
 
 /* --- adding ----------------------------------------------------------------- */
@@ -469,7 +626,8 @@ record_job (struct ferry_store *st, const struct ferry_job_spec *spec,
   if (key == NULL)
     return ferry_error (ENOMEM, "out of memory");
   doc = json_object_new_object ();
-  json_object_object_add (doc, "mode", json_object_new_string ("cold"));
+  json_object_object_add (doc, "mode", json_object_new_string (
+                            job_is_warm (spec) ? "warm" : "cold"));
   json_object_object_add (doc, "source", json_object_new_string (source));
   if (vm && vm->name)
     json_object_object_add (doc, "vm", json_object_new_string (vm->name));
@@ -538,8 +696,12 @@ ferry_job_add (struct ferry_store *st, const struct ferry_job_spec *spec,
   struct ferry_v2v_options opts;
   struct ferry_vm *vm = NULL;
   struct ferry_v2v_plan *plan = NULL;
+  struct ferry_warm *warm = NULL;
+  struct ferry_warm_options wo;
+  struct ferry_job_spec s2;
   CLEANUP_FREE char *source = NULL;
   CLEANUP_FREE char *error = NULL;
+  CLEANUP_FREE char *cutover = NULL;
   const char *state = "planned";
   int64_t id;
 
@@ -549,14 +711,30 @@ ferry_job_add (struct ferry_store *st, const struct ferry_job_spec *spec,
     *planp = NULL;
   if (spec->source == NULL)
     return ferry_error (EINVAL, "no source");
-  if (job_v2v_options (spec, &opts) == -1)
+  if (job_v2v_options (spec, &opts) == -1 ||
+      job_warm_options (spec, &wo) == -1)
     return -1;
   if (opts.out_dir == NULL) {
     ferry_error (EINVAL, "no output folder");
     return ferry_error_input ("out_dir");
   }
-  source = ferry_image_is_uri (spec->source) ? strdup (spec->source)
-    : realpath (spec->source, NULL);
+  if (job_is_warm (spec) && spec->cutover && spec->cutover[0] == '+') {
+    /* "+SECONDS" counts from now, not from whenever it runs. */
+    time_t t = (time_t) wo.cutover_at;
+    struct tm tm;
+    char buf[64];
+    strftime (buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", gmtime_r (&t, &tm));
+    cutover = strdup (buf);
+    if (cutover == NULL)
+      return ferry_error (ENOMEM, "out of memory");
+  }
+  s2 = *spec;
+  if (cutover)
+    s2.cutover = cutover;
+  spec = &s2;
+  if (job_is_warm (spec) && strncmp (spec->source, "qmp:", 4) == 0)
+    opts.no_convert = true;             /* a KVM guest already */
+  source = absolute_source (spec->source);
   if (source == NULL) {
     if (!add_failed)
       return ferry_error_errno (errno, "%s", spec->source);
@@ -564,9 +742,11 @@ ferry_job_add (struct ferry_store *st, const struct ferry_job_spec *spec,
     if (source == NULL)
       return ferry_error (ENOMEM, "out of memory");
   }
-  vm = ferry_vm_read (source);
+  vm = job_is_warm (spec) ? warm_vm (spec, source, &warm)
+    : ferry_vm_read (source);
   if (vm)
     plan = ferry_v2v_plan (vm, &opts);
+  ferry_warm_close (warm, true);
   if (plan == NULL) {
     if (!add_failed) {
       ferry_vm_free (vm);
@@ -677,7 +857,9 @@ job_found_done (json_object *doc)
 const char *
 ferry_job_shown_state (struct ferry_store *st, const struct ferry_store_record *r)
 {
-  if (r->state && strcmp (r->state, "running") == 0 &&
+  /* A warm job awaiting its cutover is running its rounds. */
+  if (r->state && (strcmp (r->state, "running") == 0 ||
+                   (strcmp (r->state, "awaiting-cutover") == 0 && r->runner)) &&
       ferry_store_job_runner_alive (st, r, FERRY_JOB_STALE) == 0)
     return "interrupted";
   return r->state ? r->state : "?";
@@ -889,7 +1071,28 @@ ferry_job_cutover (struct ferry_store *st, int64_t id)
 
   if (load (st, id, &r, &doc, &live, &held) == -1)
     return -1;
-  if (strcmp (r.state, "awaiting-cutover") != 0)
+  if (job_str (doc, "mode") && strcmp (job_str (doc, "mode"), "warm") == 0) {
+    /* A warm job: its runner stops the source and copies the last delta;
+     * one that no runner holds does so once its next run caught up. */
+    static const char *const cuttable[] = {
+      "planned", "running", "paused", "failed", "awaiting-cutover", NULL,
+    };
+    int64_t rev = r.rev;
+    if (!state_in (r.state, cuttable))
+      ferry_error (EINVAL, "job %" PRId64 " is %s: there is nothing to cut "
+                   "over", id, ferry_job_shown_state (st, &r));
+    else if (live)
+      ret = ferry_store_job_request (st, id, "cutover");
+    else {
+      json_object_object_add (doc, "cutover", json_object_new_boolean (true));
+      ret = job_doc_save (st, id, &rev, r.state, doc);
+    }
+    if (ret == 0)
+      ferry_store_event_add (st, id, "info", live ? "cutover asked" :
+                             "cutover asked: it cuts over once its next run "
+                             "has caught up");
+  }
+  else if (strcmp (r.state, "awaiting-cutover") != 0)
     ferry_error (EINVAL, "job %" PRId64 " is %s: only a job awaiting its "
                  "cutover (one that ran its test first) can be cut over", id,
                  ferry_job_shown_state (st, &r));

@@ -44,6 +44,7 @@
 
 #include <ferry/target.h>
 #include <ferry/vm.h>
+#include <ferry/warm.h>
 
 #include "job-internal.h"
 #include "../common/cleanup.h"
@@ -65,6 +66,13 @@ struct runner {
   struct ferry_v2v_disk_state *states;   /* per plan disk */
   double last_save;
   int request;                    /* atomic: enum request */
+  const char *live_state;         /* "running", or "awaiting-cutover" while
+                                     a warm job's rounds wait for it */
+
+  /* A warm migration. */
+  struct ferry_warm *warm;
+  int cutover;                    /* atomic: its cutover was asked */
+  double stopped_at;              /* when its source stopped, or 0 */
 
   /* The heartbeat thread (note 2). */
   pthread_t hb;
@@ -120,8 +128,10 @@ heartbeat_main (void *arg)
     pthread_mutex_unlock (&r->hb_lock);
     if (st && ferry_store_job_heartbeat (st, r->id, r->me, &req) == -1)
       e = ferry_get_errno ();
-    if (e == ESTALE || (req && (!strcmp (req, "pause") ||
-                                !strcmp (req, "cancel")))) {
+    if (req && strcmp (req, "cutover") == 0)
+      __atomic_store_n (&r->cutover, 1, __ATOMIC_SEQ_CST);
+    else if (e == ESTALE || (req && (!strcmp (req, "pause") ||
+                                     !strcmp (req, "cancel")))) {
       int want = e == ESTALE ? REQ_LOST : req[0] == 'p' ? REQ_PAUSE
         : REQ_CANCEL;
       if (__atomic_exchange_n (&r->request, want, __ATOMIC_SEQ_CST) == 0)
@@ -206,7 +216,7 @@ j_begin (void *opaque, const char *step, int disk)
   json_object_object_add (s, "started", json_object_new_double (job_now ()));
   json_object_object_del (s, "finished");
   json_object_object_del (s, "outcome");
-  return save (r, "running");
+  return save (r, r->live_state);
 }
 
 static int
@@ -245,7 +255,18 @@ j_end (void *opaque, const char *step, int disk, bool ok, const char *outcome)
     event (r, ok || stopped ? "info" : "error", "%s %s%s%s", step,
            ok ? "done" : stopped ? "stopped" : "failed",
            outcome ? ": " : "", outcome ? outcome : "");
-  return save (r, "running");
+  /* A warm job's downtime: from its source's stop to its disks' last
+   * write, and to the output in place. */
+  if (ok && r->stopped_at > 0 && (!strcmp (step, "sync") ||
+                                  !strcmp (step, "commit"))) {
+    double d = job_now () - r->stopped_at;
+    json_object_object_add (r->doc, step[0] == 's' ? "disks_final_s"
+                            : "downtime_s", json_object_new_double (d));
+    if (step[0] == 'c')
+      event (r, "info", "downtime %.2f s (the source stopped, then the "
+             "output in place)", d);
+  }
+  return save (r, r->live_state);
 }
 
 static const struct ferry_v2v_disk_state *
@@ -286,7 +307,7 @@ j_checkpoint (void *opaque, int disk, const struct ferry_v2v_disk_state *st)
   json_object_object_add (c, "source", json_object_new_string (st->source));
   json_object_object_add (c, "time", json_object_new_double (job_now ()));
   json_object_object_add (d, "checkpoint", c);
-  return save (r, "running");
+  return save (r, r->live_state);
 }
 
 static void
@@ -338,8 +359,148 @@ run_progress (const struct ferry_v2v_progress *p, void *opaque)
       json_object_object_add (d, "eta", json_object_new_double (dp->eta));
     }
     if (job_now () - r->last_save >= PROGRESS_SAVE)
-      save (r, "running");
+      save (r, r->live_state);
   }
+}
+
+/* --- a warm job's rounds ------------------------------------------------------ */
+
+static int
+w_save (void *opaque, const char *state)
+{
+  struct runner *r = opaque;
+  json_object *o = json_tokener_parse (state);
+
+  if (o == NULL)
+    return ferry_error (EINVAL, "a warm state that is not JSON");
+  json_object_object_add (r->doc, "warm", o);
+  return save (r, r->live_state);
+}
+
+static int
+w_round (void *opaque, const struct ferry_warm_round *rd, double predicted)
+{
+  struct runner *r = opaque;
+  json_object *rounds, *o = json_object_new_object ();
+
+  if (!json_object_object_get_ex (r->doc, "rounds", &rounds)) {
+    rounds = json_object_new_array ();
+    json_object_object_add (r->doc, "rounds", rounds);
+  }
+  json_object_object_add (o, "number", json_object_new_int (rd->number));
+  json_object_object_add (o, "kind", json_object_new_string (rd->kind));
+  json_object_object_add (o, "final", json_object_new_boolean (rd->final));
+  json_object_object_add (o, "bytes", json_object_new_uint64 (rd->bytes));
+  json_object_object_add (o, "bytes_read",
+                          json_object_new_uint64 (rd->bytes_read));
+  json_object_object_add (o, "started", json_object_new_double (rd->started));
+  json_object_object_add (o, "seconds", json_object_new_double (rd->seconds));
+  json_object_object_add (o, "dirty_rate",
+                          json_object_new_double (rd->dirty_rate));
+  json_object_object_add (o, "throughput",
+                          json_object_new_double (rd->throughput));
+  json_object_array_add (rounds, o);
+  if (predicted >= 0 && !rd->final)
+    json_object_object_add (r->doc, "predicted_downtime_s",
+                            json_object_new_double (predicted));
+  event (r, "info", "round %u%s: %" PRIu64 " bytes in %.2f s%s", rd->number,
+         rd->final ? " (the last delta)" : "", rd->bytes, rd->seconds, "");
+  return save (r, r->live_state);
+}
+
+static bool
+w_cutover_asked (void *opaque)
+{
+  struct runner *r = opaque;
+
+  return __atomic_load_n (&r->cutover, __ATOMIC_SEQ_CST) ||
+    job_bool (r->doc, "cutover");
+}
+
+static void
+w_waiting (void *opaque, const char *why)
+{
+  struct runner *r = opaque;
+  const char *was = job_str (r->doc, "waiting");
+
+  if (why) {
+    bool same = was && strcmp (was, why) == 0;
+    r->live_state = "awaiting-cutover";
+    json_object_object_add (r->doc, "waiting", json_object_new_string (why));
+    if (!same)
+      save (r, r->live_state);
+  }
+  else {
+    r->live_state = "running";
+    json_object_object_del (r->doc, "waiting");
+    save (r, r->live_state);
+  }
+}
+
+static void
+w_stopped (void *opaque, double at)
+{
+  struct runner *r = opaque;
+
+  r->stopped_at = at;
+  json_object_object_add (r->doc, "stopped_at", json_object_new_double (at));
+  /* Asked and done: the request is spent. */
+  if (__atomic_load_n (&r->cutover, __ATOMIC_SEQ_CST))
+    ferry_store_job_request (r->st, r->id, NULL);
+  event (r, "info", "cutover: the source stopped");
+  save (r, r->live_state);
+}
+
+static void
+w_note (void *opaque, const char *level, const char *message)
+{
+  event (opaque, level, "%s", message);
+}
+
+static int
+j_sync (void *opaque, struct ferry_v2v_plan *plan, const char *staging)
+{
+  struct runner *r = opaque;
+  struct ferry_warm_journal wj = {
+    .opaque = r, .save = w_save, .round = w_round,
+    .cutover_asked = w_cutover_asked, .waiting = w_waiting,
+    .stopped = w_stopped, .note = w_note,
+  };
+  int ret = ferry_warm_sync (r->warm, plan, staging, &wj);
+
+  r->live_state = "running";
+  return ret;
+}
+
+/* Attach to the warm job's source (SPEC) and read its VM. */
+static struct ferry_vm *
+warm_attach (struct runner *r, const struct ferry_job_spec *spec,
+             struct ferry_v2v_options *opts)
+{
+  struct ferry_warm_options wo;
+  CLEANUP_FREE char *workdir = NULL;
+  json_object *state;
+  char tag[64];
+
+  if (job_warm_options (spec, &wo) == -1)
+    return NULL;
+  workdir = job_warm_workdir (r->st, r->id);
+  if (workdir == NULL)
+    return NULL;
+  snprintf (tag, sizeof tag, "ferry-j%" PRId64, r->id);
+  wo.source = spec->source;
+  wo.workdir = workdir;
+  wo.tag = tag;
+  r->stopped_at = job_num (r->doc, "stopped_at");
+  state = json_object_object_get (r->doc, "warm");
+  r->warm = ferry_warm_open (&wo, true, state
+                             ? json_object_to_json_string_ext (
+                               state, JSON_C_TO_STRING_PLAIN) : NULL);
+  if (r->warm == NULL)
+    return NULL;
+  if (strcmp (ferry_warm_kind (r->warm), "bitmap") == 0)
+    opts->no_convert = true;            /* a KVM guest already */
+  return ferry_warm_take_vm (r->warm);
 }
 
 /* --- the run ---------------------------------------------------------------- */
@@ -415,7 +576,7 @@ ferry_job_run (struct ferry_store *st, int64_t id,
   static const char *const runnable[] = {
     "planned", "running", "paused", "failed", "awaiting-cutover", NULL,
   };
-  struct runner r = { .st = st, .id = id, .o = o };
+  struct runner r = { .st = st, .id = id, .o = o, .live_state = "running" };
   struct ferry_store_record rec = { 0 };
   struct ferry_job_spec spec;
   struct ferry_job_spec_hold *hold = NULL;
@@ -465,7 +626,8 @@ ferry_job_run (struct ferry_store *st, int64_t id,
     snprintf (out->state, sizeof out->state, "%s", prev);
     goto out_release;
   }
-  if (strcmp (prev, "awaiting-cutover") == 0 && !job_bool (r.doc, "cutover")) {
+  if (strcmp (prev, "awaiting-cutover") == 0 && !job_bool (r.doc, "cutover") &&
+      !(job_str (r.doc, "mode") && !strcmp (job_str (r.doc, "mode"), "warm"))) {
     ferry_error (EINVAL, "job %" PRId64 " is awaiting its cutover: cut it "
                  "over, or retry it to test again", id);
     snprintf (out->state, sizeof out->state, "%s", prev);
@@ -523,9 +685,14 @@ ferry_job_run (struct ferry_store *st, int64_t id,
   if (o && o->plan)
     r.plan = o->plan;                   /* the caller's, just made */
   else {
-    vm = ferry_vm_read (spec.source);
+    vm = job_is_warm (&spec) ? warm_attach (&r, &spec, &opts)
+      : ferry_vm_read (spec.source);
     if (vm)
       r.plan = ferry_v2v_plan (vm, &opts);
+  }
+  if (r.warm) {
+    j.sync = j_sync;
+    j.no_copy = !ferry_warm_copies_base (r.warm);
   }
   if (r.plan == NULL) {
     j_end (&r, "checks", -1, false, ferry_get_error ());
@@ -609,6 +776,17 @@ ferry_job_run (struct ferry_store *st, int64_t id,
   rr = ferry_v2v_run_journal (r.plan, &opts, &j, &out->summary);
   out->have_summary = true;
   stop_heartbeat (&r);
+  if (r.warm) {
+    /* Over (or cancelled): ferry's bitmaps and files go; otherwise they
+     * stay for the next run. */
+    int req = __atomic_load_n (&r.request, __ATOMIC_SEQ_CST);
+    bool over = rr >= 0 || (ferry_get_errno () == EINTR && req == REQ_CANCEL);
+    struct error_saved saved;
+    error_save (&saved);
+    ferry_warm_close (r.warm, over);
+    r.warm = NULL;
+    error_restore (&saved);
+  }
 
   if (rr >= 0 && __atomic_load_n (&r.request, __ATOMIC_SEQ_CST) != REQ_NONE) {
     /* Asked to stop as the run ended anyway: the request is spent, and the
@@ -653,6 +831,14 @@ ferry_job_run (struct ferry_store *st, int64_t id,
       finish (&r, "paused", false, out);
       ferry_error (EINTR, "interrupted");
     }
+    else if (ferry_get_errno () == ENOTCONN && job_is_warm (&spec)) {
+      /* The source VM went away: paused, to be resumed once it is back
+       * (its lost bitmaps then cost a full comparison). */
+      json_object_object_add (r.doc, "error",
+                              json_object_new_string (ferry_get_error ()));
+      event (&r, "error", "%s: paused", ferry_get_error ());
+      finish (&r, "paused", false, out);
+    }
     else
       finish (&r, "failed", true, out);
     /* The stop request was for this run. */
@@ -670,6 +856,7 @@ ferry_job_run (struct ferry_store *st, int64_t id,
   }
  out_free:
   stop_heartbeat (&r);
+  ferry_warm_close (r.warm, false);
   ferry_job_spec_free (hold);
   if (!(o && o->plan))
     ferry_v2v_plan_free (r.plan);

@@ -284,6 +284,12 @@ ferry_v2v_source_ident (const struct ferry_v2v_plan *plan, size_t disk,
     snprintf (buf, len, "none");
     return 0;
   }
+  /* A server's export (a running VM's disk): no file to tell by; a warm
+   * run knows by its bitmaps whether what it copied still holds. */
+  if (ferry_image_is_uri (d->path)) {
+    snprintf (buf, len, "%s", d->path);
+    return 0;
+  }
   if (stat (d->path, &st) == -1)
     return ferry_error_errno (errno, "%s", d->path);
   snprintf (buf, len, "%ju:%ju:%jd:%jd.%09ld:%" PRIu64 ":%" PRIu64 ":%"
@@ -687,8 +693,21 @@ ferry_v2v_run_journal (struct ferry_v2v_plan *plan,
   if (keep_removed (summary, ferry_target_removed (target)) == -1)
     goto err;
 
-  if (copy_disks (plan, opts, j, staging, summary, &recopied) == -1)
+  if (!(j && j->no_copy) &&
+      copy_disks (plan, opts, j, staging, summary, &recopied) == -1)
     goto err;
+  /* A warm run: rounds until the cutover, then the last delta. */
+  if (j && j->sync && (!step_done (j, "sync", -1) || recopied)) {
+    if (cancelled (opts)) {
+      ferry_error (EINTR, "interrupted");
+      goto err;
+    }
+    if (step_begin (j, "sync", -1) == -1)
+      goto err;
+    r = j->sync (j->opaque, plan, staging);
+    if (step_end (j, "sync", -1, r, NULL) == -1)
+      goto err;
+  }
 
   /* The guest, on the copies (convert.c); in a durable run on overlays,
    * so that a kill during it leaves the copies as they were.  A disk

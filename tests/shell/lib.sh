@@ -264,6 +264,27 @@ job_left () {
   esac
 }
 
+# job_py ID EXPR: the Python expression EXPR over job ID's JSON (j, as
+# `ferry job show --json` gives it); empty when the job cannot be read.
+job_py () {
+  "$FERRY" job show --json "$1" 2>/dev/null | "$PYTHON" -c '
+import json, sys
+j = json.load(sys.stdin)
+v = eval(sys.argv[1])
+print(json.dumps(v) if isinstance(v, (dict, list, bool)) or v is None else v)
+' "$2" 2>/dev/null
+}
+# wait_job ID EXPR SECONDS: wait until job_py ID EXPR prints True; false
+# when SECONDS pass first.
+wait_job () {
+  local id=$1 expr=$2 end=$((SECONDS + $3))
+  while [ $SECONDS -lt $end ]; do
+    [ "$(job_py "$id" "$expr")" = true ] && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
 # --- making images with the peers -----------------------------------------
 # mkimg FMT PATH SIZE [OPTIONS]: qemu-img create.
 mkimg () {
