@@ -12,6 +12,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -474,6 +475,101 @@ test_cancel (void **state)
   ferry_hash_table_close (t);
 }
 
+/* Kill a round (SIGKILL, from the fault injection) at each of its first
+ * writes and syncs, in a child process; a later round in this process
+ * must make the target equal to the source, as qemu-img compare says. */
+static void
+test_kill_anywhere (void **state)
+{
+  static const char *const ops[] = { "write", "sync" };
+  struct ferry_hash_table *t = setup ("qcow2", NULL, true);
+  struct ferry_delta_stats st;
+  unsigned seed = 10, kills = 0;
+  size_t o;
+
+  assert_int_equal (round_of (src, dst, "qcow2", t, &st), 0);
+  ferry_hash_table_close (t);
+  for (o = 0; o < sizeof ops / sizeof ops[0]; o++) {
+    unsigned n;
+
+    for (n = 1; n <= 8; n++) {
+      char fault[64];
+      pid_t pid;
+      int status;
+
+      /* Six chunks change, in all three windows. */
+      seed++;
+      modify (src, "raw", 0, 4096, seed);
+      modify (src, "raw", 3 * MiB + 8192, 100, seed);
+      modify (src, "raw", 70 * MiB, MiB, seed);
+      modify (src, "raw", 72 * MiB + 4096, 4096, seed);
+      modify (src, "raw", 100 * MiB, 64 * KiB, seed);
+      modify (src, "raw", 150 * MiB + 12345, 10, seed);
+
+      snprintf (fault, sizeof fault, "%s:%u:kill", ops[o], n);
+      pid = fork ();
+      assert_true (pid >= 0);
+      if (pid == 0) {
+        setenv ("FERRY_FAULT", fault, 1);
+        fault_reset ();
+        t = reopen_table ();
+        round_of (src, dst, "qcow2", t, &st);
+        _exit (0);
+      }
+      assert_int_equal (waitpid (pid, &status, 0), pid);
+      if (WIFSIGNALED (status)) {
+        assert_int_equal (WTERMSIG (status), SIGKILL);
+        kills++;
+      }
+      else
+        assert_true (WIFEXITED (status) && WEXITSTATUS (status) == 0);
+
+      t = reopen_table ();
+      assert_int_equal (round_of (src, dst, "qcow2", t, &st), 0);
+      ferry_hash_table_close (t);
+      assert_true (qemu_img_same (src, dst, "qcow2"));
+    }
+  }
+  /* Every sync of such a round and most of its writes were struck. */
+  assert_true (kills >= 14);
+}
+
+/* What the progress callback of a round last saw, and how often. */
+static struct ferry_progress last_progress;
+static unsigned progress_calls, finished_calls;
+
+/* Keep the progress report P. */
+static void
+keep_progress (const struct ferry_progress *p, void *opaque)
+{
+  last_progress = *p;
+  progress_calls++;
+  finished_calls += p->finished;
+}
+
+/* A round reports its progress in source bytes, once finished. */
+static void
+test_progress (void **state)
+{
+  struct ferry_hash_table *t = setup ("raw", NULL, true);
+  struct ferry_copy_options opts = { .progress = keep_progress };
+  struct ferry_delta_stats st;
+  struct ferry_image *s = ferry_image_open (src, "raw", 0);
+  struct ferry_image *d = ferry_image_open (dst, "raw", FERRY_OPEN_WRITE);
+
+  assert_non_null (s);
+  assert_non_null (d);
+  assert_int_equal (ferry_hash_round (s, d, t, &opts, &st), 0);
+  assert_true (progress_calls >= 1);
+  assert_int_equal (finished_calls, 1);
+  assert_true (last_progress.finished);
+  assert_int_equal (last_progress.done, SOURCE_SIZE);
+  assert_int_equal (last_progress.total, SOURCE_SIZE);
+  ferry_image_close (s);
+  assert_int_equal (ferry_image_close (d), 0);
+  ferry_hash_table_close (t);
+}
+
 /* Run every test, with the temporary directory around them. */
 int
 main (void)
@@ -482,11 +578,13 @@ main (void)
     cmocka_unit_test (test_rounds_raw),
     cmocka_unit_test (test_rounds_qcow2),
     cmocka_unit_test (test_aba),
+    cmocka_unit_test (test_kill_anywhere),
     cmocka_unit_test (test_stale_table),
     cmocka_unit_test (test_damaged_table),
     cmocka_unit_test (test_unknown_table),
     cmocka_unit_test (test_cluster_larger_than_chunk),
     cmocka_unit_test (test_cancel),
+    cmocka_unit_test (test_progress),
   };
   return cmocka_run_group_tests (tests, make_scratch_dir, remove_scratch_dir);
 }
