@@ -477,14 +477,11 @@ chunk_state (const unsigned char *buf, uint64_t len, uint64_t read,
   return STATE_HASH;
 }
 
-/* True when the state S with hash H is what entry I of T says. */
+/* True when the state A with hash HA says the same contents as B, HB. */
 static bool
-entry_matches (const struct ferry_hash_table *t, uint64_t i, uint8_t s,
-               XXH128_hash_t h)
+same_contents (uint8_t a, XXH128_hash_t ha, uint8_t b, XXH128_hash_t hb)
 {
-  if (t->state[i] != s)
-    return false;
-  return s != STATE_HASH || XXH128_isEqual (t->hash[i], h);
+  return a == b && (a != STATE_HASH || XXH128_isEqual (ha, hb));
 }
 
 /* Hash window chunk K of the source and decide what it needs (note 2a). */
@@ -505,7 +502,7 @@ hash_chunk (struct worker *w, uint64_t k)
   r->new_state[k] = s;
   r->new_hash[k] = h;
 
-  if (entry_matches (r->t, c, s, h))
+  if (same_contents (r->t->state[c], r->t->hash[c], s, h))
     r->action[k] = ACT_SKIP;
   else if (r->t->state[c] == STATE_UNKNOWN) {
     XXH128_hash_t th;
@@ -516,8 +513,7 @@ hash_chunk (struct worker *w, uint64_t k)
       return -1;
     __atomic_fetch_add (&r->bytes_target_read, read, __ATOMIC_RELAXED);
     ts = chunk_state (w->tbuf, len, read, &th);
-    r->action[k] = ts == s && (s != STATE_HASH || XXH128_isEqual (th, h))
-      ? ACT_RECORD : ACT_WRITE;
+    r->action[k] = same_contents (ts, th, s, h) ? ACT_RECORD : ACT_WRITE;
   }
   else
     r->action[k] = ACT_WRITE;
