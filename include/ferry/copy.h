@@ -134,7 +134,8 @@ struct ferry_hash_table;
  * CHUNK bytes (0: 1 MiB; it must be a power of two from 64 KiB to
  * 64 MiB, else EINVAL), creating it when missing with every chunk
  * "blank" (FRESH: the target was just created and reads as zeroes
- * everywhere) or "unknown" (!FRESH).  An existing file made for another
+ * everywhere) or "unknown" (!FRESH), synced with its folder; FRESH is
+ * ignored for an existing file.  An existing file made for another
  * size or chunk, or damaged (its header, or its length), is refused with
  * ESTALE and a message naming it (the caller then removes it and starts
  * with an unknown table); an entry whose own checksum is wrong is taken

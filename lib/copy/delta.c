@@ -277,6 +277,32 @@ load_table (struct ferry_hash_table *t, uint64_t file_size)
   return 0;
 }
 
+/* fsync the folder that holds PATH, so that a new file's name lasts: a
+ * "blank" table lost to a power cut and made again later would claim
+ * zeroes where the target may have been written meanwhile. */
+static int
+sync_folder_of (const char *path)
+{
+  char *dir = strdup (path), *slash;
+  int r;
+
+  if (dir == NULL)
+    return ferry_error (ENOMEM, "out of memory");
+  slash = strrchr (dir, '/');
+  if (slash == NULL)
+    strcpy (dir, ".");
+  else if (slash == dir)
+    slash[1] = '\0';
+  else
+    *slash = '\0';
+  r = sync_path (dir);
+  if (r == -1)
+    ferry_error_errno (errno, "%s: cannot sync the folder of the new hash "
+                       "table", path);
+  free (dir);
+  return r;
+}
+
 /* Open (or create) the table file PATH. */
 struct ferry_hash_table *
 ferry_hash_table_open (const char *path, uint64_t size, uint32_t chunk,
@@ -343,7 +369,7 @@ ferry_hash_table_open (const char *path, uint64_t size, uint32_t chunk,
 
   if (created) {
     memset (t->state, fresh ? STATE_BLANK : STATE_UNKNOWN, t->count);
-    if (create_table (t) == -1) {
+    if (create_table (t) == -1 || sync_folder_of (path) == -1) {
       unlink (path);
       goto err;
     }
