@@ -142,6 +142,64 @@ int ferry_compare (struct ferry_image *a, struct ferry_image *b,
                    unsigned threads, uint64_t *first_diff /* OUT */,
                    bool *size_differs /* OUT */);
 
+/* The hash delta (warm rounds for sources without change tracking).
+ *
+ * The hashes of what a target holds, chunk by chunk, kept in a file
+ * between rounds (and runs). */
+struct ferry_hash_table;
+
+/* Open the table file PATH for images of SIZE bytes cut in chunks of
+ * CHUNK bytes (0: 1 MiB; it must be a power of two from 64 KiB to
+ * 64 MiB, else EINVAL), creating it when missing with every chunk
+ * "blank" (FRESH: the target was just created and reads as zeroes
+ * everywhere) or "unknown" (!FRESH), synced with its folder; FRESH is
+ * ignored for an existing file.  An existing file made for another
+ * size or chunk, or damaged (its header, or its length), is refused with
+ * ESTALE and a message naming it (the caller then removes it and starts
+ * with an unknown table); an entry whose own checksum is wrong is taken
+ * as "unknown".  The file is locked while open: another open of it fails
+ * with EBUSY.  NULL with the error set.  The caller frees it with
+ * ferry_hash_table_close(). */
+struct ferry_hash_table *ferry_hash_table_open (const char *path,
+                                                uint64_t size, uint32_t chunk,
+                                                bool fresh);
+/* Close T (NULL: nothing); its file stays. */
+void ferry_hash_table_close (struct ferry_hash_table *t);
+/* Forget every hash (the target's contents are no longer known): every
+ * chunk becomes unknown, durably.  0, or -1 with the error set. */
+int ferry_hash_table_forget (struct ferry_hash_table *t);
+uint32_t ferry_hash_table_chunk (const struct ferry_hash_table *t);
+
+struct ferry_delta_stats {
+  uint64_t chunks;            /* chunks looked at */
+  uint64_t chunks_written;    /* chunks written (data or zeroes) to the target */
+  uint64_t bytes_read;        /* bytes read from the source (holes are not read) */
+  uint64_t bytes_target_read; /* bytes read from the target (unknown chunks only) */
+  uint64_t bytes_written;     /* bytes written to the target, zero writes included */
+  double seconds;
+};
+
+/* One hash round: make DST (open for writing, as large as SRC) hold
+ * SRC's contents, writing only what the table T (made for SRC's size)
+ * says differs.  For each chunk: SRC's extents first (a chunk that is
+ * all holes or zero extents hashes as zeroes without a read), else read
+ * and hash it (XXH3-128).  A chunk whose table entry is a hash equal to
+ * it is skipped; "blank" and SRC zero: skipped; "unknown": DST's chunk
+ * is read (its data extents) and hashed, and written only if different;
+ * otherwise it is written (zero runs as ferry_image_zero, data with
+ * pwrite).  The new hashes are recorded once DST is flushed; a kill at
+ * any moment leaves a table that claims nothing DST does not hold
+ * (delta.c, notes 1 to 4).  The chunk must be a multiple of DST's
+ * cluster size (EINVAL otherwise).  OPTS (NULL: defaults): threads
+ * (workers), cancel, progress (done/total in source bytes) as in
+ * ferry_copy; the other fields are ignored.  0 with *STATS filled, or -1
+ * with the error set (EINTR when cancelled or on a stop request) and
+ * *STATS telling what was done before. */
+int ferry_hash_round (struct ferry_image *src, struct ferry_image *dst,
+                      struct ferry_hash_table *t,
+                      const struct ferry_copy_options *opts,
+                      struct ferry_delta_stats *stats /* OUT */);
+
 #ifdef __cplusplus
 }
 #endif

@@ -116,8 +116,8 @@
 
 #include <ferry/copy.h>
 
+#include "internal.h"
 #include "../common/error.h"
-#include "../common/stop.h"
 #include "../common/util.h"
 #include "../common/vector.h"
 
@@ -154,8 +154,6 @@
 
 /* The speed is measured over about this many seconds. */
 #define RATE_SAMPLES 16
-
-#define ERROR_MSG_MAX 1024
 
 /* What to do with one block of the target. */
 enum action {
@@ -222,9 +220,7 @@ struct copy {
   size_t ext_idx;
   uint64_t pos;                    /* where the next item starts */
   uint64_t next_seq;
-  bool failed;
-  int err;
-  char msg[ERROR_MSG_MAX];
+  struct first_error error;        /* the first error, the stop (note 3) */
   /* Checkpoints (note 8), under LOCK too. */
   bool paused;                     /* hand out no item */
   bool ckpt_due;                   /* the dispatcher asks for a checkpoint */
@@ -241,7 +237,6 @@ struct copy {
   pthread_cond_t order_cond;
   uint64_t next_write;
 
-  int stop;                        /* atomic: leave as soon as possible */
   uint64_t done;                   /* atomic: data bytes handled */
 };
 
@@ -276,7 +271,7 @@ align_up (uint64_t x, uint64_t a)
 static bool
 stopped (struct copy *c)
 {
-  return __atomic_load_n (&c->stop, __ATOMIC_ACQUIRE) != 0;
+  return first_error_stopped (&c->error);
 }
 
 /* Keep ERRNUM and MSG as the copy's error unless one came first, and make
@@ -285,12 +280,7 @@ static void
 record_error (struct copy *c, int errnum, const char *msg)
 {
   pthread_mutex_lock (&c->lock);
-  if (!c->failed) {
-    c->failed = true;
-    c->err = errnum ? errnum : EIO;
-    snprintf (c->msg, sizeof c->msg, "%s", msg);
-  }
-  __atomic_store_n (&c->stop, 1, __ATOMIC_RELEASE);
+  first_error_keep (&c->error, errnum, msg);
   /* Wake the workers a checkpoint holds back. */
   pthread_cond_broadcast (&c->resume_cond);
   pthread_mutex_unlock (&c->lock);
@@ -487,40 +477,11 @@ static int
 read_backing (struct copy *c, struct worker *w, uint64_t start, uint64_t end,
               unsigned char *buf, bool *all_zero)
 {
-  uint64_t bsize = ferry_image_size (c->backing);
-  uint64_t pos = start, stop = MIN (end, bsize);
+  uint64_t read;
 
-  *all_zero = true;
-  while (pos < stop) {
-    uint64_t before = pos;
-    size_t i;
-
-    w->bext.len = 0;
-    if (ferry_image_extents (c->backing, pos, stop - pos, &w->bext) == -1)
-      return -1;
-    for (i = 0; i < w->bext.len && pos < stop; i++) {
-      const struct ferry_extent *x = &w->bext.ptr[i];
-      uint64_t xend = MIN (x->offset + x->length, stop), n;
-
-      if (xend <= pos)
-        continue;
-      n = xend - pos;
-      if (extent_is_zero (x->flags))
-        memset (buf + (pos - start), 0, n);
-      else {
-        if (ferry_image_pread (c->backing, buf + (pos - start), n, pos) == -1)
-          return -1;
-        *all_zero = false;
-      }
-      pos = xend;
-    }
-    if (pos == before)
-      return ferry_error (EIO, "%s: the %s driver gave no extent at offset %"
-                          PRIu64, ferry_image_path (c->backing),
-                          ferry_image_format (c->backing), pos);
-  }
-  if (pos < end)
-    memset (buf + (pos - start), 0, end - pos);
+  if (copy_read_extents (c->backing, &w->bext, start, end, buf, &read) == -1)
+    return -1;
+  *all_zero = read == 0;
   return 0;
 }
 
@@ -874,13 +835,6 @@ report_progress (struct copy *c, struct progress *pr, uint64_t done,
   c->opts->progress (&p, c->opts->progress_opaque);
 }
 
-/* True when the caller asked to stop: its cancel flag, or a stop
- * request for the whole library. */
-static bool
-cancel_requested (const struct ferry_copy_options *opts)
-{
-  return (opts->cancel && *opts->cancel) || stop_requested ();
-}
 
 static void checkpoint_if_due (struct copy *c);
 
@@ -895,7 +849,7 @@ count_data_bytes (struct copy *c, uint64_t *total, uint64_t *below)
 
   *total = 0;
   *below = 0;
-  while (pos < c->size && !stopped (c) && !cancel_requested (c->opts)) {
+  while (pos < c->size && !stopped (c) && !copy_cancel_requested (c->opts)) {
     size_t i;
 
     list.len = 0;
@@ -924,18 +878,6 @@ count_data_bytes (struct copy *c, uint64_t *total, uint64_t *below)
   return 0;
 }
 
-/* The deadline POLL_INTERVAL from now on CLOCK_MONOTONIC, for the
- * timed waits of the calling thread. */
-static void
-poll_deadline (struct timespec *ts)
-{
-  clock_gettime (CLOCK_MONOTONIC, ts);
-  ts->tv_nsec += (long) (POLL_INTERVAL * 1e9);
-  if (ts->tv_nsec >= 1000000000) {
-    ts->tv_sec++;
-    ts->tv_nsec -= 1000000000;
-  }
-}
 
 /* Flush the target and tell the caller it holds the source over
  * [0, DURABLE) for good.  On the calling thread, with no worker writing. */
@@ -964,9 +906,9 @@ periodic_checkpoint (struct copy *c)
   while (c->busy > 0 && !stopped (c)) {
     struct timespec ts;
 
-    poll_deadline (&ts);
+    copy_deadline (&ts, POLL_INTERVAL);
     pthread_cond_timedwait (&c->idle_cond, &c->lock, &ts);
-    if (c->busy > 0 && cancel_requested (c->opts)) {
+    if (c->busy > 0 && copy_cancel_requested (c->opts)) {
       pthread_mutex_unlock (&c->lock);
       record_error (c, EINTR, "interrupted");
       pthread_mutex_lock (&c->lock);
@@ -1017,7 +959,7 @@ supervise (struct copy *c, struct progress *pr)
     unsigned running;
     double now;
 
-    poll_deadline (&ts);
+    copy_deadline (&ts, POLL_INTERVAL);
     pthread_mutex_lock (&c->lock);
     if (c->running > 0)
       pthread_cond_timedwait (&c->finished_cond, &c->lock, &ts);
@@ -1026,7 +968,7 @@ supervise (struct copy *c, struct progress *pr)
     if (running == 0)
       return;
 
-    if (cancel_requested (c->opts))
+    if (copy_cancel_requested (c->opts))
       record_error (c, EINTR, "interrupted");
     checkpoint_if_due (c);
     now = now_seconds ();
@@ -1050,30 +992,20 @@ free_worker (struct worker *w)
   ferry_extent_list_free (&w->item.ext);
 }
 
-/* Allocate a 4 KiB-aligned buffer of LEN bytes, or NULL. */
-static void *
-alloc_aligned (size_t len)
-{
-  void *p;
-
-  if (posix_memalign (&p, 4096, len) != 0)
-    return NULL;
-  return p;
-}
 
 /* Allocate W's buffers for C. */
 static int
 init_worker (struct copy *c, struct worker *w)
 {
   w->c = c;
-  w->buf = alloc_aligned (c->request);
+  w->buf = copy_alloc_aligned (c->request);
   if (w->buf == NULL)
     goto nomem;
-  if (c->backing && (w->bbuf = alloc_aligned (c->request)) == NULL)
+  if (c->backing && (w->bbuf = copy_alloc_aligned (c->request)) == NULL)
     goto nomem;
   if (c->compress) {
     size_t units = c->request / c->unit;
-    w->cbuf = alloc_aligned (units * c->bound);
+    w->cbuf = copy_alloc_aligned (units * c->bound);
     w->clen = calloc (units, sizeof *w->clen);
     w->acts = calloc (units, 1);
     if (w->cbuf == NULL || w->clen == NULL || w->acts == NULL)
@@ -1183,20 +1115,6 @@ plan_copy (struct copy *c, const struct ferry_copy_options *opts,
   return 0;
 }
 
-/* Block the signals a user sends (^C, kill) on the workers, so that the
- * handler runs on the calling thread, which polls the cancel flag. */
-static void
-block_user_signals (sigset_t *old)
-{
-  sigset_t set;
-
-  sigemptyset (&set);
-  sigaddset (&set, SIGINT);
-  sigaddset (&set, SIGTERM);
-  sigaddset (&set, SIGHUP);
-  sigaddset (&set, SIGQUIT);
-  pthread_sigmask (SIG_BLOCK, &set, old);
-}
 
 /* After a cancel stopped the copy and the workers are joined: flush the
  * target and make the last checkpoint below every item that did not
@@ -1232,7 +1150,7 @@ ferry_copy (struct ferry_image *src, struct ferry_image *dst,
 
   if (opts == NULL)
     opts = &default_opts;
-  if (cancel_requested (opts))
+  if (copy_cancel_requested (opts))
     return ferry_error (EINTR, "interrupted");
 
   c.src = src;
@@ -1264,7 +1182,7 @@ ferry_copy (struct ferry_image *src, struct ferry_image *dst,
       goto out;
 
   pr.start = pr.last_report = c.ckpt_time = now_seconds ();
-  block_user_signals (&oldmask);
+  copy_block_user_signals (&oldmask);
   for (i = 0; i < threads; i++) {
     int r;
 
@@ -1300,12 +1218,13 @@ ferry_copy (struct ferry_image *src, struct ferry_image *dst,
     if (workers[i].started)
       pthread_join (workers[i].thread, NULL);
 
-  if (!c.failed && cancel_requested (opts))
+  if (!c.error.failed && copy_cancel_requested (opts))
     record_error (&c, EINTR, "interrupted");
-  if (c.failed && c.err == EINTR && c.checkpointing && cancel_requested (opts))
+  if (c.error.failed && c.error.err == EINTR && c.checkpointing &&
+      copy_cancel_requested (opts))
     stop_checkpoint (&c, workers, threads);
-  if (c.failed) {
-    ferry_error (c.err, "%s", c.msg);
+  if (c.error.failed) {
+    ferry_error (c.error.err, "%s", c.error.msg);
     goto out;
   }
   /* A source read in order is known whole only at the end of its stream
