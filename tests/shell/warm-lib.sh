@@ -193,12 +193,12 @@ if last is not None and struct.unpack_from("<4Q", last)[3] != fnv(last):
 print(n)' "$1" "${2:-64}"
 }
 
-# tiny_stop NAME: kill the guest NAME (SIGTERM, then SIGKILL after 10 s)
-# and wait until it is gone.
+# tiny_stop NAME [SIGNAL]: kill the guest NAME (SIGTERM, or SIGNAL; SIGKILL
+# after 10 s) and wait until it is gone.
 tiny_stop () {
   local name=$1 pid i
   pid=$(tiny_pid "$name") || return 0
-  kill "$pid" 2>/dev/null
+  kill -s "${2:-TERM}" "$pid" 2>/dev/null
   for i in $(seq 50); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.2

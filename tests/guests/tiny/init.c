@@ -16,8 +16,12 @@
  *
  * Options: ferry.region=MiB (the length of each region, 64 by default: the
  * records are [0, R), the rewrites [R, 2R)), ferry.records=MiB (the records
- * region alone), ferry.rate=KiB (KiB per second of all writes, records and
- * rewrites together, 1024 by default; 0 writes as fast as it can).
+ * region alone: the rewrites then start where it ends), ferry.rate=KiB (KiB per second of all writes, records and
+ * rewrites together, 1024 by default; 0 writes as fast as it can).  Each
+ * record is followed by one rewrite: 4 KiB of every 68 KiB written are
+ * records, so at the default pace it appends 15 records a second and the
+ * 64 MiB records region lasts 18 minutes (then "FERRY-FULL", and the
+ * rewrites go on).  It writes nothing outside the two regions.
  *
  * The console lines are the interface to the tests (tests/shell/warm-lib.sh):
  *   FERRY-ID hex      the boot's random id, stamped in its records
@@ -332,17 +336,21 @@ now_s (void)
   return t.tv_sec + t.tv_nsec / 1e9;
 }
 
-/* Sleep until WRITTEN bytes are no more than RATE allows since START. */
+/* Sleep until WRITTEN bytes are no more than RATE allows since *START.  A
+ * writer more than a second behind (a VM slowed down by its host) forgets
+ * the rest of its debt, moving *START: it never bursts to catch up. */
 static void
-pace (uint64_t written, uint64_t rate, double start)
+pace (uint64_t written, uint64_t rate, double *start)
 {
   double due, ahead;
   struct timespec t;
 
   if (rate == 0)
     return;
-  due = start + (double) written / rate;
+  due = *start + (double) written / rate;
   ahead = due - now_s ();
+  if (ahead < -1.0)
+    *start -= ahead + 1.0;
   if (ahead > 0) {
     t.tv_sec = (time_t) ahead;
     t.tv_nsec = (long) ((ahead - t.tv_sec) * 1e9);
@@ -406,7 +414,7 @@ run_write (const struct options *o)
         say ("FERRY-FULL %" PRIu64, seq - 1);
         full = true;
       }
-      pace (written, o->rate, start);
+      pace (written, o->rate, &start);
     }
     for (i = 0; i < REWRITE_SIZE / 8; i++) {
       uint64_t r = next_random (&state);
@@ -416,7 +424,7 @@ run_write (const struct options *o)
               o->records_len + next_random (&state) % nr_blocks * REWRITE_SIZE,
               "rewriting a block");
     written += REWRITE_SIZE;
-    pace (written, o->rate, start);
+    pace (written, o->rate, &start);
   }
 }
 
