@@ -193,6 +193,26 @@ if last is not None and struct.unpack_from("<4Q", last)[3] != fnv(last):
 print(n)' "$1" "${2:-64}"
 }
 
+# tiny_holds WHAT DISK FMT NAME [ARGS...]: a check, ok when DISK (a copy
+# or a migration's target of NAME's disk, NAME stopped or killed) holds
+# every record NAME announced and at most one more (see the top), as the
+# guest's check mode finds them (ARGS: the writer's ferry.records= or
+# ferry.region=, if any).  TINY_LAST is what the check found.
+tiny_holds () {
+  local what=$1 disk=$2 fmt=$3 name=$4 announced
+  shift 4
+  announced=$(tiny_last_record "$name")
+  if ! TINY_LAST=$(tiny_check "$disk" "$fmt" "$@" 2>"$WORK/.tiny-check"); then
+    not_ok "$what: the check boot of $disk printed no FERRY-LAST" "$(cat "$WORK/.tiny-check")"
+  elif [ "$TINY_LAST" -lt "$announced" ]; then
+    not_ok "$what: $disk holds records up to $TINY_LAST, $name had announced $announced"
+  elif [ "$TINY_LAST" -gt $((announced + 1)) ]; then
+    not_ok "$what: $disk holds records up to $TINY_LAST, more than one past the $announced $name announced"
+  else
+    ok "$what: records 0..$TINY_LAST ($name announced $announced)"
+  fi
+}
+
 # tiny_stop NAME [SIGNAL]: kill the guest NAME (SIGTERM, or SIGNAL; SIGKILL
 # after 10 s) and wait until it is gone.
 tiny_stop () {
