@@ -16,7 +16,9 @@
 # in flight, when the VM stopped): init.c's notes say why.
 #
 # Each VM NAME has in $WORK: NAME.log (its serial console), NAME.qmp (its
-# QMP socket), NAME.pid; its disk nodes are NAME-file and NAME-disk, its
+# QMP socket, for ferry), NAME.ctl.qmp (a second one, the test's: QEMU
+# serves one client per monitor, and ferry may hold the first for the whole
+# migration), NAME.pid; its disk nodes are NAME-file and NAME-disk, its
 # virtio-blk device NAME-vda.  Every VM a test starts is killed when the
 # test ends.  Guests boot under TCG only (KVM hangs nested guests here).
 
@@ -32,8 +34,9 @@ tiny_build () {
   require qemu-system-x86_64 gcc cpio modinfo
   TINY_DIR=$("$SRCDIR/tests/guests/make-tiny.sh" 2>"$WORK/.make-tiny") ||
     die "the tiny guest could not be built: $(cat "$WORK/.make-tiny")"
-  [ -f "$TINY_DIR/initrd.img" ] && [ -f "$TINY_DIR/vmlinuz" ] ||
+  if [ ! -f "$TINY_DIR/initrd.img" ] || [ ! -f "$TINY_DIR/vmlinuz" ]; then
     die "make-tiny.sh printed $TINY_DIR, which has no vmlinuz and initrd.img"
+  fi
 }
 
 # tiny_qemu NAME DISK FMT MODE [ARGS...]: the QEMU command line (in the
@@ -54,15 +57,17 @@ tiny_qemu () {
 }
 
 # tiny_start NAME DISK FMT MODE [ARGS...]: start the tiny guest NAME in MODE
-# (write or idle) on DISK, a daemon with its QMP socket $WORK/NAME.qmp, and
-# wait for FERRY-READY (TINY_BOOT_TIMEOUT seconds); TINY_BOOT_S is how long
-# that took, from QEMU's start.  A guest that does not come up stops the test.
+# (write or idle) on DISK, a daemon with its QMP sockets $WORK/NAME.qmp and
+# $WORK/NAME.ctl.qmp, and wait for FERRY-READY (TINY_BOOT_TIMEOUT seconds);
+# TINY_BOOT_S is how long that took, from QEMU's start.  A guest that does
+# not come up stops the test.
 tiny_start () {
   local name=$1 t0 pid
   tiny_qemu "$@"
   rm -f "$WORK/$name.log" "$WORK/$name.pid"
   t0=$(date +%s.%N)
   "${TINY_QEMU[@]}" -qmp "unix:$WORK/$name.qmp,server=on,wait=off" \
+    -qmp "unix:$WORK/$name.ctl.qmp,server=on,wait=off" \
     -daemonize -pidfile "$WORK/$name.pid" >"$WORK/$name.qemu-err" 2>&1 ||
     die "the tiny guest $name did not start: $(cat "$WORK/$name.qemu-err")"
   pid=$(tiny_pid "$name") || die "the tiny guest $name is not running: $(cat "$WORK/$name.qemu-err")"
@@ -109,10 +114,11 @@ tiny_wait_records () {
   done
 }
 
-# tiny_qmp NAME COMMAND [ARGUMENTS-JSON]: run a QMP command on NAME; prints
-# its return as JSON (tests/shell/qmp-call.py).
+# tiny_qmp NAME COMMAND [ARGUMENTS-JSON]: run a QMP command on NAME through
+# its test socket NAME.ctl.qmp; prints its return as JSON
+# (tests/shell/qmp-call.py).
 tiny_qmp () {
-  "$PYTHON" "$TESTS_DIR/qmp-call.py" "$WORK/$1.qmp" "${@:2}"
+  "$PYTHON" "$TESTS_DIR/qmp-call.py" "$WORK/$1.ctl.qmp" "${@:2}"
 }
 
 # tiny_written NAME: the bytes the guest NAME wrote to its disk so far, as
@@ -216,10 +222,10 @@ tiny_holds () {
 # tiny_stop NAME [SIGNAL]: kill the guest NAME (SIGTERM, or SIGNAL; SIGKILL
 # after 10 s) and wait until it is gone.
 tiny_stop () {
-  local name=$1 pid i
+  local name=$1 pid
   pid=$(tiny_pid "$name") || return 0
   kill -s "${2:-TERM}" "$pid" 2>/dev/null
-  for i in $(seq 50); do
+  for _ in $(seq 50); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.2
   done
