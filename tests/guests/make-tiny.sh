@@ -3,10 +3,11 @@
 # it first when the cache has none for this kernel and this init: vmlinuz
 # (a copy of the host's Debian kernel, /boot/vmlinuz-VERSION, the newest
 # when there are several) and initrd.img, a gzip'd newc cpio holding
-# /init (tests/guests/tiny/init.c, built static) and the virtio modules of
-# that kernel, numbered in the order they load (each after what modinfo
-# says it depends on; .ko.xz and .ko.zst are unpacked here, so the guest
-# needs no decompressor).  What the guest does is said in init.c.
+# /init (tests/guests/tiny/init.c, built static) and the modules of that
+# kernel it loads (virtio's, the power button's), numbered in the order
+# they load (each after what modinfo says it depends on; .ko.xz and .ko.zst
+# are unpacked here, so the guest needs no decompressor).  What the guest
+# does is said in init.c.
 #
 # The cache is guest-cache.sh's: $FERRY_GUEST_CACHE, else
 # $XDG_CACHE_HOME/ferry-guests, else /var/tmp/ferry-guests, in
@@ -17,7 +18,9 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 # The modules to load, each after those it depends on (checked below).
-modules=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk)
+# evdev and button: the ACPI power button, QMP's system_powerdown.
+modules=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk
+  evdev button)
 
 kernel=$(ls /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n 1 || true)
 [ -n "$kernel" ] || { echo "make-tiny.sh: no /boot/vmlinuz-* (linux-image-amd64 is in scripts/install-deps)" >&2; exit 1; }

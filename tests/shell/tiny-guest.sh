@@ -20,6 +20,8 @@
 #     in that region;
 #   - killed (SIGKILL to QEMU, no stop) its disk still holds every
 #     announced record;
+#   - the power button (QMP system_powerdown) shuts it down cleanly,
+#     its disk holding what it announced;
 #   - a full records region stops the records, not the rewrites; a disk
 #     too small for its regions is refused with a clear message.
 # Prints the boot time and the write rates measured, as "# " lines.
@@ -152,7 +154,11 @@ tiny_start bench fast.qcow2 qcow2 write ferry.rate=1628
 bench=$(rate_kib bench 5)
 echo "# ferry.rate=1628 (100 MB/minute): $bench KiB/s measured, $((bench * 1024 * 60 / 1000000)) MB/minute"
 between "the write rate at ferry.rate=1628 (KiB/s)" "$bench" 1100 2100
-tiny_stop bench
+check_true "the power button (QMP system_powerdown) shuts the writer down" \
+  tiny_powerdown bench
+check_true "it says so, naming its last announced record (FERRY-SHUTDOWN $(tiny_last_record bench))" \
+  grep -q -a -x "FERRY-SHUTDOWN $(tiny_last_record bench)" bench.log
+tiny_holds "the disk of a guest shut down holds its records" fast.qcow2 qcow2 bench
 tiny_start fast fast.qcow2 qcow2 write ferry.rate=0
 unpaced=$(rate_kib fast 5)
 echo "# ferry.rate=0 (unpaced): $unpaced KiB/s measured"

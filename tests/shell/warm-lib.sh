@@ -234,6 +234,23 @@ tiny_stop () {
   rm -f "$WORK/$name.pid"
 }
 
+# tiny_powerdown NAME [TIMEOUT]: press NAME's power button (QMP
+# system_powerdown) and wait until the guest powered off and QEMU is gone
+# (30 s by default); fails (status 1) when it is still there.  The guest
+# says "FERRY-SHUTDOWN n" first (n: its last announced record).
+tiny_powerdown () {
+  local name=$1 timeout=${2:-30} waited=0
+  tiny_qmp "$name" system_powerdown >/dev/null || return 1
+  while tiny_pid "$name" >/dev/null; do
+    if [ "$waited" -ge $((timeout * 5)) ]; then
+      echo "tiny_powerdown: $name still runs $timeout s after system_powerdown" >&2
+      return 1
+    fi
+    sleep 0.2
+    waited=$((waited + 1))
+  done
+}
+
 # tiny_stop_all: stop every guest the test started (at its end).
 tiny_stop_all () {
   local name

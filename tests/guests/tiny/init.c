@@ -14,6 +14,11 @@
  *   ferry.mode=idle   prints "FERRY-READY" and sleeps (the default; it
  *                     does not wait for a disk).
  *
+ * In write and idle modes the ACPI power button (QMP system_powerdown)
+ * shuts the guest down as a real one would: the writer finishes what it is
+ * writing, prints "FERRY-SHUTDOWN n" (n: its last announced record, -1 for
+ * none) and powers off.
+ *
  * Options: ferry.region=MiB (the length of each region, 64 by default: the
  * records are [0, R), the rewrites [R, 2R)), ferry.records=MiB (the records
  * region alone: the rewrites then start where it ends), ferry.rate=KiB (KiB per second of all writes, records and
@@ -30,6 +35,7 @@
  *   FERRY-FULL n      the records region is full after record n; the
  *                     rewrites go on
  *   FERRY-LAST n      (check) records 0..n are whole, n+1 is not
+ *   FERRY-SHUTDOWN n  the power button was pressed; n was the last record
  *   FERRY-ERROR text  what went wrong; the guest then powers off
  *
  * NOTES ON THE ORDERING
@@ -66,12 +72,16 @@
 #include <time.h>
 #include <unistd.h>
 #include <linux/fs.h>
+#include <linux/input.h>
+#include <poll.h>
+#include <signal.h>
 
 #define RECORD_SIZE 4096
 #define REWRITE_SIZE (64 * 1024)
 #define MODULES_DIR "/modules"
 #define DISK "/dev/vda"
 #define DISK_WAIT_S 30
+#define MAX_INPUTS 8
 /* "FERRYREC" read as a little-endian 64-bit number. */
 #define RECORD_MAGIC UINT64_C(0x4345525952524546)
 
@@ -90,6 +100,10 @@ struct options {
   uint64_t rewrite_len;         /* bytes of the rewrite region */
   uint64_t rate;                /* bytes per second; 0: unpaced */
 };
+
+/* Set by SIGTERM, which the power button's watcher sends (see
+ * watch_power_button). */
+static volatile sig_atomic_t shutdown_asked;
 
 /* Print one line on the console (fd 1) in a single write. */
 static void
@@ -256,6 +270,58 @@ load_modules (void)
   free (names);
 }
 
+/* The SIGTERM handler: ask the workload to shut down. */
+static void
+on_sigterm (int sig)
+{
+  (void) sig;
+  shutdown_asked = 1;
+}
+
+/* Fork a watcher of the input devices (the ACPI power button among them,
+ * from the button and evdev modules) that sends SIGTERM to init when the
+ * power key is pressed.  Without the devices there is no graceful
+ * shutdown, only QMP's stop or quit. */
+static void
+watch_power_button (void)
+{
+  struct sigaction sa = { .sa_handler = on_sigterm, .sa_flags = SA_RESTART };
+  struct pollfd fds[MAX_INPUTS];
+  struct input_event ev;
+  struct timespec tick = { 0, 100 * 1000 * 1000 };
+  char path[64];
+  int i, n = 0, tries;
+
+  sigaction (SIGTERM, &sa, NULL);
+  if (fork () != 0)
+    return;
+  /* The event devices show up once devtmpfs made their nodes. */
+  for (tries = 0; n == 0 && tries < 50; tries++) {
+    for (i = 0; i < MAX_INPUTS && n < MAX_INPUTS; i++) {
+      snprintf (path, sizeof path, "/dev/input/event%d", i);
+      fds[n].fd = open (path, O_RDONLY | O_CLOEXEC);
+      if (fds[n].fd >= 0)
+        fds[n++].events = POLLIN;
+    }
+    if (n == 0)
+      nanosleep (&tick, NULL);
+  }
+  if (n == 0)
+    _exit (0);
+  for (;;) {
+    if (poll (fds, n, -1) == -1)
+      _exit (0);
+    for (i = 0; i < n; i++) {
+      if ((fds[i].revents & POLLIN) &&
+          read (fds[i].fd, &ev, sizeof ev) == sizeof ev &&
+          ev.type == EV_KEY && ev.code == KEY_POWER && ev.value == 1) {
+        kill (1, SIGTERM);
+        _exit (0);
+      }
+    }
+  }
+}
+
 /* Open DISK once devtmpfs shows it (the virtio probe runs after the module
  * loaded); powers off when it does not come. */
 static int
@@ -402,6 +468,11 @@ run_write (const struct options *o)
   say ("FERRY-READY");
   start = now_s ();
   for (;;) {
+    if (shutdown_asked) {
+      say ("FERRY-SHUTDOWN %" PRId64, (int64_t) seq - 1);
+      close (fd);
+      power_off ();
+    }
     if (!full) {
       record_make (record, seq, boot_id);
       write_at (fd, record, RECORD_SIZE, seq * RECORD_SIZE, "writing a record");
@@ -474,15 +545,20 @@ main (void)
   setup_console ();
   read_options (&o);
   load_modules ();
-  if (strcmp (o.mode, "write") == 0)
+  if (strcmp (o.mode, "write") == 0) {
+    watch_power_button ();
     run_write (&o);
+  }
   if (strcmp (o.mode, "check") == 0)
     run_check (&o);
   if (strcmp (o.mode, "idle") != 0) {
     say ("FERRY-ERROR ferry.mode=%s: not write, check or idle", o.mode);
     power_off ();
   }
+  watch_power_button ();
   say ("FERRY-READY");
-  for (;;)
+  while (!shutdown_asked)
     pause ();
+  say ("FERRY-SHUTDOWN -1");
+  power_off ();
 }
