@@ -64,38 +64,3 @@ struct ferry_qmp_message {
 };
 int ferry_qmp_parse_message (const char *text, size_t len, struct ferry_qmp_message *m);
 
-/* The hashes of what a target holds, chunk by chunk, kept in a file between rounds (and runs). */
-struct ferry_hash_table;
-/* Open the table file PATH for images of SIZE bytes cut in chunks of CHUNK bytes (0: 1 MiB; it
- * must be a power of two >= 64 KiB), creating it when missing with every chunk "blank" (FRESH:
- * the target was just created and reads as zeroes everywhere) or "unknown" (!FRESH).  An existing
- * file made for another size or chunk, or damaged, is refused with ESTALE and a message naming it
- * (the caller then removes it and starts with an unknown table).  NULL with the error set. */
-struct ferry_hash_table *ferry_hash_table_open (const char *path, uint64_t size, uint32_t chunk,
-                                                bool fresh);
-void ferry_hash_table_close (struct ferry_hash_table *t);
-/* Forget every hash (the target's contents are no longer known): every chunk becomes unknown. */
-int ferry_hash_table_forget (struct ferry_hash_table *t);
-uint32_t ferry_hash_table_chunk (const struct ferry_hash_table *t);
-
-struct ferry_delta_stats {
-  uint64_t chunks;            /* chunks looked at */
-  uint64_t chunks_written;    /* chunks written (data or zeroes) to the target */
-  uint64_t bytes_read;        /* bytes read from the source (holes are not read) */
-  uint64_t bytes_target_read; /* bytes read from the target (unknown chunks only) */
-  uint64_t bytes_written;     /* bytes written to the target, zero writes included */
-  double seconds;
-};
-
-/* One hash round: make DST (open for writing, as large as SRC) hold SRC's contents, writing only
- * what the table says differs.  For each chunk: SRC's extents first (a chunk that is all holes or
- * zero extents hashes as zeroes without a read), else read and hash it.  A chunk whose table entry
- * is a hash equal to it is skipped; "blank" and SRC zero: skipped; "unknown": DST's chunk is read
- * and hashed, and written only if different; otherwise it is written (zero runs as
- * ferry_image_zero, data with pwrite).  The new hashes are recorded once DST is flushed.  OPTS:
- * threads (workers), cancel, progress (done/total in source bytes) as in ferry_copy;
- * checkpoint fields are ignored.  0 with *STATS filled, or -1 with the error set (EINTR when
- * cancelled or on a stop request). */
-int ferry_hash_round (struct ferry_image *src, struct ferry_image *dst,
-                      struct ferry_hash_table *t, const struct ferry_copy_options *opts,
-                      struct ferry_delta_stats *stats /* OUT */);
