@@ -10,7 +10,7 @@
 
 #include <ferry/qmp.h>
 
-#include "common/error.h"
+#include "../common/error.h"
 
 /* The string member KEY of OBJ, or NULL when absent or not a string. */
 static const char *

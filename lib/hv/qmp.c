@@ -36,10 +36,10 @@
 
 #include <ferry/qmp.h>
 
-#include "common/cleanup.h"
-#include "common/error.h"
-#include "common/stop.h"
-#include "common/util.h"
+#include "../common/cleanup.h"
+#include "../common/error.h"
+#include "../common/stop.h"
+#include "../common/util.h"
 
 /* The longest message accepted (note 1). */
 #define MAX_LINE (16u << 20)
