@@ -58,7 +58,7 @@ struct ferry_qmp {
   double timeout;               /* seconds, > 0 */
   int64_t next_id;
   char *buf;                    /* line buffer (note 1), owned */
-  size_t buf_len, buf_cap;
+  size_t buf_start, buf_len, buf_cap;   /* unread bytes: [start, len) */
   struct json_object *events[MAX_EVENTS];   /* ring (note 3), owned */
   size_t ev_first, ev_count;
   uint64_t ev_dropped;
@@ -175,6 +175,19 @@ ferry_qmp_parse_message (const char *text, size_t len,
                       quote_text (text, len, quoted, sizeof quoted));
 }
 
+/* MSG without its "qmp:PATH: " prefix and then WHAT, when it has them. */
+static const char *
+after_prefix (const char *msg, const char *path, const char *what)
+{
+  size_t n = strlen (path);
+
+  if (strncmp (msg, "qmp:", 4) || strncmp (msg + 4, path, n) ||
+      strncmp (msg + 4 + n, ": ", 2) ||
+      strncmp (msg + 6 + n, what, strlen (what)))
+    return msg;
+  return msg + 6 + n + strlen (what);
+}
+
 /* End the connection (note 4): keep the current error as the answer of
  * every later call, close the socket; returns -1. */
 static int
@@ -195,7 +208,8 @@ check_usable (struct ferry_qmp *q)
 {
   if (q->fd < 0)
     return ferry_error (q->broken_errno ? q->broken_errno : EPIPE,
-                        "%s (the connection ended then)", q->broken);
+                        "qmp:%s: the connection ended earlier: %s", q->path,
+                        after_prefix (q->broken, q->path, ""));
   if (stop_requested ())
     return ferry_error (EINTR, "qmp:%s: stopped", q->path);
   return 0;
@@ -275,30 +289,26 @@ send_all (struct ferry_qmp *q, const char *text, size_t len, double deadline)
 
 /* Take the first complete line out of the buffer and parse it into *M:
  * 1 parsed, 0 no complete line yet (or only blank lines), -1 a bad line
- * (the connection is then broken). */
+ * (the connection is then broken).  Lines are taken from buf_start on;
+ * the buffer is compacted only before a read (read_message), so a
+ * buffer full of small messages costs no move per message. */
 static int
 take_line (struct ferry_qmp *q, struct ferry_qmp_message *m)
 {
   for (;;) {
-    char *nl = memchr (q->buf, '\n', q->buf_len);
-    size_t len, used;
-    int r;
+    char *line = q->buf + q->buf_start;
+    char *nl = memchr (line, '\n', q->buf_len - q->buf_start);
+    size_t len;
 
     if (nl == NULL)
       return 0;
-    used = nl - q->buf + 1;
-    len = nl - q->buf;
-    if (len > 0 && q->buf[len - 1] == '\r')
+    len = nl - line;
+    q->buf_start += len + 1;
+    if (len > 0 && line[len - 1] == '\r')
       len--;
-    if (len == 0) {
-      memmove (q->buf, q->buf + used, q->buf_len - used);
-      q->buf_len -= used;
+    if (len == 0)
       continue;
-    }
-    r = ferry_qmp_parse_message (q->buf, len, m);
-    memmove (q->buf, q->buf + used, q->buf_len - used);
-    q->buf_len -= used;
-    if (r == -1) {
+    if (ferry_qmp_parse_message (line, len, m) == -1) {
       ferry_error_prefix ("qmp:%s", q->path);
       return set_broken (q);
     }
@@ -318,6 +328,10 @@ read_message (struct ferry_qmp *q, struct ferry_qmp_message *m,
 
     if (t != 0)
       return t;
+    /* Only the start of a line is left: move it to the front. */
+    memmove (q->buf, q->buf + q->buf_start, q->buf_len - q->buf_start);
+    q->buf_len -= q->buf_start;
+    q->buf_start = 0;
     if (q->buf_len > MAX_LINE) {
       ferry_error (EMSGSIZE, "qmp:%s: a message longer than %u MiB",
                    q->path, MAX_LINE >> 20);
@@ -471,19 +485,6 @@ run_command (struct ferry_qmp *q, const char *command,
     json_object_put (m.obj);
     return 0;
   }
-}
-
-/* MSG without its "qmp:PATH: " prefix and then WHAT, when it has them. */
-static const char *
-after_prefix (const char *msg, const char *path, const char *what)
-{
-  size_t n = strlen (path);
-
-  if (strncmp (msg, "qmp:", 4) || strncmp (msg + 4, path, n) ||
-      strncmp (msg + 4 + n, ": ", 2) ||
-      strncmp (msg + 6 + n, what, strlen (what)))
-    return msg;
-  return msg + 6 + n + strlen (what);
 }
 
 struct ferry_qmp *

@@ -300,6 +300,8 @@ test_error_and_ids (void **state)
     { SEND, "{\"return\": {\"name\": \"vm1\"}, \"id\": $ID}\r\n" },
     { RECV, "block-dirty-bitmap-add" },
     { SEND, "{\"return\": {}, \"id\": $ID}\r\n" },
+    { RECV, "query-name" },
+    { SEND, "\r\n\n{\"return\": {\"name\": \"vm2\"}, \"id\": $ID}\n" },
     END,
   };
   struct server s;
@@ -327,6 +329,10 @@ test_error_and_ids (void **state)
   assert_int_equal (ferry_qmp_executef (q, NULL, "block-dirty-bitmap-add",
                                         "{\"node\": \"%s\", \"name\": \"%s\"}",
                                         "disk0", "ferry-1"), 0);
+  assert_int_equal (ferry_qmp_executef (q, &ret, "query-name", NULL), 0);
+  assert_true (json_object_object_get_ex (ret, "name", &v));
+  assert_string_equal (json_object_get_string (v), "vm2");
+  json_object_put (ret);
   /* Arguments that are not an object are refused before anything is
    * sent. */
   assert_int_equal (ferry_qmp_executef (q, NULL, "stop", "[1, %d]", 2), -1);
@@ -356,7 +362,8 @@ test_eof_mid_line (void **state)
   assert_error (EPIPE, "the VM closed the connection in the middle of a "
                 "message (did QEMU exit?)");
   assert_int_equal (ferry_qmp_execute (q, "cont", NULL, NULL), -1);
-  assert_error (EPIPE, "closed the connection");
+  assert_error (EPIPE, "the connection ended earlier: the VM closed the "
+                "connection in the middle of a message");
   ferry_qmp_close (q);
   finish_server (&s);
 }
@@ -528,7 +535,8 @@ test_oversized (void **state)
   assert_int_equal (ferry_qmp_execute (q, "query-block", NULL, NULL), -1);
   assert_error (EMSGSIZE, "a message longer than 16 MiB");
   assert_int_equal (ferry_qmp_execute (q, "query-block", NULL, NULL), -1);
-  assert_error (EMSGSIZE, "the connection ended");
+  assert_error (EMSGSIZE, "the connection ended earlier: a message longer "
+                "than 16 MiB");
   ferry_qmp_close (q);
   finish_server (&s);
 }
