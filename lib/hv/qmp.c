@@ -386,8 +386,8 @@ queue_event (struct ferry_qmp *q, struct json_object *obj)
     q->ev_first = (q->ev_first + 1) % MAX_EVENTS;
     q->ev_count--;
     if (q->ev_dropped++ == 0)
-      ferry_debug ("qmp:%s: more than %d events queued, dropping the "
-                   "oldest", q->path, MAX_EVENTS);
+      ferry_warn ("qmp:%s: more than %d events came that nobody waited "
+                  "for; the oldest are dropped", q->path, MAX_EVENTS);
   }
   q->events[(q->ev_first + q->ev_count) % MAX_EVENTS] = obj;
   q->ev_count++;

@@ -5,9 +5,12 @@
 # flagged removable and an empty drive is left out; a dirty bitmap added
 # through it is then listed, recording; an unknown command's error names
 # its class; a socket that is not QMP, one that says nothing and a missing
-# one are refused clearly and in time; QEMU killed in the middle of a
-# session gives the "closed the connection" message, not a hang.
+# one are refused clearly and in time; while another client holds the
+# monitor ferry waits for the greeting until its timeout and says so, and
+# answers Ctrl-C at once; QEMU killed in the middle of a session gives the
+# "closed the connection" message, not a hang.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/interrupt-lib.sh"
 require qemu-system-x86_64 qemu-img python3
 
 cd "$WORK" || die "cd $WORK"
@@ -127,6 +130,34 @@ expect_stderr "qmp:$WORK/missing.sock: no such socket" "a missing socket is name
 fy qmp "$WORK/disk.qcow2" query-status
 expect_exit 1 "a plain file as the socket"
 expect_stderr "qmp:$WORK/disk.qcow2: nothing listens on the socket" "a file that is no socket is named"
+
+# --- the monitor held by another client (as libvirt holds its VMs') -----------------------
+"$PYTHON" - "$SOCK" <<'PY' &
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+f = s.makefile("rwb")
+f.readline()
+f.write(b'{"execute": "qmp_capabilities"}\n'); f.flush(); f.readline()
+open(sys.argv[1] + ".held", "w").close()
+time.sleep(4)
+PY
+holder=$!
+at_exit "kill $holder"
+for ((i = 0; i < 100; i++)); do [ -e "$SOCK.held" ] && break; sleep 0.05; done
+[ -e "$SOCK.held" ] || die "the other QMP client did not connect"
+fy qmp --timeout 1 "$SOCK" query-status
+expect_exit 1 "a monitor another client holds: ferry gives up"
+expect_stderr "no greeting within 1 s (not a QMP server, or another client holds the monitor)" \
+  "a monitor another client holds: the message says so"
+bg_ferry qmp --timeout 20 "$SOCK" query-status
+bg_wait_for 10 bg_connected || die "ferry qmp did not connect: $(cat "$ERR")"
+sleep 0.3
+signal_ferry INT "Ctrl-C while waiting for the greeting" &&
+  expect_interrupted "Ctrl-C while waiting for the greeting" INT 2
+wait "$holder"
+fy qmp "$SOCK" query-status
+expect_exit 0 "once the other client left, the monitor answers again"
 
 # --- QEMU killed in the middle of a session ----------------------------------------------
 # ferry runs a command, then waits for an event that never comes; QEMU is

@@ -41,6 +41,7 @@ enum step_op {
                    "$PREV" by the one before */
   RECV,         /* read one command line; its "execute" must be TEXT */
   SEND_HUGE,    /* send the start of a reply longer than 16 MiB */
+  SEND_EVENTS,  /* send TEXT events E with data {"n": 0}, {"n": 1}, ... */
   STOP,         /* ferry_request_stop () */
   SLEEP,        /* sleep TEXT milliseconds */
   CLOSE,        /* close the connection */
@@ -147,6 +148,14 @@ server_thread (void *arg)
           break;                /* the client gave up: what we expect */
       break;
     }
+    case SEND_EVENTS:
+      for (int i = 0; i < atoi (st->text); i++) {
+        char ev[128];
+        snprintf (ev, sizeof ev, "{\"event\": \"E\", \"data\": {\"n\": %d}}\r\n",
+                  i);
+        send_text (s, fd, ev);
+      }
+      break;
     case STOP:
       ferry_request_stop ();
       break;
@@ -280,6 +289,55 @@ test_events (void **state)
   assert_int_equal (ferry_qmp_wait_event (q, "STOP", 0.2, NULL), 0);
   assert_true (now () - t0 >= 0.19 && now () - t0 < 0.9);
 
+  ferry_qmp_close (q);
+  finish_server (&s);
+}
+
+/* The warnings the library logged, for test_event_overflow. */
+static char warnings[1024];
+
+/* Keep warnings in WARNINGS. */
+static void
+keep_warnings (enum ferry_log_level level, const char *msg, void *opaque)
+{
+  if (level == FERRY_LOG_WARNING)
+    snprintf (warnings + strlen (warnings), sizeof warnings - strlen (warnings),
+              "%s\n", msg);
+}
+
+/* 300 events while a command waits: the newest 256 are kept, in order,
+ * and the loss is warned about once. */
+static void
+test_event_overflow (void **state)
+{
+  static const struct step script[] = {
+    { SEND, GREETING }, { RECV, "qmp_capabilities" }, { SEND, CAPS_OK },
+    { RECV, "stop" },
+    { SEND_EVENTS, "300" },
+    { SEND, "{\"return\": {}, \"id\": $ID}\r\n" },
+    { SLEEP, "500" },
+    END,
+  };
+  struct server s;
+  struct ferry_qmp *q;
+  json_object *data, *v;
+  int i;
+
+  warnings[0] = '\0';
+  ferry_set_log_callback (keep_warnings, NULL);
+  q = start_and_connect (&s, script, 5);
+  assert_int_equal (ferry_qmp_execute (q, "stop", NULL, NULL), 0);
+  ferry_set_log_callback (NULL, NULL);
+  for (i = 300 - 256; i < 300; i++) {
+    assert_int_equal (ferry_qmp_wait_event (q, "E", 0, &data), 1);
+    assert_true (json_object_object_get_ex (data, "n", &v));
+    assert_int_equal (json_object_get_int (v), i);
+    json_object_put (data);
+  }
+  assert_int_equal (ferry_qmp_wait_event (q, "E", 0, &data), 0);
+  assert_non_null (strstr (warnings, "more than 256 events came that nobody "
+                           "waited for; the oldest are dropped\n"));
+  assert_null (strchr (strchr (warnings, '\n') + 1, '\n'));   /* once */
   ferry_qmp_close (q);
   finish_server (&s);
 }
@@ -681,6 +739,7 @@ main (void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test (test_events),
+    cmocka_unit_test (test_event_overflow),
     cmocka_unit_test (test_error_and_ids),
     cmocka_unit_test (test_eof_mid_line),
     cmocka_unit_test (test_closed),
