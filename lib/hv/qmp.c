@@ -693,6 +693,8 @@ ferry_qmp_wait_event (struct ferry_qmp *q, const char *name, double timeout,
 
   if (data)
     *data = NULL;
+  if (name == NULL || *name == '\0')
+    return ferry_error (EINVAL, "qmp:%s: no event name to wait for", q->path);
   for (i = 0; i < q->ev_count; i++) {
     size_t at = (q->ev_first + i) % MAX_EVENTS;
     struct json_object *obj = q->events[at], *v;

@@ -3,7 +3,10 @@
 # never runs), through `ferry qmp`.  The disks it lists agree with
 # qemu-img info (node name, size, format, file); a CD-ROM with a medium is
 # flagged removable and an empty drive is left out; a dirty bitmap added
-# through it is then listed, recording; an unknown command's error names
+# through it is then listed, recording; a warm round's steps (a
+# transaction that starts one bitmap and freezes another, an NBD export of
+# the frozen one, its deletion's event) split two writes between the
+# bitmaps as nbdinfo reads them; an unknown command's error names
 # its class; a socket that is not QMP, one that says nothing and a missing
 # one are refused clearly and in time; while another client holds the
 # monitor ferry waits for the greeting until its timeout and says so, and
@@ -11,18 +14,20 @@
 # "closed the connection" message, not a hang.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/interrupt-lib.sh"
-require qemu-system-x86_64 qemu-img python3
+require qemu-system-x86_64 qemu-img python3 nbdinfo
 
 cd "$WORK" || die "cd $WORK"
 SOCK=$WORK/qmp.sock
 
 # start_qemu: a paused q35 VM with a qcow2 disk on virtio-blk, a CD-ROM
 # with a medium and an empty one, its QMP on $SOCK; QEMU_PID is its pid.
+# The disk is shared for writes (share-rw) so that HMP's qemu-io can
+# write to it as the guest would.
 start_qemu () {
   rm -f "$SOCK" qemu.pid
   qemu-system-x86_64 -machine q35 -accel tcg -nodefaults -display none -S \
     -blockdev driver=qcow2,node-name=disk0,file.driver=file,file.filename="$WORK/disk.qcow2" \
-    -device virtio-blk-pci,drive=disk0,id=vd0 \
+    -device virtio-blk-pci,drive=disk0,id=vd0,share-rw=on \
     -blockdev driver=raw,node-name=cd0,read-only=on,file.driver=file,file.filename="$WORK/cd.iso",file.read-only=on \
     -device ide-cd,drive=cd0,bus=ide.0,id=cd0dev \
     -device ide-cd,bus=ide.1,id=emptycd \
@@ -75,6 +80,49 @@ check_true "a disabled bitmap is listed as not recording ($got)" test "$got" = F
 fy qmp "$SOCK" query-status
 got=$(json_get 'j["status"]')
 check_true "query-status: prelaunch ($got)" test "$got" = prelaunch
+
+# --- the steps of a warm migration's round, judged by nbdinfo -----------------------------
+# A write, then a transaction that starts bitmap round-2 and freezes
+# ferry-round-1 atomically, then another write: each bitmap holds exactly
+# its own write.  QEMU exports a frozen bitmap only (a recording one is
+# refused on a read-only export), and says when an export is gone with an
+# event.
+# hmp_write OFFSET LENGTH PATTERN: write to the disk as the guest would.
+hmp_write () {
+  fy qmp "$SOCK" human-monitor-command "{\"command-line\": \"qemu-io disk0 \\\"write -P $3 $1 $2\\\"\"}"
+  [ "$RC" = 0 ] && [ "$(cat "$OUT")" = '""' ] || die "qemu-io through HMP: $(cat "$OUT" "$ERR")"
+}
+# dirty_map BITMAP: the dirty extents nbdinfo reads from the export.
+dirty_map () {
+  nbdinfo --map="qemu:dirty-bitmap:$1" "nbd+unix:///disk0?socket=$WORK/nbd.sock" |
+    awk '$4 == "dirty" { printf "%s+%s ", $1, $2 }'
+}
+fy qmp "$SOCK" block-dirty-bitmap-enable '{"node": "disk0", "name": "ferry-round-1"}'
+expect_exit 0 "block-dirty-bitmap-enable"
+hmp_write 1M 64k 0x55
+fy qmp "$SOCK" transaction '{"actions": [
+  {"type": "block-dirty-bitmap-add", "data": {"node": "disk0", "name": "round-2"}},
+  {"type": "block-dirty-bitmap-disable", "data": {"node": "disk0", "name": "ferry-round-1"}}]}'
+expect_exit 0 "a transaction: start round-2, freeze ferry-round-1"
+hmp_write 4M 128k 0x66
+fy qmp "$SOCK" nbd-server-start "{\"addr\": {\"type\": \"unix\", \"data\": {\"path\": \"$WORK/nbd.sock\"}}}"
+expect_exit 0 "nbd-server-start on a Unix socket"
+fy qmp "$SOCK" block-export-add '{"type": "nbd", "id": "e1", "node-name": "disk0", "name": "disk0", "writable": false, "bitmaps": ["round-2"]}'
+expect_exit 1 "a recording bitmap cannot be exported"
+expect_stderr "(GenericError)" "a recording bitmap: QEMU's refusal and its class"
+fy qmp "$SOCK" block-export-add '{"type": "nbd", "id": "e1", "node-name": "disk0", "name": "disk0", "writable": false, "bitmaps": ["ferry-round-1"]}'
+expect_exit 0 "block-export-add with the frozen bitmap"
+got=$(dirty_map ferry-round-1)
+check_true "the frozen bitmap holds the first write only ($got)" test "$got" = "1048576+65536 "
+fy qmp --event BLOCK_EXPORT_DELETED "$SOCK" block-export-del '{"id": "e1"}'
+expect_exit 0 "block-export-del, then its BLOCK_EXPORT_DELETED event"
+check_true "the event names the export" grep -q '"id":"e1"' "$OUT"
+fy qmp "$SOCK" block-dirty-bitmap-disable '{"node": "disk0", "name": "round-2"}'
+fy qmp "$SOCK" block-export-add '{"type": "nbd", "id": "e2", "node-name": "disk0", "name": "disk0", "writable": false, "bitmaps": ["round-2"]}'
+expect_exit 0 "the next round's bitmap, frozen, exported"
+got=$(dirty_map round-2)
+check_true "the next bitmap holds the second write only ($got)" test "$got" = "4194304+131072 "
+fy qmp "$SOCK" block-export-del '{"id": "e2"}'
 
 # --- errors of QEMU ------------------------------------------------------------------------
 fy qmp "$SOCK" no-such-command
