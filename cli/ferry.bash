@@ -29,8 +29,9 @@ _ferry_options_inspect='-f: --format: --json --output: -U --force-share'
 _ferry_options_convert_guest='-f: --format: --mac: --no-guest-agent --json'
 _ferry_options_verify='--boot --expect: --timeout: --disk-bus: --nic: --mac: --memory:
   --vcpus: --firmware: --accel: --kvm-stall: --console --json -f: --format:'
+_ferry_options_qmp='--disks --event: --timeout:'
 _ferry_commands='info convert compare check map serve v2v job plan inspect convert-guest
-  verify'
+  verify qmp'
 # The subcommands of the commands that have them, in the word after the
 # command.
 _ferry_subcommands_job='add list show start pause resume cancel retry rm run cutover'

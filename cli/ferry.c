@@ -51,6 +51,9 @@ static const struct {
   { "convert-guest", cmd_convert_guest,
     "convert-guest [-f FMT] [--mac MAC]... [--no-guest-agent] [--json] IMAGE...",
     false },
+  { "qmp", cmd_qmp,
+    "qmp [--timeout S] [--event NAME] SOCKET COMMAND [JSON-ARGS]\n"
+    "          | --disks SOCKET", false },
   { "verify", cmd_verify,
     "verify --boot [--expect REGEX] [--timeout SECONDS] [--disk-bus BUS]\n"
     "               [--nic MODEL] [--accel auto|kvm|tcg] [--kvm-stall SECONDS]\n"

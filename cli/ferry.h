@@ -21,6 +21,7 @@ int cmd_v2v (int argc, char **argv);
 int cmd_inspect (int argc, char **argv);
 int cmd_convert_guest (int argc, char **argv);
 int cmd_verify (int argc, char **argv);
+int cmd_qmp (int argc, char **argv);
 
 /* Set by SIGINT, SIGTERM, SIGHUP and SIGQUIT (the signal's number):
  * main installs the handler before any command runs.  The handler also

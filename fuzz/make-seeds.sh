@@ -243,6 +243,19 @@ printf '{"source": "c.ovf", "to": "local", "out": "c", "threads": -1, "verify-ti
 printf '{"source": "d.ova", "to": "libvirt", "out": "d", "unknown": 1}' >job-spec-unknown.json
 printf '[{"source": "e.ova"}]' >job-spec-array.json
 printf '{"source": "f.ova", "to": "qemu", "out": "f\u0000g", "name": "\ud83d\ude00"' >job-spec-truncated.json
+# QMP messages for fuzz-qmp: a session as QEMU writes it (greeting,
+# returns, events, an error, query-block), and broken ones.
+cat >qmp-session.txt <<'EOF2'
+{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": "Debian 1:7.2+dfsg-7"}, "capabilities": ["oob"]}}
+{"return": {}, "id": 1}
+{"timestamp": {"seconds": 1733600000, "microseconds": 12}, "event": "STOP"}
+{"return": {"status": "paused", "singlestep": false, "running": false}, "id": 2}
+{"id": 3, "error": {"class": "CommandNotFound", "desc": "The command foo has not been found"}}
+{"return": [{"io-status": "ok", "device": "", "locked": false, "removable": false, "inserted": {"iops_rd": 0, "detect_zeroes": "off", "image": {"virtual-size": 67108864, "filename": "/vm/d.qcow2", "cluster-size": 65536, "format": "qcow2", "actual-size": 200704, "format-specific": {"type": "qcow2", "data": {"compat": "1.1", "refcount-bits": 16}}, "dirty-flag": false}, "ro": false, "node-name": "disk0", "drv": "qcow2", "file": "/vm/d.qcow2", "dirty-bitmaps": [{"name": "ferry-1", "recording": true, "persistent": false, "busy": false, "granularity": 65536, "count": 0}]}, "qdev": "/machine/peripheral/vd0/virtio-backend", "type": "unknown"}], "id": 4}
+EOF2
+sed -i 's/\\r$/\r/' qmp-session.txt
+printf '{"error": {"desc": "no class"}, "id": 5}\n{"event": 7}\n[1]\n{"return": {}} {}\n{"return": {"a": [[[[[[[[1]]]]]]]]}\n{"return": "\\ud800"}\n' >qmp-broken.txt
+printf 'SSH-2.0-OpenSSH_9.2\r\n{"return": {' >qmp-not-qmp.txt
 # The fuzzers take inputs up to 128 KiB; a larger seed would only be cut.
 for f in *; do
   [ "$(stat -c %s "$f")" -le 131072 ] || rm -f "$f"
