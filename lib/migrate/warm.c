@@ -81,7 +81,7 @@
 #include <ferry/copy.h>
 #include <ferry/error.h>
 #include <ferry/image.h>
-#include "provisional.h"
+#include <ferry/qmp.h>
 #include <ferry/vm.h>
 #include <ferry/warm.h>
 
