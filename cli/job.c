@@ -397,7 +397,13 @@ wait_for (struct ferry_store *st, int64_t id, bool need_runner,
     if (need_runner && strcmp (state, "planned") == 0)
       done = elapsed > CLAIM_WAIT;
     else
-      done = !until_settled || settled (state);
+      /* A warm job awaiting its cutover with a live runner still runs
+       * rounds. */
+      done = !until_settled ||
+        (settled (state) && !(strcmp (state, "awaiting-cutover") == 0 &&
+                              r.runner &&
+                              ferry_store_job_runner_alive (
+                                st, &r, FERRY_JOB_STALE) == 1));
     ferry_store_record_free (&r);
     if (done)
       return 0;

@@ -61,7 +61,7 @@ struct ferry_store_record {
   double heartbeat;         /* when its runner last said it lives (Unix
                                seconds), 0 when none */
   char *request;            /* what was asked of its runner: "pause",
-                               "cancel", or NULL */
+                               "cancel", "cutover" (a warm job), or NULL */
   double created, updated;  /* Unix seconds */
 };
 void ferry_store_record_free (struct ferry_store_record *r);   /* members */
@@ -98,7 +98,7 @@ int ferry_store_job_delete (struct ferry_store *st, int64_t id);
  * its process no longer exists (or is another process with the same pid:
  * START differs), or, on another host, its heartbeat is older than STALE
  * seconds.  0 when taken (heartbeat set to now, request cleared unless it
- * is "cancel"); -1 with errno EBUSY and a message naming the holder when
+ * is "cancel" or "cutover"); -1 with errno EBUSY and a message naming the holder when
  * a live runner holds it. */
 int ferry_store_job_claim (struct ferry_store *st, int64_t id,
                            const char *runner, double stale);
@@ -113,7 +113,7 @@ int ferry_store_job_heartbeat (struct ferry_store *st, int64_t id,
 int ferry_store_job_release (struct ferry_store *st, int64_t id,
                              const char *runner);
 
-/* Ask job ID's runner to "pause" or "cancel" (NULL: withdraw).  Works
+/* Ask job ID's runner to "pause", "cancel" or "cutover" (NULL: withdraw).  Works
  * whether or not a runner holds it. */
 int ferry_store_job_request (struct ferry_store *st, int64_t id,
                              const char *request);

@@ -734,8 +734,8 @@ sqlite_job_claim (struct ferry_store *st, int64_t id, const char *runner,
   }
   if (prepare_bind (s, &set, what,
                     "UPDATE jobs SET runner = ?, heartbeat = ?, request = "
-                    "CASE request WHEN 'cancel' THEN request END WHERE id = "
-                    "?",
+                    "CASE WHEN request IN ('cancel', 'cutover') THEN request "
+                    "END WHERE id = ?",
                     "tni", runner, id) == -1 ||
       step (s, set, what) == -1)
     return rollback (s);

@@ -293,9 +293,11 @@ int
 ferry_store_job_request (struct ferry_store *st, int64_t id,
                          const char *request)
 {
-  if (request && strcmp (request, "pause") && strcmp (request, "cancel"))
+  if (request && strcmp (request, "pause") && strcmp (request, "cancel") &&
+      strcmp (request, "cutover"))
     return ferry_error (EINVAL, "%s: job %" PRId64 ": unknown request "
-                        "\"%s\" (pause or cancel)", st->path, id, request);
+                        "\"%s\" (pause, cancel or cutover)", st->path, id,
+                        request);
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&st->lock);
   return st->ops->job_request (st, id, request);
 }

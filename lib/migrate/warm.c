@@ -1730,7 +1730,7 @@ ferry_warm_sync (struct ferry_warm *w, struct ferry_v2v_plan *plan,
     if (want && w->o.max_downtime > 0 && (pred < 0 || pred > w->o.max_downtime)) {
       char a[32], b[32];
       snprintf (why, sizeof why, "the predicted downtime, %.1f s, is over "
-                "--max-downtime %.1f s: the source changes %s/s, the copy "
+                "--max-downtime %.3g s: the source changes %s/s, the copy "
                 "moves %s/s%s", pred, w->o.max_downtime,
                 human (w->rate, a, sizeof a),
                 human (w->throughput, b, sizeof b),
