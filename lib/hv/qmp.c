@@ -13,13 +13,17 @@
  *    (QEMU answers a request it could not parse without one).
  *
  * 3. Events are queued while a command waits (a ring of MAX_EVENTS, the
- *    oldest dropped and counted), and handed out by ferry_qmp_wait_event
- *    oldest first.
+ *    oldest dropped and counted, the first loss logged as a warning), and
+ *    handed out by ferry_qmp_wait_event oldest first.
  *
  * 4. A timeout or a stop request leaves the connection usable (note 2);
  *    anything else that goes wrong on the socket (EOF, a line too long, a
  *    line that is not QMP) marks it broken: the stream can no longer be
  *    trusted to be in step, so every later call fails at once.
+ *
+ * 5. Nothing blocks outside poll(): the socket is non-blocking (connect
+ *    included), and each poll() also watches stop_fd() and ends at the
+ *    call's deadline.  A connection holds no lock: one thread at a time.
  */
 #include <errno.h>
 #include <inttypes.h>
