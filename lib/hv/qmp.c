@@ -13,13 +13,17 @@
  *    (QEMU answers a request it could not parse without one).
  *
  * 3. Events are queued while a command waits (a ring of MAX_EVENTS, the
- *    oldest dropped and counted), and handed out by ferry_qmp_wait_event
- *    oldest first.
+ *    oldest dropped and counted, the first loss logged as a warning), and
+ *    handed out by ferry_qmp_wait_event oldest first.
  *
  * 4. A timeout or a stop request leaves the connection usable (note 2);
  *    anything else that goes wrong on the socket (EOF, a line too long, a
  *    line that is not QMP) marks it broken: the stream can no longer be
  *    trusted to be in step, so every later call fails at once.
+ *
+ * 5. Nothing blocks outside poll(): the socket is non-blocking (connect
+ *    included), and each poll() also watches stop_fd() and ends at the
+ *    call's deadline.  A connection holds no lock: one thread at a time.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -494,6 +498,7 @@ ferry_qmp_connect (const char *path, double timeout)
   struct ferry_qmp *q;
   struct ferry_qmp_message m;
   char quoted[QUOTE_MAX + 8], detail[ERROR_MAX];
+  double deadline;
   int r;
 
   if (path == NULL || *path == '\0') {
@@ -523,15 +528,32 @@ ferry_qmp_connect (const char *path, double timeout)
   q->buf_cap = FIRST_BUFFER;
   q->timeout = timeout > 0 ? timeout : 30;
   q->next_id = 1;
-  q->fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  /* Non-blocking, so that not even connect waits without a limit: on a
+   * Unix socket it fails with EAGAIN while the server's queue of
+   * connections is full, and is tried again. */
+  q->fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (q->fd == -1) {
     ferry_error_errno (errno, "qmp:%s: socket", path);
     goto err;
   }
   strcpy (addr.sun_path, path);
+  deadline = now_seconds () + q->timeout;
   while ((r = connect (q->fd, (struct sockaddr *) &addr, sizeof addr)) == -1
-         && errno == EINTR)
-    ;
+         && (errno == EINTR || errno == EAGAIN)) {
+    struct pollfd stop = { .fd = stop_fd (), .events = POLLIN };
+    if (errno == EINTR)
+      continue;
+    if (stop_requested ()) {
+      ferry_error (EINTR, "qmp:%s: stopped", path);
+      goto err;
+    }
+    if (now_seconds () >= deadline) {
+      ferry_error (ETIMEDOUT, "qmp:%s: the socket took no connection "
+                   "within %g s (its queue is full)", path, q->timeout);
+      goto err;
+    }
+    poll (&stop, stop.fd >= 0 ? 1 : 0, 50);
+  }
   if (r == -1) {
     int e = errno;
     if (e == ENOENT)
@@ -548,7 +570,7 @@ ferry_qmp_connect (const char *path, double timeout)
     goto err;
   }
 
-  r = read_message (q, &m, now_seconds () + q->timeout);
+  r = read_message (q, &m, deadline);
   /* What follows "qmp:PATH: " in the message just set (a copy: the
    * message is rewritten from it). */
   if (r == -1)

@@ -209,7 +209,9 @@ expect_exit 0 "once the other client left, the monitor answers again"
 
 # --- QEMU killed in the middle of a session ----------------------------------------------
 # ferry runs a command, then waits for an event that never comes; QEMU is
-# killed meanwhile.
+# killed meanwhile.  $OUT is emptied first: it holds the last run's
+# output, "prelaunch" too.
+: >"$OUT"
 ( FY_TIMEOUT=30 fy qmp --timeout 20 --event SHUTDOWN "$SOCK" query-status; echo "$RC" >"$WORK/.rc" ) &
 fy_pid=$!
 for ((i = 0; i < 200; i++)); do grep -q prelaunch "$OUT" 2>/dev/null && break; sleep 0.05; done

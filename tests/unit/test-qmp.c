@@ -521,6 +521,45 @@ test_no_socket (void **state)
   unlink (path);
 }
 
+/* A server whose queue of connections is full (it never accepts): the
+ * connect itself gives up at the timeout, with a message that says so. */
+static void
+test_queue_full (void **state)
+{
+  struct sockaddr_un addr = { .sun_family = AF_UNIX };
+  int lfd, fds[16], nr = 0;
+  double t0;
+  char path[300];
+
+  snprintf (path, sizeof path, "%s/full.sock", scratch_dir);
+  assert_true (strlen (path) < sizeof addr.sun_path);
+  strcpy (addr.sun_path, path);
+  lfd = socket (AF_UNIX, SOCK_STREAM, 0);
+  assert_true (lfd >= 0);
+  assert_int_equal (bind (lfd, (struct sockaddr *) &addr, sizeof addr), 0);
+  assert_int_equal (listen (lfd, 0), 0);
+  while (nr < 16) {
+    fds[nr] = socket (AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (connect (fds[nr], (struct sockaddr *) &addr, sizeof addr) == -1) {
+      assert_int_equal (errno, EAGAIN);
+      close (fds[nr]);
+      break;
+    }
+    nr++;
+  }
+  assert_true (nr < 16);
+
+  t0 = now ();
+  assert_null (ferry_qmp_connect (addr.sun_path, 0.3));
+  assert_error (ETIMEDOUT, "the socket took no connection within 0.3 s "
+                "(its queue is full)");
+  assert_true (now () - t0 >= 0.29 && now () - t0 < 1.5);
+  while (nr > 0)
+    close (fds[--nr]);
+  close (lfd);
+  unlink (addr.sun_path);
+}
+
 /* A command without a reply times out with ETIMEDOUT after the timeout;
  * the connection stays usable and the late reply (the old id) is
  * skipped.  A stop request ends a wait at once with EINTR. */
@@ -745,6 +784,7 @@ main (void)
     cmocka_unit_test (test_closed),
     cmocka_unit_test (test_not_qmp),
     cmocka_unit_test (test_no_socket),
+    cmocka_unit_test (test_queue_full),
     cmocka_unit_test (test_timeout_and_stop),
     cmocka_unit_test (test_oversized),
     cmocka_unit_test (test_parse),
