@@ -508,6 +508,7 @@ plan_disk (struct ferry_v2v_plan *plan, const struct ferry_v2v_options *opts,
   const char *id = d->id ? d->id : d->file ? d->file : "?";
   struct ferry_image *img;
   struct stat st;
+  bool uri;
 
   pd->index = i;
   pd->virtual_size = d->capacity;
@@ -544,7 +545,12 @@ plan_disk (struct ferry_v2v_plan *plan, const struct ferry_v2v_options *opts,
                  "disk %s is an independent disk (%s)", id,
                  d->mode ? d->mode : "independent") == -1)
     return -1;
-  if (d->path == NULL || (!d->member && stat (d->path, &st) == -1))
+  /* A server's export (a running VM's disk, a warm migration): no file
+   * here to look at; opening it tells. */
+  uri = d->path && ferry_image_is_uri (d->path);
+  if (uri)
+    memset (&st, 0, sizeof st);
+  if (d->path == NULL || (!d->member && !uri && stat (d->path, &st) == -1))
     return add_check (plan, FERRY_V2V_ERROR, d->member || !strcmp
                       (vm->source_type, "ova") ? "the package is "
                       "incomplete: fetch it again" : "put the file where "
@@ -554,7 +560,7 @@ plan_disk (struct ferry_v2v_plan *plan, const struct ferry_v2v_options *opts,
                       !strcmp (vm->source_type, "ova") ?
                       " from the archive" : "");
   /* Opening a FIFO would wait for a writer forever. */
-  if (!d->member && !S_ISREG (st.st_mode) && !S_ISBLK (st.st_mode))
+  if (!d->member && !uri && !S_ISREG (st.st_mode) && !S_ISBLK (st.st_mode))
     return add_check (plan, FERRY_V2V_ERROR, "put the file where the "
                       "description says, or fix the name there",
                       "disk %s: file %s is not a regular file or a block "

@@ -97,8 +97,10 @@
 #define SHRINK 0.8
 /* Seconds the steps after the last delta take (description, commit), and
  * a guest's conversion when there is one, for the prediction. */
-#define AFTER_STEPS 0.5
+#define AFTER_STEPS 0.05
 #define CONVERT_ESTIMATE 60.0
+/* Seconds QMP stop takes to pause the vCPUs. */
+#define PAUSE_COST 0.01
 /* Seconds a QMP command may take. */
 #define QMP_TIMEOUT 30.0
 
@@ -1545,7 +1547,7 @@ static double
 predict (struct ferry_warm *w)
 {
   double after = w->o.converts ? CONVERT_ESTIMATE : AFTER_STEPS;
-  double stop = w->kind == KIND_BITMAP && w->o.source_pause ? 0.1 : 0;
+  double stop = w->kind == KIND_BITMAP && w->o.source_pause ? PAUSE_COST : 0;
 
   if (!w->have_round)
     return -1;

@@ -58,7 +58,7 @@ at_exit "kill $SPID"
 fy job add "qmp:$WORK/src.qmp" --mode warm --to qemu --out out \
   --source-stop pause --round-interval 1.5 --json --start
 expect_exit 0 "job add --mode warm qmp:SOCKET --start"
-id=$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$OUT" 2>/dev/null)
+id=$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"] or "")' "$OUT" 2>/dev/null)
 [ -n "$id" ] || die "no job: $(cat "$OUT" "$ERR")"
 
 if wait_job "$id" 'len(j.get("rounds", [])) >= 2' 300; then
