@@ -23,7 +23,8 @@ _ferry_options_v2v='--to: --out: -O: --network-map: --name: --keep-devices --fla
   --verify-timeout: --store:'
 _ferry_options_job='--store: --start --test --json --plan: --watch --wait -p --progress --to:
   --out: -O: --network-map: --name: --keep-devices --flavor: -m: -t: --no-convert
-  --no-guest-agent --verify --verify-timeout:'
+  --no-guest-agent --verify --verify-timeout: --mode: --domain: --cutover:
+  --max-downtime: --round-interval: --source-stop: --shutdown-timeout:'
 _ferry_options_plan='--store: --parallel: --stagger: --per-source: --json'
 _ferry_options_inspect='-f: --format: --json --output: -U --force-share'
 _ferry_options_convert_guest='-f: --format: --mac: --no-guest-agent --json'
@@ -50,6 +51,10 @@ _ferry_values () {
     serve:--tls-certs|v2v:--out|job:--out) echo "@dirs" ;;
     v2v:--to|job:--to) echo "libvirt qemu ova local" ;;
     v2v:--flavor|job:--flavor) echo "vmware virtualbox" ;;
+    job:--mode) echo "cold warm" ;;
+    job:--cutover) echo "now manual" ;;
+    job:--source-stop) echo "shutdown pause" ;;
+    job:--domain) echo "@files" ;;
     verify:--disk-bus) echo "virtio scsi lsi sata ide" ;;
     verify:--nic) echo "virtio e1000 none" ;;
     verify:--firmware) echo "bios uefi" ;;

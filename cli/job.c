@@ -39,7 +39,10 @@ usage (FILE *fp)
     "                 [--network-map SRC=DST]... [--name NAME] [--keep-devices]\n"
     "                 [--flavor vmware|virtualbox] [-m THREADS] [-t CACHE]\n"
     "                 [--no-convert] [--no-guest-agent] [--verify]\n"
-    "                 [--verify-timeout S]\n"
+    "                 [--verify-timeout S] [--mode cold|warm] [--domain FILE]\n"
+    "                 [--cutover now|manual|TIME|+S] [--max-downtime S]\n"
+    "                 [--round-interval S] [--source-stop shutdown|pause]\n"
+    "                 [--shutdown-timeout S]\n"
     "       ferry job list [--store PATH] [--json] [--plan ID]\n"
     "       ferry job show [--store PATH] [--json] [--watch] ID\n"
     "       ferry job start|pause|resume|cancel|retry|rm|cutover [--store PATH]\n"
@@ -59,6 +62,16 @@ usage (FILE *fp)
     "  --verify        after the commit, boot the output isolated until a login\n"
     "                  prompt (as ferry verify --boot); the job fails if it does not\n"
     "  --verify-timeout S  seconds a boot may take (default 600)\n"
+    "  --mode warm     copy while the source runs (SOURCE qmp:SOCKET, a VMX or\n"
+    "                  OVF with snapshot deltas, an image, an NBD URI), rounds\n"
+    "                  of what changed, then the cutover stops it\n"
+    "  --domain FILE   a qmp: source's libvirt XML or QEMU script\n"
+    "  --cutover WHEN  manual (default: ferry job cutover ID), now (once the\n"
+    "                  rounds stop shrinking), a time (2026-12-08T03:00[Z]), +S\n"
+    "  --max-downtime S  cut over only once the predicted downtime fits\n"
+    "  --round-interval S  seconds between rounds that no longer shrink (10)\n"
+    "  --source-stop HOW  shutdown (the guest's, default) or pause\n"
+    "  --shutdown-timeout S  seconds a shutdown may take before a pause (120)\n"
     "  the other options are those of ferry v2v\n");
 }
 
