@@ -52,6 +52,8 @@
 
 #define HEARTBEAT 0.5
 #define PROGRESS_SAVE 1.0
+/* Rounds a warm job's record keeps (the first, and the last ones). */
+#define MAX_ROUNDS_KEPT 200
 
 enum request { REQ_NONE, REQ_PAUSE, REQ_CANCEL, REQ_LOST };
 
@@ -400,11 +402,16 @@ w_round (void *opaque, const struct ferry_warm_round *rd, double predicted)
   json_object_object_add (o, "throughput",
                           json_object_new_double (rd->throughput));
   json_object_array_add (rounds, o);
+  /* A job may wait days for its cutover: the record keeps the first
+   * round and the last ones. */
+  if (json_object_array_length (rounds) > MAX_ROUNDS_KEPT)
+    json_object_array_del_idx (rounds, 1, 1);
   if (predicted >= 0 && !rd->final)
     json_object_object_add (r->doc, "predicted_downtime_s",
                             json_object_new_double (predicted));
-  event (r, "info", "round %u%s: %" PRIu64 " bytes in %.2f s%s", rd->number,
-         rd->final ? " (the last delta)" : "", rd->bytes, rd->seconds, "");
+  if (rd->bytes || rd->final || rd->number == 1)
+    event (r, "info", "round %u%s: %" PRIu64 " bytes in %.2f s", rd->number,
+           rd->final ? " (the last delta)" : "", rd->bytes, rd->seconds);
   return save (r, r->live_state);
 }
 

@@ -64,12 +64,12 @@ id=$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"] or 
 if wait_job "$id" 'len(j.get("rounds", [])) >= 2' 300; then
   ok "rounds while the guest writes"
 else
-  not_ok "rounds while the guest writes" "$(job_py "$id" j)"
+  not_ok "rounds while the guest writes" "$(job_py "$id" "{k: j.get(k) for k in ('state', 'error', 'waiting')}")"
 fi
 
 # The kill: in the middle of a round.
-n=$(job_py "$id" 'len(j["rounds"])')
-wait_job "$id" "len(j['rounds']) > $n" 60
+n=$(job_py "$id" 'j["rounds"][-1]["number"]')
+wait_job "$id" "j['rounds'][-1]['number'] > $n" 60
 sleep 0.$((RANDOM % 9 + 1))
 pid=$(job_py "$id" 'j.get("runner", "::").split(":")[1]')
 if [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null; then
@@ -80,11 +80,11 @@ fi
 sleep 0.5
 fy job resume "$id"
 expect_exit 0 "job resume after the kill"
-k=$(job_py "$id" 'len(j["rounds"])')
-if wait_job "$id" "len(j['rounds']) >= max($k + 2, 4)" 300; then
+k=$(job_py "$id" 'j["rounds"][-1]["number"]')
+if wait_job "$id" "j['rounds'][-1]['number'] >= max($k + 2, 4)" 300; then
   ok "rounds go on after the resume ($(job_py "$id" 'len(j["rounds"])') in all)"
 else
-  not_ok "rounds go on after the resume" "$(job_py "$id" j)"
+  not_ok "rounds go on after the resume" "$(job_py "$id" "{k: j.get(k) for k in ('state', 'error', 'waiting')}")"
 fi
 check_true "a predicted downtime is given before the cutover ($(job_py "$id" 'j.get("predicted_downtime_s")') s)" \
   test "$(job_py "$id" 'j.get("predicted_downtime_s", -1) >= 0')" = true
