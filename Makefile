@@ -1,6 +1,8 @@
 # ferry: the two commands of the README, and a few more.
-#   make demo    install what is missing, build, migrate the test guest (a
-#                Debian VM as VMware exports it) to KVM and boot it
+#   make demo    install what is missing, build, migrate a running VM warm
+#                (its measured downtime, the migrated disk booted)
+#   make demo-cold  migrate the test guest (a Debian VM as VMware exports
+#                it) to KVM, converting it, and boot it
 #   make demo-disks  the disk-format tour (convert, compare, check)
 #   make check   install what is missing, build four times (plain gcc;
 #                ASan+UBSan+libFuzzer under clang; release builds with gcc
@@ -22,7 +24,7 @@ CLANG_BUILD   ?= build-clang
 werror = meson configure $(1) | grep -q -E '^ *werror +true' || \
 	  meson configure $(1) -Dwerror=true
 
-.PHONY: all deps build build-asan configure-release demo demo-disks check bench clean
+.PHONY: all deps build build-asan configure-release demo demo-cold demo-disks check bench clean
 
 all: build
 
@@ -53,6 +55,9 @@ configure-release: deps
 
 demo: build
 	scripts/demo $(BUILD)
+
+demo-cold: build
+	scripts/demo-cold $(BUILD)
 
 demo-disks: build
 	scripts/demo-disks $(BUILD)

@@ -297,13 +297,16 @@ print_job (struct ferry_store *st, const struct ferry_store_record *r)
     printf ("Rounds:\n");
     for (i = 0; i < json_object_array_length (a); i++) {
       json_object *w = json_object_array_get_idx (a, i);
-      printf ("  %2.0f. %-6s %s in %s, dirtied %s/s, copied at %s/s%s\n",
+      printf ("  %2.0f. %-8s %s in %s, the source changed %s/s",
               num (w, "number"), str (w, "kind"),
               human_size (num (w, "bytes"), b1, sizeof b1),
               duration (num (w, "seconds"), b2, sizeof b2),
-              human_size (num (w, "dirty_rate"), b3, sizeof b3),
-              human_size (num (w, "throughput"), b4, sizeof b4),
-              json_object_get_boolean (json_object_object_get (w, "final"))
+              human_size (num (w, "dirty_rate"), b3, sizeof b3));
+      if (num (w, "throughput") > 0)
+        printf (", copied at %s/s", human_size (num (w, "throughput"), b4,
+                                                sizeof b4));
+      printf ("%s\n", json_object_get_boolean (
+                json_object_object_get (w, "final"))
               ? " (the last delta, source stopped)" : "");
     }
   }

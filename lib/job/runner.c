@@ -454,7 +454,8 @@ w_stopped (void *opaque, double at)
   /* Asked and done: the request is spent. */
   if (__atomic_load_n (&r->cutover, __ATOMIC_SEQ_CST))
     ferry_store_job_request (r->st, r->id, NULL);
-  event (r, "info", "cutover: the source stopped");
+  event (r, "info", "cutover: the source stops now (the downtime counts from "
+         "here)");
   save (r, r->live_state);
 }
 
