@@ -157,6 +157,23 @@ fy job cancel "$id2" --wait
 expect_exit 0 "job cancel of the waiting job"
 stop_writer
 check_true "the cancelled job left no output" test ! -e out2
+
+# --- a cutover at a time ---------------------------------------------------------
+fy job add src.raw --mode warm --to qemu --out out3 --no-convert \
+  --round-interval 0.3 --cutover +3 --json --start
+expect_exit 0 "job add --cutover +3"
+id3=$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$OUT")
+check_true "its cutover time is kept as a time (UTC)" \
+  test "$(job_py "$id3" 'j["options"]["cutover"].endswith("Z")')" = true
+if wait_job "$id3" 'j["state"] == "done"' 60; then
+  ok "the job cut over by itself at its time"
+else
+  not_ok "the job cut over by itself at its time" "$(job_py "$id3" "{k: j.get(k) for k in ('state', 'error', 'waiting')}")"
+fi
+check_true "... not before it ($(job_py "$id3" 'round(j["stopped_at"] - j["created"], 1)') s after it was added)" \
+  test "$(job_py "$id3" 'j["stopped_at"] - j["created"] >= 2.9')" = true
+same_content "its target equals the source" src.raw raw \
+  "out3/$(job_py "$id3" 'j["disks"][0]["target"]')" qcow2
 check_true "the source is there, untouched by ferry's runs" test -s src.raw
 
 done_testing

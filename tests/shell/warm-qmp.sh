@@ -99,6 +99,41 @@ wait "$SPID" 2>/dev/null
 check_true "the source VM is paused, not gone" \
   test "$(tiny_qmp src query-status | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["status"])')" = paused
 echo "# downtime $(job_py "$id" 'j.get("downtime_s")') s, predicted $(job_py "$id" 'j.get("predicted_downtime_s")') s, disks final after $(job_py "$id" 'j.get("disks_final_s")') s"
+# --domain: the VM's description from its libvirt XML, its disks from QMP
+# (the VM is paused now: planning only reads it).
+cat >dom.xml <<EOF
+<domain type='kvm'>
+  <name>described</name>
+  <memory unit='MiB'>512</memory>
+  <vcpu>2</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='$WORK/disk.qcow2'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <interface type='network'>
+      <mac address='52:54:00:12:34:56'/>
+      <source network='default'/>
+      <model type='virtio'/>
+    </interface>
+  </devices>
+</domain>
+EOF
+fy job add "qmp:$WORK/src.qmp" --mode warm --domain dom.xml --to qemu --out out2 --json
+expect_exit 0 "job add --domain XML"
+id2=$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"] or "")' "$OUT" 2>/dev/null)
+check_true "the job's VM is the XML's" test "$(job_py "$id2" 'j.get("vm")')" = described
+check_true "planning left no export in the VM" \
+  test "$(tiny_qmp src query-block-exports)" = "[]"
+check_true "nor a bitmap" test "$(tiny_qmp src query-block | "$PYTHON" -c '
+import json, sys
+print(sum(len(d.get("inserted", {}).get("dirty-bitmaps", [])) for d in json.load(sys.stdin)))')" = 0
+sed "s|<disk type|<disk type='file' device='disk'><source file='$WORK/x.qcow2'/><target dev='vdb' bus='virtio'/></disk><disk type|" dom.xml >dom2.xml
+fy job add "qmp:$WORK/src.qmp" --mode warm --domain dom2.xml --to qemu --out out3
+expect_exit 1 "a --domain with more disks than the VM has is refused"
+expect_stderr "none of the running VM's disks" "... naming the disk"
 tiny_stop src
 target=out/$(job_py "$id" 'j["disks"][0]["target"]')
 same_content "the target equals the source disk" disk.qcow2 qcow2 "$target" qcow2
