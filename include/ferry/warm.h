@@ -122,6 +122,12 @@ int ferry_warm_sync (struct ferry_warm *w, struct ferry_v2v_plan *plan,
  * cancelled) also removes its bitmaps and the workdir's files. */
 void ferry_warm_close (struct ferry_warm *w, bool finished);
 
+/* Forget a migration no process runs any more (cancelled, removed): take
+ * ferry's bitmaps and exports out of the source VM (O->source, tag) if it
+ * can be reached, and remove O->workdir.  0, or -1 with the error set when
+ * the VM could not be reached (what is in it stays: ferry-TAG-...). */
+int ferry_warm_forget (const struct ferry_warm_options *o);
+
 /* Parse a --cutover value: "now", "manual", an ISO 8601 time
  * ("2026-12-08T03:00[:SS][Z]", local unless Z) or "+SECONDS".  0 or -1
  * with the error set. */

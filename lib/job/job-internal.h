@@ -62,6 +62,10 @@ int job_warm_options (const struct ferry_job_spec *spec,
                       struct ferry_warm_options *wo);
 /* The folder of ferry's own files for warm job ID of the store ST. */
 char *job_warm_workdir (struct ferry_store *st, int64_t id);
+/* Take warm job ID's bitmaps and exports out of its source VM and remove
+ * its files (a cancel or a removal with no runner); what cannot be done
+ * is an event of the job.  Nothing for a cold job. */
+void job_warm_forget (struct ferry_store *st, int64_t id, json_object *doc);
 
 /* The disks of PLAN as the document's "disks" (the caller puts it). */
 json_object *job_disks_json (const struct ferry_v2v_plan *plan);

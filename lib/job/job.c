@@ -480,6 +480,29 @@ job_warm_workdir (struct ferry_store *st, int64_t id)
   return dir;
 }
 
+void
+job_warm_forget (struct ferry_store *st, int64_t id, json_object *doc)
+{
+  struct ferry_job_spec spec;
+  struct ferry_job_spec_hold *hold = NULL;
+  struct ferry_warm_options wo;
+  CLEANUP_FREE char *workdir = NULL;
+  char tag[64];
+
+  if (!job_str (doc, "mode") || strcmp (job_str (doc, "mode"), "warm") != 0 ||
+      job_doc_spec (doc, &spec, &hold) == -1)
+    return;
+  memset (&wo, 0, sizeof wo);
+  workdir = job_warm_workdir (st, id);
+  snprintf (tag, sizeof tag, "ferry-j%" PRId64, id);
+  wo.source = spec.source;
+  wo.workdir = workdir;
+  wo.tag = tag;
+  if (ferry_warm_forget (&wo) == -1)
+    ferry_store_event_add (st, id, "warning", ferry_get_error ());
+  ferry_job_spec_free (hold);
+}
+
 /* The VM of the warm migration SPEC (its absolute SOURCE), read for
  * planning only; NULL with the error set. */
 static struct ferry_vm *
@@ -999,6 +1022,7 @@ ferry_job_cancel (struct ferry_store *st, int64_t id)
            set_state (st, &r, doc, "cancelled") == 0) {
     ferry_store_event_add (st, id, "info", "cancelled; its partial output "
                            "was removed");
+    job_warm_forget (st, id, doc);
     ret = 1;
   }
   unload (st, id, &held);
@@ -1126,9 +1150,11 @@ ferry_job_remove (struct ferry_store *st, int64_t id)
   if (live)
     ferry_error (EBUSY, "job %" PRId64 " is running (process %s): cancel it "
                  "first", id, r.runner);
-  else if ((staging == NULL || ferry_target_remove_kept (staging) == 0) &&
-           ferry_store_job_delete (st, id) == 0)
-    ret = 0;
+  else if (staging == NULL || ferry_target_remove_kept (staging) == 0) {
+    job_warm_forget (st, id, doc);
+    if (ferry_store_job_delete (st, id) == 0)
+      ret = 0;
+  }
   unload (st, id, &held);
   json_object_put (doc);
   ferry_store_record_free (&r);

@@ -646,6 +646,7 @@ ferry_job_run (struct ferry_store *st, int64_t id,
     staging = job_str (r.doc, "staging");
     if (staging && ferry_target_remove_kept (staging) == -1)
       goto out_release;
+    job_warm_forget (st, id, r.doc);
     ferry_store_job_request (st, id, NULL);
     event (&r, "info", "cancelled; its partial output was removed");
     finish (&r, "cancelled", false, out);

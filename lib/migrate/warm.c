@@ -64,6 +64,7 @@
  *    no longer in the chain (snapshots consolidated) costs a full
  *    comparison (note 3).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -1823,4 +1824,50 @@ ferry_warm_parse_cutover (const char *text, enum ferry_warm_cutover *mode,
                         "+SECONDS", text);
   *at = *end == 'Z' ? (double) timegm (&tm) : (double) mktime (&tm);
   return 0;
+}
+
+/* --- forgetting a migration no runner holds --------------------------------------- */
+
+int
+ferry_warm_forget (const struct ferry_warm_options *o)
+{
+  struct ferry_warm w = { .o = *o, .tag = (char *) o->tag,
+                          .workdir = (char *) o->workdir };
+  CLEANUP_FREE char *sock = NULL;
+  struct dirent *e;
+  DIR *d;
+  int r = 0;
+
+  if (o->source && strncmp (o->source, "qmp:", 4) == 0 && o->tag) {
+    size_t i, k;
+    w.q = ferry_qmp_connect (o->source + 4, 10);
+    if (w.q == NULL)
+      r = -1;
+    else {
+      if (o->workdir && asprintf (&sock, "%s/nbd.sock", o->workdir) != -1)
+        w.sock = sock;
+      del_exports (&w, "");
+      if (ferry_qmp_query_disks (w.q, &w.qd, &w.nqd) == 0) {
+        for (i = 0; i < w.nqd; i++)
+          for (k = 0; w.qd[i].bitmaps[k]; k++)
+            if (strncmp (w.qd[i].bitmaps[k], w.tag, strlen (w.tag)) == 0 &&
+                w.qd[i].bitmaps[k][strlen (w.tag)] == '-')
+              remove_bitmap (&w, w.qd[i].node, w.qd[i].bitmaps[k]);
+        ferry_qmp_disks_free (w.qd, w.nqd);
+      }
+      /* The NBD server, if it is ours: its socket is in our folder. */
+      if (sock && access (sock, F_OK) == 0 &&
+          ferry_qmp_execute (w.q, "nbd-server-stop", NULL, NULL) == -1)
+        ferry_debug ("nbd-server-stop: %s", ferry_get_error ());
+      ferry_qmp_close (w.q);
+    }
+  }
+  if (o->workdir && (d = opendir (o->workdir)) != NULL) {
+    while ((e = readdir (d)) != NULL)
+      if (e->d_name[0] != '.')
+        unlinkat (dirfd (d), e->d_name, 0);
+    closedir (d);
+    rmdir (o->workdir);
+  }
+  return r;
 }
