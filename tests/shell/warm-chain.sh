@@ -54,10 +54,12 @@ id=$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "
 wait_job "$id" 'len(j.get("rounds", [])) >= 1' 120 ||
   die "no round: $(job_py "$id" j)"
 
-# The VM writes to d1, then a snapshot freezes it.
+# The VM writes to d1, then a snapshot freezes it.  The rounds are
+# counted first: the round that copies d1 may be over before a count
+# taken after the snapshot.
+n=$(job_py "$id" 'len(j["rounds"])')
 qio vmdk vm/d1.vmdk "write -P 0x55 4M 6M" "write -P 0x66 200M 3M"
 snapshot d2.vmdk d1.vmdk
-n=$(job_py "$id" 'len(j["rounds"])')
 wait_job "$id" "any(r['bytes'] > 0 for r in j['rounds'][$n:])" 60 ||
   die "no round copied d1: $(job_py "$id" j)"
 r1=$(job_py "$id" "[r['number'] for r in j['rounds'] if r['bytes'] > 0][0]")
