@@ -16,7 +16,10 @@
 #    the cutover) against the measured ones, downtime_s (source stopped ->
 #    output committed) and disks_final_s (source stopped -> last delta in
 #    the target disks, the "source stopped to target disk final",
-#    on which the 25% is judged), and the bytes copied against the data at
+#    on which the 25% is judged; downtime_s, which the prediction stands
+#    for, is judged too), with the parts of the measured downtime (the
+#    stop, the last delta's round, the steps after), and the bytes copied
+#    (the base copy and every round) against the data at
 #    the start (qemu-img map) plus what the guest wrote meanwhile (QEMU's
 #    wr_bytes of its disk, query-blockstats).  Cold: the same VM stopped
 #    for the whole copy, its disk copied by `ferry convert -O qcow2` once
