@@ -75,6 +75,7 @@ bench: build
 	bench/vhd-vdi.sh $(BUILD)
 	bench/v2v-guest.sh $(BUILD)
 	bench/jobs.sh $(BUILD)
+	bench/warm.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(RELEASE_BUILD) $(CLANG_BUILD)

@@ -30,14 +30,16 @@ bench_setup () {
 
 INPUT_VERSION=1     # bump when a recipe below changes
 
-# random_chunks FILE SLOTS USED SEED: FILE, SLOTS MiB sparse, with random
-# data in USED of its 1 MiB slots (chosen with SEED).
+# random_chunks FILE SLOTS USED SEED [FIRST]: FILE, SLOTS MiB sparse, with
+# random data in USED of its 1 MiB slots from slot FIRST (0) on (chosen
+# with SEED).
 random_chunks () {
   "$PYTHON" - "$@" <<'EOF'
 import os, random, sys
 mib = 1 << 20
 path, nr, used, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-slots = random.Random(seed).sample(range(nr), used)
+first = int(sys.argv[5]) if len(sys.argv) > 5 else 0
+slots = random.Random(seed).sample(range(first, nr), used)
 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 os.ftruncate(fd, nr * mib)
 for slot in sorted(slots):

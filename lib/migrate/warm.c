@@ -44,12 +44,23 @@
  *    sent, so a run killed there goes straight to the last delta and never
  *    lets the VM run again.
  *
- * 5. The prediction: the last round measured how fast the source dirties
- *    (bytes it marked over the time since the freeze before) and how fast
- *    the copy moves; if the stop came at the end of a round, the last
- *    delta would be what dirtied during that round.  Downtime = stop +
- *    the round's fixed cost + that delta / throughput + the steps after
- *    (a conversion when there is one).  A hash source re-reads all of
+ * 5. The prediction: the rounds measured how fast the source dirties
+ *    (bytes the last one marked over the time since the freeze before)
+ *    and how fast the copy moves (the median of the last OVERHEAD_ROUNDS
+ *    rounds that copied 1 MiB or more: the best one seen is a lucky
+ *    round, and with it a round's cost beyond its bytes looked larger
+ *    than it is); if the stop came at the end of a round, the last delta
+ *    would be what dirtied during that round and the stop.  Downtime =
+ *    stop + a round's fixed cost + that delta / throughput + the steps
+ *    after (AFTER_STEPS, the description and the commit; a conversion
+ *    when there is one), the time from the stop to the output in place.
+ *    The stop is a QMP stop when the source is paused: as long as the
+ *    last freeze's QMP transaction took, PAUSE_COST at the least (a
+ *    shutdown's length is the guest's own and not counted).  A round's
+ *    fixed cost (its QMP commands, the export, the target's open and
+ *    flush: its seconds beyond bytes / throughput) swings by 2x from one
+ *    round to the next on a busy host, so the median of the last
+ *    OVERHEAD_ROUNDS rounds' is taken.  A hash source re-reads all of
  *    itself in its last round: the last round's time is the estimate.
  *
  * 6. A snapshot chain: every write since the base copy began lands in the
@@ -98,10 +109,14 @@
 #define SHRINK 0.8
 /* Seconds the steps after the last delta take (description, commit), and
  * a guest's conversion when there is one, for the prediction. */
-#define AFTER_STEPS 0.05
+#define AFTER_STEPS 0.02
 #define CONVERT_ESTIMATE 60.0
-/* Seconds QMP stop takes to pause the vCPUs. */
+/* Seconds QMP stop takes to pause the vCPUs, at the least: a VM's own
+ * QMP answers (the freeze's) say more (note 5). */
 #define PAUSE_COST 0.01
+/* The rounds whose fixed cost and throughput the prediction takes the
+ * median of. */
+#define OVERHEAD_ROUNDS 5
 /* Seconds a QMP command may take. */
 #define QMP_TIMEOUT 30.0
 
@@ -127,7 +142,13 @@ struct ferry_warm {
   /* What the rounds measured, for the prediction (note 5). */
   double last_freeze;          /* epoch seconds of the last freeze */
   double last_seconds;         /* the last round's length */
-  double last_overhead;        /* its seconds beyond the copy itself */
+  double overheads[OVERHEAD_ROUNDS]; /* the last rounds' seconds beyond
+                                      * their bytes, oldest first */
+  unsigned nr_overheads;
+  double throughputs[OVERHEAD_ROUNDS]; /* the last measured rounds'
+                                        * bytes/s copied, oldest first */
+  unsigned nr_throughputs;
+  double qmp_seconds;          /* the last freeze's QMP transaction */
   double rate;                 /* bytes/s dirtied */
   double throughput;           /* bytes/s copied, best seen */
   uint64_t pending;             /* a chain's top: its bytes */
@@ -1303,9 +1324,11 @@ bitmap_round (struct ferry_warm *w, struct ferry_v2v_plan *plan,
   }
   {
     json_object *args = json_object_new_object ();
+    double t0 = now_seconds ();
     json_object_object_add (args, "actions", actions);
     if (qmp (w, "transaction", args, NULL) == -1)
       return -1;
+    w->qmp_seconds = now_seconds () - t0;
   }
   state_set_double (w, "freeze", epoch_now ());
   if (refresh_disks (w) == -1)
@@ -1543,12 +1566,54 @@ hash_round (struct ferry_warm *w, struct ferry_v2v_plan *plan,
   return 0;
 }
 
+/* Keep X as the newest of the last OVERHEAD_ROUNDS values V (*N of them,
+ * oldest first). */
+static void
+keep_last (double *v, unsigned *n, double x)
+{
+  if (*n == OVERHEAD_ROUNDS) {
+    memmove (v, v + 1, (OVERHEAD_ROUNDS - 1) * sizeof v[0]);
+    (*n)--;
+  }
+  v[(*n)++] = x;
+}
+
+/* The median of the N values V (N at most OVERHEAD_ROUNDS); 0 for none. */
+static double
+median (const double *v, unsigned n)
+{
+  double s[OVERHEAD_ROUNDS], t;
+  unsigned i, k;
+
+  if (n == 0)
+    return 0;
+  memcpy (s, v, n * sizeof s[0]);
+  for (i = 1; i < n; i++)             /* insertion sort: five at most */
+    for (k = i; k > 0 && s[k - 1] > s[k]; k--) {
+      t = s[k];
+      s[k] = s[k - 1];
+      s[k - 1] = t;
+    }
+  return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+}
+
+/* The throughput a round can expect (note 5): the median of the last
+ * measured ones, else the best seen. */
+static double
+typical_throughput (const struct ferry_warm *w)
+{
+  return w->nr_throughputs ? median (w->throughputs, w->nr_throughputs)
+    : w->throughput;
+}
+
 /* The downtime if the source stopped now (note 5); < 0 when unknown. */
 static double
 predict (struct ferry_warm *w)
 {
   double after = w->o.converts ? CONVERT_ESTIMATE : AFTER_STEPS;
-  double stop = w->kind == KIND_BITMAP && w->o.source_pause ? PAUSE_COST : 0;
+  double stop = w->kind == KIND_BITMAP && w->o.source_pause
+    ? MAX (PAUSE_COST, w->qmp_seconds) : 0;
+  double overhead;
 
   if (!w->have_round)
     return -1;
@@ -1556,10 +1621,11 @@ predict (struct ferry_warm *w)
     return w->last_seconds + after;
   if (w->throughput <= 0)
     return -1;
+  overhead = median (w->overheads, w->nr_overheads);
   if (w->kind == KIND_CHAIN)
-    return w->last_overhead + w->pending / w->throughput + after;
-  return stop + w->last_overhead +
-    w->rate * (w->last_seconds + stop) / w->throughput + after;
+    return overhead + w->pending / typical_throughput (w) + after;
+  return stop + overhead +
+    w->rate * (w->last_seconds + stop) / typical_throughput (w) + after;
 }
 
 /* Stop the source (note 4). */
@@ -1698,15 +1764,18 @@ ferry_warm_sync (struct ferry_warm *w, struct ferry_v2v_plan *plan,
         rd.dirty_rate = t.bytes / MAX (rd.started - w->last_freeze, 0.001);
       w->last_freeze = rd.started;
     }
-    if (t.copy_seconds > 0.01 && t.bytes >= (1u << 20))
+    if (t.copy_seconds > 0.01 && t.bytes >= (1u << 20)) {
       rd.throughput = t.bytes / t.copy_seconds;
+      keep_last (w->throughputs, &w->nr_throughputs, rd.throughput);
+    }
     if (rd.throughput > w->throughput)
       w->throughput = rd.throughput;
     if (w->throughput <= 0)
       w->throughput = 100e6;             /* until one is measured */
     w->rate = rd.dirty_rate;
     w->last_seconds = rd.seconds;
-    w->last_overhead = MAX (rd.seconds - t.bytes / w->throughput, 0);
+    keep_last (w->overheads, &w->nr_overheads,
+               MAX (rd.seconds - t.bytes / typical_throughput (w), 0));
     /* A hash source's first round is its base copy: no measure of what
      * changes. */
     w->have_round = !(w->kind == KIND_HASH && number == 1);
