@@ -478,6 +478,7 @@ warm_attach (struct runner *r, const struct ferry_job_spec *spec,
              struct ferry_v2v_options *opts)
 {
   struct ferry_warm_options wo;
+  struct ferry_warm_journal wj = { .opaque = r, .save = w_save };
   CLEANUP_FREE char *workdir = NULL;
   json_object *state;
   char tag[64];
@@ -491,6 +492,7 @@ warm_attach (struct runner *r, const struct ferry_job_spec *spec,
   wo.source = spec->source;
   wo.workdir = workdir;
   wo.tag = tag;
+  wo.journal = &wj;
   r->stopped_at = job_num (r->doc, "stopped_at");
   state = json_object_object_get (r->doc, "warm");
   r->warm = ferry_warm_open (&wo, true, state

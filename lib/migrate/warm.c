@@ -664,11 +664,18 @@ qmp_open (struct ferry_warm *w, const char *path)
         have = true;
     }
     if (!have) {
-      if (want) {
+      /* The fallback owed and the generation are kept before the
+       * transaction (note 2): a kill after it would otherwise leave a
+       * bitmap that hides the loss and whose name the next round takes
+       * again. */
+      if (want)
         state_set_int (w, "fallback", 1);
-          }
       gen = state_int (w, "gen") + 1;
       state_set_int (w, "gen", gen);
+      if (save_state (w, w->o.journal) == -1) {
+        json_object_put (actions);
+        return -1;
+      }
       snprintf (name, sizeof name, "%s-b%" PRId64, w->tag, gen);
       for (i = 0; i < w->vm->nr_disks; i++) {
         json_object *a = json_object_new_object ();
@@ -937,6 +944,7 @@ ferry_warm_open (const struct ferry_warm_options *o, bool run,
       goto err;
   }
   w->vm_disks = w->vm->nr_disks;
+  w->o.journal = NULL;                  /* the caller's, for the open only */
   return w;
 
  err:
