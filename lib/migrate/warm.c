@@ -42,7 +42,8 @@
  *    exiting (set-action), or QMP stop; a shutdown that takes longer than
  *    its timeout becomes a stop.  "stopped" is saved before the stop is
  *    sent, so a run killed there goes straight to the last delta and never
- *    lets the VM run again.
+ *    lets the VM run again; that run first stops the VM again if it still
+ *    runs (the kill came before the stop, or during a guest's shutdown).
  *
  * 5. The prediction: the last round measured how fast the source dirties
  *    (bytes it marked over the time since the freeze before) and how fast
@@ -1646,6 +1647,20 @@ ferry_warm_sync (struct ferry_warm *w, struct ferry_v2v_plan *plan,
 
   if (w->kind == KIND_BITMAP && w->last_freeze == 0)
     w->last_freeze = state_double (w, "freeze");
+  if (final && w->kind == KIND_BITMAP) {
+    /* A run killed after "stopped" was saved but before the VM stopped
+     * (or one that someone let run again): the last delta is only the
+     * last once the VM no longer writes (note 4). */
+    char status[32];
+    if (ferry_qmp_status (w->q, status, sizeof status) == -1)
+      return qmp_failed (w);
+    if (strcmp (status, "running") == 0) {
+      note (j, "warning", "the source VM runs although its cutover began: "
+            "stopping it again");
+      if (stop_source (w, j) == -1)
+        return -1;
+    }
+  }
   for (;;) {
     struct ferry_warm_round rd = { 0 };
     struct tally t = { 0 };

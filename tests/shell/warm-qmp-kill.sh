@@ -55,4 +55,49 @@ same_content "the target equals the source disk" disk.qcow2 qcow2 "$target" qcow
 tiny_holds "the target boots and holds every record the source announced" \
   "$target" qcow2 src
 
+# --- killed between "stopped" saved and the VM stopped ------------------------
+mkimg qcow2 disk2.qcow2 512M
+tiny_start src2 disk2.qcow2 qcow2 write ferry.rate=768
+tiny_wait_records src2 10 || die "the guest wrote no records: $(tail -5 "$WORK/src2.log")"
+fy job add "qmp:$WORK/src2.qmp" --mode warm --to qemu --out out2 \
+  --source-stop pause --cutover manual --round-interval 1 --json --start
+expect_exit 0 "job add --mode warm --cutover manual --start"
+id=$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"] or "")' "$OUT" 2>/dev/null)
+[ -n "$id" ] || die "no job: $(cat "$OUT" "$ERR")"
+wait_job "$id" 'len(j.get("rounds", [])) >= 2' 300 ||
+  die "no rounds: $(job_py "$id" j)"
+pid=$(job_py "$id" 'j.get("runner", "::").split(":")[1]')
+kill -KILL "$pid" 2>/dev/null
+check_true "the runner killed between rounds (pid $pid), before any cutover" \
+  test "$(job_py "$id" '"stopped_at" not in j')" = true
+# What that kill leaves: "stopped" saved, the VM never told to stop.
+"$PYTHON" - "$FERRY_STORE" "$id" <<'PY'
+import json, sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+job = int(sys.argv[2])
+doc = json.loads(c.execute("SELECT doc FROM jobs WHERE id = ?",
+                           (job,)).fetchone()[0])
+doc["warm"]["stopped"] = 1
+c.execute("UPDATE jobs SET doc = ? WHERE id = ?", (json.dumps(doc), job))
+c.commit()
+PY
+vm_status () {
+  tiny_qmp "$1" query-status |
+    "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["status"])'
+}
+check_true "the source VM still runs" test "$(vm_status src2)" = running
+tiny_wait_records src2 $(($(tiny_last_record src2) + 5)) ||
+  die "the guest stopped writing: $(tail -5 "$WORK/src2.log")"
+FY_TIMEOUT=600 fy job run "$id"
+expect_exit 0 "the run after 'stopped' was saved: exit 0"
+check_true "the job is done" test "$(job_py "$id" 'j["state"]')" = done
+check_true "the source VM was stopped again: paused" \
+  test "$(vm_status src2)" = paused
+tiny_stop src2
+target=out2/$(job_py "$id" 'j["disks"][0]["target"]')
+same_content "the target equals the source disk" disk2.qcow2 qcow2 \
+  "$target" qcow2
+tiny_holds "the target holds every record the source announced" \
+  "$target" qcow2 src2
+
 done_testing
