@@ -116,6 +116,9 @@ struct ferry_warm {
   /* A running QEMU. */
   struct ferry_qmp *q;
   char *sock;                  /* the NBD server's socket */
+  bool server;                 /* the VM's NBD server is ours (started
+                                  here or by a run before): only then
+                                  does close stop it */
   struct ferry_qmp_disk *qd;   /* its disks */
   size_t nqd;
   size_t *vm_qd;               /* per VM disk, its index in QD */
@@ -358,14 +361,17 @@ start_server (struct ferry_warm *w)
   json_object_object_add (a, "addr", addr);
   if (ferry_qmp_execute (w->q, "nbd-server-start", a, NULL) == 0) {
     json_object_put (a);
+    w->server = true;
     return 0;
   }
   json_object_put (a);
   if (ferry_get_errno () != EPROTO)
     return qmp_failed (w);
   /* Ours, from a run that was killed: the socket is still there. */
-  if (lstat (w->sock, &st) == 0 && S_ISSOCK (st.st_mode))
+  if (lstat (w->sock, &st) == 0 && S_ISSOCK (st.st_mode)) {
+    w->server = true;
     return 0;
+  }
   return ferry_error (EBUSY, "qmp:%s: the VM runs an NBD server already (a "
                       "backup, another migration?), so ferry cannot export "
                       "its disks: %s", ferry_qmp_path (w->q),
@@ -1008,9 +1014,11 @@ ferry_warm_close (struct ferry_warm *w, bool finished)
             if (strncmp (w->qd[i].bitmaps[k], w->tag, strlen (w->tag)) == 0 &&
                 w->qd[i].bitmaps[k][strlen (w->tag)] == '-')
               remove_bitmap (w, w->qd[i].node, w->qd[i].bitmaps[k]);
-      if (ferry_qmp_execute (w->q, "nbd-server-stop", NULL, NULL) == -1)
+      /* Another's server (a backup, another job) is not ours to stop. */
+      if (w->server &&
+          ferry_qmp_execute (w->q, "nbd-server-stop", NULL, NULL) == -1)
         ferry_debug ("nbd-server-stop: %s", ferry_get_error ());
-      if (w->sock)
+      if (w->server && w->sock)
         unlink (w->sock);
     }
     ferry_qmp_close (w->q);

@@ -66,6 +66,18 @@ id=$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"] or 
 [ -n "$id" ] || die "no job: $(cat "$OUT" "$ERR")"
 wait_job "$id" 'len(j.get("rounds", [])) >= 2' 300 ||
   die "no rounds: $(job_py "$id" j)"
+# A second job of the same VM (through its other monitor: the first job
+# holds this one) is refused, the VM having one NBD server, the first
+# job's; and its refusal leaves that server alone.
+fy job add "qmp:$WORK/src2.ctl.qmp" --mode warm --to qemu --out out3 --json
+expect_exit 1 "a second warm job of a VM that a job migrates: refused"
+expect_stderr "runs an NBD server already" "the refusal says why"
+n=$(job_py "$id" 'len(j["rounds"])')
+if wait_job "$id" "len(j['rounds']) >= $n + 2" 120; then
+  ok "the first job's rounds go on"
+else
+  not_ok "the first job's rounds go on" "$(job_py "$id" j)"
+fi
 pid=$(job_py "$id" 'j.get("runner", "::").split(":")[1]')
 kill -KILL "$pid" 2>/dev/null
 check_true "the runner killed between rounds (pid $pid), before any cutover" \
