@@ -13,6 +13,7 @@
  *    record stays (state cancelled, with its events).  The output folder
  *    itself is never touched: it exists only when the job is done.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -973,6 +974,52 @@ ferry_job_pause (struct ferry_store *st, int64_t id)
   return ret;
 }
 
+/* What a warm job that no runner holds left in its source and working
+ * folder (its bitmaps, the VM's NBD server, hash tables), removed as its
+ * runner removes them on a cancel; best effort: a source that cannot be
+ * reached has lost them already, and the folder's files go anyway. */
+static void
+warm_discard (struct ferry_store *st, int64_t id, json_object *doc)
+{
+  struct ferry_job_spec spec;
+  struct ferry_job_spec_hold *hold = NULL;
+  struct ferry_warm_options wo;
+  struct ferry_warm *w = NULL;
+  CLEANUP_FREE char *workdir = NULL;
+  struct error_saved saved;
+  json_object *state;
+  char tag[64];
+  DIR *d;
+
+  if (!(job_str (doc, "mode") && strcmp (job_str (doc, "mode"), "warm") == 0))
+    return;
+  error_save (&saved);
+  workdir = job_warm_workdir (st, id);
+  if (workdir && job_doc_spec (doc, &spec, &hold) == 0 &&
+      job_warm_options (&spec, &wo) == 0 && spec.source) {
+    snprintf (tag, sizeof tag, "ferry-j%" PRId64, id);
+    wo.source = spec.source;
+    wo.workdir = workdir;
+    wo.tag = tag;
+    state = json_object_object_get (doc, "warm");
+    w = ferry_warm_open (&wo, false, state
+                         ? json_object_to_json_string_ext (
+                           state, JSON_C_TO_STRING_PLAIN) : NULL);
+  }
+  if (w)
+    ferry_warm_close (w, true);
+  if (workdir && (d = opendir (workdir)) != NULL) {
+    struct dirent *e;
+    while ((e = readdir (d)) != NULL)
+      if (strcmp (e->d_name, ".") && strcmp (e->d_name, ".."))
+        unlinkat (dirfd (d), e->d_name, 0);
+    closedir (d);
+    rmdir (workdir);
+  }
+  ferry_job_spec_free (hold);
+  error_restore (&saved);
+}
+
 int
 ferry_job_cancel (struct ferry_store *st, int64_t id)
 {
@@ -997,6 +1044,7 @@ ferry_job_cancel (struct ferry_store *st, int64_t id)
                  job_str (doc, "out"));
   else if ((staging == NULL || ferry_target_remove_kept (staging) == 0) &&
            set_state (st, &r, doc, "cancelled") == 0) {
+    warm_discard (st, id, doc);
     ferry_store_event_add (st, id, "info", "cancelled; its partial output "
                            "was removed");
     ret = 1;
@@ -1127,8 +1175,12 @@ ferry_job_remove (struct ferry_store *st, int64_t id)
     ferry_error (EBUSY, "job %" PRId64 " is running (process %s): cancel it "
                  "first", id, r.runner);
   else if ((staging == NULL || ferry_target_remove_kept (staging) == 0) &&
-           ferry_store_job_delete (st, id) == 0)
+           ferry_store_job_delete (st, id) == 0) {
+    /* A job done or cancelled has nothing of the kind left. */
+    if (strcmp (r.state, "done") && strcmp (r.state, "cancelled"))
+      warm_discard (st, id, doc);
     ret = 0;
+  }
   unload (st, id, &held);
   json_object_put (doc);
   ferry_store_record_free (&r);
