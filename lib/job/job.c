@@ -440,9 +440,12 @@ job_warm_options (const struct ferry_job_spec *spec,
                           "(--mode warm)", opt);
     return 0;
   }
-  if (spec->test)
-    return ferry_error (EINVAL, "--test is for cold migrations: a warm one "
-                        "keeps the source running until its cutover");
+  if (spec->test) {
+    ferry_error (EINVAL, "a test boot before the cutover is for cold "
+                 "migrations: a warm one keeps the source running until its "
+                 "cutover");
+    return ferry_error_input ("test");
+  }
   if (spec->cutover &&
       ferry_warm_parse_cutover (spec->cutover, &wo->cutover,
                                 &wo->cutover_at) == -1)
