@@ -365,6 +365,7 @@ run_progress (const struct ferry_v2v_progress *p, void *opaque)
 
 /* --- a warm job's rounds ------------------------------------------------------ */
 
+/* The warm journal's save: the state into the job's record, saved now. */
 static int
 w_save (void *opaque, const char *state)
 {
@@ -377,6 +378,7 @@ w_save (void *opaque, const char *state)
   return save (r, r->live_state);
 }
 
+/* A round ended: appended to the record's rounds, with the prediction. */
 static int
 w_round (void *opaque, const struct ferry_warm_round *rd, double predicted)
 {
@@ -408,6 +410,7 @@ w_round (void *opaque, const struct ferry_warm_round *rd, double predicted)
   return save (r, r->live_state);
 }
 
+/* True once a cutover was asked of this run or saved in the record. */
 static bool
 w_cutover_asked (void *opaque)
 {
@@ -417,6 +420,7 @@ w_cutover_asked (void *opaque)
     job_bool (r->doc, "cutover");
 }
 
+/* Awaiting the cutover (WHY), or (NULL) running it: the shown state. */
 static void
 w_waiting (void *opaque, const char *why)
 {
@@ -437,6 +441,7 @@ w_waiting (void *opaque, const char *why)
   }
 }
 
+/* The source stopped at AT: the downtime's start, the request spent. */
 static void
 w_stopped (void *opaque, double at)
 {
@@ -451,12 +456,14 @@ w_stopped (void *opaque, double at)
   save (r, r->live_state);
 }
 
+/* A warm migration's message, as the job's event. */
 static void
 w_note (void *opaque, const char *level, const char *message)
 {
   event (opaque, level, "%s", message);
 }
 
+/* The cold run's sync step: a warm job's rounds and cutover. */
 static int
 j_sync (void *opaque, struct ferry_v2v_plan *plan, const char *staging)
 {

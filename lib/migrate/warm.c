@@ -162,6 +162,7 @@ human (double bytes, char *buf, size_t len)
   return buf;
 }
 
+/* Pass a message at LEVEL to the journal's note, if it has one. */
 static void
 note (const struct ferry_warm_journal *j, const char *level,
       const char *fmt, ...)
@@ -179,6 +180,7 @@ note (const struct ferry_warm_journal *j, const char *level,
 
 /* --- the saved state (note 2) ------------------------------------------------ */
 
+/* The saved state's integer KEY, 0 when it has none. */
 static int64_t
 state_int (struct ferry_warm *w, const char *key)
 {
@@ -188,6 +190,7 @@ state_int (struct ferry_warm *w, const char *key)
     ? json_object_get_int64 (v) : 0;
 }
 
+/* The saved state's number KEY, 0 when it has none. */
 static double
 state_double (struct ferry_warm *w, const char *key)
 {
@@ -197,12 +200,14 @@ state_double (struct ferry_warm *w, const char *key)
     ? json_object_get_double (v) : 0;
 }
 
+/* Set the state's integer KEY (kept at the next save_state). */
 static void
 state_set_int (struct ferry_warm *w, const char *key, int64_t v)
 {
   json_object_object_add (w->state, key, json_object_new_int64 (v));
 }
 
+/* Set the state's number KEY (kept at the next save_state). */
 static void
 state_set_double (struct ferry_warm *w, const char *key, double v)
 {
@@ -780,6 +785,7 @@ chain_files (const char *path)
   return NULL;
 }
 
+/* Free a list of chain_files. */
 static void
 free_files (char **files)
 {
@@ -1059,6 +1065,7 @@ struct delta {
   char context[300];
 };
 
+/* The copy's extents callback for a bitmap round (struct delta). */
 static int
 delta_extents (void *opaque, uint64_t offset, uint64_t length,
                struct ferry_extent_list *list)
