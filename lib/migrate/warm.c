@@ -1387,39 +1387,104 @@ bitmap_round (struct ferry_warm *w, struct ferry_v2v_plan *plan,
   return 0;
 }
 
-/* The extents of one delta alone: what it allocated is copied, the rest
- * (HOLE: its parents') left alone. */
+/* A delta as a round copies it: the delta alone (opened without its
+ * parents) says what it holds, its own chain (SRC) what that reads. */
+struct layer {
+  struct ferry_image *alone, *src;
+};
+
+/* Append [OFF, END), where the delta alone reports a hole (nothing of
+ * its own, or zero clusters or grains that hide its parents' data: a
+ * driver reports both alike), to LIST: zeroes where its chain reads
+ * zeroes over its parents' data, SKIP elsewhere (the target holds what
+ * the parents read).  A delta with no parent (a disk written in place)
+ * reads zeroes there: written as zeroes. */
+static int
+layer_hidden (struct layer *l, uint64_t off, uint64_t end,
+              struct ferry_extent_list *list)
+{
+  struct ferry_image *parent = ferry_image_backing (l->src);
+  struct ferry_extent_list x = { 0 };
+  int r = 0;
+
+  while (off < end && r == 0) {
+    uint64_t n = end - off;
+    uint32_t flags = FERRY_EXTENT_SKIP;
+    x.len = 0;
+    r = ferry_image_extents (l->src, off, n, &x);
+    if (r == 0 && (x.len == 0 || x.ptr[0].offset > off))
+      r = ferry_error (EIO, "%s: no extent at offset %" PRIu64,
+                       ferry_image_path (l->src), off);
+    if (r == -1)
+      break;
+    n = MIN (x.ptr[0].offset + x.ptr[0].length, end) - off;
+    if (x.ptr[0].flags & FERRY_EXTENT_ZERO) {
+      flags = FERRY_EXTENT_ZERO;
+      if (parent) {
+        x.len = 0;
+        r = ferry_image_extents (parent, off, n, &x);
+        if (r == 0 && (x.len == 0 || x.ptr[0].offset > off))
+          r = ferry_error (EIO, "%s: no extent at offset %" PRIu64,
+                           ferry_image_path (parent), off);
+        if (r == -1)
+          break;
+        n = MIN (x.ptr[0].offset + x.ptr[0].length, off + n) - off;
+        if (x.ptr[0].flags & FERRY_EXTENT_ZERO)
+          flags = FERRY_EXTENT_SKIP;    /* zeroes in the parents too */
+      }
+    }
+    r = ferry_extent_list_append (list, off, n, flags);
+    off += n;
+  }
+  ferry_extent_list_free (&x);
+  return r;
+}
+
+/* The extents of one delta (struct layer): what it holds is copied, by
+ * its flags; where it holds nothing, see layer_hidden. */
 static int
 layer_extents (void *opaque, uint64_t offset, uint64_t length,
                struct ferry_extent_list *list)
 {
-  struct ferry_image *alone = opaque;
+  struct layer *lay = opaque;
   struct ferry_extent_list l = { 0 };
   size_t i;
   int r = 0;
 
-  if (ferry_image_extents (alone, offset, length, &l) == -1)
+  if (ferry_image_extents (lay->alone, offset, length, &l) == -1)
     return -1;
-  for (i = 0; i < l.len && r == 0; i++)
-    r = ferry_extent_list_append (list, l.ptr[i].offset, l.ptr[i].length,
-                                  (l.ptr[i].flags & FERRY_EXTENT_HOLE)
-                                  ? FERRY_EXTENT_SKIP : l.ptr[i].flags);
+  for (i = 0; i < l.len && r == 0; i++) {
+    uint64_t start = MAX (l.ptr[i].offset, offset);
+    uint64_t end = MIN (l.ptr[i].offset + l.ptr[i].length, offset + length);
+    if (end <= start)
+      continue;
+    if (l.ptr[i].flags & FERRY_EXTENT_HOLE)
+      r = layer_hidden (lay, start, end, list);
+    else
+      r = ferry_extent_list_append (list, start, end - start,
+                                    l.ptr[i].flags);
+  }
   ferry_extent_list_free (&l);
   return r;
 }
 
-/* Bytes the delta ALONE allocates. */
+/* Bytes the delta ALONE allocates; with its chain SRC, the bytes a round
+ * copies of it (layer_extents: its zeroes that hide data count too). */
 static int
-layer_bytes (struct ferry_image *alone, uint64_t *bytes)
+layer_bytes (struct ferry_image *alone, struct ferry_image *src,
+             uint64_t *bytes)
 {
   struct ferry_extent_list l = { 0 };
+  struct layer lay = { .alone = alone, .src = src };
   uint64_t size = ferry_image_size (alone), pos = 0;
 
   *bytes = 0;
   while (pos < size) {
     size_t i;
+    uint64_t n = MIN (size - pos, 1ull << 30);
     l.len = 0;
-    if (ferry_image_extents (alone, pos, MIN (size - pos, 1ull << 30), &l) == -1) {
+    if ((src ? layer_extents (&lay, pos, n, &l)
+         : ferry_image_extents (alone, pos, n, &l)) == -1) {
       ferry_extent_list_free (&l);
       return -1;
     }
@@ -1427,7 +1492,8 @@ layer_bytes (struct ferry_image *alone, uint64_t *bytes)
       break;
     for (i = 0; i < l.len; i++) {
       uint64_t e = MIN (l.ptr[i].offset + l.ptr[i].length, size);
-      if (e > pos && !(l.ptr[i].flags & FERRY_EXTENT_HOLE))
+      if (e > pos && !(l.ptr[i].flags &
+                       (src ? FERRY_EXTENT_SKIP : FERRY_EXTENT_HOLE)))
         *bytes += e - MAX (l.ptr[i].offset, pos);
       pos = MAX (pos, e);
     }
@@ -1442,6 +1508,7 @@ copy_layer (struct ferry_v2v_plan *plan, size_t i, const char *staging,
             const char *file, struct tally *t)
 {
   struct ferry_image *src = NULL, *alone = NULL, *dst = NULL;
+  struct layer lay;
   struct ferry_copy_options copts = { .extents = layer_extents,
                                       .overwrite = true };
   uint64_t bytes;
@@ -1451,9 +1518,11 @@ copy_layer (struct ferry_v2v_plan *plan, size_t i, const char *staging,
   src = ferry_image_open (file, NULL, FERRY_OPEN_SHARED);
   alone = src ? ferry_image_open (file, NULL, FERRY_OPEN_SHARED |
                                   FERRY_OPEN_NO_BACKING) : NULL;
-  if (alone == NULL || layer_bytes (alone, &bytes) == -1)
+  if (alone == NULL || layer_bytes (alone, src, &bytes) == -1)
     goto out;
-  copts.extents_opaque = alone;
+  lay.alone = alone;
+  lay.src = src;
+  copts.extents_opaque = &lay;
   if (bytes) {
     dst = open_target (plan, i, staging, false, NULL);
     if (dst == NULL || ferry_copy (src, dst, &copts) == -1)
@@ -1535,7 +1604,7 @@ chain_round (struct ferry_warm *w, struct ferry_v2v_plan *plan,
                                                   FERRY_OPEN_SHARED |
                                                   FERRY_OPEN_NO_BACKING);
       uint64_t b = 0;
-      if (top && layer_bytes (top, &b) == 0 && !final)
+      if (top && layer_bytes (top, NULL, &b) == 0 && !final)
         *pending += b;
       ferry_image_close (top);
       json_object_object_add (w->state, key,

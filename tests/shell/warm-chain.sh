@@ -17,7 +17,8 @@ qio vmdk vm/base.vmdk "write -s $RAND 0 8M" "write -P 0x33 8M 100M" \
   "write -P 0x44 150M 40M"
 # snapshot NEW PARENT: a delta NEW over PARENT, and the VMX names NEW.
 snapshot () {
-  qemu-img create -q -f vmdk -b "$2" -F vmdk "vm/$1" >"$WORK/.snap" 2>&1 ||
+  qemu-img create -q -f vmdk -o zeroed_grain=on -b "$2" -F vmdk "vm/$1" \
+    >"$WORK/.snap" 2>&1 ||
     die "qemu-img create -b $2 vm/$1: $(cat "$WORK/.snap")"
   cat >vm/vm.vmx.new <<EOF
 .encoding = "UTF-8"
@@ -55,7 +56,9 @@ wait_job "$id" 'len(j.get("rounds", [])) >= 1' 120 ||
   die "no round: $(job_py "$id" j)"
 
 # The VM writes to d1, then a snapshot freezes it.
-qio vmdk vm/d1.vmdk "write -P 0x55 4M 6M" "write -P 0x66 200M 3M"
+# (Its zeroed grains hide the base's data: a round must write them.)
+qio vmdk vm/d1.vmdk "write -P 0x55 4M 6M" "write -P 0x66 200M 3M" \
+  "write -z 20M 1M"
 snapshot d2.vmdk d1.vmdk
 n=$(job_py "$id" 'len(j["rounds"])')
 wait_job "$id" "any(r['bytes'] > 0 for r in j['rounds'][$n:])" 60 ||
