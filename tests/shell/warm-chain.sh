@@ -56,11 +56,12 @@ wait_job "$id" 'len(j.get("rounds", [])) >= 1' 120 ||
   die "no round: $(job_py "$id" j)"
 
 # The VM writes to d1, then a snapshot freezes it.
-# (Its zeroed grains hide the base's data: a round must write them.)
+# (Its zeroed grains hide the base's data: a round must write them.)  The
+# rounds are counted first: one may copy d1 as soon as d2 is there.
+n=$(job_py "$id" 'len(j["rounds"])')
 qio vmdk vm/d1.vmdk "write -P 0x55 4M 6M" "write -P 0x66 200M 3M" \
   "write -z 20M 1M"
 snapshot d2.vmdk d1.vmdk
-n=$(job_py "$id" 'len(j["rounds"])')
 wait_job "$id" "any(r['bytes'] > 0 for r in j['rounds'][$n:])" 60 ||
   die "no round copied d1: $(job_py "$id" j)"
 r1=$(job_py "$id" "[r['number'] for r in j['rounds'] if r['bytes'] > 0][0]")
