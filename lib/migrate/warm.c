@@ -59,8 +59,10 @@
  *    down to the saved active delta and copies, oldest first, every delta
  *    below the top: the grains allocated in the delta alone (opened
  *    without its parents), read through its own chain, so a grain the
- *    target takes whole is never filled from the wrong layer.  The top
- *    becomes the new active one.  The cutover (the user has powered the
+ *    target takes whole is never filled from the wrong layer; where the
+ *    delta alone reads as a hole, zeroes of its own (qcow2 and VDI report
+ *    them as holes) that hide its parents' data are written, the rest
+ *    left alone (layer_hidden).  The top becomes the new active one.  The cutover (the user has powered the
  *    VM off: ferry cannot) copies the top too.  An active delta that is
  *    no longer in the chain (snapshots consolidated) costs a full
  *    comparison (note 3).
