@@ -155,6 +155,7 @@ input_hint (const char *input)
     { "no_convert", "--no-convert copies the disks as they are" },
     { "expect", "--expect REGEX" },
     { "strict", "--strict" },
+    { "test", "--test" },
   };
   size_t i;
 

@@ -31,6 +31,8 @@ enum ferry_warm_cutover {
   FERRY_WARM_CUTOVER_AT,       /* at cutover_at (or on a command before) */
 };
 
+struct ferry_warm_journal;
+
 struct ferry_warm_options {
   const char *source;          /* "qmp:PATH", an image file, a block
                                   device or an NBD URI */
@@ -52,6 +54,13 @@ struct ferry_warm_options {
                                   pause; 0: 120 */
   bool converts;               /* the steps after the stop convert the
                                   guest (the prediction counts it) */
+  const struct ferry_warm_journal *journal;
+                               /* read by ferry_warm_open only: with RUN
+                                  it saves through its save the state it
+                                  changes (a QEMU's new bitmaps, a
+                                  fallback owed) before the change; NULL:
+                                  a kill between the open and the first
+                                  round then forgets them */
 };
 
 /* One round, as the job records it. */

@@ -439,9 +439,12 @@ job_warm_options (const struct ferry_job_spec *spec,
                           "(--mode warm)", opt);
     return 0;
   }
-  if (spec->test)
-    return ferry_error (EINVAL, "--test is for cold migrations: a warm one "
-                        "keeps the source running until its cutover");
+  if (spec->test) {
+    ferry_error (EINVAL, "a test boot before the cutover is for cold "
+                 "migrations: a warm one keeps the source running until its "
+                 "cutover");
+    return ferry_error_input ("test");
+  }
   if (spec->cutover &&
       ferry_warm_parse_cutover (spec->cutover, &wo->cutover,
                                 &wo->cutover_at) == -1)
@@ -1151,7 +1154,9 @@ ferry_job_remove (struct ferry_store *st, int64_t id)
     ferry_error (EBUSY, "job %" PRId64 " is running (process %s): cancel it "
                  "first", id, r.runner);
   else if (staging == NULL || ferry_target_remove_kept (staging) == 0) {
-    job_warm_forget (st, id, doc);
+    /* A job done or cancelled has nothing of the kind left. */
+    if (strcmp (r.state, "done") && strcmp (r.state, "cancelled"))
+      job_warm_forget (st, id, doc);
     if (ferry_store_job_delete (st, id) == 0)
       ret = 0;
   }

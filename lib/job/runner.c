@@ -367,6 +367,7 @@ run_progress (const struct ferry_v2v_progress *p, void *opaque)
 
 /* --- a warm job's rounds ------------------------------------------------------ */
 
+/* The warm journal's save: the state into the job's record, saved now. */
 static int
 w_save (void *opaque, const char *state)
 {
@@ -379,6 +380,7 @@ w_save (void *opaque, const char *state)
   return save (r, r->live_state);
 }
 
+/* A round ended: appended to the record's rounds, with the prediction. */
 static int
 w_round (void *opaque, const struct ferry_warm_round *rd, double predicted)
 {
@@ -415,6 +417,7 @@ w_round (void *opaque, const struct ferry_warm_round *rd, double predicted)
   return save (r, r->live_state);
 }
 
+/* True once a cutover was asked of this run or saved in the record. */
 static bool
 w_cutover_asked (void *opaque)
 {
@@ -424,6 +427,7 @@ w_cutover_asked (void *opaque)
     job_bool (r->doc, "cutover");
 }
 
+/* Awaiting the cutover (WHY), or (NULL) running it: the shown state. */
 static void
 w_waiting (void *opaque, const char *why)
 {
@@ -444,6 +448,7 @@ w_waiting (void *opaque, const char *why)
   }
 }
 
+/* The source stopped at AT: the downtime's start, the request spent. */
 static void
 w_stopped (void *opaque, double at)
 {
@@ -459,12 +464,14 @@ w_stopped (void *opaque, double at)
   save (r, r->live_state);
 }
 
+/* A warm migration's message, as the job's event. */
 static void
 w_note (void *opaque, const char *level, const char *message)
 {
   event (opaque, level, "%s", message);
 }
 
+/* The cold run's sync step: a warm job's rounds and cutover. */
 static int
 j_sync (void *opaque, struct ferry_v2v_plan *plan, const char *staging)
 {
@@ -486,6 +493,7 @@ warm_attach (struct runner *r, const struct ferry_job_spec *spec,
              struct ferry_v2v_options *opts)
 {
   struct ferry_warm_options wo;
+  struct ferry_warm_journal wj = { .opaque = r, .save = w_save };
   CLEANUP_FREE char *workdir = NULL;
   json_object *state;
   char tag[64];
@@ -499,6 +507,7 @@ warm_attach (struct runner *r, const struct ferry_job_spec *spec,
   wo.source = spec->source;
   wo.workdir = workdir;
   wo.tag = tag;
+  wo.journal = &wj;
   r->stopped_at = job_num (r->doc, "stopped_at");
   state = json_object_object_get (r->doc, "warm");
   r->warm = ferry_warm_open (&wo, true, state

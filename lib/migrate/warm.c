@@ -42,7 +42,8 @@
  *    exiting (set-action), or QMP stop; a shutdown that takes longer than
  *    its timeout becomes a stop.  "stopped" is saved before the stop is
  *    sent, so a run killed there goes straight to the last delta and never
- *    lets the VM run again.
+ *    lets the VM run again; that run first stops the VM again if it still
+ *    runs (the kill came before the stop, or during a guest's shutdown).
  *
  * 5. The prediction: the rounds measured how fast the source dirties
  *    (bytes the last one marked over the time since the freeze before)
@@ -69,8 +70,10 @@
  *    down to the saved active delta and copies, oldest first, every delta
  *    below the top: the grains allocated in the delta alone (opened
  *    without its parents), read through its own chain, so a grain the
- *    target takes whole is never filled from the wrong layer.  The top
- *    becomes the new active one.  The cutover (the user has powered the
+ *    target takes whole is never filled from the wrong layer; where the
+ *    delta alone reads as a hole, zeroes of its own (qcow2 and VDI report
+ *    them as holes) that hide its parents' data are written, the rest
+ *    left alone (layer_hidden).  The top becomes the new active one.  The cutover (the user has powered the
  *    VM off: ferry cannot) copies the top too.  An active delta that is
  *    no longer in the chain (snapshots consolidated) costs a full
  *    comparison (note 3).
@@ -131,6 +134,9 @@ struct ferry_warm {
   /* A running QEMU. */
   struct ferry_qmp *q;
   char *sock;                  /* the NBD server's socket */
+  bool server;                 /* the VM's NBD server is ours (started
+                                  here or by a run before): only then
+                                  does close stop it */
   struct ferry_qmp_disk *qd;   /* its disks */
   size_t nqd;
   size_t *vm_qd;               /* per VM disk, its index in QD */
@@ -180,6 +186,7 @@ human (double bytes, char *buf, size_t len)
   return buf;
 }
 
+/* Pass a message at LEVEL to the journal's note, if it has one. */
 static void
 note (const struct ferry_warm_journal *j, const char *level,
       const char *fmt, ...)
@@ -197,6 +204,7 @@ note (const struct ferry_warm_journal *j, const char *level,
 
 /* --- the saved state (note 2) ------------------------------------------------ */
 
+/* The saved state's integer KEY, 0 when it has none. */
 static int64_t
 state_int (struct ferry_warm *w, const char *key)
 {
@@ -206,6 +214,7 @@ state_int (struct ferry_warm *w, const char *key)
     ? json_object_get_int64 (v) : 0;
 }
 
+/* The saved state's number KEY, 0 when it has none. */
 static double
 state_double (struct ferry_warm *w, const char *key)
 {
@@ -215,12 +224,14 @@ state_double (struct ferry_warm *w, const char *key)
     ? json_object_get_double (v) : 0;
 }
 
+/* Set the state's integer KEY (kept at the next save_state). */
 static void
 state_set_int (struct ferry_warm *w, const char *key, int64_t v)
 {
   json_object_object_add (w->state, key, json_object_new_int64 (v));
 }
 
+/* Set the state's number KEY (kept at the next save_state). */
 static void
 state_set_double (struct ferry_warm *w, const char *key, double v)
 {
@@ -379,14 +390,17 @@ start_server (struct ferry_warm *w)
   json_object_object_add (a, "addr", addr);
   if (ferry_qmp_execute (w->q, "nbd-server-start", a, NULL) == 0) {
     json_object_put (a);
+    w->server = true;
     return 0;
   }
   json_object_put (a);
   if (ferry_get_errno () != EPROTO)
     return qmp_failed (w);
   /* Ours, from a run that was killed: the socket is still there. */
-  if (lstat (w->sock, &st) == 0 && S_ISSOCK (st.st_mode))
+  if (lstat (w->sock, &st) == 0 && S_ISSOCK (st.st_mode)) {
+    w->server = true;
     return 0;
+  }
   return ferry_error (EBUSY, "qmp:%s: the VM runs an NBD server already (a "
                       "backup, another migration?), so ferry cannot export "
                       "its disks: %s", ferry_qmp_path (w->q),
@@ -686,11 +700,18 @@ qmp_open (struct ferry_warm *w, const char *path)
         have = true;
     }
     if (!have) {
-      if (want) {
+      /* The fallback owed and the generation are kept before the
+       * transaction (note 2): a kill after it would otherwise leave a
+       * bitmap that hides the loss and whose name the next round takes
+       * again. */
+      if (want)
         state_set_int (w, "fallback", 1);
-          }
       gen = state_int (w, "gen") + 1;
       state_set_int (w, "gen", gen);
+      if (save_state (w, w->o.journal) == -1) {
+        json_object_put (actions);
+        return -1;
+      }
       snprintf (name, sizeof name, "%s-b%" PRId64, w->tag, gen);
       for (i = 0; i < w->vm->nr_disks; i++) {
         json_object *a = json_object_new_object ();
@@ -788,6 +809,7 @@ chain_files (const char *path)
   return NULL;
 }
 
+/* Free a list of chain_files. */
 static void
 free_files (char **files)
 {
@@ -959,6 +981,7 @@ ferry_warm_open (const struct ferry_warm_options *o, bool run,
       goto err;
   }
   w->vm_disks = w->vm->nr_disks;
+  w->o.journal = NULL;                  /* the caller's, for the open only */
   return w;
 
  err:
@@ -1021,9 +1044,11 @@ ferry_warm_close (struct ferry_warm *w, bool finished)
             if (strncmp (w->qd[i].bitmaps[k], w->tag, strlen (w->tag)) == 0 &&
                 w->qd[i].bitmaps[k][strlen (w->tag)] == '-')
               remove_bitmap (w, w->qd[i].node, w->qd[i].bitmaps[k]);
-      if (ferry_qmp_execute (w->q, "nbd-server-stop", NULL, NULL) == -1)
+      /* Another's server (a backup, another job) is not ours to stop. */
+      if (w->server &&
+          ferry_qmp_execute (w->q, "nbd-server-stop", NULL, NULL) == -1)
         ferry_debug ("nbd-server-stop: %s", ferry_get_error ());
-      if (w->sock)
+      if (w->server && w->sock)
         unlink (w->sock);
     }
     ferry_qmp_close (w->q);
@@ -1064,6 +1089,7 @@ struct delta {
   char context[300];
 };
 
+/* The copy's extents callback for a bitmap round (struct delta). */
 static int
 delta_extents (void *opaque, uint64_t offset, uint64_t length,
                struct ferry_extent_list *list)
@@ -1387,39 +1413,104 @@ bitmap_round (struct ferry_warm *w, struct ferry_v2v_plan *plan,
   return 0;
 }
 
-/* The extents of one delta alone: what it allocated is copied, the rest
- * (HOLE: its parents') left alone. */
+/* A delta as a round copies it: the delta alone (opened without its
+ * parents) says what it holds, its own chain (SRC) what that reads. */
+struct layer {
+  struct ferry_image *alone, *src;
+};
+
+/* Append [OFF, END), where the delta alone reports a hole (nothing of
+ * its own, or zero clusters or grains that hide its parents' data: a
+ * driver reports both alike), to LIST: zeroes where its chain reads
+ * zeroes over its parents' data, SKIP elsewhere (the target holds what
+ * the parents read).  A delta with no parent (a disk written in place)
+ * reads zeroes there: written as zeroes. */
+static int
+layer_hidden (struct layer *l, uint64_t off, uint64_t end,
+              struct ferry_extent_list *list)
+{
+  struct ferry_image *parent = ferry_image_backing (l->src);
+  struct ferry_extent_list x = { 0 };
+  int r = 0;
+
+  while (off < end && r == 0) {
+    uint64_t n = end - off;
+    uint32_t flags = FERRY_EXTENT_SKIP;
+    x.len = 0;
+    r = ferry_image_extents (l->src, off, n, &x);
+    if (r == 0 && (x.len == 0 || x.ptr[0].offset > off))
+      r = ferry_error (EIO, "%s: no extent at offset %" PRIu64,
+                       ferry_image_path (l->src), off);
+    if (r == -1)
+      break;
+    n = MIN (x.ptr[0].offset + x.ptr[0].length, end) - off;
+    if (x.ptr[0].flags & FERRY_EXTENT_ZERO) {
+      flags = FERRY_EXTENT_ZERO;
+      if (parent) {
+        x.len = 0;
+        r = ferry_image_extents (parent, off, n, &x);
+        if (r == 0 && (x.len == 0 || x.ptr[0].offset > off))
+          r = ferry_error (EIO, "%s: no extent at offset %" PRIu64,
+                           ferry_image_path (parent), off);
+        if (r == -1)
+          break;
+        n = MIN (x.ptr[0].offset + x.ptr[0].length, off + n) - off;
+        if (x.ptr[0].flags & FERRY_EXTENT_ZERO)
+          flags = FERRY_EXTENT_SKIP;    /* zeroes in the parents too */
+      }
+    }
+    r = ferry_extent_list_append (list, off, n, flags);
+    off += n;
+  }
+  ferry_extent_list_free (&x);
+  return r;
+}
+
+/* The extents of one delta (struct layer): what it holds is copied, by
+ * its flags; where it holds nothing, see layer_hidden. */
 static int
 layer_extents (void *opaque, uint64_t offset, uint64_t length,
                struct ferry_extent_list *list)
 {
-  struct ferry_image *alone = opaque;
+  struct layer *lay = opaque;
   struct ferry_extent_list l = { 0 };
   size_t i;
   int r = 0;
 
-  if (ferry_image_extents (alone, offset, length, &l) == -1)
+  if (ferry_image_extents (lay->alone, offset, length, &l) == -1)
     return -1;
-  for (i = 0; i < l.len && r == 0; i++)
-    r = ferry_extent_list_append (list, l.ptr[i].offset, l.ptr[i].length,
-                                  (l.ptr[i].flags & FERRY_EXTENT_HOLE)
-                                  ? FERRY_EXTENT_SKIP : l.ptr[i].flags);
+  for (i = 0; i < l.len && r == 0; i++) {
+    uint64_t start = MAX (l.ptr[i].offset, offset);
+    uint64_t end = MIN (l.ptr[i].offset + l.ptr[i].length, offset + length);
+    if (end <= start)
+      continue;
+    if (l.ptr[i].flags & FERRY_EXTENT_HOLE)
+      r = layer_hidden (lay, start, end, list);
+    else
+      r = ferry_extent_list_append (list, start, end - start,
+                                    l.ptr[i].flags);
+  }
   ferry_extent_list_free (&l);
   return r;
 }
 
-/* Bytes the delta ALONE allocates. */
+/* Bytes the delta ALONE allocates; with its chain SRC, the bytes a round
+ * copies of it (layer_extents: its zeroes that hide data count too). */
 static int
-layer_bytes (struct ferry_image *alone, uint64_t *bytes)
+layer_bytes (struct ferry_image *alone, struct ferry_image *src,
+             uint64_t *bytes)
 {
   struct ferry_extent_list l = { 0 };
+  struct layer lay = { .alone = alone, .src = src };
   uint64_t size = ferry_image_size (alone), pos = 0;
 
   *bytes = 0;
   while (pos < size) {
     size_t i;
+    uint64_t n = MIN (size - pos, 1ull << 30);
     l.len = 0;
-    if (ferry_image_extents (alone, pos, MIN (size - pos, 1ull << 30), &l) == -1) {
+    if ((src ? layer_extents (&lay, pos, n, &l)
+         : ferry_image_extents (alone, pos, n, &l)) == -1) {
       ferry_extent_list_free (&l);
       return -1;
     }
@@ -1427,7 +1518,8 @@ layer_bytes (struct ferry_image *alone, uint64_t *bytes)
       break;
     for (i = 0; i < l.len; i++) {
       uint64_t e = MIN (l.ptr[i].offset + l.ptr[i].length, size);
-      if (e > pos && !(l.ptr[i].flags & FERRY_EXTENT_HOLE))
+      if (e > pos && !(l.ptr[i].flags &
+                       (src ? FERRY_EXTENT_SKIP : FERRY_EXTENT_HOLE)))
         *bytes += e - MAX (l.ptr[i].offset, pos);
       pos = MAX (pos, e);
     }
@@ -1442,6 +1534,7 @@ copy_layer (struct ferry_v2v_plan *plan, size_t i, const char *staging,
             const char *file, struct tally *t)
 {
   struct ferry_image *src = NULL, *alone = NULL, *dst = NULL;
+  struct layer lay;
   struct ferry_copy_options copts = { .extents = layer_extents,
                                       .overwrite = true };
   uint64_t bytes;
@@ -1451,9 +1544,11 @@ copy_layer (struct ferry_v2v_plan *plan, size_t i, const char *staging,
   src = ferry_image_open (file, NULL, FERRY_OPEN_SHARED);
   alone = src ? ferry_image_open (file, NULL, FERRY_OPEN_SHARED |
                                   FERRY_OPEN_NO_BACKING) : NULL;
-  if (alone == NULL || layer_bytes (alone, &bytes) == -1)
+  if (alone == NULL || layer_bytes (alone, src, &bytes) == -1)
     goto out;
-  copts.extents_opaque = alone;
+  lay.alone = alone;
+  lay.src = src;
+  copts.extents_opaque = &lay;
   if (bytes) {
     dst = open_target (plan, i, staging, false, NULL);
     if (dst == NULL || ferry_copy (src, dst, &copts) == -1)
@@ -1535,7 +1630,7 @@ chain_round (struct ferry_warm *w, struct ferry_v2v_plan *plan,
                                                   FERRY_OPEN_SHARED |
                                                   FERRY_OPEN_NO_BACKING);
       uint64_t b = 0;
-      if (top && layer_bytes (top, &b) == 0 && !final)
+      if (top && layer_bytes (top, NULL, &b) == 0 && !final)
         *pending += b;
       ferry_image_close (top);
       json_object_object_add (w->state, key,
@@ -1705,6 +1800,20 @@ ferry_warm_sync (struct ferry_warm *w, struct ferry_v2v_plan *plan,
 
   if (w->kind == KIND_BITMAP && w->last_freeze == 0)
     w->last_freeze = state_double (w, "freeze");
+  if (final && w->kind == KIND_BITMAP) {
+    /* A run killed after "stopped" was saved but before the VM stopped
+     * (or one that someone let run again): the last delta is only the
+     * last once the VM no longer writes (note 4). */
+    char status[32];
+    if (ferry_qmp_status (w->q, status, sizeof status) == -1)
+      return qmp_failed (w);
+    if (strcmp (status, "running") == 0) {
+      note (j, "warning", "the source VM runs although its cutover began: "
+            "stopping it again");
+      if (stop_source (w, j) == -1)
+        return -1;
+    }
+  }
   for (;;) {
     struct ferry_warm_round rd = { 0 };
     struct tally t = { 0 };

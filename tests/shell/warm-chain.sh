@@ -17,7 +17,8 @@ qio vmdk vm/base.vmdk "write -s $RAND 0 8M" "write -P 0x33 8M 100M" \
   "write -P 0x44 150M 40M"
 # snapshot NEW PARENT: a delta NEW over PARENT, and the VMX names NEW.
 snapshot () {
-  qemu-img create -q -f vmdk -b "$2" -F vmdk "vm/$1" >"$WORK/.snap" 2>&1 ||
+  qemu-img create -q -f vmdk -o zeroed_grain=on -b "$2" -F vmdk "vm/$1" \
+    >"$WORK/.snap" 2>&1 ||
     die "qemu-img create -b $2 vm/$1: $(cat "$WORK/.snap")"
   cat >vm/vm.vmx.new <<EOF
 .encoding = "UTF-8"
@@ -55,8 +56,11 @@ wait_job "$id" 'len(j.get("rounds", [])) >= 1' 120 ||
   die "no round: $(job_py "$id" "j.get('error')")"
 
 # The VM writes to d1, then a snapshot freezes it.
+# (Its zeroed grains hide the base's data: a round must write them.)  The
+# rounds are counted first: one may copy d1 as soon as d2 is there.
 n=$(job_py "$id" 'j["rounds"][-1]["number"]')
-qio vmdk vm/d1.vmdk "write -P 0x55 4M 6M" "write -P 0x66 200M 3M"
+qio vmdk vm/d1.vmdk "write -P 0x55 4M 6M" "write -P 0x66 200M 3M" \
+  "write -z 20M 1M"
 snapshot d2.vmdk d1.vmdk
 wait_job "$id" "any(r['bytes'] > 0 for r in j['rounds'] if r['number'] > $n)" 60 ||
   die "no round copied d1 (rounds: $(job_py "$id" "[r['bytes'] for r in j['rounds']][-20:]"))"

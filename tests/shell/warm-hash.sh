@@ -176,4 +176,24 @@ same_content "its target equals the source" src.raw raw \
   "out3/$(job_py "$id3" 'j["disks"][0]["target"]')" qcow2
 check_true "the source is there, untouched by ferry's runs" test -s src.raw
 
+# --- a paused warm job cancelled, another removed: their working files go ----
+for how in cancel rm; do
+  fy job add src.raw --mode warm --to qemu --out "out-$how" --no-convert \
+    --round-interval 0.2 --cutover manual --json --start
+  expect_exit 0 "job add (to $how later)"
+  jid=$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$OUT")
+  wait_job "$jid" 'len(j.get("rounds", [])) >= 2' 120 ||
+    die "no rounds: $(job_py "$jid" j)"
+  fy job pause "$jid" --wait
+  expect_exit 0 "job pause --wait (to $how later)"
+  check_true "a paused warm job keeps its hash tables" \
+    test -s "$WORK/.jobs/warm-job-$jid/disk0.hashes"
+  fy job "$how" "$jid"
+  expect_exit 0 "job $how of the paused warm job"
+  check_true "job $how of a paused warm job removes its working files" \
+    test ! -e "$WORK/.jobs/warm-job-$jid"
+  check_true "job $how of a paused warm job removes its output" \
+    test ! -e "out-$how"
+done
+
 done_testing

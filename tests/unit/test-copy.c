@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -1289,6 +1290,234 @@ test_checkpoint_at_cancel (void **state)
   ferry_image_close (&dst->base);
 }
 
+/* ----- delta copies: opts->extents with FERRY_EXTENT_SKIP ----- */
+
+/* The delta the skip tests copy, over a source of DELTA_SIZE bytes (a
+ * multiple of 512, not of 4 KiB); every byte not listed is SKIP.  The
+ * edges fall inside target clusters of every size tried. */
+#define DELTA_SIZE (6 * MiB + 2560)
+static const struct ferry_extent delta_ranges[] = {
+  { 5000, 3000, 0 },                             /* inside one cluster */
+  { 70000, 30000, 0 },
+  { 100000, 40000, FERRY_EXTENT_ZERO },          /* zeroes in a dirty range */
+  { 140000, 130000, 0 },
+  { 1 * MiB + 512, 2 * MiB - 612, FERRY_EXTENT_ZERO }, /* whole blocks */
+  { DELTA_SIZE - 1500, 1500, 0 },                /* the unaligned end */
+};
+#define NR_DELTA_RANGES (sizeof delta_ranges / sizeof delta_ranges[0])
+
+/* The delta's extents over [OFFSET, OFFSET+LENGTH): the listed ranges by
+ * their flags, the gaps between them SKIP. */
+static int
+delta_skip_extents (void *opaque, uint64_t offset, uint64_t length,
+                    struct ferry_extent_list *list)
+{
+  uint64_t end = offset + length, pos = offset;
+  size_t i;
+
+  for (i = 0; i <= NR_DELTA_RANGES && pos < end; i++) {
+    uint64_t rs = i < NR_DELTA_RANGES ? delta_ranges[i].offset : DELTA_SIZE;
+    uint64_t re = i < NR_DELTA_RANGES ? rs + delta_ranges[i].length : rs;
+    if (rs > pos &&
+        ferry_extent_list_append (list, pos, MIN (rs, end) - pos,
+                                  FERRY_EXTENT_SKIP) == -1)
+      return -1;
+    pos = MAX (pos, MIN (rs, end));
+    if (re > pos && pos < end) {
+      if (ferry_extent_list_append (list, pos, MIN (re, end) - pos,
+                                    delta_ranges[i].flags) == -1)
+        return -1;
+      pos = MIN (re, end);
+    }
+  }
+  return 0;
+}
+
+/* Run the shell command made from FMT; its exit status (-1: killed). */
+static int __attribute__ ((format (printf, 1, 2)))
+run_tool (const char *fmt, ...)
+{
+  char cmd[2048];
+  va_list ap;
+  int st;
+
+  va_start (ap, fmt);
+  vsnprintf (cmd, sizeof cmd, fmt, ap);
+  va_end (ap);
+  st = system (cmd);
+  return WIFEXITED (st) ? WEXITSTATUS (st) : -1;
+}
+
+/* Make PATH, a FORMAT image of DELTA_SIZE bytes (qemu-img create with
+ * OPTIONS, or NULL), holding the older data: 0x11 written by qemu-io. */
+static void
+make_older (const char *path, const char *format, const char *options)
+{
+  assert_int_equal (run_tool ("qemu-img create -q -f %s %s%s '%s' %llu && "
+                              "qemu-io -f %s -c 'write -P 0x11 0 %llu' "
+                              "'%s' >/dev/null", format,
+                              options ? "-o " : "", options ? options : "",
+                              path, DELTA_SIZE, format, DELTA_SIZE, path), 0);
+}
+
+/* Write, with qemu-io, the delta's new contents over PATH of FORMAT:
+ * 0x22 in its data ranges, zeroes in its zero ranges; STALE also writes
+ * 0x33 over [4M, 5M), which the delta skips. */
+static void
+qemu_io_delta (const char *path, const char *format, bool stale)
+{
+  char cmds[1024] = "";
+  size_t i, n = 0;
+
+  for (i = 0; i < NR_DELTA_RANGES; i++)
+    n += snprintf (cmds + n, sizeof cmds - n, " -c '%s %" PRIu64 " %"
+                   PRIu64 "'", (delta_ranges[i].flags & FERRY_EXTENT_ZERO)
+                   ? "write -z" : "write -P 0x22",
+                   delta_ranges[i].offset, delta_ranges[i].length);
+  if (stale)
+    snprintf (cmds + n, sizeof cmds - n, " -c 'write -P 0x33 %llu %llu'",
+              4 * MiB, 1 * MiB);
+  assert_int_equal (run_tool ("qemu-io -f %s%s '%s' >/dev/null", format,
+                              cmds, path), 0);
+}
+
+/* A delta copy whose SKIP ranges start and end inside target clusters,
+ * into raw and qcow2 targets (64 KiB and 2 MiB clusters) that hold older
+ * data (0x11): the target must end up with the new data over every
+ * range copied, zeroes over the zero ranges (never skipped, the target
+ * is not blank), and its older data wherever a whole aligned block was
+ * skipped, however stale the source is there (a SKIP says the target
+ * holds it already).  Judged by qemu-img compare against a raw image
+ * that qemu-io wrote with those contents: no cluster half-updated. */
+static void
+test_delta_skip_unaligned (void **state)
+{
+  static const struct { const char *format, *options; } targets[] = {
+    { "raw", NULL }, { "qcow2", "cluster_size=65536" },
+    { "qcow2", "cluster_size=2M" },
+  };
+  char src[300], expect[300], dst[300];
+  size_t t;
+
+  /* The source: the older data, then the delta's, and a stale range. */
+  make_older (tmp_path (src, sizeof src, "delta-src.raw"), "raw", NULL);
+  qemu_io_delta (src, "raw", true);
+  /* What the target must hold: the older data, then the delta's. */
+  make_older (tmp_path (expect, sizeof expect, "delta-expect.raw"), "raw",
+              NULL);
+  qemu_io_delta (expect, "raw", false);
+
+  for (t = 0; t < sizeof targets / sizeof targets[0]; t++) {
+    struct ferry_copy_options opts = {
+      .threads = 3, .extents = delta_skip_extents, .overwrite = true,
+    };
+    struct ferry_image *s, *d;
+
+    make_older (tmp_path (dst, sizeof dst, "delta-dst"), targets[t].format,
+                targets[t].options);
+    s = ferry_image_open (src, "raw", 0);
+    assert_non_null (s);
+    d = ferry_image_open (dst, targets[t].format, FERRY_OPEN_WRITE);
+    if (d == NULL)
+      fail_msg ("%s", ferry_get_error ());
+    if (ferry_copy (s, d, &opts) == -1)
+      fail_msg ("%s: %s", targets[t].format, ferry_get_error ());
+    assert_int_equal (ferry_image_close (d), 0);
+    assert_int_equal (ferry_image_close (s), 0);
+    if (run_tool ("qemu-img compare -q -f raw -F %s '%s' '%s'",
+                  targets[t].format, expect, dst) != 0)
+      fail_msg ("%s %s: the target is not the older data with the delta "
+                "over it", targets[t].format,
+                targets[t].options ? targets[t].options : "");
+    if (strcmp (targets[t].format, "raw") != 0)
+      assert_int_equal (run_tool ("qemu-img check -q -f %s '%s'",
+                                  targets[t].format, dst), 0);
+  }
+}
+
+/* The extents of a snapshot delta alone (opened without its backing
+ * file, OPAQUE) as a warm round of a chain copies them: what the delta
+ * allocates by its flags, the rest (its parents') SKIP. */
+static int
+layer_skip_extents (void *opaque, uint64_t offset, uint64_t length,
+                    struct ferry_extent_list *list)
+{
+  struct ferry_extent_list l = { 0 };
+  size_t i;
+  int r = 0;
+
+  if (ferry_image_extents (opaque, offset, length, &l) == -1)
+    return -1;
+  for (i = 0; i < l.len && r == 0; i++)
+    r = ferry_extent_list_append (list, l.ptr[i].offset, l.ptr[i].length,
+                                  (l.ptr[i].flags & FERRY_EXTENT_HOLE)
+                                  ? FERRY_EXTENT_SKIP : l.ptr[i].flags);
+  ferry_extent_list_free (&l);
+  return r;
+}
+
+/* Copy the delta LAYER's own clusters, read through its chain, into the
+ * qcow2 TARGET. */
+static void
+copy_layer_into (const char *layer, const char *target)
+{
+  struct ferry_copy_options opts = { .threads = 3, .overwrite = true,
+                                     .extents = layer_skip_extents };
+  struct ferry_image *src = ferry_image_open (layer, "qcow2", 0);
+  struct ferry_image *alone = ferry_image_open (layer, "qcow2",
+                                                FERRY_OPEN_NO_BACKING);
+  struct ferry_image *dst = ferry_image_open (target, "qcow2",
+                                              FERRY_OPEN_WRITE);
+
+  if (src == NULL || alone == NULL || dst == NULL)
+    fail_msg ("%s", ferry_get_error ());
+  opts.extents_opaque = alone;
+  if (ferry_copy (src, dst, &opts) == -1)
+    fail_msg ("%s: %s", layer, ferry_get_error ());
+  assert_int_equal (ferry_image_close (dst), 0);
+  assert_int_equal (ferry_image_close (alone), 0);
+  assert_int_equal (ferry_image_close (src), 0);
+}
+
+/* A chain's deltas copied as a warm round copies them (each delta's own
+ * 4 KiB clusters, read through its own chain, oldest first) into a target
+ * whose 2 MiB clusters each hold several of the deltas' clusters and the
+ * base's data around them: after each delta the target equals that
+ * delta's chain, as qemu-img compare says.  (A delta's zero clusters,
+ * which these extents would skip, are warm.c's to tell apart: the
+ * warm-chain test has them.) */
+static void
+test_delta_layers_big_clusters (void **state)
+{
+  char base[300], d1[300], d2[300], dst[300];
+
+  tmp_path (base, sizeof base, "layer-base.qcow2");
+  tmp_path (d1, sizeof d1, "layer-d1.qcow2");
+  tmp_path (d2, sizeof d2, "layer-d2.qcow2");
+  tmp_path (dst, sizeof dst, "layer-dst.qcow2");
+  assert_int_equal (run_tool (
+    "qemu-img create -q -f qcow2 '%s' 8M && "
+    "qemu-io -f qcow2 -c 'write -P 0x11 0 8M' '%s' >/dev/null && "
+    "qemu-img create -q -f qcow2 -o cluster_size=4096 -b '%s' -F qcow2 '%s' && "
+    "qemu-io -f qcow2 -c 'write -P 0x22 70000 5000' "
+    "-c 'write -P 0x22 3146240 100' "
+    "'%s' >/dev/null && "
+    "qemu-img create -q -f qcow2 -o cluster_size=4096 -b '%s' -F qcow2 '%s' && "
+    "qemu-io -f qcow2 -c 'write -P 0x33 72000 100' "
+    "-c 'write -P 0x33 6291456 4096' "
+    "'%s' >/dev/null && "
+    "qemu-img convert -f qcow2 -O qcow2 -o cluster_size=2M '%s' '%s'",
+    base, base, base, d1, d1, d1, d2, d2, base, dst), 0);
+
+  copy_layer_into (d1, dst);
+  if (run_tool ("qemu-img compare -q '%s' '%s'", d1, dst) != 0)
+    fail_msg ("after the first delta, the target is not its chain");
+  copy_layer_into (d2, dst);
+  if (run_tool ("qemu-img compare -q '%s' '%s'", d2, dst) != 0)
+    fail_msg ("after the second delta, the target is not its chain");
+  assert_int_equal (run_tool ("qemu-img check -q '%s'", dst), 0);
+}
+
 /* Run every test, with the temporary directory around them. */
 int
 main (void)
@@ -1316,6 +1545,8 @@ main (void)
     cmocka_unit_test (test_checkpoint_seconds),
     cmocka_unit_test (test_resume_alignment),
     cmocka_unit_test (test_checkpoint_at_cancel),
+    cmocka_unit_test (test_delta_skip_unaligned),
+    cmocka_unit_test (test_delta_layers_big_clusters),
   };
   return cmocka_run_group_tests (tests, make_scratch_dir, remove_scratch_dir);
 }
