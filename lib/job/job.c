@@ -747,10 +747,11 @@ ferry_job_add (struct ferry_store *st, const struct ferry_job_spec *spec,
   if (job_is_warm (spec) && spec->cutover && spec->cutover[0] == '+') {
     /* "+SECONDS" counts from now, not from whenever it runs. */
     time_t t = (time_t) wo.cutover_at;
-    if (t < wo.cutover_at)
-      t++;                              /* never earlier */
     struct tm tm;
     char buf[64];
+
+    if (t < wo.cutover_at)
+      t++;                              /* never earlier */
     strftime (buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", gmtime_r (&t, &tm));
     cutover = strdup (buf);
     if (cutover == NULL)
