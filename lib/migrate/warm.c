@@ -72,7 +72,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -115,6 +117,7 @@ struct ferry_warm {
   /* A running QEMU. */
   struct ferry_qmp *q;
   char *sock;                  /* the NBD server's socket */
+  bool server_ours;            /* the VM's NBD server is ours, to stop */
   struct ferry_qmp_disk *qd;   /* its disks */
   size_t nqd;
   size_t *vm_qd;               /* per VM disk, its index in QD */
@@ -223,9 +226,12 @@ qmp_failed (struct ferry_warm *w)
 {
   int e = ferry_get_errno ();
 
-  if (e == EPIPE || e == ECONNRESET || e == ENOTCONN)
+  if (e == EPIPE || e == ECONNRESET || e == ENOTCONN) {
+    /* A copy: the new message is written where the old one is. */
+    CLEANUP_FREE char *why = strdup (ferry_get_error ());
     return ferry_error (ENOTCONN, "the source VM went away (%s)",
-                        ferry_get_error ());
+                        why ? why : "?");
+  }
   return -1;
 }
 
@@ -341,8 +347,28 @@ add_export (struct ferry_warm *w, const char *id, const char *node,
   return qmp (w, "block-export-add", a, NULL);
 }
 
+/* True when something listens on the Unix socket PATH. */
+static bool
+socket_listens (const char *path)
+{
+  struct sockaddr_un sa = { .sun_family = AF_UNIX };
+  int fd, r;
+
+  if (strlen (path) >= sizeof sa.sun_path)
+    return false;
+  strcpy (sa.sun_path, path);
+  fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd == -1)
+    return false;
+  r = connect (fd, (struct sockaddr *) &sa, sizeof sa);
+  close (fd);
+  return r == 0;
+}
+
 /* Start the VM's NBD server on our socket, or find that an earlier run of
- * ours left it running there. */
+ * ours left it running there.  Only a server of ours is stopped by
+ * ferry_warm_close: one the VM runs for someone else (a backup) is left
+ * alone, and refused. */
 static int
 start_server (struct ferry_warm *w)
 {
@@ -357,18 +383,28 @@ start_server (struct ferry_warm *w)
   json_object_object_add (a, "addr", addr);
   if (ferry_qmp_execute (w->q, "nbd-server-start", a, NULL) == 0) {
     json_object_put (a);
+    w->server_ours = true;
     return 0;
   }
   json_object_put (a);
   if (ferry_get_errno () != EPROTO)
     return qmp_failed (w);
-  /* Ours, from a run that was killed: the socket is still there. */
-  if (lstat (w->sock, &st) == 0 && S_ISSOCK (st.st_mode))
+  /* Ours, from a run that was killed: the socket is still there, and
+   * served (a socket file left by a QEMU that died is not). */
+  if (lstat (w->sock, &st) == 0 && S_ISSOCK (st.st_mode) &&
+      socket_listens (w->sock)) {
+    w->server_ours = true;
     return 0;
-  return ferry_error (EBUSY, "qmp:%s: the VM runs an NBD server already (a "
-                      "backup, another migration?), so ferry cannot export "
-                      "its disks: %s", ferry_qmp_path (w->q),
-                      ferry_get_error ());
+  }
+  {
+    /* The refusal's text, copied: the new message is written where it
+     * was. */
+    CLEANUP_FREE char *why = strdup (ferry_get_error ());
+    return ferry_error (EBUSY, "qmp:%s: the VM runs an NBD server already "
+                        "(a backup, another migration?), so ferry cannot "
+                        "export its disks (%s)", ferry_qmp_path (w->q),
+                        why ? why : "?");
+  }
 }
 
 /* The names of our bitmaps ("TAG-b...") on disk QD, NULL-terminated, in
@@ -999,9 +1035,10 @@ ferry_warm_close (struct ferry_warm *w, bool finished)
             if (strncmp (w->qd[i].bitmaps[k], w->tag, strlen (w->tag)) == 0 &&
                 w->qd[i].bitmaps[k][strlen (w->tag)] == '-')
               remove_bitmap (w, w->qd[i].node, w->qd[i].bitmaps[k]);
-      if (ferry_qmp_execute (w->q, "nbd-server-stop", NULL, NULL) == -1)
+      if (w->server_ours &&
+          ferry_qmp_execute (w->q, "nbd-server-stop", NULL, NULL) == -1)
         ferry_debug ("nbd-server-stop: %s", ferry_get_error ());
-      if (w->sock)
+      if (w->sock && w->server_ours)
         unlink (w->sock);
     }
     ferry_qmp_close (w->q);
