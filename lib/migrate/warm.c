@@ -32,10 +32,13 @@
  *    transaction that starts TAG-bN, so a name is never used twice.
  *
  * 3. A VM that no longer has our bitmaps (QEMU restarted, non-persistent
- *    bitmaps) or a base copy whose bitmap went missing cannot say what
- *    changed: the next round compares every chunk (a hash round against
- *    a table that knows nothing, which reads the target too) and says so;
- *    blocks are never skipped on trust that is gone.
+ *    bitmaps, or removed by hand) or a base copy whose bitmap went missing
+ *    cannot say what changed: new bitmaps start first, then the next
+ *    round compares every chunk (a hash round against a table that knows
+ *    nothing, which reads the target too) and says so; blocks are never
+ *    skipped on trust that is gone.  The loss is looked for when the job
+ *    attaches to the VM, before each round, and in the round itself (a
+ *    freeze refused, a merge that finds a stopped bitmap gone).
  *
  * 4. The source is only read until the cutover, and only the cutover stops
  *    it: a guest shutdown through ACPI with QEMU told to pause instead of
@@ -525,6 +528,86 @@ name_of (const char *path)
   return s;
 }
 
+/* Start bitmap TAG-bN, N the next generation (saved first, note 2), on
+ * each of the first NDISKS VM disks we migrate, in one transaction: the
+ * first bitmaps, or those that replace bitmaps the VM lost (notes 1 and
+ * 3). */
+static int
+start_bitmaps (struct ferry_warm *w, size_t ndisks,
+               const struct ferry_warm_journal *j)
+{
+  json_object *actions = json_object_new_array (), *args;
+  char name[256];
+  int64_t gen = state_int (w, "gen") + 1;
+  size_t i;
+
+  state_set_int (w, "gen", gen);
+  if (save_state (w, j) == -1) {
+    json_object_put (actions);
+    return -1;
+  }
+  snprintf (name, sizeof name, "%s-b%" PRId64, w->tag, gen);
+  for (i = 0; i < ndisks; i++) {
+    json_object *a;
+    if (!migrated (w, i))
+      continue;
+    a = json_object_new_object ();
+    json_object_object_add (a, "type",
+                            json_object_new_string ("block-dirty-bitmap-add"));
+    json_object_object_add (a, "data",
+                            node_name (w->qd[w->vm_qd[i]].node, name));
+    json_object_array_add (actions, a);
+  }
+  args = json_object_new_object ();
+  json_object_object_add (args, "actions", actions);
+  if (qmp (w, "transaction", args, NULL) == -1)
+    return -1;
+  state_set_double (w, "freeze", epoch_now ());
+  return 0;
+}
+
+/* Of the first NDISKS VM disks, how many we migrate (*OF) and how many
+ * of those have a bitmap of ours (*WITH). */
+static int
+disks_tracked (struct ferry_warm *w, size_t ndisks, size_t *with, size_t *of)
+{
+  size_t i;
+
+  *with = *of = 0;
+  for (i = 0; i < ndisks; i++) {
+    CLEANUP_FREE const char **mine = NULL;
+    size_t n;
+    if (!migrated (w, i))
+      continue;
+    if (our_bitmaps (w, &w->qd[w->vm_qd[i]], &mine, &n, NULL) == -1)
+      return -1;
+    ++*of;
+    if (n)
+      ++*with;
+  }
+  return 0;
+}
+
+/* Whether the VM lost the bitmaps of ours on a disk we migrate (removed
+ * by hand, a QEMU restarted without them) since the last round: then (1)
+ * new ones start before anything is read, and the round that follows
+ * compares every chunk (note 3).  0 when they are all there. */
+static int
+bitmaps_lost (struct ferry_warm *w, const struct ferry_warm_journal *j)
+{
+  size_t with, of;
+
+  if (refresh_disks (w) == -1 ||
+      disks_tracked (w, w->vm_disks, &with, &of) == -1)
+    return -1;
+  if (with == of)
+    return 0;
+  state_set_int (w, "fallback", 1);
+  if (start_bitmaps (w, w->vm_disks, j) == -1 || save_state (w, j) == -1)
+    return -1;
+  return 1;
+}
+
 /* The VM of a running QEMU: its description when the user gave one, else
  * what QMP tells; its disks then read the exports. */
 static int
@@ -682,52 +765,18 @@ qmp_open (struct ferry_warm *w, const char *path)
   if (w->run) {
     /* The first bitmaps, before the base copy reads a byte (note 1); a
      * VM that lost ours needs a full comparison (note 3). */
-    bool have = false, want = state_int (w, "gen") > 0;
-    json_object *actions = json_object_new_array ();
-    char name[256];
-    int64_t gen;
+    size_t with, of;
 
-    for (i = 0; i < w->vm->nr_disks; i++) {
-      CLEANUP_FREE const char **mine = NULL;
-      size_t n;
-      if (!migrated (w, i))
-        continue;
-      if (our_bitmaps (w, &w->qd[w->vm_qd[i]], &mine, &n, NULL) == -1) {
-        json_object_put (actions);
-        return -1;
-      }
-      if (n)
-        have = true;
-    }
-    if (!have) {
-      if (want) {
+    if (disks_tracked (w, w->vm->nr_disks, &with, &of) == -1)
+      return -1;
+    if (with == 0) {
+      if (state_int (w, "gen") > 0)
         state_set_int (w, "fallback", 1);
-          }
-      gen = state_int (w, "gen") + 1;
-      state_set_int (w, "gen", gen);
-      snprintf (name, sizeof name, "%s-b%" PRId64, w->tag, gen);
-      for (i = 0; i < w->vm->nr_disks; i++) {
-        json_object *a = json_object_new_object ();
-        if (!migrated (w, i))
-          continue;
-        json_object_object_add (a, "type",
-                                json_object_new_string ("block-dirty-bitmap-add"));
-        json_object_object_add (a, "data",
-                                node_name (w->qd[w->vm_qd[i]].node, name));
-        json_object_array_add (actions, a);
-      }
-      {
-        json_object *args = json_object_new_object ();
-        json_object_object_add (args, "actions", actions);
-        actions = NULL;
-        if (qmp (w, "transaction", args, NULL) == -1)
-          return -1;
-      }
-      state_set_double (w, "freeze", epoch_now ());
+      if (start_bitmaps (w, w->vm->nr_disks, NULL) == -1)
+        return -1;
       if (!state_int (w, "started"))
         state_set_int (w, "started", 1);
     }
-    json_object_put (actions);
     w->last_freeze = state_double (w, "freeze");
   }
 
@@ -1271,7 +1320,8 @@ hash_copy_disk (struct ferry_warm *w, struct ferry_v2v_plan *plan, size_t i,
 }
 
 /* One round of a running QEMU (notes 1 and 2): freeze, merge, copy,
- * then drop what it copied. */
+ * then drop what it copied; 1 when our bitmaps turn out lost (note 3),
+ * new ones recording. */
 static int
 bitmap_round (struct ferry_warm *w, struct ferry_v2v_plan *plan,
               const char *staging, const struct ferry_warm_journal *j,
@@ -1340,8 +1390,19 @@ bitmap_round (struct ferry_warm *w, struct ferry_v2v_plan *plan,
   {
     json_object *args = json_object_new_object ();
     json_object_object_add (args, "actions", actions);
-    if (qmp (w, "transaction", args, NULL) == -1)
-      return -1;
+    if (qmp (w, "transaction", args, NULL) == -1) {
+      /* Refused as a whole, nothing done: a bitmap of ours that went
+       * since the look before is a lost one (note 3). */
+      int lost;
+      struct error_saved saved;
+      if (ferry_get_errno () != EPROTO)
+        return -1;
+      error_save (&saved);
+      lost = bitmaps_lost (w, j);
+      if (lost == 0)
+        error_restore (&saved);
+      return lost == 0 ? -1 : lost;
+    }
   }
   state_set_double (w, "freeze", epoch_now ());
   if (refresh_disks (w) == -1)
@@ -1373,8 +1434,14 @@ bitmap_round (struct ferry_warm *w, struct ferry_v2v_plan *plan,
     json_object_object_add (a, "node", json_object_new_string (qd->node));
     json_object_object_add (a, "target", json_object_new_string (merged));
     json_object_object_add (a, "bitmaps", list);
-    if (qmp (w, "block-dirty-bitmap-merge", a, NULL) == -1)
-      return -1;
+    if (qmp (w, "block-dirty-bitmap-merge", a, NULL) == -1) {
+      if (ferry_get_errno () != EPROTO)
+        return -1;
+      /* A stopped bitmap went before its merge: what it held is lost,
+       * and TAG-bN records from the freeze on (note 3). */
+      state_set_int (w, "fallback", 1);
+      return save_state (w, j) == -1 ? -1 : 1;
+    }
     if (add_export (w, id, qd->node, merged) == -1)
       return -1;
     if (bitmap_copy_disk (w, plan, i, staging, id, merged, t) == -1) {
@@ -1579,6 +1646,33 @@ hash_round (struct ferry_warm *w, struct ferry_v2v_plan *plan,
   return 0;
 }
 
+/* The round after the VM lost our bitmaps (note 3): new ones record
+ * already; every chunk of each disk is compared, the target read too. */
+static int
+lost_round (struct ferry_warm *w, struct ferry_v2v_plan *plan,
+            const char *staging, const struct ferry_warm_journal *j,
+            struct tally *t)
+{
+  size_t i;
+
+  note (j, "warning", "the source VM lost ferry's dirty bitmaps (was it "
+        "restarted, or were they removed?): this round compares every "
+        "chunk of its disks");
+  state_set_double (w, "freeze", epoch_now ());
+  for (i = 0; i < plan->nr_disks; i++) {
+    CLEANUP_FREE char *id = export_id (w, 'd', plan->disks[i].index);
+    CLEANUP_FREE char *uri = id ? export_uri (w, id) : NULL;
+    if (!plan->disks[i].migrated)
+      continue;
+    if (uri == NULL)
+      return ferry_error (ENOMEM, "out of memory");
+    if (hash_copy_disk (w, plan, i, staging, uri, true, t) == -1)
+      return -1;
+  }
+  state_set_int (w, "fallback", 0);
+  return 0;
+}
+
 /* The downtime if the source stopped now (note 5); < 0 when unknown. */
 static double
 predict (struct ferry_warm *w)
@@ -1685,31 +1779,26 @@ ferry_warm_sync (struct ferry_warm *w, struct ferry_v2v_plan *plan,
 
     if (stop_requested ())
       return ferry_error (EINTR, "interrupted");
+    /* Bitmaps that went while the rounds ran are found before a round
+     * trusts them (note 3). */
+    if (w->kind == KIND_BITMAP && !fallback) {
+      r = bitmaps_lost (w, j);
+      if (r == -1)
+        return -1;
+      fallback = r == 1;
+    }
     rd.started = epoch_now ();
     if (w->kind == KIND_HASH)
       r = hash_round (w, plan, staging, false, &t);
     else if (w->kind == KIND_CHAIN)
       r = chain_round (w, plan, staging, final, j, &t, &w->pending);
-    else if (fallback) {
-      /* Note 3: the bitmaps are gone; compare everything. */
-      note (j, "warning", "the source VM lost ferry's dirty bitmaps (was it "
-            "restarted?): this round compares every chunk of its disks");
-      size_t i;
-      r = 0;
-      state_set_double (w, "freeze", epoch_now ());
-      for (i = 0; i < plan->nr_disks && r == 0; i++) {
-        CLEANUP_FREE char *id = export_id (w, 'd', i);
-        CLEANUP_FREE char *uri = id ? export_uri (w, id) : NULL;
-        if (!plan->disks[i].migrated)
-          continue;
-        r = uri ? hash_copy_disk (w, plan, i, staging, uri, true, &t)
-          : ferry_error (ENOMEM, "out of memory");
+    else {
+      r = fallback ? 1 : bitmap_round (w, plan, staging, j, &t);
+      if (r == 1) {
+        fallback = true;
+        r = lost_round (w, plan, staging, j, &t);
       }
-      if (r == 0)
-        state_set_int (w, "fallback", 0);
     }
-    else
-      r = bitmap_round (w, plan, staging, j, &t);
     if (r == -1)
       return -1;
 
