@@ -122,6 +122,13 @@ int ferry_warm_sync (struct ferry_warm *w, struct ferry_v2v_plan *plan,
  * cancelled) also removes its bitmaps and the workdir's files. */
 void ferry_warm_close (struct ferry_warm *w, bool finished);
 
+/* Take what a warm migration of O->source that no process runs any more
+ * left behind (a job cancelled while paused): from a running QEMU
+ * (qmp:PATH) ferry's exports, its bitmaps (O->tag's) and its NBD server;
+ * the files of O->workdir and the folder.  -1 with the error set when the
+ * VM cannot be reached: then nothing is removed. */
+int ferry_warm_forget (const struct ferry_warm_options *o);
+
 /* Parse a --cutover value: "now", "manual", an ISO 8601 time
  * ("2026-12-08T03:00[:SS][Z]", local unless Z) or "+SECONDS".  0 or -1
  * with the error set. */

@@ -487,7 +487,7 @@ warm_attach (struct runner *r, const struct ferry_job_spec *spec,
   workdir = job_warm_workdir (r->st, r->id);
   if (workdir == NULL)
     return NULL;
-  snprintf (tag, sizeof tag, "ferry-j%" PRId64, r->id);
+  job_warm_tag (r->id, tag, sizeof tag);
   wo.source = spec->source;
   wo.workdir = workdir;
   wo.tag = tag;
@@ -638,6 +638,7 @@ ferry_job_run (struct ferry_store *st, int64_t id,
     staging = job_str (r.doc, "staging");
     if (staging && ferry_target_remove_kept (staging) == -1)
       goto out_release;
+    job_warm_forget (st, id, r.doc);
     ferry_store_job_request (st, id, NULL);
     event (&r, "info", "cancelled; its partial output was removed");
     finish (&r, "cancelled", false, out);

@@ -67,6 +67,7 @@
  *    no longer in the chain (snapshots consolidated) costs a full
  *    comparison (note 3).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -1066,6 +1067,27 @@ remove_bitmap (struct ferry_warm *w, const char *node, const char *name)
     ferry_debug ("%s: removing bitmap %s: %s", node, name, ferry_get_error ());
 }
 
+/* Remove the files of ferry's in W's workdir (hash tables, a socket
+ * left behind) and the folder. */
+static void
+remove_workdir (struct ferry_warm *w)
+{
+  DIR *d = w->workdir ? opendir (w->workdir) : NULL;
+  struct dirent *e;
+
+  if (d == NULL)
+    return;
+  while ((e = readdir (d)) != NULL) {
+    size_t n = strlen (e->d_name);
+    if ((strncmp (e->d_name, "disk", 4) == 0 && n > 7 &&
+         strcmp (e->d_name + n - 7, ".hashes") == 0) ||
+        strcmp (e->d_name, "nbd.sock") == 0)
+      unlinkat (dirfd (d), e->d_name, 0);
+  }
+  closedir (d);
+  rmdir (w->workdir);
+}
+
 void
 ferry_warm_close (struct ferry_warm *w, bool finished)
 {
@@ -1093,14 +1115,8 @@ ferry_warm_close (struct ferry_warm *w, bool finished)
     ferry_qmp_close (w->q);
     error_restore (&saved);
   }
-  if (finished && w->workdir) {
-    for (i = 0; i < w->vm_disks; i++) {
-      CLEANUP_FREE char *t = NULL;
-      if (asprintf (&t, "%s/disk%zu.hashes", w->workdir, i) != -1)
-        unlink (t);
-    }
-    rmdir (w->workdir);
-  }
+  if (finished)
+    remove_workdir (w);
   ferry_qmp_disks_free (w->qd, w->nqd);
   ferry_vm_free (w->vm);
   json_object_put (w->state);
@@ -1111,6 +1127,47 @@ ferry_warm_close (struct ferry_warm *w, bool finished)
   free (w->workdir);
   free (w->tag);
   free (w);
+}
+
+int
+ferry_warm_forget (const struct ferry_warm_options *o)
+{
+  struct ferry_warm *w = calloc (1, sizeof *w);
+  bool ok = true;
+  int r = 0;
+
+  if (w == NULL)
+    return ferry_error (ENOMEM, "out of memory");
+  w->run = true;
+  w->workdir = dup_or_null (o->workdir, &ok);
+  w->tag = dup_or_null (o->tag ? o->tag : "ferry", &ok);
+  w->state = json_object_new_object ();
+  if (ok && w->workdir && asprintf (&w->sock, "%s/nbd.sock", w->workdir) == -1)
+    w->sock = NULL, ok = false;
+  if (!ok) {
+    ferry_warm_close (w, false);
+    return ferry_error (ENOMEM, "out of memory");
+  }
+  if (o->source && strncmp (o->source, "qmp:", 4) == 0) {
+    w->q = ferry_qmp_connect (o->source + 4, QMP_TIMEOUT);
+    if (w->q == NULL)
+      r = -1;
+    else if (ferry_qmp_query_disks (w->q, &w->qd, &w->nqd) == -1)
+      r = qmp_failed (w);
+    else
+      w->server_ours = w->sock && socket_listens (w->sock);
+  }
+  if (r == -1) {
+    /* Nothing of the VM's was touched: its leftovers stay, and so do
+     * the files that say what they are. */
+    struct error_saved saved;
+    error_save (&saved);
+    ferry_warm_close (w, false);
+    error_restore (&saved);
+    return -1;
+  }
+  ferry_warm_close (w, true);
+  return 0;
 }
 
 /* --- rounds ------------------------------------------------------------------- */

@@ -56,6 +56,30 @@ job_id () {
   "$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"] or "")' "$OUT" 2>/dev/null
 }
 
+# warm_add VM OUT ROUNDS [OPTIONS...]: add and start a warm job of the
+# guest VM into OUT and wait until it ran ROUNDS rounds; JOB is its id.
+warm_add () {
+  local vm=$1 out=$2 want=$3
+  shift 3
+  fy job add "qmp:$WORK/$vm.qmp" --mode warm --to qemu --out "$out" \
+    --json --start "$@"
+  expect_exit 0 "job add --mode warm qmp:$vm.qmp $*"
+  JOB=$(job_id)
+  [ -n "$JOB" ] || die "no job: $(cat "$OUT" "$ERR")"
+  wait_job "$JOB" "len(j.get('rounds', [])) >= $want" 240 ||
+    die "job $JOB ran no $want rounds: $(job_py "$JOB" j)"
+}
+
+# cancelled_clean ID VM: job ID is cancelled, and ferry's bitmaps and
+# exports left the guest VM, which still runs.
+cancelled_clean () {
+  wait_job "$1" 'j["state"] == "cancelled"' 30
+  check_true "job $1 is cancelled" test "$(job_py "$1" 'j["state"]')" = cancelled
+  check_true "no bitmap of ferry's is left in the VM" test -z "$(vm_bitmaps "$2" | grep ferry-)"
+  check_true "no export is left in the VM" test -z "$(vm_exports "$2")"
+  check_true "the VM still runs" test "$(vm_status "$2")" = running
+}
+
 # rounds ID: how many rounds job ID recorded.
 rounds () {
   job_py "$1" 'len(j.get("rounds", []))'
@@ -132,13 +156,8 @@ expect_stderr "dead.qmp: nothing listens" "the message says nothing listens"
 check_true "no output for the failed adds" test ! -e out-x -a ! -e out-busy
 
 # --- bitmaps lost while the job is paused; a graceful cutover ----------------
-fy job add "qmp:$WORK/a.qmp" --mode warm --to qemu --out out-a \
-  --source-stop shutdown --shutdown-timeout 60 --round-interval 1 --json --start
-expect_exit 0 "job add --mode warm on a (--source-stop shutdown)"
-ida=$(job_id)
-[ -n "$ida" ] || die "no job: $(cat "$OUT" "$ERR")"
-wait_job "$ida" 'len(j.get("rounds", [])) >= 2' 240 ||
-  die "job $ida ran no rounds: $(job_py "$ida" j)"
+warm_add a out-a 2 --source-stop shutdown --shutdown-timeout 60 --round-interval 1
+ida=$JOB
 fy job pause "$ida" --wait
 expect_exit 0 "job pause --wait"
 check_true "the paused job is paused" test "$(job_py "$ida" 'j["state"]')" = paused
@@ -189,31 +208,29 @@ tiny_holds "the target holds every record the source announced" \
 
 # --- cancel of a running job -------------------------------------------------
 tiny_start b b.qcow2 qcow2 write $RATE
-fy job add "qmp:$WORK/b.qmp" --mode warm --to qemu --out out-c \
-  --round-interval 1 --json --start
-expect_exit 0 "job add --mode warm on b"
-idc=$(job_id)
-[ -n "$idc" ] || die "no job: $(cat "$OUT" "$ERR")"
-wait_job "$idc" 'len(j.get("rounds", [])) >= 1' 240 ||
-  die "job $idc ran no rounds: $(job_py "$idc" j)"
+warm_add b out-c 1 --round-interval 1
+idc=$JOB
 check_true "the running job has its bitmaps in the VM" test -n "$(vm_bitmaps b | grep " ferry-j$idc-")"
 fy job cancel "$idc"
 expect_exit 0 "job cancel of the running warm job"
-wait_job "$idc" 'j["state"] == "cancelled"' 30
-check_true "the job is cancelled" test "$(job_py "$idc" 'j["state"]')" = cancelled
-check_true "no bitmap of ferry's is left in the VM" test -z "$(vm_bitmaps b | grep ferry-)"
-check_true "no export is left in the VM" test -z "$(vm_exports b)"
-check_true "the VM still runs" test "$(vm_status b)" = running
+cancelled_clean "$idc" b
 check_true "no output is left" test -z "$(ls -A out-c 2>/dev/null)"
 
+# --- cancel of a paused job: no runner holds it, ferry job cancel cleans -----
+warm_add b out-p 1 --round-interval 1
+idp=$JOB
+fy job pause "$idp" --wait
+expect_exit 0 "job pause --wait"
+check_true "the paused job keeps its bitmaps in the VM" \
+  test -n "$(vm_bitmaps b | grep " ferry-j$idp-")"
+fy job cancel "$idp"
+expect_exit 0 "job cancel of the paused warm job"
+cancelled_clean "$idp" b
+check_true "its working folder is gone" test ! -e "$WORK/.jobs/warm-job-$idp"
+
 # --- the source killed mid-round, back, and resumed --------------------------
-fy job add "qmp:$WORK/b.qmp" --mode warm --to qemu --out out-k \
-  --source-stop pause --round-interval 0.5 --json --start
-expect_exit 0 "job add --mode warm on b again"
-idk=$(job_id)
-[ -n "$idk" ] || die "no job: $(cat "$OUT" "$ERR")"
-wait_job "$idk" 'len(j.get("rounds", [])) >= 2' 240 ||
-  die "job $idk ran no rounds: $(job_py "$idk" j)"
+warm_add b out-k 2 --source-stop pause --round-interval 0.5
+idk=$JOB
 n=$(rounds "$idk")
 wait_job "$idk" "len(j['rounds']) > $n" 60
 sleep 0.$((RANDOM % 4 + 1))
