@@ -263,6 +263,23 @@ tiny_holds "the target holds every record the restarted source announced" \
 
 # --- --cutover now: by itself, the source running until then ---------------
 tiny_qmp b cont >/dev/null || die "cont"
+
+# A downtime no prediction fits: the rounds go on, the job says why, the
+# source runs.
+warm_add b out-m 3 --cutover now --max-downtime 0.001 --round-interval 0.5
+idm=$JOB
+check_true "with --max-downtime 0.001 the job does not cut over" \
+  test "$(job_py "$idm" 'j["state"]')" = awaiting-cutover
+why=$(job_py "$idm" 'j.get("waiting")')
+if [[ $why == *"predicted downtime"*"0.001"* ]]; then
+  ok "it says why: $why"
+else
+  not_ok "it says why" "waiting: $why"
+fi
+check_true "the source still runs" test "$(vm_status b)" = running
+fy job cancel "$idm"
+expect_exit 0 "job cancel of the job that waits for its downtime"
+cancelled_clean "$idm" b
 # QEMU's status, sampled on the test's monitor; each sample's time is
 # taken after the answer, so a sample older than the stop saw the VM
 # before it.
