@@ -38,7 +38,9 @@
  *    nothing, which reads the target too) and says so; blocks are never
  *    skipped on trust that is gone.  The loss is looked for when the job
  *    attaches to the VM, before each round, and in the round itself (a
- *    freeze refused, a merge that finds a stopped bitmap gone).
+ *    freeze refused, no stopped bitmap to merge or a merge that finds one
+ *    gone).  A merge of no bitmap at all is never sent: QEMU 7.2 crashes
+ *    on it (the source VM gone).
  *
  * 4. The source is only read until the cutover, and only the cutover stops
  *    it: a guest shutdown through ACPI with QEMU told to pause instead of
@@ -1487,6 +1489,14 @@ bitmap_round (struct ferry_warm *w, struct ferry_v2v_plan *plan,
     for (k = 0; k < n; k++)
       if (strcmp (mine[k], name) != 0)
         json_object_array_add (list, json_object_new_string (mine[k]));
+    if (json_object_array_length (list) == 0) {
+      /* No stopped bitmap of ours: lost since the look before the round
+       * (note 3).  Never a merge of none: QEMU 7.2 crashes on it
+       * (segfault, the source VM gone). */
+      json_object_put (list);
+      state_set_int (w, "fallback", 1);
+      return save_state (w, j) == -1 ? -1 : 1;
+    }
     a = json_object_new_object ();
     json_object_object_add (a, "node", json_object_new_string (qd->node));
     json_object_object_add (a, "target", json_object_new_string (merged));
