@@ -131,10 +131,11 @@ int ferry_warm_sync (struct ferry_warm *w, struct ferry_v2v_plan *plan,
  * cancelled) also removes its bitmaps and the workdir's files. */
 void ferry_warm_close (struct ferry_warm *w, bool finished);
 
-/* Forget a migration no process runs any more (cancelled, removed): take
- * ferry's bitmaps and exports out of the source VM (O->source, tag) if it
- * can be reached, and remove O->workdir.  0, or -1 with the error set when
- * the VM could not be reached (what is in it stays: ferry-TAG-...). */
+/* Take what a warm migration of O->source that no process runs any more
+ * left behind (a job cancelled while paused): from a running QEMU
+ * (qmp:PATH) ferry's exports, its bitmaps (O->tag's) and its NBD server;
+ * the files of O->workdir and the folder.  -1 with the error set when the
+ * VM cannot be reached: then nothing is removed. */
 int ferry_warm_forget (const struct ferry_warm_options *o);
 
 /* Parse a --cutover value: "now", "manual", an ISO 8601 time

@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -498,6 +499,7 @@ ferry_qmp_connect (const char *path, double timeout)
   struct ferry_qmp *q;
   struct ferry_qmp_message m;
   char quoted[QUOTE_MAX + 8], detail[ERROR_MAX];
+  struct stat st;
   double deadline;
   int r;
 
@@ -560,6 +562,10 @@ ferry_qmp_connect (const char *path, double timeout)
       ferry_error (e, "qmp:%s: no such socket", path);
     else if (e == EACCES || e == EPERM)
       ferry_error (e, "qmp:%s: permission denied", path);
+    else if (e == ECONNREFUSED && lstat (path, &st) == 0 &&
+             !S_ISSOCK (st.st_mode))
+      /* Linux refuses a connection to a file that is no socket. */
+      ferry_error (ENOTSOCK, "qmp:%s: not a socket", path);
     else if (e == ECONNREFUSED)
       ferry_error (e, "qmp:%s: nothing listens on the socket (connection "
                    "refused)", path);

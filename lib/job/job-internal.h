@@ -62,9 +62,13 @@ int job_warm_options (const struct ferry_job_spec *spec,
                       struct ferry_warm_options *wo);
 /* The folder of ferry's own files for warm job ID of the store ST. */
 char *job_warm_workdir (struct ferry_store *st, int64_t id);
-/* Take warm job ID's bitmaps and exports out of its source VM and remove
- * its files (a cancel or a removal with no runner); what cannot be done
- * is an event of the job.  Nothing for a cold job. */
+/* The prefix of what warm job ID names in its source VM ("ferry-jID":
+ * bitmaps, exports), into BUF. */
+void job_warm_tag (int64_t id, char *buf, size_t len);
+/* A job DOC (job ID) cancelled while no runner holds it: when it is a
+ * warm one, take what it left in its source out of it
+ * (ferry_warm_forget); a source that cannot be reached (a VM that is
+ * gone) is said in an event. */
 void job_warm_forget (struct ferry_store *st, int64_t id, json_object *doc);
 
 /* The disks of PLAN as the document's "disks" (the caller puts it). */

@@ -463,6 +463,12 @@ job_warm_options (const struct ferry_job_spec *spec,
   return 0;
 }
 
+void
+job_warm_tag (int64_t id, char *buf, size_t len)
+{
+  snprintf (buf, len, "ferry-j%" PRId64, id);
+}
+
 char *
 job_warm_workdir (struct ferry_store *st, int64_t id)
 {
@@ -481,29 +487,6 @@ job_warm_workdir (struct ferry_store *st, int64_t id)
   if (dir == NULL)
     ferry_error (ENOMEM, "out of memory");
   return dir;
-}
-
-void
-job_warm_forget (struct ferry_store *st, int64_t id, json_object *doc)
-{
-  struct ferry_job_spec spec;
-  struct ferry_job_spec_hold *hold = NULL;
-  struct ferry_warm_options wo;
-  CLEANUP_FREE char *workdir = NULL;
-  char tag[64];
-
-  if (!job_str (doc, "mode") || strcmp (job_str (doc, "mode"), "warm") != 0 ||
-      job_doc_spec (doc, &spec, &hold) == -1)
-    return;
-  memset (&wo, 0, sizeof wo);
-  workdir = job_warm_workdir (st, id);
-  snprintf (tag, sizeof tag, "ferry-j%" PRId64, id);
-  wo.source = spec.source;
-  wo.workdir = workdir;
-  wo.tag = tag;
-  if (ferry_warm_forget (&wo) == -1)
-    ferry_store_event_add (st, id, "warning", ferry_get_error ());
-  ferry_job_spec_free (hold);
 }
 
 /* The VM of the warm migration SPEC (its absolute SOURCE), read for
@@ -1002,6 +985,34 @@ ferry_job_pause (struct ferry_store *st, int64_t id)
   return ret;
 }
 
+void
+job_warm_forget (struct ferry_store *st, int64_t id, json_object *doc)
+{
+  struct ferry_job_spec spec;
+  struct ferry_job_spec_hold *hold = NULL;
+  struct ferry_warm_options wo;
+  CLEANUP_FREE char *workdir = NULL;
+  char tag[64];
+
+  if (job_doc_spec (doc, &spec, &hold) == -1 || !job_is_warm (&spec) ||
+      job_warm_options (&spec, &wo) == -1 ||
+      (workdir = job_warm_workdir (st, id)) == NULL) {
+    ferry_job_spec_free (hold);
+    return;
+  }
+  job_warm_tag (id, tag, sizeof tag);
+  wo.source = spec.source;
+  wo.workdir = workdir;
+  wo.tag = tag;
+  if (ferry_warm_forget (&wo) == -1) {
+    CLEANUP_FREE char *msg = NULL;
+    if (asprintf (&msg, "what ferry left in the source could not be "
+                  "removed: %s", ferry_get_error ()) != -1)
+      ferry_store_event_add (st, id, "warning", msg);
+  }
+  ferry_job_spec_free (hold);
+}
+
 int
 ferry_job_cancel (struct ferry_store *st, int64_t id)
 {
@@ -1024,12 +1035,14 @@ ferry_job_cancel (struct ferry_store *st, int64_t id)
     ferry_error (EINVAL, "job %" PRId64 " is done: its output %s is in place "
                  "(its runner stopped after putting it there)", id,
                  job_str (doc, "out"));
-  else if ((staging == NULL || ferry_target_remove_kept (staging) == 0) &&
-           set_state (st, &r, doc, "cancelled") == 0) {
-    ferry_store_event_add (st, id, "info", "cancelled; its partial output "
-                           "was removed");
+  else if (staging == NULL || ferry_target_remove_kept (staging) == 0) {
+    /* A warm job's bitmaps and files go too. */
     job_warm_forget (st, id, doc);
-    ret = 1;
+    if (set_state (st, &r, doc, "cancelled") == 0) {
+      ferry_store_event_add (st, id, "info", "cancelled; its partial output "
+                             "was removed");
+      ret = 1;
+    }
   }
   unload (st, id, &held);
   json_object_put (doc);

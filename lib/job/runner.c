@@ -503,7 +503,7 @@ warm_attach (struct runner *r, const struct ferry_job_spec *spec,
   workdir = job_warm_workdir (r->st, r->id);
   if (workdir == NULL)
     return NULL;
-  snprintf (tag, sizeof tag, "ferry-j%" PRId64, r->id);
+  job_warm_tag (r->id, tag, sizeof tag);
   wo.source = spec->source;
   wo.workdir = workdir;
   wo.tag = tag;
@@ -801,6 +801,13 @@ ferry_job_run (struct ferry_store *st, int64_t id,
     bool over = rr >= 0 || (ferry_get_errno () == EINTR && req == REQ_CANCEL);
     struct error_saved saved;
     error_save (&saved);
+    /* A pause or a cancel stopped the run through the library's stop
+     * request, which fails every QMP call: the run is over, and taking
+     * ferry's exports (and, cancelled, its bitmaps) out of the VM needs
+     * QMP again.  A takeover (REQ_LOST) keeps it: the VM is the new
+     * runner's. */
+    if (rr < 0 && (req == REQ_PAUSE || req == REQ_CANCEL))
+      ferry_clear_stop ();
     ferry_warm_close (r.warm, over);
     r.warm = NULL;
     error_restore (&saved);

@@ -32,10 +32,15 @@
  *    transaction that starts TAG-bN, so a name is never used twice.
  *
  * 3. A VM that no longer has our bitmaps (QEMU restarted, non-persistent
- *    bitmaps) or a base copy whose bitmap went missing cannot say what
- *    changed: the next round compares every chunk (a hash round against
- *    a table that knows nothing, which reads the target too) and says so;
- *    blocks are never skipped on trust that is gone.
+ *    bitmaps, or removed by hand) or a base copy whose bitmap went missing
+ *    cannot say what changed: new bitmaps start first, then the next
+ *    round compares every chunk (a hash round against a table that knows
+ *    nothing, which reads the target too) and says so; blocks are never
+ *    skipped on trust that is gone.  The loss is looked for when the job
+ *    attaches to the VM, before each round, and in the round itself (a
+ *    freeze refused, no stopped bitmap to merge or a merge that finds one
+ *    gone).  A merge of no bitmap at all is never sent: QEMU 7.2 crashes
+ *    on it (the source VM gone).
  *
  * 4. The source is only read until the cutover, and only the cutover stops
  *    it: a guest shutdown through ACPI with QEMU told to pause instead of
@@ -87,7 +92,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -134,9 +141,7 @@ struct ferry_warm {
   /* A running QEMU. */
   struct ferry_qmp *q;
   char *sock;                  /* the NBD server's socket */
-  bool server;                 /* the VM's NBD server is ours (started
-                                  here or by a run before): only then
-                                  does close stop it */
+  bool server_ours;            /* the VM's NBD server is ours, to stop */
   struct ferry_qmp_disk *qd;   /* its disks */
   size_t nqd;
   size_t *vm_qd;               /* per VM disk, its index in QD */
@@ -256,9 +261,12 @@ qmp_failed (struct ferry_warm *w)
 {
   int e = ferry_get_errno ();
 
-  if (e == EPIPE || e == ECONNRESET || e == ENOTCONN)
+  if (e == EPIPE || e == ECONNRESET || e == ENOTCONN) {
+    /* A copy: the new message is written where the old one is. */
+    CLEANUP_FREE char *why = strdup (ferry_get_error ());
     return ferry_error (ENOTCONN, "the source VM went away (%s)",
-                        ferry_get_error ());
+                        why ? why : "?");
+  }
   return -1;
 }
 
@@ -374,8 +382,28 @@ add_export (struct ferry_warm *w, const char *id, const char *node,
   return qmp (w, "block-export-add", a, NULL);
 }
 
+/* True when something listens on the Unix socket PATH. */
+static bool
+socket_listens (const char *path)
+{
+  struct sockaddr_un sa = { .sun_family = AF_UNIX };
+  int fd, r;
+
+  if (strlen (path) >= sizeof sa.sun_path)
+    return false;
+  strcpy (sa.sun_path, path);
+  fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd == -1)
+    return false;
+  r = connect (fd, (struct sockaddr *) &sa, sizeof sa);
+  close (fd);
+  return r == 0;
+}
+
 /* Start the VM's NBD server on our socket, or find that an earlier run of
- * ours left it running there. */
+ * ours left it running there.  Only a server of ours is stopped by
+ * ferry_warm_close: one the VM runs for someone else (a backup) is left
+ * alone, and refused. */
 static int
 start_server (struct ferry_warm *w)
 {
@@ -390,21 +418,28 @@ start_server (struct ferry_warm *w)
   json_object_object_add (a, "addr", addr);
   if (ferry_qmp_execute (w->q, "nbd-server-start", a, NULL) == 0) {
     json_object_put (a);
-    w->server = true;
+    w->server_ours = true;
     return 0;
   }
   json_object_put (a);
   if (ferry_get_errno () != EPROTO)
     return qmp_failed (w);
-  /* Ours, from a run that was killed: the socket is still there. */
-  if (lstat (w->sock, &st) == 0 && S_ISSOCK (st.st_mode)) {
-    w->server = true;
+  /* Ours, from a run that was killed: the socket is still there, and
+   * served (a socket file left by a QEMU that died is not). */
+  if (lstat (w->sock, &st) == 0 && S_ISSOCK (st.st_mode) &&
+      socket_listens (w->sock)) {
+    w->server_ours = true;
     return 0;
   }
-  return ferry_error (EBUSY, "qmp:%s: the VM runs an NBD server already (a "
-                      "backup, another migration?), so ferry cannot export "
-                      "its disks: %s", ferry_qmp_path (w->q),
-                      ferry_get_error ());
+  {
+    /* The refusal's text, copied: the new message is written where it
+     * was. */
+    CLEANUP_FREE char *why = strdup (ferry_get_error ());
+    return ferry_error (EBUSY, "qmp:%s: the VM runs an NBD server already "
+                        "(a backup, another migration?), so ferry cannot "
+                        "export its disks (%s)", ferry_qmp_path (w->q),
+                        why ? why : "?");
+  }
 }
 
 /* The names of our bitmaps ("TAG-b...") on disk QD, NULL-terminated, in
@@ -523,6 +558,86 @@ name_of (const char *path)
   if (s && (dot = strrchr (s, '.')) != NULL && dot != s)
     *dot = '\0';
   return s;
+}
+
+/* Start bitmap TAG-bN, N the next generation (saved first, note 2), on
+ * each of the first NDISKS VM disks we migrate, in one transaction: the
+ * first bitmaps, or those that replace bitmaps the VM lost (notes 1 and
+ * 3). */
+static int
+start_bitmaps (struct ferry_warm *w, size_t ndisks,
+               const struct ferry_warm_journal *j)
+{
+  json_object *actions = json_object_new_array (), *args;
+  char name[256];
+  int64_t gen = state_int (w, "gen") + 1;
+  size_t i;
+
+  state_set_int (w, "gen", gen);
+  if (save_state (w, j) == -1) {
+    json_object_put (actions);
+    return -1;
+  }
+  snprintf (name, sizeof name, "%s-b%" PRId64, w->tag, gen);
+  for (i = 0; i < ndisks; i++) {
+    json_object *a;
+    if (!migrated (w, i))
+      continue;
+    a = json_object_new_object ();
+    json_object_object_add (a, "type",
+                            json_object_new_string ("block-dirty-bitmap-add"));
+    json_object_object_add (a, "data",
+                            node_name (w->qd[w->vm_qd[i]].node, name));
+    json_object_array_add (actions, a);
+  }
+  args = json_object_new_object ();
+  json_object_object_add (args, "actions", actions);
+  if (qmp (w, "transaction", args, NULL) == -1)
+    return -1;
+  state_set_double (w, "freeze", epoch_now ());
+  return 0;
+}
+
+/* Of the first NDISKS VM disks, how many we migrate (*OF) and how many
+ * of those have a bitmap of ours (*WITH). */
+static int
+disks_tracked (struct ferry_warm *w, size_t ndisks, size_t *with, size_t *of)
+{
+  size_t i;
+
+  *with = *of = 0;
+  for (i = 0; i < ndisks; i++) {
+    CLEANUP_FREE const char **mine = NULL;
+    size_t n;
+    if (!migrated (w, i))
+      continue;
+    if (our_bitmaps (w, &w->qd[w->vm_qd[i]], &mine, &n, NULL) == -1)
+      return -1;
+    ++*of;
+    if (n)
+      ++*with;
+  }
+  return 0;
+}
+
+/* Whether the VM lost the bitmaps of ours on a disk we migrate (removed
+ * by hand, a QEMU restarted without them) since the last round: then (1)
+ * new ones start before anything is read, and the round that follows
+ * compares every chunk (note 3).  0 when they are all there. */
+static int
+bitmaps_lost (struct ferry_warm *w, const struct ferry_warm_journal *j)
+{
+  size_t with, of;
+
+  if (refresh_disks (w) == -1 ||
+      disks_tracked (w, w->vm_disks, &with, &of) == -1)
+    return -1;
+  if (with == of)
+    return 0;
+  state_set_int (w, "fallback", 1);
+  if (start_bitmaps (w, w->vm_disks, j) == -1 || save_state (w, j) == -1)
+    return -1;
+  return 1;
 }
 
 /* The VM of a running QEMU: its description when the user gave one, else
@@ -682,59 +797,18 @@ qmp_open (struct ferry_warm *w, const char *path)
   if (w->run) {
     /* The first bitmaps, before the base copy reads a byte (note 1); a
      * VM that lost ours needs a full comparison (note 3). */
-    bool have = false, want = state_int (w, "gen") > 0;
-    json_object *actions = json_object_new_array ();
-    char name[256];
-    int64_t gen;
+    size_t with, of;
 
-    for (i = 0; i < w->vm->nr_disks; i++) {
-      CLEANUP_FREE const char **mine = NULL;
-      size_t n;
-      if (!migrated (w, i))
-        continue;
-      if (our_bitmaps (w, &w->qd[w->vm_qd[i]], &mine, &n, NULL) == -1) {
-        json_object_put (actions);
-        return -1;
-      }
-      if (n)
-        have = true;
-    }
-    if (!have) {
-      /* The fallback owed and the generation are kept before the
-       * transaction (note 2): a kill after it would otherwise leave a
-       * bitmap that hides the loss and whose name the next round takes
-       * again. */
-      if (want)
+    if (disks_tracked (w, w->vm->nr_disks, &with, &of) == -1)
+      return -1;
+    if (with == 0) {
+      if (state_int (w, "gen") > 0)
         state_set_int (w, "fallback", 1);
-      gen = state_int (w, "gen") + 1;
-      state_set_int (w, "gen", gen);
-      if (save_state (w, w->o.journal) == -1) {
-        json_object_put (actions);
+      if (start_bitmaps (w, w->vm->nr_disks, w->o.journal) == -1)
         return -1;
-      }
-      snprintf (name, sizeof name, "%s-b%" PRId64, w->tag, gen);
-      for (i = 0; i < w->vm->nr_disks; i++) {
-        json_object *a = json_object_new_object ();
-        if (!migrated (w, i))
-          continue;
-        json_object_object_add (a, "type",
-                                json_object_new_string ("block-dirty-bitmap-add"));
-        json_object_object_add (a, "data",
-                                node_name (w->qd[w->vm_qd[i]].node, name));
-        json_object_array_add (actions, a);
-      }
-      {
-        json_object *args = json_object_new_object ();
-        json_object_object_add (args, "actions", actions);
-        actions = NULL;
-        if (qmp (w, "transaction", args, NULL) == -1)
-          return -1;
-      }
-      state_set_double (w, "freeze", epoch_now ());
       if (!state_int (w, "started"))
         state_set_int (w, "started", 1);
     }
-    json_object_put (actions);
     w->last_freeze = state_double (w, "freeze");
   }
 
@@ -1026,6 +1100,27 @@ remove_bitmap (struct ferry_warm *w, const char *node, const char *name)
     ferry_debug ("%s: removing bitmap %s: %s", node, name, ferry_get_error ());
 }
 
+/* Remove the files of ferry's in W's workdir (hash tables, a socket
+ * left behind) and the folder. */
+static void
+remove_workdir (struct ferry_warm *w)
+{
+  DIR *d = w->workdir ? opendir (w->workdir) : NULL;
+  struct dirent *e;
+
+  if (d == NULL)
+    return;
+  while ((e = readdir (d)) != NULL) {
+    size_t n = strlen (e->d_name);
+    if ((strncmp (e->d_name, "disk", 4) == 0 && n > 7 &&
+         strcmp (e->d_name + n - 7, ".hashes") == 0) ||
+        strcmp (e->d_name, "nbd.sock") == 0)
+      unlinkat (dirfd (d), e->d_name, 0);
+  }
+  closedir (d);
+  rmdir (w->workdir);
+}
+
 void
 ferry_warm_close (struct ferry_warm *w, bool finished)
 {
@@ -1044,24 +1139,17 @@ ferry_warm_close (struct ferry_warm *w, bool finished)
             if (strncmp (w->qd[i].bitmaps[k], w->tag, strlen (w->tag)) == 0 &&
                 w->qd[i].bitmaps[k][strlen (w->tag)] == '-')
               remove_bitmap (w, w->qd[i].node, w->qd[i].bitmaps[k]);
-      /* Another's server (a backup, another job) is not ours to stop. */
-      if (w->server &&
+      if (w->server_ours &&
           ferry_qmp_execute (w->q, "nbd-server-stop", NULL, NULL) == -1)
         ferry_debug ("nbd-server-stop: %s", ferry_get_error ());
-      if (w->server && w->sock)
+      if (w->sock && w->server_ours)
         unlink (w->sock);
     }
     ferry_qmp_close (w->q);
     error_restore (&saved);
   }
-  if (finished && w->workdir) {
-    for (i = 0; i < w->vm_disks; i++) {
-      CLEANUP_FREE char *t = NULL;
-      if (asprintf (&t, "%s/disk%zu.hashes", w->workdir, i) != -1)
-        unlink (t);
-    }
-    rmdir (w->workdir);
-  }
+  if (finished)
+    remove_workdir (w);
   ferry_qmp_disks_free (w->qd, w->nqd);
   ferry_vm_free (w->vm);
   json_object_put (w->state);
@@ -1072,6 +1160,47 @@ ferry_warm_close (struct ferry_warm *w, bool finished)
   free (w->workdir);
   free (w->tag);
   free (w);
+}
+
+int
+ferry_warm_forget (const struct ferry_warm_options *o)
+{
+  struct ferry_warm *w = calloc (1, sizeof *w);
+  bool ok = true;
+  int r = 0;
+
+  if (w == NULL)
+    return ferry_error (ENOMEM, "out of memory");
+  w->run = true;
+  w->workdir = dup_or_null (o->workdir, &ok);
+  w->tag = dup_or_null (o->tag ? o->tag : "ferry", &ok);
+  w->state = json_object_new_object ();
+  if (ok && w->workdir && asprintf (&w->sock, "%s/nbd.sock", w->workdir) == -1)
+    w->sock = NULL, ok = false;
+  if (!ok) {
+    ferry_warm_close (w, false);
+    return ferry_error (ENOMEM, "out of memory");
+  }
+  if (o->source && strncmp (o->source, "qmp:", 4) == 0) {
+    w->q = ferry_qmp_connect (o->source + 4, QMP_TIMEOUT);
+    if (w->q == NULL)
+      r = -1;
+    else if (ferry_qmp_query_disks (w->q, &w->qd, &w->nqd) == -1)
+      r = qmp_failed (w);
+    else
+      w->server_ours = w->sock && socket_listens (w->sock);
+  }
+  if (r == -1) {
+    /* Nothing of the VM's was touched: its leftovers stay, and so do
+     * the files that say what they are. */
+    struct error_saved saved;
+    error_save (&saved);
+    ferry_warm_close (w, false);
+    error_restore (&saved);
+    return -1;
+  }
+  ferry_warm_close (w, true);
+  return 0;
 }
 
 /* --- rounds ------------------------------------------------------------------- */
@@ -1282,7 +1411,8 @@ hash_copy_disk (struct ferry_warm *w, struct ferry_v2v_plan *plan, size_t i,
 }
 
 /* One round of a running QEMU (notes 1 and 2): freeze, merge, copy,
- * then drop what it copied. */
+ * then drop what it copied; 1 when our bitmaps turn out lost (note 3),
+ * new ones recording. */
 static int
 bitmap_round (struct ferry_warm *w, struct ferry_v2v_plan *plan,
               const char *staging, const struct ferry_warm_journal *j,
@@ -1352,8 +1482,19 @@ bitmap_round (struct ferry_warm *w, struct ferry_v2v_plan *plan,
     json_object *args = json_object_new_object ();
     double t0 = now_seconds ();
     json_object_object_add (args, "actions", actions);
-    if (qmp (w, "transaction", args, NULL) == -1)
-      return -1;
+    if (qmp (w, "transaction", args, NULL) == -1) {
+      /* Refused as a whole, nothing done: a bitmap of ours that went
+       * since the look before is a lost one (note 3). */
+      int lost;
+      struct error_saved saved;
+      if (ferry_get_errno () != EPROTO)
+        return -1;
+      error_save (&saved);
+      lost = bitmaps_lost (w, j);
+      if (lost == 0)
+        error_restore (&saved);
+      return lost == 0 ? -1 : lost;
+    }
     w->qmp_seconds = now_seconds () - t0;
   }
   state_set_double (w, "freeze", epoch_now ());
@@ -1382,12 +1523,26 @@ bitmap_round (struct ferry_warm *w, struct ferry_v2v_plan *plan,
     for (k = 0; k < n; k++)
       if (strcmp (mine[k], name) != 0)
         json_object_array_add (list, json_object_new_string (mine[k]));
+    if (json_object_array_length (list) == 0) {
+      /* No stopped bitmap of ours: lost since the look before the round
+       * (note 3).  Never a merge of none: QEMU 7.2 crashes on it
+       * (segfault, the source VM gone). */
+      json_object_put (list);
+      state_set_int (w, "fallback", 1);
+      return save_state (w, j) == -1 ? -1 : 1;
+    }
     a = json_object_new_object ();
     json_object_object_add (a, "node", json_object_new_string (qd->node));
     json_object_object_add (a, "target", json_object_new_string (merged));
     json_object_object_add (a, "bitmaps", list);
-    if (qmp (w, "block-dirty-bitmap-merge", a, NULL) == -1)
-      return -1;
+    if (qmp (w, "block-dirty-bitmap-merge", a, NULL) == -1) {
+      if (ferry_get_errno () != EPROTO)
+        return -1;
+      /* A stopped bitmap went before its merge: what it held is lost,
+       * and TAG-bN records from the freeze on (note 3). */
+      state_set_int (w, "fallback", 1);
+      return save_state (w, j) == -1 ? -1 : 1;
+    }
     if (add_export (w, id, qd->node, merged) == -1)
       return -1;
     if (bitmap_copy_disk (w, plan, i, staging, id, merged, t) == -1) {
@@ -1701,6 +1856,33 @@ typical_throughput (const struct ferry_warm *w)
     : w->throughput;
 }
 
+/* The round after the VM lost our bitmaps (note 3): new ones record
+ * already; every chunk of each disk is compared, the target read too. */
+static int
+lost_round (struct ferry_warm *w, struct ferry_v2v_plan *plan,
+            const char *staging, const struct ferry_warm_journal *j,
+            struct tally *t)
+{
+  size_t i;
+
+  note (j, "warning", "the source VM lost ferry's dirty bitmaps (was it "
+        "restarted, or were they removed?): this round compares every "
+        "chunk of its disks");
+  state_set_double (w, "freeze", epoch_now ());
+  for (i = 0; i < plan->nr_disks; i++) {
+    CLEANUP_FREE char *id = export_id (w, 'd', plan->disks[i].index);
+    CLEANUP_FREE char *uri = id ? export_uri (w, id) : NULL;
+    if (!plan->disks[i].migrated)
+      continue;
+    if (uri == NULL)
+      return ferry_error (ENOMEM, "out of memory");
+    if (hash_copy_disk (w, plan, i, staging, uri, true, t) == -1)
+      return -1;
+  }
+  state_set_int (w, "fallback", 0);
+  return 0;
+}
+
 /* The downtime if the source stopped now (note 5); < 0 when unknown. */
 static double
 predict (struct ferry_warm *w)
@@ -1824,31 +2006,26 @@ ferry_warm_sync (struct ferry_warm *w, struct ferry_v2v_plan *plan,
 
     if (stop_requested ())
       return ferry_error (EINTR, "interrupted");
+    /* Bitmaps that went while the rounds ran are found before a round
+     * trusts them (note 3). */
+    if (w->kind == KIND_BITMAP && !fallback) {
+      r = bitmaps_lost (w, j);
+      if (r == -1)
+        return -1;
+      fallback = r == 1;
+    }
     rd.started = epoch_now ();
     if (w->kind == KIND_HASH)
       r = hash_round (w, plan, staging, false, &t);
     else if (w->kind == KIND_CHAIN)
       r = chain_round (w, plan, staging, final, j, &t, &w->pending);
-    else if (fallback) {
-      /* Note 3: the bitmaps are gone; compare everything. */
-      note (j, "warning", "the source VM lost ferry's dirty bitmaps (was it "
-            "restarted?): this round compares every chunk of its disks");
-      size_t i;
-      r = 0;
-      state_set_double (w, "freeze", epoch_now ());
-      for (i = 0; i < plan->nr_disks && r == 0; i++) {
-        CLEANUP_FREE char *id = export_id (w, 'd', i);
-        CLEANUP_FREE char *uri = id ? export_uri (w, id) : NULL;
-        if (!plan->disks[i].migrated)
-          continue;
-        r = uri ? hash_copy_disk (w, plan, i, staging, uri, true, &t)
-          : ferry_error (ENOMEM, "out of memory");
+    else {
+      r = fallback ? 1 : bitmap_round (w, plan, staging, j, &t);
+      if (r == 1) {
+        fallback = true;
+        r = lost_round (w, plan, staging, j, &t);
       }
-      if (r == 0)
-        state_set_int (w, "fallback", 0);
     }
-    else
-      r = bitmap_round (w, plan, staging, j, &t);
     if (r == -1)
       return -1;
 
@@ -2002,50 +2179,4 @@ ferry_warm_parse_cutover (const char *text, enum ferry_warm_cutover *mode,
                         "+SECONDS", text);
   *at = *end == 'Z' ? (double) timegm (&tm) : (double) mktime (&tm);
   return 0;
-}
-
-/* --- forgetting a migration no runner holds --------------------------------------- */
-
-int
-ferry_warm_forget (const struct ferry_warm_options *o)
-{
-  struct ferry_warm w = { .o = *o, .tag = (char *) o->tag,
-                          .workdir = (char *) o->workdir };
-  CLEANUP_FREE char *sock = NULL;
-  struct dirent *e;
-  DIR *d;
-  int r = 0;
-
-  if (o->source && strncmp (o->source, "qmp:", 4) == 0 && o->tag) {
-    size_t i, k;
-    w.q = ferry_qmp_connect (o->source + 4, 10);
-    if (w.q == NULL)
-      r = -1;
-    else {
-      if (o->workdir && asprintf (&sock, "%s/nbd.sock", o->workdir) != -1)
-        w.sock = sock;
-      del_exports (&w, "");
-      if (ferry_qmp_query_disks (w.q, &w.qd, &w.nqd) == 0) {
-        for (i = 0; i < w.nqd; i++)
-          for (k = 0; w.qd[i].bitmaps[k]; k++)
-            if (strncmp (w.qd[i].bitmaps[k], w.tag, strlen (w.tag)) == 0 &&
-                w.qd[i].bitmaps[k][strlen (w.tag)] == '-')
-              remove_bitmap (&w, w.qd[i].node, w.qd[i].bitmaps[k]);
-        ferry_qmp_disks_free (w.qd, w.nqd);
-      }
-      /* The NBD server, if it is ours: its socket is in our folder. */
-      if (sock && access (sock, F_OK) == 0 &&
-          ferry_qmp_execute (w.q, "nbd-server-stop", NULL, NULL) == -1)
-        ferry_debug ("nbd-server-stop: %s", ferry_get_error ());
-      ferry_qmp_close (w.q);
-    }
-  }
-  if (o->workdir && (d = opendir (o->workdir)) != NULL) {
-    while ((e = readdir (d)) != NULL)
-      if (e->d_name[0] != '.')
-        unlinkat (dirfd (d), e->d_name, 0);
-    closedir (d);
-    rmdir (o->workdir);
-  }
-  return r;
 }

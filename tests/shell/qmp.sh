@@ -177,7 +177,7 @@ expect_exit 1 "a missing socket"
 expect_stderr "qmp:$WORK/missing.sock: no such socket" "a missing socket is named"
 fy qmp "$WORK/disk.qcow2" query-status
 expect_exit 1 "a plain file as the socket"
-expect_stderr "qmp:$WORK/disk.qcow2: nothing listens on the socket" "a file that is no socket is named"
+expect_stderr "qmp:$WORK/disk.qcow2: not a socket" "a file that is no socket is named as one"
 
 # --- the monitor held by another client (as libvirt holds its VMs') -----------------------
 "$PYTHON" - "$SOCK" <<'PY' &
