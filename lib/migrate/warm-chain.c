@@ -233,43 +233,24 @@ static int
 copy_layer (struct ferry_v2v_plan *plan, size_t i, const char *staging,
             const char *file, struct tally *t)
 {
-  struct ferry_image *src = NULL, *alone = NULL, *dst = NULL;
+  struct ferry_image *src, *alone = NULL;
   struct layer lay;
   struct ferry_copy_options copts = { .extents = layer_extents,
+                                      .extents_opaque = &lay,
                                       .overwrite = true };
   uint64_t bytes;
-  double t0 = now_seconds ();
   int r = -1;
 
   src = ferry_image_open (file, NULL, FERRY_OPEN_SHARED);
   alone = src ? ferry_image_open (file, NULL, FERRY_OPEN_SHARED |
                                   FERRY_OPEN_NO_BACKING) : NULL;
-  if (alone == NULL || layer_bytes (alone, src, &bytes) == -1)
-    goto out;
   lay.alone = alone;
   lay.src = src;
-  copts.extents_opaque = &lay;
-  if (bytes) {
-    dst = warm_open_target (plan, i, staging, false, NULL);
-    if (dst == NULL || ferry_copy (src, dst, &copts) == -1)
-      goto out;
-    r = ferry_image_close (dst);
-    dst = NULL;
-    if (r == -1)
-      goto out;
-  }
-  t->bytes += bytes;
-  t->bytes_read += bytes;
-  t->copy_seconds += now_seconds () - t0;
-  r = 0;
- out:
-  if (r == -1) {
-    struct error_saved saved;
-    error_save (&saved);
-    ferry_image_close (dst);
-    error_restore (&saved);
+  if (alone && layer_bytes (alone, src, &bytes) == 0 &&
+      warm_copy_into (plan, i, staging, src, &copts, bytes, t) == 0)
+    r = 0;
+  else
     ferry_error_prefix ("%s", file);
-  }
   ferry_image_close (alone);
   ferry_image_close (src);
   return r;

@@ -106,6 +106,13 @@ char *warm_name_of (const char *path);
 struct ferry_image *warm_open_target (struct ferry_v2v_plan *plan, size_t i,
                                       const char *staging, bool create,
                                       bool *fresh);
+/* Copy into plan disk I's target in STAGING what COPTS's extents give of
+ * SRC (BYTES of them; none: the target is not even opened), and count
+ * them in T.  The copy's error stands when the close fails after it. */
+int warm_copy_into (struct ferry_v2v_plan *plan, size_t i, const char *staging,
+                    struct ferry_image *src,
+                    const struct ferry_copy_options *copts, uint64_t bytes,
+                    struct tally *t);
 /* Disk I by hashes (a hash source, or a VM that lost its bitmaps):
  * SOURCE is what to read. */
 int warm_hash_copy_disk (struct ferry_warm *w, struct ferry_v2v_plan *plan,

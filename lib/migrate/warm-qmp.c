@@ -606,9 +606,7 @@ bitmap_copy_disk (struct ferry_warm *w, struct ferry_v2v_plan *plan,
   struct ferry_copy_options copts = {
     .extents = delta_extents, .extents_opaque = &d, .overwrite = true,
   };
-  struct ferry_image *dst = NULL;
   uint64_t bytes = 0;
-  double t0;
   int r = -1;
 
   if (uri == NULL)
@@ -617,33 +615,11 @@ bitmap_copy_disk (struct ferry_warm *w, struct ferry_v2v_plan *plan,
   d.src = ferry_image_open (uri, "raw", FERRY_OPEN_SHARED);
   if (d.src == NULL)
     return -1;
-  if (dirty_bytes (&d, ferry_image_size (d.src), &bytes) == -1)
-    goto out;
-  t0 = now_seconds ();
-  if (bytes) {
-    dst = warm_open_target (plan, i, staging, false, NULL);
-    if (dst == NULL)
-      goto out;
-    if (ferry_copy (d.src, dst, &copts) == -1)
-      goto out;
-    if (ferry_image_close (dst) == -1) {
-      dst = NULL;
-      goto out;
-    }
-    dst = NULL;
-  }
-  t->bytes += bytes;
-  t->bytes_read += bytes;
-  t->copy_seconds += now_seconds () - t0;
-  r = 0;
- out:
-  if (r == -1) {
-    struct error_saved saved;
-    error_save (&saved);
-    ferry_image_close (dst);
-    error_restore (&saved);
+  if (dirty_bytes (&d, ferry_image_size (d.src), &bytes) == 0 &&
+      warm_copy_into (plan, i, staging, d.src, &copts, bytes, t) == 0)
+    r = 0;
+  else
     ferry_error_prefix ("disk %zu (%s)", pd->index + 1, pd->source);
-  }
   ferry_image_close (d.src);
   return r;
 }

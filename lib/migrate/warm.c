@@ -579,6 +579,37 @@ warm_open_target (struct ferry_v2v_plan *plan, size_t i, const char *staging,
   return ferry_image_open (path, pd->target_format, FERRY_OPEN_WRITE);
 }
 
+/* Copy into plan disk I's target in STAGING what COPTS's extents give of
+ * SRC (BYTES of them; none: the target is not even opened), and count
+ * them in T.  The copy's error stands when the close fails after it. */
+int
+warm_copy_into (struct ferry_v2v_plan *plan, size_t i, const char *staging,
+                struct ferry_image *src, const struct ferry_copy_options *copts,
+                uint64_t bytes, struct tally *t)
+{
+  struct ferry_image *dst;
+  double t0 = now_seconds ();
+
+  if (bytes) {
+    dst = warm_open_target (plan, i, staging, false, NULL);
+    if (dst == NULL)
+      return -1;
+    if (ferry_copy (src, dst, copts) == -1) {
+      struct error_saved saved;
+      error_save (&saved);
+      ferry_image_close (dst);
+      error_restore (&saved);
+      return -1;
+    }
+    if (ferry_image_close (dst) == -1)
+      return -1;
+  }
+  t->bytes += bytes;
+  t->bytes_read += bytes;
+  t->copy_seconds += now_seconds () - t0;
+  return 0;
+}
+
 /* Disk I by hashes (a hash source, or a VM that lost its bitmaps):
  * SOURCE is what to read. */
 int
