@@ -11,8 +11,10 @@
  *
  * States: planned -> running -> done; running -> paused (a pause, or its
  * runner interrupted) -> running; running -> failed -> running (retry);
- * running -> awaiting-cutover (a test run) -> done (cutover); any but done
- * -> cancelled (partial outputs removed, the record kept).
+ * running -> awaiting-cutover (a test run) -> done (cutover); a warm job
+ * (<ferry/warm.h>) is awaiting-cutover while its runner runs rounds, and
+ * its cutover is asked of that runner; any but done -> cancelled (partial
+ * outputs removed, the record kept).
  */
 #ifndef FERRY_JOB_H
 #define FERRY_JOB_H
