@@ -156,6 +156,10 @@ input_hint (const char *input)
     { "expect", "--expect REGEX" },
     { "strict", "--strict" },
     { "test", "--test" },
+    { "mode", "--mode warm" },
+    { "domain", "--domain FILE, for qmp:SOCKET" },
+    { "cutover", "--cutover now|manual|TIME|+SECONDS" },
+    { "source_stop", "--source-stop shutdown|pause" },
   };
   size_t i;
 

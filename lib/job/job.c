@@ -425,18 +425,21 @@ job_warm_options (const struct ferry_job_spec *spec,
                   struct ferry_warm_options *wo)
 {
   memset (wo, 0, sizeof *wo);
-  if (spec->mode && strcmp (spec->mode, "cold") && strcmp (spec->mode, "warm"))
-    return ferry_error (EINVAL, "--mode %s: expected cold or warm",
-                        spec->mode);
+  if (spec->mode && strcmp (spec->mode, "cold") && strcmp (spec->mode, "warm")) {
+    ferry_error (EINVAL, "mode %s: expected cold or warm", spec->mode);
+    return ferry_error_input ("mode");
+  }
   if (!job_is_warm (spec)) {
-    const char *opt = spec->domain ? "--domain" : spec->cutover ? "--cutover"
-      : spec->max_downtime > 0 ? "--max-downtime"
-      : spec->round_interval > 0 ? "--round-interval"
-      : spec->source_stop ? "--source-stop"
-      : spec->shutdown_timeout ? "--shutdown-timeout" : NULL;
-    if (opt)
-      return ferry_error (EINVAL, "%s is an option of a warm migration "
-                          "(--mode warm)", opt);
+    /* The spec's own names for them (a plan's members). */
+    const char *opt = spec->domain ? "domain" : spec->cutover ? "cutover"
+      : spec->max_downtime > 0 ? "max-downtime"
+      : spec->round_interval > 0 ? "round-interval"
+      : spec->source_stop ? "source-stop"
+      : spec->shutdown_timeout ? "shutdown-timeout" : NULL;
+    if (opt) {
+      ferry_error (EINVAL, "%s is an option of a warm migration", opt);
+      return ferry_error_input ("mode");
+    }
     return 0;
   }
   if (spec->test) {
@@ -450,9 +453,11 @@ job_warm_options (const struct ferry_job_spec *spec,
                                 &wo->cutover_at) == -1)
     return -1;
   if (spec->source_stop && strcmp (spec->source_stop, "shutdown") &&
-      strcmp (spec->source_stop, "pause"))
-    return ferry_error (EINVAL, "--source-stop %s: expected shutdown or pause",
-                        spec->source_stop);
+      strcmp (spec->source_stop, "pause")) {
+    ferry_error (EINVAL, "source stop %s: expected shutdown or pause",
+                 spec->source_stop);
+    return ferry_error_input ("source_stop");
+  }
   wo->domain = spec->domain;
   wo->max_downtime = spec->max_downtime;
   wo->round_interval = spec->round_interval;

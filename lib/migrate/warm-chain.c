@@ -194,38 +194,24 @@ layer_extents (void *opaque, uint64_t offset, uint64_t length,
   return r;
 }
 
-/* Bytes the delta ALONE allocates; with its chain SRC, the bytes a round
- * copies of it (layer_extents: its zeroes that hide data count too). */
+/* The extents of a delta alone as a copy's: what it holds, the rest
+ * SKIP (the bytes the last delta holds so far, for the prediction). */
 static int
-layer_bytes (struct ferry_image *alone, struct ferry_image *src,
-             uint64_t *bytes)
+alone_extents (void *opaque, uint64_t offset, uint64_t length,
+               struct ferry_extent_list *list)
 {
   struct ferry_extent_list l = { 0 };
-  struct layer lay = { .alone = alone, .src = src };
-  uint64_t size = ferry_image_size (alone), pos = 0;
+  size_t i;
+  int r = 0;
 
-  *bytes = 0;
-  while (pos < size) {
-    size_t i;
-    uint64_t n = MIN (size - pos, 1ull << 30);
-    l.len = 0;
-    if ((src ? layer_extents (&lay, pos, n, &l)
-         : ferry_image_extents (alone, pos, n, &l)) == -1) {
-      ferry_extent_list_free (&l);
-      return -1;
-    }
-    if (l.len == 0)
-      break;
-    for (i = 0; i < l.len; i++) {
-      uint64_t e = MIN (l.ptr[i].offset + l.ptr[i].length, size);
-      if (e > pos && !(l.ptr[i].flags &
-                       (src ? FERRY_EXTENT_SKIP : FERRY_EXTENT_HOLE)))
-        *bytes += e - MAX (l.ptr[i].offset, pos);
-      pos = MAX (pos, e);
-    }
-  }
+  if (ferry_image_extents (opaque, offset, length, &l) == -1)
+    return -1;
+  for (i = 0; i < l.len && r == 0; i++)
+    r = ferry_extent_list_append (list, l.ptr[i].offset, l.ptr[i].length,
+                                  (l.ptr[i].flags & FERRY_EXTENT_HOLE)
+                                  ? FERRY_EXTENT_SKIP : l.ptr[i].flags);
   ferry_extent_list_free (&l);
-  return 0;
+  return r;
 }
 
 /* Copy the grains of delta FILE into plan disk I's target. */
@@ -246,7 +232,8 @@ copy_layer (struct ferry_v2v_plan *plan, size_t i, const char *staging,
                                   FERRY_OPEN_NO_BACKING) : NULL;
   lay.alone = alone;
   lay.src = src;
-  if (alone && layer_bytes (alone, src, &bytes) == 0 &&
+  if (alone && warm_extents_bytes (layer_extents, &lay,
+                                   ferry_image_size (alone), &bytes) == 0 &&
       warm_copy_into (plan, i, staging, src, &copts, bytes, t) == 0)
     r = 0;
   else
@@ -313,7 +300,9 @@ warm_chain_round (struct ferry_warm *w, struct ferry_v2v_plan *plan,
                                                   FERRY_OPEN_SHARED |
                                                   FERRY_OPEN_NO_BACKING);
       uint64_t b = 0;
-      if (top && layer_bytes (top, NULL, &b) == 0 && !final)
+      if (top && warm_extents_bytes (alone_extents, top,
+                                     ferry_image_size (top), &b) == 0 &&
+          !final)
         *pending += b;
       ferry_image_close (top);
       json_object_object_add (w->state, key,

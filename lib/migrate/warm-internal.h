@@ -106,6 +106,11 @@ char *warm_name_of (const char *path);
 struct ferry_image *warm_open_target (struct ferry_v2v_plan *plan, size_t i,
                                       const char *staging, bool create,
                                       bool *fresh);
+/* Bytes of [0, SIZE) a delta copy with the extents EXTENTS (OPAQUE)
+ * copies: all but its SKIP ranges. */
+int warm_extents_bytes (int (*extents) (void *, uint64_t, uint64_t,
+                                        struct ferry_extent_list *),
+                        void *opaque, uint64_t size, uint64_t *bytes);
 /* Copy into plan disk I's target in STAGING what COPTS's extents give of
  * SRC (BYTES of them; none: the target is not even opened), and count
  * them in T.  The copy's error stands when the close fails after it. */

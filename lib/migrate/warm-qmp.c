@@ -562,37 +562,6 @@ delta_extents (void *opaque, uint64_t offset, uint64_t length,
   return r;
 }
 
-/* Bytes the context of D marks dirty. */
-static int
-dirty_bytes (struct delta *d, uint64_t size, uint64_t *bytes)
-{
-  struct ferry_extent_list l = { 0 };
-  uint64_t pos = 0;
-
-  *bytes = 0;
-  while (pos < size) {
-    size_t i;
-    l.len = 0;
-    if (ferry_image_context_extents (d->src, d->context, pos,
-                                     MIN (size - pos, 1ull << 30), &l) == -1) {
-      ferry_extent_list_free (&l);
-      return -1;
-    }
-    for (i = 0; i < l.len; i++) {
-      uint64_t e = MIN (l.ptr[i].offset + l.ptr[i].length, size);
-      if (e <= pos)
-        continue;
-      if (l.ptr[i].flags & 1)
-        *bytes += e - MAX (l.ptr[i].offset, pos);
-      pos = e;
-    }
-    if (l.len == 0)
-      break;
-  }
-  ferry_extent_list_free (&l);
-  return 0;
-}
-
 /* Copy disk I's dirty ranges (bitmap MERGED, exported as ID) into its
  * target. */
 static int
@@ -615,7 +584,8 @@ bitmap_copy_disk (struct ferry_warm *w, struct ferry_v2v_plan *plan,
   d.src = ferry_image_open (uri, "raw", FERRY_OPEN_SHARED);
   if (d.src == NULL)
     return -1;
-  if (dirty_bytes (&d, ferry_image_size (d.src), &bytes) == 0 &&
+  if (warm_extents_bytes (delta_extents, &d, ferry_image_size (d.src),
+                          &bytes) == 0 &&
       warm_copy_into (plan, i, staging, d.src, &copts, bytes, t) == 0)
     r = 0;
   else

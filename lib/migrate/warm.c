@@ -393,23 +393,19 @@ ferry_warm_open (const struct ferry_warm_options *o, bool run,
     if (warm_qmp_open (w, w->source + 4) == -1)
       goto err;
   }
+  else if (w->domain) {
+    ferry_error (EINVAL, "a description (domain) is for a running QEMU "
+                 "(qmp:PATH), not %s", w->source);
+    ferry_error_input ("domain");
+    goto err;
+  }
   else if (is_description (w->source)) {
     w->kind = KIND_CHAIN;
-    if (w->domain) {
-      ferry_error (EINVAL, "--domain describes a running QEMU (qmp:PATH), "
-                   "not %s", w->source);
-      goto err;
-    }
     if (warm_chain_open (w) == -1)
       goto err;
   }
   else {
     w->kind = KIND_HASH;
-    if (w->domain) {
-      ferry_error (EINVAL, "--domain describes a running QEMU (qmp:PATH), "
-                   "not %s", w->source);
-      goto err;
-    }
     if (hash_open (w) == -1)
       goto err;
   }
@@ -577,6 +573,42 @@ warm_open_target (struct ferry_v2v_plan *plan, size_t i, const char *staging,
                                NULL);
   }
   return ferry_image_open (path, pd->target_format, FERRY_OPEN_WRITE);
+}
+
+/* Bytes of [0, SIZE) a delta copy with the extents EXTENTS (OPAQUE)
+ * copies: all but its SKIP ranges. */
+int
+warm_extents_bytes (int (*extents) (void *, uint64_t, uint64_t,
+                                    struct ferry_extent_list *),
+                    void *opaque, uint64_t size, uint64_t *bytes)
+{
+  struct ferry_extent_list l = { 0 };
+  uint64_t pos = 0;
+
+  *bytes = 0;
+  while (pos < size) {
+    uint64_t reached = pos;
+    size_t i;
+    l.len = 0;
+    if (extents (opaque, pos, MIN (size - pos, 1ull << 30), &l) == -1) {
+      ferry_extent_list_free (&l);
+      return -1;
+    }
+    for (i = 0; i < l.len; i++) {
+      uint64_t s = MAX (l.ptr[i].offset, reached);
+      uint64_t e = MIN (l.ptr[i].offset + l.ptr[i].length, size);
+      if (e <= s)
+        continue;
+      if (!(l.ptr[i].flags & FERRY_EXTENT_SKIP))
+        *bytes += e - s;
+      reached = e;
+    }
+    if (reached == pos)
+      break;                    /* nothing more said: the rest is none */
+    pos = reached;
+  }
+  ferry_extent_list_free (&l);
+  return 0;
 }
 
 /* Copy into plan disk I's target in STAGING what COPTS's extents give of
@@ -937,7 +969,7 @@ ferry_warm_sync (struct ferry_warm *w, struct ferry_v2v_plan *plan,
         (pred < 0 || pred > w->o.max_downtime)) {
       char a[32], b[32];
       snprintf (why, sizeof why, "the predicted downtime, %.1f s, is over "
-                "--max-downtime %.3g s: the source changes %s/s, the copy "
+                "the limit (max-downtime) of %.3g s: the source changes %s/s, the copy "
                 "moves %s/s%s", pred, w->o.max_downtime,
                 warm_human (w->rate, a, sizeof a),
                 warm_human (w->throughput, b, sizeof b),
@@ -990,6 +1022,16 @@ ferry_warm_sync (struct ferry_warm *w, struct ferry_v2v_plan *plan,
 
 /* --- --cutover ---------------------------------------------------------------- */
 
+/* The error of a cutover TEXT that is none. */
+static int
+bad_cutover (const char *text)
+{
+  ferry_error (EINVAL, "cutover %s: expected now, manual, a time "
+               "(2026-12-08T03:00, local, or with Z for UTC) or +SECONDS",
+               text);
+  return ferry_error_input ("cutover");
+}
+
 int
 ferry_warm_parse_cutover (const char *text, enum ferry_warm_cutover *mode,
                           double *at)
@@ -1013,8 +1055,7 @@ ferry_warm_parse_cutover (const char *text, enum ferry_warm_cutover *mode,
     errno = 0;
     s = strtod (text + 1, &e);
     if (errno || e == text + 1 || *e || !(s >= 0) || s > 1e9)
-      return ferry_error (EINVAL, "--cutover %s: expected now, manual, a time "
-                          "(2026-12-08T03:00) or +SECONDS", text);
+      return bad_cutover (text);
     *at = warm_epoch_now () + s;
     return 0;
   }
@@ -1023,9 +1064,7 @@ ferry_warm_parse_cutover (const char *text, enum ferry_warm_cutover *mode,
   if (end && *end == ':')
     end = strptime (end, ":%S", &tm);
   if (end == NULL || (*end && strcmp (end, "Z") != 0))
-    return ferry_error (EINVAL, "--cutover %s: expected now, manual, a time "
-                        "(2026-12-08T03:00, local, or with Z for UTC) or "
-                        "+SECONDS", text);
+    return bad_cutover (text);
   *at = *end == 'Z' ? (double) timegm (&tm) : (double) mktime (&tm);
   return 0;
 }
